@@ -1,0 +1,89 @@
+/* event.h - the log event: parse, validate, normalise, serialise.
+ *
+ * Input is one JSON object in any of the shapes the seeds send.  The
+ * normalised form, which is what travels on Kafka and is stored, is:
+ *
+ *   { "id": UUID, "schema_version": 1,
+ *     "timestamp": RFC 3339 UTC ms, "received_at": RFC 3339 UTC ms,
+ *     "level": "TRACE|DEBUG|INFO|WARN|ERROR|FATAL", "message": str,
+ *     "service": str, "host": str?, "source_ip": str?, "tenant": str?,
+ *     "correlation_id": str?, "attributes": { ... } }
+ *
+ * Aliases: `severity` for `level` (and WARNING for WARN, case-insensitive),
+ * `source` for `service` when `service` is absent, `organizationId` /
+ * `tenant` / `tenant_id` for tenant, `correlationId` / `trace_id` /
+ * `traceId` / `correlation_id` for correlation_id, `hostname` for host,
+ * `ts` / `@timestamp` for timestamp.  Unknown top-level fields move under
+ * `attributes` (never dropped; an attribute of the same name wins).
+ * Timestamps may be RFC 3339 strings or epoch milliseconds (integer). */
+#ifndef LOGPIPE_EVENT_H
+#define LOGPIPE_EVENT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LP_EVENT_SCHEMA_VERSION 1
+
+struct lp_event_limits {
+	size_t max_message;    /* bytes of `message` (default 65536) */
+	size_t max_attributes; /* keys in `attributes` after merging (default 64) */
+	size_t max_field;      /* bytes of service/host/tenant/... (default 256) */
+	size_t max_depth;      /* JSON nesting depth of the object (default 8) */
+};
+
+/* Why an input was refused: HTTP status (400 or 413), a stable code, the
+ * offending field if any, and a human sentence. */
+struct lp_event_error {
+	int status;
+	char code[32];     /* "invalid_json", "missing_field", "invalid_field", "too_large" */
+	char field[48];
+	char message[200];
+};
+
+extern const struct lp_event_limits lp_event_default_limits;
+
+/* Validates and normalises one parsed input object.  Returns a new object
+ * (caller json_decref's it) in the normalised form, with `id` (the
+ * client's UUID, in lower case, if it sent one, else a fresh UUIDv7; an `id`
+ * that is not a UUID is refused), `received_at` = now_ms and
+ * `schema_version` set; `tenant`, if non-NULL, overrides any tenant in the
+ * input (the gateway's API key decides).  Returns NULL and fills *err.
+ * lim NULL means lp_event_default_limits; err may be NULL.  Normalising a
+ * normalised event gives the same event (but a new received_at). */
+json_t *lp_event_normalize(json_t *in, const struct lp_event_limits *lim, int64_t now_ms,
+			   const char *tenant, struct lp_event_error *err);
+
+/* Parses text and normalises it.  Same contract as above. */
+json_t *lp_event_parse(const char *text, size_t len, const struct lp_event_limits *lim,
+		       int64_t now_ms, const char *tenant, struct lp_event_error *err);
+
+/* Checks an already normalised event (the enricher's filter stage).
+ * Returns 0 or -EINVAL with the reason in err. */
+int lp_event_check_normalized(json_t *ev, char *err, size_t errlen);
+
+/* Maps a level spelling to its canonical name, NULL if unknown. */
+const char *lp_level_canonical(const char *s);
+/* Numeric rank of a canonical level (TRACE 0 .. FATAL 5), -1 if unknown. */
+int lp_level_rank(const char *canonical);
+
+/* UUIDs. */
+void lp_uuid7(char out[37]);          /* new time-ordered UUIDv7, lower case */
+bool lp_uuid_valid(const char *s);    /* 8-4-4-4-12 hex */
+bool lp_ip_valid(const char *s);      /* IPv4 or IPv6 literal */
+
+/* Splits a batch body into items: a JSON array of objects, or NDJSON (one
+ * object per non-blank line; a single object over several lines is a batch
+ * of one).  Calls fn once per item in order with either the parsed item
+ * (borrowed; fn may json_incref it) or NULL and a parse error message
+ * ("line 3: ..." for NDJSON).  Returns the number of items, or a negative
+ * errno: -EINVAL if the body is neither form or empty (msg in err), -E2BIG
+ * if it holds more than max_items (checked before fn is first called).  fn
+ * returning non-zero stops the walk; the count returned then includes that
+ * item. */
+typedef int (*lp_batch_item_fn)(void *ud, size_t index, json_t *item, const char *error);
+long lp_batch_split(const char *body, size_t len, size_t max_items, lp_batch_item_fn fn,
+		    void *ud, char *err, size_t errlen);
+
+#endif

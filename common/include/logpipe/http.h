@@ -1,0 +1,106 @@
+/* http.h - HTTP server helpers over CivetWeb: routing, JSON replies and
+ * errors, body-size limit, and the health and metrics endpoints every
+ * service serves.
+ *
+ * A service creates a server, registers routes and health checks, then
+ * starts it.  Handlers run on CivetWeb's worker threads, so they must be
+ * thread-safe.  Every server answers, without registration:
+ *   GET /health/live   200 {"status":"UP"} while the process serves;
+ *   GET /health/ready  200, or 503 with the failing required checks;
+ *   GET /health        both, with each check's state and breaker state;
+ *   GET /metrics       the default registry in Prometheus text format.
+ * Every request is counted in http_requests_total{route,method,status}
+ * and timed in http_request_duration_seconds{route}, and logged at debug
+ * level (one access-log line).  Before a handler runs the server refuses,
+ * with a JSON error and a closed connection: 431 for 64 or more header
+ * fields, 400 for ambiguous framing (conflicting Content-Lengths,
+ * Content-Length with Transfer-Encoding, broken chunks, a body cut short),
+ * 400 for a path or query that decodes to a NUL or to bytes that are not
+ * UTF-8, or a path with an encoded dot segment, 413 for a body over
+ * max_body, 408 for a body still arriving after request_timeout_ms; and
+ * 400 for JSON nested deeper than LP_HTTP_MAX_JSON_DEPTH.  A request that
+ * arrives while lp_http_start is still registering the handler gets 503
+ * with Retry-After: 1. */
+#ifndef LOGPIPE_HTTP_H
+#define LOGPIPE_HTTP_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Request bodies (JSON, NDJSON or untyped) nesting arrays and objects
+ * deeper than this get 400 "too_deep" before any handler runs: handlers run
+ * on CivetWeb worker threads whose stacks are small (100 KiB in Debian's
+ * build), so they must not recurse deeply or keep large buffers on the
+ * stack either. */
+#define LP_HTTP_MAX_JSON_DEPTH 64
+
+struct mg_connection;
+struct lp_breaker;
+struct lp_http_server;
+
+struct lp_http_opts {
+	const char *listen;      /* "8081", "127.0.0.1:8081" (CivetWeb syntax) */
+	int threads;             /* worker threads (default 16) */
+	size_t max_body;         /* bytes; larger bodies get 413 (default 1 MiB) */
+	int request_timeout_ms;  /* slow or idle clients are cut off (default 10000) */
+	const char *service;     /* name shown by /health */
+};
+
+struct lp_http_req {
+	struct mg_connection *conn;
+	const char *method;     /* "GET", ... */
+	const char *path;       /* decoded path, no query */
+	const char *query;      /* raw query string or NULL */
+	const char *route;      /* the matched route pattern (metrics label) */
+	const char *param;      /* the part of the path matched by a trailing '*' */
+	char *body;             /* request body, NUL-terminated (owned by the server) */
+	size_t body_len;
+	char request_id[64];    /* X-Request-ID received or generated */
+	int status;             /* set by the reply functions */
+};
+
+/* Returns nothing: the handler must reply with one of lp_http_reply*. */
+typedef void (*lp_http_handler)(struct lp_http_req *req, void *ud);
+
+/* A health check: return true when healthy; may write a detail sentence. */
+typedef bool (*lp_health_fn)(void *ud, char *detail, size_t detaillen);
+
+struct lp_http_server *lp_http_server_new(const struct lp_http_opts *opts, char *err,
+					  size_t errlen);
+/* Registers a handler for method (NULL = any) and pattern.  A pattern whose
+ * last segment is a lone '*' matches one or more further segments:
+ * "/api/metadata/hosts/" followed by '*' matches "/api/metadata/hosts/web-1"
+ * with param "web-1".  The first
+ * registered match wins; a path matching only with another method gets 405. */
+int lp_http_route(struct lp_http_server *s, const char *method, const char *pattern,
+		  lp_http_handler fn, void *ud);
+/* Adds a health check; required checks decide readiness.  br may be NULL. */
+int lp_http_health(struct lp_http_server *s, const char *name, bool required,
+		   lp_health_fn fn, void *ud, struct lp_breaker *br);
+/* Starts listening.  Returns 0 or -EADDRINUSE / -EINVAL with err. */
+int lp_http_start(struct lp_http_server *s, char *err, size_t errlen);
+/* Stops accepting, waits for handlers in flight, frees the server. */
+void lp_http_server_free(struct lp_http_server *s);
+
+/* Replies.  extra_headers is NULL or "Name: value\r\n" lines. */
+void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
+		   const char *body, size_t len, const char *extra_headers);
+/* Serialises and json_decref's body. */
+void lp_http_reply_json(struct lp_http_req *r, int status, json_t *body,
+			const char *extra_headers);
+/* {"status":"error","error":{"code":code,"message":...}} */
+void lp_http_reply_error(struct lp_http_req *r, int status, const char *code,
+			 const char *extra_headers, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+/* Request helpers. */
+const char *lp_http_header(struct lp_http_req *r, const char *name);
+/* Copies the decoded value of query parameter name into out; returns its
+ * length or -1 if absent. */
+int lp_http_query(struct lp_http_req *r, const char *name, char *out, size_t outlen);
+/* Parses the body as JSON; on failure replies 400 (or 415 if the content
+ * type is not JSON) and returns NULL. */
+json_t *lp_http_body_json(struct lp_http_req *r);
+
+#endif

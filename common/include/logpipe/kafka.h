@@ -1,0 +1,105 @@
+/* kafka.h - Kafka producer and consumer helpers on librdkafka.
+ *
+ * Producer: idempotent (enable.idempotence=true, acks=all), a background
+ * thread serves delivery reports, and each message carries a completion
+ * that is called exactly once with the delivery result.  lp_kwait is a
+ * ready-made completion for callers that block until a group of messages
+ * is acknowledged (the producer's 202 only after the ack).  Free flushes
+ * what is queued (bounded by a timeout) before destroying the handle.
+ *
+ * Consumer: manual offset commits only (enable.auto.commit=false), so a
+ * stage commits after its output is safe.  Commits name explicit offsets
+ * (message offset + 1) per partition. */
+#ifndef LOGPIPE_KAFKA_H
+#define LOGPIPE_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Extra librdkafka properties: "key=value" strings, NULL-terminated. */
+struct lp_kprops {
+	const char *const *kv;
+};
+
+/* ---- producer ---------------------------------------------------------- */
+
+/* Called once per message from the delivery thread.  err is
+ * RD_KAFKA_RESP_ERR_NO_ERROR on success. */
+typedef void (*lp_kdone_fn)(void *opaque, rd_kafka_resp_err_t err, int32_t partition,
+			    int64_t offset);
+
+struct lp_kproducer;
+
+/* props may be NULL.  Returns NULL with a message in err. */
+struct lp_kproducer *lp_kproducer_new(const char *brokers, const char *const *props,
+				      char *err, size_t errlen);
+/* Flushes up to timeout_ms, then destroys.  Returns the number of messages
+ * that were still undelivered (0 when everything was acknowledged). */
+int lp_kproducer_free(struct lp_kproducer *p, int timeout_ms);
+
+/* Enqueues one message (copied).  headers, if not NULL, is taken over on
+ * success.  done is called later with opaque.  Returns 0, or a negative
+ * errno if it could not be enqueued (done is then not called): -ENOBUFS
+ * when the local queue stayed full for block_ms. */
+int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key,
+		      size_t keylen, const void *val, size_t vallen,
+		      rd_kafka_headers_t *headers, int block_ms, lp_kdone_fn done,
+		      void *opaque);
+/* Messages waiting in the local queue or in flight. */
+int lp_kproducer_outq(struct lp_kproducer *p);
+rd_kafka_t *lp_kproducer_handle(struct lp_kproducer *p);
+
+/* A completion that counts outstanding deliveries of a group. */
+struct lp_kwait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int pending;                   /* sends not yet reported */
+	int failed;                    /* reported with an error */
+	rd_kafka_resp_err_t first_err; /* first error seen */
+	rd_kafka_resp_err_t *results;  /* optional per-message result array */
+};
+void lp_kwait_init(struct lp_kwait *w, rd_kafka_resp_err_t *results);
+void lp_kwait_release(struct lp_kwait *w);
+/* Use as the done callback with opaque = lp_kwait_slot(w, index).
+ * Call lp_kwait_add(w) before each send; on a failed send call
+ * lp_kwait_cancel(w, index, err). */
+void lp_kwait_add(struct lp_kwait *w);
+void *lp_kwait_slot(struct lp_kwait *w, size_t index);
+void lp_kwait_done(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset);
+void lp_kwait_cancel(struct lp_kwait *w, size_t index, rd_kafka_resp_err_t err);
+/* Waits until every send reported or timeout_ms passed.  Returns 0 when
+ * all reported, -ETIMEDOUT otherwise (the callbacks may still come; the
+ * lp_kwait must outlive them, so callers wait again without timeout). */
+int lp_kwait_wait(struct lp_kwait *w, int timeout_ms);
+
+/* ---- consumer ---------------------------------------------------------- */
+
+struct lp_kconsumer;
+
+/* Subscribes group to topics (NULL-terminated).  Returns NULL with err. */
+struct lp_kconsumer *lp_kconsumer_new(const char *brokers, const char *group,
+				      const char *const *topics, const char *const *props,
+				      char *err, size_t errlen);
+/* Closes (leaves the group) and destroys. */
+void lp_kconsumer_free(struct lp_kconsumer *c);
+/* Next message or NULL on timeout.  Error events (err != 0) are returned
+ * too; the caller destroys every message with rd_kafka_message_destroy. */
+rd_kafka_message_t *lp_kconsumer_poll(struct lp_kconsumer *c, int timeout_ms);
+/* Commits, synchronously, offset+1 for the highest offset of each
+ * topic-partition among msgs.  Returns 0 or -EIO (message in log). */
+int lp_kconsumer_commit(struct lp_kconsumer *c, rd_kafka_message_t *const *msgs, size_t n);
+/* Pauses or resumes every assigned partition. */
+int lp_kconsumer_pause(struct lp_kconsumer *c, bool pause);
+/* Rewinds each partition in msgs to its lowest offset there (used to
+ * retry uncommitted messages after a failure without losing them). */
+int lp_kconsumer_rewind(struct lp_kconsumer *c, rd_kafka_message_t *const *msgs, size_t n);
+rd_kafka_t *lp_kconsumer_handle(struct lp_kconsumer *c);
+
+/* Total lag (high watermark - committed) of group over topics, queried
+ * from the broker with handle rk.  Returns 0 and sets *lag, or -EIO. */
+int lp_kafka_group_lag(rd_kafka_t *rk, const char *group, const char *const *topics,
+		       int timeout_ms, long long *lag);
+
+#endif

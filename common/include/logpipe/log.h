@@ -1,0 +1,32 @@
+/* log.h - structured JSON log lines on stderr, one object per line.
+ *
+ * Every line carries ts, level, service and msg; callers add fields with
+ * lp_log_kv().  The correlation id of the request being served, if any, is
+ * kept per thread (lp_log_set_trace) and added to every line that thread
+ * writes.  Thread-safe: each line is written with a single write(2). */
+#ifndef LOGPIPE_LOG_H
+#define LOGPIPE_LOG_H
+
+enum lp_log_level { LP_LOG_DEBUG, LP_LOG_INFO, LP_LOG_WARN, LP_LOG_ERROR };
+
+/* Sets the service name written on every line and the minimum level. */
+void lp_log_init(const char *service, enum lp_log_level min);
+/* Parses "debug", "info", "warn", "error"; returns -EINVAL otherwise. */
+int lp_log_level_parse(const char *s, enum lp_log_level *out);
+/* Sets (or clears, with NULL) this thread's trace/correlation id. */
+void lp_log_set_trace(const char *trace_id);
+
+void lp_log(enum lp_log_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Like lp_log, with extra string fields: NULL-terminated key, value pairs
+ * before the message, e.g. lp_log_kv(LP_LOG_INFO, (const char *[]){"topic",
+ * t, NULL}, "created"). */
+void lp_log_kv(enum lp_log_level lvl, const char *const *kv, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#define lp_debug(...) lp_log(LP_LOG_DEBUG, __VA_ARGS__)
+#define lp_info(...)  lp_log(LP_LOG_INFO, __VA_ARGS__)
+#define lp_warn(...)  lp_log(LP_LOG_WARN, __VA_ARGS__)
+#define lp_error(...) lp_log(LP_LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,35 @@
+/* util.h - clocks, small string helpers and allocation that cannot fail. */
+#ifndef LOGPIPE_UTIL_H
+#define LOGPIPE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LP_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Monotonic clock, for durations and timeouts. */
+int64_t lp_now_us(void);
+int64_t lp_now_ms(void);
+/* Wall clock in milliseconds since the epoch, for timestamps. */
+int64_t lp_wall_ms(void);
+/* Formats epoch milliseconds as RFC 3339 UTC with milliseconds
+ * ("2024-01-15T14:23:45.123Z").  out must hold 32 bytes. */
+void lp_rfc3339(int64_t epoch_ms, char out[32]);
+/* Parses RFC 3339 / ISO 8601 (with 'Z' or an offset, optional fraction).
+ * Returns 0 and sets *epoch_ms, or -EINVAL. */
+int lp_parse_rfc3339(const char *s, int64_t *epoch_ms);
+
+/* Allocation that aborts on out-of-memory instead of returning NULL. */
+void *lp_xmalloc(size_t n);
+void *lp_xcalloc(size_t n, size_t size);
+void *lp_xrealloc(void *p, size_t n);
+char *lp_xstrdup(const char *s);
+
+/* Copies at most dstlen-1 bytes and always terminates; returns strlen(src). */
+size_t lp_strlcpy(char *dst, const char *src, size_t dstlen);
+bool lp_str_has_prefix(const char *s, const char *prefix);
+/* Sleeps up to ms milliseconds, returning early when *stop becomes true. */
+void lp_sleep_ms(int64_t ms, const volatile int *stop);
+
+#endif

@@ -1,0 +1,1165 @@
+/* http.c - HTTP server helpers over CivetWeb: routing, replies, health, metrics.
+ *
+ * CivetWeb owns sockets, parsing and the worker threads; logpipe registers a
+ * single catch-all request handler ("/") and does everything else here, so
+ * that every request, whatever its path, goes through the same steps:
+ *
+ *   1. take X-Request-ID from the request or make one (UUIDv7), set it as the
+ *      thread's log trace id and echo it on the reply;
+ *   2. refuse what cannot be framed or routed safely: 431 for as many
+ *      header fields as CivetWeb keeps (it drops the rest silently), 400
+ *      for conflicting Content-Lengths or Content-Length beside
+ *      Transfer-Encoding (request smuggling), and 400 for a path or query
+ *      whose percent-decoding holds a NUL or is not UTF-8 (handlers pass
+ *      them on to JSON and PostgreSQL, which take neither), or a path with
+ *      an encoded "." / ".." segment;
+ *   3. read the body, refusing with 413 what is larger than max_body (the
+ *      Content-Length is checked before anything is read), with 408 what
+ *      is still arriving after the request timeout (a trickle that resets
+ *      each read's timeout is cut off by a watchdog thread, see struct
+ *      body_read), with 400 what ends early or is badly chunked,
+ *      and with 400 JSON nested deeper than LP_HTTP_MAX_JSON_DEPTH;
+ *   4. find the first route whose pattern matches the path and method: 404
+ *      when no pattern matches, 405 with Allow when only other methods do;
+ *   5. call the handler, which replies through lp_http_reply*;
+ *   6. count the request in http_requests_total{route,method,status}, time
+ *      it in http_request_duration_seconds{route}, write the access line.
+ *
+ * CivetWeb runs handlers on worker threads with small fixed stacks (the
+ * Debian build's USE_STACK_SIZE, 100 KiB); jansson parses recursively, so a
+ * body of a few hundred '[' used to overflow a worker's stack and kill the
+ * process.  The depth check in step 3 is what keeps that from happening
+ * to any handler that parses its body, whichever parser it calls.
+ *
+ * Requests CivetWeb itself refuses before they reach us (a request line it
+ * cannot parse, headers beyond max_request_size, an unsupported HTTP
+ * version, an invalid Content-Length) get the same JSON error body through
+ * its http_error callback, and are counted under the route "unparsed".
+ * CivetWeb listens before the catch-all handler can be registered; a
+ * request in that window used to get CivetWeb's 404 (the chaos test's
+ * clients, retrying against a restarting gateway, hit it) and now gets 503
+ * with Retry-After.
+ * CivetWeb is told not to decode the path (decode_url=no) so that step 2
+ * can see an encoded NUL, which CivetWeb's decoding would silently cut the
+ * path at.
+ *
+ * The built-in endpoints (/health/live, /health/ready, /health, /metrics and
+ * the Spring Boot Actuator spellings the seeds use) are ordinary routes
+ * registered first, so services cannot shadow them by accident.
+ *
+ * Routes and health checks are registered before lp_http_start and are
+ * read-only afterwards, which is why the request path needs no lock.
+ * Replies always carry Content-Length, so connections can be kept alive;
+ * a reply that leaves the request body unread closes the connection. */
+#include <arpa/inet.h>
+#include <civetweb.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "logpipe/breaker.h"
+#include "logpipe/buf.h"
+#include "logpipe/event.h"
+#include "logpipe/http.h"
+#include "logpipe/log.h"
+#include "logpipe/metrics.h"
+#include "logpipe/util.h"
+#include "logpipe/version.h"
+
+#include "logpipe/banned.h"
+
+#define DEFAULT_THREADS 16
+#define DEFAULT_MAX_BODY (1024 * 1024)
+#define DEFAULT_TIMEOUT_MS 10000
+/* CivetWeb keeps MG_MAX_HEADERS header fields and ignores further ones. */
+#define MAX_HEADERS MG_MAX_HEADERS
+#define READY_RETRY_AFTER "Retry-After: 5\r\n"
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4"
+
+struct route {
+	char *method;        /* "GET", ...; NULL matches any method */
+	char *pattern;       /* as registered; also the metrics label */
+	size_t prefix_len;   /* wildcard: length of the pattern before the '*' */
+	bool wildcard;       /* the last segment is a lone '*' */
+	lp_http_handler fn;  /* the handler */
+	void *ud;            /* its user data */
+};
+
+struct check {
+	char *name;             /* key in /health's "checks" */
+	bool required;          /* decides readiness */
+	lp_health_fn fn;        /* the probe */
+	void *ud;               /* its user data */
+	struct lp_breaker *br;  /* breaker shown beside it, may be NULL */
+};
+
+struct lp_http_server {
+	char *listen;              /* CivetWeb listening_ports value */
+	char *service;             /* name shown by /health */
+	int threads;               /* CivetWeb num_threads */
+	size_t max_body;           /* larger bodies get 413 */
+	int request_timeout_ms;    /* CivetWeb request_timeout_ms */
+	struct mg_context *ctx;    /* the running server, NULL before start */
+	struct route *routes;      /* in registration order; first match wins */
+	size_t nroutes;
+	struct check *checks;      /* health checks in registration order */
+	size_t nchecks;
+	struct lp_metric *requests; /* http_requests_total{route,method,status} */
+	struct lp_metric *duration; /* http_request_duration_seconds{route} */
+	pthread_mutex_t reads_mu;   /* guards reads and stopping */
+	pthread_cond_t reads_cv;    /* wakes the watchdog to stop */
+	struct body_read *reads;    /* body reads in progress */
+	bool stopping;              /* the watchdog should exit */
+	bool watchdog_on;           /* the watchdog thread was started */
+	atomic_bool serving;        /* on_request is registered with CivetWeb */
+	pthread_t watchdog;         /* cuts off bodies past their deadline */
+};
+
+/*
+ * A request body being read, registered for the watchdog.  CivetWeb's
+ * request timeout bounds each wait for data, and mg_read returns only once
+ * it has all it was asked for, so a client sending a byte now and then
+ * would hold the worker indefinitely; when the deadline passes, the
+ * watchdog shuts the reading side of the connection's socket, the read
+ * returns short, and the request gets 408.
+ */
+struct body_read {
+	int64_t deadline_us;    /* when reading must have finished */
+	char peer[48];          /* the client's address, as CivetWeb shows it */
+	int peer_port;          /* the client's port */
+	int local_port;         /* our listening port it came in on */
+	bool cut;               /* the watchdog shut its socket's reading side */
+	struct body_read *next; /* the list in s->reads */
+};
+
+/* What the server knows about a request beyond the public struct. */
+struct req_state {
+	struct lp_http_req pub;   /* what handlers see; must stay first */
+	struct lp_http_server *s; /* the server */
+	bool head;                /* HEAD: reply without a body */
+	bool close;               /* close the connection after the reply */
+};
+
+static struct req_state *state_of(struct lp_http_req *r)
+{
+	return (struct req_state *)r;
+}
+
+/* ---- replies ------------------------------------------------------------ */
+
+/* Whether the client wants the connection kept open after this reply. */
+static bool client_keeps_alive(struct mg_connection *conn)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *h = mg_get_header(conn, "Connection");
+
+	if (h)
+		return strcasestr(h, "keep-alive") != NULL;
+	return ri->http_version && strcmp(ri->http_version, "1.1") == 0;
+}
+
+void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
+		   const char *body, size_t len, const char *extra_headers)
+{
+	struct req_state *st = state_of(r);
+	struct lp_buf h = LP_BUF_INIT;
+	bool send_body = !st->head;
+	const char *text;
+
+	if (r->status != 0) {
+		lp_warn("second reply (%d) to %s %s ignored; %d was sent", status, r->method,
+			r->path, r->status);
+		return;
+	}
+	r->status = status;
+	if (st->close)
+		mg_disable_connection_keep_alive(r->conn);
+	text = mg_get_response_code_text(r->conn, status);
+	lp_buf_addf(&h, "HTTP/1.1 %d %s\r\n", status, text ? text : "");
+	/* 1xx, 204 and 304 replies have no body and no Content-Length. */
+	if (status < 200 || status == 204 || status == 304) {
+		send_body = false;
+		len = 0;
+	} else {
+		if (content_type)
+			lp_buf_addf(&h, "Content-Type: %s\r\n", content_type);
+		lp_buf_addf(&h, "Content-Length: %zu\r\n", len);
+	}
+	lp_buf_addf(&h, "X-Request-ID: %s\r\n", r->request_id);
+	lp_buf_addf(&h, "Connection: %s\r\n",
+		    !st->close && client_keeps_alive(r->conn) ? "keep-alive" : "close");
+	if (extra_headers)
+		lp_buf_adds(&h, extra_headers);
+	lp_buf_adds(&h, "\r\n");
+	if (send_body && len > 0 && len <= 64 * 1024) {
+		/* One write for small replies: fewer packets, no Nagle delay. */
+		lp_buf_add(&h, body, len);
+		len = 0;
+	}
+	mg_write(r->conn, h.buf, h.len);
+	if (send_body && len > 0)
+		mg_write(r->conn, body, len);
+	lp_buf_release(&h);
+}
+
+void lp_http_reply_json(struct lp_http_req *r, int status, json_t *body,
+			const char *extra_headers)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+	json_decref(body);
+	if (!text) {
+		lp_error("cannot serialise the JSON reply to %s %s", r->method, r->path);
+		lp_http_reply_error(r, 500, "internal", NULL, "the reply could not be serialised");
+		return;
+	}
+	lp_http_reply(r, status, "application/json", text, strlen(text), extra_headers);
+	free(text);
+}
+
+/* A JSON string of s, or of a fixed text when s is not valid UTF-8. */
+static json_t *json_text(const char *s)
+{
+	json_t *j = json_string(s);
+
+	return j ? j : json_string("(message not valid UTF-8)");
+}
+
+void lp_http_reply_error(struct lp_http_req *r, int status, const char *code,
+			 const char *extra_headers, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	json_t *body;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	body = json_pack("{s:s, s:{s:o, s:o}}", "status", "error", "error", "code",
+			 json_text(code), "message", json_text(msg));
+	lp_http_reply_json(r, status, body, extra_headers);
+}
+
+/* ---- request helpers ---------------------------------------------------- */
+
+const char *lp_http_header(struct lp_http_req *r, const char *name)
+{
+	return mg_get_header(r->conn, name);
+}
+
+int lp_http_query(struct lp_http_req *r, const char *name, char *out, size_t outlen)
+{
+	int n;
+
+	if (!r->query || outlen == 0)
+		return -1;
+	/* -1 when absent, -2 when out is too small (CivetWeb's convention). */
+	n = mg_get_var2(r->query, strlen(r->query), name, out, outlen, 0);
+	return n;
+}
+
+/* True when a Content-Type names JSON: application/json or a +json type,
+ * with or without parameters such as charset. */
+static bool is_json_media_type(const char *ct)
+{
+	size_t n = strcspn(ct, ";");
+
+	while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+		n--;
+	while (n > 0 && (*ct == ' ' || *ct == '\t')) {
+		ct++;
+		n--;
+	}
+	if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
+		return true;
+	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+	       strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
+json_t *lp_http_body_json(struct lp_http_req *r)
+{
+	const char *ct = lp_http_header(r, "Content-Type");
+	json_error_t je;
+	json_t *j;
+
+	if (ct && !is_json_media_type(ct)) {
+		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
+				    "expected Content-Type application/json, got \"%s\"", ct);
+		return NULL;
+	}
+	j = json_loadb(r->body, r->body_len, JSON_DECODE_ANY, &je);
+	if (!j) {
+		lp_http_reply_error(r, 400, "invalid_json", NULL,
+				    "invalid JSON at line %d column %d: %s", je.line, je.column,
+				    je.text);
+		return NULL;
+	}
+	return j;
+}
+
+/* ---- built-in endpoints --------------------------------------------------- */
+
+static void handle_live(struct lp_http_req *r, void *ud)
+{
+	lp_http_reply_json(r, 200, json_pack("{s:s}", "status", "UP"), NULL);
+}
+
+/*
+ * Runs the checks (only the required ones when required_only) and returns
+ * {"name": {...}, ...}; *all_required_up tells readiness.
+ */
+static json_t *run_checks(struct lp_http_server *s, bool required_only, bool *all_required_up)
+{
+	json_t *checks = json_object();
+	size_t i;
+
+	*all_required_up = true;
+	for (i = 0; i < s->nchecks; i++) {
+		struct check *c = &s->checks[i];
+		char detail[256] = "";
+		bool up;
+		json_t *o;
+
+		if (required_only && !c->required)
+			continue;
+		up = c->fn(c->ud, detail, sizeof(detail));
+		if (!up && c->required)
+			*all_required_up = false;
+		o = json_pack("{s:s, s:b, s:o}", "status", up ? "UP" : "DOWN", "required",
+			      c->required, "detail", json_text(detail));
+		if (c->br) {
+			enum lp_breaker_state bs = lp_breaker_state(c->br);
+
+			json_object_set_new(o, "circuit_breaker",
+					    json_string(lp_breaker_state_name(bs)));
+		}
+		json_object_set_new(checks, c->name, o);
+	}
+	return checks;
+}
+
+static void handle_ready(struct lp_http_req *r, void *ud)
+{
+	struct lp_http_server *s = ud;
+	bool up;
+	json_t *checks = run_checks(s, true, &up);
+
+	lp_http_reply_json(r, up ? 200 : 503,
+			   json_pack("{s:s, s:o}", "status", up ? "UP" : "DOWN", "checks", checks),
+			   up ? NULL : READY_RETRY_AFTER);
+}
+
+static void handle_health(struct lp_http_req *r, void *ud)
+{
+	struct lp_http_server *s = ud;
+	bool up;
+	json_t *checks = run_checks(s, false, &up);
+
+	lp_http_reply_json(r, up ? 200 : 503,
+			   json_pack("{s:s, s:s, s:s, s:o}", "status", up ? "UP" : "DOWN",
+				     "service", s->service, "version", LOGPIPE_VERSION, "checks",
+				     checks),
+			   up ? NULL : READY_RETRY_AFTER);
+}
+
+static void handle_metrics(struct lp_http_req *r, void *ud)
+{
+	struct lp_buf out = LP_BUF_INIT;
+
+	lp_registry_render(lp_registry_default(), &out);
+	lp_http_reply(r, 200, METRICS_CONTENT_TYPE, out.buf, out.len, NULL);
+	lp_buf_release(&out);
+}
+
+static const struct {
+	const char *pattern;
+	lp_http_handler fn;
+} builtins[] = {
+	{ "/health/live", handle_live },
+	{ "/health/ready", handle_ready },
+	{ "/health", handle_health },
+	{ "/metrics", handle_metrics },
+	/* The Spring Boot Actuator paths the seeds' READMEs use. */
+	{ "/actuator/health/liveness", handle_live },
+	{ "/actuator/health/readiness", handle_ready },
+	{ "/actuator/health", handle_health },
+	{ "/actuator/prometheus", handle_metrics },
+};
+
+/* ---- routing ------------------------------------------------------------ */
+
+static bool route_matches_path(const struct route *rt, const char *path, const char **param)
+{
+	if (!rt->wildcard) {
+		*param = NULL;
+		return strcmp(rt->pattern, path) == 0;
+	}
+	/* "/a/b/" + '*': one or more further segments, never "/a/b/" itself. */
+	if (strncmp(rt->pattern, path, rt->prefix_len) != 0 || path[rt->prefix_len] == '\0' ||
+	    path[rt->prefix_len] == '/')
+		return false;
+	*param = path + rt->prefix_len;
+	return true;
+}
+
+static bool method_matches(const struct route *rt, const char *method)
+{
+	return !rt->method || strcmp(rt->method, method) == 0;
+}
+
+/*
+ * The first route for path and method, or NULL.  When none matches but
+ * routes for other methods match the path, *allow lists those methods
+ * ("GET, POST") and *any_path the first such route.
+ */
+static const struct route *find_route(struct lp_http_server *s, const char *method,
+				      const char *path, const char **param, struct lp_buf *allow,
+				      const struct route **any_path)
+{
+	size_t i;
+
+	*any_path = NULL;
+	for (i = 0; i < s->nroutes; i++) {
+		const struct route *rt = &s->routes[i];
+
+		if (!route_matches_path(rt, path, param))
+			continue;
+		if (method_matches(rt, method))
+			return rt;
+		if (!*any_path)
+			*any_path = rt;
+		/* rt->method is not NULL here: a NULL method always matches. */
+		if (!strstr(allow->buf, rt->method)) {
+			if (allow->len)
+				lp_buf_adds(allow, ", ");
+			lp_buf_adds(allow, rt->method);
+		}
+	}
+	*param = NULL;
+	return NULL;
+}
+
+int lp_http_route(struct lp_http_server *s, const char *method, const char *pattern,
+		  lp_http_handler fn, void *ud)
+{
+	struct route *rt;
+	size_t n;
+
+	if (!s || !pattern || pattern[0] != '/' || !fn)
+		return -EINVAL;
+	if (s->ctx)
+		return -EBUSY;
+	s->routes = lp_xrealloc(s->routes, (s->nroutes + 1) * sizeof(*s->routes));
+	rt = &s->routes[s->nroutes++];
+	memset(rt, 0, sizeof(*rt));
+	rt->method = method ? lp_xstrdup(method) : NULL;
+	rt->pattern = lp_xstrdup(pattern);
+	n = strlen(pattern);
+	rt->wildcard = n >= 2 && strcmp(pattern + n - 2, "/*") == 0;
+	rt->prefix_len = rt->wildcard ? n - 1 : n;
+	rt->fn = fn;
+	rt->ud = ud;
+	return 0;
+}
+
+int lp_http_health(struct lp_http_server *s, const char *name, bool required, lp_health_fn fn,
+		   void *ud, struct lp_breaker *br)
+{
+	struct check *c;
+
+	if (!s || !name || !fn)
+		return -EINVAL;
+	if (s->ctx)
+		return -EBUSY;
+	s->checks = lp_xrealloc(s->checks, (s->nchecks + 1) * sizeof(*s->checks));
+	c = &s->checks[s->nchecks++];
+	c->name = lp_xstrdup(name);
+	c->required = required;
+	c->fn = fn;
+	c->ud = ud;
+	c->br = br;
+	return 0;
+}
+
+/* ---- the request path ----------------------------------------------------- */
+
+/* A request id we are willing to echo: short, printable, no separators. */
+static bool request_id_ok(const char *id)
+{
+	size_t n = 0;
+
+	if (!id || !*id)
+		return false;
+	for (; id[n]; n++) {
+		char c = id[n];
+
+		if (n >= 63)
+			return false;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '-' || c == '_' || c == '.' || c == ':'))
+			return false;
+	}
+	return true;
+}
+
+/* ---- slow bodies ---------------------------------------------------------- */
+
+/* Shuts the reading side of the socket connecting local_port with
+ * peer:peer_port, found among our file descriptors; 0 or -ENOENT. */
+static int cut_connection(const struct body_read *br)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int rc = -ENOENT;
+
+	if (!d)
+		return -errno;
+	while ((e = readdir(d)) != NULL) {
+		struct sockaddr_storage la, pa;
+		socklen_t ll = sizeof(la), pl = sizeof(pa);
+		char host[INET6_ADDRSTRLEN];
+		int fd, lport, pport;
+		const void *addr;
+
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		fd = atoi(e->d_name);
+		if (getsockname(fd, (struct sockaddr *)&la, &ll) != 0 ||
+		    getpeername(fd, (struct sockaddr *)&pa, &pl) != 0 || la.ss_family != pa.ss_family)
+			continue;
+		if (pa.ss_family == AF_INET) {
+			lport = ntohs(((struct sockaddr_in *)&la)->sin_port);
+			pport = ntohs(((struct sockaddr_in *)&pa)->sin_port);
+			addr = &((struct sockaddr_in *)&pa)->sin_addr;
+		} else if (pa.ss_family == AF_INET6) {
+			lport = ntohs(((struct sockaddr_in6 *)&la)->sin6_port);
+			pport = ntohs(((struct sockaddr_in6 *)&pa)->sin6_port);
+			addr = &((struct sockaddr_in6 *)&pa)->sin6_addr;
+		} else {
+			continue;
+		}
+		if (lport != br->local_port || pport != br->peer_port ||
+		    !inet_ntop(pa.ss_family, addr, host, sizeof(host)) ||
+		    (strcmp(host, br->peer) != 0 && !strstr(br->peer, host)))
+			continue;
+		shutdown(fd, SHUT_RD);
+		rc = 0;
+		break;
+	}
+	closedir(d);
+	return rc;
+}
+
+/* The watchdog: every 200 ms, cuts the body reads past their deadline. */
+static void *watchdog_main(void *arg)
+{
+	struct lp_http_server *s = arg;
+	struct timespec ts;
+	struct body_read *br;
+
+	pthread_mutex_lock(&s->reads_mu);
+	while (!s->stopping) {
+		int64_t now = lp_now_us();
+
+		for (br = s->reads; br; br = br->next) {
+			if (br->cut || now < br->deadline_us)
+				continue;
+			br->cut = true;
+			if (cut_connection(br) == 0)
+				lp_debug("request body from %s:%d still arriving after %d ms: cut off",
+					 br->peer, br->peer_port, s->request_timeout_ms);
+		}
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&s->reads_cv, &s->reads_mu, &ts);
+	}
+	pthread_mutex_unlock(&s->reads_mu);
+	return NULL;
+}
+
+/* Stops and joins the watchdog, if it runs. */
+static void stop_watchdog(struct lp_http_server *s)
+{
+	if (!s->watchdog_on)
+		return;
+	pthread_mutex_lock(&s->reads_mu);
+	s->stopping = true;
+	pthread_cond_signal(&s->reads_cv);
+	pthread_mutex_unlock(&s->reads_mu);
+	pthread_join(s->watchdog, NULL);
+	s->watchdog_on = false;
+}
+
+static void reads_add(struct lp_http_server *s, struct body_read *br)
+{
+	pthread_mutex_lock(&s->reads_mu);
+	br->next = s->reads;
+	s->reads = br;
+	pthread_mutex_unlock(&s->reads_mu);
+}
+
+/* Unlinks br; after this the watchdog no longer touches its connection. */
+static void reads_remove(struct lp_http_server *s, struct body_read *br)
+{
+	struct body_read **p;
+
+	pthread_mutex_lock(&s->reads_mu);
+	for (p = &s->reads; *p; p = &(*p)->next) {
+		if (*p == br) {
+			*p = br->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&s->reads_mu);
+}
+
+/*
+ * Reads the body into a NUL-terminated heap buffer.  Returns 0, or 413 when
+ * it exceeds max, 408 when it is still incomplete timeout_ms after t0_us
+ * (the watchdog cuts off a client that trickles it), or 400 when the client
+ * stopped sending early or the chunked encoding is broken.
+ */
+static int read_body(struct lp_http_server *s, struct mg_connection *conn, int64_t t0_us,
+		     char **out, size_t *outlen)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	long long cl = ri->content_length;
+	size_t max = s->max_body;
+	int64_t deadline = t0_us + (int64_t)s->request_timeout_ms * 1000;
+	struct body_read br = { .deadline_us = deadline };
+	bool broken = false, late = false;
+	size_t cap, len = 0;
+	char *b;
+	int n;
+
+	*out = NULL;
+	*outlen = 0;
+	if (cl > (long long)max)
+		return 413;
+	/* From here on, one way out: br must leave the list before it dies. */
+	lp_strlcpy(br.peer, ri->remote_addr, sizeof(br.peer));
+	br.peer_port = ri->remote_port;
+	br.local_port = ri->server_port;
+	if (s->watchdog_on)
+		reads_add(s, &br);
+	cap = cl >= 0 ? (size_t)cl : (max < 4096 ? max + 1 : 4096);
+	b = lp_xmalloc(cap + 1);
+	for (;;) {
+		if (len == cap) {
+			if (cl >= 0 || cap > max)
+				break;
+			cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+			b = lp_xrealloc(b, cap + 1);
+		}
+		n = mg_read(conn, b + len, cap - len);
+		if (n < 0)
+			broken = true; /* a read error or a bad chunk */
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		if (lp_now_us() > deadline && (cl < 0 || len < (size_t)cl)) {
+			late = true;
+			break;
+		}
+	}
+	if (s->watchdog_on)
+		reads_remove(s, &br);
+	b[len] = '\0';
+	*out = b;
+	*outlen = len;
+	if (len > max)
+		return 413;
+	if ((cl >= 0 && len < (size_t)cl) || broken || late || br.cut)
+		return late || br.cut || lp_now_us() >= deadline ? 408 : 400;
+	return 0;
+}
+
+/* True when the JSON text in b nests arrays and objects deeper than max.
+ * Brackets inside strings do not count; the text need not be valid. */
+static bool json_too_deep(const char *b, size_t n, int max)
+{
+	bool in_string = false;
+	int depth = 0;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		char c = b[i];
+
+		if (in_string) {
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		} else if (c == '"') {
+			in_string = true;
+		} else if (c == '[' || c == '{') {
+			if (++depth > max)
+				return true;
+		} else if ((c == ']' || c == '}') && depth > 0) {
+			depth--;
+		}
+	}
+	return false;
+}
+
+/* Whether a body of this Content-Type is JSON to the handlers that parse it:
+ * none given, a JSON type, or NDJSON. */
+static bool body_may_be_json(const char *ct)
+{
+	return !ct || is_json_media_type(ct) || strcasestr(ct, "ndjson") != NULL;
+}
+
+/*
+ * Header fields that make the request unsafe to frame or route: returns 0,
+ * or the status with *code and *why set.
+ */
+static int check_headers(const struct mg_request_info *ri, const char **code, const char **why)
+{
+	const char *cl = NULL;
+	bool te = false;
+	int i;
+
+	if (ri->num_headers >= MAX_HEADERS) {
+		*code = "too_many_headers";
+		*why = "too many header fields";
+		return 431;
+	}
+	for (i = 0; i < ri->num_headers; i++) {
+		const char *name = ri->http_headers[i].name, *value = ri->http_headers[i].value;
+
+		if (strcasecmp(name, "Transfer-Encoding") == 0) {
+			te = true;
+		} else if (strcasecmp(name, "Content-Length") == 0) {
+			if (cl && strcmp(cl, value) != 0) {
+				*code = "bad_framing";
+				*why = "conflicting Content-Length header fields";
+				return 400;
+			}
+			cl = value;
+		}
+	}
+	if (te && cl) {
+		*code = "bad_framing";
+		*why = "both Transfer-Encoding and Content-Length";
+		return 400;
+	}
+	return 0;
+}
+
+/* True when s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or
+ * code points above U+10FFFF). */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		unsigned char c = s[i];
+		size_t k, need;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			need = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			need = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			need = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (n - i <= need)
+			return false;
+		for (k = 1; k <= need; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += need + 1;
+	}
+	return true;
+}
+
+/* True when the query string, form-decoded as a whole, holds no NUL and is
+ * UTF-8: what handlers read from it ends up in JSON and PostgreSQL, which
+ * take neither. */
+static bool query_ok(const char *q)
+{
+	size_t n = strlen(q);
+	char *d = lp_xmalloc(n + 1);
+	int len = mg_url_decode(q, (int)n, d, (int)n + 1, 1);
+	bool ok = len >= 0 && strlen(d) == (size_t)len &&
+		  utf8_valid((const unsigned char *)d, (size_t)len);
+
+	free(d);
+	return ok;
+}
+
+/*
+ * Percent-decodes the raw path into a new string in *out.  Returns 0, or
+ * 400 (*out NULL) when the decoded path holds a NUL, is not UTF-8, or has
+ * a "." or ".." segment: CivetWeb removed the literal ones, so these came
+ * encoded.
+ */
+static int decode_path(const char *raw, char **out)
+{
+	size_t n = strlen(raw);
+	char *d = lp_xmalloc(n + 1);
+	const char *seg;
+	int len = mg_url_decode(raw, (int)n, d, (int)n + 1, 0);
+
+	*out = NULL;
+	if (len < 0 || strlen(d) != (size_t)len || !utf8_valid((unsigned char *)d, (size_t)len))
+		goto bad;
+	for (seg = d; seg; seg = strchr(seg + 1, '/')) {
+		const char *p = *seg == '/' ? seg + 1 : seg;
+		size_t sl = strcspn(p, "/");
+
+		if ((sl == 1 && p[0] == '.') || (sl == 2 && p[0] == '.' && p[1] == '.'))
+			goto bad;
+	}
+	*out = d;
+	return 0;
+bad:
+	free(d);
+	return 400;
+}
+
+/* Bounded set of method labels, so that junk methods cannot blow up series. */
+static const char *method_label(const char *m)
+{
+	static const char *const known[] = { "GET",    "HEAD",  "POST",   "PUT",
+					     "DELETE", "PATCH", "OPTIONS" };
+	size_t i;
+
+	for (i = 0; i < LP_ARRAY_SIZE(known); i++)
+		if (strcmp(m, known[i]) == 0)
+			return known[i];
+	return "OTHER";
+}
+
+static int on_request(struct mg_connection *conn, void *cbdata)
+{
+	struct lp_http_server *s = cbdata;
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	struct lp_buf allow = LP_BUF_INIT;
+	struct req_state st;
+	struct lp_http_req *r = &st.pub;
+	const struct route *rt = NULL, *other = NULL;
+	const char *id, *param = NULL, *route_label, *code = NULL, *why = NULL, *raw_path;
+	char status_label[8], allow_hdr[128], *path = NULL;
+	int64_t t0 = lp_now_us();
+	double secs;
+	int rc;
+
+	memset(&st, 0, sizeof(st));
+	st.s = s;
+	r->conn = conn;
+	r->method = ri->request_method ? ri->request_method : "GET";
+	raw_path = ri->local_uri ? ri->local_uri : (ri->request_uri ? ri->request_uri : "/");
+	rc = check_headers(ri, &code, &why);
+	if (rc == 0 && decode_path(raw_path, &path) != 0) {
+		rc = 400;
+		code = "invalid_path";
+		why = "the decoded path holds a NUL, an encoded \".\" or \"..\" segment, or is "
+		      "not UTF-8";
+	} else if (rc == 0 && ri->query_string && !query_ok(ri->query_string)) {
+		rc = 400;
+		code = "invalid_query";
+		why = "the decoded query string holds a NUL or is not UTF-8";
+	}
+	r->path = path ? path : raw_path;
+	r->query = ri->query_string;
+	st.head = strcmp(r->method, "HEAD") == 0;
+
+	id = mg_get_header(conn, "X-Request-ID");
+	if (request_id_ok(id))
+		lp_strlcpy(r->request_id, id, sizeof(r->request_id));
+	else
+		lp_uuid7(r->request_id);
+	lp_log_set_trace(r->request_id);
+
+	/* HEAD is served by the GET route, without the body. */
+	if (rc == 0)
+		rt = find_route(s, st.head ? "GET" : r->method, r->path, &param, &allow, &other);
+	route_label = rt ? rt->pattern : (other ? other->pattern : "unmatched");
+	r->route = route_label;
+	r->param = param;
+
+	if (rc == 0) {
+		rc = read_body(s, conn, t0, &r->body, &r->body_len);
+		if (rc == 0 && r->body_len > 0 &&
+		    body_may_be_json(mg_get_header(conn, "Content-Type")) &&
+		    json_too_deep(r->body, r->body_len, LP_HTTP_MAX_JSON_DEPTH))
+			rc = -400; /* the body was read: the connection may go on */
+	} else {
+		st.close = true; /* the body, if any, is unread */
+	}
+	if (code) {
+		lp_http_reply_error(r, rc, code, NULL, "%s", why);
+	} else if (rc == 413) {
+		st.close = true; /* the rest of the body is unread */
+		lp_http_reply_error(r, 413, "payload_too_large", NULL,
+				    "request body exceeds %zu bytes", s->max_body);
+	} else if (rc == 408) {
+		st.close = true;
+		lp_http_reply_error(r, 408, "request_timeout", NULL,
+				    "the request body did not arrive within %d ms",
+				    s->request_timeout_ms);
+	} else if (rc == 400) {
+		st.close = true;
+		lp_http_reply_error(r, 400, "incomplete_body", NULL,
+				    "the request body ended before its Content-Length or its "
+				    "chunked encoding is broken");
+	} else if (rc == -400) {
+		lp_http_reply_error(r, 400, "too_deep", NULL,
+				    "JSON nested deeper than %d levels", LP_HTTP_MAX_JSON_DEPTH);
+	} else if (!rt && other) {
+		snprintf(allow_hdr, sizeof(allow_hdr), "Allow: %s\r\n", allow.buf);
+		lp_http_reply_error(r, 405, "method_not_allowed", allow_hdr,
+				    "%s is not allowed on %s; allowed: %s", r->method, r->path,
+				    allow.buf);
+	} else if (!rt) {
+		lp_http_reply_error(r, 404, "not_found", NULL, "no resource at %s", r->path);
+	} else {
+		rt->fn(r, rt->ud);
+		if (r->status == 0) {
+			lp_error("handler for %s %s did not reply", r->method, rt->pattern);
+			lp_http_reply_error(r, 500, "internal", NULL, "the handler did not reply");
+		}
+	}
+
+	secs = (double)(lp_now_us() - t0) / 1e6;
+	snprintf(status_label, sizeof(status_label), "%d", r->status);
+	lp_series_inc(lp_metric_series(s->requests, route_label, method_label(r->method),
+				       status_label));
+	lp_series_observe(lp_metric_series(s->duration, route_label), secs);
+	{
+		char ms[32];
+
+		snprintf(ms, sizeof(ms), "%.3f", secs * 1000.0);
+		lp_log_kv(LP_LOG_DEBUG,
+			  (const char *[]){ "method", r->method, "path", r->path, "route",
+					    route_label, "status", status_label, "duration_ms", ms,
+					    "remote", ri->remote_addr, NULL },
+			  "request");
+	}
+	lp_log_set_trace(NULL);
+	lp_buf_release(&allow);
+	free(r->body);
+	free(path);
+	return r->status;
+}
+
+/*
+ * CivetWeb's own refusals (before on_request): the same JSON error body as
+ * ours, counted under route "unparsed".  An invalid Content-Length is a
+ * framing error (RFC 9112, 6.3): 400, where CivetWeb says 411.
+ */
+static int on_http_error(struct mg_connection *conn, int status, const char *msg)
+{
+	struct lp_http_server *s = mg_get_user_data(mg_get_context(conn));
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const char *code, *text;
+	json_t *body;
+	char *json, label[8];
+	size_t len;
+
+	if (status == 411 && mg_get_header(conn, "Content-Length"))
+		status = 400;
+	/* CivetWeb listens before on_request can be registered; what arrives in
+	 * between finds no handler.  The service is starting, not missing the
+	 * resource: 503, come back in a second. */
+	if (status == 404 && s && !atomic_load(&s->serving)) {
+		status = 503;
+		msg = "the service is starting";
+	}
+	switch (status) {
+	case 400: code = "bad_request"; break;
+	case 408: code = "request_timeout"; break;
+	case 411: code = "length_required"; break;
+	case 413: code = "payload_too_large"; break;
+	case 414: code = "uri_too_long"; break;
+	case 431: code = "headers_too_large"; break;
+	case 503: code = "starting"; break;
+	case 505: code = "http_version_not_supported"; break;
+	default: code = "protocol_error"; break;
+	}
+	body = json_pack("{s:s, s:{s:s, s:o}}", "status", "error", "error", "code", code,
+			 "message", json_text(msg && *msg ? msg : "malformed request"));
+	json = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	len = json ? strlen(json) : 0;
+	text = mg_get_response_code_text(conn, status);
+	mg_disable_connection_keep_alive(conn);
+	mg_printf(conn,
+		  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+		  "Content-Length: %zu\r\nConnection: close\r\n%s\r\n",
+		  status, text ? text : "", len, status == 503 ? "Retry-After: 1\r\n" : "");
+	if (len)
+		mg_write(conn, json, len);
+	free(json);
+	if (s) {
+		snprintf(label, sizeof(label), "%d", status);
+		lp_series_inc(lp_metric_series(s->requests, "unparsed",
+					       method_label(ri && ri->request_method
+								    ? ri->request_method
+								    : "OTHER"),
+					       label));
+	}
+	lp_debug("refused before routing: %d %s", status, msg ? msg : "");
+	return 0;
+}
+
+/* CivetWeb's own complaints go to the JSON log. */
+static int on_log_message(const struct mg_connection *conn, const char *message)
+{
+	lp_warn("civetweb: %s", message);
+	return 1;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static pthread_once_t civetweb_once = PTHREAD_ONCE_INIT;
+
+static void civetweb_init(void)
+{
+	mg_init_library(0);
+}
+
+struct lp_http_server *lp_http_server_new(const struct lp_http_opts *opts, char *err,
+					  size_t errlen)
+{
+	struct lp_http_server *s;
+	struct lp_registry *reg = lp_registry_default();
+	size_t i;
+
+	if (!opts || !opts->listen || !*opts->listen) {
+		snprintf(err, errlen, "no listen address");
+		return NULL;
+	}
+	if (opts->threads < 0 || opts->request_timeout_ms < 0) {
+		snprintf(err, errlen, "negative thread count or timeout");
+		return NULL;
+	}
+	s = lp_xcalloc(1, sizeof(*s));
+	pthread_mutex_init(&s->reads_mu, NULL);
+	pthread_cond_init(&s->reads_cv, NULL);
+	s->listen = lp_xstrdup(opts->listen);
+	s->service = lp_xstrdup(opts->service ? opts->service : "logpipe");
+	s->threads = opts->threads ? opts->threads : DEFAULT_THREADS;
+	s->max_body = opts->max_body ? opts->max_body : DEFAULT_MAX_BODY;
+	s->request_timeout_ms = opts->request_timeout_ms ? opts->request_timeout_ms
+							 : DEFAULT_TIMEOUT_MS;
+	s->requests = lp_metric_new(reg, LP_COUNTER, "http_requests_total",
+				    "HTTP requests by route, method and status",
+				    "route,method,status", NULL, 0);
+	s->duration = lp_metric_new(reg, LP_HISTOGRAM, "http_request_duration_seconds",
+				    "HTTP request duration in seconds by route", "route", NULL, 0);
+	if (!s->requests || !s->duration) {
+		snprintf(err, errlen, "http metrics already registered with another type");
+		lp_http_server_free(s);
+		return NULL;
+	}
+	for (i = 0; i < LP_ARRAY_SIZE(builtins); i++)
+		lp_http_route(s, "GET", builtins[i].pattern, builtins[i].fn, s);
+	return s;
+}
+
+int lp_http_start(struct lp_http_server *s, char *err, size_t errlen)
+{
+	struct mg_callbacks cb;
+	struct mg_init_data init;
+	struct mg_error_data ed;
+	char threads[16], timeout[16], text[256] = "";
+	unsigned code = 0;
+	const char *options[] = {
+		"listening_ports",    s->listen, "num_threads",	      threads,
+		"request_timeout_ms", timeout,	 "enable_keep_alive", "yes",
+		"decode_url",	      "no",	 NULL,
+	};
+
+	if (s->ctx) {
+		snprintf(err, errlen, "server already started");
+		return -EINVAL;
+	}
+	pthread_once(&civetweb_once, civetweb_init);
+	snprintf(threads, sizeof(threads), "%d", s->threads);
+	snprintf(timeout, sizeof(timeout), "%d", s->request_timeout_ms);
+	memset(&cb, 0, sizeof(cb));
+	cb.log_message = on_log_message;
+	cb.http_error = on_http_error;
+	init.callbacks = &cb;
+	init.user_data = s;
+	init.configuration_options = options;
+	ed.code = &code;
+	ed.text = text;
+	ed.text_buffer_size = sizeof(text);
+
+	/* Before the workers exist, so that they read watchdog_on unraced. */
+	s->stopping = false;
+	if (pthread_create(&s->watchdog, NULL, watchdog_main, s) == 0)
+		s->watchdog_on = true;
+	else
+		lp_warn("http: no watchdog thread; slow request bodies are not cut off");
+	s->ctx = mg_start2(&init, &ed);
+	if (!s->ctx) {
+		stop_watchdog(s);
+		snprintf(err, errlen, "cannot listen on \"%s\": %s", s->listen,
+			 text[0] ? text : "civetweb failed to start");
+		/* CivetWeb reports a busy port only in its text. */
+		if (strcasestr(text, "bind") || strcasestr(text, "in use") ||
+		    strcasestr(text, "port"))
+			return -EADDRINUSE;
+		return -EINVAL;
+	}
+	mg_set_request_handler(s->ctx, "/", on_request, s);
+	atomic_store(&s->serving, true);
+	return 0;
+}
+
+void lp_http_server_free(struct lp_http_server *s)
+{
+	size_t i;
+
+	if (!s)
+		return;
+	if (s->ctx)
+		mg_stop(s->ctx); /* waits for the handlers in flight */
+	stop_watchdog(s);
+	pthread_mutex_destroy(&s->reads_mu);
+	pthread_cond_destroy(&s->reads_cv);
+	for (i = 0; i < s->nroutes; i++) {
+		free(s->routes[i].method);
+		free(s->routes[i].pattern);
+	}
+	free(s->routes);
+	for (i = 0; i < s->nchecks; i++)
+		free(s->checks[i].name);
+	free(s->checks);
+	free(s->listen);
+	free(s->service);
+	free(s);
+}

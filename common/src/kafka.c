@@ -1,0 +1,883 @@
+/* kafka.c - Kafka producer and consumer helpers on librdkafka.
+ *
+ * Producer.  The handle is idempotent (enable.idempotence=true, acks=all,
+ * linger.ms=5).  A dedicated thread calls rd_kafka_poll() until the producer
+ * is freed, so delivery reports are served even when no caller is sending.
+ * Each message carries a small heap record {done, opaque} as its
+ * msg_opaque; the delivery-report callback calls done exactly once and
+ * frees the record.  A full local queue is not an error at first: send
+ * waits (the poll thread drains the queue) until block_ms has passed, and
+ * only then gives up with -ENOBUFS.  Free flushes for a bounded time, then
+ * purges what is left so that every done callback still runs (with a
+ * purge error) before the handle is destroyed.
+ *
+ * lp_kwait counts the deliveries of a group.  Its per-message opaque is a
+ * heap slot {w, index} that lp_kwait_done frees; when a send fails the
+ * slot is freed by lp_kproducer_send itself (it recognises lp_kwait_done),
+ * because the caller never holds on to the slot pointer.
+ *
+ * Consumer.  Auto-commit and automatic offset store are off: a stage
+ * commits, synchronously, exactly the offsets whose output is safe.  A
+ * rebalance callback re-applies a pause to newly assigned partitions, so a
+ * paused consumer stays paused across rebalances.  fetch.wait.max.ms is
+ * 100 rather than librdkafka's 500: a broker answers the requests of one
+ * connection in order, so a commit or a lag query on the consumer's handle
+ * waits behind the fetch long-poll in flight, once per request.
+ *
+ * Lag.  lp_kafka_group_lag asks for metadata, the group's committed offsets
+ * (OffsetFetch through a consumer handle of that group: the caller's own,
+ * or a cached never-subscribed one) and the log-end offsets of every
+ * partition (one ListOffsets per leader). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "logpipe/kafka.h"
+#include "logpipe/log.h"
+#include "logpipe/util.h"
+
+#include "logpipe/banned.h"
+
+#define SEEK_TIMEOUT_MS 5000
+#define PURGE_DRAIN_MS 2000
+
+/* ---- shared configuration ------------------------------------------------ */
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+	enum lp_log_level l;
+
+	/* librdkafka uses syslog levels; it reports transient trouble such
+	 * as a refused connection at LOG_ERR (3), which is a warning here. */
+	if (level <= 2)
+		l = LP_LOG_ERROR;
+	else if (level <= 4)
+		l = LP_LOG_WARN;
+	else if (level <= 6)
+		l = LP_LOG_INFO;
+	else
+		l = LP_LOG_DEBUG;
+	lp_log_kv(l,
+		  (const char *[]){ "component", "kafka", "client", rd_kafka_name(rk),
+				    "facility", fac, NULL },
+		  "%s", buf);
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val, char *err,
+		    size_t errlen)
+{
+	char why[256];
+
+	if (rd_kafka_conf_set(conf, key, val, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+		snprintf(err, errlen, "kafka property \"%s\": %s", key, why);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Applies extra properties.  Each entry is either "key=value" or a key
+ * followed by its value as the next entry (keys never contain '=').
+ */
+static int conf_set_props(rd_kafka_conf_t *conf, const char *const *props, char *err,
+			  size_t errlen)
+{
+	char key[128];
+	const char *eq;
+
+	for (; props && *props; props++) {
+		eq = strchr(*props, '=');
+		if (eq) {
+			if ((size_t)(eq - *props) >= sizeof(key)) {
+				snprintf(err, errlen, "kafka property name too long: \"%s\"",
+					 *props);
+				return -EINVAL;
+			}
+			memcpy(key, *props, (size_t)(eq - *props));
+			key[eq - *props] = '\0';
+			if (conf_set(conf, key, eq + 1, err, errlen) < 0)
+				return -EINVAL;
+			continue;
+		}
+		if (!props[1]) {
+			snprintf(err, errlen, "kafka property \"%s\" has no value", *props);
+			return -EINVAL;
+		}
+		if (conf_set(conf, props[0], props[1], err, errlen) < 0)
+			return -EINVAL;
+		props++;
+	}
+	return 0;
+}
+
+/*
+ * A configuration with bootstrap servers, the given defaults (key, value
+ * pairs, NULL-terminated) and then the caller's properties, which win.
+ */
+static rd_kafka_conf_t *make_conf(const char *brokers, const char *const *defaults,
+				  const char *const *props, char *err, size_t errlen)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+	rd_kafka_conf_set_log_cb(conf, on_log);
+	if (conf_set(conf, "bootstrap.servers", brokers ? brokers : "", err, errlen) < 0 ||
+	    conf_set_props(conf, defaults, err, errlen) < 0 ||
+	    conf_set_props(conf, props, err, errlen) < 0) {
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+/* ---- producer ------------------------------------------------------------ */
+
+struct lp_kproducer {
+	rd_kafka_t *rk;       /* the librdkafka handle */
+	pthread_t poller;     /* serves delivery reports */
+	bool poller_started;  /* poller was created (join it) */
+	atomic_int run;       /* cleared to stop the poller */
+};
+
+/* What travels with each message as its msg_opaque. */
+struct kmsg {
+	lp_kdone_fn done;     /* called once with the delivery result */
+	void *opaque;         /* its argument */
+};
+
+/* A lp_kwait completion: which group and which message in it. */
+struct kslot {
+	struct lp_kwait *w;
+	size_t index;
+};
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+	struct kmsg *km = m->_private;
+
+	if (!km)
+		return;
+	km->done(km->opaque, m->err, m->partition, m->offset);
+	free(km);
+}
+
+static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+	char fatal[256];
+
+	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+		lp_error("kafka producer fatal error: %s", fatal);
+		return;
+	}
+	lp_warn("kafka producer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+static void *poll_loop(void *arg)
+{
+	struct lp_kproducer *p = arg;
+
+	while (atomic_load(&p->run))
+		rd_kafka_poll(p->rk, 100);
+	return NULL;
+}
+
+struct lp_kproducer *lp_kproducer_new(const char *brokers, const char *const *props, char *err,
+				      size_t errlen)
+{
+	static const char *const defaults[] = {
+		"enable.idempotence", "true", "acks", "all", "linger.ms", "5",
+		"log.connection.close", "false", NULL,
+	};
+	struct lp_kproducer *p;
+	rd_kafka_conf_t *conf;
+	char why[512];
+
+	conf = make_conf(brokers, defaults, props, err, errlen);
+	if (!conf)
+		return NULL;
+	rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+	rd_kafka_conf_set_error_cb(conf, on_producer_error);
+
+	p = lp_xcalloc(1, sizeof(*p));
+	p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+	if (!p->rk) {
+		snprintf(err, errlen, "cannot create kafka producer: %s", why);
+		rd_kafka_conf_destroy(conf); /* not taken over on failure */
+		free(p);
+		return NULL;
+	}
+	atomic_store(&p->run, 1);
+	if (pthread_create(&p->poller, NULL, poll_loop, p) != 0) {
+		snprintf(err, errlen, "cannot start the kafka poll thread");
+		lp_kproducer_free(p, 0);
+		return NULL;
+	}
+	p->poller_started = true;
+	return p;
+}
+
+int lp_kproducer_free(struct lp_kproducer *p, int timeout_ms)
+{
+	int64_t deadline;
+	int left;
+
+	if (!p)
+		return 0;
+	rd_kafka_flush(p->rk, timeout_ms);
+	left = rd_kafka_outq_len(p->rk);
+	atomic_store(&p->run, 0);
+	if (p->poller_started)
+		pthread_join(p->poller, NULL);
+	if (left > 0) {
+		/* Give what is left its delivery report (a purge error), so every
+		 * done callback runs exactly once and no record leaks. */
+		rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+		deadline = lp_now_ms() + PURGE_DRAIN_MS;
+		while (rd_kafka_outq_len(p->rk) > 0 && lp_now_ms() < deadline)
+			rd_kafka_poll(p->rk, 50);
+	}
+	rd_kafka_destroy(p->rk);
+	free(p);
+	return left;
+}
+
+static int err_to_errno(rd_kafka_resp_err_t e)
+{
+	switch (e) {
+	case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+		return -ENOBUFS;
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+		return -EMSGSIZE;
+	case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+	case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+		return -ENOENT;
+	default:
+		return -EIO;
+	}
+}
+
+int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key, size_t keylen,
+		      const void *val, size_t vallen, rd_kafka_headers_t *headers, int block_ms,
+		      lp_kdone_fn done, void *opaque)
+{
+	rd_kafka_vu_t vu[6];
+	size_t n = 0;
+	struct kmsg *km = NULL;
+	rd_kafka_error_t *e;
+	rd_kafka_resp_err_t code;
+	int64_t deadline = lp_now_ms() + (block_ms > 0 ? block_ms : 0);
+	struct timespec nap = { 0, 2 * 1000 * 1000 };
+	int ret;
+
+	if (done) {
+		km = lp_xmalloc(sizeof(*km));
+		km->done = done;
+		km->opaque = opaque;
+	}
+	vu[n].vtype = RD_KAFKA_VTYPE_TOPIC;
+	vu[n++].u.cstr = topic;
+	vu[n].vtype = RD_KAFKA_VTYPE_KEY;
+	vu[n].u.mem.ptr = (void *)key;
+	vu[n++].u.mem.size = key ? keylen : 0;
+	vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
+	vu[n].u.mem.ptr = (void *)val;
+	vu[n++].u.mem.size = vallen;
+	vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+	vu[n++].u.i = RD_KAFKA_MSG_F_COPY;
+	vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
+	vu[n++].u.ptr = km;
+	if (headers) {
+		vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
+		vu[n++].u.headers = headers;
+	}
+
+	for (;;) {
+		e = rd_kafka_produceva(p->rk, vu, n);
+		if (!e)
+			return 0;
+		code = rd_kafka_error_code(e);
+		if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL || lp_now_ms() >= deadline)
+			break;
+		rd_kafka_error_destroy(e);
+		/* Sleep rather than poll: polling here would run other messages'
+		 * callbacks on the caller's thread, possibly under its locks. */
+		nanosleep(&nap, NULL);
+	}
+	ret = err_to_errno(code);
+	if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+		lp_warn("cannot produce to \"%s\": %s", topic, rd_kafka_error_string(e));
+	rd_kafka_error_destroy(e);
+	free(km);
+	/* The caller never kept the lp_kwait slot; it is ours to free. */
+	if (done == lp_kwait_done)
+		free(opaque);
+	return ret;
+}
+
+int lp_kproducer_outq(struct lp_kproducer *p)
+{
+	return rd_kafka_outq_len(p->rk);
+}
+
+rd_kafka_t *lp_kproducer_handle(struct lp_kproducer *p)
+{
+	return p->rk;
+}
+
+/* ---- lp_kwait ------------------------------------------------------------ */
+
+void lp_kwait_init(struct lp_kwait *w, rd_kafka_resp_err_t *results)
+{
+	pthread_condattr_t ca;
+
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	w->pending = 0;
+	w->failed = 0;
+	w->first_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+	w->results = results;
+}
+
+void lp_kwait_release(struct lp_kwait *w)
+{
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+}
+
+void lp_kwait_add(struct lp_kwait *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->pending++;
+	pthread_mutex_unlock(&w->mu);
+}
+
+void *lp_kwait_slot(struct lp_kwait *w, size_t index)
+{
+	struct kslot *s = lp_xmalloc(sizeof(*s));
+
+	s->w = w;
+	s->index = index;
+	return s;
+}
+
+/* Records one result.  w must not be touched after the unlock: the waiter
+ * may return and release it at once. */
+static void kwait_report(struct lp_kwait *w, size_t index, rd_kafka_resp_err_t err)
+{
+	pthread_mutex_lock(&w->mu);
+	w->pending--;
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		w->failed++;
+		if (w->first_err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			w->first_err = err;
+	}
+	if (w->results)
+		w->results[index] = err;
+	if (w->pending <= 0)
+		pthread_cond_broadcast(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+void lp_kwait_done(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
+{
+	struct kslot *s = opaque;
+
+	kwait_report(s->w, s->index, err);
+	free(s);
+}
+
+void lp_kwait_cancel(struct lp_kwait *w, size_t index, rd_kafka_resp_err_t err)
+{
+	kwait_report(w, index, err != RD_KAFKA_RESP_ERR_NO_ERROR ? err : RD_KAFKA_RESP_ERR__FAIL);
+}
+
+int lp_kwait_wait(struct lp_kwait *w, int timeout_ms)
+{
+	struct timespec until;
+	int ret = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += timeout_ms / 1000;
+	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (w->pending > 0) {
+		if (timeout_ms < 0) {
+			pthread_cond_wait(&w->cv, &w->mu);
+		} else if (pthread_cond_timedwait(&w->cv, &w->mu, &until) == ETIMEDOUT) {
+			ret = w->pending > 0 ? -ETIMEDOUT : 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&w->mu);
+	return ret;
+}
+
+/* ---- consumer ------------------------------------------------------------ */
+
+struct lp_kconsumer {
+	rd_kafka_t *rk;       /* the librdkafka handle */
+	atomic_bool paused;   /* re-applied to partitions assigned later */
+};
+
+static bool cooperative(rd_kafka_t *rk)
+{
+	return strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+}
+
+static void log_error_obj(const char *what, rd_kafka_error_t *e)
+{
+	if (!e)
+		return;
+	lp_warn("kafka %s: %s", what, rd_kafka_error_string(e));
+	rd_kafka_error_destroy(e);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+			 rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+	struct lp_kconsumer *c = opaque;
+	rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+	switch (err) {
+	case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+		lp_info("kafka: %d partitions assigned", parts->cnt);
+		if (cooperative(rk))
+			log_error_obj("incremental assign", rd_kafka_incremental_assign(rk, parts));
+		else
+			e = rd_kafka_assign(rk, parts);
+		if (atomic_load(&c->paused))
+			rd_kafka_pause_partitions(rk, parts);
+		break;
+	case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+		lp_info("kafka: %d partitions revoked", parts->cnt);
+		if (cooperative(rk))
+			log_error_obj("incremental unassign",
+				      rd_kafka_incremental_unassign(rk, parts));
+		else
+			e = rd_kafka_assign(rk, NULL);
+		break;
+	default:
+		lp_warn("kafka rebalance error: %s", rd_kafka_err2str(err));
+		e = rd_kafka_assign(rk, NULL);
+		break;
+	}
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		lp_warn("kafka assign: %s", rd_kafka_err2str(e));
+}
+
+struct lp_kconsumer *lp_kconsumer_new(const char *brokers, const char *group,
+				      const char *const *topics, const char *const *props,
+				      char *err, size_t errlen)
+{
+	static const char *const defaults[] = {
+		"enable.auto.commit", "false", "enable.auto.offset.store", "false",
+		"auto.offset.reset", "earliest", "log.connection.close", "false",
+		"fetch.wait.max.ms", "100", NULL,
+	};
+	struct lp_kconsumer *c;
+	rd_kafka_conf_t *conf;
+	rd_kafka_topic_partition_list_t *subs;
+	rd_kafka_resp_err_t e;
+	char why[512];
+	size_t i;
+
+	if (!group || !topics || !topics[0]) {
+		snprintf(err, errlen, "kafka consumer needs a group and at least one topic");
+		return NULL;
+	}
+	conf = make_conf(brokers, defaults, props, err, errlen);
+	if (!conf)
+		return NULL;
+	if (conf_set(conf, "group.id", group, err, errlen) < 0) {
+		rd_kafka_conf_destroy(conf);
+		return NULL;
+	}
+	c = lp_xcalloc(1, sizeof(*c));
+	rd_kafka_conf_set_opaque(conf, c);
+	rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+	c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+	if (!c->rk) {
+		snprintf(err, errlen, "cannot create kafka consumer: %s", why);
+		rd_kafka_conf_destroy(conf);
+		free(c);
+		return NULL;
+	}
+	rd_kafka_poll_set_consumer(c->rk);
+
+	subs = rd_kafka_topic_partition_list_new(4);
+	for (i = 0; topics[i]; i++)
+		rd_kafka_topic_partition_list_add(subs, topics[i], RD_KAFKA_PARTITION_UA);
+	e = rd_kafka_subscribe(c->rk, subs);
+	rd_kafka_topic_partition_list_destroy(subs);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(err, errlen, "cannot subscribe: %s", rd_kafka_err2str(e));
+		lp_kconsumer_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void lp_kconsumer_free(struct lp_kconsumer *c)
+{
+	rd_kafka_resp_err_t e;
+
+	if (!c)
+		return;
+	e = rd_kafka_consumer_close(c->rk);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+		lp_warn("kafka consumer close: %s", rd_kafka_err2str(e));
+	rd_kafka_destroy(c->rk);
+	free(c);
+}
+
+rd_kafka_message_t *lp_kconsumer_poll(struct lp_kconsumer *c, int timeout_ms)
+{
+	return rd_kafka_consumer_poll(c->rk, timeout_ms);
+}
+
+/*
+ * One entry per topic-partition among msgs (errors skipped), with the
+ * highest offset + 1 (commit) or the lowest offset (rewind).
+ */
+static rd_kafka_topic_partition_list_t *offsets_of(rd_kafka_message_t *const *msgs, size_t n,
+						   bool highest)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+	rd_kafka_topic_partition_t *tp;
+	const char *topic;
+	int64_t off;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		const rd_kafka_message_t *m = msgs[i];
+
+		if (!m || m->err != RD_KAFKA_RESP_ERR_NO_ERROR || !m->rkt || m->offset < 0)
+			continue;
+		topic = rd_kafka_topic_name(m->rkt);
+		off = highest ? m->offset + 1 : m->offset;
+		tp = rd_kafka_topic_partition_list_find(l, topic, m->partition);
+		if (!tp) {
+			tp = rd_kafka_topic_partition_list_add(l, topic, m->partition);
+			tp->offset = off;
+		} else if (highest ? off > tp->offset : off < tp->offset) {
+			tp->offset = off;
+		}
+	}
+	return l;
+}
+
+/* Logs and counts the per-partition errors of an offsets list. */
+static int partition_errors(const char *what, const rd_kafka_topic_partition_list_t *l)
+{
+	int i, bad = 0;
+
+	for (i = 0; i < l->cnt; i++) {
+		if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+			continue;
+		lp_warn("kafka %s %s[%d] at %lld: %s", what, l->elems[i].topic,
+			l->elems[i].partition, (long long)l->elems[i].offset,
+			rd_kafka_err2str(l->elems[i].err));
+		bad++;
+	}
+	return bad;
+}
+
+int lp_kconsumer_commit(struct lp_kconsumer *c, rd_kafka_message_t *const *msgs, size_t n)
+{
+	rd_kafka_topic_partition_list_t *l = offsets_of(msgs, n, true);
+	rd_kafka_resp_err_t e;
+	int ret = 0;
+
+	if (l->cnt == 0)
+		goto out;
+	e = rd_kafka_commit(c->rk, l, 0);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		lp_warn("kafka commit failed: %s", rd_kafka_err2str(e));
+		ret = -EIO;
+		goto out;
+	}
+	if (partition_errors("commit", l) > 0)
+		ret = -EIO;
+out:
+	rd_kafka_topic_partition_list_destroy(l);
+	return ret;
+}
+
+int lp_kconsumer_pause(struct lp_kconsumer *c, bool pause)
+{
+	rd_kafka_topic_partition_list_t *l = NULL;
+	rd_kafka_resp_err_t e;
+	int ret = 0;
+
+	/* Set first so that a rebalance from now on sees it. */
+	atomic_store(&c->paused, pause);
+	e = rd_kafka_assignment(c->rk, &l);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		lp_warn("kafka assignment: %s", rd_kafka_err2str(e));
+		return -EIO;
+	}
+	if (l->cnt > 0) {
+		e = pause ? rd_kafka_pause_partitions(c->rk, l)
+			  : rd_kafka_resume_partitions(c->rk, l);
+		if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+			lp_warn("kafka %s: %s", pause ? "pause" : "resume", rd_kafka_err2str(e));
+			ret = -EIO;
+		} else if (partition_errors(pause ? "pause" : "resume", l) > 0) {
+			ret = -EIO;
+		}
+	}
+	rd_kafka_topic_partition_list_destroy(l);
+	return ret;
+}
+
+int lp_kconsumer_rewind(struct lp_kconsumer *c, rd_kafka_message_t *const *msgs, size_t n)
+{
+	rd_kafka_topic_partition_list_t *l = offsets_of(msgs, n, false);
+	rd_kafka_error_t *e;
+	int ret = 0;
+
+	if (l->cnt == 0)
+		goto out;
+	e = rd_kafka_seek_partitions(c->rk, l, SEEK_TIMEOUT_MS);
+	if (e) {
+		log_error_obj("seek", e);
+		ret = -EIO;
+		goto out;
+	}
+	if (partition_errors("seek", l) > 0)
+		ret = -EIO;
+out:
+	rd_kafka_topic_partition_list_destroy(l);
+	return ret;
+}
+
+rd_kafka_t *lp_kconsumer_handle(struct lp_kconsumer *c)
+{
+	return c->rk;
+}
+
+/* ---- consumer lag of any group ------------------------------------------- */
+
+static int remaining_ms(int64_t deadline)
+{
+	int64_t left = deadline - lp_now_ms();
+
+	return left > 0 ? (int)left : 0;
+}
+
+/* The partitions of topics, from a cluster-wide metadata request (asking
+ * for named topics could auto-create them). */
+static rd_kafka_topic_partition_list_t *partitions_of(rd_kafka_t *rk, const char *const *topics,
+						      int timeout_ms)
+{
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_topic_partition_list_t *l;
+	rd_kafka_resp_err_t e;
+	size_t i;
+	int t, p;
+
+	e = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		lp_warn("kafka metadata: %s", rd_kafka_err2str(e));
+		return NULL;
+	}
+	l = rd_kafka_topic_partition_list_new(16);
+	for (t = 0; t < md->topic_cnt; t++) {
+		const rd_kafka_metadata_topic_t *mt = &md->topics[t];
+
+		for (i = 0; topics[i]; i++)
+			if (strcmp(topics[i], mt->topic) == 0)
+				break;
+		if (!topics[i] || mt->err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			continue;
+		for (p = 0; p < mt->partition_cnt; p++)
+			rd_kafka_topic_partition_list_add(l, mt->topic, mt->partitions[p].id);
+	}
+	rd_kafka_metadata_destroy(md);
+	return l;
+}
+
+/*
+ * A consumer handle of group for reading its committed offsets.  The
+ * caller's own handle when it is that group's consumer; otherwise one made
+ * on first use with the group's id, never subscribed (so it never joins
+ * the group), kept for the life of the process.  Not the admin API's
+ * ListConsumerGroupOffsets: librdkafka 2.0.2 crashes on its NOT_COORDINATOR
+ * answer (confluentinc/librdkafka#5040) and asserts when it times out.
+ */
+#define LAG_HANDLES 8
+static pthread_mutex_t lag_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+	char *key;      /* "brokers|group" */
+	rd_kafka_t *rk; /* never-subscribed consumer of that group */
+} lag_handles[LAG_HANDLES];
+
+static rd_kafka_t *group_handle(rd_kafka_t *rk, const char *group)
+{
+	char brokers[512], gid[256], err[256], *key;
+	size_t n = sizeof(gid);
+	const rd_kafka_conf_t *conf = rd_kafka_conf(rk);
+	rd_kafka_conf_t *c = NULL;
+	rd_kafka_t *h = NULL;
+	size_t klen;
+	int i;
+
+	if (rd_kafka_type(rk) == RD_KAFKA_CONSUMER &&
+	    rd_kafka_conf_get(conf, "group.id", gid, &n) == RD_KAFKA_CONF_OK &&
+	    strcmp(gid, group) == 0)
+		return rk;
+	n = sizeof(brokers);
+	if (rd_kafka_conf_get(conf, "bootstrap.servers", brokers, &n) != RD_KAFKA_CONF_OK ||
+	    !brokers[0]) {
+		n = sizeof(brokers);
+		if (rd_kafka_conf_get(conf, "metadata.broker.list", brokers, &n) !=
+		    RD_KAFKA_CONF_OK)
+			return NULL;
+	}
+	klen = strlen(brokers) + strlen(group) + 2;
+	key = lp_xmalloc(klen);
+	snprintf(key, klen, "%s|%s", brokers, group);
+
+	pthread_mutex_lock(&lag_mu);
+	for (i = 0; i < LAG_HANDLES && lag_handles[i].key; i++) {
+		if (strcmp(lag_handles[i].key, key) == 0) {
+			h = lag_handles[i].rk;
+			goto out;
+		}
+	}
+	if (i == LAG_HANDLES) {
+		lp_warn("kafka: more than %d groups watched for lag; \"%s\" is not", LAG_HANDLES,
+			group);
+		goto out;
+	}
+	c = rd_kafka_conf_new();
+	if (conf_set(c, "bootstrap.servers", brokers, err, sizeof(err)) < 0 ||
+	    conf_set(c, "group.id", group, err, sizeof(err)) < 0 ||
+	    conf_set(c, "enable.auto.commit", "false", err, sizeof(err)) < 0) {
+		lp_warn("kafka: lag handle for group \"%s\": %s", group, err);
+		rd_kafka_conf_destroy(c);
+		goto out;
+	}
+	rd_kafka_conf_set_log_cb(c, on_log);
+	h = rd_kafka_new(RD_KAFKA_CONSUMER, c, err, sizeof(err));
+	if (!h) {
+		lp_warn("kafka: lag handle for group \"%s\": %s", group, err);
+		rd_kafka_conf_destroy(c);
+		goto out;
+	}
+	lag_handles[i].key = key;
+	lag_handles[i].rk = h;
+	key = NULL;
+out:
+	pthread_mutex_unlock(&lag_mu);
+	free(key);
+	return h;
+}
+
+/* Fills the committed offsets of group into l (offset < 0: none). */
+static int committed_offsets(rd_kafka_t *rk, const char *group,
+			     rd_kafka_topic_partition_list_t *l, int64_t deadline)
+{
+	rd_kafka_t *h = group_handle(rk, group);
+	rd_kafka_resp_err_t e;
+	int i;
+
+	if (!h)
+		return -EIO;
+	e = rd_kafka_committed(h, l, remaining_ms(deadline));
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		lp_warn("kafka: committed offsets of group \"%s\": %s", group,
+			rd_kafka_err2str(e));
+		return -EIO;
+	}
+	for (i = 0; i < l->cnt; i++)
+		if (l->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR)
+			l->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+	return 0;
+}
+
+/*
+ * The log-end (RD_KAFKA_OFFSET_END) or log-start (RD_KAFKA_OFFSET_BEGINNING)
+ * offsets of the partitions in l, as a new list.  One ListOffsets request
+ * per leader for all partitions, rather than two per partition as
+ * rd_kafka_query_watermark_offsets would send.
+ */
+static rd_kafka_topic_partition_list_t *log_offsets(rd_kafka_t *rk,
+						    const rd_kafka_topic_partition_list_t *l,
+						    int64_t which, int64_t deadline)
+{
+	rd_kafka_topic_partition_list_t *out = rd_kafka_topic_partition_list_copy(l);
+	rd_kafka_resp_err_t e;
+	int i;
+
+	for (i = 0; i < out->cnt; i++)
+		out->elems[i].offset = which;
+	e = rd_kafka_offsets_for_times(rk, out, remaining_ms(deadline));
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		lp_warn("kafka: listing %s offsets: %s",
+			which == RD_KAFKA_OFFSET_END ? "end" : "start", rd_kafka_err2str(e));
+		rd_kafka_topic_partition_list_destroy(out);
+		return NULL;
+	}
+	if (partition_errors("list offsets", out) > 0) {
+		rd_kafka_topic_partition_list_destroy(out);
+		return NULL;
+	}
+	return out;
+}
+
+int lp_kafka_group_lag(rd_kafka_t *rk, const char *group, const char *const *topics,
+		       int timeout_ms, long long *lag)
+{
+	int64_t deadline = lp_now_ms() + timeout_ms;
+	rd_kafka_topic_partition_list_t *l, *end = NULL, *start = NULL;
+	long long sum = 0;
+	bool uncommitted = false;
+	int i, ret = -EIO;
+
+	l = partitions_of(rk, topics, remaining_ms(deadline));
+	if (!l)
+		return -EIO;
+	if (l->cnt == 0)
+		goto done;
+	if (committed_offsets(rk, group, l, deadline) < 0)
+		goto out;
+	end = log_offsets(rk, l, RD_KAFKA_OFFSET_END, deadline);
+	if (!end)
+		goto out;
+	for (i = 0; i < l->cnt; i++)
+		if (l->elems[i].offset < 0)
+			uncommitted = true;
+	/* Nothing committed yet: the group would read from the log start. */
+	if (uncommitted && !(start = log_offsets(rk, l, RD_KAFKA_OFFSET_BEGINNING, deadline)))
+		goto out;
+	for (i = 0; i < l->cnt; i++) {
+		int64_t committed = l->elems[i].offset;
+		int64_t from = committed >= 0 ? committed : start->elems[i].offset;
+		int64_t to = end->elems[i].offset;
+
+		if (from >= 0 && to > from)
+			sum += to - from;
+	}
+done:
+	*lag = sum;
+	ret = 0;
+out:
+	if (end)
+		rd_kafka_topic_partition_list_destroy(end);
+	if (start)
+		rd_kafka_topic_partition_list_destroy(start);
+	rd_kafka_topic_partition_list_destroy(l);
+	return ret;
+}

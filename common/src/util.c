@@ -1,0 +1,114 @@
+/* util.c - clocks, small string helpers and allocation that cannot fail.
+ *
+ * lp_rfc3339 and lp_parse_rfc3339, also declared in util.h, live in time.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "logpipe/util.h"
+
+#include "logpipe/banned.h"
+
+/* ---- clocks ------------------------------------------------------------- */
+
+static int64_t clock_us(clockid_t id)
+{
+	struct timespec ts;
+
+	clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t lp_now_us(void)
+{
+	return clock_us(CLOCK_MONOTONIC);
+}
+
+int64_t lp_now_ms(void)
+{
+	return clock_us(CLOCK_MONOTONIC) / 1000;
+}
+
+int64_t lp_wall_ms(void)
+{
+	return clock_us(CLOCK_REALTIME) / 1000;
+}
+
+/* The slice lp_sleep_ms sleeps between two looks at *stop: short enough
+ * that a shutdown is noticed at once, long enough to cost nothing. */
+#define SLEEP_SLICE_MS 20
+
+void lp_sleep_ms(int64_t ms, const volatile int *stop)
+{
+	int64_t end = lp_now_ms() + ms;
+	int64_t left;
+
+	while ((left = end - lp_now_ms()) > 0) {
+		struct timespec ts;
+
+		if (stop && *stop)
+			return;
+		if (stop && left > SLEEP_SLICE_MS)
+			left = SLEEP_SLICE_MS;
+		ts.tv_sec = left / 1000;
+		ts.tv_nsec = (long)(left % 1000) * 1000000;
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* ---- allocation --------------------------------------------------------- */
+
+static void *oom(size_t n)
+{
+	fprintf(stderr, "logpipe: out of memory allocating %zu bytes\n", n);
+	abort();
+}
+
+void *lp_xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+
+	return p ? p : oom(n);
+}
+
+void *lp_xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	return p ? p : oom(n * size);
+}
+
+void *lp_xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+
+	return q ? q : oom(n);
+}
+
+char *lp_xstrdup(const char *s)
+{
+	size_t n = strlen(s) + 1;
+
+	return memcpy(lp_xmalloc(n), s, n);
+}
+
+/* ---- strings ------------------------------------------------------------ */
+
+size_t lp_strlcpy(char *dst, const char *src, size_t dstlen)
+{
+	size_t n = strlen(src);
+
+	if (dstlen) {
+		size_t k = n < dstlen - 1 ? n : dstlen - 1;
+
+		memcpy(dst, src, k);
+		dst[k] = '\0';
+	}
+	return n;
+}
+
+bool lp_str_has_prefix(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}

@@ -1,0 +1,391 @@
+/* test_kafka.c - the Kafka helpers against librdkafka's in-process mock
+ * cluster (a fresh one per test): acknowledged deliveries through lp_kwait,
+ * consume, rewind, commit, lag and pause, delivery failures reported
+ * through the done callback (injected errors, a broker that is down), the
+ * full local queue, and the purge at free. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "logpipe/kafka.h"
+#include "logpipe/log.h"
+#include "logpipe/util.h"
+
+#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which kafka.h includes */
+#include "testutil.h"
+
+#include "logpipe/banned.h"
+
+#define TOPIC "t-logs"
+#define NMSG 50
+#define PRODUCE_API_KEY 0 /* Kafka protocol ApiKey of ProduceRequest */
+
+struct fixture {
+	rd_kafka_t *owner;           /* handle the mock cluster hangs off */
+	rd_kafka_mock_cluster_t *mc; /* one broker, TOPIC with 2 partitions */
+	const char *brokers;
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char err[256];
+
+	rd_kafka_conf_set(conf, "log_level", "0", err, sizeof(err));
+	f->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+	assert_non_null(f->owner);
+	f->mc = rd_kafka_mock_cluster_new(f->owner, 1);
+	assert_non_null(f->mc);
+	f->brokers = rd_kafka_mock_cluster_bootstraps(f->mc);
+	assert_int_equal(rd_kafka_mock_topic_create(f->mc, TOPIC, 2, 1),
+			 RD_KAFKA_RESP_ERR_NO_ERROR);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+
+	rd_kafka_mock_cluster_destroy(f->mc);
+	rd_kafka_destroy(f->owner);
+	free(f);
+	return 0;
+}
+
+static struct lp_kproducer *producer(struct fixture *f, const char *timeout_ms,
+				     const char *extra)
+{
+	const char *props[] = { "message.timeout.ms", timeout_ms, "retry.backoff.ms=50",
+				extra, NULL };
+	char err[256] = "";
+	struct lp_kproducer *p = lp_kproducer_new(f->brokers, props, err, sizeof(err));
+
+	if (!p)
+		print_error("producer: %s\n", err);
+	assert_non_null(p);
+	return p;
+}
+
+/* Sends n messages "prefix-i" keyed by i % 3 and waits for every report. */
+static void send_and_wait(struct lp_kproducer *p, struct lp_kwait *w, int n, const char *prefix,
+			  int wait_ms)
+{
+	char key[16], val[64];
+	int i, rc;
+
+	for (i = 0; i < n; i++) {
+		snprintf(key, sizeof(key), "svc-%d", i % 3);
+		snprintf(val, sizeof(val), "%s-%d", prefix, i);
+		lp_kwait_add(w);
+		rc = lp_kproducer_send(p, TOPIC, key, strlen(key), val, strlen(val), NULL, 1000,
+				       lp_kwait_done, lp_kwait_slot(w, (size_t)i));
+		if (rc < 0)
+			lp_kwait_cancel(w, (size_t)i, RD_KAFKA_RESP_ERR__FAIL);
+		assert_int_equal(rc, 0);
+	}
+	assert_int_equal(lp_kwait_wait(w, wait_ms), 0);
+}
+
+static void produce_ok(struct fixture *f, int n, const char *prefix)
+{
+	rd_kafka_resp_err_t results[NMSG];
+	struct lp_kproducer *p = producer(f, "5000", NULL);
+	struct lp_kwait w;
+	int i;
+
+	assert_true(n <= NMSG);
+	lp_kwait_init(&w, results);
+	send_and_wait(p, &w, n, prefix, 8000);
+	assert_int_equal(w.failed, 0);
+	assert_int_equal(w.first_err, RD_KAFKA_RESP_ERR_NO_ERROR);
+	for (i = 0; i < n; i++)
+		assert_int_equal(results[i], RD_KAFKA_RESP_ERR_NO_ERROR);
+	lp_kwait_release(&w);
+	assert_int_equal(lp_kproducer_free(p, 2000), 0);
+}
+
+/* ---- producer ---------------------------------------------------------------- */
+
+static void test_produce_acked(void **state)
+{
+	produce_ok(*state, NMSG, "ok");
+}
+
+/* A done callback that records what it was told. */
+struct seen {
+	int calls;
+	rd_kafka_resp_err_t err;
+	int32_t partition;
+	int64_t offset;
+};
+
+static void record_done(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
+{
+	struct seen *s = opaque;
+
+	s->calls++;
+	s->err = err;
+	s->partition = partition;
+	s->offset = offset;
+}
+
+static void test_custom_done_and_headers(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "5000", NULL);
+	rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+	struct seen s = { 0 };
+
+	rd_kafka_header_add(h, "reason", -1, "test", -1);
+	assert_int_equal(lp_kproducer_send(p, TOPIC, NULL, 0, "v", 1, h, 0, record_done, &s), 0);
+	assert_int_equal(lp_kproducer_free(p, 5000), 0);
+	assert_int_equal(s.calls, 1);
+	assert_int_equal(s.err, RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_true(s.partition >= 0 && s.partition < 2);
+	assert_true(s.offset >= 0);
+}
+
+static void test_injected_error_reported(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "3000", NULL);
+	rd_kafka_resp_err_t denied[20];
+	struct lp_kwait w;
+	size_t i;
+
+	/* A permanent error: not retried, reported through done. */
+	for (i = 0; i < LP_ARRAY_SIZE(denied); i++)
+		denied[i] = RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+	rd_kafka_mock_push_request_errors_array(f->mc, PRODUCE_API_KEY, LP_ARRAY_SIZE(denied),
+						denied);
+	lp_kwait_init(&w, NULL);
+	send_and_wait(p, &w, 4, "denied", 8000);
+	assert_int_equal(w.failed, 4);
+	assert_int_equal(w.first_err, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+	lp_kwait_release(&w);
+	rd_kafka_mock_clear_request_errors(f->mc, PRODUCE_API_KEY);
+	assert_int_equal(lp_kproducer_free(p, 1000), 0);
+}
+
+static void test_broker_down_times_out(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "800", NULL);
+	rd_kafka_resp_err_t results[3];
+	struct lp_kwait w;
+	int64_t t0;
+
+	assert_int_equal(rd_kafka_mock_broker_set_down(f->mc, 1), RD_KAFKA_RESP_ERR_NO_ERROR);
+	lp_kwait_init(&w, results);
+	t0 = lp_now_ms();
+	send_and_wait(p, &w, 3, "lost", 5000);
+	assert_true(lp_now_ms() - t0 < 4000);
+	assert_int_equal(w.failed, 3);
+	assert_int_equal(results[0], RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+	assert_int_equal(results[2], RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
+	lp_kwait_release(&w);
+	assert_int_equal(lp_kproducer_free(p, 100), 0);
+}
+
+static void test_queue_full(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "30000", "queue.buffering.max.messages=2");
+	struct lp_kwait w;
+	int64_t t0;
+	int rc;
+
+	rd_kafka_mock_broker_set_down(f->mc, 1);
+	lp_kwait_init(&w, NULL);
+	lp_kwait_add(&w);
+	assert_int_equal(lp_kproducer_send(p, TOPIC, NULL, 0, "a", 1, NULL, 0, lp_kwait_done,
+					   lp_kwait_slot(&w, 0)),
+			 0);
+	lp_kwait_add(&w);
+	assert_int_equal(lp_kproducer_send(p, TOPIC, NULL, 0, "b", 1, NULL, 0, lp_kwait_done,
+					   lp_kwait_slot(&w, 1)),
+			 0);
+	/* The third waits block_ms, then gives up; its slot must not leak. */
+	lp_kwait_add(&w);
+	t0 = lp_now_ms();
+	rc = lp_kproducer_send(p, TOPIC, NULL, 0, "c", 1, NULL, 200, lp_kwait_done,
+			       lp_kwait_slot(&w, 2));
+	assert_int_equal(rc, -ENOBUFS);
+	assert_true(lp_now_ms() - t0 >= 190);
+	lp_kwait_cancel(&w, 2, RD_KAFKA_RESP_ERR__QUEUE_FULL);
+	assert_int_equal(lp_kproducer_outq(p), 2);
+
+	/* Free cannot deliver them: it reports them, purged, through done. */
+	assert_int_equal(lp_kproducer_free(p, 300), 2);
+	assert_int_equal(lp_kwait_wait(&w, 0), 0);
+	assert_int_equal(w.pending, 0);
+	assert_int_equal(w.failed, 3);
+	assert_int_equal(w.first_err, RD_KAFKA_RESP_ERR__QUEUE_FULL);
+	lp_kwait_release(&w);
+}
+
+static void test_kwait_timeout(void **state)
+{
+	struct lp_kwait w;
+	rd_kafka_resp_err_t results[2] = { 0 };
+	int64_t t0 = lp_now_ms();
+
+	lp_kwait_init(&w, results);
+	lp_kwait_add(&w);
+	lp_kwait_add(&w);
+	lp_kwait_done(lp_kwait_slot(&w, 1), RD_KAFKA_RESP_ERR_NO_ERROR, 0, 7);
+	assert_int_equal(lp_kwait_wait(&w, 100), -ETIMEDOUT);
+	assert_true(lp_now_ms() - t0 >= 95);
+	lp_kwait_cancel(&w, 0, RD_KAFKA_RESP_ERR_NO_ERROR);
+	assert_int_equal(lp_kwait_wait(&w, -1), 0);
+	assert_int_equal(w.failed, 1);
+	assert_int_equal(results[0], RD_KAFKA_RESP_ERR__FAIL);
+	assert_int_equal(results[1], RD_KAFKA_RESP_ERR_NO_ERROR);
+	lp_kwait_release(&w);
+}
+
+static void test_bad_property(void **state)
+{
+	struct fixture *f = *state;
+	const char *props[] = { "no.such.property=1", NULL };
+	const char *dangling[] = { "linger.ms", NULL };
+	char err[256] = "";
+
+	assert_null(lp_kproducer_new(f->brokers, props, err, sizeof(err)));
+	assert_contains(err, "no.such.property");
+	assert_null(lp_kproducer_new(f->brokers, dangling, err, sizeof(err)));
+	assert_contains(err, "linger.ms");
+	assert_null(lp_kconsumer_new(f->brokers, "g", (const char *const[]){ TOPIC, NULL }, props,
+				     err, sizeof(err)));
+	assert_null(lp_kconsumer_new(f->brokers, "g", (const char *const[]){ NULL }, NULL, err,
+				     sizeof(err)));
+}
+
+/* ---- consumer ---------------------------------------------------------------- */
+
+static struct lp_kconsumer *consumer(struct fixture *f, const char *group)
+{
+	static const char *const topics[] = { TOPIC, NULL };
+	static const char *const props[] = { "session.timeout.ms=6000",
+					     "heartbeat.interval.ms=500", NULL };
+	char err[256] = "";
+	struct lp_kconsumer *c = lp_kconsumer_new(f->brokers, group, topics, props, err,
+						  sizeof(err));
+
+	if (!c)
+		print_error("consumer: %s\n", err);
+	assert_non_null(c);
+	return c;
+}
+
+/* Polls until n data messages arrived (error events are dropped). */
+static size_t consume(struct lp_kconsumer *c, rd_kafka_message_t **out, size_t n, int timeout_ms)
+{
+	int64_t deadline = lp_now_ms() + timeout_ms;
+	size_t got = 0;
+
+	while (got < n && lp_now_ms() < deadline) {
+		rd_kafka_message_t *m = lp_kconsumer_poll(c, 100);
+
+		if (!m)
+			continue;
+		if (m->err) {
+			rd_kafka_message_destroy(m);
+			continue;
+		}
+		out[got++] = m;
+	}
+	return got;
+}
+
+static void destroy_all(rd_kafka_message_t **m, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		rd_kafka_message_destroy(m[i]);
+}
+
+/* Lag through a handle that is not consuming: a consumer's own handle
+ * answers only between its fetch long-polls (fetch.wait.max.ms). */
+static long long lag_of(rd_kafka_t *rk, const char *group)
+{
+	static const char *const topics[] = { TOPIC, "no-such-topic", NULL };
+	long long lag = -1;
+
+	assert_int_equal(lp_kafka_group_lag(rk, group, topics, 3000, &lag), 0);
+	return lag;
+}
+
+/* One consumer through its life: lag before anything is committed, consume,
+ * rewind and see the same messages again, commit part then all (the lag
+ * follows), pause (nothing arrives), resume (the rest arrives). */
+static void test_consumer(void **state)
+{
+	struct fixture *f = *state;
+	rd_kafka_message_t *msgs[NMSG], *again[NMSG];
+	struct lp_kproducer *admin = producer(f, "5000", NULL);
+	rd_kafka_t *rk = lp_kproducer_handle(admin);
+	struct lp_kconsumer *c;
+	size_t got, i;
+
+	produce_ok(f, 20, "c");
+	c = consumer(f, "g-commit");
+	assert_int_equal(lag_of(rk, "g-commit"), 20);
+
+	got = consume(c, msgs, 20, 8000);
+	assert_int_equal(got, 20);
+	for (i = 0; i < got; i++)
+		assert_true(msgs[i]->len > 2 && strncmp(msgs[i]->payload, "c-", 2) == 0);
+
+	assert_int_equal(lp_kconsumer_rewind(c, msgs, got), 0);
+	assert_int_equal(consume(c, again, got, 5000), got);
+	for (i = 0; i < got; i++)
+		assert_true(strncmp(again[i]->payload, "c-", 2) == 0);
+	destroy_all(again, got);
+
+	assert_int_equal(lp_kconsumer_commit(c, msgs, got / 2), 0);
+	assert_in_range(lag_of(rk, "g-commit"), 1, 19);
+	assert_int_equal(lp_kconsumer_commit(c, msgs, got), 0);
+	assert_int_equal(lag_of(rk, "g-commit"), 0);
+	assert_int_equal(lag_of(rk, "g-never-committed"), 20);
+	assert_int_equal(lp_kconsumer_commit(c, msgs, 0), 0);
+	destroy_all(msgs, got);
+
+	assert_int_equal(lp_kconsumer_pause(c, true), 0);
+	produce_ok(f, 4, "p");
+	assert_int_equal(consume(c, msgs, 1, 700), 0);
+	assert_int_equal(lp_kconsumer_pause(c, false), 0);
+	assert_int_equal(consume(c, msgs, 4, 5000), 4);
+	assert_true(strncmp(msgs[0]->payload, "p-", 2) == 0);
+	destroy_all(msgs, 4);
+
+	lp_kconsumer_free(c);
+	assert_int_equal(lp_kproducer_free(admin, 1000), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_produce_acked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_custom_done_and_headers, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_injected_error_reported, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_broker_down_times_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
+		cmocka_unit_test(test_kwait_timeout),
+		cmocka_unit_test_setup_teardown(test_bad_property, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_consumer, setup, teardown),
+	};
+
+	lp_log_init("test_kafka", LP_LOG_ERROR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

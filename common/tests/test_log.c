@@ -1,0 +1,166 @@
+/* test_log.c - unit tests for the JSON log lines. */
+#include <errno.h>
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "logpipe/log.h"
+
+#include "logpipe/banned.h"
+
+/* Runs fn with stderr sent to a temporary file; returns what it wrote. */
+static char *capture_stderr(void (*fn)(void))
+{
+	FILE *tmp = tmpfile();
+	int saved = dup(STDERR_FILENO);
+	char *text = calloc(1, 8192);
+	size_t n;
+
+	assert_non_null(tmp);
+	dup2(fileno(tmp), STDERR_FILENO);
+	fn();
+	dup2(saved, STDERR_FILENO);
+	close(saved);
+	rewind(tmp);
+	n = fread(text, 1, 8191, tmp);
+	text[n] = '\0';
+	fclose(tmp);
+	return text;
+}
+
+static json_t *parse_line(const char *line)
+{
+	json_error_t jerr;
+	json_t *j = json_loads(line, JSON_DISABLE_EOF_CHECK, &jerr);
+
+	if (!j)
+		fail_msg("not JSON (%s): %s", jerr.text, line);
+	return j;
+}
+
+static const char *field(json_t *j, const char *key)
+{
+	const char *v = json_string_value(json_object_get(j, key));
+
+	return v ? v : "(missing)";
+}
+
+static void log_basic(void)
+{
+	lp_log_init("svc", LP_LOG_INFO);
+	lp_info("hello %d \"quoted\"\nnext", 42);
+}
+
+static void test_line_fields(void **state)
+{
+	char *text = capture_stderr(log_basic);
+	json_t *j = parse_line(text);
+	const char *ts = field(j, "ts");
+
+	assert_int_equal(strlen(ts), 24); /* 2024-01-15T14:23:45.123Z */
+	assert_int_equal(ts[10], 'T');
+	assert_int_equal(ts[19], '.');
+	assert_int_equal(ts[23], 'Z');
+	assert_string_equal(field(j, "level"), "info");
+	assert_string_equal(field(j, "service"), "svc");
+	assert_string_equal(field(j, "msg"), "hello 42 \"quoted\"\nnext");
+	assert_null(json_object_get(j, "trace_id"));
+	/* One line, ending in a newline, in the documented key order. */
+	assert_string_equal(strchr(text, '\n'), "\n");
+	assert_true(strstr(text, "\"ts\"") < strstr(text, "\"level\""));
+	assert_true(strstr(text, "\"service\"") < strstr(text, "\"msg\""));
+	json_decref(j);
+	free(text);
+}
+
+static void log_kv_trace(void)
+{
+	lp_log_init("svc", LP_LOG_DEBUG);
+	lp_log_set_trace("trace-1");
+	lp_log_kv(LP_LOG_WARN, (const char *const[]){ "topic", "raw-logs", "k\"", "v\\", NULL },
+		  "created");
+	lp_log_set_trace(NULL);
+	lp_debug("after");
+}
+
+static void test_kv_and_trace(void **state)
+{
+	char *text = capture_stderr(log_kv_trace);
+	char *second = strchr(text, '\n') + 1;
+	json_t *j = parse_line(text);
+	json_t *k = parse_line(second);
+
+	assert_string_equal(field(j, "level"), "warn");
+	assert_string_equal(field(j, "msg"), "created");
+	assert_string_equal(field(j, "topic"), "raw-logs");
+	assert_string_equal(field(j, "k\""), "v\\");
+	assert_string_equal(field(j, "trace_id"), "trace-1");
+	assert_true(strstr(text, "\"topic\"") < strstr(text, "\"trace_id\""));
+	assert_string_equal(field(k, "level"), "debug");
+	assert_null(json_object_get(k, "trace_id"));
+	json_decref(j);
+	json_decref(k);
+	free(text);
+}
+
+/* errno as lp_error left it. */
+static int errno_after;
+
+static void log_filtered(void)
+{
+	lp_log_init("svc", LP_LOG_WARN);
+	errno = ENOENT;
+	lp_debug("dropped");
+	lp_info("dropped");
+	lp_error("kept: %s", strerror(errno));
+	errno_after = errno;
+}
+
+static void test_level_filter_keeps_errno(void **state)
+{
+	char *text = capture_stderr(log_filtered);
+	json_t *j = parse_line(text);
+
+	assert_int_equal(errno_after, ENOENT);
+	assert_string_equal(field(j, "msg"), "kept: No such file or directory");
+	assert_string_equal(field(j, "level"), "error");
+	assert_null(strchr(strchr(text, '\n') + 1, '\n')); /* only one line */
+	json_decref(j);
+	free(text);
+}
+
+static void test_level_parse(void **state)
+{
+	enum lp_log_level l = LP_LOG_INFO;
+
+	assert_int_equal(lp_log_level_parse("debug", &l), 0);
+	assert_int_equal(l, LP_LOG_DEBUG);
+	assert_int_equal(lp_log_level_parse("WARN", &l), 0);
+	assert_int_equal(l, LP_LOG_WARN);
+	assert_int_equal(lp_log_level_parse("warning", &l), 0);
+	assert_int_equal(l, LP_LOG_WARN);
+	assert_int_equal(lp_log_level_parse("error", &l), 0);
+	assert_int_equal(l, LP_LOG_ERROR);
+	assert_int_equal(lp_log_level_parse("loud", &l), -EINVAL);
+	assert_int_equal(l, LP_LOG_ERROR);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_line_fields),
+		cmocka_unit_test(test_kv_and_trace),
+		cmocka_unit_test(test_level_filter_keeps_errno),
+		cmocka_unit_test(test_level_parse),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,112 @@
+/* store.h - the consumer's PostgreSQL write path: events to COPY rows, one
+ * idempotent transaction per batch, and partition maintenance.
+ *
+ * A batch is a run of COPY text lines, one per event, produced by
+ * store_format_row() and laid back to back in one buffer, so that any
+ * contiguous sub-range of a batch (what bisecting a failing batch needs)
+ * is again a valid COPY payload without copying.
+ *
+ * store_batch() writes such a payload in one transaction: COPY straight
+ * into log_events when nothing in it can be a duplicate, otherwise COPY
+ * into a session-local staging table and one INSERT INTO log_events SELECT
+ * ... ON CONFLICT DO NOTHING (and, unless disabled, skipping ids already
+ * stored under a timestamp up to a day away).  It reports what kind of
+ * failure happened so the caller can choose between waiting for the
+ * database (STORE_UNAVAILABLE), retrying (STORE_TRANSIENT) and splitting
+ * the batch to isolate a bad row (STORE_REJECTED).
+ *
+ * A struct store holds one pooled connection across batches (the staging
+ * table lives in that session).  It is not thread-safe: one consume loop
+ * owns it. */
+#ifndef LOGPIPE_CONSUMER_STORE_H
+#define LOGPIPE_CONSUMER_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "logpipe/buf.h"
+#include "logpipe/pg.h"
+
+/* Outcome of one attempt to store a batch. */
+enum store_result {
+	STORE_OK = 0,
+	/* The database cannot be used now: connection refused or lost, server
+	 * shutting down, out of resources, or the schema or permissions are not
+	 * there.  Not the rows' fault: wait and retry the same rows. */
+	STORE_UNAVAILABLE = -1,
+	/* The transaction lost a race (serialization failure, deadlock, lock or
+	 * statement timeout).  Retrying the same rows soon should work. */
+	STORE_TRANSIENT = -2,
+	/* The database refused the data (bad value, constraint, limit): some
+	 * row in the batch is poison. */
+	STORE_REJECTED = -3,
+};
+
+/* Where a record came from in Kafka, stored with the row. */
+struct store_origin {
+	const char *topic;         /* topic name */
+	int32_t partition;         /* partition */
+	int64_t offset;            /* offset of the record */
+	const char *default_status; /* enrichment_status when the event has none */
+};
+
+/* Number of columns in a COPY line (and in the staging table). */
+#define STORE_NCOLUMNS 17
+
+/* Appends s (len bytes) to out escaped for COPY's text format: backslash,
+ * newline, carriage return and tab become two-character escapes.  A NULL s
+ * appends \N (SQL NULL). */
+void store_copy_escape(struct lp_buf *out, const char *s, size_t len);
+
+/* Appends one COPY text line (with its newline) for the normalised event
+ * ev.  Top-level fields that have no column are kept under attributes.
+ * Returns 0, or -EINVAL with the reason in err when the event cannot be
+ * stored (not an object, bad id, timestamp or level, missing message or
+ * service); out is then left as it was. */
+int store_format_row(json_t *ev, const struct store_origin *o, struct lp_buf *out, char *err,
+		     size_t errlen);
+
+/* Maps a SQLSTATE (NULL when there is none, e.g. the connection broke) and
+ * whether the connection is still good to a store_result. */
+enum store_result store_classify(const char *sqlstate, bool conn_ok);
+
+struct store;
+
+/* pool: where the store takes its connection (kept across batches).
+ * dedup_by_id: also skip an event whose id is stored under another
+ * timestamp.  statement_timeout_ms: per statement, 0 = none. */
+struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms);
+/* Returns the connection to the pool.  NULL is a no-op. */
+void store_free(struct store *st);
+
+/* Stores the COPY payload data[0..len) holding nrows lines in one
+ * transaction.  On STORE_OK sets *inserted to the rows that were new (the
+ * rest were already stored).  Otherwise err holds the server's message. */
+enum store_result store_batch(struct store *st, const char *data, size_t len, size_t nrows,
+			      long long *inserted, char *err, size_t errlen);
+
+/* Reads the ids and timestamps of a payload (the first two columns of each
+ * of its nrows lines, as store_format_row writes them).  Returns true when
+ * no id occurs twice (case aside), and then fills ids with a PostgreSQL
+ * array literal of them and from/to with the batch's time range widened by
+ * the one-day dedup window (RFC 3339).  Exposed for the tests. */
+bool store_scan_batch(const char *data, size_t len, size_t nrows, struct lp_buf *ids,
+		      char from[32], char to[32]);
+
+/* Calls logpipe_ensure_partitions(days_back, days_ahead); sets *created.
+ * Returns 0 or -EIO with err. */
+int store_ensure_partitions(struct lp_pgpool *pool, int days_back, int days_ahead, int *created,
+			    char *err, size_t errlen);
+/* Drops the daily partitions whose whole day is older than retention_days
+ * days before today (UTC), and deletes rows that old from the default
+ * partition.  Sets *dropped to the partitions dropped.  retention_days <= 0
+ * keeps everything.  Returns 0 or -EIO with err. */
+int store_apply_retention(struct lp_pgpool *pool, int retention_days, int *dropped, char *err,
+			  size_t errlen);
+
+/* Routes libpq notices of c to the debug log instead of stderr. */
+void store_quiet_notices(PGconn *c);
+
+#endif

@@ -1,0 +1,360 @@
+/* test_query.c - query parameters, cursors and the SQL they turn into. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "logpipe/util.h"
+#include "../query.h"
+
+#include "logpipe/banned.h"
+
+/* 2024-01-15T14:23:45.123Z */
+#define T0_MS 1705328625123LL
+
+/* A fake request: NULL-terminated name, value pairs. */
+static int fake_get(void *ud, const char *name, char *out, size_t outlen)
+{
+	const char *const *kv = ud;
+
+	for (; kv[0]; kv += 2) {
+		if (strcmp(kv[0], name) == 0) {
+			size_t n = strlen(kv[1]);
+
+			if (n + 1 > outlen)
+				return -2;
+			memcpy(out, kv[1], n + 1);
+			return (int)n;
+		}
+	}
+	return -1;
+}
+
+static char param[32], err[200];
+
+static int parse(struct query_filter *f, const char *const *kv, bool stats)
+{
+	param[0] = err[0] = '\0';
+	return query_parse_filter(f, fake_get, (void *)kv, stats, T0_MS, param, sizeof(param), err,
+				  sizeof(err));
+}
+
+static void refused(const char *const *kv, const char *want_param)
+{
+	struct query_filter f;
+
+	assert_int_equal(parse(&f, kv, false), -EINVAL);
+	assert_string_equal(param, want_param);
+	assert_true(err[0] != '\0');
+}
+
+static void test_cursor_roundtrip(void **state)
+{
+	const char *id = "0190f3a2-7c4e-7d2a-9b1c-0123456789ab";
+	char cur[128], got[37];
+	int64_t ts;
+
+	(void)state;
+	assert_int_equal(query_cursor_encode(T0_MS * 1000 + 456, id, cur, sizeof(cur)), 0);
+	assert_null(strchr(cur, '='));
+	assert_null(strchr(cur, '+'));
+	assert_null(strchr(cur, '/'));
+	assert_int_equal(query_cursor_decode(cur, &ts, got), 0);
+	assert_int_equal(ts, T0_MS * 1000 + 456);
+	assert_string_equal(got, id);
+
+	/* Negative times (before 1970) survive too. */
+	assert_int_equal(query_cursor_encode(-5, id, cur, sizeof(cur)), 0);
+	assert_int_equal(query_cursor_decode(cur, &ts, got), 0);
+	assert_int_equal(ts, -5);
+
+	/* The plain form is accepted; the id comes back in lower case. */
+	assert_int_equal(query_cursor_decode("1705328625123000:0190F3A2-7C4E-7D2A-9B1C-0123456789AB",
+					     &ts, got),
+			 0);
+	assert_int_equal(ts, 1705328625123000LL);
+	assert_string_equal(got, id);
+
+	/* Too small an output buffer is refused, not truncated. */
+	assert_int_equal(query_cursor_encode(1, id, cur, 10), -EINVAL);
+}
+
+static void test_cursor_garbage(void **state)
+{
+	int64_t ts;
+	char id[37];
+
+	(void)state;
+	assert_int_equal(query_cursor_decode("", &ts, id), -EINVAL);
+	assert_int_equal(query_cursor_decode("!!!!", &ts, id), -EINVAL);
+	assert_int_equal(query_cursor_decode("abc", &ts, id), -EINVAL);
+	assert_int_equal(query_cursor_decode("12:not-a-uuid", &ts, id), -EINVAL);
+	assert_int_equal(query_cursor_decode(":0190f3a2-7c4e-7d2a-9b1c-0123456789ab", &ts, id),
+			 -EINVAL);
+	assert_int_equal(query_cursor_decode("12x:0190f3a2-7c4e-7d2a-9b1c-0123456789ab", &ts, id),
+			 -EINVAL);
+	/* base64url of "12:zz" */
+	assert_int_equal(query_cursor_decode("MTI6eno", &ts, id), -EINVAL);
+}
+
+static void test_times(void **state)
+{
+	char out[40];
+	int64_t us;
+
+	(void)state;
+	assert_int_equal(query_parse_time("1705328625123", &us), 0);
+	assert_int_equal(us, T0_MS * 1000);
+	assert_int_equal(query_parse_time("2024-01-15T14:23:45.123Z", &us), 0);
+	assert_int_equal(us, T0_MS * 1000);
+	assert_int_equal(query_parse_time("2024-01-15T15:23:45.123+01:00", &us), 0);
+	assert_int_equal(us, T0_MS * 1000);
+	assert_int_equal(query_parse_time("0", &us), 0);
+	assert_int_equal(us, 0);
+	assert_int_equal(query_parse_time("", &us), -EINVAL);
+	assert_int_equal(query_parse_time("yesterday", &us), -EINVAL);
+	assert_int_equal(query_parse_time("12abc", &us), -EINVAL);
+	assert_int_equal(query_parse_time("99999999999999999999", &us), -EINVAL);
+
+	query_format_ts(T0_MS * 1000 + 456, out);
+	assert_string_equal(out, "2024-01-15 14:23:45.123456+00");
+	query_format_ts(0, out);
+	assert_string_equal(out, "1970-01-01 00:00:00.000000+00");
+	query_format_ts(-1, out);
+	assert_string_equal(out, "1969-12-31 23:59:59.999999+00");
+}
+
+static void test_defaults(void **state)
+{
+	const char *kv[] = {NULL};
+	struct query_filter f;
+	struct query_sql q;
+
+	(void)state;
+	assert_int_equal(parse(&f, kv, false), 0);
+	assert_int_equal(f.limit, QUERY_DEFAULT_LIMIT);
+	assert_int_equal(f.level_rank, -1);
+	assert_int_equal(f.min_rank, -1);
+	assert_false(f.has_from);
+	assert_false(f.has_to);
+	assert_false(f.has_cursor);
+
+	query_sql_init(&q);
+	query_build_list(&f, &q);
+	assert_non_null(strstr(q.sql.buf, " FROM log_events WHERE true ORDER BY ts DESC, id DESC "
+					  "LIMIT $1"));
+	assert_int_equal(q.nparams, 1);
+	assert_string_equal(q.params[0], "51");
+	query_sql_release(&q);
+}
+
+static void test_every_filter(void **state)
+{
+	const char *kv[] = {"service", "api",       "host",  "web-1",
+			    "tenant",  "acme",      "level", "warning",
+			    "min_level", "info",    "q",     "disk full",
+			    "from",    "1705328625123", "to", "2024-01-16T00:00:00Z",
+			    "limit",   "10",
+			    "cursor",  "1705328625123000:0190f3a2-7c4e-7d2a-9b1c-0123456789ab",
+			    NULL};
+	const char *where;
+	struct query_filter f;
+	struct query_sql q;
+
+	(void)state;
+	assert_int_equal(parse(&f, kv, false), 0);
+	assert_int_equal(f.level_rank, 3);
+	assert_int_equal(f.min_rank, 2);
+	assert_string_equal(f.text, "disk full");
+	assert_int_equal(f.limit, 10);
+	assert_true(f.has_cursor);
+
+	query_sql_init(&q);
+	query_build_list(&f, &q);
+	where = strstr(q.sql.buf, " WHERE ");
+	assert_non_null(where);
+	assert_string_equal(where,
+			    " WHERE true AND service = $1 AND host = $2 AND tenant = $3"
+			    " AND level_rank = $4::smallint AND level_rank >= $5::smallint"
+			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $6)"
+			    " AND ts >= $7::timestamptz AND ts < $8::timestamptz"
+			    " AND ts <= $9::timestamptz AND (ts < $9::timestamptz OR id < $10::uuid)"
+			    " ORDER BY ts DESC, id DESC LIMIT $11");
+	assert_int_equal(q.nparams, 11);
+	assert_string_equal(q.params[0], "api");
+	assert_string_equal(q.params[1], "web-1");
+	assert_string_equal(q.params[2], "acme");
+	assert_string_equal(q.params[3], "3");
+	assert_string_equal(q.params[4], "2");
+	assert_string_equal(q.params[5], "disk full");
+	assert_string_equal(q.params[6], "2024-01-15 14:23:45.123000+00");
+	assert_string_equal(q.params[7], "2024-01-16 00:00:00.000000+00");
+	assert_string_equal(q.params[8], "2024-01-15 14:23:45.123000+00");
+	assert_string_equal(q.params[9], "0190f3a2-7c4e-7d2a-9b1c-0123456789ab");
+	assert_string_equal(q.params[10], "11");
+	query_sql_release(&q);
+}
+
+static void test_values_never_reach_sql(void **state)
+{
+	const char *kv[] = {"service", "x' OR '1'='1", "text", "$1; DROP TABLE log_events", NULL};
+	struct query_filter f;
+	struct query_sql q;
+
+	(void)state;
+	assert_int_equal(parse(&f, kv, false), 0);
+	query_sql_init(&q);
+	query_build_list(&f, &q);
+	assert_null(strstr(q.sql.buf, "OR '1'"));
+	assert_null(strstr(q.sql.buf, "DROP"));
+	assert_string_equal(q.params[0], "x' OR '1'='1");
+	assert_string_equal(q.params[1], "$1; DROP TABLE log_events");
+	query_sql_release(&q);
+}
+
+static void test_text_alias_and_empty(void **state)
+{
+	const char *both[] = {"text", "a", "q", "b", NULL};
+	const char *empty[] = {"service", "", "level", "", "from", "", NULL};
+	struct query_filter f;
+
+	(void)state;
+	assert_int_equal(parse(&f, both, false), 0);
+	assert_string_equal(f.text, "a");
+	/* Empty values mean "no filter", as an HTML form sends them. */
+	assert_int_equal(parse(&f, empty, false), 0);
+	assert_string_equal(f.service, "");
+	assert_int_equal(f.level_rank, -1);
+	assert_false(f.has_from);
+}
+
+static void test_bad_parameters(void **state)
+{
+	char longval[QUERY_MAX_FIELD + 2];
+	const char *lv[] = {"host", longval, NULL};
+
+	(void)state;
+	refused((const char *[]){"level", "LOUD", NULL}, "level");
+	refused((const char *[]){"min_level", "7", NULL}, "min_level");
+	refused((const char *[]){"limit", "0", NULL}, "limit");
+	refused((const char *[]){"limit", "1001", NULL}, "limit");
+	refused((const char *[]){"limit", "ten", NULL}, "limit");
+	refused((const char *[]){"limit", "5x", NULL}, "limit");
+	refused((const char *[]){"from", "yesterday", NULL}, "from");
+	refused((const char *[]){"to", "2024-13-01T00:00:00Z", NULL}, "to");
+	refused((const char *[]){"from", "2000", "to", "1000", NULL}, "from");
+	refused((const char *[]){"cursor", "garbage", NULL}, "cursor");
+	memset(longval, 'h', sizeof(longval) - 1);
+	longval[sizeof(longval) - 1] = '\0';
+	refused(lv, "host");
+}
+
+static void test_stats(void **state)
+{
+	const char *none[] = {NULL};
+	const char *svc[] = {"service", "api", "to", "1705328625123", "limit", "nonsense", NULL};
+	struct query_filter f;
+	struct query_sql q;
+
+	(void)state;
+	/* Without from, the last 24 hours; limit and cursor are not read. */
+	assert_int_equal(parse(&f, none, true), 0);
+	assert_true(f.has_from);
+	assert_int_equal(f.from_us, (T0_MS - 24LL * 3600 * 1000) * 1000);
+	assert_false(f.has_to);
+	assert_int_equal(parse(&f, svc, true), 0);
+	assert_int_equal(f.from_us, (T0_MS - 24LL * 3600 * 1000) * 1000);
+
+	query_sql_init(&q);
+	query_build_stats(&f, &q);
+	assert_non_null(strstr(q.sql.buf, "GROUP BY GROUPING SETS ((level), (service), ())"));
+	assert_non_null(strstr(q.sql.buf, "service = $1 AND ts >= $2::timestamptz AND ts < "
+					  "$3::timestamptz"));
+	assert_int_equal(q.nparams, 3);
+	query_sql_release(&q);
+}
+
+static void test_plan_race(void **state)
+{
+	struct query_filter f;
+
+	(void)state;
+	assert_int_equal(parse(&f, (const char *[]){NULL}, false), 0);
+	assert_false(query_needs_plan_race(&f));
+	assert_int_equal(parse(&f, (const char *[]){"service", "a", "from", "0", NULL}, false), 0);
+	assert_false(query_needs_plan_race(&f));
+	assert_int_equal(parse(&f, (const char *[]){"q", "word", NULL}, false), 0);
+	assert_true(query_needs_plan_race(&f));
+	assert_int_equal(parse(&f, (const char *[]){"service", "a", "host", "b", NULL}, false), 0);
+	assert_true(query_needs_plan_race(&f));
+	assert_int_equal(parse(&f, (const char *[]){"tenant", "a", "min_level", "warn", NULL},
+			       false),
+			 0);
+	assert_true(query_needs_plan_race(&f));
+}
+
+static void test_probe(void **state)
+{
+	const char *kv[] = {"text", "disk", "limit", "10",
+			    "cursor", "1705328625123000:0190f3a2-7c4e-7d2a-9b1c-0123456789ab", NULL};
+	struct query_filter f;
+	struct query_sql q;
+
+	(void)state;
+	assert_int_equal(parse(&f, kv, false), 0);
+	assert_int_equal(query_probe_cap(&f), 2000);
+	query_sql_init(&q);
+	query_build_probe(&f, &q);
+	assert_string_equal(q.sql.buf,
+			    "SELECT count(*) FROM (SELECT 1 FROM log_events WHERE true"
+			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $1)"
+			    " AND ts <= $2::timestamptz AND (ts < $2::timestamptz OR id < $3::uuid)"
+			    " LIMIT $4) AS m");
+	assert_string_equal(q.params[3], "2000");
+	query_sql_release(&q);
+	f.limit = 1000;
+	assert_int_equal(query_probe_cap(&f), 2002);
+}
+
+static void test_get(void **state)
+{
+	struct query_sql q;
+
+	(void)state;
+	query_sql_init(&q);
+	query_build_get("0190f3a2-7c4e-7d2a-9b1c-0123456789ab", NULL, &q);
+	assert_non_null(strstr(q.sql.buf, "WHERE id = $1::uuid ORDER BY"));
+	assert_int_equal(q.nparams, 1);
+	query_sql_release(&q);
+
+	query_sql_init(&q);
+	query_build_get("0190f3a2-7c4e-7d2a-9b1c-0123456789ab", "acme", &q);
+	assert_non_null(strstr(q.sql.buf, "WHERE id = $1::uuid AND tenant = $2 ORDER BY"));
+	assert_int_equal(q.nparams, 2);
+	assert_string_equal(q.params[1], "acme");
+	query_sql_release(&q);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_cursor_roundtrip),
+		cmocka_unit_test(test_cursor_garbage),
+		cmocka_unit_test(test_times),
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_every_filter),
+		cmocka_unit_test(test_values_never_reach_sql),
+		cmocka_unit_test(test_text_alias_and_empty),
+		cmocka_unit_test(test_bad_parameters),
+		cmocka_unit_test(test_stats),
+		cmocka_unit_test(test_plan_race),
+		cmocka_unit_test(test_probe),
+		cmocka_unit_test(test_get),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

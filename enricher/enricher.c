@@ -1,0 +1,715 @@
+/* enricher.c - the enrichment pipeline.
+ *
+ * One pipeline thread runs the staged pipeline of seed 002 on batches:
+ *
+ *   gather   poll raw-logs until batch.max_events or batch.max_ms, or until
+ *            nothing more is waiting (so a quiet pipeline adds no delay);
+ *   filter   each record must parse and pass lp_event_check_normalized,
+ *            else it goes to logs-dlq unchanged, with headers reason,
+ *            origin_topic, origin_partition, origin_offset and stage;
+ *   look up  host (by `host`, then `source_ip`) and service, through the
+ *            tiers of lookup.c;
+ *   merge    enrich_render() builds the "enrichment" object (merge.c),
+ *            spliced into the record's own bytes (enrich_splice);
+ *   branch   complete events to enriched-logs-complete, others to
+ *            enriched-logs-partial, keyed by service;
+ *   commit   after every delivery of the batch is acknowledged, the input
+ *            offsets are committed; never before.
+ *
+ * Two batches are in flight at most: while Kafka acknowledges one, the
+ * next is enriched; they are committed in order.
+ *
+ * When any delivery of a batch fails, nothing from it on is committed: the
+ * consumer is rewound to the first offsets of the batches in flight and
+ * they are tried again after an exponential backoff.  What was already
+ * delivered is delivered again (at-least-once; events keep their id, and
+ * the consumer stores each id once).  A rebalance needs no special care for the same reason:
+ * a partition taken away mid-batch is re-read by its new owner from the
+ * last commit, which never passes an unacknowledged output. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "enricher.h"
+#include "logpipe/breaker.h"
+#include "logpipe/buf.h"
+#include "logpipe/event.h"
+#include "logpipe/http.h"
+#include "logpipe/kafka.h"
+#include "logpipe/log.h"
+#include "logpipe/metrics.h"
+#include "logpipe/ratelimit.h"
+#include "logpipe/util.h"
+#include "lookup.h"
+#include "merge.h"
+#include "table.h"
+
+#include "logpipe/banned.h"
+
+#define OPT(key, type, def, field, help, lo, hi) \
+	{ key, type, def, offsetof(struct enricher_settings, field), help, lo, hi }
+
+const struct lp_cfg_opt enricher_options[] = {
+	OPT("http.listen", LP_CFG_STR, "8083", http_listen, "address:port or port to serve HTTP on", 0, 0),
+	OPT("http.threads", LP_CFG_INT, "4", http_threads, "HTTP worker threads", 1, 1024),
+	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
+	OPT("kafka.brokers", LP_CFG_STR, "127.0.0.1:9092", kafka_brokers, "Kafka bootstrap servers", 0, 0),
+	OPT("kafka.group", LP_CFG_STR, "logpipe-enricher", kafka_group, "consumer group of the enrichers sharing raw-logs", 0, 0),
+	OPT("kafka.timeout_ms", LP_CFG_INT, "5000", kafka_timeout_ms, "delivery timeout of one output message before the batch is retried", 100, 600000),
+	OPT("kafka.session_timeout_ms", LP_CFG_INT, "10000", kafka_session_timeout_ms, "consumer group session timeout: how soon a dead enricher's partitions move", 6000, 300000),
+	OPT("kafka.linger_ms", LP_CFG_INT, "1", kafka_linger_ms, "producer linger.ms (latency against batching)", 0, 1000),
+	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "input topic of normalised events", 0, 0),
+	OPT("topics.complete", LP_CFG_STR, "enriched-logs-complete", topic_complete, "output topic of events with every lookup answered", 0, 0),
+	OPT("topics.partial", LP_CFG_STR, "enriched-logs-partial", topic_partial, "output topic of events with a lookup unanswered", 0, 0),
+	OPT("topics.dlq", LP_CFG_STR, "logs-dlq", topic_dlq, "dead-letter topic for invalid records", 0, 0),
+	OPT("topics.metadata", LP_CFG_STR, "metadata-changes", topic_metadata, "compacted metadata change feed (tier 1)", 0, 0),
+	OPT("redis.url", LP_CFG_STR, "redis://127.0.0.1:6379", redis_url, "Redis of the metadata cache (tier 2); empty disables the tier", 0, 0),
+	OPT("redis.timeout_ms", LP_CFG_INT, "100", redis_timeout_ms, "Redis connect and command timeout", 1, 60000),
+	OPT("metadata.url", LP_CFG_STR, "http://127.0.0.1:8082", metadata_url, "metadata service base URL (tier 3); empty disables the tier", 0, 0),
+	OPT("metadata.timeout_ms", LP_CFG_INT, "300", metadata_timeout_ms, "metadata service request timeout", 1, 60000),
+	OPT("table.enabled", LP_CFG_BOOL, "true", table_enabled, "keep the in-process table fed by topics.metadata (tier 1)", 0, 0),
+	OPT("table.load_wait_ms", LP_CFG_INT, "5000", table_load_wait_ms, "how long start-up waits for tier 1 to load before consuming", 0, 600000),
+	OPT("batch.max_events", LP_CFG_INT, "2000", batch_max_events, "most events per produce/acknowledge/commit cycle", 1, 100000),
+	OPT("batch.max_ms", LP_CFG_INT, "20", batch_max_ms, "longest time spent gathering one batch", 0, 10000),
+	OPT("cache.negative_ttl_ms", LP_CFG_INT, "5000", cache_negative_ttl_ms, "how long a \"not found\" from tier 2/3 is remembered", 0, 3600000),
+	OPT("cache.positive_ttl_ms", LP_CFG_INT, "30000", cache_positive_ttl_ms, "how long a record from tier 2/3 is remembered", 0, 3600000),
+	OPT("retry.max_ms", LP_CFG_INT, "5000", retry_max_ms, "longest backoff between retries of a failed batch", 10, 600000),
+	LP_CFG_END,
+};
+
+#define COVERAGE_WINDOW 1024 /* events the coverage ratio is computed over */
+#define STOP_GRACE_MS 3000   /* how long a stop waits for the batch in flight */
+#define MONITOR_MS 2000      /* how often lag and table size are refreshed */
+#define PIPELINE_DEPTH 2     /* batches in flight: one acknowledged while one is enriched */
+
+struct enricher {
+	const struct enricher_settings *s; /* settings, owned by main */
+	struct lp_kconsumer *kc;           /* raw-logs, group kafka.group */
+	struct lp_kproducer *kp;           /* idempotent producer of every output */
+	struct lp_breaker *kafka_br;       /* trips on failed output batches */
+	struct lp_breaker *table_br;       /* the metadata-changes feed's health */
+	struct mdtable *table;             /* tier 1, NULL when disabled */
+	struct lookup *lookup;             /* the tiers */
+	struct lp_http_server *http;       /* health and metrics */
+	pthread_t thread;                  /* the pipeline thread */
+	bool thread_started;               /* thread must be joined */
+	pthread_t monitor;                 /* refreshes lag and table gauges */
+	bool monitor_started;              /* monitor must be joined */
+	volatile int stop;                 /* asks the pipeline thread to return */
+
+	struct lp_buf en_buf;              /* the enrichment object of the event at hand */
+	struct lp_buf out_buf;             /* the output record of the event at hand */
+	unsigned char coverage[COVERAGE_WINDOW]; /* 1 per complete event, a ring */
+	size_t cov_next, cov_n, cov_sum;   /* ring position, fill and sum */
+
+	struct lp_series *attempts;        /* enrichment_attempts_total */
+	struct lp_series *successes;       /* enrichment_successes_total (complete) */
+	struct lp_series *partials;        /* enrichment_partial_total */
+	struct lp_series *dead;            /* enrichment_dead_lettered_total */
+	struct lp_series *latency;         /* enrichment_latency_seconds (lookup + merge) */
+	struct lp_series *batch_seconds;   /* enrichment_batch_seconds (gather to commit) */
+	struct lp_series *retries;         /* enrichment_batch_retries_total */
+	struct lp_series *coverage_ratio;  /* enrichment_coverage_ratio */
+	struct lp_series *table_hosts;     /* enrichment_table_records{kind="host"} */
+	struct lp_series *table_services;  /* enrichment_table_records{kind="service"} */
+	struct lp_series *sent;            /* kafka_messages_sent_total */
+	struct lp_series *lag;             /* kafka_consumer_lag (raw-logs, this group) */
+	struct lp_series *lookups[2][5];   /* enrichment_lookups_total{lookup,result} */
+};
+
+/* Buckets for a step measured in microseconds when the cache is warm. */
+static const double latency_buckets[] = {
+	0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+	0.005,   0.01,     0.025,   0.05,   0.1,     0.25,   0.5,   1,
+};
+
+/* ---- one record ------------------------------------------------------------ */
+
+/* Where one input record goes. */
+struct output {
+	const char *topic;            /* destination, NULL if none could be built */
+	const void *key;              /* message key: the input's, or keybuf */
+	size_t keylen;
+	char *keybuf;                 /* owned key (the event's service) or NULL */
+	const char *val;              /* value: the input's, or the enricher's out buffer */
+	size_t vallen;
+	rd_kafka_headers_t *headers;  /* DLQ headers or NULL (taken by a send) */
+};
+
+static void output_release(struct output *o)
+{
+	free(o->keybuf);
+	if (o->headers)
+		rd_kafka_headers_destroy(o->headers);
+	memset(o, 0, sizeof(*o));
+}
+
+static rd_kafka_headers_t *dlq_headers(const rd_kafka_message_t *m, const char *reason)
+{
+	rd_kafka_headers_t *h = rd_kafka_headers_new(5);
+	char part[16], off[24];
+
+	snprintf(part, sizeof(part), "%d", (int)m->partition);
+	snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+	rd_kafka_header_add(h, "reason", -1, reason, -1);
+	rd_kafka_header_add(h, "origin_topic", -1, rd_kafka_topic_name(m->rkt), -1);
+	rd_kafka_header_add(h, "origin_partition", -1, part, -1);
+	rd_kafka_header_add(h, "origin_offset", -1, off, -1);
+	rd_kafka_header_add(h, "stage", -1, "enricher", -1);
+	return h;
+}
+
+static void to_dlq(struct enricher *e, const rd_kafka_message_t *m, const char *reason,
+		   struct output *o)
+{
+	lp_log_kv(LP_LOG_WARN, (const char *[]){ "topic", rd_kafka_topic_name(m->rkt), NULL },
+		  "dead-lettering partition %d offset %lld: %s", (int)m->partition,
+		  (long long)m->offset, reason);
+	o->topic = e->s->topic_dlq;
+	o->key = m->key;
+	o->keylen = m->key_len;
+	o->val = m->payload;
+	o->vallen = m->len;
+	o->headers = dlq_headers(m, reason);
+	lp_series_inc(e->dead);
+}
+
+static void note_coverage(struct enricher *e, bool complete)
+{
+	if (e->cov_n == COVERAGE_WINDOW)
+		e->cov_sum -= e->coverage[e->cov_next];
+	else
+		e->cov_n++;
+	e->coverage[e->cov_next] = complete;
+	e->cov_sum += complete;
+	e->cov_next = (e->cov_next + 1) % COVERAGE_WINDOW;
+}
+
+static void count_lookup(struct enricher *e, enum md_kind k, const struct lookup_answer *a)
+{
+	lp_series_inc(e->lookups[k][a->status]);
+}
+
+/* Runs filter, look-up, merge and branch for one record; fills o. */
+static void enrich_one(struct enricher *e, const rd_kafka_message_t *m, struct output *o)
+{
+	struct lookup_answer host, svc;
+	json_error_t je;
+	char reason[300];
+	json_t *ev;
+	const char *service;
+	int64_t t0;
+	bool complete;
+	int rc;
+
+	memset(o, 0, sizeof(*o));
+	if (!m->payload || m->len == 0) {
+		to_dlq(e, m, "invalid_event: empty record", o);
+		return;
+	}
+	ev = json_loadb(m->payload, m->len, 0, &je);
+	if (!ev) {
+		snprintf(reason, sizeof(reason), "invalid_json: %s", je.text);
+		to_dlq(e, m, reason, o);
+		return;
+	}
+	if (lp_event_check_normalized(ev, reason + 15, sizeof(reason) - 15) < 0) {
+		memcpy(reason, "invalid_event: ", 15);
+		to_dlq(e, m, reason, o);
+		json_decref(ev);
+		return;
+	}
+
+	t0 = lp_now_us();
+	lp_series_inc(e->attempts);
+	service = json_string_value(json_object_get(ev, "service"));
+	lookup_host(e->lookup, json_string_value(json_object_get(ev, "host")),
+		    json_string_value(json_object_get(ev, "source_ip")), &host);
+	lookup_service(e->lookup, service, &svc);
+	lp_buf_reset(&e->en_buf);
+	complete = enrich_render(&e->en_buf, &host, &svc, lp_wall_ms());
+	lp_series_observe(e->latency, (double)(lp_now_us() - t0) / 1e6);
+	count_lookup(e, MD_HOST, &host);
+	count_lookup(e, MD_SERVICE, &svc);
+	lookup_answer_release(&host);
+	lookup_answer_release(&svc);
+	note_coverage(e, complete);
+	lp_series_inc(complete ? e->successes : e->partials);
+
+	/* The input's own bytes with the enrichment spliced in; an input that
+	 * already carries an "enrichment" (re-fed output) is re-serialised
+	 * without it first. */
+	lp_buf_reset(&e->out_buf);
+	if (json_object_get(ev, "enrichment")) {
+		char *text;
+
+		json_object_del(ev, "enrichment");
+		text = json_dumps(ev, JSON_COMPACT);
+		rc = text ? enrich_splice(&e->out_buf, text, strlen(text), e->en_buf.buf,
+					  e->en_buf.len)
+			  : -ENOMEM;
+		free(text);
+	} else {
+		rc = enrich_splice(&e->out_buf, m->payload, m->len, e->en_buf.buf, e->en_buf.len);
+	}
+	if (rc == 0) {
+		o->topic = complete ? e->s->topic_complete : e->s->topic_partial;
+		o->keybuf = lp_xstrdup(service);
+		o->key = o->keybuf;
+		o->keylen = strlen(o->keybuf);
+		o->val = e->out_buf.buf;
+		o->vallen = e->out_buf.len;
+	}
+	json_decref(ev);
+}
+
+/* ---- one batch ----------------------------------------------------------------- */
+
+/* A batch of input records and the deliveries of their outputs. */
+struct batch {
+	rd_kafka_message_t **msgs;     /* the input records (owned) */
+	size_t n;                      /* records in msgs */
+	size_t sent;                   /* outputs handed to the producer */
+	rd_kafka_resp_err_t *results;  /* delivery result per record */
+	struct lp_kwait w;             /* counts the deliveries */
+	int64_t t0_us;                 /* when its first record was gathered */
+};
+
+/* Gathers up to batch.max_events records into b.  Waits up to wait_ms for
+ * the first, then takes what is already waiting, for at most
+ * batch.max_ms.  Consumer errors are logged and dropped. */
+static void gather(struct enricher *e, struct batch *b, size_t max, int wait_ms)
+{
+	int64_t deadline = 0;
+
+	b->n = 0;
+	while (b->n < max && !e->stop) {
+		rd_kafka_message_t *m = lp_kconsumer_poll(e->kc, b->n == 0 ? wait_ms : 0);
+
+		if (!m)
+			break;
+		if (m->err) {
+			if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+				lp_warn("consumer: %s", rd_kafka_message_errstr(m));
+			rd_kafka_message_destroy(m);
+			if (b->n == 0)
+				break;
+			continue;
+		}
+		if (b->n == 0) {
+			b->t0_us = lp_now_us();
+			deadline = b->t0_us / 1000 + e->s->batch_max_ms;
+		}
+		b->msgs[b->n++] = m;
+		if (lp_now_ms() >= deadline)
+			break;
+	}
+}
+
+/* Waits for every delivery report of w.  Deliveries are bounded by
+ * message.timeout.ms, so this ends; but when a stop is requested, the
+ * batch gets STOP_GRACE_MS more and then its deliveries are purged (they
+ * report at once with an error), so that SIGTERM is served in time.  A
+ * purged batch is not committed and is read again by the next owner. */
+static void wait_acks(struct enricher *e, struct lp_kwait *w)
+{
+	int64_t stop_at = 0;
+
+	while (lp_kwait_wait(w, 100) < 0) {
+		if (!e->stop)
+			continue;
+		if (!stop_at)
+			stop_at = lp_now_ms() + STOP_GRACE_MS;
+		if (lp_now_ms() >= stop_at) {
+			lp_warn("stopping: abandoning the batch in flight (not committed)");
+			rd_kafka_purge(lp_kproducer_handle(e->kp),
+				       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+			lp_kwait_wait(w, -1);
+			return;
+		}
+	}
+}
+
+/* Enriches every record of the batch and hands the outputs to the
+ * producer; the deliveries are waited for by batch_finish(). */
+static void batch_send(struct enricher *e, struct batch *b)
+{
+	size_t i;
+
+	b->results = lp_xcalloc(b->n, sizeof(*b->results));
+	b->sent = 0;
+	lp_kwait_init(&b->w, b->results);
+	for (i = 0; i < b->n; i++) {
+		const rd_kafka_message_t *m = b->msgs[i];
+		struct output o;
+		int rc;
+
+		enrich_one(e, m, &o);
+		lp_kwait_add(&b->w);
+		if (!o.topic) {
+			lp_kwait_cancel(&b->w, i, RD_KAFKA_RESP_ERR__FAIL);
+			output_release(&o);
+			break;
+		}
+		rc = lp_kproducer_send(e->kp, o.topic, o.key, o.keylen, o.val, o.vallen, o.headers,
+				       1000, lp_kwait_done, lp_kwait_slot(&b->w, i));
+		if (rc == 0)
+			o.headers = NULL; /* taken over by the send */
+		output_release(&o);
+		if (rc < 0) {
+			lp_kwait_cancel(&b->w, i, RD_KAFKA_RESP_ERR__QUEUE_FULL);
+			break; /* the batch fails anyway: stop producing */
+		}
+		b->sent++;
+	}
+}
+
+/* Waits for the batch's deliveries.  Returns 0 when all were acknowledged. */
+static int batch_finish(struct enricher *e, struct batch *b)
+{
+	int64_t t0 = lp_now_us();
+	int ret;
+
+	wait_acks(e, &b->w);
+	ret = b->w.failed == 0 && b->sent == b->n ? 0 : -EIO;
+	lp_debug("batch of %zu acknowledged after %.1f ms more", b->n,
+		 (double)(lp_now_us() - t0) / 1000);
+	if (ret < 0)
+		lp_warn("%d of %zu outputs not acknowledged (%s); the batch will be retried",
+			b->w.failed + (int)(b->n - b->sent), b->n, rd_kafka_err2str(b->w.first_err));
+	lp_series_add(e->sent, (double)(b->sent - (size_t)b->w.failed));
+	lp_kwait_release(&b->w);
+	free(b->results);
+	b->results = NULL;
+	return ret;
+}
+
+static void batch_drop(struct batch *b)
+{
+	size_t i;
+
+	for (i = 0; i < b->n; i++)
+		rd_kafka_message_destroy(b->msgs[i]);
+	b->n = 0;
+}
+
+static void publish_coverage(struct enricher *e)
+{
+	if (e->cov_n)
+		lp_series_set(e->coverage_ratio, (double)e->cov_sum / (double)e->cov_n);
+}
+
+static bool assigned(struct enricher *e)
+{
+	rd_kafka_topic_partition_list_t *l = NULL;
+	bool yes;
+
+	if (rd_kafka_assignment(lp_kconsumer_handle(e->kc), &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return false;
+	yes = l->cnt > 0;
+	rd_kafka_topic_partition_list_destroy(l);
+	return yes;
+}
+
+/* Every few seconds: the group's lag on raw-logs and the size of tier 1,
+ * off the pipeline thread because asking the broker may block. */
+static void *monitor_main(void *arg)
+{
+	struct enricher *e = arg;
+	const char *topics[] = { e->s->topic_raw, NULL };
+	size_t h = 0, s = 0;
+	long long lag;
+
+	while (!e->stop) {
+		/* Only once the group has handed out partitions: on a fresh broker an
+		 * offset query racing the group's first join was seen to stall it. */
+		if (assigned(e) &&
+		    lp_kafka_group_lag(lp_kproducer_handle(e->kp), e->s->kafka_group, topics, 2000,
+				       &lag) == 0)
+			lp_series_set(e->lag, (double)lag);
+		if (e->table) {
+			mdtable_counts(e->table, &h, &s);
+			lp_series_set(e->table_hosts, (double)h);
+			lp_series_set(e->table_services, (double)s);
+		}
+		lp_sleep_ms(MONITOR_MS, &e->stop);
+	}
+	return NULL;
+}
+
+/*
+ * The pipeline keeps up to PIPELINE_DEPTH batches in flight: while Kafka
+ * acknowledges one batch, the next is enriched.  Batches are finished in
+ * order, and a batch is committed only when it and every batch before it
+ * were acknowledged.  When one fails, the batches after it are waited for
+ * (their deliveries must report before their memory goes) and the consumer
+ * is rewound to the lowest offset of each partition among all of them.
+ */
+static void *pipeline_main(void *arg)
+{
+	struct enricher *e = arg;
+	size_t max = (size_t)e->s->batch_max_events, head = 0, count = 0, i, k;
+	struct batch ring[PIPELINE_DEPTH];
+	unsigned seed = (unsigned)lp_now_us();
+	int attempt = 0;
+
+	memset(ring, 0, sizeof(ring));
+	for (i = 0; i < PIPELINE_DEPTH; i++)
+		ring[i].msgs = lp_xcalloc(max, sizeof(*ring[i].msgs));
+	if (e->table && e->s->table_load_wait_ms > 0 &&
+	    !mdtable_wait_loaded(e->table, (int)e->s->table_load_wait_ms, &e->stop))
+		lp_warn("tier 1 not loaded after %lld ms; enriching from tiers 2 and 3 meanwhile",
+			e->s->table_load_wait_ms);
+
+	while (!e->stop || count > 0) {
+		struct batch *b;
+
+		/* Take a new batch unless the ring is full or we are stopping. */
+		if (count < PIPELINE_DEPTH && !e->stop) {
+			b = &ring[(head + count) % PIPELINE_DEPTH];
+			gather(e, b, max, count ? 0 : 100);
+			publish_coverage(e);
+			if (b->n > 0) {
+				batch_send(e, b);
+				count++;
+				continue;
+			}
+			if (count == 0)
+				continue;
+		}
+		/* Finish the oldest batch. */
+		b = &ring[head];
+		if (batch_finish(e, b) == 0) {
+			/* Its outputs are acknowledged: now, and only now, commit. */
+			lp_breaker_record(e->kafka_br, true, 0);
+			if (lp_kconsumer_commit(e->kc, b->msgs, b->n) < 0)
+				lp_warn("commit of %zu records failed; they may be enriched again",
+					b->n);
+			for (i = 0; i < b->n; i++)
+				lp_series_observe(e->batch_seconds,
+						  (double)(lp_now_us() - b->t0_us) / 1e6);
+			batch_drop(b);
+			head = (head + 1) % PIPELINE_DEPTH;
+			count--;
+			attempt = 0;
+			continue;
+		}
+		/* Failed: nothing from here on may be committed. */
+		lp_breaker_record(e->kafka_br, false, 0);
+		lp_series_inc(e->retries);
+		for (k = 1; k < count; k++)
+			batch_finish(e, &ring[(head + k) % PIPELINE_DEPTH]);
+		/* Newest first, so that for a partition in several batches the
+		 * oldest batch's (lowest) offset is the last seek and wins. */
+		for (k = count; k-- > 0;) {
+			struct batch *r = &ring[(head + k) % PIPELINE_DEPTH];
+
+			lp_kconsumer_rewind(e->kc, r->msgs, r->n);
+		}
+		for (k = 0; k < count; k++)
+			batch_drop(&ring[(head + k) % PIPELINE_DEPTH]);
+		count = 0;
+		attempt++;
+		lp_sleep_ms(lp_backoff_ms(attempt, 100, e->s->retry_max_ms, &seed), &e->stop);
+	}
+	for (i = 0; i < PIPELINE_DEPTH; i++)
+		free(ring[i].msgs);
+	return NULL;
+}
+
+/* ---- health ---------------------------------------------------------------------- */
+
+/* Ready while the broker answers metadata and output batches succeed. */
+static bool kafka_healthy(void *ud, char *detail, size_t len)
+{
+	struct enricher *e = ud;
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t err;
+
+	err = rd_kafka_metadata(lp_kproducer_handle(e->kp), 0, NULL, &md, 1000);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(detail, len, "metadata request failed: %s", rd_kafka_err2str(err));
+		return false;
+	}
+	rd_kafka_metadata_destroy(md);
+	snprintf(detail, len, "%d messages in flight", lp_kproducer_outq(e->kp));
+	return lp_breaker_state(e->kafka_br) != LP_BREAKER_OPEN;
+}
+
+static bool table_healthy(void *ud, char *detail, size_t len)
+{
+	struct enricher *e = ud;
+
+	return mdtable_feed_healthy(e->table, detail, len);
+}
+
+static bool redis_healthy(void *ud, char *detail, size_t len)
+{
+	struct enricher *e = ud;
+
+	return lookup_probe(e->lookup, TIER_REDIS, detail, len) == 0;
+}
+
+static bool metadata_healthy(void *ud, char *detail, size_t len)
+{
+	struct enricher *e = ud;
+
+	return lookup_probe(e->lookup, TIER_METADATA, detail, len) == 0;
+}
+
+/* ---- start and stop -------------------------------------------------------------- */
+
+static void on_table_change(void *ud, const char *key)
+{
+	struct enricher *e = ud;
+
+	if (e->lookup)
+		lookup_invalidate(e->lookup, key);
+}
+
+static void register_metrics(struct enricher *e)
+{
+	struct lp_registry *reg = lp_registry_default();
+	struct lp_metric *lk, *tr;
+	int k, st;
+
+	e->attempts = lp_counter(reg, "enrichment_attempts_total", "Valid events the enricher tried to enrich");
+	e->successes = lp_counter(reg, "enrichment_successes_total", "Events enriched completely (every lookup answered)");
+	e->partials = lp_counter(reg, "enrichment_partial_total", "Events enriched partially (a lookup unanswered)");
+	e->dead = lp_counter(reg, "enrichment_dead_lettered_total", "Invalid records sent to the dead-letter topic");
+	e->retries = lp_counter(reg, "enrichment_batch_retries_total", "Batches retried after an output was not acknowledged");
+	e->sent = lp_counter(reg, "kafka_messages_sent_total", "Messages acknowledged by Kafka");
+	e->lag = lp_gauge(reg, "kafka_consumer_lag", "Records of raw-logs not yet committed by the enricher group");
+	e->latency = lp_histogram(reg, "enrichment_latency_seconds", "Seconds spent looking up and merging metadata, per event",
+				  latency_buckets, LP_ARRAY_SIZE(latency_buckets));
+	e->batch_seconds = lp_histogram(reg, "enrichment_batch_seconds",
+					"Seconds from gathering a batch to committing it, per event",
+					latency_buckets, LP_ARRAY_SIZE(latency_buckets));
+	e->coverage_ratio = lp_gauge(reg, "enrichment_coverage_ratio", "Share of the last 1024 events enriched completely");
+	tr = lp_metric_new(reg, LP_GAUGE, "enrichment_table_records", "Records held by the tier-1 table", "kind", NULL, 0);
+	e->table_hosts = lp_metric_series(tr, "host");
+	e->table_services = lp_metric_series(tr, "service");
+	lk = lp_metric_new(reg, LP_COUNTER, "enrichment_lookups_total", "Metadata lookups by verdict", "lookup,result", NULL, 0);
+	for (k = MD_HOST; k <= MD_SERVICE; k++)
+		for (st = LOOKUP_FOUND; st <= LOOKUP_METADATA_UNAVAILABLE; st++)
+			e->lookups[k][st] = lp_metric_series(lk, k == MD_HOST ? "host" : "service",
+							     lookup_reason(st));
+}
+
+struct enricher *enricher_start(const struct enricher_settings *s, char *err, size_t errlen)
+{
+	struct enricher *e = lp_xcalloc(1, sizeof(*e));
+	struct lookup_opts lo = { 0 };
+	struct lp_http_opts ho = { 0 };
+	char timeout[32], linger[32], session[32];
+	const char *pprops[] = { "message.timeout.ms", timeout, "linger.ms", linger, NULL };
+	const char *cprops[] = { "auto.offset.reset", "earliest", "fetch.wait.max.ms", "10",
+				 "session.timeout.ms", session, NULL };
+	const char *topics[] = { s->topic_raw, NULL };
+	int rc;
+
+	e->s = s;
+	lp_buf_init(&e->en_buf, 1024);
+	lp_buf_init(&e->out_buf, 4096);
+	register_metrics(e);
+	e->kafka_br = lp_breaker_new("kafka", NULL);
+
+	if (s->table_enabled) {
+		e->table_br = lp_breaker_new("metadata-changes", NULL);
+		e->table = mdtable_new(on_table_change, e);
+	}
+	lo.table = e->table;
+	lo.redis_url = s->redis_url;
+	lo.redis_timeout_ms = (int)s->redis_timeout_ms;
+	lo.metadata_url = s->metadata_url;
+	lo.metadata_timeout_ms = (int)s->metadata_timeout_ms;
+	lo.negative_ttl_ms = s->cache_negative_ttl_ms;
+	lo.positive_ttl_ms = s->cache_positive_ttl_ms;
+	e->lookup = lookup_new(&lo, err, errlen);
+	if (!e->lookup)
+		goto fail;
+	if (e->table &&
+	    mdtable_start_feed(e->table, s->kafka_brokers, s->topic_metadata, e->table_br, err,
+			       errlen) < 0)
+		goto fail;
+
+	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
+	snprintf(linger, sizeof(linger), "%lld", s->kafka_linger_ms);
+	snprintf(session, sizeof(session), "%lld", s->kafka_session_timeout_ms);
+	e->kp = lp_kproducer_new(s->kafka_brokers, pprops, err, errlen);
+	if (!e->kp)
+		goto fail;
+	e->kc = lp_kconsumer_new(s->kafka_brokers, s->kafka_group, topics, cprops, err, errlen);
+	if (!e->kc)
+		goto fail;
+
+	ho.listen = s->http_listen;
+	ho.threads = (int)s->http_threads;
+	ho.service = "enricher";
+	e->http = lp_http_server_new(&ho, err, errlen);
+	if (!e->http)
+		goto fail;
+	lp_http_health(e->http, "kafka", true, kafka_healthy, e, e->kafka_br);
+	if (e->table)
+		lp_http_health(e->http, "metadata-changes", false, table_healthy, e, e->table_br);
+	if (s->redis_url && *s->redis_url)
+		lp_http_health(e->http, "redis", false, redis_healthy, e,
+			       lookup_breaker(e->lookup, TIER_REDIS));
+	if (s->metadata_url && *s->metadata_url)
+		lp_http_health(e->http, "metadata-svc", false, metadata_healthy, e,
+			       lookup_breaker(e->lookup, TIER_METADATA));
+	if (lp_http_start(e->http, err, errlen) < 0)
+		goto fail;
+
+	rc = pthread_create(&e->thread, NULL, pipeline_main, e);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot start the pipeline thread: %s", strerror(rc));
+		goto fail;
+	}
+	e->thread_started = true;
+	rc = pthread_create(&e->monitor, NULL, monitor_main, e);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot start the monitor thread: %s", strerror(rc));
+		goto fail;
+	}
+	e->monitor_started = true;
+	return e;
+fail:
+	enricher_stop(e);
+	return NULL;
+}
+
+void enricher_stop(struct enricher *e)
+{
+	int left;
+
+	if (!e)
+		return;
+	e->stop = 1;
+	if (e->thread_started)
+		pthread_join(e->thread, NULL);
+	if (e->monitor_started)
+		pthread_join(e->monitor, NULL);
+	lp_http_server_free(e->http);
+	/* The pipeline committed what was acknowledged; leave the group now so
+	 * that the partitions move to the other enrichers at once. */
+	lp_kconsumer_free(e->kc);
+	if (e->kp) {
+		left = lp_kproducer_free(e->kp, 5000);
+		if (left > 0)
+			lp_error("%d messages were not delivered at shutdown", left);
+	}
+	mdtable_free(e->table);
+	lookup_free(e->lookup);
+	lp_breaker_free(e->table_br);
+	lp_breaker_free(e->kafka_br);
+	lp_buf_release(&e->en_buf);
+	lp_buf_release(&e->out_buf);
+	free(e);
+}

@@ -1,0 +1,69 @@
+/* limiter.h - per-client rate limits shared by every gateway through Redis.
+ *
+ * Each limited client (an API key, or a client address when anonymous) has
+ * a budget of `limit` requests per one-second window.  The windows live in
+ * Redis, so all gateway instances draw from the same budget, but an
+ * instance does not ask Redis for every request: it leases a block of
+ * tokens (max(1, limit / lease_divisor)) and spends them locally until they
+ * run out or the window ends.  Redis therefore sees about lease_divisor
+ * calls per client per second per instance at most, and a refused window
+ * is remembered locally, so a client being answered 429 costs no Redis call
+ * at all.  See limiter.c for the algorithm and its accuracy.
+ *
+ * While Redis is unreachable (its breaker is open or a lease failed) each
+ * instance decides alone with a token bucket of limit / instances per
+ * second, and tries Redis again a second later.
+ *
+ * Thread-safe: callers on any thread may call gw_limiter_take at once. */
+#ifndef LOGPIPE_GATEWAY_LIMITER_H
+#define LOGPIPE_GATEWAY_LIMITER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct lp_breaker;
+
+struct gw_limiter_opts {
+	const char *redis_url;  /* NULL or "": local buckets only */
+	int redis_timeout_ms;   /* connect and command timeout (default 100) */
+	int redis_conns;        /* connections to Redis (default 4) */
+	const char *prefix;     /* Redis key prefix (default "logpipe:rl:") */
+	int lease_divisor;      /* a lease is max(1, limit / lease_divisor) (default 20) */
+	double burst_ratio;     /* local bucket capacity, in seconds of limit (default 1) */
+	int instances;          /* gateways sharing the limit, for the local fallback (default 1) */
+	int local_retry_ms;     /* after a failed lease, decide locally this long (default 1000) */
+};
+
+/* One decision, with what the RateLimit headers report. */
+struct gw_limit {
+	bool allowed;   /* the request may proceed */
+	bool local;     /* decided by the local fallback, not the shared window */
+	long limit;     /* requests per window */
+	long remaining; /* requests left in the window (estimate across instances) */
+	int reset_s;    /* seconds until the window (or bucket) refills, >= 1 */
+};
+
+struct gw_limiter;
+
+struct gw_limiter *gw_limiter_new(const struct gw_limiter_opts *o);
+/* NULL is a no-op. */
+void gw_limiter_free(struct gw_limiter *l);
+/* Counts one request of client `key` against `limit` per second. */
+void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct gw_limit *out);
+/* The breaker guarding Redis, or NULL when Redis is not configured. */
+struct lp_breaker *gw_limiter_breaker(struct gw_limiter *l);
+/* PING through the first connection: 0, -EIO, or -ENOENT without Redis. */
+int gw_limiter_ping(struct gw_limiter *l);
+
+/* ---- pure helpers (unit-tested) ---------------------------------------- */
+
+/* Tokens to lease at once for a limit. */
+long gw_lease_size(long limit, int divisor);
+/* Appends the RateLimit-* header lines for d to out (Kong's three fields
+ * and the IETF draft-07 RateLimit-Policy / RateLimit fields, window 1 s).
+ * Returns the length written, or 0 when outlen is too small. */
+size_t gw_ratelimit_headers(const struct gw_limit *d, char *out, size_t outlen);
+/* Retry-After for a refused request: reset_s plus 0..jitter_s seconds. */
+int gw_retry_after_s(int reset_s, int jitter_s, unsigned *seed);
+
+#endif

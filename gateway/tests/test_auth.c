@@ -1,0 +1,223 @@
+/* test_auth.c - SHA-256 against the FIPS 180-4 vectors, API key parsing,
+ * constant-time lookup, scopes, the auth decision matrix and the
+ * loopback rule for running without keys. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "../auth.h"
+#include "../sha256.h"
+
+#include "logpipe/banned.h"
+
+static void digest_hex(const char *in, size_t len, char out[65])
+{
+	unsigned char d[GW_SHA256_LEN];
+
+	gw_sha256(in, len, d);
+	gw_hex(d, sizeof(d), out);
+}
+
+static void test_sha256_vectors(void **state)
+{
+	char hex[65];
+	static const char two_blocks[] =
+		"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+
+	digest_hex("", 0, hex);
+	assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	digest_hex("abc", 3, hex);
+	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	digest_hex(two_blocks, strlen(two_blocks), hex);
+	assert_string_equal(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+}
+
+static void test_sha256_million_a_in_pieces(void **state)
+{
+	struct gw_sha256 c;
+	unsigned char d[GW_SHA256_LEN], chunk[1001];
+	char hex[65];
+	int i;
+
+	/* Uneven pieces cross block boundaries in every way. */
+	memset(chunk, 'a', sizeof(chunk));
+	gw_sha256_init(&c);
+	for (i = 0; i < 1000; i++)
+		gw_sha256_update(&c, chunk, i % 2 ? 999 : 1001);
+	gw_sha256_final(&c, d);
+	gw_hex(d, sizeof(d), hex);
+	assert_string_equal(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+static void test_ct_equal(void **state)
+{
+	assert_true(gw_ct_equal("abcd", "abcd", 4));
+	assert_false(gw_ct_equal("abcd", "abce", 4));
+	assert_false(gw_ct_equal("xbcd", "abcd", 4));
+	assert_true(gw_ct_equal("", "", 0));
+}
+
+static void test_parse_keys(void **state)
+{
+	struct gw_auth a;
+	char err[200] = "";
+	unsigned char h[GW_SHA256_LEN];
+
+	assert_int_equal(gw_auth_parse(&a, " key-one:acme:ingest, read ;\nkey-two:ops:admin;", err,
+				       sizeof(err)), 0);
+	assert_int_equal(a.nkeys, 2);
+	assert_string_equal(a.keys[0].tenant, "acme");
+	assert_int_equal(a.keys[0].scopes, GW_SCOPE_INGEST | GW_SCOPE_READ);
+	assert_string_equal(a.keys[1].tenant, "ops");
+	assert_int_equal(a.keys[1].scopes, GW_SCOPE_ADMIN);
+	/* Only the hash is kept; the id is its first 8 bytes in hex. */
+	gw_sha256("key-one", 7, h);
+	assert_memory_equal(a.keys[0].hash, h, sizeof(h));
+	assert_int_equal(strlen(a.keys[0].id), 16);
+	gw_auth_release(&a);
+
+	assert_int_equal(gw_auth_parse(&a, NULL, err, sizeof(err)), 0);
+	assert_int_equal(a.nkeys, 0);
+	gw_auth_release(&a);
+	assert_int_equal(gw_auth_parse(&a, " ; ", err, sizeof(err)), 0);
+	assert_int_equal(a.nkeys, 0);
+	gw_auth_release(&a);
+}
+
+static void test_parse_errors_never_show_the_key(void **state)
+{
+	static const char *const bad[] = {
+		"sekrit-1",                     /* no tenant, no scopes */
+		"sekrit-1:acme",                /* no scopes */
+		"sekrit-1:acme:",               /* empty scopes */
+		"sekrit-1:acme:write",          /* unknown scope */
+		"sekrit-1:ac me:read",          /* bad tenant */
+		":acme:read",                   /* empty key */
+		"sekrit-1:acme:read;sekrit-1:other:admin", /* repeated key */
+	};
+	struct gw_auth a;
+	char err[200];
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		assert_int_equal(gw_auth_parse(&a, bad[i], err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "auth.keys"));
+		if (strstr(err, "sekrit")) {
+			print_error("error for \"%s\" shows the key: %s\n", bad[i], err);
+			fail();
+		}
+		assert_int_equal(a.nkeys, 0);
+		assert_null(a.keys);
+	}
+}
+
+static void test_scopes(void **state)
+{
+	unsigned s = 0;
+
+	assert_int_equal(gw_scopes_parse(" Ingest , READ", 14, &s), 0);
+	assert_int_equal(s, GW_SCOPE_INGEST | GW_SCOPE_READ);
+	assert_int_equal(gw_scopes_parse("read,,", 6, &s), 0);
+	assert_int_equal(s, GW_SCOPE_READ);
+	assert_int_equal(gw_scopes_parse("root", 4, &s), -EINVAL);
+	assert_int_equal(gw_scopes_parse("", 0, &s), -EINVAL);
+	assert_true(gw_scopes_allow(GW_SCOPE_ADMIN, GW_SCOPE_INGEST));
+	assert_true(gw_scopes_allow(GW_SCOPE_ADMIN, GW_SCOPE_READ));
+	assert_true(gw_scopes_allow(GW_SCOPE_READ, GW_SCOPE_READ));
+	assert_false(gw_scopes_allow(GW_SCOPE_READ, GW_SCOPE_INGEST));
+	assert_false(gw_scopes_allow(GW_SCOPE_INGEST | GW_SCOPE_READ, GW_SCOPE_ADMIN));
+	assert_string_equal(gw_scope_name(GW_SCOPE_ADMIN), "admin");
+}
+
+static void test_presented_key(void **state)
+{
+	size_t n;
+	const char *k;
+
+	k = gw_auth_presented(" abc ", "Bearer other", &n);
+	assert_int_equal(n, 3);
+	assert_memory_equal(k, "abc", 3);
+	k = gw_auth_presented(NULL, "bearer   tok-1  ", &n);
+	assert_int_equal(n, 5);
+	assert_memory_equal(k, "tok-1", 5);
+	k = gw_auth_presented("", "Bearer tok-2", &n);
+	assert_int_equal(n, 5);
+	assert_memory_equal(k, "tok-2", 5);
+	assert_null(gw_auth_presented(NULL, "Basic dXNlcjpwYXNz", &n));
+	assert_null(gw_auth_presented(NULL, "Bearer", &n));
+	assert_null(gw_auth_presented(NULL, "Bearertok", &n));
+	assert_null(gw_auth_presented(NULL, NULL, &n));
+	assert_int_equal(n, 0);
+}
+
+static void test_decision_matrix(void **state)
+{
+	struct gw_auth a, off = { 0 };
+	const struct gw_key *k;
+	char err[200];
+
+	assert_int_equal(gw_auth_parse(&a, "ing:t1:ingest;rd:t2:read;adm:t3:admin", err,
+				       sizeof(err)), 0);
+	/* Auth off: everything passes, anonymously. */
+	assert_int_equal(gw_auth_check(&off, NULL, NULL, GW_SCOPE_ADMIN, &k), GW_AUTH_OK);
+	assert_null(k);
+	/* Open routes need no key. */
+	assert_int_equal(gw_auth_check(&a, NULL, NULL, GW_SCOPE_NONE, &k), GW_AUTH_OK);
+
+	assert_int_equal(gw_auth_check(&a, NULL, NULL, GW_SCOPE_READ, &k), GW_AUTH_MISSING);
+	assert_int_equal(gw_auth_check(&a, "nope", NULL, GW_SCOPE_READ, &k), GW_AUTH_UNKNOWN);
+	assert_int_equal(gw_auth_check(&a, NULL, "Bearer in", GW_SCOPE_READ, &k),
+			 GW_AUTH_UNKNOWN); /* a prefix of a key is not the key */
+	assert_int_equal(gw_auth_check(&a, "ing", NULL, GW_SCOPE_READ, &k), GW_AUTH_FORBIDDEN);
+	assert_non_null(k);
+	assert_string_equal(k->tenant, "t1");
+	assert_int_equal(gw_auth_check(&a, "ing", NULL, GW_SCOPE_INGEST, &k), GW_AUTH_OK);
+	assert_int_equal(gw_auth_check(&a, NULL, "Bearer rd", GW_SCOPE_INGEST, &k),
+			 GW_AUTH_FORBIDDEN);
+	assert_int_equal(gw_auth_check(&a, NULL, "Bearer rd", GW_SCOPE_READ, &k), GW_AUTH_OK);
+	assert_string_equal(k->tenant, "t2");
+	assert_int_equal(gw_auth_check(&a, "rd", NULL, GW_SCOPE_ADMIN, &k), GW_AUTH_FORBIDDEN);
+	assert_int_equal(gw_auth_check(&a, "adm", NULL, GW_SCOPE_ADMIN, &k), GW_AUTH_OK);
+	assert_int_equal(gw_auth_check(&a, "adm", NULL, GW_SCOPE_INGEST, &k), GW_AUTH_OK);
+	assert_string_equal(k->tenant, "t3");
+	gw_auth_release(&a);
+}
+
+static void test_tenant_and_loopback(void **state)
+{
+	assert_true(gw_tenant_valid("acme-prod_1.eu:x@y", 18));
+	assert_false(gw_tenant_valid("a b", 3));
+	assert_false(gw_tenant_valid("a\r\nX-Evil: 1", 13));
+	assert_false(gw_tenant_valid("", 0));
+
+	assert_true(gw_listen_is_loopback("127.0.0.1:8080"));
+	assert_true(gw_listen_is_loopback("[::1]:8080"));
+	assert_true(gw_listen_is_loopback("127.0.0.1:8080,[::1]:8080"));
+	assert_true(gw_listen_is_loopback("localhost:8080"));
+	assert_false(gw_listen_is_loopback("8080"));
+	assert_false(gw_listen_is_loopback("0.0.0.0:8080"));
+	assert_false(gw_listen_is_loopback("127.0.0.1:8080,8443"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sha256_vectors),
+		cmocka_unit_test(test_sha256_million_a_in_pieces),
+		cmocka_unit_test(test_ct_equal),
+		cmocka_unit_test(test_parse_keys),
+		cmocka_unit_test(test_parse_errors_never_show_the_key),
+		cmocka_unit_test(test_scopes),
+		cmocka_unit_test(test_presented_key),
+		cmocka_unit_test(test_decision_matrix),
+		cmocka_unit_test(test_tenant_and_loopback),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

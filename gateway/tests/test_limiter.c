@@ -1,0 +1,136 @@
+/* test_limiter.c - the rate limiter's pure parts (lease size, RateLimit
+ * headers, Retry-After jitter) and its local fallback: without Redis, and
+ * with a Redis that does not answer. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "logpipe/breaker.h"
+#include "../limiter.h"
+
+#include "logpipe/banned.h"
+
+static void test_lease_size(void **state)
+{
+	assert_int_equal(gw_lease_size(1000, 20), 50);
+	assert_int_equal(gw_lease_size(100, 20), 5);
+	assert_int_equal(gw_lease_size(10, 20), 1);
+	assert_int_equal(gw_lease_size(0, 20), 1);
+	assert_int_equal(gw_lease_size(7, 0), 7);
+}
+
+static void test_headers(void **state)
+{
+	struct gw_limit d = { .allowed = true, .limit = 1000, .remaining = 998, .reset_s = 1 };
+	char out[512], tiny[40];
+	size_t n;
+
+	n = gw_ratelimit_headers(&d, out, sizeof(out));
+	assert_int_equal(n, strlen(out));
+	assert_string_equal(out, "RateLimit-Limit: 1000\r\n"
+				 "RateLimit-Remaining: 998\r\n"
+				 "RateLimit-Reset: 1\r\n"
+				 "RateLimit-Policy: 1000;w=1\r\n"
+				 "RateLimit: limit=1000, remaining=998, reset=1\r\n");
+	/* A negative estimate never shows. */
+	d.remaining = -3;
+	gw_ratelimit_headers(&d, out, sizeof(out));
+	assert_non_null(strstr(out, "RateLimit-Remaining: 0\r\n"));
+	/* Too small a buffer gives nothing rather than a cut header. */
+	assert_int_equal(gw_ratelimit_headers(&d, tiny, sizeof(tiny)), 0);
+	assert_string_equal(tiny, "");
+}
+
+static void test_retry_after_jitter(void **state)
+{
+	unsigned seed = 42;
+	int i, v, seen_low = 0, seen_high = 0;
+
+	for (i = 0; i < 1000; i++) {
+		v = gw_retry_after_s(2, 3, &seed);
+		assert_in_range(v, 2, 5);
+		seen_low |= v == 2;
+		seen_high |= v == 5;
+	}
+	assert_true(seen_low && seen_high);
+	assert_int_equal(gw_retry_after_s(0, 0, &seed), 1);
+	assert_int_equal(gw_retry_after_s(3, 0, &seed), 3);
+}
+
+static int take_n(struct gw_limiter *l, const char *key, long limit, int n, struct gw_limit *last)
+{
+	int ok = 0, i;
+
+	for (i = 0; i < n; i++) {
+		gw_limiter_take(l, key, limit, last);
+		ok += last->allowed;
+	}
+	return ok;
+}
+
+static void test_local_only(void **state)
+{
+	struct gw_limiter_opts o = { 0 };
+	struct gw_limiter *l = gw_limiter_new(&o);
+	struct gw_limit d;
+
+	assert_null(gw_limiter_breaker(l));
+	assert_int_equal(gw_limiter_ping(l), -ENOENT);
+	/* A burst of one second's worth, then refusals. */
+	assert_int_equal(take_n(l, "api:ip:10.0.0.1", 20, 20, &d), 20);
+	assert_true(d.local);
+	assert_int_equal(d.limit, 20);
+	assert_int_equal(take_n(l, "api:ip:10.0.0.1", 20, 5, &d), 0);
+	assert_false(d.allowed);
+	assert_int_equal(d.remaining, 0);
+	assert_in_range(d.reset_s, 1, 1);
+	/* Clients do not share budgets. */
+	assert_int_equal(take_n(l, "api:ip:10.0.0.2", 20, 20, &d), 20);
+	gw_limiter_free(l);
+}
+
+static void test_local_share_of_instances(void **state)
+{
+	struct gw_limiter_opts o = { .instances = 4 };
+	struct gw_limiter *l = gw_limiter_new(&o);
+	struct gw_limit d;
+
+	/* Each of 4 gateways enforces a quarter while deciding alone. */
+	assert_int_equal(take_n(l, "ingest:k:abc", 100, 40, &d), 25);
+	assert_int_equal(d.limit, 25);
+	gw_limiter_free(l);
+}
+
+static void test_redis_down_falls_back(void **state)
+{
+	/* Port 9 (discard) on loopback: nothing listens, connect is refused. */
+	struct gw_limiter_opts o = { .redis_url = "redis://127.0.0.1:9", .redis_timeout_ms = 50 };
+	struct gw_limiter *l = gw_limiter_new(&o);
+	struct gw_limit d;
+
+	assert_non_null(gw_limiter_breaker(l));
+	assert_int_equal(take_n(l, "api:k:1", 10, 30, &d), 10);
+	assert_true(d.local);
+	assert_int_not_equal(gw_limiter_ping(l), 0);
+	gw_limiter_free(l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_lease_size),
+		cmocka_unit_test(test_headers),
+		cmocka_unit_test(test_retry_after_jitter),
+		cmocka_unit_test(test_local_only),
+		cmocka_unit_test(test_local_share_of_instances),
+		cmocka_unit_test(test_redis_down_falls_back),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,380 @@
+/* upstream.c - calls to the services behind the gateway, on libcurl.
+ *
+ * The pool is a stack of easy handles under a mutex: a call pops one (or
+ * creates one when the stack is empty), resets its options, performs, and
+ * pushes it back.  curl_easy_reset keeps the handle's connection cache, so
+ * the connections to the upstreams stay open across calls (HTTP/1.1
+ * keep-alive); a connection the upstream closed meanwhile is detected by
+ * libcurl, which retries on a fresh one.  With N worker threads the pool
+ * holds at most N handles, each with at most MAX_CONNS idle connections.
+ *
+ * The response is buffered whole (bounded by max_response) because the
+ * reply helpers send a Content-Length; the services' answers are small. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+
+#include "logpipe/breaker.h"
+#include "logpipe/log.h"
+#include "logpipe/util.h"
+#include "sha256.h"
+#include "upstream.h"
+
+#include "logpipe/banned.h"
+
+#define MAX_CONNS 8
+
+struct gw_pool {
+	pthread_mutex_t mu; /* guards the stack */
+	CURL **free;        /* idle handles */
+	size_t nfree, cap;
+};
+
+/* Per-call state the curl callbacks see. */
+struct xfer {
+	struct gw_call *c;
+	size_t max;      /* max_response */
+	bool too_large;  /* the body passed max */
+};
+
+static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
+
+static void curl_init_once(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+struct gw_pool *gw_pool_new(void)
+{
+	struct gw_pool *p = lp_xcalloc(1, sizeof(*p));
+
+	pthread_once(&curl_once, curl_init_once);
+	pthread_mutex_init(&p->mu, NULL);
+	return p;
+}
+
+void gw_pool_free(struct gw_pool *p)
+{
+	size_t i;
+
+	if (!p)
+		return;
+	for (i = 0; i < p->nfree; i++)
+		curl_easy_cleanup(p->free[i]);
+	free(p->free);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+static CURL *pool_get(struct gw_pool *p)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&p->mu);
+	if (p->nfree > 0)
+		h = p->free[--p->nfree];
+	pthread_mutex_unlock(&p->mu);
+	return h ? h : curl_easy_init();
+}
+
+static void pool_put(struct gw_pool *p, CURL *h)
+{
+	pthread_mutex_lock(&p->mu);
+	if (p->nfree == p->cap) {
+		p->cap = p->cap ? p->cap * 2 : 16;
+		p->free = lp_xrealloc(p->free, p->cap * sizeof(*p->free));
+	}
+	p->free[p->nfree++] = h;
+	pthread_mutex_unlock(&p->mu);
+}
+
+void gw_call_init(struct gw_call *c)
+{
+	lp_buf_init(&c->body_out, 0);
+	lp_buf_init(&c->headers_out, 0);
+	c->content_type[0] = '\0';
+	c->error[0] = '\0';
+	c->status = 0;
+}
+
+void gw_call_release(struct gw_call *c)
+{
+	lp_buf_release(&c->body_out);
+	lp_buf_release(&c->headers_out);
+}
+
+bool gw_header_forwardable(const char *name, size_t len)
+{
+	static const char *const exact[] = {
+		"Retry-After",	 "Location",  "Content-Location", "ETag",
+		"Last-Modified", "Cache-Control", "Link",	  "Allow",
+		"Content-Language", "X-Total-Count", "Deprecation", "Sunset",
+		"RateLimit",	 "RateLimit-Policy",
+	};
+	static const char *const prefixes[] = { "RateLimit-", "X-RateLimit-" };
+	size_t i, n;
+
+	for (i = 0; i < LP_ARRAY_SIZE(exact); i++)
+		if (strlen(exact[i]) == len && strncasecmp(name, exact[i], len) == 0)
+			return true;
+	for (i = 0; i < LP_ARRAY_SIZE(prefixes); i++) {
+		n = strlen(prefixes[i]);
+		if (len > n && strncasecmp(name, prefixes[i], n) == 0)
+			return true;
+	}
+	return false;
+}
+
+void gw_path_encode(const char *path, struct lp_buf *out)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p;
+
+	for (p = (const unsigned char *)path; *p; p++) {
+		unsigned char c = *p;
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    strchr("-._~!$&'()*+,;=:@/", c)) {
+			lp_buf_addch(out, (char)c);
+		} else {
+			lp_buf_addch(out, '%');
+			lp_buf_addch(out, hex[c >> 4]);
+			lp_buf_addch(out, hex[c & 15]);
+		}
+	}
+}
+
+static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+{
+	struct xfer *x = ud;
+	size_t n = size * nmemb;
+
+	if (x->c->body_out.len + n > x->max) {
+		x->too_large = true;
+		return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+	}
+	lp_buf_add(&x->c->body_out, data, n);
+	return n;
+}
+
+static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
+{
+	struct xfer *x = ud;
+	struct gw_call *c = x->c;
+	size_t n = size * nmemb, nlen, vlen;
+	const char *colon, *v;
+
+	if (n >= 5 && strncmp(data, "HTTP/", 5) == 0) {
+		/* A new status line (after a 1xx): forget earlier headers. */
+		lp_buf_reset(&c->headers_out);
+		c->content_type[0] = '\0';
+		return n;
+	}
+	colon = memchr(data, ':', n);
+	if (!colon)
+		return n;
+	nlen = (size_t)(colon - data);
+	v = colon + 1;
+	vlen = n - nlen - 1;
+	while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		vlen--;
+	}
+	while (vlen > 0 && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+		vlen--;
+	if (nlen == 12 && strncasecmp(data, "Content-Type", 12) == 0) {
+		if (vlen < sizeof(c->content_type)) {
+			memcpy(c->content_type, v, vlen);
+			c->content_type[vlen] = '\0';
+		}
+	} else if (gw_header_forwardable(data, nlen) && !memchr(v, '\r', vlen) &&
+		   !memchr(v, '\n', vlen)) {
+		lp_buf_add(&c->headers_out, data, nlen);
+		lp_buf_adds(&c->headers_out, ": ");
+		lp_buf_add(&c->headers_out, v, vlen);
+		lp_buf_adds(&c->headers_out, "\r\n");
+	}
+	return n;
+}
+
+/* Sets the method and body of the request on h. */
+static void set_method(CURL *h, const struct gw_call *c)
+{
+	bool has_body = c->body && c->body_len > 0;
+
+	if (strcmp(c->method, "GET") == 0 || strcmp(c->method, "HEAD") == 0) {
+		curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+		return;
+	}
+	if (strcmp(c->method, "POST") != 0)
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, c->method);
+	if (strcmp(c->method, "POST") == 0 || strcmp(c->method, "PUT") == 0 ||
+	    strcmp(c->method, "PATCH") == 0 || has_body) {
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, has_body ? c->body : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)(has_body ? c->body_len : 0));
+	} else {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 0L);
+	}
+}
+
+enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
+				     struct gw_call *c)
+{
+	struct curl_slist *hdrs = NULL;
+	struct lp_buf url = LP_BUF_INIT;
+	struct xfer x = { c, u->max_response ? u->max_response : 16u << 20, false };
+	char curl_err[CURL_ERROR_SIZE] = "";
+	enum gw_call_result res;
+	CURLcode cc;
+	CURL *h;
+	long status = 0;
+	int64_t t0;
+	size_t i;
+
+	if (c->record && !lp_breaker_allow(u->breaker)) {
+		snprintf(c->error, sizeof(c->error), "circuit breaker of %s is open", u->name);
+		return GW_CALL_OPEN;
+	}
+	h = pool_get(p);
+	if (!h) {
+		snprintf(c->error, sizeof(c->error), "cannot create a curl handle");
+		if (c->record)
+			lp_breaker_record(u->breaker, true, 0); /* not the upstream's fault */
+		return GW_CALL_FAILED;
+	}
+	lp_buf_adds(&url, u->base);
+	lp_buf_adds(&url, c->path);
+	if (c->query && *c->query) {
+		lp_buf_addch(&url, '?');
+		lp_buf_adds(&url, c->query);
+	}
+	for (i = 0; c->headers && c->headers[i]; i++)
+		hdrs = curl_slist_append(hdrs, c->headers[i]);
+	/* No "Expect: 100-continue" round trip before a body. */
+	hdrs = curl_slist_append(hdrs, "Expect:");
+
+	curl_easy_reset(h);
+	curl_easy_setopt(h, CURLOPT_URL, url.buf);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_MAXCONNECTS, (long)MAX_CONNS);
+	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms > 0 ? c->timeout_ms : u->timeout_ms);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, u->connect_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
+	set_method(h, c);
+
+	t0 = lp_now_ms();
+	cc = curl_easy_perform(h);
+	if (cc == CURLE_OK) {
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+		c->status = (int)status;
+		res = GW_CALL_OK;
+	} else if (x.too_large) {
+		snprintf(c->error, sizeof(c->error), "%s answered more than %zu bytes", u->name,
+			 x.max);
+		res = GW_CALL_TOO_LARGE;
+	} else if (cc == CURLE_OPERATION_TIMEDOUT) {
+		snprintf(c->error, sizeof(c->error), "%s did not answer within %ld ms", u->name,
+			 c->timeout_ms > 0 ? c->timeout_ms : u->timeout_ms);
+		res = GW_CALL_TIMEOUT;
+	} else {
+		snprintf(c->error, sizeof(c->error), "%s: %.200s", u->name,
+			 curl_err[0] ? curl_err : curl_easy_strerror(cc));
+		res = GW_CALL_FAILED;
+	}
+	if (c->record) {
+		bool ok = res == GW_CALL_TOO_LARGE ||
+			  (res == GW_CALL_OK && (c->status < 500 || c->status == 503 ||
+						 c->status == 501));
+
+		lp_breaker_record(u->breaker, ok, lp_now_ms() - t0);
+	}
+	/* The handle must not keep pointers into this call. */
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, NULL);
+	pool_put(p, h);
+	curl_slist_free_all(hdrs);
+	lp_buf_release(&url);
+	return res;
+}
+
+/* ---- trace context ------------------------------------------------------- */
+
+/*
+ * Random bytes for trace and span ids: splitmix64 per thread, seeded once
+ * from getrandom.  Ids must be unique, not secret, and a system call per
+ * request showed in profiles.
+ */
+static void random_bytes(unsigned char *b, size_t n)
+{
+	static __thread uint64_t state;
+	uint64_t z = 0;
+	size_t i;
+
+	if (!state && getrandom(&state, sizeof(state), GRND_NONBLOCK) != (ssize_t)sizeof(state))
+		state = (uint64_t)lp_now_us() ^ (uint64_t)(uintptr_t)&state;
+	for (i = 0; i < n; i++) {
+		if (i % 8 == 0) {
+			z = (state += 0x9e3779b97f4a7c15ULL);
+			z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+			z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+			z ^= z >> 31;
+		}
+		b[i] = (unsigned char)(z >> (8 * (i % 8)));
+	}
+}
+
+static bool all_hex(const char *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+	return true;
+}
+
+static bool all_zero(const char *s, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (s[i] != '0')
+			return false;
+	return true;
+}
+
+void gw_traceparent(const char *in, char out[56], char trace_id[33])
+{
+	unsigned char span[8], trace[16];
+	char span_hex[17];
+
+	random_bytes(span, sizeof(span));
+	gw_hex(span, sizeof(span), span_hex);
+	if (in && strlen(in) >= 55 && in[2] == '-' && in[35] == '-' && in[52] == '-' &&
+	    all_hex(in, 2) && strncmp(in, "ff", 2) != 0 && all_hex(in + 3, 32) &&
+	    !all_zero(in + 3, 32) && all_hex(in + 36, 16) && !all_zero(in + 36, 16) &&
+	    all_hex(in + 53, 2) && (in[55] == '\0' || in[55] == '-')) {
+		memcpy(trace_id, in + 3, 32);
+		trace_id[32] = '\0';
+		snprintf(out, 56, "00-%s-%s-%.2s", trace_id, span_hex, in + 53);
+		return;
+	}
+	random_bytes(trace, sizeof(trace));
+	gw_hex(trace, sizeof(trace), trace_id);
+	snprintf(out, 56, "00-%s-%s-01", trace_id, span_hex);
+}

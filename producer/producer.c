@@ -1,0 +1,998 @@
+/* producer.c - request handling of the ingest service.
+ *
+ * POST /api/logs        one event  -> 202 {"status":"success","id":…}
+ * POST /api/logs/batch  JSON array or NDJSON -> a result per item, in
+ *                       request order; 202 all accepted, 207 some, 400 none.
+ *
+ * Every accepted event is normalised (lp_event_normalize) and serialised
+ * once.  It is then made durable in one of two ways before the 202:
+ *
+ *   Kafka   produced to the raw topic keyed by its service; the handler
+ *           blocks on an lp_kwait until librdkafka reports the delivery
+ *           (acks=all, idempotent producer).
+ *   spool   appended to the disk spool (spool.c) and fdatasync'd, with
+ *           concurrent requests sharing one sync.
+ *
+ * The spool is used while Kafka is unreachable: when the "kafka" breaker
+ * is open, for the events whose delivery failed or timed out (they may be
+ * in Kafka after all: a duplicate, which the consumer absorbs by id), and
+ * for everything while the spool still holds events ("spool mode"), so
+ * that events reach Kafka in the order they were accepted.  A drain thread
+ * produces the spooled events in order once the breaker lets calls
+ * through, waits for their acknowledgements and commits the spool's
+ * position; it leaves spool mode when a round finds the spool caught up.
+ * Requests therefore never wait for a broker that is down (the breaker
+ * and the drain probe it), and are refused with 503 + Retry-After only
+ * when the spool cannot take them either (full, or an I/O error): never a
+ * 202 that could be lost.  With spool.enabled = false an event Kafka does
+ * not acknowledge is answered 503.
+ *
+ * Events Kafka refuses for good (larger than message.max.bytes) are
+ * answered 413 before anything is written; if the drain still meets such
+ * a refusal it sends the event to the DLQ topic with the reason.
+ *
+ * Shutdown (producer_stop): new requests get 503 and readiness goes down,
+ * requests in flight finish and get their answers (spooling rather than
+ * waiting for Kafka; a watchdog purges Kafka's queue if deliveries would
+ * hold the process past its 10 s budget), then the HTTP server stops; the
+ * drain goes on while Kafka takes events, until the spool is empty or the
+ * budget is spent, then Kafka is flushed and the spool closed.  The server
+ * is stopped only once nothing is in flight because CivetWeb stops writing
+ * responses as soon as it is told to stop. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "logpipe/breaker.h"
+#include "logpipe/event.h"
+#include "logpipe/http.h"
+#include "logpipe/kafka.h"
+#include "logpipe/log.h"
+#include "logpipe/metrics.h"
+#include "logpipe/util.h"
+#include "producer.h"
+#include "spool.h"
+
+#include "logpipe/banned.h"
+
+/* The drain reads at most this many bytes per round. */
+#define DRAIN_MAX_BYTES (8u << 20)
+/* Shutdown budget: purge Kafka's queue after this, flush until the end. */
+/* Shutdown budget (SIGTERM to exit within 10 s): requests in flight get
+ * until STOP_PURGE_MS, the spool's drain until STOP_DRAIN_MS as long as it
+ * makes progress (Kafka's queue is purged at each deadline if something
+ * still waits on it), the final flush until STOP_BUDGET_MS. */
+#define STOP_PURGE_MS 4000
+#define STOP_DRAIN_MS 8000
+#define STOP_STALL_MS 1500 /* the drain gave up on if it moved nothing for this long */
+#define STOP_BUDGET_MS 9000
+
+#define OPT(key, type, def, field, help, lo, hi) \
+	{ key, type, def, offsetof(struct producer_settings, field), help, lo, hi }
+
+const struct lp_cfg_opt producer_options[] = {
+	OPT("http.listen", LP_CFG_STR, "8081", http_listen, "address:port or port to serve HTTP on", 0, 0),
+	OPT("http.threads", LP_CFG_INT, "32", http_threads, "HTTP worker threads", 1, 1024),
+	OPT("http.max_body", LP_CFG_INT, "1048576", http_max_body, "largest request body in bytes (413 above)", 1024, 67108864),
+	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
+	OPT("kafka.brokers", LP_CFG_STR, "127.0.0.1:9092", kafka_brokers, "Kafka bootstrap servers", 0, 0),
+	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "topic accepted events are written to", 0, 0),
+	OPT("topics.dlq", LP_CFG_STR, "logs-dlq", topic_dlq, "where spooled events Kafka refuses for good go, with the reason in a header", 0, 0),
+	OPT("kafka.timeout_ms", LP_CFG_INT, "5000", kafka_timeout_ms, "delivery timeout before an event is spooled (or answered 503)", 100, 600000),
+	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
+	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
+	OPT("limits.batch_max_items", LP_CFG_INT, "1000", batch_max_items, "most events in one batch request (413 above)", 1, 100000),
+	OPT("spool.enabled", LP_CFG_BOOL, "true", spool_enabled, "spool events to disk while Kafka is unreachable (false: answer 503)", 0, 0),
+	OPT("spool.dir", LP_CFG_STR, "spool", spool_dir, "spool directory, relative to the working directory (containers: /var/lib/logpipe/spool)", 0, 0),
+	OPT("spool.max_bytes", LP_CFG_INT, "1073741824", spool_max_bytes, "bound on the spool's files in bytes (503 with Retry-After above)", 65536, 1LL << 50),
+	OPT("spool.segment_bytes", LP_CFG_INT, "67108864", spool_segment_bytes, "size of one spool segment file (at most spool.max_bytes)", 4096, 1LL << 32),
+	OPT("spool.drain_batch", LP_CFG_INT, "2000", spool_drain_batch, "spooled events produced per drain round", 1, 100000),
+	LP_CFG_END,
+};
+
+struct producer {
+	const struct producer_settings *s; /* settings, owned by main */
+	struct lp_event_limits limits;     /* event validation limits */
+	struct lp_kproducer *kp;           /* idempotent Kafka producer */
+	struct lp_breaker *breaker;        /* trips on failed deliveries */
+	struct lp_http_server *http;       /* the HTTP front */
+	struct spool *spool;               /* disk spool, NULL when disabled */
+	size_t max_msg;                    /* librdkafka's message.max.bytes */
+	atomic_int spool_mode;             /* new events go to the spool */
+	atomic_int stopping;               /* producer_stop has begun */
+	atomic_int drain_stop;             /* the drain thread must end */
+	atomic_int inflight;               /* requests being handled */
+	pthread_t drainer;                 /* drains the spool into Kafka */
+	bool drainer_started;              /* drainer was created (join it) */
+	struct lp_series *received;        /* log_events_received_total */
+	struct lp_series *rejected;        /* events refused as invalid */
+	struct lp_series *sent;            /* kafka_messages_sent_total */
+	struct lp_series *errors;          /* log_events_errors_total (Kafka failures) */
+	struct lp_series *latency;         /* log_event_processing_time */
+	struct lp_series *dead;            /* logpipe_spool_dead_lettered_total */
+};
+
+/* Where an event ended up. */
+enum outcome {
+	OUT_PENDING = 0, /* not decided yet */
+	OUT_KAFKA,       /* acknowledged by Kafka */
+	OUT_SPOOLED,     /* durable in the spool */
+	OUT_FAILED,      /* refused: status, code and why say how */
+};
+
+/* One event on its way to durability. */
+struct outgoing {
+	json_t *ev;               /* normalised event (owned) */
+	char *text;               /* its serialisation (owned) */
+	size_t len;               /* bytes of text */
+	const char *key;          /* the service, borrowed from ev */
+	size_t keylen;            /* bytes of key */
+	rd_kafka_resp_err_t res;  /* Kafka delivery result, if produced */
+	enum outcome outcome;     /* where it ended up */
+	int status;               /* OUT_FAILED: 413 or 503 */
+	const char *code;         /* OUT_FAILED: error code */
+	const char *why;          /* OUT_FAILED: message */
+};
+
+static void outgoing_release(struct outgoing *o)
+{
+	json_decref(o->ev);
+	free(o->text);
+	o->ev = NULL;
+	o->text = NULL;
+}
+
+static void fail(struct outgoing *o, int status, const char *code, const char *why)
+{
+	o->outcome = OUT_FAILED;
+	o->status = status;
+	o->code = code;
+	o->why = why;
+}
+
+/* Errors no retry can cure: the message itself is refused. */
+static bool kafka_err_permanent(rd_kafka_resp_err_t e)
+{
+	switch (e) {
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_INVALID_MSG:
+	case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+	case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static long retry_after_secs(struct producer *p)
+{
+	int64_t ms = lp_breaker_retry_after_ms(p->breaker);
+	long secs = (long)(ms / 1000) + 1;
+
+	return secs < 1 ? 1 : secs;
+}
+
+static const char *retry_after_header(struct producer *p, char *buf, size_t len)
+{
+	snprintf(buf, len, "Retry-After: %ld\r\n", retry_after_secs(p));
+	return buf;
+}
+
+/*
+ * Produces the given events to topic and waits for every delivery report;
+ * fills each out[idx[i]].res.  Returns the number acknowledged.
+ */
+static size_t produce_wait(struct producer *p, const char *topic, struct outgoing *out,
+			   const size_t *idx, size_t n)
+{
+	rd_kafka_resp_err_t *results = lp_xcalloc(n ? n : 1, sizeof(*results));
+	struct lp_kwait w;
+	size_t i, ok = 0;
+	int rc;
+
+	lp_kwait_init(&w, results);
+	for (i = 0; i < n; i++) {
+		struct outgoing *o = &out[idx[i]];
+
+		lp_kwait_add(&w);
+		rc = lp_kproducer_send(p->kp, topic, o->key, o->keylen, o->text, o->len, NULL, 1000,
+				       lp_kwait_done, lp_kwait_slot(&w, i));
+		if (rc < 0)
+			lp_kwait_cancel(&w, i,
+					rc == -EMSGSIZE ? RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+					: rc == -ENOENT ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+							: RD_KAFKA_RESP_ERR__QUEUE_FULL);
+	}
+	/* Deliveries are bounded by message.timeout.ms (and the shutdown
+	 * purge), so this wait ends. */
+	if (lp_kwait_wait(&w, (int)p->s->kafka_timeout_ms + 5000) < 0)
+		lp_kwait_wait(&w, -1);
+	for (i = 0; i < n; i++) {
+		out[idx[i]].res = results[i];
+		if (results[i] == RD_KAFKA_RESP_ERR_NO_ERROR)
+			ok++;
+	}
+	lp_kwait_release(&w);
+	free(results);
+	return ok;
+}
+
+/* Appends the given events to the spool; marks each spooled or failed. */
+static void spool_events(struct producer *p, struct outgoing *out, const size_t *idx, size_t n)
+{
+	struct spool_rec *recs;
+	size_t i;
+	int rc;
+
+	if (n == 0)
+		return;
+	recs = lp_xcalloc(n, sizeof(*recs));
+	for (i = 0; i < n; i++) {
+		recs[i].key = out[idx[i]].key;
+		recs[i].keylen = out[idx[i]].keylen;
+		recs[i].val = out[idx[i]].text;
+		recs[i].vallen = out[idx[i]].len;
+	}
+	/* Before the append: from now on the spool's order is the order. */
+	atomic_store(&p->spool_mode, 1);
+	rc = spool_append(p->spool, recs, n);
+	free(recs);
+	for (i = 0; i < n; i++) {
+		struct outgoing *o = &out[idx[i]];
+
+		if (rc == 0)
+			o->outcome = OUT_SPOOLED;
+		else if (rc == -ENOSPC)
+			fail(o, 503, "spool_full",
+			     "kafka is unreachable and the spool is full; retry later");
+		else if (rc == -EMSGSIZE)
+			fail(o, 413, "too_large", "the event is too large to spool");
+		else
+			fail(o, 503, "spool_unavailable",
+			     "kafka is unreachable and the spool cannot be written; retry later");
+	}
+}
+
+/*
+ * Makes the events durable: Kafka when it is up, the spool when not.  Sets
+ * each out[i].outcome.  Events already failed are skipped.
+ */
+static void deliver(struct producer *p, struct outgoing *out, size_t n)
+{
+	size_t *idx = lp_xcalloc(n ? n : 1, sizeof(*idx));
+	size_t i, m = 0, ok;
+	bool direct, retriable = false;
+	int64_t t0;
+
+	for (i = 0; i < n; i++) {
+		struct outgoing *o = &out[i];
+		const char *svc = json_string_value(json_object_get(o->ev, "service"));
+
+		if (o->outcome != OUT_PENDING)
+			continue;
+		o->key = svc;
+		o->keylen = svc ? strlen(svc) : 0;
+		o->text = json_dumps(o->ev, JSON_COMPACT);
+		if (!o->text) {
+			fail(o, 500, "internal", "the event could not be serialised");
+			continue;
+		}
+		o->len = strlen(o->text);
+		if (o->len + o->keylen > p->max_msg) {
+			fail(o, 413, "too_large", "the serialised event is larger than Kafka takes");
+			continue;
+		}
+		idx[m++] = i;
+	}
+	if (m == 0)
+		goto out;
+
+	if (p->spool && (atomic_load(&p->spool_mode) || atomic_load(&p->stopping)))
+		direct = false;
+	else
+		direct = lp_breaker_allow(p->breaker);
+
+	if (direct) {
+		size_t nspool = 0;
+
+		t0 = lp_now_ms();
+		ok = produce_wait(p, p->s->topic_raw, out, idx, m);
+		for (i = 0; i < m; i++) {
+			struct outgoing *o = &out[idx[i]];
+
+			if (o->res == RD_KAFKA_RESP_ERR_NO_ERROR) {
+				o->outcome = OUT_KAFKA;
+			} else if (kafka_err_permanent(o->res)) {
+				fail(o, o->res == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? 413 : 503,
+				     o->res == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? "too_large"
+										    : "kafka_refused",
+				     rd_kafka_err2str(o->res));
+			} else {
+				retriable = true;
+				idx[nspool++] = idx[i]; /* kept in order for the spool */
+			}
+		}
+		/* Refusals of one message say nothing about the broker's health. */
+		lp_breaker_record(p->breaker, !retriable, lp_now_ms() - t0);
+		lp_series_add(p->sent, (double)ok);
+		lp_series_add(p->errors, (double)(m - ok));
+		m = nspool;
+	}
+	if (m == 0)
+		goto out;
+	if (p->spool) {
+		spool_events(p, out, idx, m);
+	} else {
+		for (i = 0; i < m; i++)
+			fail(&out[idx[i]], 503, "kafka_unavailable",
+			     "the event could not be made durable; retry later");
+	}
+out:
+	free(idx);
+}
+
+/*
+ * Counts the request in flight; false (after answering 503) when the
+ * producer is stopping.  Every true must be paired with request_end().
+ */
+static bool request_begin(struct producer *p, struct lp_http_req *r)
+{
+	atomic_fetch_add(&p->inflight, 1);
+	if (!atomic_load(&p->stopping))
+		return true;
+	lp_http_reply_error(r, 503, "shutting_down", "Retry-After: 1\r\nConnection: close\r\n",
+			    "the producer is shutting down; retry on another instance");
+	atomic_fetch_sub(&p->inflight, 1);
+	return false;
+}
+
+static void request_end(struct producer *p)
+{
+	atomic_fetch_sub(&p->inflight, 1);
+}
+
+static bool is_json_type(const char *ct, bool allow_ndjson)
+{
+	if (!ct)
+		return true; /* curl -d without -H sends form type; absent means trust */
+	if (!strncasecmp(ct, "application/json", 16))
+		return true;
+	if (allow_ndjson && (!strncasecmp(ct, "application/x-ndjson", 20) ||
+			     !strncasecmp(ct, "application/ndjson", 18) ||
+			     !strncasecmp(ct, "application/jsonl", 17)))
+		return true;
+	return false;
+}
+
+static void handle_one_inner(struct producer *p, struct lp_http_req *r)
+{
+	struct lp_event_error e;
+	struct outgoing out = { 0 };
+	const char *tenant = lp_http_header(r, "X-Tenant-ID");
+	int64_t t0 = lp_now_us();
+	char hdr[64];
+	json_t *reply;
+
+	if (!is_json_type(lp_http_header(r, "Content-Type"), false)) {
+		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
+				    "expected Content-Type application/json");
+		return;
+	}
+	lp_series_inc(p->received);
+	out.ev = lp_event_parse(r->body, r->body_len, &p->limits, lp_wall_ms(),
+				tenant && *tenant ? tenant : NULL, &e);
+	if (!out.ev) {
+		lp_series_inc(p->rejected);
+		lp_http_reply_error(r, e.status, e.code, NULL, "%s", e.message);
+		return;
+	}
+	deliver(p, &out, 1);
+	if (out.outcome == OUT_FAILED) {
+		lp_http_reply_error(r, out.status, out.code,
+				    out.status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL,
+				    "%s", out.why);
+		outgoing_release(&out);
+		return;
+	}
+	reply = json_pack("{s:s, s:O, s:s}", "status", "success", "id",
+			  json_object_get(out.ev, "id"), "message", "Log event queued for processing");
+	outgoing_release(&out);
+	lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
+	lp_http_reply_json(r, 202, reply, NULL);
+}
+
+/* State threaded through lp_batch_split's callback. */
+struct batch_ctx {
+	struct producer *p;
+	const char *tenant;
+	int64_t now_ms;
+	json_t *results;          /* array, one object per item */
+	struct outgoing *out;     /* accepted events */
+	size_t *out_index;        /* their indexes in results */
+	size_t nout, cap;
+};
+
+static int batch_item(void *ud, size_t index, json_t *item, const char *error)
+{
+	struct batch_ctx *b = ud;
+	struct lp_event_error e;
+	json_t *ev;
+
+	lp_series_inc(b->p->received);
+	if (!item) {
+		lp_series_inc(b->p->rejected);
+		json_array_append_new(b->results,
+				      json_pack("{s:I, s:s, s:{s:s, s:s}}", "index", (json_int_t)index,
+						"status", "rejected", "error", "code",
+						"invalid_json", "message", error ? error : "invalid item"));
+		return 0;
+	}
+	ev = lp_event_normalize(item, &b->p->limits, b->now_ms, b->tenant, &e);
+	if (!ev) {
+		lp_series_inc(b->p->rejected);
+		json_array_append_new(b->results,
+				      json_pack("{s:I, s:s, s:{s:s, s:s}}", "index", (json_int_t)index,
+						"status", "rejected", "error", "code", e.code,
+						"message", e.message));
+		return 0;
+	}
+	if (b->nout == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 64;
+		b->out = lp_xrealloc(b->out, b->cap * sizeof(*b->out));
+		b->out_index = lp_xrealloc(b->out_index, b->cap * sizeof(*b->out_index));
+	}
+	memset(&b->out[b->nout], 0, sizeof(b->out[b->nout]));
+	b->out[b->nout].ev = ev;
+	b->out_index[b->nout] = json_array_size(b->results);
+	b->nout++;
+	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
+						     "status", "accepted"));
+	return 0;
+}
+
+static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
+{
+	const char *tenant = lp_http_header(r, "X-Tenant-ID");
+	struct batch_ctx b = { 0 };
+	size_t i, accepted = 0, rejected, total, unavailable = 0;
+	int64_t t0 = lp_now_us();
+	char err[200], hdr[64];
+	long n;
+	int status;
+
+	if (!is_json_type(lp_http_header(r, "Content-Type"), true)) {
+		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
+				    "expected application/json or application/x-ndjson");
+		return;
+	}
+	b.p = p;
+	b.tenant = tenant && *tenant ? tenant : NULL;
+	b.now_ms = lp_wall_ms();
+	b.results = json_array();
+	n = lp_batch_split(r->body, r->body_len, (size_t)p->s->batch_max_items, batch_item, &b,
+			   err, sizeof(err));
+	if (n == -E2BIG) {
+		lp_http_reply_error(r, 413, "too_many_items", NULL,
+				    "a batch holds at most %lld events", p->s->batch_max_items);
+		goto out;
+	}
+	if (n < 0) {
+		lp_http_reply_error(r, 400, "invalid_batch", NULL, "%s", err);
+		goto out;
+	}
+	if (b.nout > 0)
+		deliver(p, b.out, b.nout);
+	for (i = 0; i < b.nout; i++) {
+		json_t *res = json_array_get(b.results, b.out_index[i]);
+		struct outgoing *o = &b.out[i];
+
+		if (o->outcome != OUT_FAILED) {
+			json_object_set(res, "id", json_object_get(o->ev, "id"));
+			accepted++;
+			continue;
+		}
+		json_object_set_new(res, "status",
+				    json_string(o->status == 503 ? "failed" : "rejected"));
+		json_object_set_new(res, "error",
+				    json_pack("{s:s, s:s}", "code", o->code, "message", o->why));
+		if (o->status == 503)
+			unavailable++;
+	}
+	total = json_array_size(b.results);
+	rejected = total - accepted - unavailable;
+	if (accepted == total && total > 0) {
+		status = 202;
+	} else if (accepted > 0) {
+		status = 207;
+	} else if (unavailable > 0) {
+		/* Nothing made durable for want of Kafka and spool: retry all. */
+		status = 503;
+	} else {
+		status = 400;
+	}
+	if (accepted > 0)
+		lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
+	lp_http_reply_json(r, status,
+			   json_pack("{s:s, s:I, s:I, s:I, s:O}", "status",
+				     status == 202 ? "success" : (status == 207 ? "partial" : "error"),
+				     "accepted", (json_int_t)accepted, "rejected",
+				     (json_int_t)rejected, "failed", (json_int_t)unavailable,
+				     "results", b.results),
+			   status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL);
+out:
+	for (i = 0; i < b.nout; i++)
+		outgoing_release(&b.out[i]);
+	free(b.out);
+	free(b.out_index);
+	json_decref(b.results);
+}
+
+static void handle_one(struct lp_http_req *r, void *ud)
+{
+	struct producer *p = ud;
+
+	if (!request_begin(p, r))
+		return;
+	handle_one_inner(p, r);
+	request_end(p);
+}
+
+static void handle_batch(struct lp_http_req *r, void *ud)
+{
+	struct producer *p = ud;
+
+	if (!request_begin(p, r))
+		return;
+	handle_batch_inner(p, r);
+	request_end(p);
+}
+
+/* ---- the drain -------------------------------------------------------------- */
+
+/* Sleeps up to ms, returning early when the drain must end. */
+static void nap(struct producer *p, int64_t ms)
+{
+	int64_t end = lp_now_ms() + ms;
+	struct timespec ts = { 0, 20 * 1000 * 1000 };
+
+	while (!atomic_load(&p->drain_stop) && lp_now_ms() < end)
+		nanosleep(&ts, NULL);
+}
+
+/* Sends one spooled event Kafka refuses for good to the DLQ; true once acked. */
+static bool dead_letter(struct producer *p, const struct spool_rec *rec, rd_kafka_resp_err_t why)
+{
+	rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+	rd_kafka_resp_err_t res = RD_KAFKA_RESP_ERR__FAIL;
+	const char *reason = rd_kafka_err2str(why);
+	struct lp_kwait w;
+	int rc;
+
+	rd_kafka_header_add(h, "reason", -1, reason, -1);
+	rd_kafka_header_add(h, "stage", -1, "producer", -1);
+	rd_kafka_header_add(h, "topic", -1, p->s->topic_raw, -1);
+	lp_kwait_init(&w, &res);
+	lp_kwait_add(&w);
+	rc = lp_kproducer_send(p->kp, p->s->topic_dlq, rec->key, rec->keylen, rec->val, rec->vallen,
+			       h, 1000, lp_kwait_done, lp_kwait_slot(&w, 0));
+	if (rc < 0) {
+		rd_kafka_headers_destroy(h);
+		lp_kwait_cancel(&w, 0, RD_KAFKA_RESP_ERR__FAIL);
+	}
+	lp_kwait_wait(&w, -1);
+	lp_kwait_release(&w);
+	if (res != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		lp_error("spool: kafka refuses a spooled event (%s) and the DLQ \"%s\" too (%s)",
+			 reason, p->s->topic_dlq, rd_kafka_err2str(res));
+		return false;
+	}
+	lp_warn("spool: kafka refuses a spooled event (%s); sent it to \"%s\"", reason,
+		p->s->topic_dlq);
+	lp_series_inc(p->dead);
+	return true;
+}
+
+/*
+ * One round: produces the records of b not yet acknowledged (from *done_to
+ * on, skipping acked[i]), waits, and commits the acknowledged prefix.
+ * Returns true when the whole batch is drained.
+ */
+static bool drain_round(struct producer *p, struct spool_batch *b, bool *acked, size_t *done_to)
+{
+	struct outgoing *out = lp_xcalloc(b->n, sizeof(*out));
+	size_t *idx = lp_xcalloc(b->n, sizeof(*idx));
+	size_t i, m = 0, k, ok;
+	bool retriable = false;
+	int64_t t0 = lp_now_ms();
+
+	for (i = *done_to; i < b->n; i++) {
+		if (acked[i])
+			continue;
+		/* Borrowed views of the batch's buffer, never freed here. */
+		out[i].key = b->recs[i].key;
+		out[i].keylen = b->recs[i].keylen;
+		out[i].text = (char *)b->recs[i].val;
+		out[i].len = b->recs[i].vallen;
+		idx[m++] = i;
+	}
+	ok = produce_wait(p, p->s->topic_raw, out, idx, m);
+	for (i = 0; i < m; i++) {
+		size_t j = idx[i];
+
+		if (out[j].res == RD_KAFKA_RESP_ERR_NO_ERROR)
+			acked[j] = true;
+		else if (!kafka_err_permanent(out[j].res))
+			retriable = true;
+	}
+	lp_breaker_record(p->breaker, !retriable, lp_now_ms() - t0);
+	lp_series_add(p->sent, (double)ok);
+	/* Refused for good: to the DLQ, in order, so the spool can move on. */
+	for (i = 0; i < m && !retriable; i++) {
+		size_t j = idx[i];
+
+		if (!acked[j] && kafka_err_permanent(out[j].res))
+			acked[j] = dead_letter(p, &b->recs[j], out[j].res);
+	}
+	for (k = *done_to; k < b->n && acked[k]; k++)
+		;
+	if (k > *done_to) {
+		spool_commit(p->spool, &b->ends[k - 1], k - *done_to);
+		*done_to = k;
+	}
+	free(out);
+	free(idx);
+	return *done_to == b->n;
+}
+
+static void *drain_main(void *arg)
+{
+	struct producer *p = arg;
+	struct spool_batch b = { 0 };
+	bool *acked = NULL;
+	size_t done_to = 0, max = (size_t)p->s->spool_drain_batch;
+	bool have = false;
+	int n;
+
+	while (!atomic_load(&p->drain_stop)) {
+		if (!have) {
+			/* At shutdown the drain ends once the spool is empty. */
+			if (atomic_load(&p->stopping) && spool_pending(p->spool) == 0)
+				break;
+			if (!spool_wait(p->spool, atomic_load(&p->stopping) ? 50 : 1000))
+				continue;
+			n = spool_read(p->spool, &b, max, DRAIN_MAX_BYTES);
+			if (n == -EBADMSG) {
+				spool_commit(p->spool, &b.end, 0);
+				continue;
+			}
+			if (n <= 0) {
+				if (n < 0)
+					nap(p, 1000);
+				continue;
+			}
+			acked = lp_xrealloc(acked, (size_t)n * sizeof(*acked));
+			memset(acked, 0, (size_t)n * sizeof(*acked));
+			done_to = 0;
+			have = true;
+		}
+		/* The breaker paces the retries while Kafka is down. */
+		if (!lp_breaker_allow(p->breaker)) {
+			int64_t wait = lp_breaker_retry_after_ms(p->breaker);
+
+			nap(p, wait < 50 ? 50 : wait > 1000 ? 1000 : wait);
+			continue;
+		}
+		if (!drain_round(p, &b, acked, &done_to)) {
+			nap(p, 200);
+			continue;
+		}
+		have = false;
+		/* A round that found less than it could take has caught up:
+		 * new events may go straight to Kafka again. */
+		if (b.n < max && atomic_load(&p->spool_mode)) {
+			atomic_store(&p->spool_mode, 0);
+			lp_info("spool: caught up, %llu events left to drain; producing directly",
+				(unsigned long long)spool_pending(p->spool));
+		}
+	}
+	spool_batch_release(&b);
+	free(acked);
+	return NULL;
+}
+
+/* ---- health ---------------------------------------------------------------- */
+
+/* The broker answers metadata and the breaker is not open. */
+static bool kafka_healthy(void *ud, char *detail, size_t len)
+{
+	struct producer *p = ud;
+	const struct rd_kafka_metadata *md = NULL;
+	rd_kafka_resp_err_t e;
+
+	if (atomic_load(&p->stopping)) {
+		snprintf(detail, len, "shutting down");
+		return false;
+	}
+	e = rd_kafka_metadata(lp_kproducer_handle(p->kp), 0, NULL, &md, 1000);
+	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		snprintf(detail, len, "metadata request failed: %s%s", rd_kafka_err2str(e),
+			 p->spool ? " (events go to the spool)" : "");
+		return false;
+	}
+	rd_kafka_metadata_destroy(md);
+	snprintf(detail, len, "%d messages in flight", lp_kproducer_outq(p->kp));
+	return lp_breaker_state(p->breaker) != LP_BREAKER_OPEN;
+}
+
+/* Ready while the spool can take at least one more event of the largest size. */
+static bool spool_healthy(void *ud, char *detail, size_t len)
+{
+	struct producer *p = ud;
+	struct spool_stats st;
+	bool room = spool_has_room(p->spool, p->max_msg + 64);
+	const char *state;
+
+	spool_stats(p->spool, &st);
+	if (atomic_load(&p->stopping))
+		state = "shutting down";
+	else if (st.broken)
+		state = "broken (I/O error)";
+	else if (!room)
+		state = "full";
+	else if (st.events == 0)
+		state = "empty";
+	else if (lp_breaker_state(p->breaker) == LP_BREAKER_OPEN)
+		state = "holding (kafka unreachable)";
+	else
+		state = "draining";
+	snprintf(detail, len,
+		 "%s: %llu events, %llu of %llu bytes in %llu segments under \"%s\"; "
+		 "%llu written, %llu drained",
+		 state, (unsigned long long)st.events, (unsigned long long)st.bytes,
+		 (unsigned long long)st.max_bytes, (unsigned long long)st.segments,
+		 p->s->spool_dir, (unsigned long long)st.written_total,
+		 (unsigned long long)st.drained_total);
+	return !st.broken && room && !atomic_load(&p->stopping);
+}
+
+/* ---- lifecycle ------------------------------------------------------------- */
+
+static size_t kafka_max_message(struct lp_kproducer *kp)
+{
+	char buf[64];
+	size_t sz = sizeof(buf);
+	const rd_kafka_conf_t *conf = rd_kafka_conf(lp_kproducer_handle(kp));
+	long long v;
+
+	if (rd_kafka_conf_get(conf, "message.max.bytes", buf, &sz) != RD_KAFKA_CONF_OK)
+		return 1000000;
+	v = atoll(buf);
+	return v > 0 ? (size_t)v : 1000000;
+}
+
+struct producer *producer_start(const struct producer_settings *s, char *err, size_t errlen)
+{
+	struct producer *p = lp_xcalloc(1, sizeof(*p));
+	struct lp_registry *reg = lp_registry_default();
+	struct lp_http_opts ho = { 0 };
+	char timeout[32];
+	const char *props[] = { "message.timeout.ms", timeout, NULL };
+
+	p->s = s;
+	p->limits = lp_event_default_limits;
+	p->limits.max_message = (size_t)s->max_message;
+	p->limits.max_attributes = (size_t)s->max_attributes;
+	p->received = lp_counter(reg, "log_events_received_total", "Log events received over HTTP");
+	p->rejected = lp_counter(reg, "log_events_rejected_total", "Log events refused as invalid");
+	p->sent = lp_counter(reg, "kafka_messages_sent_total", "Messages acknowledged by Kafka");
+	p->errors = lp_counter(reg, "log_events_errors_total", "Events that Kafka did not acknowledge");
+	p->latency = lp_histogram(reg, "log_event_processing_time",
+				  "Seconds from request to Kafka acknowledgement or spool fsync",
+				  NULL, 0);
+	p->dead = lp_counter(reg, "logpipe_spool_dead_lettered_total",
+			     "Spooled events Kafka refused for good, sent to the DLQ topic");
+	p->breaker = lp_breaker_new("kafka", NULL);
+
+	if (s->spool_enabled) {
+		struct spool_opts so = {
+			.dir = s->spool_dir,
+			.max_bytes = (uint64_t)s->spool_max_bytes,
+			.segment_bytes = (uint64_t)s->spool_segment_bytes,
+			.metrics = reg,
+		};
+
+		p->spool = spool_open(&so, err, errlen);
+		if (!p->spool)
+			goto fail;
+		/* Recovered events keep their place ahead of new ones. */
+		if (spool_pending(p->spool) > 0)
+			atomic_store(&p->spool_mode, 1);
+	}
+
+	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
+	p->kp = lp_kproducer_new(s->kafka_brokers, props, err, errlen);
+	if (!p->kp)
+		goto fail;
+	p->max_msg = kafka_max_message(p->kp);
+
+	if (p->spool) {
+		if (pthread_create(&p->drainer, NULL, drain_main, p) != 0) {
+			snprintf(err, errlen, "cannot start the spool drain thread");
+			goto fail;
+		}
+		p->drainer_started = true;
+	}
+
+	ho.listen = s->http_listen;
+	ho.threads = (int)s->http_threads;
+	ho.max_body = (size_t)s->http_max_body;
+	ho.service = "producer";
+	p->http = lp_http_server_new(&ho, err, errlen);
+	if (!p->http)
+		goto fail;
+	lp_http_route(p->http, "POST", "/api/logs", handle_one, p);
+	lp_http_route(p->http, "POST", "/api/logs/batch", handle_batch, p);
+	/* With a spool, Kafka being down does not stop ingest: the spool's
+	 * room decides readiness. */
+	lp_http_health(p->http, "kafka", p->spool == NULL, kafka_healthy, p, p->breaker);
+	if (p->spool)
+		lp_http_health(p->http, "spool", true, spool_healthy, p, NULL);
+	if (lp_http_start(p->http, err, errlen) < 0)
+		goto fail;
+	return p;
+fail:
+	producer_stop(p);
+	return NULL;
+}
+
+/* Purges Kafka's queue if the shutdown is still waiting at the deadline. */
+struct stop_watch {
+	struct producer *p;    /* whose Kafka queue */
+	pthread_mutex_t mu;    /* guards done */
+	pthread_cond_t cv;     /* signalled when done is set */
+	bool done;             /* the phase ended in time */
+	int64_t deadline_ms;   /* when to purge (monotonic) */
+	const char *what;      /* the phase, for the log */
+	pthread_t thread;      /* runs stop_watch_main */
+	bool started;          /* thread was created */
+};
+
+static void *stop_watch_main(void *arg)
+{
+	struct stop_watch *w = arg;
+	struct timespec ts;
+	bool purge = false;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->done) {
+		int64_t left = w->deadline_ms - lp_now_ms();
+
+		if (left <= 0) {
+			purge = true;
+			break;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += left / 1000;
+		ts.tv_nsec += (long)(left % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (purge && w->p->kp) {
+		lp_warn("shutdown: %s still waits for Kafka at the deadline; purging its queue%s",
+			w->what, w->p->spool ? " (the events stay in the spool)" : "");
+		rd_kafka_purge(lp_kproducer_handle(w->p->kp),
+			       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	}
+	return NULL;
+}
+
+/* Starts a watch that purges Kafka's queue at deadline_ms unless
+ * stop_watch_end() comes first. */
+static void stop_watch_begin(struct stop_watch *w, struct producer *p, int64_t deadline_ms,
+			     const char *what)
+{
+	pthread_condattr_t ca;
+
+	memset(w, 0, sizeof(*w));
+	w->p = p;
+	w->deadline_ms = deadline_ms;
+	w->what = what;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	w->started = pthread_create(&w->thread, NULL, stop_watch_main, w) == 0;
+}
+
+static void stop_watch_end(struct stop_watch *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+	if (w->started)
+		pthread_join(w->thread, NULL);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+void producer_stop(struct producer *p)
+{
+	struct stop_watch w;
+	int64_t t0 = lp_now_ms(), left_ms;
+	uint64_t pending;
+	int left;
+
+	if (!p)
+		return;
+	atomic_store(&p->stopping, 1);
+
+	/* 1. Let the requests in flight finish and send their answers (new
+	 * ones are refused), then stop the server. */
+	stop_watch_begin(&w, p, t0 + STOP_PURGE_MS, "a request");
+	while (atomic_load(&p->inflight) > 0 && lp_now_ms() - t0 < STOP_DRAIN_MS)
+		sleep_ms(5);
+	lp_http_server_free(p->http);
+	p->http = NULL;
+	stop_watch_end(&w);
+
+	/* 2. Drain what the spool holds while Kafka takes it: a spool on a
+	 * container's scratch volume does not outlive the container.  What
+	 * is left stays on disk for the next start. */
+	if (p->drainer_started) {
+		uint64_t last = spool_pending(p->spool);
+		int64_t moved = lp_now_ms();
+
+		stop_watch_begin(&w, p, t0 + STOP_DRAIN_MS, "the spool's drain");
+		spool_wake(p->spool);
+		/* Wait while it makes progress: a broker that does not answer
+		 * would only run out the budget. */
+		while ((pending = spool_pending(p->spool)) > 0 && lp_now_ms() - t0 < STOP_DRAIN_MS &&
+		       lp_breaker_state(p->breaker) != LP_BREAKER_OPEN &&
+		       lp_now_ms() - moved < STOP_STALL_MS) {
+			if (pending != last) {
+				last = pending;
+				moved = lp_now_ms();
+			}
+			sleep_ms(10);
+		}
+		atomic_store(&p->drain_stop, 1);
+		spool_wake(p->spool);
+		pthread_join(p->drainer, NULL);
+		stop_watch_end(&w);
+		pending = spool_pending(p->spool);
+		if (pending > 0)
+			lp_warn("shutdown: %llu events stay in the spool \"%s\" for the next start",
+				(unsigned long long)pending, p->s->spool_dir);
+	}
+
+	if (p->kp) {
+		left_ms = STOP_BUDGET_MS - (lp_now_ms() - t0);
+		left = lp_kproducer_free(p->kp, left_ms < 500 ? 500 : (int)left_ms);
+		if (left > 0)
+			lp_error("%d messages were not delivered at shutdown", left);
+	}
+	spool_close(p->spool);
+	lp_breaker_free(p->breaker);
+	free(p);
+}

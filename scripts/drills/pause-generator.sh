@@ -1,0 +1,3 @@
+#!/bin/sh
+# pause-generator.sh - seed 004's pause-producer drill half; see drill.py and docs/operations.md#failure-drills.
+exec /usr/bin/python3 "$(dirname "$0")/drill.py" generator --phase stop "$@"

@@ -1,0 +1,303 @@
+#!/usr/bin/python3
+"""enricher_bench.py - one logpipe-enricher's throughput with a warm cache, and
+the latency it adds.
+
+    /usr/bin/python3 tests/bench/enricher_bench.py [--events N] [--seconds S]
+                                                   [--rates R1,R2,...]
+
+What it does, on a private Kafka, Redis and PostgreSQL started with
+deploy/local/infra.py (the integration tests' helpers) and unique topics:
+
+  setup       1,000 hosts (with addresses) and 100 services written to
+              PostgreSQL, published by the metadata service's start-up
+              resync, loaded by the enricher's tier-1 table (warm cache);
+  throughput  N events (default 300,000; host by name or by address, known
+              services) written to raw-logs while the enricher is stopped,
+              then the enricher started: events/s from its first to its last
+              acknowledged output (kafka_messages_sent_total), the CPU time
+              the enricher spent per event (all its threads, so a figure that
+              does not depend on what else the machine runs), and the share
+              enriched complete;
+  latency     at each rate (default 1,000, 5,000 and 10,000 events/s) for S
+              seconds (default 15): one consumer reads raw-logs and both
+              enriched topics at once, so each event's added latency is the
+              time its enriched copy became readable minus the time its raw
+              copy did (fetch, enrich, produce with acks=all, all included);
+              p50 / p99 / p99.9 / max; and from the enricher's own
+              histograms, the in-process stage (enrichment_batch_seconds:
+              from the record being fetched to its offset being committed,
+              acknowledgement included) and the look-up + merge step
+              (enrichment_latency_seconds), as bucket upper bounds.
+
+Prints a report with the machine; nothing is written to the repository.
+Builds build/bin/logpipe-{enricher,metadata} if missing. Loopback only;
+everything it starts is stopped on exit.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "deploy" / "local"))
+import infra as lp  # noqa: E402
+
+HOSTS, SERVICES = 1000, 100
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def metrics(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+def hist_quantile(m, name, q):
+    """Upper bound of the bucket holding quantile q of histogram name."""
+    buckets = sorted((float(k.split('le="')[1].rstrip('"}')), v) for k, v in m.items()
+                     if k.startswith(name + "_bucket{") and "+Inf" not in k)
+    total = m.get(name + "_count", 0)
+    for le, count in buckets:
+        if total and count >= q * total:
+            return le
+    return float("inf")
+
+
+def pct(sorted_vals, q):
+    if not sorted_vals:
+        return float("nan")
+    return sorted_vals[min(len(sorted_vals) - 1, int(q * len(sorted_vals)))]
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all threads, in seconds."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def build_kafkatool(tmp):
+    out = tmp / "kafkatool"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out),
+                    str(REPO / "tests" / "bench" / "kafkatool.c")] + flags, check=True)
+    return str(out)
+
+
+def event_line(i, stamp=False):
+    """One normalised event for a known host and service, as JSON text."""
+    h = i % HOSTS
+    ev = {"id": str(uuid.uuid4()), "schema_version": 1,
+          "timestamp": "2026-01-15T14:23:45.123Z", "received_at": "2026-01-15T14:23:45.200Z",
+          "level": "INFO", "message": f"request {i} served in {i % 97} ms",
+          "service": f"svc-{i % SERVICES}", "attributes": {"path": "/api/v1/items"}}
+    if i % 2:
+        ev["host"] = f"host-{h}"
+    else:
+        ev["source_ip"] = f"10.{h // 250}.{h % 250}.1"
+    text = json.dumps(ev)
+    if stamp:
+        text = text[:-1] + ', "sent_us": {{NOW_US}}}'
+    return text
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=300000)
+    ap.add_argument("--seconds", type=float, default=15)
+    ap.add_argument("--rates", default="1000,5000,10000")
+    args = ap.parse_args()
+
+    for b in ("enricher", "metadata"):
+        if not (REPO / "build" / "bin" / f"logpipe-{b}").exists():
+            subprocess.run(["make", "--no-print-directory", f"build/bin/logpipe-{b}"],
+                           cwd=REPO, check=True)
+    tmp = Path(tempfile.mkdtemp(prefix="enrbench-"))
+    os.chmod(tmp, 0o711)
+    tool = build_kafkatool(tmp)
+    inf = lp.Infra(tmp)
+    procs = []
+    try:
+        say(f"starting Kafka, Redis and PostgreSQL in {tmp} ...")
+        inf.start(timeout=120)
+        brokers = inf.kafka.bootstrap
+        suffix = uuid.uuid4().hex[:8]
+        topics = {role: f"{t}-{suffix}" for role, t in lp.TOPIC_ROLES.items()}
+        inf.kafka.create_topics({topics[r]: lp.TOPICS[t] for r, t in lp.TOPIC_ROLES.items()},
+                                compacted={topics["metadata"]})
+        ports = {n: lp.free_port() for n in lp.SERVICES}
+
+        # ---- setup: metadata in PostgreSQL, resynced to the topic, loaded by tier 1 ----
+        lp.psql(inf.postgres.dsn, f"""
+            INSERT INTO host_metadata (hostname, ip_address, datacenter, environment, cost_center)
+            SELECT 'host-' || i, '10.' || (i / 250) || '.' || (i % 250) || '.1',
+                   'dc-' || (i % 4), 'production', 'cc-' || (i % 10)
+            FROM generate_series(0, {HOSTS - 1}) AS i;
+            INSERT INTO service_metadata (name, team, owner, tier)
+            SELECT 'svc-' || i, 'team-' || (i % 8), 'owner-' || i, 'tier-' || (i % 3)
+            FROM generate_series(0, {SERVICES - 1}) AS i;""")
+
+        def start(name, **extra):
+            env = lp.service_env(name, ports, inf, topics=topics, log_level="info",
+                                 extra=extra)
+            p = lp.ServiceProc(name, env, tmp / "logs" / f"{name}.log", ports[name],
+                               cwd=tmp / name)
+            p.start()
+            procs.append(p)
+            p.wait_ready(20)
+            return p
+
+        start("metadata")
+        enr = start("enricher")
+        deadline = time.monotonic() + 30
+        while metrics(ports["enricher"]).get('enrichment_table_records{kind="host"}') != HOSTS:
+            if time.monotonic() > deadline:
+                raise RuntimeError("tier 1 did not load the hosts")
+            time.sleep(0.2)
+        say(f"tier 1 holds {HOSTS} hosts and {SERVICES} services")
+        enr.stop()
+
+        # ---- throughput ----
+        n = args.events
+        say(f"writing {n} events to {topics['raw']} ...")
+        text = "".join(event_line(i) + "\n" for i in range(n))
+        r = subprocess.run([tool, "produce", brokers, topics["raw"]], input=text,
+                           capture_output=True, text=True, timeout=600)
+        assert f"acked {n} failed 0" in r.stdout, r.stdout + r.stderr
+        del text
+        enr.start()
+        enr.wait_ready(20)
+        cpu0 = cpu_seconds(enr.pid)
+        first = last = None
+        deadline = time.monotonic() + 600
+        while True:
+            m = metrics(ports["enricher"])
+            sent = m.get("kafka_messages_sent_total", 0)
+            t = time.monotonic()
+            if sent > 0 and first is None:
+                first = (t, sent)
+            if sent >= n:
+                last = (t, sent)
+                break
+            if t > deadline:
+                raise RuntimeError(f"only {sent} of {n} enriched in time")
+            time.sleep(0.05)
+        rate = (last[1] - first[1]) / (last[0] - first[0])
+        cpu_us = (cpu_seconds(enr.pid) - cpu0) / n * 1e6
+        m = metrics(ports["enricher"])
+        complete = m.get("enrichment_successes_total", 0)
+        say(f"CPU: {cpu_us:.1f} us per event, all threads of the enricher "
+            f"(= {1e6 / cpu_us:,.0f} events/s per busy core)")
+        say(f"throughput: {rate:,.0f} events/s "
+            f"({n} events, {complete / n:.1%} complete, "
+            f"enrichment_latency_seconds p99 <= {hist_quantile(m, 'enrichment_latency_seconds', 0.99) * 1e6:.0f} us)")
+
+        # ---- latency at fixed rates ----
+        results = []
+        offset = n
+        for target in [int(x) for x in args.rates.split(",") if x]:
+            count = int(target * args.seconds)
+            before = metrics(ports["enricher"])
+            cons = subprocess.Popen(
+                [tool, "consume", brokers,
+                 ",".join([topics["raw"], topics["complete"], topics["partial"]]), "0", "4000",
+                 str(int((args.seconds + 60) * 1000)), "end"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            # Produce only once every partition is being fetched, so that no
+            # copy is read late because its partition started late.
+            ready = cons.stderr.readline()
+            if ready.strip() != "ready":
+                raise RuntimeError(f"consumer did not get ready: {ready}")
+            prod = subprocess.Popen([tool, "produce", brokers, topics["raw"]],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            t0 = time.monotonic()
+            done = 0
+            while done < count:
+                due = min(count, int((time.monotonic() - t0) * target))
+                if due > done:
+                    prod.stdin.write("".join(event_line(offset + i, stamp=True) + "\n"
+                                             for i in range(done, due)))
+                    prod.stdin.flush()
+                    done = due
+                time.sleep(0.002)
+            achieved = count / (time.monotonic() - t0)
+            pout, perr = prod.communicate(timeout=120)
+            assert "failed 0" in pout, pout + perr
+            offset += count
+            cout, _ = cons.communicate(timeout=args.seconds + 120)
+            raw_at, out_at = {}, {}
+            for line in cout.splitlines():
+                msg = json.loads(line)
+                ev = json.loads(msg["value"])
+                if "sent_us" not in ev and "sent_us" not in ev.get("attributes", {}):
+                    continue
+                (raw_at if msg["topic"] == topics["raw"] else out_at)[ev["id"]] = msg["recv_us"]
+            added = sorted((out_at[i] - raw_at[i]) / 1000 for i in out_at if i in raw_at)
+            after = metrics(ports["enricher"])
+            diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+            res = {"target": target, "achieved": achieved, "events": len(added),
+                   "p50": pct(added, 0.50), "p99": pct(added, 0.99), "p999": pct(added, 0.999),
+                   "max": added[-1] if added else float("nan"),
+                   "hist_p99_us": hist_quantile(diff, "enrichment_latency_seconds", 0.99) * 1e6,
+                   "stage_p50": hist_quantile(diff, "enrichment_batch_seconds", 0.50) * 1e3,
+                   "stage_p99": hist_quantile(diff, "enrichment_batch_seconds", 0.99) * 1e3}
+            results.append(res)
+            say(f"rate {target:>6}/s (achieved {achieved:,.0f}/s, {len(added)} events matched): "
+                f"added latency p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, "
+                f"p99.9 {res['p999']:.2f} ms, max {res['max']:.2f} ms; "
+                f"in-process fetched-to-committed p50 <= {res['stage_p50']:.1f} ms, "
+                f"p99 <= {res['stage_p99']:.1f} ms; "
+                f"look-up+merge p99 <= {res['hist_p99_us']:.0f} us")
+
+        cpu = "unknown"
+        try:
+            for line in open("/proc/cpuinfo"):
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        say("\n== enricher benchmark ==")
+        say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+        say(f"machine   {platform.node()}: {os.cpu_count()} CPUs ({cpu}), "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"{platform.system()} {platform.release()}")
+        say("setup     single-node Kafka (KRaft), 6 raw partitions, acks=all, everything on "
+            "loopback; one enricher, default settings")
+        say(f"load      {open('/proc/loadavg').read().split()[0]} (1-minute load average at the end)")
+        say(f"warm-cache throughput   {rate:,.0f} events/s; CPU {cpu_us:.1f} us/event "
+            f"(= {1e6 / cpu_us:,.0f} events/s per busy core)")
+        for res in results:
+            say(f"added latency @ {res['target']:>6}/s   p50 {res['p50']:.2f} ms   "
+                f"p99 {res['p99']:.2f} ms   p99.9 {res['p999']:.2f} ms   "
+                f"(in process: fetched to committed p99 <= {res['stage_p99']:.1f} ms, "
+                f"look-up + merge p99 <= {res['hist_p99_us']:.0f} us)")
+    finally:
+        for p in reversed(procs):
+            try:
+                p.stop()
+            except Exception as e:  # noqa: BLE001 - best effort
+                say(f"stopping {p.name}: {e}")
+        inf.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+#!/bin/sh
+# gateway_bench.sh - POST /api/logs under wrk: straight to the producer,
+# through logpipe-gateway, and through Debian's nginx as a plain reverse
+# proxy in front of the same producer, in one run on the same machine.
+#
+# Usage: tests/bench/gateway_bench.sh [SECONDS [CONNECTIONS [ROUNDS]]]
+#        (defaults 15 s, 32 connections, 2 rounds; wrk uses 2 threads)
+#
+# A second table does the same with GET /api/v1/generator/status, a cheap
+# upstream answer, so that the proxies' own cost is not hidden behind the
+# producer's wait for Kafka (when logpipe-generator is built).
+#
+# Starts its own Kafka and Redis (deploy/local/infra.py) on free loopback
+# ports, a producer, a gateway (auth on, a key sent by wrk; rate limits in
+# Redis with a limit far above the load, so every request takes the whole
+# path: key hash, limiter, proxy) and nginx with a private configuration
+# (keep-alive upstream pool, access log to a file like the gateway's).  The
+# targets take turns for ROUNDS rounds so that drift hits them alike; the
+# table shows the median round of each.  Needs: make, wrk, nginx
+# (apt-get install wrk nginx-light).  Everything is stopped at the end.
+set -eu
+cd "$(dirname "$0")/../.."
+for tool in wrk nginx; do
+	command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin"
+	command -v "$tool" >/dev/null 2>&1 || {
+		echo "gateway_bench: $tool is missing (apt-get install wrk nginx-light)" >&2
+		exit 2
+	}
+done
+[ -x build/bin/logpipe-gateway ] && [ -x build/bin/logpipe-producer ] || {
+	echo "gateway_bench: build first (make)" >&2
+	exit 2
+}
+exec timeout -k 30 1800 /usr/bin/python3 - "$@" <<'PY'
+import os, re, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+
+sys.path.insert(0, "deploy/local")
+import infra as lp  # noqa: E402
+
+secs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+conns = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+KEY = "bench-key-0123456789"
+BODY = ('{"level":"INFO","message":"benchmark event with a typical length of text",'
+        '"service":"bench","host":"web-1"}')
+
+base = Path(tempfile.mkdtemp(prefix="logpipe-bench-"))
+os.chmod(base, 0o755)
+started = []
+
+
+def stop_all():
+    for p in reversed(started):
+        try:
+            p.stop()
+        except Exception as e:  # noqa: BLE001 - best effort
+            print(f"gateway_bench: stopping {getattr(p, 'name', p)}: {e}", file=sys.stderr)
+
+
+class Nginx(lp._Proc):
+    name = "nginx"
+
+    def __init__(self, d, port, upstream_port, generator_port):
+        super().__init__()
+        self.d, self.port, self.log_path = d, port, d / "nginx.out"
+        d.mkdir(parents=True, exist_ok=True)
+        os.chmod(d, 0o755)
+        (d / "nginx.conf").write_text(f"""
+worker_processes auto;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    # The services are CivetWeb, a thread per connection that closes idle
+    # connections after 500 ms: keep fewer idle connections than its threads
+    # (2 workers x 16 < 64) and let them go before it does.
+    upstream producer {{ server 127.0.0.1:{upstream_port}; keepalive 16; keepalive_timeout 400ms; }}
+    upstream generator {{ server 127.0.0.1:{generator_port}; keepalive 16; keepalive_timeout 400ms; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /api/v1/generator/ {{
+            proxy_pass http://generator;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+        location / {{
+            proxy_pass http://producer;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $remote_addr;
+        }}
+    }}
+}}
+""")
+
+    def _argv(self):
+        return [shutil.which("nginx") or "/usr/sbin/nginx", "-p", str(self.d), "-c",
+                str(self.d / "nginx.conf")]
+
+
+def wait_http(port, path, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            import http.client
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", path)
+            if c.getresponse().status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"gateway_bench: nothing answers on port {port}")
+
+
+def wrk(port, headers, path="/api/logs", post=True):
+    script = base / "req.lua"
+    hdr = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    body = ('wrk.method = "POST"\nwrk.body = [[' + BODY + ']]\n'
+            'wrk.headers["Content-Type"] = "application/json"\n') if post else ""
+    script.write_text(body + hdr)
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{secs}s", "--latency", "-s",
+                          str(script), f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, timeout=secs + 60).stdout
+
+    def lat(label):
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return float("nan")
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, "p50": lat("50"), "p99": lat("99"),
+            "non2xx": int(non2xx.group(1)) if non2xx else 0,
+            "errors": errors.group(0) if errors else ""}
+
+
+try:
+    inf_kafka = lp.Kafka(base)
+    inf_redis = lp.Redis(base)
+    started += [inf_kafka, inf_redis]
+    inf_kafka.start()
+    inf_redis.start()
+    inf_redis.wait_ready(15)
+    inf_kafka.wait_ready(90)
+    addrs = {"kafka.brokers": inf_kafka.bootstrap, "redis.url": inf_redis.url, "pg.dsn": None}
+    ports = {n: lp.free_port() for n in lp.SERVICES}
+    procs = {}
+    for name, extra in (
+        ("producer", {"http.threads": 64}),
+        ("gateway", {"auth.keys": f"{KEY}:bench:ingest,read", "http.listen": f"127.0.0.1:{ports['gateway']}",
+                     "ratelimit.rate": 100000000, "backpressure.lag_normal": 10**12,
+                     "backpressure.lag_critical": 10**12}),
+    ):
+        env = lp.service_env(name, ports, addrs, log_level="info", extra=extra)
+        p = lp.ServiceProc(name, env, base / f"{name}.log", ports[name], cwd=base / name)
+        p.start()
+        started.append(p)
+        p.wait_ready(30)
+        procs[name] = p
+    nginx_port = lp.free_port()
+    ng = Nginx(base / "nginx", nginx_port, ports["producer"], ports["generator"])
+    ng.start()
+    started.append(ng)
+    wait_http(nginx_port, "/health/live")
+    have_gen = (lp.bin_dir() / "logpipe-generator").is_file()
+    if have_gen:
+        env = lp.service_env("generator", ports, addrs, log_level="warn",
+                             extra={"http.threads": 64})
+        p = lp.ServiceProc("generator", env, base / "generator.log", ports["generator"],
+                           cwd=base / "generator")
+        p.start()
+        started.append(p)
+        p.wait_ready(30)
+
+    cpu = subprocess.run(["sh", "-c", "nproc; grep -m1 'model name' /proc/cpuinfo"],
+                         capture_output=True, text=True).stdout.split("\n")
+    machine = (f"{cpu[0]} CPUs ({cpu[1].split(':')[-1].strip() if len(cpu) > 1 else '?'}), "
+               f"load average {os.getloadavg()[0]:.1f} at the start, {time.strftime('%Y-%m-%d')}")
+
+    def bench(title, direct_port, path, post):
+        targets = [
+            ("direct", direct_port, {}),
+            ("gateway", ports["gateway"], {"X-API-Key": KEY}),
+            ("nginx", nginx_port, {}),
+        ]
+        for _, port, h in targets:  # warm-up: connections, Kafka metadata, batches
+            wrk_warm = ["wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/health/live"]
+            subprocess.run(wrk_warm, capture_output=True, timeout=30)
+        rows = {label: [] for label, _, _ in targets}
+        for r in range(rounds):
+            for label, port, h in targets:
+                res = wrk(port, h, path, post)
+                rows[label].append(res)
+                print(f"{title} round {r + 1}: {label:8s} {res['rps']:9.0f} req/s  "
+                      f"p50 {res['p50']:7.2f} ms  p99 {res['p99']:7.2f} ms  "
+                      f"non-2xx {res['non2xx']} {res['errors']}", flush=True)
+        med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
+        print(f"\n{title}: wrk -t2 -c{conns} -d{secs}s, median of {rounds} rounds; {machine}")
+        print(f"{'target':9s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-2xx':>8s}")
+        summary = {}
+        for label, _, _ in targets:
+            rr = rows[label]
+            summary[label] = {k: med([x[k] for x in rr]) for k in ("rps", "p50", "p99")}
+            b = summary[label]
+            print(f"{label:9s} {b['rps']:9.0f} {b['p50']:8.2f} {b['p99']:8.2f} "
+                  f"{sum(x['non2xx'] for x in rr):8d}")
+        d = summary["direct"]
+        for label in ("gateway", "nginx"):
+            b = summary[label]
+            print(f"added by {label:8s}: {100 * (1 - b['rps'] / d['rps']):5.1f} % fewer req/s, "
+                  f"p50 +{b['p50'] - d['p50']:.2f} ms, p99 {b['p99'] - d['p99']:+.2f} ms")
+        print(flush=True)
+
+    bench("POST /api/logs", ports["producer"], "/api/logs", True)
+    if have_gen:
+        bench("GET /api/v1/generator/status", ports["generator"], "/api/v1/generator/status",
+              False)
+finally:
+    stop_all()
+    if os.environ.get("LOGPIPE_KEEP_TMP"):
+        print(f"gateway_bench: kept {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+PY

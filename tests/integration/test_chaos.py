@@ -1,0 +1,55 @@
+"""test_chaos.py - the default chaos run (tests/chaos/chaos.py) inside the integration suite.
+
+chaos.py starts its own Kafka, Redis, PostgreSQL and six services on free
+ports (it stops and kills them, so it must not share the session's), sends a
+known set of events through the gateway while it kills services and stops
+the infrastructure, and ends with one line
+
+    chaos: sent=N accepted=N stored=N duplicates=N lost=N faults=N
+
+This test runs it with the default length (CHAOS_SECONDS unset: 60 s of load,
+at least 20 faults) against the binaries under test (LOGPIPE_BIN_DIR) and
+asserts that line, and that no service exited on its own during the run or
+uncleanly on the final SIGTERM (under the sanitizer build a report makes a
+service exit 98 or 99).  On failure the output is shown, including the
+diagnosis chaos.py prints for lost ids and the directory it kept.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CHAOS = REPO / "tests" / "chaos" / "chaos.py"
+SUMMARY = re.compile(r"^chaos: sent=(\d+) accepted=(\d+) stored=(\d+) duplicates=(\d+) "
+                     r"lost=(\d+) faults=(\d+)$")
+# 60 s of load, up to 120 s more to reach 20 faults, infra start, settling
+# (bounded by CHAOS_SETTLE_SECONDS) and the stops, with room for a slow box.
+TIMEOUT = 1500
+
+
+def test_default_chaos_run_loses_nothing():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAOS_")}
+    try:
+        r = subprocess.run([sys.executable, str(CHAOS)], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout if isinstance(e.stdout, str) else (e.stdout or b"").decode()
+        raise AssertionError(f"chaos.py did not finish within {TIMEOUT} s:\n{out[-20000:]}")
+    out = r.stdout
+    lines = out.rstrip("\n").splitlines()
+    assert lines, "chaos.py printed nothing"
+    m = SUMMARY.match(lines[-1])
+    assert m, f"last line is not the summary: {lines[-1]!r}\n{out[-20000:]}"
+    sent, accepted, stored, dups, lost, faults = map(int, m.groups())
+    print("\n" + lines[-1])
+    assert r.returncode == 0 and lost == 0 and dups == 0, f"{lines[-1]}\n{out[-20000:]}"
+    assert faults >= 20, f"only {faults} faults injected\n{out[-20000:]}"
+    assert accepted > 0 and stored == accepted and sent >= accepted, lines[-1]
+    # A crash, or a sanitizer report at exit, is a failure too.
+    exits = [ln for ln in lines if ln.startswith("chaos-exits: ")]
+    assert exits == ["chaos-exits: unplanned=0 unclean_sigterm=0"], \
+        f"{exits}\n{out[-20000:]}"

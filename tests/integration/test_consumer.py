@@ -1,0 +1,701 @@
+"""test_consumer.py - logpipe-consumer against a real Kafka and PostgreSQL.
+
+What is checked:
+  * events on both enriched topics are stored once each, with their Kafka
+    origin and enrichment; the same event twice (or resent with its id under
+    another timestamp) is one row, and the duplicate is counted;
+  * PostgreSQL stopped and started mid-stream: readiness goes 503 while it
+    is down, the consumer resumes by itself, nothing is lost or doubled;
+  * kill -9 of the consumer mid-stream: nothing lost or doubled after restart;
+  * a record that is not JSON, an event without a service and a row the
+    database refuses (a CHECK constraint added for the test) go to the DLQ
+    topic with reason and origin headers, while their batch-mates are stored;
+  * the query API: every filter returns exactly the expected rows newest
+    first, keyset pages walk the whole set without gaps or repeats even with
+    inserts between pages, /api/logs/{id}, /api/stats, 400s naming the
+    parameter, and the gateway's X-Tenant-ID confining every query;
+  * retention drops exactly the daily partitions older than retention.days;
+  * end to end: events posted to the producer come out of the query API.
+
+Each test uses its own topics and its own database.  Records are written to
+and read from Kafka with tests/bench/kafkatool.c, compiled once per session.
+Every wait is bounded.
+
+Set LOGPIPE_BENCH=1 to also run test_bench_store_rate: events/s stored by one
+consumer beside `psql \\copy` of the same rows into the same table.
+"""
+
+import json
+import os
+import random
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg2
+import pytest
+import requests
+
+import infra as lp
+
+REPO = Path(__file__).resolve().parents[2]
+KAFKATOOL_SRC = REPO / "tests" / "bench" / "kafkatool.c"
+LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+
+
+# ---- helpers -------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def kafkatool():
+    """tests/bench/kafkatool.c built into a temporary directory."""
+    d = Path(tempfile.mkdtemp(prefix="kafkatool-"))
+    out = d / "kafkatool"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out), str(KAFKATOOL_SRC)]
+                       + flags, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
+    return str(out)
+
+
+def rfc3339(dt):
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def event(ts=None, **fields):
+    """A normalised event as the enricher writes it (event.h)."""
+    ts = ts or datetime.now(timezone.utc)
+    ev = {"id": str(uuid.uuid4()), "schema_version": 1, "timestamp": rfc3339(ts),
+          "received_at": rfc3339(ts), "level": "INFO", "message": "hello",
+          "service": "svc", "attributes": {}}
+    ev.update(fields)
+    return ev
+
+
+def produce(tool, brokers, topic, records):
+    """Writes records (dicts as JSON, str as is) one per message; all acked."""
+    lines = "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records)
+    r = subprocess.run([tool, "produce", brokers, topic], input=lines, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and f"acked {len(records)} failed 0" in r.stdout, \
+        (r.stdout, r.stderr)
+
+
+def consume(tool, brokers, topic, want, wait_ms=15000):
+    """Reads up to `want` messages of topic from the start (bounded)."""
+    r = subprocess.run([tool, "consume", brokers, topic, str(want), "500", str(wait_ms)],
+                       capture_output=True, text=True, timeout=wait_ms / 1000 + 30)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def topic_count(tool, brokers, topic):
+    """Sum of the high watermarks of topic."""
+    r = subprocess.run([tool, "count", brokers, topic], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout.split()[0])
+
+
+def sql(dsn, query, args=()):
+    with psycopg2.connect(dsn, connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.execute(query, args)
+        return cur.fetchall() if cur.description else None
+
+
+def wait_until(what, fn, timeout=30.0, interval=0.1):
+    """Calls fn until it returns something true; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (requests.RequestException, psycopg2.Error) as e:
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def metric(url, name):
+    """Sum of the samples of `name` (any labels) at url/metrics."""
+    total = 0.0
+    for line in requests.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def stored_count(dsn, where="true", args=()):
+    return sql(dsn, f"SELECT count(*), count(DISTINCT id) FROM log_events WHERE {where}",
+               args)[0]
+
+
+def start_consumer(services, topics, pg_dsn, **config):
+    cfg = {"batch.max_ms": 50}
+    cfg.update({k.replace("_", ".", 1): v for k, v in config.items()})
+    svc = services("consumer", topics=topics, pg_dsn=pg_dsn, config={"consumer": cfg})
+    url = services.url("consumer")
+    wait_until("consumer ready", lambda: requests.get(url + "/health/ready", timeout=5)
+               .status_code == 200)
+    return svc["consumer"], url
+
+
+# ---- storing ---------------------------------------------------------------------
+
+def test_stores_each_event_once(infra, services, topics, pg_dsn, kafkatool):
+    brokers = infra.kafka.bootstrap
+    base = datetime.now(timezone.utc) - timedelta(minutes=5)
+    complete = [event(base + timedelta(seconds=i), service=f"s{i % 3}", host=f"h{i % 2}",
+                      tenant="acme", correlation_id=f"c{i}", source_ip="10.0.0.1",
+                      message=f"tab\there, newline\nthere, backslash \\ {i}",
+                      attributes={"i": i, "nested": {"k": "v\\w"}},
+                      enrichment={"status": "complete", "team": "core"},
+                      extra_top_level=i)
+                for i in range(40)]
+    partial = [event(base + timedelta(seconds=100 + i), level="WARN",
+                     enrichment={"status": "partial", "missing": ["host"]})
+               for i in range(20)]
+    twice = event(base, message="sent twice")
+    resent = dict(twice, timestamp=rfc3339(base + timedelta(seconds=3)))  # same id, new ts
+    proc, url = start_consumer(services, topics, pg_dsn)
+
+    produce(kafkatool, brokers, topics["complete"], complete + [twice, twice])
+    produce(kafkatool, brokers, topics["partial"], partial + [twice])
+    wait_until("63 records consumed", lambda: metric(url, "log_events_consumed_total") >= 63)
+    produce(kafkatool, brokers, topics["partial"], [resent])  # a later batch
+    wait_until("64 records consumed", lambda: metric(url, "log_events_consumed_total") >= 64)
+    wait_until("all stored", lambda: stored_count(pg_dsn) == (61, 61))
+    time.sleep(0.5)
+    assert stored_count(pg_dsn) == (61, 61)
+    assert metric(url, "log_events_processed_total") == 61
+    assert metric(url, "log_events_duplicates_total") == 3
+
+    row = sql(pg_dsn, "SELECT message, attributes, enrichment, enrichment_status, level_rank, "
+                      "kafka_topic, kafka_offset >= 0, host, tenant, correlation_id, source_ip "
+                      "FROM log_events WHERE id = %s", (complete[7]["id"],))[0]
+    assert row[0] == complete[7]["message"]
+    assert row[1] == {"i": 7, "nested": {"k": "v\\w"}, "extra_top_level": 7}
+    assert row[2] == {"status": "complete", "team": "core"}
+    assert row[3:7] == ("complete", 2, topics["complete"], True)
+    assert row[7:] == ("h1", "acme", "c7", "10.0.0.1")
+    assert sql(pg_dsn, "SELECT enrichment_status, level FROM log_events WHERE id = %s",
+               (partial[0]["id"],))[0] == ("partial", "WARN")
+
+    health = requests.get(url + "/health", timeout=5).json()
+    assert health["checks"]["postgres"]["status"] == "UP"
+    assert health["checks"]["postgres"]["circuit_breaker"] == "closed"
+    assert health["checks"]["kafka"]["status"] == "UP"
+
+    # SIGTERM: an orderly stop, well within 10 s.
+    t0 = time.monotonic()
+    assert proc.stop() == 0
+    assert time.monotonic() - t0 < 10
+
+
+def test_postgres_restart_mid_stream(infra, services, topics, pg_dsn, kafkatool):
+    brokers = infra.kafka.bootstrap
+    events = [event(message=f"outage {i}", service=f"s{i % 4}") for i in range(3000)]
+    _, url = start_consumer(services, topics, pg_dsn)
+    produced = threading.Event()
+    errors = []
+
+    def writer():
+        try:
+            for i in range(0, len(events), 100):
+                produce(kafkatool, brokers, topics["complete"], events[i:i + 100])
+                time.sleep(0.05)
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+        finally:
+            produced.set()
+
+    th = threading.Thread(target=writer)
+    th.start()
+    try:
+        wait_until("some rows stored", lambda: stored_count(pg_dsn)[0] > 0, timeout=30)
+        infra.postgres.stop()
+        down_at = time.monotonic()
+        wait_until("ready 503 while postgres is down",
+                   lambda: requests.get(url + "/health/ready", timeout=5).status_code == 503,
+                   timeout=20)
+        health = requests.get(url + "/health", timeout=5).json()
+        assert health["checks"]["postgres"]["status"] == "DOWN"
+        time.sleep(max(0.0, 4 - (time.monotonic() - down_at)))
+        infra.postgres.start()
+        infra.postgres.wait_ready(30)
+    finally:
+        th.join(120)
+    assert not errors, errors
+    assert produced.is_set()
+    wait_until("all 3000 stored", lambda: stored_count(pg_dsn)[0] >= 3000, timeout=60)
+    time.sleep(0.5)
+    assert stored_count(pg_dsn) == (3000, 3000)
+    wait_until("ready again",
+               lambda: requests.get(url + "/health/ready", timeout=5).status_code == 200,
+               timeout=20)
+    assert metric(url, "consumer_paused") == 0
+
+
+def test_kill9_mid_stream_loses_and_doubles_nothing(infra, services, topics, pg_dsn,
+                                                     kafkatool):
+    brokers = infra.kafka.bootstrap
+    events = [event(message=f"crash {i}") for i in range(4000)]
+    proc, url = start_consumer(services, topics, pg_dsn, batch_max_events=200)
+    produce(kafkatool, brokers, topics["partial"], events)
+    wait_until("some rows stored", lambda: stored_count(pg_dsn)[0] > 0, timeout=30)
+    proc.kill9()
+    stored_at_crash = stored_count(pg_dsn)[0]
+    proc.start()
+    proc.wait_ready(20)
+    wait_until("all 4000 stored", lambda: stored_count(pg_dsn)[0] >= 4000, timeout=60)
+    time.sleep(0.5)
+    assert stored_count(pg_dsn) == (4000, 4000), f"{stored_at_crash} stored at the crash"
+
+
+def test_poison_messages_go_to_dlq(infra, services, topics, pg_dsn, kafkatool):
+    brokers = infra.kafka.bootstrap
+    # A row the database refuses although it is a valid event.  (A trigger,
+    # not a CHECK constraint: partitions made later by LIKE would lack it.)
+    sql(pg_dsn, "CREATE FUNCTION it_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.message = 'poison-pg' THEN RAISE EXCEPTION 'it_poison: refused' "
+                "USING ERRCODE = 'check_violation'; END IF; RETURN NEW; END $$; "
+                "CREATE TRIGGER it_poison BEFORE INSERT ON log_events FOR EACH ROW "
+                "EXECUTE FUNCTION it_poison()")
+    good = [event(message=f"good {i}", service="poison-test") for i in range(30)]
+    refused = event(message="poison-pg", service="poison-test")
+    no_service = {k: v for k, v in event().items() if k != "service"}
+    records = good[:10] + ["this is {not json"] + good[10:20] + [refused, no_service] + good[20:]
+    _, url = start_consumer(services, topics, pg_dsn, batch_max_ms=500, retry_max_attempts=2)
+    produce(kafkatool, brokers, topics["complete"], records)
+
+    wait_until("3 dead letters", lambda: topic_count(kafkatool, brokers, topics["dlq"]) >= 3)
+    dead = consume(kafkatool, brokers, topics["dlq"], 3)
+    assert len(dead) == 3, dead
+    by_reason = {d["headers"]["reason"]: d for d in dead}
+    assert set(by_reason) == {"invalid_json", "invalid_event", "db_rejected"}
+    assert by_reason["invalid_json"]["value"] == "this is {not json"
+    assert json.loads(by_reason["db_rejected"]["value"])["id"] == refused["id"]
+    assert "it_poison" in by_reason["db_rejected"]["headers"]["error"]
+    assert "service" in by_reason["invalid_event"]["headers"]["error"]
+    for d in dead:
+        h = d["headers"]
+        assert h["origin_topic"] == topics["complete"]
+        assert int(h["origin_partition"]) >= 0 and int(h["origin_offset"]) >= 0
+        assert h["stage"] == "consumer"
+    wait_until("the good ones stored", lambda: stored_count(pg_dsn)[0] == 30)
+    assert stored_count(pg_dsn, "message = 'poison-pg'")[0] == 0
+    assert metric(url, "log_events_errors_total") == 3
+
+
+# ---- the query API -----------------------------------------------------------------
+
+@pytest.fixture
+def stored_set(infra, services, topics, pg_dsn, kafkatool):
+    """120 events with known fields stored through Kafka; (url, events, dsn)."""
+    rnd = random.Random(5)
+    base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=2)
+    words = ["disk", "full", "timeout", "payment", "login", "cache", "miss"]
+    events = []
+    for i in range(120):
+        # Every fourth pair shares a timestamp, so the id breaks the tie.
+        ts = base + timedelta(seconds=(i // 2) * 30 if i % 4 < 2 else i * 30)
+        events.append(event(ts, service=rnd.choice(["api", "web", "db"]),
+                            host=rnd.choice(["h1", "h2"]),
+                            tenant=rnd.choice(["acme", "globex"]),
+                            level=rnd.choice(LEVELS),
+                            message=" ".join(rnd.sample(words, 3)) + f" n{i}"))
+    _, url = start_consumer(services, topics, pg_dsn)
+    produce(kafkatool, infra.kafka.bootstrap, topics["complete"], events)
+    wait_until("120 stored", lambda: stored_count(pg_dsn)[0] == 120)
+    return url, events, pg_dsn
+
+
+def newest_first(events):
+    return sorted(events, key=lambda e: (e["timestamp"], e["id"]), reverse=True)
+
+
+def get_logs(url, **params):
+    r = requests.get(url + "/api/logs", params=params, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "success" and body["count"] == len(body["logs"])
+    return body
+
+
+def walk(url, page, **params):
+    """Every page of a query; returns the ids in order and the page count."""
+    ids, cursor, pages = [], None, 0
+    while True:
+        p = dict(params, limit=page)
+        if cursor:
+            p["cursor"] = cursor
+        body = get_logs(url, **p)
+        ids += [e["id"] for e in body["logs"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if not cursor:
+            return ids, pages
+        assert pages < 200
+
+
+def test_filters_return_exactly_the_matching_rows(stored_set):
+    url, events, _ = stored_set
+    rank = {lv: i for i, lv in enumerate(LEVELS)}
+    t_from = sorted(e["timestamp"] for e in events)[30]
+    t_to = sorted(e["timestamp"] for e in events)[90]
+    from_ms = int(datetime.strptime(t_from, "%Y-%m-%dT%H:%M:%S.%fZ")
+                  .replace(tzinfo=timezone.utc).timestamp() * 1000)
+    cases = [
+        ({}, lambda e: True),
+        ({"service": "api"}, lambda e: e["service"] == "api"),
+        ({"host": "h2"}, lambda e: e["host"] == "h2"),
+        ({"tenant": "globex"}, lambda e: e["tenant"] == "globex"),
+        ({"level": "error"}, lambda e: e["level"] == "ERROR"),
+        ({"min_level": "WARN"}, lambda e: rank[e["level"]] >= 3),
+        ({"q": "disk timeout"}, lambda e: "disk" in e["message"] and "timeout" in e["message"]),
+        ({"text": "payment"}, lambda e: "payment" in e["message"].split()),
+        ({"from": t_from, "to": t_to}, lambda e: t_from <= e["timestamp"] < t_to),
+        ({"from": str(from_ms)}, lambda e: e["timestamp"] >= t_from),
+        ({"service": "web", "min_level": "info", "tenant": "acme"},
+         lambda e: e["service"] == "web" and rank[e["level"]] >= 2 and e["tenant"] == "acme"),
+    ]
+    for params, keep in cases:
+        want = [e["id"] for e in newest_first([e for e in events if keep(e)])]
+        body = get_logs(url, limit=1000, **params)
+        assert [e["id"] for e in body["logs"]] == want, params
+        assert body["next_cursor"] is None
+    # The rows carry the event's fields back.
+    one = get_logs(url, limit=1)["logs"][0]
+    src = next(e for e in events if e["id"] == one["id"])
+    for k in ("timestamp", "received_at", "level", "message", "service", "host", "tenant"):
+        assert one[k] == src[k], k
+    assert "stored_at" in one and one["enrichment_status"] == "complete"
+
+
+def test_pages_walk_everything_once_under_inserts(stored_set, infra, topics, kafkatool):
+    url, events, dsn = stored_set
+    want = [e["id"] for e in newest_first(events)]
+    ids, pages = walk(url, 7)
+    assert ids == want and pages == 18
+    ids, _ = walk(url, 9, service="api")
+    assert ids == [e["id"] for e in newest_first([e for e in events if e["service"] == "api"])]
+
+    # Newer and older rows arrive between pages: the walk started before them
+    # neither repeats nor skips any row that sorts after its cursor.
+    first = get_logs(url, limit=10)
+    newer = [event(datetime.now(timezone.utc), message="late newer") for _ in range(5)]
+    produce(kafkatool, infra.kafka.bootstrap, topics["partial"], newer)
+    wait_until("5 more stored", lambda: stored_count(dsn)[0] == 125)
+    seen, cursor = [e["id"] for e in first["logs"]], first["next_cursor"]
+    while cursor:
+        body = get_logs(url, limit=10, cursor=cursor)
+        seen += [e["id"] for e in body["logs"]]
+        cursor = body["next_cursor"]
+    assert seen == want
+
+    # The plain "ts_us:id" form of a cursor is accepted too.
+    last = get_logs(url, limit=1)["logs"][0]
+    ts_us = sql(dsn, "SELECT (extract(epoch FROM ts) * 1000000)::bigint FROM log_events "
+                     "WHERE id = %s", (last["id"],))[0][0]
+    body = get_logs(url, limit=1, cursor=f"{ts_us}:{last['id']}")
+    assert body["logs"][0]["id"] != last["id"]
+
+
+def test_get_by_id_and_stats(stored_set):
+    url, events, _ = stored_set
+    e = events[17]
+    r = requests.get(f"{url}/api/logs/{e['id']}", timeout=5)
+    assert r.status_code == 200
+    assert r.json()["log"]["message"] == e["message"]
+    r = requests.get(f"{url}/api/logs/{uuid.uuid4()}", timeout=5)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = requests.get(f"{url}/api/logs/not-a-uuid", timeout=5)
+    assert r.status_code == 400 and "id" in r.json()["error"]["message"]
+
+    body = requests.get(url + "/api/stats", timeout=5).json()
+    assert body["total"] == 120
+    for lv in LEVELS:
+        assert body["by_level"][lv] == sum(1 for x in events if x["level"] == lv)
+    for svc in ("api", "web", "db"):
+        assert body["by_service"][svc] == sum(1 for x in events if x["service"] == svc)
+    body = requests.get(url + "/api/stats", params={"service": "db"}, timeout=5).json()
+    assert body["total"] == sum(1 for x in events if x["service"] == "db")
+
+
+def test_gateway_tenant_confines_queries(stored_set):
+    url, events, _ = stored_set
+    acme = {"X-Tenant-ID": "acme"}
+    body = requests.get(url + "/api/logs", params={"limit": 1000}, headers=acme,
+                        timeout=5).json()
+    assert [e["id"] for e in body["logs"]] == \
+        [e["id"] for e in newest_first([e for e in events if e["tenant"] == "acme"])]
+    r = requests.get(url + "/api/logs", params={"tenant": "globex"}, headers=acme, timeout=5)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    other = next(e for e in events if e["tenant"] == "globex")
+    assert requests.get(f"{url}/api/logs/{other['id']}", headers=acme,
+                        timeout=5).status_code == 404
+    mine = next(e for e in events if e["tenant"] == "acme")
+    assert requests.get(f"{url}/api/logs/{mine['id']}", headers=acme,
+                        timeout=5).status_code == 200
+    stats = requests.get(url + "/api/stats", headers=acme, timeout=5).json()
+    assert stats["total"] == sum(1 for e in events if e["tenant"] == "acme")
+
+
+def test_bad_parameters_are_400(infra, services, topics, pg_dsn):
+    _, url = start_consumer(services, topics, pg_dsn)
+    cases = [
+        ({"level": "LOUD"}, "level"), ({"min_level": "x"}, "min_level"),
+        ({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"), ({"limit": "many"}, "limit"),
+        ({"from": "yesterday"}, "from"), ({"to": "2024-02-30T00:00:00Z"}, "to"),
+        ({"from": "2000", "to": "1000"}, "from"),
+        ({"cursor": "garbage"}, "cursor"), ({"service": "s" * 300}, "service"),
+    ]
+    for params, name in cases:
+        r = requests.get(url + "/api/logs", params=params, timeout=5)
+        assert r.status_code == 400, (params, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "invalid_parameter" and f"'{name}'" in err["message"], params
+
+
+# ---- retention ----------------------------------------------------------------------
+
+def test_retention_drops_only_old_partitions(infra, services, topics, pg_dsn):
+    today = datetime.now(timezone.utc).date()
+    sql(pg_dsn, "SELECT logpipe_ensure_partitions(20, 0)")
+    for days in (15, 8, 7, 3):
+        sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, %s, 'old', "
+                    "'retention')", (str(uuid.uuid4()),
+                                     datetime.combine(today - timedelta(days=days),
+                                                      datetime.min.time(), timezone.utc)
+                                     + timedelta(hours=12)))
+    # Older than any partition: lands in the default partition.
+    sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, now() - "
+                "interval '400 days', 'ancient', 'retention')", (str(uuid.uuid4()),))
+
+    def partitions():
+        return {r[0] for r in sql(pg_dsn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c "
+                                          "ON c.oid = i.inhrelid WHERE i.inhparent = "
+                                          "'log_events'::regclass")}
+
+    def name(days):
+        return "log_events_" + (today - timedelta(days=days)).strftime("%Y%m%d")
+
+    assert name(20) in partitions()
+    start_consumer(services, topics, pg_dsn, retention_days=7)
+    wait_until("old partitions dropped", lambda: name(8) not in partitions(), timeout=30)
+    have = partitions()
+    for days in range(8, 21):
+        assert name(days) not in have, days
+    for days in range(0, 8):
+        assert name(days) in have, days
+    for days in range(1, 8):  # and the ones ahead
+        assert "log_events_" + (today + timedelta(days=days)).strftime("%Y%m%d") in have
+    assert "log_events_default" in have
+    left = sorted(r[0] for r in sql(pg_dsn, "SELECT (now() AT TIME ZONE 'UTC')::date - "
+                                            "(ts AT TIME ZONE 'UTC')::date FROM log_events "
+                                            "WHERE service = 'retention'"))
+    assert left == [3, 7]
+
+
+# ---- end to end ---------------------------------------------------------------------
+
+def test_end_to_end_through_producer_and_enricher(infra, services, topics, pg_dsn):
+    services("producer", "enricher", topics=topics,
+             config={"enricher": {"metadata.url": "http://127.0.0.1:9"}})
+    # retention.days 0: seed 003's example is from 2009.
+    _, url = start_consumer(services, topics, pg_dsn, retention_days=0)
+    bodies = [
+        {"organizationId": "my-org", "level": "INFO", "source": "my-service",
+         "message": "Application started successfully"},
+        {"correlationId": "test-1", "severity": "INFO", "message": "Test", "source": "cli",
+         "timestamp": 1234567890000},
+    ]
+    ids = []
+    for b in bodies:
+        r = requests.post(services.url("producer") + "/api/logs", json=b, timeout=10)
+        assert r.status_code == 202, r.text
+        ids.append(r.json()["id"])
+    for i, b in zip(ids, bodies):
+        got = wait_until(f"{i} queryable", lambda: (lambda r: r.status_code == 200 and r.json())(
+            requests.get(f"{url}/api/logs/{i}", timeout=5)), timeout=30)["log"]
+        assert got["message"] == b["message"]
+        assert got["service"] == b["source"]
+    assert get_logs(url, tenant="my-org")["logs"][0]["id"] == ids[0]
+    assert get_logs(url, to="1234567890001")["logs"][0]["correlation_id"] == "test-1"
+
+
+# ---- benchmark ------------------------------------------------------------------------
+
+COLUMNS = ("id, ts, received_at, level, level_rank, service, host, source_ip, tenant, "
+           "correlation_id, message, attributes, enrichment, enrichment_status, kafka_topic, "
+           "kafka_partition, kafka_offset")
+
+
+@pytest.mark.skipif(not os.environ.get("LOGPIPE_BENCH"), reason="set LOGPIPE_BENCH=1")
+def test_bench_store_rate(infra, services, topics, pg_dsn, kafkatool, tmp_path):
+    """Events/s stored by one consumer vs psql \\copy of the same rows."""
+    n = int(os.environ.get("LOGPIPE_BENCH_EVENTS", "200000"))
+    rnd = random.Random(7)
+    words = ("user login request payment order timeout database cache miss hit retry "
+             "failed connection refused started stopped disk memory latency").split()
+    now = datetime.now(timezone.utc)
+    events = [event(now - timedelta(milliseconds=7 * i), level=rnd.choice(LEVELS),
+                    message=" ".join(rnd.choice(words) for _ in range(12)) + f" #{i}",
+                    service=f"svc-{i % 20}", host=f"host-{i % 50}", source_ip="10.0.0.1",
+                    tenant=f"t{i % 5}", correlation_id=f"c-{i}",
+                    attributes={"i": i, "path": "/api/v1/x"},
+                    enrichment={"status": "complete", "team": "core", "datacenter": "dc1"})
+              for i in range(n)]
+    for i in range(0, n, 20000):
+        produce(kafkatool, infra.kafka.bootstrap, topics["complete"], events[i:i + 20000])
+    psql = lp._psql()
+
+    def copy_in(path):
+        sql(pg_dsn, "TRUNCATE log_events")
+        sql(pg_dsn, "CHECKPOINT")
+        t0 = time.monotonic()
+        subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pg_dsn, "-c",
+                        f"\\copy log_events ({COLUMNS}) FROM '{path}'"], check=True,
+                       timeout=600)
+        return time.monotonic() - t0
+
+    def consumer_run(group):
+        sql(pg_dsn, "TRUNCATE log_events")
+        sql(pg_dsn, "CHECKPOINT")
+        svc = services("consumer", topics=topics, pg_dsn=pg_dsn,
+                       config={"consumer": {"kafka.group": group}})
+        url = services.url("consumer")
+        # From the first stored batch on, so that start-up and the group join
+        # are not counted; the rate is scaled back to n events.
+        n0 = wait_until("a first batch", lambda: metric(url, "log_events_processed_total"),
+                        timeout=120, interval=0.01)
+        t0 = time.monotonic()
+        wait_until("all stored", lambda: metric(url, "log_events_processed_total") >= n,
+                   timeout=600, interval=0.02)
+        took = (time.monotonic() - t0) * n / (n - n0)
+        svc["consumer"].stop()
+        return took
+
+    took_consumer = [consumer_run(f"bench-{uuid.uuid4().hex[:6]}")]
+    rows = tmp_path / "rows.copy"
+    os.chmod(tmp_path, 0o755)
+    subprocess.run([psql, "-X", "-q", "-d", pg_dsn, "-c",
+                    f"\\copy (SELECT {COLUMNS} FROM log_events) TO '{rows}'"], check=True)
+    took_copy = [copy_in(rows)]
+    took_consumer.append(consumer_run(f"bench-{uuid.uuid4().hex[:6]}"))
+    took_copy.append(copy_in(rows))
+    c, p = min(took_consumer), min(took_copy)
+    print(f"\nbench: {n} events; consumer {n / c:.0f} events/s (best of {took_consumer}); "
+          f"psql \\copy {n / p:.0f} rows/s (best of {took_copy}); ratio {p / c:.0%}")
+
+
+# Rows for the query benchmark, made by PostgreSQL itself: `rows` events 60 ms
+# apart going back from now (10 M rows span 6.9 days), 20 services, 50 hosts,
+# 5 tenants, levels 5/15/60/12/7/1 % TRACE..FATAL, eight words out of forty plus
+# a word "reqN" shared by one row in 100,000.  Indexes are built after the load.
+BENCH_LOAD_SQL = """
+SELECT logpipe_ensure_partitions(8, 1);
+DROP INDEX log_events_ts_idx, log_events_service_ts_idx, log_events_level_ts_idx,
+           log_events_host_ts_idx, log_events_tenant_ts_idx, log_events_message_fts_idx;
+ALTER TABLE log_events DROP CONSTRAINT log_events_pkey;
+INSERT INTO log_events (id, ts, received_at, level, level_rank, service, host, source_ip,
+                        tenant, correlation_id, message, attributes, enrichment,
+                        enrichment_status, kafka_topic, kafka_partition, kafka_offset)
+SELECT gen_random_uuid(), t, t, (ARRAY['TRACE','DEBUG','INFO','WARN','ERROR','FATAL'])[r + 1],
+       r, 'svc-' || (g % 20), 'host-' || (g % 50), '10.0.0.' || (g % 250), 't' || (g % 5),
+       'c-' || g,
+       w[1 + (g * 7) % 40] || ' ' || w[1 + (g * 13) % 40] || ' ' || w[1 + (g * 17) % 40] || ' ' ||
+       w[1 + (g * 29) % 40] || ' ' || w[1 + (g * 31) % 40] || ' ' || w[1 + (g * 37) % 40] || ' ' ||
+       w[1 + (g * 41) % 40] || ' ' || w[1 + (g * 43) % 40] || ' req' || (g % 100000),
+       jsonb_build_object('i', g, 'path', '/api/v1/x'),
+       '{"status":"complete","team":"core","datacenter":"dc1"}', 'complete', 'bench', g % 6, g
+FROM generate_series(1, {rows}) g,
+     LATERAL (SELECT now() - g * interval '60 ms' AS t,
+                     CASE WHEN (g * 31) % 100 < 5 THEN 0 WHEN (g * 31) % 100 < 20 THEN 1
+                          WHEN (g * 31) % 100 < 80 THEN 2 WHEN (g * 31) % 100 < 92 THEN 3
+                          WHEN (g * 31) % 100 < 99 THEN 4 ELSE 5 END AS r) x,
+     (SELECT string_to_array('user login request payment order timeout database cache miss '
+             'hit retry failed succeeded connection refused started stopped disk memory cpu '
+             'latency queue worker job scheduled completed error warning upstream downstream '
+             'session token expired invalid checkout cart search index shard replica', ' ')
+             AS w) words;
+ALTER TABLE log_events ADD PRIMARY KEY (id, ts);
+CREATE INDEX log_events_ts_idx ON log_events (ts DESC);
+CREATE INDEX log_events_service_ts_idx ON log_events (service, ts DESC);
+CREATE INDEX log_events_level_ts_idx ON log_events (level_rank, ts DESC);
+CREATE INDEX log_events_host_ts_idx ON log_events (host, ts DESC);
+CREATE INDEX log_events_tenant_ts_idx ON log_events (tenant, ts DESC);
+CREATE INDEX log_events_message_fts_idx ON log_events USING gin (to_tsvector('simple', message));
+"""
+
+
+@pytest.mark.skipif(not os.environ.get("LOGPIPE_BENCH"), reason="set LOGPIPE_BENCH=1")
+def test_bench_query_latency(infra, services, topics, pg_dsn):
+    """p50/p99 of each filter through the API on a large table.
+
+    LOGPIPE_BENCH_DSN names an already loaded database (BENCH_LOAD_SQL);
+    otherwise LOGPIPE_BENCH_ROWS (default 10,000,000) rows are loaded into a
+    fresh one first, which takes a while."""
+    dsn = os.environ.get("LOGPIPE_BENCH_DSN")
+    if not dsn:
+        dsn = pg_dsn
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+            n = int(os.environ.get("LOGPIPE_BENCH_ROWS", "10000000"))
+            cur.execute(BENCH_LOAD_SQL.replace("{rows}", str(n)))
+        conn = psycopg2.connect(dsn)
+        conn.autocommit = True
+        conn.cursor().execute("VACUUM ANALYZE log_events")
+        conn.close()
+    rows = sql(dsn, "SELECT count(*) FROM log_events")[0][0]
+    _, url = start_consumer(services, topics, dsn, retention_days=0)
+    s = requests.Session()
+    now = datetime.now(timezone.utc)
+    some_id = sql(dsn, "SELECT id::text FROM log_events WHERE ts < now() - interval '2 days' "
+                       "LIMIT 1")[0][0]
+    page1 = s.get(url + "/api/logs", timeout=30).json()
+    deep = s.get(url + "/api/logs", params={"to": rfc3339(now - timedelta(days=3)), "limit": 1},
+                 timeout=30).json()["next_cursor"]
+    hour = {"from": rfc3339(now - timedelta(days=3, hours=1)),
+            "to": rfc3339(now - timedelta(days=3))}
+    cases = [
+        ("newest 50", "/api/logs", {}),
+        ("service", "/api/logs", {"service": "svc-7"}),
+        ("host", "/api/logs", {"host": "host-13"}),
+        ("tenant", "/api/logs", {"tenant": "t3"}),
+        ("level=ERROR", "/api/logs", {"level": "ERROR"}),
+        ("level=FATAL", "/api/logs", {"level": "FATAL"}),
+        ("min_level=ERROR", "/api/logs", {"min_level": "ERROR"}),
+        ("text (common word)", "/api/logs", {"text": "timeout"}),
+        ("text (two words)", "/api/logs", {"text": "payment refused"}),
+        ("text (rare word)", "/api/logs", {"text": "req12345"}),
+        ("1 hour, 3 days ago", "/api/logs", hour),
+        ("service+level+1 day", "/api/logs",
+         {"service": "svc-3", "level": "ERROR", "from": rfc3339(now - timedelta(days=1))}),
+        ("page 2 (cursor)", "/api/logs", {"cursor": page1["next_cursor"]}),
+        ("cursor 3 days back", "/api/logs", {"cursor": deep}),
+        ("limit=1000", "/api/logs", {"limit": 1000}),
+        ("by id", f"/api/logs/{some_id}", {}),
+        ("stats, 1 hour", "/api/stats", hour),
+        ("stats, 24 hours", "/api/stats", {}),
+    ]
+    print(f"\nbench: query latency through the API, {rows} rows")
+    for name, path, params in cases:
+        runs = 5 if name.startswith("stats, 24") else 50
+        took = []
+        for i in range(runs + 3):
+            t0 = time.monotonic()
+            r = s.get(url + path, params=params, timeout=60)
+            if i >= 3:
+                took.append((time.monotonic() - t0) * 1000)
+            assert r.status_code == 200, (name, r.text)
+        took.sort()
+        p99 = took[min(len(took) - 1, int(len(took) * 0.99))]
+        print(f"  {name:22s} p50 {took[len(took) // 2]:8.1f} ms   p99 {p99:8.1f} ms "
+              f"({runs} runs)")

@@ -1,0 +1,645 @@
+"""test_gateway.py - logpipe-gateway in front of the real services, Kafka, Redis, PostgreSQL.
+
+What is checked:
+  * every public route through the gateway: ingest (one and batch), the query
+    API, /api/stats, metadata CRUD, generator control, the gateway's own
+    /api/logs/health, the aggregate /health and /metrics; X-Request-ID and
+    traceparent travel with the request;
+  * the auth matrix (no key, unknown key, wrong scope, right scope) and the
+    key's tenant stamped on the stored event, the client's X-Tenant-ID ignored;
+  * auth off binds loopback only (a public address is refused at start);
+  * rate-limit accuracy: three gateways sharing one Redis admit the configured
+    rate within 10 %, with one Redis call per many requests;
+  * Redis stopped: each gateway still enforces its limit from a local bucket,
+    and goes back to the shared windows once Redis returns;
+  * backpressure: with the consumer stopped while events keep coming, 429s
+    start once the lag passes the (lowered) critical threshold and stop after
+    the restarted consumer has caught up;
+  * every curl example in seeds 000-003 that addresses the gateway's API,
+    sent to the gateway as written (only the port differs), works.
+
+Gateways beyond the `services` fixture's one are started by the `gateways`
+fixture below (same configuration helper, own ports and logs). Every wait
+is bounded; everything listens on 127.0.0.1.
+"""
+
+import collections
+import http.client
+import json
+import re
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+import infra as lp
+
+BIN = lp.bin_dir()
+
+
+def built(name):
+    return (BIN / f"logpipe-{name}").is_file()
+
+
+def need(*names):
+    missing = [n for n in names if not built(n)]
+    if missing:
+        pytest.skip("not built: " + ", ".join("logpipe-" + n for n in missing))
+
+
+def gateway_config(services, topics=None, **extra):
+    """The gateway's settings for a test: lag read from this test's groups and
+    topics (the `services` fixture suffixes consumer groups), quick readings."""
+    suffix = "-" + services.run_id
+    t = dict(lp.TOPIC_ROLES, **(topics or {}))
+    cfg = {
+        "backpressure.groups": (f"logpipe-enricher{suffix}={t['raw']},"
+                                f"logpipe-consumer{suffix}={t['complete']}+{t['partial']}"),
+        "backpressure.interval_ms": 250,
+    }
+    cfg.update({k.replace("__", "."): v for k, v in extra.items()})
+    return cfg
+
+
+def event(i=0, **kw):
+    ev = {"message": f"gateway test {i}", "level": "INFO", "service": "gw-test",
+          "host": "web-1"}
+    ev.update(kw)
+    return ev
+
+
+def wait_for(what, fn, timeout, interval=0.2):
+    """Polls fn until it returns something truthy; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    pytest.fail(f"{what}: not within {timeout} s (last: {last!r})")
+
+
+def metric(text, name, labels=None):
+    """Sum of the samples of metric `name` (with all of `labels`) in exposition text."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        if labels and not all(f'{k}="{v}"' in (m.group(2) or "") for k, v in labels.items()):
+            continue
+        total += float(m.group(3))
+    return total
+
+
+@pytest.fixture
+def gateways(services, request):
+    """Factory for more gateway processes next to the `services` one."""
+    procs = []
+
+    def start(n, topics=None, config=None, wait=True):
+        out = []
+        for _ in range(n):
+            port = lp.free_port()
+            ports = dict(services.ports, gateway=port)
+            env = lp.service_env("gateway", ports, services.infra, topics=topics,
+                                 group_suffix="-" + services.run_id, log_level="info",
+                                 extra=config or {})
+            p = lp.ServiceProc("gateway", env, services.workdir / "logs" / f"gateway-{port}.log",
+                               port, cwd=services.workdir / f"gateway-{port}")
+            p.start()
+            procs.append(p)
+            out.append(p)
+        if wait:
+            for p in out:
+                p.wait_ready(20)
+        return out
+
+    yield start
+    failed = any(getattr(getattr(request.node, "rep_" + w, None), "failed", False)
+                 for w in ("setup", "call"))
+    for p in procs:
+        p.stop()
+        if failed:
+            print(f"\n---- last lines of {p.log_path} ----\n{p.log_tail(40)}")
+
+
+class Load:
+    """Threads sending one request in a loop on kept-alive connections to
+    some gateways, counting statuses of requests sent between start and end."""
+
+    def __init__(self, ports, method="GET", path="/api/logs/health", body=None, headers=None,
+                 threads_per_port=4):
+        self.ports = ports
+        self.method, self.path, self.body = method, path, body
+        self.headers = dict(headers or {})
+        if body is not None:
+            self.headers.setdefault("Content-Type", "application/json")
+        self.n = threads_per_port
+        self.counts = collections.Counter()
+        self.per_port = collections.defaultdict(collections.Counter)
+        self.lock = threading.Lock()
+
+    def _worker(self, port, start, end):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.time() < start:
+            time.sleep(0.001)
+        while True:
+            t = time.time()
+            if t >= end:
+                break
+            try:
+                conn.request(self.method, self.path, body=self.body, headers=self.headers)
+                r = conn.getresponse()
+                r.read()
+                status = r.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                status = "error"
+            with self.lock:
+                self.counts[status] += 1
+                self.per_port[port][status] += 1
+        conn.close()
+
+    def run(self, seconds, align=True):
+        """Runs for `seconds`, starting on a whole second of the wall clock
+        (Redis's windows are whole seconds of the same clock)."""
+        start = time.time() + 0.3
+        if align:
+            start = float(int(start) + 1)
+        end = start + seconds
+        threads = [threading.Thread(target=self._worker, args=(p, start, end))
+                   for p in self.ports for _ in range(self.n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(seconds + 30)
+        return self.counts
+
+
+# ---- every route ---------------------------------------------------------------
+
+def test_every_route_through_the_gateway(services, topics, pg_dsn):
+    need("gateway", "producer", "enricher", "consumer")
+    names = ["producer", "enricher", "consumer", "gateway"]
+    names += [n for n in ("metadata", "generator") if built(n)]
+    services(*names, topics=topics, pg_dsn=pg_dsn,
+             config={"gateway": gateway_config(services, topics)})
+    gw = services.url("gateway")
+    s = requests.Session()
+
+    # Ingest, one event: the request id and the trace travel with it.
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    r = s.post(gw + "/api/logs", json=event(1, correlationId="gw-it-1"),
+               headers={"X-Request-ID": "gw-it-req-1", "traceparent": tp}, timeout=15)
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "success"
+    assert r.headers["X-Request-ID"] == "gw-it-req-1"
+    assert r.headers["RateLimit-Policy"] == "1000;w=1"
+    assert re.fullmatch(r"limit=1000, remaining=\d+, reset=\d+", r.headers["RateLimit"])
+    one_id = r.json()["id"]
+
+    # Batch: a result per item, in order.
+    r = s.post(gw + "/api/logs/batch", json=[event(2), event(3), {"level": "INFO"}], timeout=15)
+    assert r.status_code == 207, r.text
+    results = r.json()["results"]
+    assert [x["status"] for x in results] == ["accepted", "accepted", "rejected"]
+    ids = [x["id"] for x in results[:2]]
+
+    # NDJSON passes through with its content type.
+    nd = "\n".join(json.dumps(event(i)) for i in (4, 5)) + "\n"
+    r = s.post(gw + "/api/logs/batch", data=nd,
+               headers={"Content-Type": "application/x-ndjson"}, timeout=15)
+    assert r.status_code == 202, r.text
+
+    # Query back through the gateway once stored.
+    def stored(eid):
+        r = s.get(f"{gw}/api/logs/{eid}", timeout=5)
+        return r.json()["log"] if r.status_code == 200 else None
+    got = wait_for("the event stored and served by the consumer", lambda: stored(one_id), 60, 0.5)
+    assert got["message"] == "gateway test 1"
+    assert got["correlation_id"] == "gw-it-1"
+
+    def listed():
+        r = s.get(gw + "/api/logs", params={"service": "gw-test", "limit": 50}, timeout=10)
+        assert r.status_code == 200, r.text
+        have = {x["id"] for x in r.json()["logs"]}
+        return have >= {one_id, *ids}
+    wait_for("the events listed by GET /api/logs?service=", listed, 30, 0.5)
+    r = s.get(gw + "/api/logs/0190a1b2-0000-7000-8000-00000000dead", timeout=10)
+    assert r.status_code == 404, r.text
+    r = s.get(gw + "/api/stats", timeout=10)
+    assert r.status_code == 200, r.text
+
+    # The gateway answers /api/logs/health itself (never the consumer's /{id}).
+    h = wait_for("a lag reading", lambda: (lambda j: j if j["consumer_lag"] is not None else None)(
+        s.get(gw + "/api/logs/health", timeout=5).json()), 20)
+    assert h["status"] == "NORMAL"
+    assert h["current_limit"] == 1000
+    assert set(h["groups"]) == {f"logpipe-enricher-{services.run_id}",
+                                f"logpipe-consumer-{services.run_id}"}
+
+    if built("generator"):
+        r = s.post(gw + "/api/v1/generator/start",
+                   json={"rate": 20, "duration_s": 1}, timeout=10)
+        assert r.status_code in (200, 202), r.text
+        r = s.get(gw + "/api/v1/generator/status", timeout=10)
+        assert r.status_code == 200, r.text
+        r = s.post(gw + "/api/v1/generator/stop", timeout=10)
+        assert r.status_code in (200, 202), r.text
+
+    if built("metadata"):
+        host = f"gw-host-{uuid.uuid4().hex[:6]}"
+        r = s.post(gw + "/api/metadata/hosts",
+                   json={"hostname": host, "datacenter": "eu-1", "environment": "test"},
+                   timeout=10)
+        assert r.status_code in (200, 201), r.text
+        r = s.get(f"{gw}/api/metadata/hosts/{host}", timeout=10)
+        assert r.status_code == 200 and r.json()["datacenter"] == "eu-1", r.text
+        r = s.put(f"{gw}/api/metadata/hosts/{host}",
+                  json={"hostname": host, "datacenter": "eu-2", "environment": "test"},
+                  timeout=10)
+        assert r.status_code == 200, r.text
+        r = s.get(gw + "/api/metadata/hosts", timeout=10)
+        assert r.status_code == 200 and host in r.text
+        r = s.delete(f"{gw}/api/metadata/hosts/{host}", timeout=10)
+        assert r.status_code in (200, 204), r.text
+        svc = f"gw-svc-{uuid.uuid4().hex[:6]}"
+        r = s.post(gw + "/api/metadata/services", json={"name": svc, "team": "t", "tier": "1"},
+                   timeout=10)
+        assert r.status_code in (200, 201), r.text
+        r = s.get(f"{gw}/api/metadata/services/{svc}", timeout=10)
+        assert r.status_code == 200, r.text
+        r = s.delete(f"{gw}/api/metadata/services/{svc}", timeout=10)
+        assert r.status_code in (200, 204), r.text
+
+    # Errors the gateway makes itself.
+    r = s.delete(gw + "/api/logs", timeout=5)
+    assert r.status_code == 405 and "POST" in r.headers["Allow"]
+    r = s.get(gw + "/api/nothing-here", timeout=5)
+    assert r.status_code == 404 and r.json()["status"] == "error"
+    r = s.post(gw + "/api/logs", data="x" * (1024 * 1024 + 1),
+               headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 413
+
+    # Aggregate health: each running service UP with its breaker.
+    r = s.get(gw + "/health", timeout=15)
+    assert r.status_code == 200, r.text
+    checks = r.json()["checks"]
+    for name in names:
+        if name != "gateway":
+            assert checks[name]["status"] == "UP", checks[name]
+            assert checks[name]["circuit_breaker"] == "closed"
+    assert checks["redis"]["status"] == "UP", checks["redis"]
+    assert checks["kafka_lag"]["status"] == "UP", checks["kafka_lag"]
+
+    text = s.get(gw + "/metrics", timeout=5).text
+    for name in ("kafka_consumer_lag", "rate_limiter_available_permissions",
+                 "log_events_rate_limited_total", "circuit_breaker_state",
+                 "http_requests_total", "gateway_upstream_duration_seconds"):
+        assert name in text, name
+    assert metric(text, "http_requests_total", {"route": "/api/logs", "method": "POST"}) >= 1
+
+
+def test_upstream_down_is_502_then_503(services):
+    need("gateway")
+    services("gateway", config={"gateway": gateway_config(services)})
+    gw = services.url("gateway")
+    # Nothing runs on the producer's port.
+    codes = [requests.post(gw + "/api/logs", json=event(), timeout=10).status_code
+             for _ in range(6)]
+    assert codes[:5] == [502] * 5, codes
+    r = requests.post(gw + "/api/logs", json=event(), timeout=10)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "upstream_unavailable"
+    assert int(r.headers["Retry-After"]) >= 1
+    checks = requests.get(gw + "/health", timeout=10).json()["checks"]
+    assert checks["producer"]["status"] == "DOWN"
+    assert checks["producer"]["circuit_breaker"] == "open"
+
+
+# ---- auth ----------------------------------------------------------------------
+
+KEYS = "ing-key-0001:acme:ingest;read-key-0001:acme:read;admin-key-0001:ops:admin"
+
+
+def test_auth_matrix_and_tenant(services, topics, pg_dsn):
+    need("gateway", "producer", "enricher", "consumer")
+    services("producer", "enricher", "consumer", "gateway", topics=topics, pg_dsn=pg_dsn,
+             config={"gateway": gateway_config(services, topics, **{"auth.keys": KEYS})})
+    gw = services.url("gateway")
+    ing = {"X-API-Key": "ing-key-0001"}
+    rd = {"Authorization": "Bearer read-key-0001"}
+    adm = {"X-API-Key": "admin-key-0001"}
+    cases = [
+        ("POST", "/api/logs", None, 401),
+        ("POST", "/api/logs", {"X-API-Key": "nope"}, 401),
+        ("POST", "/api/logs", rd, 403),
+        ("POST", "/api/logs", ing, 202),
+        ("POST", "/api/logs", adm, 202),
+        ("GET", "/api/logs", None, 401),
+        ("GET", "/api/logs", {"Authorization": "Bearer nope"}, 401),
+        ("GET", "/api/logs", ing, 403),
+        ("GET", "/api/logs", rd, 200),
+        ("GET", "/api/logs/health", rd, 200),
+        ("GET", "/api/logs/health", None, 401),
+        ("POST", "/api/metadata/hosts", rd, 403),
+        ("POST", "/api/metadata/hosts", ing, 403),
+        ("DELETE", "/api/metadata/services/x", rd, 403),
+        ("POST", "/api/v1/generator/start", rd, 403),
+        ("POST", "/api/v1/generator/stop", ing, 403),
+        ("GET", "/health", None, 200),
+        ("GET", "/health/ready", None, 200),
+        ("GET", "/metrics", None, 200),
+    ]
+    for method, path, headers, want in cases:
+        r = requests.request(method, gw + path, headers=headers,
+                             json=event() if method == "POST" else None, timeout=15)
+        assert r.status_code == want, (method, path, headers, r.status_code, r.text)
+        if want == 401:
+            assert r.json()["error"]["code"] in ("unauthorized", "invalid_api_key")
+            assert r.headers["WWW-Authenticate"].startswith("Bearer")
+        if want == 403:
+            assert r.json()["error"]["code"] == "forbidden"
+
+    # Admin passes the gateway (whatever the absent upstream then says).
+    r = requests.post(gw + "/api/v1/generator/stop", headers=adm, timeout=15)
+    assert r.status_code not in (401, 403), r.text
+
+    # The key's tenant is stamped on the stored event; the client's claim is not.
+    r = requests.post(gw + "/api/logs", headers=dict(ing, **{"X-Tenant-ID": "intruder"}),
+                      json=event(9, organizationId="body-org"), timeout=15)
+    assert r.status_code == 202, r.text
+    eid = r.json()["id"]
+
+    def stored():
+        r = requests.get(f"{gw}/api/logs/{eid}", headers=rd, timeout=5)
+        return r.json()["log"] if r.status_code == 200 else None
+    got = wait_for("the tenant-stamped event stored", stored, 60, 0.5)
+    assert got["tenant"] == "acme", got
+    assert "intruder" not in json.dumps(got), got
+
+
+def test_auth_off_binds_loopback_only(gateways, services):
+    need("gateway")
+    port = lp.free_port()
+    env = lp.service_env("gateway", dict(services.ports, gateway=port), services.infra,
+                         extra={"http.listen": f"0.0.0.0:{port}"})
+    p = lp.ServiceProc("gateway", env, services.workdir / "logs" / "gateway-open.log", port,
+                       cwd=services.workdir / "gateway-open")
+    p.start()
+    try:
+        wait_for("the gateway to refuse a public address without keys",
+                 lambda: not p.alive(), 15)
+        assert p.returncode != 0
+        assert "auth is off" in p.log_tail(20)
+    finally:
+        p.stop()
+    # With auth.allow_open it starts, and says auth is off.
+    g, = gateways(1, config={"http.listen": f"0.0.0.0:{lp.free_port()}",
+                             "auth.allow_open": "true"}, wait=False)
+    wait_for("the open gateway logging that auth is off",
+             lambda: "authentication is OFF" in g.log_tail(20), 15)
+    assert g.alive()
+
+
+# ---- rate limiting -----------------------------------------------------------------
+
+def test_rate_limit_shared_by_three_gateways(gateways, services):
+    need("gateway")
+    rate, seconds = 200, 5
+    key = f"rl-{uuid.uuid4().hex[:12]}"
+    cfg = gateway_config(services, **{"ratelimit.rate": rate, "auth.keys": f"{key}:rl:read",
+                                      "kafka.brokers": ""})
+    gws = gateways(3, config=cfg)
+    load = Load([g.port for g in gws], headers={"X-API-Key": key}, threads_per_port=4)
+    counts = load.run(seconds)
+    ok, limited = counts[200], counts[429]
+    expected = rate * seconds
+    print(f"\nthree gateways, {rate}/s for {seconds} s: {ok} admitted, {limited} refused, "
+          f"per gateway {[dict(load.per_port[g.port]) for g in gws]}")
+    assert limited > ok, "the load must exceed the limit for the test to mean anything"
+    assert set(counts) <= {200, 429}, counts
+    assert abs(ok - expected) <= 0.10 * expected, (ok, expected)
+    # Every gateway got a share: the budget really is shared, not per instance.
+    for g in gws:
+        assert load.per_port[g.port][200] > 0
+
+    # One Redis call serves many requests.
+    calls = sum(metric(requests.get(g.url + "/metrics", timeout=5).text,
+                       "gateway_ratelimit_redis_calls_total") for g in gws)
+    total = sum(counts.values())
+    print(f"redis calls {calls:.0f} for {total} requests")
+    assert calls < total / 10, (calls, total)
+
+    # The refusals are well-formed.
+    ses = requests.Session()
+    for _ in range(rate * 10):
+        r = ses.get(gws[0].url + "/api/logs/health", headers={"X-API-Key": key}, timeout=5)
+        if r.status_code == 429:
+            break
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "rate_limited"
+    assert 1 <= int(r.headers["Retry-After"]) <= 2
+    assert r.headers["RateLimit-Limit"] == str(rate)
+    assert r.headers["RateLimit-Remaining"] == "0"
+    assert r.headers["RateLimit-Policy"] == f"{rate};w=1"
+    assert r.headers["RateLimit"].startswith(f"limit={rate}, remaining=0, reset=")
+    text = requests.get(gws[0].url + "/metrics", timeout=5).text
+    assert metric(text, "log_events_rate_limited_total", {"class": "api"}) > 0
+
+
+def test_redis_down_local_limits(gateways, services):
+    need("gateway")
+    rate, seconds = 50, 4
+    redis = services.infra.redis
+    cfg = gateway_config(services, **{"ratelimit.rate": rate, "kafka.brokers": "",
+                                      "auth.keys": f"rd-{uuid.uuid4().hex[:8]}:t:read"})
+    key = cfg["auth.keys"].split(":")[0]
+    g, = gateways(1, config=cfg)
+    hdr = {"X-API-Key": key}
+    redis.stop()
+    try:
+        # The first lease fails, the breaker opens; decisions go local.
+        load = Load([g.port], headers=hdr, threads_per_port=3)
+        counts = load.run(seconds)
+        ok = counts[200]
+        # A full local bucket (one second's worth) plus the refill.
+        lo, hi = rate * seconds * 0.9, rate * (seconds + 1) * 1.1
+        print(f"\nredis down, {rate}/s for {seconds} s: {dict(counts)}")
+        assert lo <= ok <= hi, (ok, lo, hi)
+        assert counts[429] > 0
+        r = requests.get(g.url + "/api/logs/health", headers=hdr, timeout=5)
+        assert r.json()["rate_limit_shared"] is False
+        checks = requests.get(g.url + "/health", timeout=10).json()["checks"]
+        assert checks["redis"]["status"] == "DOWN"
+        assert checks["redis"]["circuit_breaker"] == "open"
+    finally:
+        redis.start()
+        redis.wait_ready(15)
+
+    # Back to the shared windows once the breaker lets trial calls through.
+    def shared():
+        r = requests.get(g.url + "/api/logs/health", headers=hdr, timeout=5)
+        return r.status_code == 200 and r.json()["rate_limit_shared"]
+    wait_for("the limiter using Redis again", shared, 20, 0.3)
+
+
+# ---- backpressure ---------------------------------------------------------------
+
+def test_backpressure_from_consumer_lag(services, topics, pg_dsn):
+    need("gateway", "producer", "enricher", "consumer")
+    normal, critical, floor = 300, 1200, 5
+    cfg = gateway_config(services, topics, **{
+        "backpressure.lag_normal": normal, "backpressure.lag_critical": critical,
+        "backpressure.floor": floor, "ratelimit.retry_jitter_s": 0})
+    services("producer", "enricher", "consumer", "gateway", topics=topics, pg_dsn=pg_dsn,
+             config={"gateway": cfg})
+    gw = services.url("gateway")
+    s = requests.Session()
+
+    def health():
+        return s.get(gw + "/api/logs/health", timeout=5).json()
+    wait_for("a NORMAL reading", lambda: health()["status"] == "NORMAL"
+             and health()["consumer_lag"] is not None, 30)
+
+    # Events keep coming: a steady sender at ~25 requests/s.
+    log = []  # (time, status)
+    stop = threading.Event()
+
+    def sender():
+        ss = requests.Session()
+        i = 0
+        while not stop.is_set():
+            try:
+                st = ss.post(gw + "/api/logs", json=event(i), timeout=15).status_code
+            except requests.RequestException:
+                st = "error"
+            log.append((time.monotonic(), st))
+            i += 1
+            stop.wait(0.04)
+    th = threading.Thread(target=sender)
+    th.start()
+    try:
+        time.sleep(2)
+        assert all(st == 202 for _, st in log), collections.Counter(st for _, st in log)
+
+        # The consumer stops; batches pile the lag up past the critical mark.
+        services["consumer"].stop()
+        batch = [event(i) for i in range(200)]
+
+        def lag_critical():
+            s.post(gw + "/api/logs/batch", json=batch, timeout=15)
+            h = health()
+            return h if h["status"] == "CRITICAL" else None
+        h = wait_for("lag past the critical threshold", lag_critical, 60, 0.2)
+        assert h["consumer_lag"] > critical
+        assert h["current_limit"] == floor
+        t_critical = time.monotonic()
+        time.sleep(3)
+        after = collections.Counter(st for t, st in log if t > t_critical + 0.5)
+        print(f"\nCRITICAL at lag {h['consumer_lag']}: {dict(after)}")
+        assert after[429] > after[202] > 0, after
+        r = s.post(gw + "/api/logs", json=event(), timeout=10)
+        if r.status_code == 429:
+            assert r.headers["RateLimit-Limit"] == str(floor)
+            assert "backpressure" in r.json()["error"]["message"]
+
+        # The consumer returns and catches up: NORMAL again, no more 429s.
+        services["consumer"].start()
+        services["consumer"].wait_ready(20)
+        wait_for("the consumer catching up (NORMAL)", lambda: health()["status"] == "NORMAL",
+                 90, 0.5)
+        t_normal = time.monotonic()
+        time.sleep(3)
+        tail = collections.Counter(st for t, st in log if t > t_normal + 1.5)
+        print(f"NORMAL again: {dict(tail)}")
+        assert tail[202] > 0 and tail[429] == 0, tail
+    finally:
+        stop.set()
+        th.join(20)
+    text = s.get(gw + "/metrics", timeout=5).text
+    assert metric(text, "log_events_rate_limited_total", {"class": "ingest"}) > 0
+    assert metric(text, "kafka_consumer_lag") >= 0
+
+
+# ---- the seeds' curl examples ------------------------------------------------------
+
+# Verbatim from the seeds; only the port is pointed at the gateway under test.
+SEED_CURLS = [
+    ("000", "curl -X POST http://localhost:8090/api/v1/generator/start", "generator"),
+    ("000", "curl http://localhost:8090/api/v1/generator/status", "generator"),
+    ("000", "curl -X POST http://localhost:8090/api/v1/generator/stop", "generator"),
+    ("001", """curl -X POST http://localhost:8080/api/logs \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "organizationId": "my-org",
+    "level": "INFO",
+    "message": "Application started successfully",
+    "source": "my-service"
+  }'""", None),
+    ("001", """curl -X POST http://localhost:8080/api/logs \\
+  -H "Content-Type: application/json" \\
+  -d '{"organizationId": "test", "level": "ERROR", "message": "Test error", "source": "manual-test"}'""",
+     None),
+    ("001", "curl http://localhost:8080/actuator/health", None),
+    ("002", """curl -X POST http://localhost:8080/api/logs \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "level": "ERROR",
+    "message": "Payment processing failed",
+    "service": "payment-service",
+    "source_ip": "192.168.1.100"
+  }'""", None),
+    ("002", """curl -X POST http://localhost:8082/api/metadata/hosts \\
+  -H "Content-Type: application/json" \\
+  -d '{
+    "hostname": "new-server",
+    "ipAddress": "192.168.1.150",
+    "datacenter": "us-west-2",
+    "environment": "production",
+    "costCenter": "engineering"
+  }'""", "metadata"),
+    ("003", "curl http://localhost:8080/api/logs/health | jq .", None),
+    ("003", """curl -X POST http://localhost:8080/api/logs \\
+  -H "Content-Type: application/json" \\
+  -d '{"correlationId":"test-1","severity":"INFO","message":"Test","source":"cli","timestamp":1234567890000}'""",
+     None),
+]
+
+
+def test_seed_curl_examples(services, topics, pg_dsn):
+    need("gateway", "producer")
+    names = ["producer", "gateway"] + [n for n in ("generator", "metadata") if built(n)]
+    services(*names, topics=topics, pg_dsn=pg_dsn,
+             config={"gateway": gateway_config(services, topics)})
+    port = services.ports["gateway"]
+    ran = 0
+    for seed, cmd, needs in SEED_CURLS:
+        if needs and not built(needs):
+            continue
+        # Same command, the gateway's port; -sS and the status on the last line.
+        cmd = re.sub(r"localhost:80\d\d", f"localhost:{port}", cmd)
+        head, sep, pipe = cmd.partition(" | ")
+        head = head.replace("curl ", "curl -sS -w '\\n%{http_code}' ", 1)
+        r = subprocess.run(["bash", "-o", "pipefail", "-c", head], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, (seed, cmd, r.stderr)
+        body, _, code = r.stdout.rpartition("\n")
+        assert code.isdigit() and 200 <= int(code) < 300, (seed, cmd, code, body)
+        if body.strip():
+            json.loads(body)
+        if sep:
+            # The pipe as written, on the body alone.
+            p = subprocess.run(["bash", "-o", "pipefail", "-c", f"cat | {pipe}"],
+                               input=body, capture_output=True, text=True, timeout=30)
+            assert p.returncode == 0, (seed, cmd, p.stderr)
+        ran += 1
+    assert ran >= 6

@@ -1,0 +1,343 @@
+"""test_spool.py - the producer's disk spool with the real binaries and broker.
+
+  * Kafka stopped: the producer still answers 202 (from its spool) and stays
+    ready; Kafka started again: the spool drains and every id answered 202 is
+    stored in PostgreSQL exactly once (producer -> enricher -> consumer).
+  * kill -9 of the producer while events are spooled: the restarted producer
+    drains them.
+  * SIGTERM under load exits 0 within 10 s, and nothing answered 202 is lost.
+
+These tests stop the session's Kafka broker; each one starts it again, also
+when it fails.
+"""
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+import infra as lp
+
+SETTLE_TIMEOUT = 120.0
+
+
+def post(url, body, content_type="application/json", timeout=30):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def metric(svc, name):
+    status, body = svc.get("/metrics", timeout=5)
+    assert status == 200, body
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def wait_until(what, pred, timeout):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stored_counts(dsn, ids):
+    """{id: rows} for the ids that are stored (queried in chunks)."""
+    ids = list(ids)
+    res = {}
+    for i in range(0, len(ids), 500):
+        lst = ",".join(f"'{x}'" for x in ids[i:i + 500])
+        out = lp.psql(dsn, "SELECT id, count(*) FROM log_events "
+                           f"WHERE id IN ({lst}) GROUP BY id")
+        for line in out.splitlines():
+            if line:
+                k, v = line.split("|")
+                res[k] = int(v)
+    return res
+
+
+def assert_stored_once(dsn, ids, timeout=SETTLE_TIMEOUT):
+    counts = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = stored_counts(dsn, ids)
+        if len(counts) == len(ids):
+            break
+        time.sleep(0.5)
+    missing = set(ids) - set(counts)
+    doubles = {k: v for k, v in counts.items() if v != 1}
+    assert not missing, f"{len(missing)} of {len(ids)} ids answered 202 are not stored"
+    assert not doubles, f"stored more than once: {list(doubles.items())[:5]}"
+
+
+class Load:
+    """Threads posting single events and batches; keeps every id answered 202."""
+
+    def __init__(self, url, threads=8, batch_every=5, tag="load"):
+        self.url = url
+        self.threads = threads
+        self.batch_every = batch_every
+        self.tag = tag
+        self.ids = []
+        self.statuses = {}
+        self.errors = []
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers = []
+
+    def _record(self, status, ids):
+        with self._lock:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.ids.extend(ids)
+
+    def _run(self, n):
+        i = 0
+        while not self._stop.is_set():
+            i += 1
+            try:
+                if i % self.batch_every == 0:
+                    items = [{"message": f"{self.tag} {n}/{i}/{k}", "service": f"svc-{k % 3}"}
+                             for k in range(10)]
+                    status, raw, _ = post(self.url + "/api/logs/batch", items)
+                    ids = []
+                    if status in (202, 207):
+                        ids = [r["id"] for r in json.loads(raw)["results"] if "id" in r]
+                    with self._lock:
+                        self.sent += len(items)
+                    self._record(status, ids)
+                else:
+                    status, raw, _ = post(self.url + "/api/logs",
+                                          {"message": f"{self.tag} {n}/{i}", "service": "spooler",
+                                           "level": "WARN"})
+                    with self._lock:
+                        self.sent += 1
+                    self._record(status, [json.loads(raw)["id"]] if status == 202 else [])
+            except (OSError, ValueError) as e:  # connection refused while stopping, etc.
+                with self._lock:
+                    self.errors.append(repr(e))
+                time.sleep(0.05)
+
+    def start(self):
+        for n in range(self.threads):
+            t = threading.Thread(target=self._run, args=(n,), daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._workers:
+            t.join(60)
+
+
+@pytest.fixture
+def kafka_back(infra):
+    """Makes sure the session's broker runs again after the test."""
+    yield infra.kafka
+    if not infra.kafka.alive():
+        infra.kafka.start()
+    infra.kafka.wait_ready(90)
+
+
+def spool_check(proc):
+    status, body = proc.get("/health", timeout=5)
+    return status, json.loads(body)["checks"]["spool"]
+
+
+def test_kafka_down_spools_then_drains_exactly_once(services, topics, pg_dsn, kafka_back):
+    procs = services("producer", "enricher", "consumer", topics=topics, pg_dsn=pg_dsn,
+                     config={"producer": {"kafka.timeout_ms": 3000}})
+    prod = procs["producer"]
+    url = prod.url
+
+    # Kafka up: straight through, nothing spooled.
+    ids = []
+    for i in range(20):
+        status, raw, _ = post(url + "/api/logs", {"message": f"before {i}", "service": "spool"})
+        assert status == 202, raw
+        ids.append(json.loads(raw)["id"])
+    assert metric(prod, "logpipe_spool_written_total") == 0
+
+    kafka_back.stop()
+    t0 = time.monotonic()
+    load = Load(url, threads=8, tag="down").start()
+    time.sleep(12)
+    load.stop()
+    down_s = time.monotonic() - t0
+    assert load.statuses.get(202, 0) > 0, load.statuses
+    assert set(load.statuses) == {202}, (load.statuses, load.errors[:3])
+    assert not load.errors, load.errors[:3]
+    ids += load.ids
+    spooled = metric(prod, "logpipe_spool_written_total")
+    assert spooled >= len(load.ids), (spooled, len(load.ids))
+    print(f"\nkafka down {down_s:.1f} s: {len(load.ids)} events answered 202 "
+          f"({len(load.ids) / down_s:.0f}/s, first ones waited out the delivery timeout), "
+          f"spool {metric(prod, 'logpipe_spool_bytes'):.0f} bytes, "
+          f"{metric(prod, 'logpipe_spool_fsyncs_total'):.0f} fsyncs")
+
+    # Still ready, and /health says why.
+    status, body = prod.get("/health/ready", timeout=5)
+    assert status == 200, body
+    _, chk = spool_check(prod)
+    assert chk["status"] == "UP" and chk["required"] is True, chk
+    assert "events" in chk["detail"], chk
+    assert metric(prod, "logpipe_spool_events") > 0
+
+    t1 = time.monotonic()
+    kafka_back.start()
+    kafka_back.wait_ready(90)
+    wait_until("the spool to drain",
+               lambda: metric(prod, "logpipe_spool_events") == 0, SETTLE_TIMEOUT)
+    drain_s = time.monotonic() - t1
+    assert metric(prod, "logpipe_spool_drained_total") == spooled
+    print(f"drained {spooled:.0f} events {drain_s:.1f} s after starting Kafka "
+          f"(broker start included)")
+
+    # Kafka back: events go straight to Kafka again.
+    for i in range(10):
+        status, raw, _ = post(url + "/api/logs", {"message": f"after {i}", "service": "spool"})
+        assert status == 202, raw
+        ids.append(json.loads(raw)["id"])
+    assert_stored_once(pg_dsn, ids)
+    assert metric(prod, "logpipe_spool_written_total") == spooled
+
+
+def test_kill9_while_spooled_then_restart_drains(services, topics, pg_dsn, kafka_back):
+    cfg = {"producer": {"kafka.timeout_ms": 2000}}
+    procs = services("producer", "enricher", "consumer", topics=topics, pg_dsn=pg_dsn,
+                     config=cfg)
+    prod = procs["producer"]
+    kafka_back.stop()
+
+    load = Load(prod.url, threads=6, tag="crash").start()
+    wait_until("events in the spool",
+               lambda: (metric(prod, "logpipe_spool_events") or 0) >= 300, 60)
+    # A crash in the middle of the load: what was answered 202 must survive.
+    prod.kill9()
+    load.stop()
+    assert load.statuses.get(202, 0) > 0, load.statuses
+    assert set(load.statuses) == {202}, load.statuses
+    ids = list(load.ids)
+
+    kafka_back.start()
+    kafka_back.wait_ready(90)
+    prod = services("producer", topics=topics, config=cfg)["producer"]
+    recovered = metric(prod, "logpipe_spool_events")
+    print(f"\nkill -9 with {len(ids)} events answered 202; "
+          f"the restarted producer found {recovered:.0f} in its spool")
+    assert_stored_once(pg_dsn, ids)
+    wait_until("the spool to drain", lambda: metric(prod, "logpipe_spool_events") == 0, 60)
+
+
+def test_spool_full_is_503_with_retry_after(services, topics, kafka_back):
+    procs = services("producer", topics=topics,
+                     config={"producer": {"spool.max_bytes": 65536,
+                                          "spool.segment_bytes": 16384,
+                                          "kafka.timeout_ms": 1000}})
+    prod = procs["producer"]
+    kafka_back.stop()
+    statuses = []
+    big = "x" * 2000
+    for i in range(60):
+        status, raw, headers = post(prod.url + "/api/logs", {"message": big, "service": "full"})
+        statuses.append(status)
+        if status == 503:
+            err = json.loads(raw)["error"]
+            assert err["code"] == "spool_full", err
+            assert int(headers["Retry-After"]) >= 1, headers
+            break
+    assert statuses[0] == 202 and statuses[-1] == 503, statuses
+    # Full: no longer ready, and /health says so.
+    status, chk = spool_check(prod)
+    assert chk["status"] == "DOWN" and chk["detail"].startswith("full"), chk
+    status, _ = prod.get("/health/ready", timeout=5)
+    assert status == 503
+
+
+def test_sigterm_under_load_exits_zero_within_10s(services, topics, pg_dsn, kafka_back):
+    procs = services("producer", "enricher", "consumer", topics=topics, pg_dsn=pg_dsn)
+    prod = procs["producer"]
+    load = Load(prod.url, threads=8, tag="term").start()
+    time.sleep(3)
+    t0 = time.monotonic()
+    rc = prod.stop(timeout=15)
+    took = time.monotonic() - t0
+    load.stop()
+    assert rc == 0, (rc, prod.log_tail(20))
+    assert took < 10, took
+    assert load.statuses.get(202, 0) > 0, load.statuses
+    ids = list(load.ids)
+    # Whatever was spooled rather than acknowledged goes on the next start.
+    services("producer", topics=topics)
+    assert_stored_once(pg_dsn, ids)
+    print(f"\nSIGTERM under load: exit 0 after {took:.2f} s; {len(ids)} events answered 202, "
+          "all stored once")
+
+
+def test_sigterm_with_kafka_down_exits_zero_within_10s(services, topics, pg_dsn, kafka_back):
+    procs = services("producer", topics=topics, config={"producer": {"kafka.timeout_ms": 30000}})
+    prod = procs["producer"]
+    kafka_back.stop()
+    # Requests in flight wait for a delivery that cannot come before the
+    # (long) timeout: the shutdown must not wait for it.
+    load = Load(prod.url, threads=4, tag="term-down").start()
+    time.sleep(2)
+    t0 = time.monotonic()
+    rc = prod.stop(timeout=15)
+    took = time.monotonic() - t0
+    load.stop()
+    assert rc == 0, (rc, prod.log_tail(20))
+    assert took < 10, took
+    ids = list(load.ids)
+    kafka_back.start()
+    kafka_back.wait_ready(90)
+    services("enricher", "consumer", topics=topics, pg_dsn=pg_dsn)
+    services("producer", topics=topics)
+    assert_stored_once(pg_dsn, ids)
+    print(f"\nSIGTERM with Kafka down: exit 0 after {took:.2f} s; {len(ids)} answered 202")
+
+
+def test_sigterm_drains_the_spool_while_kafka_is_up(services, topics, pg_dsn, kafka_back):
+    # Small drain rounds, so that the drain is still running at SIGTERM.
+    cfg = {"producer": {"kafka.timeout_ms": 2000, "spool.drain_batch": 50}}
+    prod = services("producer", topics=topics, config=cfg)["producer"]
+    kafka_back.stop()
+    load = Load(prod.url, threads=6, tag="term-drain").start()
+    wait_until("events in the spool",
+               lambda: (metric(prod, "logpipe_spool_events") or 0) >= 1500, 60)
+    load.stop()
+    assert set(load.statuses) == {202}, load.statuses
+    ids = list(load.ids)
+    assert prod.stop(timeout=15) == 0  # Kafka down: they stay on disk
+
+    kafka_back.start()
+    kafka_back.wait_ready(90)
+    prod = services("producer", topics=topics, config=cfg)["producer"]
+    wait_until("the drain to start",
+               lambda: (metric(prod, "logpipe_spool_drained_total") or 0) > 0, 60)
+    left = metric(prod, "logpipe_spool_events")
+    t0 = time.monotonic()
+    rc = prod.stop(timeout=15)
+    took = time.monotonic() - t0
+    assert rc == 0, (rc, prod.log_tail(20))
+    assert took < 10, took
+    print(f"\nSIGTERM while draining ({left:.0f} events left): exit 0 after {took:.2f} s")
+
+    # Drained before the exit: the next start finds an empty spool.
+    prod = services("producer", topics=topics, config=cfg)["producer"]
+    assert metric(prod, "logpipe_spool_events") == 0, prod.log_tail(20)
+    services("enricher", "consumer", topics=topics, pg_dsn=pg_dsn)
+    assert_stored_once(pg_dsn, ids)

@@ -1,0 +1,58 @@
+"""tiers.py - which integration tests are too long for every `make test`.
+
+`make test` (and CI) runs the integration suite's core tier: every
+capability is exercised there at least once against the real binaries and
+infrastructure.  The tests below take minutes each (outages of Kafka or
+PostgreSQL, kill -9 drills, rate accuracy over time, the browser, the
+chaos run, benchmarks); they run with `make integration`, `make chaos`, or
+any suite when LOGPIPE_FULL=1 is set.  Everything here is still a real test
+that can fail: it is only scheduled less often.
+"""
+
+SLOW = {
+    "test_chaos.py": {"test_default_chaos_run_loses_nothing"},
+    "test_consumer.py": {
+        "test_postgres_restart_mid_stream",
+        "test_kill9_mid_stream_loses_and_doubles_nothing",
+        "test_pages_walk_everything_once_under_inserts",
+        "test_end_to_end_through_producer_and_enricher",
+        "test_bench_store_rate",
+        "test_bench_query_latency",
+    },
+    "test_dashboard_browser.py": {"test_dashboard_in_chromium"},
+    "test_enricher.py": {
+        "test_outage_flows_partial_then_complete",
+        "test_tier1_keeps_known_hosts_complete_during_outage",
+        "test_two_instances_split_partitions_and_lose_nothing",
+    },
+    "test_gateway.py": {
+        "test_rate_limit_shared_by_three_gateways",
+        "test_redis_down_local_limits",
+        "test_backpressure_from_consumer_lag",
+    },
+    "test_generator.py": {
+        "test_duration_stops_by_itself_at_the_rate",
+        "test_largest_events_reach_kafka",
+        "test_two_instances_share_one_rate_through_redis",
+        "test_catalog_loads_into_metadata_svc",
+    },
+    "test_hostile.py": {"test_slow_clients_all_services_at_once"},
+    "test_infra.py": {
+        "test_kill9_restart_and_stop_leave_no_process",
+        "test_runner_starts_supervises_and_stops_cleanly",
+    },
+    "test_pipeline_view.py": {
+        "test_generator_run_shows_streaming_then_everything_stored",
+        "test_fields_are_null_when_a_source_is_down",
+    },
+    "test_spool.py": {
+        "test_kafka_down_spools_then_drains_exactly_once",
+        "test_kill9_while_spooled_then_restart_drains",
+        "test_sigterm_with_kafka_down_exits_zero_within_10s",
+        "test_sigterm_drains_the_spool_while_kafka_is_up",
+    },
+}
+
+
+def is_slow(filename, test_name):
+    return test_name.split("[")[0] in SLOW.get(filename, ())
