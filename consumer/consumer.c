@@ -150,7 +150,7 @@ struct consumer {
 	/* The hand-off between the two threads. */
 	pthread_mutex_t hmu;               /* guards the fields below */
 	pthread_cond_t hcv;                /* signalled on every change */
-	struct batch *todo;                /* for the store thread; NULL when idle */
+	struct batch *handoff;                /* for the store thread; NULL when idle */
 	struct batch *done;                /* finished by it, waiting for the commit */
 	int done_rc;                       /* 0 all safe, -ECANCELED abandoned */
 	bool store_quit;                   /* no more batches will come */
@@ -564,11 +564,11 @@ static void *store_main(void *arg)
 
 	pthread_mutex_lock(&c->hmu);
 	for (;;) {
-		while (!c->todo && !c->store_quit)
+		while (!c->handoff && !c->store_quit)
 			pthread_cond_wait(&c->hcv, &c->hmu);
-		if (!c->todo)
+		if (!c->handoff)
 			break;
-		b = c->todo;
+		b = c->handoff;
 		pthread_mutex_unlock(&c->hmu);
 
 		rc = store_rows(c, b, 0, b->nrows);
@@ -576,7 +576,7 @@ static void *store_main(void *arg)
 			rc = send_dead_letters(c, b);
 
 		pthread_mutex_lock(&c->hmu);
-		c->todo = NULL;
+		c->handoff = NULL;
 		c->done = b;
 		c->done_rc = rc;
 		pthread_cond_broadcast(&c->hcv);
@@ -619,7 +619,7 @@ static void wait_store_idle(struct consumer *c)
 
 	for (;;) {
 		pthread_mutex_lock(&c->hmu);
-		busy = c->todo != NULL;
+		busy = c->handoff != NULL;
 		if (busy && !c->paused) {
 			struct timespec ts;
 
@@ -630,7 +630,7 @@ static void wait_store_idle(struct consumer *c)
 				ts.tv_nsec -= 1000000000L;
 			}
 			pthread_cond_timedwait(&c->hcv, &c->hmu, &ts);
-			busy = c->todo != NULL;
+			busy = c->handoff != NULL;
 		}
 		pthread_mutex_unlock(&c->hmu);
 		if (!busy)
@@ -667,7 +667,7 @@ static void *consume_main(void *arg)
 		wait_store_idle(c);
 		finish_done(c);
 		pthread_mutex_lock(&c->hmu);
-		c->todo = b;
+		c->handoff = b;
 		pthread_cond_broadcast(&c->hcv);
 		pthread_mutex_unlock(&c->hmu);
 		next ^= 1;
