@@ -7,6 +7,7 @@
  * once.  It also serves the query API over the stored events.  See
  * consumer.c for the loop, store.c for the write path, query.c for the
  * API. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,35 +18,37 @@
 
 #include "logpipe/banned.h"
 
+static void *start(const void *settings, char *err, size_t errlen)
+{
+	return consumer_start(settings, err, errlen);
+}
+
+static void started(void *svc, const void *settings)
+{
+	const struct consumer_settings *s = settings;
+
+	lp_info("listening on %s, kafka %s, topics %s %s, group %s", s->http_listen,
+		s->kafka_brokers, s->topic_complete, s->topic_partial, s->kafka_group);
+}
+
+static void stop(void *svc)
+{
+	consumer_stop(svc);
+}
+
 int main(int argc, char **argv)
 {
+	static const struct lp_service svc = {
+		.prog = "logpipe-consumer",
+		.name = "consumer",
+		.summary = "stores enriched log events in PostgreSQL and serves the query API",
+		.options = consumer_options,
+		.log_level_offset = offsetof(struct consumer_settings, log_level),
+		.start = start,
+		.started = started,
+		.stop = stop,
+	};
 	struct consumer_settings s;
-	struct consumer *c;
-	enum lp_log_level lvl = LP_LOG_INFO;
-	char err[256];
-	int rc;
 
-	rc = lp_cli_main(argc, argv, "logpipe-consumer",
-			 "stores enriched log events in PostgreSQL and serves the query API",
-			 consumer_options, &s);
-	if (rc != 0)
-		return rc > 0 ? 0 : 2;
-	lp_log_level_parse(s.log_level, &lvl);
-	lp_log_init("consumer", lvl);
-	lp_daemon_signals();
-
-	c = consumer_start(&s, err, sizeof(err));
-	if (!c) {
-		lp_error("cannot start: %s", err);
-		lp_config_release(consumer_options, &s);
-		return 1;
-	}
-	lp_info("listening on %s, kafka %s, topics %s %s, group %s", s.http_listen,
-		s.kafka_brokers, s.topic_complete, s.topic_partial, s.kafka_group);
-	lp_daemon_wait();
-	lp_info("stopping");
-	consumer_stop(c);
-	lp_config_release(consumer_options, &s);
-	lp_info("stopped");
-	return 0;
+	return lp_service_main(&svc, &s, argc, argv);
 }

@@ -8,6 +8,7 @@
  * every output of a batch is acknowledged, so nothing is lost across
  * crashes and rebalances (duplicates are possible; events keep their id).
  * See enricher.c for the pipeline and lookup.c for the tiers. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -20,38 +21,46 @@
 
 #include "logpipe/banned.h"
 
+/* libcurl's global state lives exactly as long as the service (the
+ * metadata tier's REST client). */
+static void *start(const void *settings, char *err, size_t errlen)
+{
+	struct enricher *e;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	e = enricher_start(settings, err, errlen);
+	if (!e)
+		curl_global_cleanup();
+	return e;
+}
+
+static void started(void *svc, const void *settings)
+{
+	const struct enricher_settings *s = settings;
+
+	lp_info("listening on %s, kafka %s, %s -> %s | %s", s->http_listen, s->kafka_brokers,
+		s->topic_raw, s->topic_complete, s->topic_partial);
+}
+
+static void stop(void *svc)
+{
+	enricher_stop(svc);
+	curl_global_cleanup();
+}
+
 int main(int argc, char **argv)
 {
+	static const struct lp_service svc = {
+		.prog = "logpipe-enricher",
+		.name = "enricher",
+		.summary = "adds host and service metadata to log events from a tiered cache",
+		.options = enricher_options,
+		.log_level_offset = offsetof(struct enricher_settings, log_level),
+		.start = start,
+		.started = started,
+		.stop = stop,
+	};
 	struct enricher_settings s;
-	struct enricher *e;
-	enum lp_log_level lvl = LP_LOG_INFO;
-	char err[256];
-	int rc;
 
-	rc = lp_cli_main(argc, argv, "logpipe-enricher",
-			 "adds host and service metadata to log events from a tiered cache",
-			 enricher_options, &s);
-	if (rc != 0)
-		return rc > 0 ? 0 : 2;
-	lp_log_level_parse(s.log_level, &lvl);
-	lp_log_init("enricher", lvl);
-	lp_daemon_signals();
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-
-	e = enricher_start(&s, err, sizeof(err));
-	if (!e) {
-		lp_error("cannot start: %s", err);
-		lp_config_release(enricher_options, &s);
-		curl_global_cleanup();
-		return 1;
-	}
-	lp_info("listening on %s, kafka %s, %s -> %s | %s", s.http_listen, s.kafka_brokers,
-		s.topic_raw, s.topic_complete, s.topic_partial);
-	lp_daemon_wait();
-	lp_info("stopping");
-	enricher_stop(e);
-	lp_config_release(enricher_options, &s);
-	curl_global_cleanup();
-	lp_info("stopped");
-	return 0;
+	return lp_service_main(&svc, &s, argc, argv);
 }

@@ -7,6 +7,7 @@
  * request to the service that owns the route.  With no keys configured it
  * runs open, for local development, and then listens on loopback only.
  * See gateway.c for the request path and docs/gateway.md for operation. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,36 +18,38 @@
 
 #include "logpipe/banned.h"
 
+static void *start(const void *settings, char *err, size_t errlen)
+{
+	return gateway_start(settings, err, errlen);
+}
+
+static void started(void *svc, const void *settings)
+{
+	const struct gateway_settings *s = settings;
+
+	lp_info("listening on %s, producer %s, consumer %s, redis %s, kafka %s",
+		gateway_listen(svc), s->up_producer, s->up_consumer,
+		*s->redis_url ? s->redis_url : "(none)", *s->kafka_brokers ? s->kafka_brokers : "(none)");
+}
+
+static void stop(void *svc)
+{
+	gateway_stop(svc);
+}
+
 int main(int argc, char **argv)
 {
+	static const struct lp_service svc = {
+		.prog = "logpipe-gateway",
+		.name = "gateway",
+		.summary = "the public entry: API keys, shared rate limits, adaptive backpressure, routing",
+		.options = gateway_options,
+		.log_level_offset = offsetof(struct gateway_settings, log_level),
+		.start = start,
+		.started = started,
+		.stop = stop,
+	};
 	struct gateway_settings s;
-	struct gateway *g;
-	enum lp_log_level lvl = LP_LOG_INFO;
-	char err[256];
-	int rc;
 
-	rc = lp_cli_main(argc, argv, "logpipe-gateway",
-			 "the public entry: API keys, shared rate limits, adaptive backpressure, routing",
-			 gateway_options, &s);
-	if (rc != 0)
-		return rc > 0 ? 0 : 2;
-	lp_log_level_parse(s.log_level, &lvl);
-	lp_log_init("gateway", lvl);
-	lp_daemon_signals();
-
-	g = gateway_start(&s, err, sizeof(err));
-	if (!g) {
-		lp_error("cannot start: %s", err);
-		lp_config_release(gateway_options, &s);
-		return 1;
-	}
-	lp_info("listening on %s, producer %s, consumer %s, redis %s, kafka %s",
-		gateway_listen(g), s.up_producer, s.up_consumer,
-		*s.redis_url ? s.redis_url : "(none)", *s.kafka_brokers ? s.kafka_brokers : "(none)");
-	lp_daemon_wait();
-	lp_info("stopping");
-	gateway_stop(g);
-	lp_config_release(gateway_options, &s);
-	lp_info("stopped");
-	return 0;
+	return lp_service_main(&svc, &s, argc, argv);
 }

@@ -5,6 +5,7 @@
  * write), and every change published to the compacted topic
  * metadata-changes before the request is answered, so that the enrichers'
  * in-process tables follow every change.  See metadata.c. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,35 +16,37 @@
 
 #include "logpipe/banned.h"
 
+static void *start(const void *settings, char *err, size_t errlen)
+{
+	return metadata_start(settings, err, errlen);
+}
+
+static void started(void *svc, const void *settings)
+{
+	const struct metadata_settings *s = settings;
+
+	lp_info("listening on %s, kafka %s, topic %s", s->http_listen, s->kafka_brokers,
+		s->topic_metadata);
+}
+
+static void stop(void *svc)
+{
+	metadata_stop(svc);
+}
+
 int main(int argc, char **argv)
 {
+	static const struct lp_service svc = {
+		.prog = "logpipe-metadata",
+		.name = "metadata",
+		.summary = "CRUD for host and service metadata, cached in Redis, published to Kafka",
+		.options = metadata_options,
+		.log_level_offset = offsetof(struct metadata_settings, log_level),
+		.start = start,
+		.started = started,
+		.stop = stop,
+	};
 	struct metadata_settings s;
-	struct metadata *m;
-	enum lp_log_level lvl = LP_LOG_INFO;
-	char err[256];
-	int rc;
 
-	rc = lp_cli_main(argc, argv, "logpipe-metadata",
-			 "CRUD for host and service metadata, cached in Redis, published to Kafka",
-			 metadata_options, &s);
-	if (rc != 0)
-		return rc > 0 ? 0 : 2;
-	lp_log_level_parse(s.log_level, &lvl);
-	lp_log_init("metadata", lvl);
-	lp_daemon_signals();
-
-	m = metadata_start(&s, err, sizeof(err));
-	if (!m) {
-		lp_error("cannot start: %s", err);
-		lp_config_release(metadata_options, &s);
-		return 1;
-	}
-	lp_info("listening on %s, kafka %s, topic %s", s.http_listen, s.kafka_brokers,
-		s.topic_metadata);
-	lp_daemon_wait();
-	lp_info("stopping");
-	metadata_stop(m);
-	lp_config_release(metadata_options, &s);
-	lp_info("stopped");
-	return 0;
+	return lp_service_main(&svc, &s, argc, argv);
 }

@@ -7,6 +7,7 @@
  * event will be stored.  See producer.c for the request handling and
  * spool.c for the spool.  SIGTERM or SIGINT: producer_stop() answers the
  * requests in flight and exits 0 within 10 s. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -17,35 +18,37 @@
 
 #include "logpipe/banned.h"
 
+static void *start(const void *settings, char *err, size_t errlen)
+{
+	return producer_start(settings, err, errlen);
+}
+
+static void started(void *svc, const void *settings)
+{
+	const struct producer_settings *s = settings;
+
+	lp_info("listening on %s, kafka %s, topic %s", s->http_listen, s->kafka_brokers,
+		s->topic_raw);
+}
+
+static void stop(void *svc)
+{
+	producer_stop(svc);
+}
+
 int main(int argc, char **argv)
 {
+	static const struct lp_service svc = {
+		.prog = "logpipe-producer",
+		.name = "producer",
+		.summary = "accepts log events over HTTP and makes them durable in Kafka",
+		.options = producer_options,
+		.log_level_offset = offsetof(struct producer_settings, log_level),
+		.start = start,
+		.started = started,
+		.stop = stop,
+	};
 	struct producer_settings s;
-	struct producer *p;
-	enum lp_log_level lvl = LP_LOG_INFO;
-	char err[256];
-	int rc;
 
-	rc = lp_cli_main(argc, argv, "logpipe-producer",
-			 "accepts log events over HTTP and makes them durable in Kafka",
-			 producer_options, &s);
-	if (rc != 0)
-		return rc > 0 ? 0 : 2;
-	lp_log_level_parse(s.log_level, &lvl);
-	lp_log_init("producer", lvl);
-	lp_daemon_signals();
-
-	p = producer_start(&s, err, sizeof(err));
-	if (!p) {
-		lp_error("cannot start: %s", err);
-		lp_config_release(producer_options, &s);
-		return 1;
-	}
-	lp_info("listening on %s, kafka %s, topic %s", s.http_listen, s.kafka_brokers,
-		s.topic_raw);
-	lp_daemon_wait();
-	lp_info("stopping");
-	producer_stop(p);
-	lp_config_release(producer_options, &s);
-	lp_info("stopped");
-	return 0;
+	return lp_service_main(&svc, &s, argc, argv);
 }

@@ -1,10 +1,13 @@
 /* daemon.c - signal flag and wait loop shared by every service's main(). */
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "logpipe/config.h"
 #include "logpipe/daemon.h"
+#include "logpipe/log.h"
 
 #include "logpipe/banned.h"
 
@@ -34,4 +37,40 @@ void lp_daemon_wait(void)
 
 	while (!lp_stop_requested)
 		nanosleep(&ts, NULL);
+}
+
+int lp_service_main(const struct lp_service *svc, void *settings, int argc, char **argv)
+{
+	enum lp_log_level lvl = LP_LOG_INFO;
+	const char *level;
+	char err[256];
+	void *h;
+	int rc;
+
+	rc = lp_cli_main(argc, argv, svc->prog, svc->summary, svc->options, settings);
+	if (rc != 0)
+		return rc > 0 ? 0 : 2;
+	memcpy(&level, (const char *)settings + svc->log_level_offset, sizeof(level));
+	if (!level || lp_log_level_parse(level, &lvl) != 0) {
+		fprintf(stderr, "%s: log.level '%s' is not one of debug, info, warn, error\n",
+			svc->prog, level ? level : "");
+		lp_config_release(svc->options, settings);
+		return 2;
+	}
+	lp_log_init(svc->name, lvl);
+	lp_daemon_signals();
+
+	h = svc->start(settings, err, sizeof(err));
+	if (!h) {
+		lp_error("cannot start: %s", err);
+		lp_config_release(svc->options, settings);
+		return 1;
+	}
+	svc->started(h, settings);
+	lp_daemon_wait();
+	lp_info("stopping");
+	svc->stop(h);
+	lp_config_release(svc->options, settings);
+	lp_info("stopped");
+	return 0;
 }
