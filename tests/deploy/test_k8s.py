@@ -45,8 +45,41 @@ def one(which, kind, name):
     return found[0]
 
 
-def _deploys(which):
-    return {d["metadata"]["name"]: d for d in objs(which, "Deployment")}
+# The kind each service runs as: the producer keeps its spool on a
+# PersistentVolumeClaim per pod, so it is a StatefulSet.
+WORKLOAD_KIND = {name: "StatefulSet" if name == "producer" else "Deployment" for name in SERVICES}
+SPOOL_DIR = "/var/lib/logpipe/spool"
+SPOOL_SEGMENT_DEFAULT = 64 << 20   # spool.segment_bytes' default
+
+
+def _is_logpipe(o):
+    return o["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "logpipe"
+
+
+def _workload_list(which):
+    """The Deployments and StatefulSets of the six services (the dev
+    overlay's Kafka, PostgreSQL and Redis StatefulSets are not logpipe's)."""
+    return [o for o in render(which) if o["kind"] in ("Deployment", "StatefulSet") and _is_logpipe(o)]
+
+
+def _workloads(which):
+    return {w["metadata"]["name"]: w for w in _workload_list(which)}
+
+
+def _selects(selector, labels):
+    """True when a matchLabels selector (or a Service's plain selector)
+    picks pods with these labels."""
+    sel = selector.get("matchLabels", selector) if selector else {}
+    return bool(sel) and all(labels.get(k) == v for k, v in sel.items())
+
+
+def _quantity(q):
+    """Bytes of a Kubernetes quantity such as 2Gi, 1500M or 1073741824."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGTE]i?|k)?", str(q))
+    check(m, f"cannot read the quantity {q!r}")
+    mult = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "E": 10**18,
+            "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Ei": 1 << 60}[m.group(2)]
+    return int(float(m.group(1)) * mult)
 
 
 def test_every_overlay_renders():
@@ -54,10 +87,12 @@ def test_every_overlay_renders():
         check(render(which), f"{which} renders nothing")
 
 
-def test_six_deployments_and_services():
+def test_six_workloads_and_services():
     for which in ("base", "dev", "prod"):
-        d = _deploys(which)
-        check(set(d) == set(SERVICES), f"{which}: deployments {sorted(d)}")
+        ws = _workload_list(which)
+        kinds = sorted((w["metadata"]["name"], w["kind"]) for w in ws)
+        check(kinds == sorted(WORKLOAD_KIND.items()),
+              f"{which}: workloads {kinds}, want {sorted(WORKLOAD_KIND.items())}")
         for name, (_, port) in SERVICES.items():
             svc = one(which, "Service", name)
             check(svc["spec"].get("type", "ClusterIP") == "ClusterIP",
@@ -68,7 +103,7 @@ def test_six_deployments_and_services():
 def test_probes_resources_and_security():
     problems = []
     for which in ("dev", "prod"):
-        for name, d in _deploys(which).items():
+        for name, d in _workloads(which).items():
             pod = d["spec"]["template"]["spec"]
             port = SERVICES[name][1]
             psc = pod.get("securityContext", {})
@@ -103,23 +138,76 @@ def test_probes_resources_and_security():
     fail_list(problems, "pod problems")
 
 
-def test_producer_spool_is_an_emptydir():
-    for which in ("dev", "prod"):
-        pod = _deploys(which)["producer"]["spec"]["template"]["spec"]
+def test_producer_spool_is_a_persistent_volume_of_a_statefulset():
+    """Accepted events spooled while Kafka is down must outlive the pod
+    (deletion, eviction, rescheduling, scale-in): the spool directory is a
+    volumeClaimTemplates claim of the producer's StatefulSet, big enough
+    for spool.max_bytes, never deleted with the pod or the StatefulSet."""
+    problems = []
+    for which in ("base", "dev", "prod"):
+        sts = one(which, "StatefulSet", "producer")
+        spec = sts["spec"]
+        pod = spec["template"]["spec"]
+        labels = spec["template"]["metadata"]["labels"]
         mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
-        check("/var/lib/logpipe/spool" in mounts, f"{which}: no spool mount")
-        vol = [v for v in pod["volumes"] if v["name"] == mounts["/var/lib/logpipe/spool"]][0]
-        check("emptyDir" in vol, f"{which}: the spool volume is not an emptyDir")
+        name = mounts.get(SPOOL_DIR)
+        if name is None:
+            problems.append(f"{which}: nothing is mounted at {SPOOL_DIR}")
+            continue
+        if any(v["name"] == name for v in pod.get("volumes", [])):
+            problems.append(f"{which}: the spool {name!r} is a pod volume, not a claim template")
+        claims = {c["metadata"]["name"]: c["spec"] for c in spec.get("volumeClaimTemplates", [])}
+        claim = claims.get(name)
+        if claim is None:
+            problems.append(f"{which}: no volumeClaimTemplate {name!r} for the spool")
+            continue
+        if claim.get("accessModes") != ["ReadWriteOnce"]:
+            problems.append(f"{which}: spool accessModes {claim.get('accessModes')}")
+        if which == "base" and "storageClassName" in claim:
+            problems.append("base: the spool names a StorageClass (leave it to the overlay)")
         env = _env_of(which, "producer")
-        check(env.get("LOGPIPE_SPOOL_DIR") == "/var/lib/logpipe/spool",
-              f"{which}: LOGPIPE_SPOOL_DIR is {env.get('LOGPIPE_SPOOL_DIR')}")
+        if env.get("LOGPIPE_SPOOL_DIR") != SPOOL_DIR:
+            problems.append(f"{which}: LOGPIPE_SPOOL_DIR is {env.get('LOGPIPE_SPOOL_DIR')}")
+        # The spool may use max_bytes plus a drained segment not yet deleted;
+        # a tenth more covers the filesystem's metadata and root's reserve.
+        size = _quantity(claim["resources"]["requests"]["storage"])
+        need = int(env["LOGPIPE_SPOOL_MAX_BYTES"]) + int(env.get("LOGPIPE_SPOOL_SEGMENT_BYTES",
+                                                                 SPOOL_SEGMENT_DEFAULT))
+        if size < need * 1.1:
+            problems.append(f"{which}: spool claim {size} bytes < 1.1 x {need} "
+                            "(LOGPIPE_SPOOL_MAX_BYTES + one segment)")
+        ret = spec.get("persistentVolumeClaimRetentionPolicy", {})
+        for when in ("whenDeleted", "whenScaled"):
+            if ret.get(when, "Retain") != "Retain":
+                problems.append(f"{which}: {when} {ret[when]} would delete spooled events")
+        psc = pod.get("securityContext", {})
+        if psc.get("fsGroup") != psc.get("runAsGroup") or not psc.get("fsGroup"):
+            problems.append(f"{which}: fsGroup {psc.get('fsGroup')} does not let uid "
+                            f"{psc.get('runAsUser')} (group {psc.get('runAsGroup')}) write the claim")
+        gov = [s for s in objs(which, "Service") if s["metadata"]["name"] == spec.get("serviceName")]
+        if not gov or gov[0]["spec"].get("clusterIP") != "None" or \
+                not _selects(gov[0]["spec"].get("selector"), labels):
+            problems.append(f"{which}: serviceName {spec.get('serviceName')!r} is not a headless "
+                            "Service selecting the producer's pods")
+        svc = one(which, "Service", "producer")
+        if svc["spec"].get("clusterIP") == "None" or not _selects(svc["spec"].get("selector"), labels):
+            problems.append(f"{which}: Service producer must be a ClusterIP selecting the pods")
+        upstream = _env_of(which, "gateway").get("LOGPIPE_UPSTREAM_PRODUCER", "")
+        if not re.match(r"https?://producer:8081/?$", upstream):
+            problems.append(f"{which}: the gateway's producer upstream is {upstream!r}, not "
+                            "the ClusterIP Service producer")
+    fail_list(problems, "spool problems")
 
 
-def test_autoscaling_for_the_four_stateless_stages():
+def test_autoscaling_of_gateway_producer_enricher_consumer():
     for which in ("dev", "prod"):
         hpas = {h["spec"]["scaleTargetRef"]["name"]: h for h in objs(which, "HorizontalPodAutoscaler")}
         check(set(hpas) == HPA, f"{which}: HPAs for {sorted(hpas)}, want {sorted(HPA)}")
         for name, h in hpas.items():
+            ref = h["spec"]["scaleTargetRef"]
+            check((ref.get("apiVersion"), ref.get("kind")) == ("apps/v1", WORKLOAD_KIND[name]),
+                  f"{which}/{name}: the HPA targets {ref.get('apiVersion')} {ref.get('kind')}, "
+                  f"the service runs as a {WORKLOAD_KIND[name]}")
             s = h["spec"]
             check(1 <= s["minReplicas"] <= s["maxReplicas"], f"{which}/{name}: replicas range")
             if name in PARTITION_CAP:
@@ -130,8 +218,12 @@ def test_autoscaling_for_the_four_stateless_stages():
 
 def test_disruption_budgets():
     for which in ("dev", "prod"):
-        pdbs = {p["metadata"]["name"] for p in objs(which, "PodDisruptionBudget")}
-        check(set(SERVICES) <= pdbs, f"{which}: PDBs {sorted(pdbs)}")
+        pdbs = {p["metadata"]["name"]: p for p in objs(which, "PodDisruptionBudget")}
+        check(set(SERVICES) <= set(pdbs), f"{which}: PDBs {sorted(pdbs)}")
+        for name, w in _workloads(which).items():
+            labels = w["spec"]["template"]["metadata"]["labels"]
+            check(_selects(pdbs[name]["spec"].get("selector"), labels),
+                  f"{which}: PDB {name} does not select the pods of {w['kind']} {name}")
 
 
 def test_only_the_gateway_is_reachable_from_outside():
@@ -157,9 +249,10 @@ def test_only_the_gateway_is_reachable_from_outside():
 
 
 def test_dev_runs_its_infrastructure_prod_points_outside():
-    dev = {s["metadata"]["name"] for s in objs("dev", "StatefulSet")}
-    check(dev == {"kafka", "postgres", "redis"}, f"dev StatefulSets {sorted(dev)}")
-    check(not objs("prod", "StatefulSet"), "prod must not run StatefulSets")
+    dev = {s["metadata"]["name"] for s in objs("dev", "StatefulSet") if not _is_logpipe(s)}
+    check(dev == {"kafka", "postgres", "redis"}, f"dev infrastructure StatefulSets {sorted(dev)}")
+    prod = [s["metadata"]["name"] for s in objs("prod", "StatefulSet") if not _is_logpipe(s)]
+    check(not prod, f"prod must not run infrastructure StatefulSets: {prod}")
     ext = {s["metadata"]["name"]: s["spec"] for s in objs("prod", "Service")
            if s["spec"].get("type") == "ExternalName"}
     check({"postgres", "redis"} <= set(ext), f"prod external services {sorted(ext)}")
@@ -200,7 +293,7 @@ def _env_of(which, name):
     """The LOGPIPE_* environment a container gets from its ConfigMaps
     (plus the names of its Secret-sourced variables, valued '<secret>')."""
     cms = {c["metadata"]["name"]: c.get("data", {}) for c in objs(which, "ConfigMap")}
-    c = _deploys(which)[name]["spec"]["template"]["spec"]["containers"][0]
+    c = _workloads(which)[name]["spec"]["template"]["spec"]["containers"][0]
     env = {}
     for ref in c.get("envFrom", []):
         env.update(cms[ref["configMapRef"]["name"]])
@@ -273,7 +366,7 @@ def test_services_accept_their_k8s_settings():
 
 
 def test_prod_images_are_pinned():
-    for name, d in _deploys("prod").items():
+    for name, d in _workloads("prod").items():
         pod = d["spec"]["template"]["spec"]
         for c in pod.get("initContainers", []) + pod["containers"]:
             img = c["image"]
