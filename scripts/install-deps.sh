@@ -4,7 +4,8 @@
 # Idempotent and fast when everything is already there: each Debian package is
 # checked with dpkg-query first, and apt-get (with its `update`) runs only when
 # something is missing. Then the Kafka broker jars are fetched from Maven
-# Central into .cache/kafka/libs once; a marker file records a complete fetch.
+# Central into .cache/kafka/libs once; a marker file records a complete fetch,
+# and playwright-core (the browser test's driver) from the npm registry.
 set -eu
 
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ cd "$(dirname "$0")/.."
 PKGS="build-essential pkg-config librdkafka-dev libhiredis-dev libpq-dev
 libcivetweb-dev libjansson-dev libconfig-dev libcmocka-dev libcurl4-openssl-dev
 uuid-dev clang libclang-rt-14-dev postgresql redis-server default-jre-headless maven
-python3-pytest python3-psycopg2 python3-requests curl procps"
+python3-pytest python3-psycopg2 python3-requests curl procps chromium nodejs"
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 
@@ -29,6 +30,13 @@ for p in $PKGS; do
 	if [ "$p" = default-jre-headless ] && command -v java >/dev/null 2>&1; then
 		continue
 	fi
+	# Any node with its npm (nodesource's package bundles npm) will do;
+	# Debian's nodejs needs its separate npm package.
+	if [ "$p" = nodejs ]; then
+		command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && continue
+		missing="$missing nodejs npm"
+		continue
+	fi
 	missing="$missing $p"
 done
 
@@ -41,6 +49,13 @@ if [ -n "$missing" ]; then
 	# shellcheck disable=SC2086
 	$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
+
+# playwright-core for the dashboard's browser test (tests/browser), at the
+# version its package-lock.json pins, from the npm registry into the ignored
+# tests/browser/node_modules, npm's cache in the ignored .cache/npm.  The
+# browser itself is Debian's chromium above.
+tests/browser/run.sh --install-only >/dev/null ||
+	say "the browser test's prerequisites are missing (tests/browser/run.sh --install-only)"
 
 # Kafka 3.9.1 (KRaft, single node) for the local runner and integration tests.
 KAFKA_LIBS=.cache/kafka/libs

@@ -14,11 +14,15 @@
 # browser downloaded by a test tool; playwright-core comes from the npm
 # registry at the version pinned in package.json and package-lock.json,
 # installed into tests/browser/node_modules (ignored by git) with the
-# machine's npm.  The last line is always "N passed, N failed".
+# machine's npm, npm's cache in .cache/npm (ignored too).  The last line is always "N passed, N failed".
 set -u
 cd "$(dirname "$0")"
 
 CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+# npm's download cache beside the Kafka jars, in the repository's ignored
+# .cache, not in the user's home.
+npm_config_cache=${npm_config_cache:-$(cd ../.. && pwd)/.cache/npm}
+export npm_config_cache
 export CHROMIUM
 
 say() { echo "browser-test: $*" >&2; }
