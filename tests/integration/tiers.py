@@ -3,14 +3,15 @@
 `make test` (and CI) runs the integration suite's core tier: every
 capability is exercised there at least once against the real binaries and
 infrastructure.  The tests below take minutes each (outages of Kafka or
-PostgreSQL, kill -9 drills, rate accuracy over time, the browser, the
-chaos run, benchmarks); they run with `make integration`, `make chaos`, or
-any suite when LOGPIPE_FULL=1 is set.  Everything here is still a real test
-that can fail: it is only scheduled less often.
+PostgreSQL, kill -9 drills, rate accuracy over time, benchmarks); they run
+with `make integration`, or any suite when LOGPIPE_FULL=1 is set.
+Everything here is still a real test that can fail: it is only scheduled
+less often.  The default chaos run (test_chaos.py), the dashboard in
+Chromium and the pipeline view are in the core tier: issues 6 and 7 want
+them in every `make test`.
 """
 
 SLOW = {
-    "test_chaos.py": {"test_default_chaos_run_loses_nothing"},
     "test_consumer.py": {
         "test_postgres_restart_mid_stream",
         "test_kill9_mid_stream_loses_and_doubles_nothing",
@@ -19,7 +20,6 @@ SLOW = {
         "test_bench_store_rate",
         "test_bench_query_latency",
     },
-    "test_dashboard_browser.py": {"test_dashboard_in_chromium"},
     "test_enricher.py": {
         "test_outage_flows_partial_then_complete",
         "test_tier1_keeps_known_hosts_complete_during_outage",
@@ -40,10 +40,6 @@ SLOW = {
     "test_infra.py": {
         "test_kill9_restart_and_stop_leave_no_process",
         "test_runner_starts_supervises_and_stops_cleanly",
-    },
-    "test_pipeline_view.py": {
-        "test_generator_run_shows_streaming_then_everything_stored",
-        "test_fields_are_null_when_a_source_is_down",
     },
     "test_spool.py": {
         "test_kafka_down_spools_then_drains_exactly_once",
