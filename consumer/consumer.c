@@ -832,7 +832,12 @@ struct consumer *consumer_start(const struct consumer_settings *s, char *err, si
 	struct consumer *c = lp_xcalloc(1, sizeof(*c));
 	struct lp_http_opts ho = { 0 };
 	static const char *const dlq_props[] = { "message.timeout.ms", "10000", NULL };
-	static const char *const consumer_props[] = { "auto.offset.reset", "earliest", NULL };
+	/* A consumer that died (kill -9) keeps its partitions until its session
+	 * times out; 10 s instead of librdkafka's 45 s lets a restarted one (or
+	 * another member) take over sooner.  Heartbeats come from librdkafka's
+	 * own thread every 3 s, also while the loop waits for the database. */
+	static const char *const consumer_props[] = { "auto.offset.reset", "earliest",
+						      "session.timeout.ms", "10000", NULL };
 
 	c->s = s;
 	c->seed = (unsigned)lp_now_us();

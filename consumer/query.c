@@ -424,11 +424,16 @@ static void build_page_where(const struct query_filter *f, struct query_sql *q)
 	}
 }
 
+/* ORDER BY names the table's columns: a bare "id" would mean the output
+ * column id::text (output names win in ORDER BY), whose order no index has
+ * and which is not the uuid order the cursor compares with; every page would
+ * then sort all the matching rows. */
 void query_build_list(const struct query_filter *f, struct query_sql *q)
 {
 	lp_buf_adds(&q->sql, "SELECT " QUERY_ROW_COLUMNS " FROM log_events");
 	build_page_where(f, q);
-	lp_buf_addf(&q->sql, " ORDER BY ts DESC, id DESC LIMIT $%d", param_int(q, f->limit + 1));
+	lp_buf_addf(&q->sql, " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $%d",
+		    param_int(q, f->limit + 1));
 }
 
 int query_probe_cap(const struct query_filter *f)
@@ -449,7 +454,7 @@ void query_build_get(const char *id, const char *tenant, struct query_sql *q)
 		    param_str(q, id));
 	if (tenant)
 		lp_buf_addf(&q->sql, " AND tenant = $%d", param_str(q, tenant));
-	lp_buf_adds(&q->sql, " ORDER BY ts DESC LIMIT 1");
+	lp_buf_adds(&q->sql, " ORDER BY log_events.ts DESC LIMIT 1");
 }
 
 void query_build_stats(const struct query_filter *f, struct query_sql *q)
@@ -513,6 +518,10 @@ static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms,
 {
 	char sql[200];
 	PGresult *res;
+
+	/* What is left of a budget may be nothing; 0 would mean no limit. */
+	if (timeout_ms < 1)
+		timeout_ms = 1;
 
 	/* Parallel workers are left to the usual plan: starting them costs more
 	 * than the few rows a bitmap plan is chosen for. */

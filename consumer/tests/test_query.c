@@ -145,8 +145,8 @@ static void test_defaults(void **state)
 
 	query_sql_init(&q);
 	query_build_list(&f, &q);
-	assert_non_null(strstr(q.sql.buf, " FROM log_events WHERE true ORDER BY ts DESC, id DESC "
-					  "LIMIT $1"));
+	assert_non_null(strstr(q.sql.buf, " FROM log_events WHERE true ORDER BY log_events.ts "
+					  "DESC, log_events.id DESC LIMIT $1"));
 	assert_int_equal(q.nparams, 1);
 	assert_string_equal(q.params[0], "51");
 	query_sql_release(&q);
@@ -183,7 +183,7 @@ static void test_every_filter(void **state)
 			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $6)"
 			    " AND ts >= $7::timestamptz AND ts < $8::timestamptz"
 			    " AND ts <= $9::timestamptz AND (ts < $9::timestamptz OR id < $10::uuid)"
-			    " ORDER BY ts DESC, id DESC LIMIT $11");
+			    " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $11");
 	assert_int_equal(q.nparams, 11);
 	assert_string_equal(q.params[0], "api");
 	assert_string_equal(q.params[1], "web-1");

@@ -19,10 +19,8 @@ What is checked:
 
 Each test uses its own topics and its own database.  Records are written to
 and read from Kafka with tests/bench/kafkatool.c, compiled once per session.
-Every wait is bounded.
-
-Set LOGPIPE_BENCH=1 to also run test_bench_store_rate: events/s stored by one
-consumer beside `psql \\copy` of the same rows into the same table.
+Every wait is bounded.  The store rate and the query latency on ten million
+rows are measured by tests/bench/storage_bench.py (make bench BENCH=storage).
 """
 
 import json
@@ -40,7 +38,6 @@ import psycopg2
 import pytest
 import requests
 
-import infra as lp
 
 REPO = Path(__file__).resolve().parents[2]
 KAFKATOOL_SRC = REPO / "tests" / "bench" / "kafkatool.c"
@@ -172,6 +169,11 @@ def test_stores_each_event_once(infra, services, topics, pg_dsn, kafkatool):
     produce(kafkatool, brokers, topics["partial"], [resent])  # a later batch
     wait_until("64 records consumed", lambda: metric(url, "log_events_consumed_total") >= 64)
     wait_until("all stored", lambda: stored_count(pg_dsn) == (61, 61))
+    # "Consumed" counts a record when its batch is gathered; wait until every
+    # one is either stored or counted as a duplicate.
+    wait_until("64 records stored or skipped",
+               lambda: metric(url, "log_events_processed_total")
+               + metric(url, "log_events_duplicates_total") >= 64)
     time.sleep(0.5)
     assert stored_count(pg_dsn) == (61, 61)
     assert metric(url, "log_events_processed_total") == 61
@@ -529,173 +531,3 @@ def test_end_to_end_through_producer_and_enricher(infra, services, topics, pg_ds
         assert got["service"] == b["source"]
     assert get_logs(url, tenant="my-org")["logs"][0]["id"] == ids[0]
     assert get_logs(url, to="1234567890001")["logs"][0]["correlation_id"] == "test-1"
-
-
-# ---- benchmark ------------------------------------------------------------------------
-
-COLUMNS = ("id, ts, received_at, level, level_rank, service, host, source_ip, tenant, "
-           "correlation_id, message, attributes, enrichment, enrichment_status, kafka_topic, "
-           "kafka_partition, kafka_offset")
-
-
-@pytest.mark.skipif(not os.environ.get("LOGPIPE_BENCH"), reason="set LOGPIPE_BENCH=1")
-def test_bench_store_rate(infra, services, topics, pg_dsn, kafkatool, tmp_path):
-    """Events/s stored by one consumer vs psql \\copy of the same rows."""
-    n = int(os.environ.get("LOGPIPE_BENCH_EVENTS", "200000"))
-    rnd = random.Random(7)
-    words = ("user login request payment order timeout database cache miss hit retry "
-             "failed connection refused started stopped disk memory latency").split()
-    now = datetime.now(timezone.utc)
-    events = [event(now - timedelta(milliseconds=7 * i), level=rnd.choice(LEVELS),
-                    message=" ".join(rnd.choice(words) for _ in range(12)) + f" #{i}",
-                    service=f"svc-{i % 20}", host=f"host-{i % 50}", source_ip="10.0.0.1",
-                    tenant=f"t{i % 5}", correlation_id=f"c-{i}",
-                    attributes={"i": i, "path": "/api/v1/x"},
-                    enrichment={"status": "complete", "team": "core", "datacenter": "dc1"})
-              for i in range(n)]
-    for i in range(0, n, 20000):
-        produce(kafkatool, infra.kafka.bootstrap, topics["complete"], events[i:i + 20000])
-    psql = lp._psql()
-
-    def copy_in(path):
-        sql(pg_dsn, "TRUNCATE log_events")
-        sql(pg_dsn, "CHECKPOINT")
-        t0 = time.monotonic()
-        subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", pg_dsn, "-c",
-                        f"\\copy log_events ({COLUMNS}) FROM '{path}'"], check=True,
-                       timeout=600)
-        return time.monotonic() - t0
-
-    def consumer_run(group):
-        sql(pg_dsn, "TRUNCATE log_events")
-        sql(pg_dsn, "CHECKPOINT")
-        svc = services("consumer", topics=topics, pg_dsn=pg_dsn,
-                       config={"consumer": {"kafka.group": group}})
-        url = services.url("consumer")
-        # From the first stored batch on, so that start-up and the group join
-        # are not counted; the rate is scaled back to n events.
-        n0 = wait_until("a first batch", lambda: metric(url, "log_events_processed_total"),
-                        timeout=120, interval=0.01)
-        t0 = time.monotonic()
-        wait_until("all stored", lambda: metric(url, "log_events_processed_total") >= n,
-                   timeout=600, interval=0.02)
-        took = (time.monotonic() - t0) * n / (n - n0)
-        svc["consumer"].stop()
-        return took
-
-    took_consumer = [consumer_run(f"bench-{uuid.uuid4().hex[:6]}")]
-    rows = tmp_path / "rows.copy"
-    os.chmod(tmp_path, 0o755)
-    subprocess.run([psql, "-X", "-q", "-d", pg_dsn, "-c",
-                    f"\\copy (SELECT {COLUMNS} FROM log_events) TO '{rows}'"], check=True)
-    took_copy = [copy_in(rows)]
-    took_consumer.append(consumer_run(f"bench-{uuid.uuid4().hex[:6]}"))
-    took_copy.append(copy_in(rows))
-    c, p = min(took_consumer), min(took_copy)
-    print(f"\nbench: {n} events; consumer {n / c:.0f} events/s (best of {took_consumer}); "
-          f"psql \\copy {n / p:.0f} rows/s (best of {took_copy}); ratio {p / c:.0%}")
-
-
-# Rows for the query benchmark, made by PostgreSQL itself: `rows` events 60 ms
-# apart going back from now (10 M rows span 6.9 days), 20 services, 50 hosts,
-# 5 tenants, levels 5/15/60/12/7/1 % TRACE..FATAL, eight words out of forty plus
-# a word "reqN" shared by one row in 100,000.  Indexes are built after the load.
-BENCH_LOAD_SQL = """
-SELECT logpipe_ensure_partitions(8, 1);
-DROP INDEX log_events_ts_idx, log_events_service_ts_idx, log_events_level_ts_idx,
-           log_events_host_ts_idx, log_events_tenant_ts_idx, log_events_message_fts_idx;
-ALTER TABLE log_events DROP CONSTRAINT log_events_pkey;
-INSERT INTO log_events (id, ts, received_at, level, level_rank, service, host, source_ip,
-                        tenant, correlation_id, message, attributes, enrichment,
-                        enrichment_status, kafka_topic, kafka_partition, kafka_offset)
-SELECT gen_random_uuid(), t, t, (ARRAY['TRACE','DEBUG','INFO','WARN','ERROR','FATAL'])[r + 1],
-       r, 'svc-' || (g % 20), 'host-' || (g % 50), '10.0.0.' || (g % 250), 't' || (g % 5),
-       'c-' || g,
-       w[1 + (g * 7) % 40] || ' ' || w[1 + (g * 13) % 40] || ' ' || w[1 + (g * 17) % 40] || ' ' ||
-       w[1 + (g * 29) % 40] || ' ' || w[1 + (g * 31) % 40] || ' ' || w[1 + (g * 37) % 40] || ' ' ||
-       w[1 + (g * 41) % 40] || ' ' || w[1 + (g * 43) % 40] || ' req' || (g % 100000),
-       jsonb_build_object('i', g, 'path', '/api/v1/x'),
-       '{"status":"complete","team":"core","datacenter":"dc1"}', 'complete', 'bench', g % 6, g
-FROM generate_series(1, {rows}) g,
-     LATERAL (SELECT now() - g * interval '60 ms' AS t,
-                     CASE WHEN (g * 31) % 100 < 5 THEN 0 WHEN (g * 31) % 100 < 20 THEN 1
-                          WHEN (g * 31) % 100 < 80 THEN 2 WHEN (g * 31) % 100 < 92 THEN 3
-                          WHEN (g * 31) % 100 < 99 THEN 4 ELSE 5 END AS r) x,
-     (SELECT string_to_array('user login request payment order timeout database cache miss '
-             'hit retry failed succeeded connection refused started stopped disk memory cpu '
-             'latency queue worker job scheduled completed error warning upstream downstream '
-             'session token expired invalid checkout cart search index shard replica', ' ')
-             AS w) words;
-ALTER TABLE log_events ADD PRIMARY KEY (id, ts);
-CREATE INDEX log_events_ts_idx ON log_events (ts DESC);
-CREATE INDEX log_events_service_ts_idx ON log_events (service, ts DESC);
-CREATE INDEX log_events_level_ts_idx ON log_events (level_rank, ts DESC);
-CREATE INDEX log_events_host_ts_idx ON log_events (host, ts DESC);
-CREATE INDEX log_events_tenant_ts_idx ON log_events (tenant, ts DESC);
-CREATE INDEX log_events_message_fts_idx ON log_events USING gin (to_tsvector('simple', message));
-"""
-
-
-@pytest.mark.skipif(not os.environ.get("LOGPIPE_BENCH"), reason="set LOGPIPE_BENCH=1")
-def test_bench_query_latency(infra, services, topics, pg_dsn):
-    """p50/p99 of each filter through the API on a large table.
-
-    LOGPIPE_BENCH_DSN names an already loaded database (BENCH_LOAD_SQL);
-    otherwise LOGPIPE_BENCH_ROWS (default 10,000,000) rows are loaded into a
-    fresh one first, which takes a while."""
-    dsn = os.environ.get("LOGPIPE_BENCH_DSN")
-    if not dsn:
-        dsn = pg_dsn
-        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
-            n = int(os.environ.get("LOGPIPE_BENCH_ROWS", "10000000"))
-            cur.execute(BENCH_LOAD_SQL.replace("{rows}", str(n)))
-        conn = psycopg2.connect(dsn)
-        conn.autocommit = True
-        conn.cursor().execute("VACUUM ANALYZE log_events")
-        conn.close()
-    rows = sql(dsn, "SELECT count(*) FROM log_events")[0][0]
-    _, url = start_consumer(services, topics, dsn, retention_days=0)
-    s = requests.Session()
-    now = datetime.now(timezone.utc)
-    some_id = sql(dsn, "SELECT id::text FROM log_events WHERE ts < now() - interval '2 days' "
-                       "LIMIT 1")[0][0]
-    page1 = s.get(url + "/api/logs", timeout=30).json()
-    deep = s.get(url + "/api/logs", params={"to": rfc3339(now - timedelta(days=3)), "limit": 1},
-                 timeout=30).json()["next_cursor"]
-    hour = {"from": rfc3339(now - timedelta(days=3, hours=1)),
-            "to": rfc3339(now - timedelta(days=3))}
-    cases = [
-        ("newest 50", "/api/logs", {}),
-        ("service", "/api/logs", {"service": "svc-7"}),
-        ("host", "/api/logs", {"host": "host-13"}),
-        ("tenant", "/api/logs", {"tenant": "t3"}),
-        ("level=ERROR", "/api/logs", {"level": "ERROR"}),
-        ("level=FATAL", "/api/logs", {"level": "FATAL"}),
-        ("min_level=ERROR", "/api/logs", {"min_level": "ERROR"}),
-        ("text (common word)", "/api/logs", {"text": "timeout"}),
-        ("text (two words)", "/api/logs", {"text": "payment refused"}),
-        ("text (rare word)", "/api/logs", {"text": "req12345"}),
-        ("1 hour, 3 days ago", "/api/logs", hour),
-        ("service+level+1 day", "/api/logs",
-         {"service": "svc-3", "level": "ERROR", "from": rfc3339(now - timedelta(days=1))}),
-        ("page 2 (cursor)", "/api/logs", {"cursor": page1["next_cursor"]}),
-        ("cursor 3 days back", "/api/logs", {"cursor": deep}),
-        ("limit=1000", "/api/logs", {"limit": 1000}),
-        ("by id", f"/api/logs/{some_id}", {}),
-        ("stats, 1 hour", "/api/stats", hour),
-        ("stats, 24 hours", "/api/stats", {}),
-    ]
-    print(f"\nbench: query latency through the API, {rows} rows")
-    for name, path, params in cases:
-        runs = 5 if name.startswith("stats, 24") else 50
-        took = []
-        for i in range(runs + 3):
-            t0 = time.monotonic()
-            r = s.get(url + path, params=params, timeout=60)
-            if i >= 3:
-                took.append((time.monotonic() - t0) * 1000)
-            assert r.status_code == 200, (name, r.text)
-        took.sort()
-        p99 = took[min(len(took) - 1, int(len(took) * 0.99))]
-        print(f"  {name:22s} p50 {took[len(took) // 2]:8.1f} ms   p99 {p99:8.1f} ms "
-              f"({runs} runs)")

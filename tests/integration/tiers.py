@@ -12,14 +12,6 @@ them in every `make test`.
 """
 
 SLOW = {
-    "test_consumer.py": {
-        "test_postgres_restart_mid_stream",
-        "test_kill9_mid_stream_loses_and_doubles_nothing",
-        "test_pages_walk_everything_once_under_inserts",
-        "test_end_to_end_through_producer_and_enricher",
-        "test_bench_store_rate",
-        "test_bench_query_latency",
-    },
     "test_enricher.py": {
         "test_outage_flows_partial_then_complete",
         "test_tier1_keeps_known_hosts_complete_during_outage",

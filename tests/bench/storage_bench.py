@@ -1,0 +1,412 @@
+#!/usr/bin/python3
+"""storage_bench.py - one logpipe-consumer's store rate beside psql \\copy, and
+the query API's latency per filter on a large log_events table.
+
+    /usr/bin/python3 tests/bench/storage_bench.py [--events N] [--rounds R]
+                                                  [--rows M] [--runs K]
+                                                  [--only store|query] [--hold S]
+
+On a private Kafka and PostgreSQL started with deploy/local/infra.py (the
+integration tests' helpers), unique topics, the migrations of
+deploy/migrations:
+
+  store   N events (default 200,000; 20 services, 50 hosts, 5 tenants, a
+          twelve-word message, attributes and enrichment objects) written to
+          the complete topic, then, R times (default 2) in alternation on an
+          emptied table after a CHECKPOINT:
+            consumer  one consumer with default settings and a fresh group
+                      reads and stores them all: events/s from its first
+                      stored batch to the last (so start-up and the group
+                      join are not counted), scaled to N;
+            \\copy     psql \\copy of the very rows the consumer stored
+                      (exported once with \\copy ... TO) into the same table
+                      with the same indexes: the ceiling.
+          The best of each, and consumer/\\copy as a ratio.
+  query   M rows (default 10,000,000) made by PostgreSQL itself with
+          generate_series (60 ms apart back from now, 6.9 days for 10 M;
+          levels 5/15/60/12/7/1 % TRACE..FATAL; eight words out of forty and
+          a word "reqN" shared by one row in 100,000), indexes rebuilt after
+          the load, VACUUM ANALYZE; then K (default 50) requests per case
+          through the consumer's HTTP API after 3 warm-up ones: p50 and p99.
+
+Prints a report with the machine and the load average; nothing is written
+to the repository.  Builds build/bin/logpipe-consumer if missing; set
+LOGPIPE_BIN_DIR to use other binaries.  Loopback only; everything it starts
+is stopped on exit.
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "deploy" / "local"))
+import infra as lp  # noqa: E402
+
+LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
+COLUMNS = ("id, ts, received_at, level, level_rank, service, host, source_ip, tenant, "
+           "correlation_id, message, attributes, enrichment, enrichment_status, kafka_topic, "
+           "kafka_partition, kafka_offset")
+
+# The rows of the query benchmark (see the module comment).
+LOAD_SQL = """
+INSERT INTO log_events (""" + COLUMNS + """)
+SELECT gen_random_uuid(), t, t, (ARRAY['TRACE','DEBUG','INFO','WARN','ERROR','FATAL'])[r + 1],
+       r, 'svc-' || (g % 20), 'host-' || (g % 50), '10.0.0.' || (g % 250), 't' || (g % 5),
+       'c-' || g,
+       w[1 + (g * 7) % 40] || ' ' || w[1 + (g * 13) % 40] || ' ' || w[1 + (g * 17) % 40] || ' ' ||
+       w[1 + (g * 29) % 40] || ' ' || w[1 + (g * 31) % 40] || ' ' || w[1 + (g * 37) % 40] || ' ' ||
+       w[1 + (g * 41) % 40] || ' ' || w[1 + (g * 43) % 40] || ' req' || (g % 100000),
+       jsonb_build_object('i', g, 'path', '/api/v1/x'),
+       '{"status":"complete","team":"core","datacenter":"dc1"}', 'complete', 'bench', g % 6, g
+FROM generate_series(1, {rows}) g,
+     LATERAL (SELECT now() - g * interval '60 ms' AS t,
+                     CASE WHEN (g * 31) % 100 < 5 THEN 0 WHEN (g * 31) % 100 < 20 THEN 1
+                          WHEN (g * 31) % 100 < 80 THEN 2 WHEN (g * 31) % 100 < 92 THEN 3
+                          WHEN (g * 31) % 100 < 99 THEN 4 ELSE 5 END AS r) x,
+     (SELECT string_to_array('user login request payment order timeout database cache miss '
+             'hit retry failed succeeded connection refused started stopped disk memory cpu '
+             'latency queue worker job scheduled completed error warning upstream downstream '
+             'session token expired invalid checkout cart search index shard replica', ' ')
+             AS w) words;
+"""
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def load_avg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def psql(dsn, sql, timeout=3600):
+    """Runs sql with psql; returns its unaligned, tuples-only output."""
+    r = subprocess.run([lp._psql(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                        "-d", dsn, "-c", sql], capture_output=True, text=True,
+                       timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"psql failed: {r.stderr.strip()}\n{sql[:200]}")
+    return r.stdout.strip()
+
+
+def build_kafkatool(tmp):
+    out = tmp / "kafkatool"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out),
+                    str(REPO / "tests" / "bench" / "kafkatool.c")] + flags, check=True)
+    return str(out)
+
+
+def processed(port):
+    """log_events_processed_total of the consumer on port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("log_events_processed_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def rfc3339(dt):
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def event_lines(n):
+    rnd = random.Random(7)
+    words = ("user login request payment order timeout database cache miss hit retry "
+             "failed connection refused started stopped disk memory latency").split()
+    now = datetime.now(timezone.utc)
+    out = []
+    for i in range(n):
+        ts = rfc3339(now - timedelta(milliseconds=7 * i))
+        out.append(json.dumps({
+            "id": str(uuid.uuid4()), "schema_version": 1, "timestamp": ts,
+            "received_at": ts, "level": rnd.choice(LEVELS),
+            "message": " ".join(rnd.choice(words) for _ in range(12)) + f" #{i}",
+            "service": f"svc-{i % 20}", "host": f"host-{i % 50}", "source_ip": "10.0.0.1",
+            "tenant": f"t{i % 5}", "correlation_id": f"c-{i}",
+            "attributes": {"i": i, "path": "/api/v1/x"},
+            "enrichment": {"status": "complete", "team": "core", "datacenter": "dc1"}}))
+    return "\n".join(out) + "\n"
+
+
+class Bench:
+    def __init__(self, inf, tmp, topics):
+        self.inf = inf
+        self.tmp = tmp
+        self.topics = topics
+        self.dsn = inf.postgres.dsn
+        self.procs = []
+
+    def consumer(self, group, **extra):
+        port = lp.free_port()
+        cfg = {"kafka.group": group, "retention.days": 0}
+        cfg.update(extra)
+        env = lp.service_env("consumer", {"consumer": port}, self.inf, topics=self.topics,
+                             extra=cfg)
+        p = lp.ServiceProc("consumer", env, self.tmp / "logs" / f"consumer-{group}.log", port,
+                           cwd=self.tmp / "consumer")
+        p.start()
+        self.procs.append(p)
+        p.wait_ready(30)
+        return p
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            try:
+                p.stop()
+            except Exception as e:  # noqa: BLE001 - best effort
+                say(f"stopping {p.name}: {e}")
+        self.procs = []
+
+    # ---- store rate ----
+
+    def empty_table(self):
+        psql(self.dsn, "TRUNCATE log_events")
+        psql(self.dsn, "CHECKPOINT")
+
+    def consumer_run(self, n):
+        self.empty_table()
+        p = self.consumer(f"bench-{uuid.uuid4().hex[:8]}")
+        deadline = time.monotonic() + 120
+        while (n0 := processed(p.port)) == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the consumer stored nothing in 120 s")
+            time.sleep(0.005)
+        t0 = time.monotonic()
+        deadline = t0 + 900
+        while (done := processed(p.port)) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {done} of {n} stored in 900 s")
+            time.sleep(0.01)
+        took = (time.monotonic() - t0) * n / (n - n0)
+        self.stop_all()
+        stored = psql(self.dsn, "SELECT count(*), count(DISTINCT id) FROM log_events")
+        if stored != f"{n}|{n}":
+            raise RuntimeError(f"stored (rows|ids) {stored}, expected {n}|{n}")
+        return took
+
+    def copy_run(self, path):
+        self.empty_table()
+        t0 = time.monotonic()
+        psql(self.dsn, f"\\copy log_events ({COLUMNS}) FROM '{path}'")
+        return time.monotonic() - t0
+
+    def store(self, tool, n, rounds):
+        say(f"writing {n} events to {self.topics['complete']} ...")
+        text = event_lines(n)
+        r = subprocess.run([tool, "produce", self.inf.kafka.bootstrap, self.topics["complete"]],
+                           input=text, capture_output=True, text=True, timeout=900)
+        if f"acked {n} failed 0" not in r.stdout:
+            raise RuntimeError(r.stdout + r.stderr)
+        del text
+        rows = self.tmp / "rows.copy"
+        cons, copy = [], []
+        for i in range(rounds):
+            cons.append(self.consumer_run(n))
+            say(f"  consumer round {i + 1}: {n / cons[-1]:,.0f} events/s  (load {load_avg()})")
+            if i == 0:
+                psql(self.dsn, f"\\copy (SELECT {COLUMNS} FROM log_events) TO '{rows}'")
+            copy.append(self.copy_run(rows))
+            say(f"  \\copy round {i + 1}:   {n / copy[-1]:,.0f} rows/s    (load {load_avg()})")
+        c, p = min(cons), min(copy)
+        return {"events": n, "consumer": n / c, "copy": n / p, "ratio": p / c,
+                "consumer_runs": [n / x for x in cons], "copy_runs": [n / x for x in copy]}
+
+    # ---- query latency ----
+
+    def load(self, rows):
+        say(f"loading {rows:,} rows with generate_series ...")
+        t0 = time.monotonic()
+        # The indexes (whatever the migrations made) are dropped for the load
+        # and built again after it, as a bulk load would.
+        idx = psql(self.dsn, "SELECT indexname || '|' || indexdef FROM pg_indexes "
+                             "WHERE schemaname = 'public' AND tablename = 'log_events' "
+                             "AND indexname <> 'log_events_pkey'").splitlines()
+        drops = "".join(f"DROP INDEX {line.split('|', 1)[0]};" for line in idx)
+        psql(self.dsn, "SELECT logpipe_ensure_partitions(8, 1);" + drops +
+             "ALTER TABLE log_events DROP CONSTRAINT log_events_pkey;")
+        psql(self.dsn, "SET maintenance_work_mem = '512MB';" + LOAD_SQL.replace("{rows}",
+                                                                               str(rows)))
+        say(f"  rows in {time.monotonic() - t0:.0f} s; building indexes ...")
+        psql(self.dsn, "SET maintenance_work_mem = '512MB';"
+             "ALTER TABLE log_events ADD PRIMARY KEY (id, ts);" +
+             # pg_indexes spells a partitioned index "ON ONLY", which
+             # would build it for the parent alone.
+             "".join(line.split("|", 1)[1].replace(" ON ONLY ", " ON ") + ";"
+                     for line in idx))
+        psql(self.dsn, "VACUUM ANALYZE log_events")
+        say(f"  loaded and indexed in {time.monotonic() - t0:.0f} s")
+
+    def query(self, rows, runs):
+        if int(psql(self.dsn, "SELECT count(*) FROM log_events")) != rows:
+            self.empty_table()
+            self.load(rows)
+        p = self.consumer(f"bench-q-{uuid.uuid4().hex[:8]}")
+        base = f"http://127.0.0.1:{p.port}"
+
+        def get(path, params):
+            url = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+            t0 = time.monotonic()
+            try:
+                with urllib.request.urlopen(url, timeout=60) as r:
+                    body = r.read()
+            except urllib.error.HTTPError as e:
+                say(f"  {url}: {e.code} {e.read()[:300]!r}")
+                return None, None
+            return (time.monotonic() - t0) * 1000, json.loads(body)
+
+        now = datetime.now(timezone.utc)
+        some_id = psql(self.dsn, "SELECT id FROM log_events WHERE ts < now() - interval "
+                                 "'2 days' LIMIT 1")
+        page1 = get("/api/logs", {})[1]
+        deep = get("/api/logs", {"to": rfc3339(now - timedelta(days=3)), "limit": 1})[1]
+        hour = {"from": rfc3339(now - timedelta(days=3, hours=1)),
+                "to": rfc3339(now - timedelta(days=3))}
+        cases = [
+            ("newest 50, no filter", "/api/logs", {}),
+            ("service", "/api/logs", {"service": "svc-7"}),
+            ("level exact (ERROR, 7 %)", "/api/logs", {"level": "ERROR"}),
+            ("level exact (FATAL, 1 %)", "/api/logs", {"level": "FATAL"}),
+            ("level minimum (>= ERROR)", "/api/logs", {"min_level": "ERROR"}),
+            ("host", "/api/logs", {"host": "host-13"}),
+            ("tenant", "/api/logs", {"tenant": "t3"}),
+            ("text, common word", "/api/logs", {"text": "timeout"}),
+            ("text, two words", "/api/logs", {"text": "payment refused"}),
+            ("text, rare word", "/api/logs", {"text": "req12345"}),
+            ("from/to, 1 hour 3 days ago", "/api/logs", hour),
+            ("combined service+level+1 day", "/api/logs",
+             {"service": "svc-3", "level": "ERROR", "from": rfc3339(now - timedelta(days=1))}),
+            ("combined service+host+tenant", "/api/logs",
+             {"service": "svc-3", "host": "host-13", "tenant": "t3"}),
+            ("next page (cursor)", "/api/logs", {"cursor": page1["next_cursor"]}),
+            ("next page, 3 days back", "/api/logs", {"cursor": deep["next_cursor"]}),
+            ("limit=1000", "/api/logs", {"limit": 1000}),
+            ("by id", f"/api/logs/{some_id}", {}),
+            ("/api/stats, 1 hour", "/api/stats", hour),
+            ("/api/stats, 24 hours", "/api/stats", {}),
+        ]
+        out = []
+        for name, path, params in cases:
+            n = max(5, runs // 10) if "24 hours" in name else runs
+            took, failed = [], 0
+            for i in range(n + 3):
+                ms, got = get(path, params)
+                if ms is None:
+                    failed += 1
+                    continue
+                body = got
+                if i >= 3:
+                    took.append(ms)
+            if not took:
+                out.append({"name": name, "runs": n, "p50": float("nan"),
+                            "p99": float("nan"), "failed": failed})
+                say(f"  {name:32s} every request failed")
+                continue
+            took.sort()
+            res = {"name": name, "runs": n, "p50": took[len(took) // 2],
+                   "p99": took[min(len(took) - 1, int(len(took) * 0.99))], "failed": failed}
+            if path == "/api/logs":
+                res["rows"] = body["count"]
+            out.append(res)
+            say(f"  {name:32s} p50 {res['p50']:8.1f} ms   p99 {res['p99']:8.1f} ms   "
+                f"({n} runs, {failed} failed, load {load_avg()})")
+        self.stop_all()
+        return out
+
+
+def machine():
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"{platform.system()} {platform.release()}")
+
+
+def main():
+    # SIGTERM unwinds like ^C, so that everything started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=200000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rows", type=int, default=10000000)
+    ap.add_argument("--runs", type=int, default=50)
+    ap.add_argument("--only", choices=("store", "query"))
+    ap.add_argument("--hold", type=int, default=0,
+                    help="seconds to keep PostgreSQL up at the end, for a look at it")
+    args = ap.parse_args()
+
+    if not os.environ.get("LOGPIPE_BIN_DIR") and \
+            not (REPO / "build" / "bin" / "logpipe-consumer").exists():
+        subprocess.run(["make", "--no-print-directory", "build/bin/logpipe-consumer"],
+                       cwd=REPO, check=True)
+    tmp = Path(tempfile.mkdtemp(prefix="storebench-"))
+    os.chmod(tmp, 0o711)
+    tool = build_kafkatool(tmp)
+    inf = lp.Infra(tmp)
+    b = None
+    store = query = None
+    try:
+        say(f"starting Kafka, Redis and PostgreSQL in {tmp} ...")
+        inf.start(timeout=150)
+        suffix = uuid.uuid4().hex[:8]
+        topics = {role: f"{t}-{suffix}" for role, t in lp.TOPIC_ROLES.items()}
+        inf.kafka.create_topics({topics[r]: lp.TOPICS[t] for r, t in lp.TOPIC_ROLES.items()},
+                                compacted={topics["metadata"]})
+        b = Bench(inf, tmp, topics)
+        version = psql(inf.postgres.dsn, "SHOW server_version")
+        if args.only != "query":
+            say("== store rate ==")
+            store = b.store(tool, args.events, args.rounds)
+        if args.only != "store":
+            say("== query latency ==")
+            query = b.query(args.rows, args.runs)
+
+        say("\n== storage benchmark ==")
+        say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+        say(f"machine   {machine()}")
+        say(f"setup     PostgreSQL {version} (fsync on, stock settings), single-node Kafka "
+            "(KRaft); one consumer, default settings; everything on loopback")
+        say(f"load      {load_avg()} (load average at the end)")
+        if store:
+            say(f"store     {store['events']:,} events: consumer {store['consumer']:,.0f} "
+                f"events/s, psql \\copy {store['copy']:,.0f} rows/s, ratio "
+                f"{store['ratio']:.0%} (best of {len(store['consumer_runs'])} each; runs "
+                + ", ".join(f"{x:,.0f}" for x in store["consumer_runs"]) + " vs "
+                + ", ".join(f"{x:,.0f}" for x in store["copy_runs"]) + ")")
+        if query:
+            say(f"query     {args.rows:,} rows, through the consumer's HTTP API")
+            say("| filter | p50 ms | p99 ms | failed |")
+            say("|---|---:|---:|---:|")
+            for r in query:
+                say(f"| {r['name']} | {r['p50']:.1f} | {r['p99']:.1f} | {r['failed']} |")
+    finally:
+        if b:
+            b.stop_all()
+        if args.hold > 0:
+            say(f"holding postgres {inf.postgres.dsn} for {args.hold} s ...")
+            time.sleep(args.hold)
+        inf.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
