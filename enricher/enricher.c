@@ -14,10 +14,15 @@
  *   branch   complete events to enriched-logs-complete, others to
  *            enriched-logs-partial, keyed by service;
  *   commit   after every delivery of the batch is acknowledged, the input
- *            offsets are committed; never before.
+ *            offsets are stored for commit; never before.  librdkafka
+ *            commits the stored offsets in the background every
+ *            kafka.commit_interval_ms, when partitions are revoked and on
+ *            close, so no broker round trip sits on the events' path.
  *
- * Two batches are in flight at most: while Kafka acknowledges one, the
- * next is enriched; they are committed in order.
+ * Up to batch.in_flight batches are in flight: while Kafka acknowledges
+ * some, the next records are gathered and enriched as soon as they arrive;
+ * acknowledged batches are retired (stored) in order.  The pipeline waits
+ * for an acknowledgement only when the ring is full or it is stopping.
  *
  * When any delivery of a batch fails, nothing from it on is committed: the
  * consumer is rewound to the first offsets of the batches in flight and
@@ -64,6 +69,9 @@ const struct lp_cfg_opt enricher_options[] = {
 	OPT("kafka.timeout_ms", LP_CFG_INT, "5000", kafka_timeout_ms, "delivery timeout of one output message before the batch is retried", 100, 600000),
 	OPT("kafka.session_timeout_ms", LP_CFG_INT, "10000", kafka_session_timeout_ms, "consumer group session timeout: how soon a dead enricher's partitions move", 6000, 300000),
 	OPT("kafka.linger_ms", LP_CFG_INT, "1", kafka_linger_ms, "producer linger.ms (latency against batching)", 0, 1000),
+	OPT("kafka.fetch_wait_ms", LP_CFG_INT, "10", kafka_fetch_wait_ms, "consumer fetch.wait.max.ms: longest a fetch waits on the broker for new records", 1, 10000),
+	OPT("kafka.commit_interval_ms", LP_CFG_INT, "200", kafka_commit_interval_ms, "how often acknowledged input offsets are committed (in the background)", 10, 60000),
+	OPT("kafka.nodelay", LP_CFG_BOOL, "true", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
 	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "input topic of normalised events", 0, 0),
 	OPT("topics.complete", LP_CFG_STR, "enriched-logs-complete", topic_complete, "output topic of events with every lookup answered", 0, 0),
 	OPT("topics.partial", LP_CFG_STR, "enriched-logs-partial", topic_partial, "output topic of events with a lookup unanswered", 0, 0),
@@ -75,8 +83,9 @@ const struct lp_cfg_opt enricher_options[] = {
 	OPT("metadata.timeout_ms", LP_CFG_INT, "300", metadata_timeout_ms, "metadata service request timeout", 1, 60000),
 	OPT("table.enabled", LP_CFG_BOOL, "true", table_enabled, "keep the in-process table fed by topics.metadata (tier 1)", 0, 0),
 	OPT("table.load_wait_ms", LP_CFG_INT, "5000", table_load_wait_ms, "how long start-up waits for tier 1 to load before consuming", 0, 600000),
-	OPT("batch.max_events", LP_CFG_INT, "2000", batch_max_events, "most events per produce/acknowledge/commit cycle", 1, 100000),
+	OPT("batch.max_events", LP_CFG_INT, "2000", batch_max_events, "most events per batch (gathered, enriched and acknowledged together)", 1, 100000),
 	OPT("batch.max_ms", LP_CFG_INT, "20", batch_max_ms, "longest time spent gathering one batch", 0, 10000),
+	OPT("batch.in_flight", LP_CFG_INT, "64", batch_in_flight, "most batches enriched but not yet acknowledged", 1, 1024),
 	OPT("cache.negative_ttl_ms", LP_CFG_INT, "5000", cache_negative_ttl_ms, "how long a \"not found\" from tier 2/3 is remembered", 0, 3600000),
 	OPT("cache.positive_ttl_ms", LP_CFG_INT, "30000", cache_positive_ttl_ms, "how long a record from tier 2/3 is remembered", 0, 3600000),
 	OPT("retry.max_ms", LP_CFG_INT, "5000", retry_max_ms, "longest backoff between retries of a failed batch", 10, 600000),
@@ -86,7 +95,8 @@ const struct lp_cfg_opt enricher_options[] = {
 #define COVERAGE_WINDOW 1024 /* events the coverage ratio is computed over */
 #define STOP_GRACE_MS 3000   /* how long a stop waits for the batch in flight */
 #define MONITOR_MS 2000      /* how often lag and table size are refreshed */
-#define PIPELINE_DEPTH 2     /* batches in flight: one acknowledged while one is enriched */
+#define IDLE_POLL_MS 100     /* consumer poll timeout with nothing in flight */
+#define BUSY_POLL_MS 5       /* ... and with batches waiting for acknowledgement */
 
 struct enricher {
 	const struct enricher_settings *s; /* settings, owned by main */
@@ -113,7 +123,7 @@ struct enricher {
 	struct lp_series *partials;        /* enrichment_partial_total */
 	struct lp_series *dead;            /* enrichment_dead_lettered_total */
 	struct lp_series *latency;         /* enrichment_latency_seconds (lookup + merge) */
-	struct lp_series *batch_seconds;   /* enrichment_batch_seconds (gather to commit) */
+	struct lp_series *batch_seconds;   /* enrichment_batch_seconds (gather to acknowledged) */
 	struct lp_series *retries;         /* enrichment_batch_retries_total */
 	struct lp_series *coverage_ratio;  /* enrichment_coverage_ratio */
 	struct lp_series *table_hosts;     /* enrichment_table_records{kind="host"} */
@@ -443,24 +453,93 @@ static void *monitor_main(void *arg)
 	return NULL;
 }
 
+/* Has every delivery of b reported?  Does not block. */
+static bool batch_acked(struct batch *b)
+{
+	return lp_kwait_wait(&b->w, 0) == 0;
+}
+
+/* Marks the batch's input offsets (highest + 1 per partition) as safe to
+ * commit; librdkafka commits them in the background.  A partition revoked
+ * since is refused, which is harmless: its new owner re-reads it. */
+static void batch_store(struct enricher *e, struct batch *b)
+{
+	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+	rd_kafka_topic_partition_t *tp;
+	rd_kafka_resp_err_t err;
+	size_t i;
+
+	for (i = 0; i < b->n; i++) {
+		const rd_kafka_message_t *m = b->msgs[i];
+
+		tp = rd_kafka_topic_partition_list_find(l, rd_kafka_topic_name(m->rkt),
+							m->partition);
+		if (!tp)
+			tp = rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(m->rkt),
+							       m->partition);
+		if (m->offset + 1 > tp->offset)
+			tp->offset = m->offset + 1;
+	}
+	err = rd_kafka_offsets_store(lp_kconsumer_handle(e->kc), l);
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+		lp_debug("offsets of %zu records not stored (%s); they may be enriched again",
+			 b->n, rd_kafka_err2str(err));
+	rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Commits what was stored, synchronously: the last act of a stopping
+ * pipeline, so that a stop leaves nothing acknowledged uncommitted. */
+static void commit_stored(struct enricher *e)
+{
+	rd_kafka_resp_err_t err = rd_kafka_commit(lp_kconsumer_handle(e->kc), NULL, 0);
+
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		lp_warn("final commit failed (%s); records may be enriched again",
+			rd_kafka_err2str(err));
+}
+
+/* A batch failed: nothing from it on may be stored.  The batches after it
+ * are waited for (their deliveries must report before their memory goes)
+ * and the consumer is rewound to the lowest offset of each partition among
+ * all of them. */
+static void ring_fail(struct enricher *e, struct batch *ring, size_t depth, size_t head,
+		      size_t count)
+{
+	size_t k;
+
+	lp_breaker_record(e->kafka_br, false, 0);
+	lp_series_inc(e->retries);
+	for (k = 1; k < count; k++)
+		batch_finish(e, &ring[(head + k) % depth]);
+	/* Newest first, so that for a partition in several batches the
+	 * oldest batch's (lowest) offset is the last seek and wins. */
+	for (k = count; k-- > 0;) {
+		struct batch *r = &ring[(head + k) % depth];
+
+		lp_kconsumer_rewind(e->kc, r->msgs, r->n);
+	}
+	for (k = 0; k < count; k++)
+		batch_drop(&ring[(head + k) % depth]);
+}
+
 /*
- * The pipeline keeps up to PIPELINE_DEPTH batches in flight: while Kafka
- * acknowledges one batch, the next is enriched.  Batches are finished in
- * order, and a batch is committed only when it and every batch before it
- * were acknowledged.  When one fails, the batches after it are waited for
- * (their deliveries must report before their memory goes) and the consumer
- * is rewound to the lowest offset of each partition among all of them.
+ * The pipeline keeps up to batch.in_flight batches in a ring.  New records
+ * are gathered and sent whenever there is room, so an event never waits
+ * for an earlier batch's acknowledgement; the oldest batch is retired as
+ * soon as it is acknowledged (and waited for only when the ring is full or
+ * the pipeline stops).  Batches are retired in order, and a batch's offsets
+ * are stored only when it and every batch before it were acknowledged.
  */
 static void *pipeline_main(void *arg)
 {
 	struct enricher *e = arg;
-	size_t max = (size_t)e->s->batch_max_events, head = 0, count = 0, i, k;
-	struct batch ring[PIPELINE_DEPTH];
+	size_t max = (size_t)e->s->batch_max_events, depth = (size_t)e->s->batch_in_flight;
+	size_t head = 0, count = 0, i;
+	struct batch *ring = lp_xcalloc(depth, sizeof(*ring));
 	unsigned seed = (unsigned)lp_now_us();
 	int attempt = 0;
 
-	memset(ring, 0, sizeof(ring));
-	for (i = 0; i < PIPELINE_DEPTH; i++)
+	for (i = 0; i < depth; i++)
 		ring[i].msgs = lp_xcalloc(max, sizeof(*ring[i].msgs));
 	if (e->table && e->s->table_load_wait_ms > 0 &&
 	    !mdtable_wait_loaded(e->table, (int)e->s->table_load_wait_ms, &e->stop))
@@ -470,56 +549,41 @@ static void *pipeline_main(void *arg)
 	while (!e->stop || count > 0) {
 		struct batch *b;
 
-		/* Take a new batch unless the ring is full or we are stopping. */
-		if (count < PIPELINE_DEPTH && !e->stop) {
-			b = &ring[(head + count) % PIPELINE_DEPTH];
-			gather(e, b, max, count ? 0 : 100);
-			publish_coverage(e);
-			if (b->n > 0) {
-				batch_send(e, b);
-				count++;
+		/* Retire the oldest batch once acknowledged; wait for it only
+		 * when there is no room for another or when stopping. */
+		if (count > 0 && (count == depth || e->stop || batch_acked(&ring[head]))) {
+			b = &ring[head];
+			if (batch_finish(e, b) < 0) {
+				ring_fail(e, ring, depth, head, count);
+				count = 0;
+				attempt++;
+				lp_sleep_ms(lp_backoff_ms(attempt, 100, e->s->retry_max_ms, &seed),
+					    &e->stop);
 				continue;
 			}
-			if (count == 0)
-				continue;
-		}
-		/* Finish the oldest batch. */
-		b = &ring[head];
-		if (batch_finish(e, b) == 0) {
-			/* Its outputs are acknowledged: now, and only now, commit. */
 			lp_breaker_record(e->kafka_br, true, 0);
-			if (lp_kconsumer_commit(e->kc, b->msgs, b->n) < 0)
-				lp_warn("commit of %zu records failed; they may be enriched again",
-					b->n);
+			batch_store(e, b);
 			for (i = 0; i < b->n; i++)
 				lp_series_observe(e->batch_seconds,
 						  (double)(lp_now_us() - b->t0_us) / 1e6);
 			batch_drop(b);
-			head = (head + 1) % PIPELINE_DEPTH;
+			head = (head + 1) % depth;
 			count--;
 			attempt = 0;
 			continue;
 		}
-		/* Failed: nothing from here on may be committed. */
-		lp_breaker_record(e->kafka_br, false, 0);
-		lp_series_inc(e->retries);
-		for (k = 1; k < count; k++)
-			batch_finish(e, &ring[(head + k) % PIPELINE_DEPTH]);
-		/* Newest first, so that for a partition in several batches the
-		 * oldest batch's (lowest) offset is the last seek and wins. */
-		for (k = count; k-- > 0;) {
-			struct batch *r = &ring[(head + k) % PIPELINE_DEPTH];
-
-			lp_kconsumer_rewind(e->kc, r->msgs, r->n);
+		b = &ring[(head + count) % depth];
+		gather(e, b, max, count ? BUSY_POLL_MS : IDLE_POLL_MS);
+		publish_coverage(e);
+		if (b->n > 0) {
+			batch_send(e, b);
+			count++;
 		}
-		for (k = 0; k < count; k++)
-			batch_drop(&ring[(head + k) % PIPELINE_DEPTH]);
-		count = 0;
-		attempt++;
-		lp_sleep_ms(lp_backoff_ms(attempt, 100, e->s->retry_max_ms, &seed), &e->stop);
 	}
-	for (i = 0; i < PIPELINE_DEPTH; i++)
+	commit_stored(e);
+	for (i = 0; i < depth; i++)
 		free(ring[i].msgs);
+	free(ring);
 	return NULL;
 }
 
@@ -589,7 +653,7 @@ static void register_metrics(struct enricher *e)
 	e->latency = lp_histogram(reg, "enrichment_latency_seconds", "Seconds spent looking up and merging metadata, per event",
 				  latency_buckets, LP_ARRAY_SIZE(latency_buckets));
 	e->batch_seconds = lp_histogram(reg, "enrichment_batch_seconds",
-					"Seconds from gathering a batch to committing it, per event",
+					"Seconds from gathering a batch to its outputs being acknowledged, per event",
 					latency_buckets, LP_ARRAY_SIZE(latency_buckets));
 	e->coverage_ratio = lp_gauge(reg, "enrichment_coverage_ratio", "Share of the last 1024 events enriched completely");
 	tr = lp_metric_new(reg, LP_GAUGE, "enrichment_table_records", "Records held by the tier-1 table", "kind", NULL, 0);
@@ -607,10 +671,16 @@ struct enricher *enricher_start(const struct enricher_settings *s, char *err, si
 	struct enricher *e = lp_xcalloc(1, sizeof(*e));
 	struct lookup_opts lo = { 0 };
 	struct lp_http_opts ho = { 0 };
-	char timeout[32], linger[32], session[32];
-	const char *pprops[] = { "message.timeout.ms", timeout, "linger.ms", linger, NULL };
-	const char *cprops[] = { "auto.offset.reset", "earliest", "fetch.wait.max.ms", "10",
-				 "session.timeout.ms", session, NULL };
+	char timeout[32], linger[32], session[32], fetch_wait[32], commit_ms[32];
+	const char *nodelay = s->kafka_nodelay ? "true" : "false";
+	const char *pprops[] = { "message.timeout.ms", timeout, "linger.ms", linger,
+				 "socket.nagle.disable", nodelay, NULL };
+	/* Offsets are stored by the pipeline once acknowledged (automatic
+	 * store stays off) and committed by librdkafka in the background. */
+	const char *cprops[] = { "auto.offset.reset", "earliest", "fetch.wait.max.ms", fetch_wait,
+				 "session.timeout.ms", session, "enable.auto.commit", "true",
+				 "auto.commit.interval.ms", commit_ms,
+				 "socket.nagle.disable", nodelay, NULL };
 	const char *topics[] = { s->topic_raw, NULL };
 	int rc;
 
@@ -642,6 +712,8 @@ struct enricher *enricher_start(const struct enricher_settings *s, char *err, si
 	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
 	snprintf(linger, sizeof(linger), "%lld", s->kafka_linger_ms);
 	snprintf(session, sizeof(session), "%lld", s->kafka_session_timeout_ms);
+	snprintf(fetch_wait, sizeof(fetch_wait), "%lld", s->kafka_fetch_wait_ms);
+	snprintf(commit_ms, sizeof(commit_ms), "%lld", s->kafka_commit_interval_ms);
 	e->kp = lp_kproducer_new(s->kafka_brokers, pprops, err, errlen);
 	if (!e->kp)
 		goto fail;

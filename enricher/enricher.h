@@ -22,6 +22,9 @@ struct enricher_settings {
 	long long kafka_timeout_ms;   /* delivery timeout of one output message */
 	long long kafka_session_timeout_ms; /* how soon a dead member's partitions move */
 	long long kafka_linger_ms;    /* producer linger: latency against batching */
+	long long kafka_fetch_wait_ms; /* consumer fetch.wait.max.ms */
+	long long kafka_commit_interval_ms; /* background commit of stored offsets */
+	int kafka_nodelay;            /* socket.nagle.disable on every connection */
 	char *topic_raw;              /* input */
 	char *topic_complete;         /* events with every lookup answered */
 	char *topic_partial;          /* events with a lookup unanswered */
@@ -35,6 +38,7 @@ struct enricher_settings {
 	long long table_load_wait_ms; /* how long start-up waits for tier 1 to load */
 	long long batch_max_events;   /* events per batch (one produce/ack/commit cycle) */
 	long long batch_max_ms;       /* longest time spent gathering one batch */
+	long long batch_in_flight;    /* batches enriched but not yet acknowledged */
 	long long cache_negative_ttl_ms; /* how long "not found" is remembered */
 	long long cache_positive_ttl_ms; /* how long a tier 2/3 record is remembered */
 	long long retry_max_ms;       /* longest backoff between batch retries */

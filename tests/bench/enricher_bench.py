@@ -4,6 +4,7 @@ the latency it adds.
 
     /usr/bin/python3 tests/bench/enricher_bench.py [--events N] [--seconds S]
                                                    [--rates R1,R2,...]
+                                                   [--set KEY=VALUE ...]
 
 What it does, on a private Kafka, Redis and PostgreSQL started with
 deploy/local/infra.py (the integration tests' helpers) and unique topics:
@@ -19,15 +20,25 @@ deploy/local/infra.py (the integration tests' helpers) and unique topics:
               does not depend on what else the machine runs), and the share
               enriched complete;
   latency     at each rate (default 1,000, 5,000 and 10,000 events/s) for S
-              seconds (default 15): one consumer reads raw-logs and both
-              enriched topics at once, so each event's added latency is the
-              time its enriched copy became readable minus the time its raw
-              copy did (fetch, enrich, produce with acks=all, all included);
-              p50 / p99 / p99.9 / max; and from the enricher's own
-              histograms, the in-process stage (enrichment_batch_seconds:
-              from the record being fetched to its offset being committed,
-              acknowledgement included) and the look-up + merge step
+              seconds (default 15).  The added latency of an event is the
+              time its enriched copy became readable in an enriched topic
+              minus the time its raw copy became readable in raw-logs, both
+              seen by one consumer reading all of them at once (fetch,
+              enrich, produce with acks=all, all included); p50 / p99 /
+              p99.9 / max.  A peer runs at the same time: kafka_relay.c, a
+              plain pass-through consumer -> producer with the enricher's
+              Kafka client settings, copies raw-logs to a topic of its own,
+              and the same consumer measures its copies the same way; the
+              peer is what Kafka alone costs at that moment, so the
+              difference is the enricher's own share.  From the enricher's
+              histograms: the in-process stage (enrichment_batch_seconds:
+              from the record being gathered to its output being
+              acknowledged) and the look-up + merge step
               (enrichment_latency_seconds), as bucket upper bounds.
+
+--set KEY=VALUE passes an enricher setting (repeatable), e.g.
+--set kafka.linger_ms=0; the peer is given the same fetch wait, linger
+and Nagle settings.
 
 Prints a report with the machine; nothing is written to the repository.
 Builds build/bin/logpipe-{enricher,metadata} if missing. Loopback only;
@@ -92,13 +103,24 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def build_kafkatool(tmp):
-    out = tmp / "kafkatool"
+def build_tool(tmp, name):
+    out = tmp / name
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
                            capture_output=True, text=True, check=True).stdout.split()
     subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out),
-                    str(REPO / "tests" / "bench" / "kafkatool.c")] + flags, check=True)
+                    str(REPO / "tests" / "bench" / f"{name}.c")] + flags, check=True)
     return str(out)
+
+
+def summary(vals):
+    vals = sorted(vals)
+    return {"n": len(vals), "p50": pct(vals, 0.50), "p99": pct(vals, 0.99),
+            "p999": pct(vals, 0.999), "max": vals[-1] if vals else float("nan")}
+
+
+def fmt(r):
+    return (f"p50 {r['p50']:.2f} ms, p99 {r['p99']:.2f} ms, p99.9 {r['p999']:.2f} ms, "
+            f"max {r['max']:.2f} ms")
 
 
 def event_line(i, stamp=False):
@@ -118,12 +140,33 @@ def event_line(i, stamp=False):
     return text
 
 
+class Relay:
+    """The peer process, stopped like the services on exit."""
+
+    name = "kafka_relay"
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=300000)
     ap.add_argument("--seconds", type=float, default=15)
     ap.add_argument("--rates", default="1000,5000,10000")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="an enricher setting (repeatable)")
     args = ap.parse_args()
+    settings = dict(kv.split("=", 1) for kv in args.set)
 
     for b in ("enricher", "metadata"):
         if not (REPO / "build" / "bin" / f"logpipe-{b}").exists():
@@ -131,7 +174,8 @@ def main():
                            cwd=REPO, check=True)
     tmp = Path(tempfile.mkdtemp(prefix="enrbench-"))
     os.chmod(tmp, 0o711)
-    tool = build_kafkatool(tmp)
+    tool = build_tool(tmp, "kafkatool")
+    relay_tool = build_tool(tmp, "kafka_relay")
     inf = lp.Infra(tmp)
     procs = []
     try:
@@ -142,6 +186,15 @@ def main():
         topics = {role: f"{t}-{suffix}" for role, t in lp.TOPIC_ROLES.items()}
         inf.kafka.create_topics({topics[r]: lp.TOPICS[t] for r, t in lp.TOPIC_ROLES.items()},
                                 compacted={topics["metadata"]})
+        peer_topic = f"bench-peer-{suffix}"
+        inf.kafka.create_topics({peer_topic: lp.TOPICS["enriched-logs-complete"]},
+                                compacted=set())
+        # Records carry the broker's append time: the latency below is read
+        # from the broker's clock, not from when a busy consumer got around
+        # to polling.
+        subprocess.run([relay_tool, "--log-append-time", brokers, topics["raw"],
+                        topics["complete"], topics["partial"], peer_topic],
+                       check=True, timeout=60)
         ports = {n: lp.free_port() for n in lp.SERVICES}
 
         # ---- setup: metadata in PostgreSQL, resynced to the topic, loaded by tier 1 ----
@@ -156,7 +209,7 @@ def main():
 
         def start(name, **extra):
             env = lp.service_env(name, ports, inf, topics=topics, log_level="info",
-                                 extra=extra)
+                                 extra=dict(extra, **(settings if name == "enricher" else {})))
             p = lp.ServiceProc(name, env, tmp / "logs" / f"{name}.log", ports[name],
                                cwd=tmp / name)
             p.start()
@@ -209,22 +262,39 @@ def main():
             f"({n} events, {complete / n:.1%} complete, "
             f"enrichment_latency_seconds p99 <= {hist_quantile(m, 'enrichment_latency_seconds', 0.99) * 1e6:.0f} us)")
 
-        # ---- latency at fixed rates ----
+        # ---- latency at fixed rates, with the pass-through peer alongside ----
         results = []
         offset = n
+        relay = subprocess.Popen(
+            [relay_tool, brokers, topics["raw"], peer_topic,
+             settings.get("kafka.fetch_wait_ms", "10"), settings.get("kafka.linger_ms", "1"),
+             settings.get("kafka.nodelay", "true")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs.append(Relay(relay))
+        ready = relay.stderr.readline()
+        if ready.strip() != "ready":
+            raise RuntimeError(f"the peer did not get ready: {ready}")
+        # librdkafka logs to stderr: keep reading it so the peer never blocks.
+        threading.Thread(target=relay.stderr.read, daemon=True).start()
         for target in [int(x) for x in args.rates.split(",") if x]:
             count = int(target * args.seconds)
             before = metrics(ports["enricher"])
+            # The consumer writes to a file, never to a pipe: a pipe nobody
+            # reads until the end fills within a second and then blocks the
+            # consumer, which would then see every copy seconds late.
+            cfile = open(tmp / f"consumed-{target}.jsonl", "w+")
             cons = subprocess.Popen(
                 [tool, "consume", brokers,
-                 ",".join([topics["raw"], topics["complete"], topics["partial"]]), "0", "4000",
+                 ",".join([topics["raw"], topics["complete"], topics["partial"], peer_topic]),
+                 "0", "4000",
                  str(int((args.seconds + 60) * 1000)), "end"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                stdout=cfile, stderr=subprocess.PIPE, text=True)
             # Produce only once every partition is being fetched, so that no
             # copy is read late because its partition started late.
             ready = cons.stderr.readline()
             if ready.strip() != "ready":
                 raise RuntimeError(f"consumer did not get ready: {ready}")
+            threading.Thread(target=cons.stderr.read, daemon=True).start()
             prod = subprocess.Popen([tool, "produce", brokers, topics["raw"]],
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
@@ -242,30 +312,51 @@ def main():
             pout, perr = prod.communicate(timeout=120)
             assert "failed 0" in pout, pout + perr
             offset += count
-            cout, _ = cons.communicate(timeout=args.seconds + 120)
-            raw_at, out_at = {}, {}
+            cons.wait(timeout=args.seconds + 120)
+            cfile.seek(0)
+            cout = cfile.read()
+            cfile.close()
+            os.unlink(cfile.name)
+            # Per event and copy: the broker's append time (ms) and when the
+            # consumer received it (us).
+            seen = {"raw": {}, "out": {}, "peer": {}}
             for line in cout.splitlines():
                 msg = json.loads(line)
                 ev = json.loads(msg["value"])
                 if "sent_us" not in ev and "sent_us" not in ev.get("attributes", {}):
                     continue
-                (raw_at if msg["topic"] == topics["raw"] else out_at)[ev["id"]] = msg["recv_us"]
-            added = sorted((out_at[i] - raw_at[i]) / 1000 for i in out_at if i in raw_at)
+                kind = ("raw" if msg["topic"] == topics["raw"] else
+                        "peer" if msg["topic"] == peer_topic else "out")
+                seen[kind][ev["id"]] = (msg["timestamp"], msg["recv_us"])
+            raw = seen["raw"]
+
+            def lat(kind, field, scale):
+                copies = seen[kind]
+                return summary((copies[i][field] - raw[i][field]) / scale
+                               for i in copies if i in raw)
+
+            added, peer = lat("out", 0, 1), lat("peer", 0, 1)
+            added_recv, peer_recv = lat("out", 1, 1000), lat("peer", 1, 1000)
             after = metrics(ports["enricher"])
             diff = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-            res = {"target": target, "achieved": achieved, "events": len(added),
-                   "p50": pct(added, 0.50), "p99": pct(added, 0.99), "p999": pct(added, 0.999),
-                   "max": added[-1] if added else float("nan"),
-                   "hist_p99_us": hist_quantile(diff, "enrichment_latency_seconds", 0.99) * 1e6,
-                   "stage_p50": hist_quantile(diff, "enrichment_batch_seconds", 0.50) * 1e3,
-                   "stage_p99": hist_quantile(diff, "enrichment_batch_seconds", 0.99) * 1e3}
+            res = dict(added, target=target, achieved=achieved, sent=count, peer=peer,
+                       load=open("/proc/loadavg").read().split()[0],
+                       retries=diff.get("enrichment_batch_retries_total", 0),
+                       hist_p99_us=hist_quantile(diff, "enrichment_latency_seconds", 0.99) * 1e6,
+                       stage_p50=hist_quantile(diff, "enrichment_batch_seconds", 0.50) * 1e3,
+                       stage_p99=hist_quantile(diff, "enrichment_batch_seconds", 0.99) * 1e3)
             results.append(res)
-            say(f"rate {target:>6}/s (achieved {achieved:,.0f}/s, {len(added)} events matched): "
-                f"added latency p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, "
-                f"p99.9 {res['p999']:.2f} ms, max {res['max']:.2f} ms; "
-                f"in-process fetched-to-committed p50 <= {res['stage_p50']:.1f} ms, "
-                f"p99 <= {res['stage_p99']:.1f} ms; "
-                f"look-up+merge p99 <= {res['hist_p99_us']:.0f} us")
+            say(f"rate {target:>6}/s (achieved {achieved:,.0f}/s, {added['n']} of {count} "
+                f"enriched and {peer['n']} relayed copies matched, load {res['load']}, "
+                f"{res['retries']:.0f} batch retries):\n"
+                f"    append time raw -> append time of the copy (1 ms resolution):\n"
+                f"      enricher            {fmt(added)}\n"
+                f"      pass-through peer   {fmt(peer)}\n"
+                f"    as received by the measuring consumer:\n"
+                f"      enricher            {fmt(added_recv)}\n"
+                f"      pass-through peer   {fmt(peer_recv)}\n"
+                f"    in process: gathered-to-acknowledged p50 <= {res['stage_p50']:.1f} ms, "
+                f"p99 <= {res['stage_p99']:.1f} ms; look-up+merge p99 <= {res['hist_p99_us']:.0f} us")
 
         cpu = "unknown"
         try:
@@ -281,15 +372,17 @@ def main():
             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
             f"{platform.system()} {platform.release()}")
         say("setup     single-node Kafka (KRaft), 6 raw partitions, acks=all, everything on "
-            "loopback; one enricher, default settings")
+            "loopback; one enricher, "
+            + (", ".join(f"{k}={v}" for k, v in settings.items()) or "default settings"))
         say(f"load      {open('/proc/loadavg').read().split()[0]} (1-minute load average at the end)")
         say(f"warm-cache throughput   {rate:,.0f} events/s; CPU {cpu_us:.1f} us/event "
             f"(= {1e6 / cpu_us:,.0f} events/s per busy core)")
         for res in results:
             say(f"added latency @ {res['target']:>6}/s   p50 {res['p50']:.2f} ms   "
                 f"p99 {res['p99']:.2f} ms   p99.9 {res['p999']:.2f} ms   "
-                f"(in process: fetched to committed p99 <= {res['stage_p99']:.1f} ms, "
-                f"look-up + merge p99 <= {res['hist_p99_us']:.0f} us)")
+                f"(peer p50 {res['peer']['p50']:.2f} ms, p99 {res['peer']['p99']:.2f} ms; "
+                f"load {res['load']}; in process: gathered to acknowledged p99 <= "
+                f"{res['stage_p99']:.1f} ms, look-up + merge p99 <= {res['hist_p99_us']:.0f} us)")
     finally:
         for p in reversed(procs):
             try:
