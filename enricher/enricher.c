@@ -3,7 +3,9 @@
  * One pipeline thread runs the staged pipeline of seed 002 on batches:
  *
  *   gather   poll raw-logs until batch.max_events or batch.max_ms, or until
- *            nothing more is waiting (so a quiet pipeline adds no delay);
+ *            nothing more is waiting; each record goes through the stages
+ *            below as soon as it is polled, the batch is only the unit
+ *            of acknowledgement and commit;
  *   filter   each record must parse and pass lp_event_check_normalized,
  *            else it goes to logs-dlq unchanged, with headers reason,
  *            origin_topic, origin_partition, origin_offset and stage;
@@ -286,19 +288,58 @@ struct batch {
 	rd_kafka_message_t **msgs;     /* the input records (owned) */
 	size_t n;                      /* records in msgs */
 	size_t sent;                   /* outputs handed to the producer */
-	rd_kafka_resp_err_t *results;  /* delivery result per record */
+	rd_kafka_resp_err_t *results;  /* delivery result per record (max entries) */
 	struct lp_kwait w;             /* counts the deliveries */
 	int64_t t0_us;                 /* when its first record was gathered */
 };
 
-/* Gathers up to batch.max_events records into b.  Waits up to wait_ms for
- * the first, then takes what is already waiting, for at most
- * batch.max_ms.  Consumer errors are logged and dropped. */
+/* Starts an empty batch: its deliveries are counted from here on. */
+static void batch_begin(struct batch *b)
+{
+	b->n = 0;
+	b->sent = 0;
+	lp_kwait_init(&b->w, b->results);
+}
+
+/* Enriches the batch's record i and hands its output to the producer.
+ * Returns -EIO when it could not be handed over: the batch fails then. */
+static int send_one(struct enricher *e, struct batch *b, size_t i)
+{
+	const rd_kafka_message_t *m = b->msgs[i];
+	struct output o;
+	int rc;
+
+	enrich_one(e, m, &o);
+	lp_kwait_add(&b->w);
+	if (!o.topic) {
+		lp_kwait_cancel(&b->w, i, RD_KAFKA_RESP_ERR__FAIL);
+		output_release(&o);
+		return -EIO;
+	}
+	rc = lp_kproducer_send(e->kp, o.topic, o.key, o.keylen, o.val, o.vallen, o.headers, 1000,
+			       lp_kwait_done, lp_kwait_slot(&b->w, i));
+	if (rc == 0)
+		o.headers = NULL; /* taken over by the send */
+	output_release(&o);
+	if (rc < 0) {
+		lp_kwait_cancel(&b->w, i, RD_KAFKA_RESP_ERR__QUEUE_FULL);
+		return -EIO;
+	}
+	b->sent++;
+	return 0;
+}
+
+/* Gathers up to batch.max_events records into b, each enriched and sent
+ * as soon as it is polled (a record never waits for the rest of its
+ * batch).  Waits up to wait_ms for the first, then takes what is already
+ * waiting, for at most batch.max_ms; stops at the first record that
+ * cannot be sent, since the batch fails anyway.  Consumer errors are
+ * logged and dropped. */
 static void gather(struct enricher *e, struct batch *b, size_t max, int wait_ms)
 {
 	int64_t deadline = 0;
 
-	b->n = 0;
+	batch_begin(b);
 	while (b->n < max && !e->stop) {
 		rd_kafka_message_t *m = lp_kconsumer_poll(e->kc, b->n == 0 ? wait_ms : 0);
 
@@ -317,7 +358,7 @@ static void gather(struct enricher *e, struct batch *b, size_t max, int wait_ms)
 			deadline = b->t0_us / 1000 + e->s->batch_max_ms;
 		}
 		b->msgs[b->n++] = m;
-		if (lp_now_ms() >= deadline)
+		if (send_one(e, b, b->n - 1) < 0 || lp_now_ms() >= deadline)
 			break;
 	}
 }
@@ -346,40 +387,6 @@ static void wait_acks(struct enricher *e, struct lp_kwait *w)
 	}
 }
 
-/* Enriches every record of the batch and hands the outputs to the
- * producer; the deliveries are waited for by batch_finish(). */
-static void batch_send(struct enricher *e, struct batch *b)
-{
-	size_t i;
-
-	b->results = lp_xcalloc(b->n, sizeof(*b->results));
-	b->sent = 0;
-	lp_kwait_init(&b->w, b->results);
-	for (i = 0; i < b->n; i++) {
-		const rd_kafka_message_t *m = b->msgs[i];
-		struct output o;
-		int rc;
-
-		enrich_one(e, m, &o);
-		lp_kwait_add(&b->w);
-		if (!o.topic) {
-			lp_kwait_cancel(&b->w, i, RD_KAFKA_RESP_ERR__FAIL);
-			output_release(&o);
-			break;
-		}
-		rc = lp_kproducer_send(e->kp, o.topic, o.key, o.keylen, o.val, o.vallen, o.headers,
-				       1000, lp_kwait_done, lp_kwait_slot(&b->w, i));
-		if (rc == 0)
-			o.headers = NULL; /* taken over by the send */
-		output_release(&o);
-		if (rc < 0) {
-			lp_kwait_cancel(&b->w, i, RD_KAFKA_RESP_ERR__QUEUE_FULL);
-			break; /* the batch fails anyway: stop producing */
-		}
-		b->sent++;
-	}
-}
-
 /* Waits for the batch's deliveries.  Returns 0 when all were acknowledged. */
 static int batch_finish(struct enricher *e, struct batch *b)
 {
@@ -395,8 +402,6 @@ static int batch_finish(struct enricher *e, struct batch *b)
 			b->w.failed + (int)(b->n - b->sent), b->n, rd_kafka_err2str(b->w.first_err));
 	lp_series_add(e->sent, (double)(b->sent - (size_t)b->w.failed));
 	lp_kwait_release(&b->w);
-	free(b->results);
-	b->results = NULL;
 	return ret;
 }
 
@@ -539,8 +544,10 @@ static void *pipeline_main(void *arg)
 	unsigned seed = (unsigned)lp_now_us();
 	int attempt = 0;
 
-	for (i = 0; i < depth; i++)
+	for (i = 0; i < depth; i++) {
 		ring[i].msgs = lp_xcalloc(max, sizeof(*ring[i].msgs));
+		ring[i].results = lp_xcalloc(max, sizeof(*ring[i].results));
+	}
 	if (e->table && e->s->table_load_wait_ms > 0 &&
 	    !mdtable_wait_loaded(e->table, (int)e->s->table_load_wait_ms, &e->stop))
 		lp_warn("tier 1 not loaded after %lld ms; enriching from tiers 2 and 3 meanwhile",
@@ -575,14 +582,16 @@ static void *pipeline_main(void *arg)
 		b = &ring[(head + count) % depth];
 		gather(e, b, max, count ? BUSY_POLL_MS : IDLE_POLL_MS);
 		publish_coverage(e);
-		if (b->n > 0) {
-			batch_send(e, b);
+		if (b->n > 0)
 			count++;
-		}
+		else
+			lp_kwait_release(&b->w);
 	}
 	commit_stored(e);
-	for (i = 0; i < depth; i++)
+	for (i = 0; i < depth; i++) {
 		free(ring[i].msgs);
+		free(ring[i].results);
+	}
 	free(ring);
 	return NULL;
 }

@@ -103,6 +103,18 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid):
+    """CPU seconds per thread name of a process (threads of one name summed)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            name = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            out[name] = out.get(name, 0) + cpu_seconds(f"{pid}/task/{tid}")
+        except OSError:
+            pass
+    return out
+
+
 def build_tool(tmp, name):
     out = tmp / name
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
@@ -238,6 +250,7 @@ def main():
         enr.start()
         enr.wait_ready(20)
         cpu0 = cpu_seconds(enr.pid)
+        threads0 = thread_cpu(enr.pid)
         first = last = None
         deadline = time.monotonic() + 600
         while True:
@@ -254,6 +267,10 @@ def main():
             time.sleep(0.05)
         rate = (last[1] - first[1]) / (last[0] - first[0])
         cpu_us = (cpu_seconds(enr.pid) - cpu0) / n * 1e6
+        threads = {k: (v - threads0.get(k, 0)) / n * 1e6 for k, v in thread_cpu(enr.pid).items()}
+        say("CPU per event by thread: " + ", ".join(
+            f"{k} {v:.1f} us" for k, v in sorted(threads.items(), key=lambda kv: -kv[1])
+            if v >= 0.1))
         m = metrics(ports["enricher"])
         complete = m.get("enrichment_successes_total", 0)
         say(f"CPU: {cpu_us:.1f} us per event, all threads of the enricher "
