@@ -1,12 +1,15 @@
-/* upstream.c - calls to the services behind the gateway, on libcurl.
+/* upstream.c - calls to the services behind the gateway.
  *
- * The pool is a stack of easy handles under a mutex: a call pops one (or
- * creates one when the stack is empty), resets its options, performs, and
- * pushes it back.  curl_easy_reset keeps the handle's connection cache, so
- * the connections to the upstreams stay open across calls (HTTP/1.1
- * keep-alive); a connection the upstream closed meanwhile is detected by
- * libcurl, which retries on a fresh one.  With N worker threads the pool
- * holds at most N handles, each with at most MAX_CONNS idle connections.
+ * A plain "http://host:port" upstream (every local one) is called with
+ * the small client of h1.c: its pool keeps sockets alive between calls and
+ * a call costs one sendmsg(2) and a recv(2) or two.  Any other base
+ * URL (https, a path prefix) goes through libcurl: the curl pool is a stack
+ * of easy handles under a mutex; a call pops one (or creates one when the
+ * stack is empty), resets its options, performs, and pushes it back.
+ * curl_easy_reset keeps the handle's connection cache, so those
+ * connections stay open across calls too.  Both clients retry once on a
+ * fresh connection when a kept-alive one turns out closed before any byte
+ * of the answer came.  Breaker, error kinds and messages are shared.
  *
  * The response is buffered whole (bounded by max_response) because the
  * reply helpers send a Content-Length; the services' answers are small. */
@@ -22,6 +25,7 @@
 #include "logpipe/breaker.h"
 #include "logpipe/log.h"
 #include "logpipe/util.h"
+#include "h1.h"
 #include "sha256.h"
 #include "upstream.h"
 
@@ -33,6 +37,7 @@ struct gw_pool {
 	pthread_mutex_t mu; /* guards the stack */
 	CURL **free;        /* idle handles */
 	size_t nfree, cap;
+	struct h1_pool *h1; /* kept-alive sockets of plain http:// upstreams */
 };
 
 /* Per-call state the curl callbacks see. */
@@ -55,6 +60,7 @@ struct gw_pool *gw_pool_new(void)
 
 	pthread_once(&curl_once, curl_init_once);
 	pthread_mutex_init(&p->mu, NULL);
+	p->h1 = h1_pool_new();
 	return p;
 }
 
@@ -67,6 +73,7 @@ void gw_pool_free(struct gw_pool *p)
 	for (i = 0; i < p->nfree; i++)
 		curl_easy_cleanup(p->free[i]);
 	free(p->free);
+	h1_pool_free(p->h1);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 }
@@ -223,30 +230,31 @@ static void set_method(CURL *h, const struct gw_call *c)
 	}
 }
 
-enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
-				     struct gw_call *c)
+/* How one transfer ended, before it is told apart for the caller. */
+enum xfer_end {
+	XFER_OK,
+	XFER_TIMEOUT,
+	XFER_FAILED,
+	XFER_LOCAL, /* failed here, not the upstream's fault: not held against it */
+};
+
+/* The transfer on libcurl (https and anything h1 does not take). */
+static enum xfer_end perform_curl(struct gw_pool *p, struct gw_upstream *u, struct gw_call *c,
+				  struct xfer *x, long timeout_ms, char *err, size_t errlen)
 {
 	struct curl_slist *hdrs = NULL;
 	struct lp_buf url = LP_BUF_INIT;
-	struct xfer x = { c, u->max_response ? u->max_response : 16u << 20, false };
 	char curl_err[CURL_ERROR_SIZE] = "";
-	enum gw_call_result res;
+	enum xfer_end end = XFER_OK;
+	long status = 0;
 	CURLcode cc;
 	CURL *h;
-	long status = 0;
-	int64_t t0;
 	size_t i;
 
-	if (c->record && !lp_breaker_allow(u->breaker)) {
-		snprintf(c->error, sizeof(c->error), "circuit breaker of %s is open", u->name);
-		return GW_CALL_OPEN;
-	}
 	h = pool_get(p);
 	if (!h) {
-		snprintf(c->error, sizeof(c->error), "cannot create a curl handle");
-		if (c->record)
-			lp_breaker_record(u->breaker, true, 0); /* not the upstream's fault */
-		return GW_CALL_FAILED;
+		snprintf(err, errlen, "cannot create a curl handle");
+		return XFER_LOCAL;
 	}
 	lp_buf_adds(&url, u->base);
 	lp_buf_adds(&url, c->path);
@@ -267,41 +275,25 @@ enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(h, CURLOPT_MAXCONNECTS, (long)MAX_CONNS);
 	curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->timeout_ms > 0 ? c->timeout_ms : u->timeout_ms);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, u->connect_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, &x);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
 	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(h, CURLOPT_HEADERDATA, &x);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
 	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_err);
 	set_method(h, c);
 
-	t0 = lp_now_ms();
 	cc = curl_easy_perform(h);
 	if (cc == CURLE_OK) {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
 		c->status = (int)status;
-		res = GW_CALL_OK;
-	} else if (x.too_large) {
-		snprintf(c->error, sizeof(c->error), "%s answered more than %zu bytes", u->name,
-			 x.max);
-		res = GW_CALL_TOO_LARGE;
 	} else if (cc == CURLE_OPERATION_TIMEDOUT) {
-		snprintf(c->error, sizeof(c->error), "%s did not answer within %ld ms", u->name,
-			 c->timeout_ms > 0 ? c->timeout_ms : u->timeout_ms);
-		res = GW_CALL_TIMEOUT;
+		end = XFER_TIMEOUT;
 	} else {
-		snprintf(c->error, sizeof(c->error), "%s: %.200s", u->name,
-			 curl_err[0] ? curl_err : curl_easy_strerror(cc));
-		res = GW_CALL_FAILED;
-	}
-	if (c->record) {
-		bool ok = res == GW_CALL_TOO_LARGE ||
-			  (res == GW_CALL_OK && (c->status < 500 || c->status == 503 ||
-						 c->status == 501));
-
-		lp_breaker_record(u->breaker, ok, lp_now_ms() - t0);
+		snprintf(err, errlen, "%s", curl_err[0] ? curl_err : curl_easy_strerror(cc));
+		end = XFER_FAILED;
 	}
 	/* The handle must not keep pointers into this call. */
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
@@ -309,6 +301,79 @@ enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
 	pool_put(p, h);
 	curl_slist_free_all(hdrs);
 	lp_buf_release(&url);
+	return end;
+}
+
+/* The transfer on the small client (plain http:// upstreams). */
+static enum xfer_end perform_h1(struct gw_pool *p, struct gw_upstream *u, struct gw_call *c,
+				const struct h1_target *t, struct xfer *x, long timeout_ms,
+				char *err, size_t errlen)
+{
+	struct h1_req rq;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.method = c->method;
+	rq.path = c->path;
+	rq.query = c->query;
+	rq.headers = c->headers;
+	rq.body = c->body;
+	rq.body_len = c->body_len;
+	rq.deadline_ms = lp_now_ms() + timeout_ms;
+	rq.connect_timeout_ms = u->connect_timeout_ms;
+	rq.on_header = on_header;
+	rq.on_body = on_body;
+	rq.ud = x;
+	switch (h1_perform(p->h1, t, &rq, &c->status, err, errlen)) {
+	case H1_OK:
+		return XFER_OK;
+	case H1_TIMEOUT:
+		return XFER_TIMEOUT;
+	default:
+		return XFER_FAILED;
+	}
+}
+
+enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
+				     struct gw_call *c)
+{
+	struct xfer x = { c, u->max_response ? u->max_response : 16u << 20, false };
+	long timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : u->timeout_ms;
+	char err[GW_ERROR_LEN - 40] = "";
+	struct h1_target t;
+	enum gw_call_result res;
+	enum xfer_end end;
+	int64_t t0;
+
+	if (c->record && !lp_breaker_allow(u->breaker)) {
+		snprintf(c->error, sizeof(c->error), "circuit breaker of %s is open", u->name);
+		return GW_CALL_OPEN;
+	}
+	t0 = lp_now_ms();
+	if (h1_target_parse(u->base, &t) == 0)
+		end = perform_h1(p, u, c, &t, &x, timeout_ms, err, sizeof(err));
+	else
+		end = perform_curl(p, u, c, &x, timeout_ms, err, sizeof(err));
+	if (end == XFER_OK) {
+		res = GW_CALL_OK;
+	} else if (x.too_large) {
+		snprintf(c->error, sizeof(c->error), "%s answered more than %zu bytes", u->name,
+			 x.max);
+		res = GW_CALL_TOO_LARGE;
+	} else if (end == XFER_TIMEOUT) {
+		snprintf(c->error, sizeof(c->error), "%s did not answer within %ld ms", u->name,
+			 timeout_ms);
+		res = GW_CALL_TIMEOUT;
+	} else {
+		snprintf(c->error, sizeof(c->error), "%s: %s", u->name, err);
+		res = GW_CALL_FAILED;
+	}
+	if (c->record) {
+		bool ok = res == GW_CALL_TOO_LARGE || end == XFER_LOCAL ||
+			  (res == GW_CALL_OK && (c->status < 500 || c->status == 503 ||
+						 c->status == 501));
+
+		lp_breaker_record(u->breaker, ok, lp_now_ms() - t0);
+	}
 	return res;
 }
 

@@ -1,11 +1,11 @@
-/* upstream.h - the services behind the gateway, called with libcurl.
+/* upstream.h - the services behind the gateway.
  *
  * One struct gw_upstream per service: its base URL, its timeout and its
- * circuit breaker ("producer", "consumer", ...).  Calls borrow an easy
- * handle from a shared pool; each handle keeps its connections alive
- * between calls, so in steady state a proxied request reuses a warm
- * connection and costs no TCP handshake.  The pool grows to the number of
- * threads calling at once and never shrinks until it is freed.
+ * circuit breaker ("producer", "consumer", ...).  Plain http:// upstreams
+ * are called with the gateway's own HTTP/1.1 client (h1.h), others with
+ * libcurl; either way connections are kept alive in the pool between
+ * calls, so in steady state a proxied request reuses a warm connection and
+ * costs no TCP handshake.
  *
  * Thread-safe: any number of threads may call gw_upstream_call at once. */
 #ifndef LOGPIPE_GATEWAY_UPSTREAM_H

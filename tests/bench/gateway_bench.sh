@@ -1,23 +1,29 @@
 #!/bin/sh
-# gateway_bench.sh - POST /api/logs under wrk: straight to the producer,
-# through logpipe-gateway, and through Debian's nginx as a plain reverse
-# proxy in front of the same producer, in one run on the same machine.
+# gateway_bench.sh - the gateway's own cost next to nginx's, under wrk:
+# the same requests straight to the upstream, through logpipe-gateway, and
+# through Debian's nginx as a plain reverse proxy in front of the same
+# upstream, taking turns in one run on the same machine.
 #
 # Usage: tests/bench/gateway_bench.sh [SECONDS [CONNECTIONS [ROUNDS]]]
-#        (defaults 15 s, 32 connections, 2 rounds; wrk uses 2 threads)
+#        (defaults 10 s, 32 connections, 3 rounds; wrk uses 2 threads)
+#   or   make bench BENCH=gateway
 #
-# A second table does the same with GET /api/v1/generator/status, a cheap
-# upstream answer, so that the proxies' own cost is not hidden behind the
-# producer's wait for Kafka (when logpipe-generator is built).
+# Three tables: POST /api/logs (one event), POST /api/logs/batch (ten
+# events), both answered by the producer after Kafka acknowledges, and GET
+# /api/v1/generator/status, a cheap upstream answer, so that the proxies'
+# own cost is not hidden behind the producer's wait for Kafka (when
+# logpipe-generator is built).  Each row gives req/s, p50 and p99 and the
+# CPU time the proxy process (gateway, or nginx's master and workers) spent
+# per request: the figure least moved by whatever else loads the machine.
 #
 # Starts its own Kafka and Redis (deploy/local/infra.py) on free loopback
 # ports, a producer, a gateway (auth on, a key sent by wrk; rate limits in
 # Redis with a limit far above the load, so every request takes the whole
-# path: key hash, limiter, proxy) and nginx with a private configuration
-# (keep-alive upstream pool, access log to a file like the gateway's).  The
-# targets take turns for ROUNDS rounds so that drift hits them alike; the
-# table shows the median round of each.  Needs: make, wrk, nginx
-# (apt-get install wrk nginx-light).  Everything is stopped at the end.
+# path: key hash, limiter, proxy, access log) and nginx with a private
+# configuration (keep-alive upstream pool, access log to a file like the
+# gateway's).  The targets take turns for ROUNDS rounds so that drift hits
+# them alike; the tables show the median round of each.  Needs: make, wrk,
+# nginx (apt-get install wrk nginx-light).  Everything is stopped at the end.
 set -eu
 cd "$(dirname "$0")/../.."
 for tool in wrk nginx; do
@@ -38,12 +44,13 @@ from pathlib import Path
 sys.path.insert(0, "deploy/local")
 import infra as lp  # noqa: E402
 
-secs = int(sys.argv[1]) if len(sys.argv) > 1 else 15
+secs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
 conns = int(sys.argv[2]) if len(sys.argv) > 2 else 32
-rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 2
+rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
 KEY = "bench-key-0123456789"
 BODY = ('{"level":"INFO","message":"benchmark event with a typical length of text",'
         '"service":"bench","host":"web-1"}')
+BATCH = "[" + ",".join([BODY] * 10) + "]"
 
 base = Path(tempfile.mkdtemp(prefix="logpipe-bench-"))
 os.chmod(base, 0o755)
@@ -122,15 +129,37 @@ def wait_http(port, path, timeout=20):
     raise SystemExit(f"gateway_bench: nothing answers on port {port}")
 
 
-def wrk(port, headers, path="/api/logs", post=True):
+def cpu_ticks(pids):
+    """utime + stime of the processes (every thread), in clock ticks."""
+    total = 0
+    for pid in pids:
+        try:
+            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def with_children(pid):
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        kids = []
+    return [pid] + [int(k) for k in kids]
+
+
+def wrk(port, headers, path, body, pids):
     script = base / "req.lua"
     hdr = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
-    body = ('wrk.method = "POST"\nwrk.body = [[' + BODY + ']]\n'
-            'wrk.headers["Content-Type"] = "application/json"\n') if post else ""
-    script.write_text(body + hdr)
+    post = ('wrk.method = "POST"\nwrk.body = [=[' + body + ']=]\n'
+            'wrk.headers["Content-Type"] = "application/json"\n') if body else ""
+    script.write_text(post + hdr)
+    t0 = cpu_ticks(pids)
     out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{secs}s", "--latency", "-s",
-                          str(script), f"http://127.0.0.1:{port}{path}"],
+                         str(script), f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=secs + 60).stdout
+    ticks = cpu_ticks(pids) - t0
 
     def lat(label):
         m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
@@ -138,9 +167,12 @@ def wrk(port, headers, path="/api/logs", post=True):
             return float("nan")
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = re.search(r"(\d+) requests in", out)
+    n = int(total.group(1)) if total else 0
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     return {"rps": rps, "p50": lat("50"), "p99": lat("99"),
+            "cpu": 1e6 * ticks / os.sysconf("SC_CLK_TCK") / n if n and pids else float("nan"),
             "non2xx": int(non2xx.group(1)) if non2xx else 0,
             "errors": errors.group(0) if errors else ""}
 
@@ -186,46 +218,55 @@ try:
     cpu = subprocess.run(["sh", "-c", "nproc; grep -m1 'model name' /proc/cpuinfo"],
                          capture_output=True, text=True).stdout.split("\n")
     machine = (f"{cpu[0]} CPUs ({cpu[1].split(':')[-1].strip() if len(cpu) > 1 else '?'}), "
-               f"load average {os.getloadavg()[0]:.1f} at the start, {time.strftime('%Y-%m-%d')}")
+               f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f} "
+               "at the start")
 
-    def bench(title, direct_port, path, post):
+    def bench(title, direct_port, path, body):
         targets = [
-            ("direct", direct_port, {}),
-            ("gateway", ports["gateway"], {"X-API-Key": KEY}),
-            ("nginx", nginx_port, {}),
+            ("direct", direct_port, {}, []),
+            ("gateway", ports["gateway"], {"X-API-Key": KEY}, [procs["gateway"].pid]),
+            ("nginx", nginx_port, {}, with_children(ng.pid)),
         ]
-        for _, port, h in targets:  # warm-up: connections, Kafka metadata, batches
+        for _, port, h, _ in targets:  # warm-up: connections, Kafka metadata, batches
             wrk_warm = ["wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/health/live"]
             subprocess.run(wrk_warm, capture_output=True, timeout=30)
-        rows = {label: [] for label, _, _ in targets}
+        rows = {label: [] for label, _, _, _ in targets}
         for r in range(rounds):
-            for label, port, h in targets:
-                res = wrk(port, h, path, post)
+            for label, port, h, pids in targets:
+                res = wrk(port, h, path, body, pids)
                 rows[label].append(res)
                 print(f"{title} round {r + 1}: {label:8s} {res['rps']:9.0f} req/s  "
                       f"p50 {res['p50']:7.2f} ms  p99 {res['p99']:7.2f} ms  "
+                      f"proxy CPU {res['cpu']:5.1f} us/req  "
                       f"non-2xx {res['non2xx']} {res['errors']}", flush=True)
         med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
-        print(f"\n{title}: wrk -t2 -c{conns} -d{secs}s, median of {rounds} rounds; {machine}")
-        print(f"{'target':9s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-2xx':>8s}")
+        load = os.getloadavg()[0]
+        print(f"\n{title}: wrk -t2 -c{conns} -d{secs}s, median of {rounds} rounds; {machine}, "
+              f"load average {load:.1f} at the end")
+        print(f"{'target':9s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'CPU us/req':>10s} "
+              f"{'non-2xx':>8s}")
         summary = {}
-        for label, _, _ in targets:
+        for label, _, _, _ in targets:
             rr = rows[label]
-            summary[label] = {k: med([x[k] for x in rr]) for k in ("rps", "p50", "p99")}
+            summary[label] = {k: med([x[k] for x in rr]) for k in ("rps", "p50", "p99", "cpu")}
             b = summary[label]
-            print(f"{label:9s} {b['rps']:9.0f} {b['p50']:8.2f} {b['p99']:8.2f} "
+            print(f"{label:9s} {b['rps']:9.0f} {b['p50']:8.2f} {b['p99']:8.2f} {b['cpu']:10.1f} "
                   f"{sum(x['non2xx'] for x in rr):8d}")
+        bad = sum(x["non2xx"] for rr in rows.values() for x in rr)
+        if bad:
+            print(f"WARNING: {bad} answers were not 2xx; this table does not measure the route")
         d = summary["direct"]
         for label in ("gateway", "nginx"):
             b = summary[label]
             print(f"added by {label:8s}: {100 * (1 - b['rps'] / d['rps']):5.1f} % fewer req/s, "
-                  f"p50 +{b['p50'] - d['p50']:.2f} ms, p99 {b['p99'] - d['p99']:+.2f} ms")
+                  f"p50 {b['p50'] - d['p50']:+.2f} ms, p99 {b['p99'] - d['p99']:+.2f} ms")
         print(flush=True)
 
-    bench("POST /api/logs", ports["producer"], "/api/logs", True)
+    bench("POST /api/logs", ports["producer"], "/api/logs", BODY)
+    bench("POST /api/logs/batch (10 events)", ports["producer"], "/api/logs/batch", BATCH)
     if have_gen:
         bench("GET /api/v1/generator/status", ports["generator"], "/api/v1/generator/status",
-              False)
+              None)
 finally:
     stop_all()
     if os.environ.get("LOGPIPE_KEEP_TMP"):

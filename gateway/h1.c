@@ -1,0 +1,868 @@
+/* h1.c - a small HTTP/1.1 client with a keep-alive pool (see h1.h).
+ *
+ * A call takes an idle socket for its host:port from the pool (or
+ * connects), sends the request head and body with one sendmsg(2), and
+ * reads the answer with blocking recv(2) calls into a buffer on its stack
+ * (the socket's SO_RCVTIMEO keeps each wait within the call's deadline, and
+ * is set again only when the time left moves away from it): the header section must fit
+ * in it (H1_BUF), the body streams through to the caller's sink.  The
+ * socket goes back to the pool when the answer was complete and the
+ * upstream did not ask to close.
+ *
+ * An idle socket may have been closed by the upstream meanwhile (CivetWeb
+ * drops idle connections after its keep-alive timeout).  One idle for more
+ * than H1_PEEK_AFTER_MS is checked with a non-blocking MSG_PEEK before use;
+ * the remaining race (closed while the request was on its way) is caught
+ * by sending again on a new connection when nothing of the answer came. */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "logpipe/buf.h"
+#include "logpipe/util.h"
+#include "h1.h"
+
+#include "logpipe/banned.h"
+
+#define H1_BUCKETS 16          /* distinct upstreams in one pool */
+#define H1_MAX_IDLE 128        /* idle sockets kept per upstream */
+#define H1_IDLE_MAX_MS 30000   /* idle longer: closed instead of used */
+#define H1_PEEK_AFTER_MS 50    /* idle longer: checked before use */
+#define H1_BUF 16384           /* read buffer: bounds the header section */
+#define H1_TMO_SLACK_MS 200    /* SO_RCVTIMEO is left alone within this */
+
+struct h1_idle {
+	int fd;
+	int64_t since_ms; /* back in the pool at */
+	long rcvtimeo_ms; /* its SO_RCVTIMEO */
+};
+
+struct h1_bucket {
+	char key[272];         /* "host port" */
+	struct h1_idle *idle;  /* a stack: the most recently used on top */
+	size_t n, cap;
+};
+
+struct h1_pool {
+	pthread_mutex_t mu; /* guards the buckets */
+	struct h1_bucket b[H1_BUCKETS];
+	size_t nb;
+};
+
+/* How the body of an answer ends. */
+enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_EOF };
+
+/* One call's connection and read state. */
+struct h1_io {
+	int fd;
+	long rcvtimeo_ms;     /* the socket's SO_RCVTIMEO, 0 for none */
+	bool reused;          /* came from the pool */
+	bool got_any;         /* some byte of the answer arrived */
+	int64_t deadline_ms;
+	size_t pos, len;      /* unread bytes are buf[pos, len) */
+	char buf[H1_BUF];     /* last: h1_perform clears only what precedes it */
+};
+
+/* The answer's framing, from its header section. */
+struct h1_head {
+	int status;
+	int minor;           /* HTTP/1.minor */
+	bool close;          /* Connection: close */
+	bool chunked;
+	bool has_length;
+	unsigned long long length;
+};
+
+struct h1_pool *h1_pool_new(void)
+{
+	struct h1_pool *p = lp_xcalloc(1, sizeof(*p));
+
+	pthread_mutex_init(&p->mu, NULL);
+	return p;
+}
+
+void h1_pool_free(struct h1_pool *p)
+{
+	size_t i, j;
+
+	if (!p)
+		return;
+	for (i = 0; i < p->nb; i++) {
+		for (j = 0; j < p->b[i].n; j++)
+			close(p->b[i].idle[j].fd);
+		free(p->b[i].idle);
+	}
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+/* ---- the pool ------------------------------------------------------------- */
+
+static void target_key(const struct h1_target *t, char key[272])
+{
+	snprintf(key, 272, "%s %s", t->host, t->port);
+}
+
+/* The bucket of key, created when create is set and there is room. */
+static struct h1_bucket *bucket(struct h1_pool *p, const char *key, bool create)
+{
+	size_t i;
+
+	for (i = 0; i < p->nb; i++)
+		if (strcmp(p->b[i].key, key) == 0)
+			return &p->b[i];
+	if (!create || p->nb == H1_BUCKETS)
+		return NULL;
+	lp_strlcpy(p->b[p->nb].key, key, sizeof(p->b[p->nb].key));
+	return &p->b[p->nb++];
+}
+
+/* Pops the most recently used idle socket of key, or -1. */
+static int pool_take(struct h1_pool *p, const char *key, int64_t *idle_ms, long *rcvtimeo_ms)
+{
+	struct h1_bucket *b;
+	int64_t now = lp_now_ms();
+	int fd = -1;
+
+	pthread_mutex_lock(&p->mu);
+	b = bucket(p, key, false);
+	while (b && b->n > 0 && fd < 0) {
+		struct h1_idle *i = &b->idle[--b->n];
+
+		if (now - i->since_ms > H1_IDLE_MAX_MS) {
+			close(i->fd);
+			continue;
+		}
+		fd = i->fd;
+		*idle_ms = now - i->since_ms;
+		*rcvtimeo_ms = i->rcvtimeo_ms;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return fd;
+}
+
+static void pool_give(struct h1_pool *p, const char *key, int fd, long rcvtimeo_ms)
+{
+	struct h1_bucket *b;
+
+	pthread_mutex_lock(&p->mu);
+	b = bucket(p, key, true);
+	if (b && b->n < H1_MAX_IDLE) {
+		if (b->n == b->cap) {
+			b->cap = b->cap ? b->cap * 2 : 16;
+			b->idle = lp_xrealloc(b->idle, b->cap * sizeof(*b->idle));
+		}
+		b->idle[b->n].fd = fd;
+		b->idle[b->n].since_ms = lp_now_ms();
+		b->idle[b->n].rcvtimeo_ms = rcvtimeo_ms;
+		b->n++;
+		fd = -1;
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (fd >= 0)
+		close(fd);
+}
+
+/* True when the upstream has closed (or broken) an idle socket. */
+static bool idle_dead(int fd)
+{
+	char c;
+	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+	return true; /* EOF, or bytes nobody asked for */
+}
+
+/* ---- the target ----------------------------------------------------------- */
+
+static int parse_port(const char *s, size_t n, char out[8])
+{
+	unsigned long v = 0;
+	size_t i;
+
+	if (n == 0 || n > 5)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (unsigned long)(s[i] - '0');
+	}
+	if (v == 0 || v > 65535)
+		return -1;
+	snprintf(out, 8, "%lu", v);
+	return 0;
+}
+
+int h1_target_parse(const char *base, struct h1_target *t)
+{
+	const char *a, *h, *rest, *end;
+	size_t n, hn;
+
+	if (!base || strncasecmp(base, "http://", 7) != 0)
+		return -1;
+	a = base + 7;
+	n = strlen(a);
+	while (n > 0 && a[n - 1] == '/')
+		n--;
+	if (n == 0 || n >= sizeof(t->authority) || memchr(a, '/', n) || memchr(a, '@', n) ||
+	    memchr(a, '?', n) || memchr(a, '#', n))
+		return -1;
+	if (a[0] == '[') {
+		end = memchr(a, ']', n);
+		if (!end)
+			return -1;
+		h = a + 1;
+		hn = (size_t)(end - h);
+		rest = end + 1;
+	} else {
+		end = memchr(a, ':', n);
+		h = a;
+		hn = end ? (size_t)(end - a) : n;
+		rest = a + hn;
+	}
+	if (hn == 0 || hn >= sizeof(t->host))
+		return -1;
+	if (rest < a + n) {
+		if (*rest != ':' || parse_port(rest + 1, (size_t)(a + n - rest - 1), t->port) < 0)
+			return -1;
+	} else {
+		lp_strlcpy(t->port, "80", sizeof(t->port));
+	}
+	memcpy(t->host, h, hn);
+	t->host[hn] = '\0';
+	memcpy(t->authority, a, n);
+	t->authority[n] = '\0';
+	return 0;
+}
+
+/* ---- sockets -------------------------------------------------------------- */
+
+/* Waits for events on fd until deadline: 1 ready, 0 timed out, -1 error. */
+static int wait_fd(int fd, short events, int64_t deadline)
+{
+	struct pollfd pfd = { .fd = fd, .events = events };
+	int64_t left;
+	int rc;
+
+	for (;;) {
+		left = deadline - lp_now_ms();
+		if (left <= 0)
+			return 0;
+		rc = poll(&pfd, 1, left > INT_MAX ? INT_MAX : (int)left);
+		if (rc > 0)
+			return 1; /* POLLERR and POLLHUP too: the next call tells */
+		if (rc < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+/* Connected sockets block in recv(2), bounded by SO_RCVTIMEO (one call
+ * instead of poll and recv); sends use MSG_DONTWAIT and poll. */
+static int make_blocking(int fd, int *err_no)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0) {
+		*err_no = errno;
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int connect_one(const struct addrinfo *a, int64_t deadline, int *err_no, bool *timed_out)
+{
+	int fd, one = 1, soerr = 0, w;
+	socklen_t sl = sizeof(soerr);
+
+	fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		*err_no = errno;
+		return -1;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
+		return make_blocking(fd, err_no);
+	if (errno == EINPROGRESS) {
+		w = wait_fd(fd, POLLOUT, deadline);
+		if (w > 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+			return make_blocking(fd, err_no);
+		*err_no = w > 0 ? soerr : w == 0 ? ETIMEDOUT : errno;
+		*timed_out = w == 0;
+	} else {
+		*err_no = errno;
+	}
+	close(fd);
+	return -1;
+}
+
+/* A new connection to t, or -1 with *res and err set. */
+static int h1_connect(const struct h1_target *t, const struct h1_req *rq, enum h1_result *res,
+		      char *err, size_t errlen)
+{
+	struct addrinfo hints, *ai = NULL, *a;
+	int64_t deadline = lp_now_ms() + rq->connect_timeout_ms;
+	bool timed_out = false;
+	int fd = -1, e = 0, rc;
+
+	if (deadline > rq->deadline_ms)
+		deadline = rq->deadline_ms;
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	rc = getaddrinfo(t->host, t->port, &hints, &ai);
+	if (rc != 0) {
+		snprintf(err, errlen, "cannot resolve %s: %s", t->host, gai_strerror(rc));
+		*res = H1_FAILED;
+		return -1;
+	}
+	for (a = ai; a && fd < 0 && !timed_out; a = a->ai_next)
+		fd = connect_one(a, deadline, &e, &timed_out);
+	freeaddrinfo(ai);
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot connect to %s port %s: %s", t->host, t->port,
+			 timed_out ? "timed out" : strerror(e));
+		*res = timed_out ? H1_TIMEOUT : H1_FAILED;
+	}
+	return fd;
+}
+
+/* Sends every byte of iov; 0, -ETIMEDOUT or -errno. */
+static int send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline)
+{
+	struct msghdr m;
+	ssize_t n;
+	int w;
+
+	memset(&m, 0, sizeof(m));
+	m.msg_iov = iov;
+	m.msg_iovlen = (size_t)iovcnt;
+	while (m.msg_iovlen > 0) {
+		if (m.msg_iov->iov_len == 0) {
+			m.msg_iov++;
+			m.msg_iovlen--;
+			continue;
+		}
+		n = sendmsg(fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				return -errno;
+			w = wait_fd(fd, POLLOUT, deadline);
+			if (w <= 0)
+				return w == 0 ? -ETIMEDOUT : -errno;
+			continue;
+		}
+		while (n > 0 && m.msg_iovlen > 0) {
+			size_t k = (size_t)n < m.msg_iov->iov_len ? (size_t)n : m.msg_iov->iov_len;
+
+			m.msg_iov->iov_base = (char *)m.msg_iov->iov_base + k;
+			m.msg_iov->iov_len -= k;
+			n -= (ssize_t)k;
+			if (m.msg_iov->iov_len == 0) {
+				m.msg_iov++;
+				m.msg_iovlen--;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Bounds the next blocking recv(2) by the deadline: SO_RCVTIMEO is set
+ * only when the socket's value would pass the deadline or is far below
+ * the time left, so calls with the same timeout leave it alone.  Returns
+ * 0, -ETIMEDOUT when the deadline has passed, or -errno. */
+static int bound_recv(struct h1_io *io)
+{
+	int64_t left = io->deadline_ms - lp_now_ms();
+	struct timeval tv;
+	long tmo;
+
+	if (left <= 0)
+		return -ETIMEDOUT;
+	if (io->rcvtimeo_ms > 0 && io->rcvtimeo_ms <= left &&
+	    io->rcvtimeo_ms + H1_TMO_SLACK_MS >= left)
+		return 0;
+	tmo = (long)(left > 2 * H1_TMO_SLACK_MS ? left - H1_TMO_SLACK_MS / 2 : left);
+	tv.tv_sec = tmo / 1000;
+	tv.tv_usec = (tmo % 1000) * 1000;
+	if (setsockopt(io->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
+		return -errno;
+	io->rcvtimeo_ms = tmo;
+	return 0;
+}
+
+/* Reads more of the answer after the unread bytes (moved to the front).
+ * Returns the count read, 0 at EOF, -ENOBUFS when the buffer is full of
+ * unread bytes, -ETIMEDOUT or -errno. */
+static ssize_t fill(struct h1_io *io)
+{
+	ssize_t n;
+	int rc;
+
+	if (io->pos > 0) {
+		memmove(io->buf, io->buf + io->pos, io->len - io->pos);
+		io->len -= io->pos;
+		io->pos = 0;
+	}
+	if (io->len == sizeof(io->buf))
+		return -ENOBUFS;
+	for (;;) {
+		rc = bound_recv(io);
+		if (rc < 0)
+			return rc;
+		n = recv(io->fd, io->buf + io->len, sizeof(io->buf) - io->len, 0);
+		if (n > 0) {
+			io->len += (size_t)n;
+			io->got_any = true;
+			return n;
+		}
+		if (n == 0)
+			return 0;
+		/* EAGAIN: SO_RCVTIMEO ran out; bound_recv tells whether the
+		 * deadline did too. */
+		if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+			return -errno;
+	}
+}
+
+/* ---- the answer ----------------------------------------------------------- */
+
+static bool header_is(const char *line, size_t n, const char *name, const char **v, size_t *vn)
+{
+	size_t k = strlen(name);
+
+	if (n < k + 1 || line[k] != ':' || strncasecmp(line, name, k) != 0)
+		return false;
+	*v = line + k + 1;
+	*vn = n - k - 1;
+	while (*vn > 0 && (**v == ' ' || **v == '\t'))
+		(*v)++, (*vn)--;
+	while (*vn > 0 && ((*v)[*vn - 1] == ' ' || (*v)[*vn - 1] == '\t'))
+		(*vn)--;
+	return true;
+}
+
+static bool has_token(const char *v, size_t n, const char *tok)
+{
+	size_t k = strlen(tok), i;
+
+	for (i = 0; i + k <= n; i++)
+		if (strncasecmp(v + i, tok, k) == 0 && (i == 0 || v[i - 1] == ' ' || v[i - 1] == ',') &&
+		    (i + k == n || v[i + k] == ' ' || v[i + k] == ',' || v[i + k] == ';'))
+			return true;
+	return false;
+}
+
+static int parse_length(const char *v, size_t n, unsigned long long *out)
+{
+	unsigned long long x = 0;
+	size_t i;
+
+	if (n == 0 || n > 18)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (v[i] < '0' || v[i] > '9')
+			return -1;
+		x = x * 10 + (unsigned long long)(v[i] - '0');
+	}
+	*out = x;
+	return 0;
+}
+
+/* Parses one header section at buf[0, n) (CRLF CRLF included), handing
+ * each line to the header sink. */
+static enum h1_result parse_head(const struct h1_req *rq, char *buf, size_t n, struct h1_head *hd,
+				 char *err, size_t errlen)
+{
+	char *line = buf, *eol;
+	const char *v;
+	size_t ln, vn;
+
+	memset(hd, 0, sizeof(*hd));
+	eol = memmem(line, n, "\r\n", 2);
+	if (!eol || eol - line < 12 || memcmp(line, "HTTP/1.", 7) != 0 || line[7] < '0' ||
+	    line[7] > '9' || line[8] != ' ' || line[9] < '1' || line[9] > '5' || line[10] < '0' ||
+	    line[10] > '9' || line[11] < '0' || line[11] > '9') {
+		snprintf(err, errlen, "malformed status line in the answer");
+		return H1_FAILED;
+	}
+	hd->minor = line[7] - '0';
+	hd->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
+	for (;;) {
+		ln = (size_t)(eol - line) + 2;
+		if (ln == 2)
+			return H1_OK; /* the blank line */
+		if (rq->on_header && rq->on_header(line, 1, ln, rq->ud) != ln)
+			return H1_ABORTED;
+		if (header_is(line, ln - 2, "Content-Length", &v, &vn)) {
+			if (parse_length(v, vn, &hd->length) < 0) {
+				snprintf(err, errlen, "malformed Content-Length in the answer");
+				return H1_FAILED;
+			}
+			hd->has_length = true;
+		} else if (header_is(line, ln - 2, "Transfer-Encoding", &v, &vn)) {
+			hd->chunked = has_token(v, vn, "chunked");
+		} else if (header_is(line, ln - 2, "Connection", &v, &vn)) {
+			hd->close = hd->close || has_token(v, vn, "close");
+		}
+		n -= ln;
+		line += ln;
+		eol = memmem(line, n, "\r\n", 2);
+		if (!eol)
+			break;
+	}
+	snprintf(err, errlen, "malformed header section in the answer");
+	return H1_FAILED;
+}
+
+static enum h1_result io_error(ssize_t rc, const char *what, char *err, size_t errlen)
+{
+	if (rc == -ETIMEDOUT) {
+		snprintf(err, errlen, "timed out %s", what);
+		return H1_TIMEOUT;
+	}
+	if (rc == 0)
+		snprintf(err, errlen, "connection closed by the upstream %s", what);
+	else if (rc == -ENOBUFS)
+		snprintf(err, errlen, "answer header section larger than %d bytes", H1_BUF);
+	else
+		snprintf(err, errlen, "%s: %s", what, strerror((int)-rc));
+	return H1_FAILED;
+}
+
+/* Passes up to want bytes of the unread buffer to the body sink. */
+static enum h1_result sink(const struct h1_req *rq, struct h1_io *io, size_t want)
+{
+	size_t k = io->len - io->pos < want ? io->len - io->pos : want;
+
+	if (k > 0 && rq->on_body && rq->on_body(io->buf + io->pos, 1, k, rq->ud) != k)
+		return H1_ABORTED;
+	io->pos += k;
+	return H1_OK;
+}
+
+static enum h1_result body_length(const struct h1_req *rq, struct h1_io *io,
+				  unsigned long long left, char *err, size_t errlen)
+{
+	enum h1_result r;
+	size_t before;
+	ssize_t rc;
+
+	for (;;) {
+		before = io->pos;
+		r = sink(rq, io, left > SIZE_MAX ? SIZE_MAX : (size_t)left);
+		if (r != H1_OK)
+			return r;
+		left -= io->pos - before;
+		if (left == 0)
+			return H1_OK;
+		rc = fill(io);
+		if (rc <= 0)
+			return io_error(rc, "reading the body", err, errlen);
+	}
+}
+
+static enum h1_result body_eof(const struct h1_req *rq, struct h1_io *io, char *err,
+			       size_t errlen)
+{
+	enum h1_result r;
+	ssize_t rc;
+
+	for (;;) {
+		r = sink(rq, io, SIZE_MAX);
+		if (r != H1_OK)
+			return r;
+		rc = fill(io);
+		if (rc == 0)
+			return H1_OK;
+		if (rc < 0)
+			return io_error(rc, "reading the body", err, errlen);
+	}
+}
+
+/* The next CRLF-terminated line of the unread buffer, reading more as
+ * needed; *n excludes the CRLF, which is consumed. */
+static enum h1_result next_line(struct h1_io *io, char **line, size_t *n, char *err,
+				size_t errlen)
+{
+	char *eol;
+	ssize_t rc;
+
+	for (;;) {
+		eol = memmem(io->buf + io->pos, io->len - io->pos, "\r\n", 2);
+		if (eol) {
+			*line = io->buf + io->pos;
+			*n = (size_t)(eol - *line);
+			io->pos += *n + 2;
+			return H1_OK;
+		}
+		rc = fill(io);
+		if (rc <= 0)
+			return io_error(rc, "reading a chunked body", err, errlen);
+	}
+}
+
+static enum h1_result body_chunked(const struct h1_req *rq, struct h1_io *io, char *err,
+				   size_t errlen)
+{
+	unsigned long long size;
+	enum h1_result r;
+	char *line;
+	size_t n, i;
+	int d;
+
+	for (;;) {
+		r = next_line(io, &line, &n, err, errlen);
+		if (r != H1_OK)
+			return r;
+		size = 0;
+		for (i = 0; i < n && line[i] != ';' && line[i] != ' '; i++) {
+			char c = line[i];
+
+			d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+				: c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+			if (d < 0 || i >= 15) {
+				snprintf(err, errlen, "malformed chunk size in the answer");
+				return H1_FAILED;
+			}
+			size = size * 16 + (unsigned long long)d;
+		}
+		if (i == 0) {
+			snprintf(err, errlen, "malformed chunk size in the answer");
+			return H1_FAILED;
+		}
+		if (size == 0)
+			break;
+		r = body_length(rq, io, size, err, errlen);
+		if (r != H1_OK)
+			return r;
+		r = next_line(io, &line, &n, err, errlen);
+		if (r != H1_OK)
+			return r;
+		if (n != 0) {
+			snprintf(err, errlen, "malformed chunk end in the answer");
+			return H1_FAILED;
+		}
+	}
+	do { /* trailers, up to the blank line */
+		r = next_line(io, &line, &n, err, errlen);
+		if (r != H1_OK)
+			return r;
+	} while (n != 0);
+	return H1_OK;
+}
+
+/* Reads one whole answer; *keep tells whether the socket may be reused. */
+static enum h1_result read_answer(const struct h1_req *rq, struct h1_io *io, int *status,
+				  bool *keep, char *err, size_t errlen)
+{
+	struct h1_head hd;
+	enum h1_result r;
+	enum body_mode mode;
+	char *end;
+	ssize_t rc;
+
+	for (;;) {
+		end = memmem(io->buf + io->pos, io->len - io->pos, "\r\n\r\n", 4);
+		if (!end) {
+			rc = fill(io);
+			if (rc <= 0)
+				return io_error(rc, "waiting for the answer", err, errlen);
+			continue;
+		}
+		r = parse_head(rq, io->buf + io->pos, (size_t)(end + 4 - (io->buf + io->pos)), &hd,
+			       err, errlen);
+		if (r != H1_OK)
+			return r;
+		io->pos = (size_t)(end + 4 - io->buf);
+		if (hd.status >= 200 || hd.status == 101)
+			break;
+		/* 1xx: the real answer follows. */
+	}
+	if (hd.status == 101) {
+		snprintf(err, errlen, "unexpected protocol switch in the answer");
+		return H1_FAILED;
+	}
+	*status = hd.status;
+	if (hd.status == 204 || hd.status == 304)
+		mode = BODY_NONE;
+	else if (hd.chunked)
+		mode = BODY_CHUNKED;
+	else if (hd.has_length)
+		mode = BODY_LENGTH;
+	else
+		mode = BODY_EOF;
+	switch (mode) {
+	case BODY_NONE:
+		r = H1_OK;
+		break;
+	case BODY_LENGTH:
+		r = hd.length ? body_length(rq, io, hd.length, err, errlen) : H1_OK;
+		break;
+	case BODY_CHUNKED:
+		r = body_chunked(rq, io, err, errlen);
+		break;
+	default:
+		r = body_eof(rq, io, err, errlen);
+		break;
+	}
+	*keep = r == H1_OK && mode != BODY_EOF && !hd.close && hd.minor >= 1 && io->pos == io->len;
+	return r;
+}
+
+/* ---- a call --------------------------------------------------------------- */
+
+static bool skip_header(const char *h)
+{
+	const char *colon = strchr(h, ':');
+
+	/* "Name:" without a value removes a header in libcurl; nothing to send here. */
+	if (!colon)
+		return true;
+	colon++;
+	while (*colon == ' ' || *colon == '\t')
+		colon++;
+	return *colon == '\0' || strpbrk(h, "\r\n") != NULL;
+}
+
+/* Whether the request carries a body (and a Content-Length): as libcurl
+ * sends them, never for GET (HEAD goes as GET), always for POST, PUT and
+ * PATCH, and for other methods when there is one. */
+static bool sends_body(const struct h1_req *rq)
+{
+	const char *m = rq->method;
+
+	if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
+		return false;
+	return (rq->body && rq->body_len > 0) || strcmp(m, "POST") == 0 || strcmp(m, "PUT") == 0 ||
+	       strcmp(m, "PATCH") == 0;
+}
+
+static void build_head(const struct h1_target *t, const struct h1_req *rq, struct lp_buf *h)
+{
+	const char *m = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
+	bool accept = false, body = sends_body(rq);
+	size_t i;
+
+	lp_buf_adds(h, m);
+	lp_buf_addch(h, ' ');
+	lp_buf_adds(h, rq->path);
+	if (rq->query && *rq->query) {
+		lp_buf_addch(h, '?');
+		lp_buf_adds(h, rq->query);
+	}
+	lp_buf_adds(h, " HTTP/1.1\r\nHost: ");
+	lp_buf_adds(h, t->authority);
+	lp_buf_adds(h, "\r\n");
+	for (i = 0; rq->headers && rq->headers[i]; i++) {
+		if (skip_header(rq->headers[i]))
+			continue;
+		accept = accept || strncasecmp(rq->headers[i], "Accept:", 7) == 0;
+		lp_buf_adds(h, rq->headers[i]);
+		lp_buf_adds(h, "\r\n");
+	}
+	if (!accept)
+		lp_buf_adds(h, "Accept: */*\r\n");
+	if (body)
+		lp_buf_addf(h, "Content-Length: %zu\r\n", rq->body ? rq->body_len : 0);
+	lp_buf_adds(h, "\r\n");
+}
+
+/* True when a failure on a reused socket means the upstream had closed it
+ * before reading the request: worth one more try on a new connection. */
+static bool stale(const struct h1_io *io, int send_rc, enum h1_result r, const char *err)
+{
+	if (!io->reused || io->got_any)
+		return false;
+	if (send_rc == -EPIPE || send_rc == -ECONNRESET)
+		return true;
+	return r == H1_FAILED && (strstr(err, "closed by the upstream") ||
+				  strstr(err, strerror(ECONNRESET)));
+}
+
+static enum h1_result attempt(struct h1_pool *p, const struct h1_target *t,
+			      const struct h1_req *rq, const char *key, struct lp_buf *head,
+			      struct h1_io *io, bool fresh, int *status, bool *retry, char *err,
+			      size_t errlen)
+{
+	struct iovec iov[2];
+	enum h1_result r = H1_FAILED;
+	int64_t idle_ms = 0;
+	bool keep = false;
+	int rc;
+
+	io->fd = -1;
+	while (!fresh && (io->fd = pool_take(p, key, &idle_ms, &io->rcvtimeo_ms)) >= 0 &&
+	       idle_ms > H1_PEEK_AFTER_MS && idle_dead(io->fd)) {
+		close(io->fd);
+		io->fd = -1;
+	}
+	io->reused = io->fd >= 0;
+	if (!io->reused) {
+		io->rcvtimeo_ms = 0;
+		io->fd = h1_connect(t, rq, &r, err, errlen);
+		if (io->fd < 0)
+			return r;
+	}
+	iov[0].iov_base = head->buf;
+	iov[0].iov_len = head->len;
+	iov[1].iov_base = (void *)(uintptr_t)(rq->body ? rq->body : "");
+	iov[1].iov_len = rq->body && sends_body(rq) ? rq->body_len : 0;
+	rc = send_all(io->fd, iov, 2, rq->deadline_ms);
+	if (rc < 0)
+		r = io_error(rc, "sending the request", err, errlen);
+	else
+		r = read_answer(rq, io, status, &keep, err, errlen);
+	*retry = r != H1_OK && stale(io, rc, r, err);
+	if (keep)
+		pool_give(p, key, io->fd, io->rcvtimeo_ms);
+	else
+		close(io->fd);
+	io->fd = -1;
+	return r;
+}
+
+enum h1_result h1_perform(struct h1_pool *p, const struct h1_target *t, const struct h1_req *rq,
+			  int *status, char *err, size_t errlen)
+{
+	struct lp_buf head;
+	struct h1_io io;
+	enum h1_result r;
+	char key[272];
+	bool retry = false;
+
+	*status = 0;
+	err[0] = '\0';
+	target_key(t, key);
+	lp_buf_init(&head, 512);
+	build_head(t, rq, &head);
+	memset(&io, 0, offsetof(struct h1_io, buf));
+	io.deadline_ms = rq->deadline_ms;
+	r = attempt(p, t, rq, key, &head, &io, false, status, &retry, err, errlen);
+	if (retry) {
+		memset(&io, 0, offsetof(struct h1_io, buf));
+		io.deadline_ms = rq->deadline_ms;
+		err[0] = '\0';
+		r = attempt(p, t, rq, key, &head, &io, true, status, &retry, err, errlen);
+	}
+	lp_buf_release(&head);
+	return r;
+}

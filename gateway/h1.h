@@ -1,0 +1,70 @@
+/* h1.h - a small HTTP/1.1 client for the gateway's hot path.
+ *
+ * libcurl costs the proxy more CPU per request than the rest of the
+ * gateway together (option resets, a multi handle under every easy call,
+ * five poll(2) calls, header parsing with sscanf), so plain "http://"
+ * upstreams are called with this instead: one sendmsg(2) for the request
+ * and a blocking recv(2) (bounded by SO_RCVTIMEO) for the answer, on a
+ * connection kept alive in a pool shared by all worker threads.  It knows Content-Length, chunked and
+ * close-delimited bodies, skips 1xx answers, and times the whole call out
+ * against one deadline.  Anything else (https) stays with libcurl.
+ *
+ * Thread-safe: the pool is a mutex-guarded stack of idle sockets per
+ * host:port; a call owns its socket until it gives it back. */
+#ifndef LOGPIPE_GATEWAY_H1_H
+#define LOGPIPE_GATEWAY_H1_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct h1_pool;
+
+/* Same shape as libcurl's write and header callbacks: return n to go on,
+ * anything else to abort the call (H1_ABORTED). */
+typedef size_t (*h1_sink)(char *data, size_t size, size_t n, void *ud);
+
+/* Where "http://HOST[:PORT]" points; no path, user or fragment. */
+struct h1_target {
+	char host[256];      /* name or address, brackets stripped */
+	char port[8];        /* decimal, "80" by default */
+	char authority[272]; /* HOST[:PORT] as written, for the Host header */
+};
+
+struct h1_req {
+	const char *method;         /* sent as is ("HEAD" goes as "GET") */
+	const char *path;           /* starts with '/' */
+	const char *query;          /* without '?', or NULL */
+	const char *const *headers; /* "Name: value", NULL-terminated, or NULL;
+				     * "Name:" with no value is not sent */
+	const char *body;           /* or NULL */
+	size_t body_len;
+	int64_t deadline_ms;        /* lp_now_ms() clock: the whole call */
+	long connect_timeout_ms;    /* of a new connection */
+	h1_sink on_header;          /* each header line with its CRLF, and the
+				     * status line of each answer (after a 1xx) */
+	h1_sink on_body;            /* body bytes, de-chunked */
+	void *ud;                   /* for both sinks */
+};
+
+enum h1_result {
+	H1_OK,       /* a whole answer came back; *status is set */
+	H1_TIMEOUT,  /* the deadline (or the connect timeout) passed */
+	H1_FAILED,   /* connection or protocol error; err says which */
+	H1_ABORTED,  /* a sink refused the data */
+};
+
+struct h1_pool *h1_pool_new(void);
+/* Closes every idle connection.  NULL is a no-op. */
+void h1_pool_free(struct h1_pool *p);
+
+/* Fills t from a base URL; -1 when it is not a plain http:// authority. */
+int h1_target_parse(const char *base, struct h1_target *t);
+
+/* Performs one request.  A kept-alive connection that turns out closed
+ * before any byte of the answer arrived is replaced by a new one and the
+ * request sent again, as libcurl does. */
+enum h1_result h1_perform(struct h1_pool *p, const struct h1_target *t, const struct h1_req *rq,
+			  int *status, char *err, size_t errlen);
+
+#endif
