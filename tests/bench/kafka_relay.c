@@ -5,6 +5,7 @@
  *
  *   kafka_relay BROKERS FROM TO [FETCH_WAIT_MS] [LINGER_MS] [NODELAY]
  *   kafka_relay --log-append-time BROKERS TOPIC...
+ *   kafka_relay --stamps BROKERS TOPIC[,TOPIC...] WAIT_MS IDLE_MS
  *
  * Reads every partition of FROM from its end (no consumer group, no
  * commits) and produces each record unchanged, with its key, to TO: an
@@ -20,12 +21,23 @@
  * request replaces it), so that every record carries the broker's append
  * time, and exits.
  *
+ * With --stamps it is the benchmark's measuring consumer, kept light so
+ * that measuring perturbs little: it reads every partition of the topics
+ * from their end and, for each record whose value holds "sent_us", prints
+ * "TOPIC_INDEX ID TIMESTAMP_MS RECV_US" (ID: the value of the first "id"
+ * key, found by text search; TIMESTAMP_MS: the record's timestamp;
+ * RECV_US: wall clock at receipt).  "ready" on stderr as above; stops
+ * after WAIT_MS in total or IDLE_MS without a record once ready.
+ *
  * Only for the benchmark; compiled by tests/bench/enricher_bench.py with
  *   cc -O2 -o kafka_relay kafka_relay.c $(pkg-config --cflags --libs rdkafka) */
+#define _GNU_SOURCE /* memmem */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -86,26 +98,113 @@ static rd_kafka_t *client(rd_kafka_type_t type, const char *brokers, const char 
 	return rk;
 }
 
-/* Assigns every partition of topic from its end; returns their number. */
-static int assign_all(rd_kafka_t *rk, const char *topic)
+/* Assigns every partition of the topics from their end; returns their
+ * number, 0 when a topic is missing. */
+static int assign_all(rd_kafka_t *rk, char **topics, int ntopics)
 {
 	const struct rd_kafka_metadata *md;
 	rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
-	int i, p, n = 0;
+	int i, k, p, n, total = 0;
 
 	if (rd_kafka_metadata(rk, 1, NULL, &md, 10000)) {
 		fprintf(stderr, "kafka_relay: no metadata\n");
 		exit(2);
 	}
-	for (i = 0; i < md->topic_cnt; i++)
-		if (!strcmp(md->topics[i].topic, topic))
-			n = md->topics[i].partition_cnt;
+	for (k = 0; k < ntopics; k++) {
+		for (i = 0, n = 0; i < md->topic_cnt; i++)
+			if (!strcmp(md->topics[i].topic, topics[k]))
+				n = md->topics[i].partition_cnt;
+		if (n == 0) {
+			total = 0;
+			break;
+		}
+		for (p = 0; p < n; p++)
+			rd_kafka_topic_partition_list_add(l, topics[k], p)->offset =
+				RD_KAFKA_OFFSET_END;
+		total += n;
+	}
 	rd_kafka_metadata_destroy(md);
-	for (p = 0; p < n; p++)
-		rd_kafka_topic_partition_list_add(l, topic, p)->offset = RD_KAFKA_OFFSET_END;
-	rd_kafka_assign(rk, l);
+	if (total)
+		rd_kafka_assign(rk, l);
 	rd_kafka_topic_partition_list_destroy(l);
-	return n;
+	return total;
+}
+
+static long long wall_us(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
+}
+
+static long long mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
+}
+
+/* Prints the stamp line of one record, if it is a measured event. */
+static void stamp(const rd_kafka_message_t *m, char **topics, int ntopics, long long recv_us)
+{
+	const char *v = m->payload, *id, *end;
+	int k;
+
+	if (!v || !memmem(v, m->len, "\"sent_us\"", 9))
+		return;
+	id = memmem(v, m->len, "\"id\": \"", 7);
+	if (!id)
+		return;
+	id += 7;
+	end = memchr(id, '"', m->len - (size_t)(id - v));
+	if (!end)
+		return;
+	for (k = 0; k < ntopics && strcmp(topics[k], rd_kafka_topic_name(m->rkt)); k++)
+		;
+	printf("%d %.*s %lld %lld\n", k, (int)(end - id), id,
+	       (long long)rd_kafka_message_timestamp(m, NULL), recv_us);
+}
+
+static int stamps(const char *brokers, char *list, long wait_ms, long idle_ms)
+{
+	rd_kafka_t *rk = client(RD_KAFKA_CONSUMER, brokers, "10", "1", "true");
+	char *topics[8], *save = NULL, *tok;
+	int ntopics = 0, parts, eofs = 0;
+	long long start = mono_ms(), last = 0;
+
+	for (tok = strtok_r(list, ",", &save); tok && ntopics < 8; tok = strtok_r(NULL, ",", &save))
+		topics[ntopics++] = tok;
+	parts = assign_all(rk, topics, ntopics);
+	if (!parts) {
+		fprintf(stderr, "kafka_relay: a topic of %s is missing\n", list);
+		return 2;
+	}
+	while (!stop && mono_ms() - start < wait_ms) {
+		rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 50);
+
+		if (!m) {
+			if (eofs >= parts && last && mono_ms() - last >= idle_ms)
+				break;
+			continue;
+		}
+		if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+			if (++eofs == parts) {
+				fputs("ready\n", stderr);
+				fflush(stderr);
+				last = mono_ms();
+			}
+		} else if (!m->err) {
+			stamp(m, topics, ntopics, wall_us());
+			last = mono_ms();
+		}
+		rd_kafka_message_destroy(m);
+	}
+	fflush(stdout);
+	rd_kafka_consumer_close(rk);
+	rd_kafka_destroy(rk);
+	return 0;
 }
 
 /* message.timestamp.type=LogAppendTime on each topic; 0 on success. */
@@ -162,6 +261,8 @@ int main(int argc, char **argv)
 
 	if (argc >= 4 && !strcmp(argv[1], "--log-append-time"))
 		return log_append_time(argv[2], argv + 3, argc - 3);
+	if (argc == 6 && !strcmp(argv[1], "--stamps"))
+		return stamps(argv[2], argv[3], atol(argv[4]), atol(argv[5]));
 	if (argc < 4) {
 		fprintf(stderr, "usage: kafka_relay BROKERS FROM TO [FETCH_WAIT_MS] [LINGER_MS] "
 				"[NODELAY]\n");
@@ -171,7 +272,7 @@ int main(int argc, char **argv)
 	signal(SIGINT, on_signal);
 	cons = client(RD_KAFKA_CONSUMER, argv[1], fetch_wait, linger, nodelay);
 	prod = client(RD_KAFKA_PRODUCER, argv[1], fetch_wait, linger, nodelay);
-	parts = assign_all(cons, argv[2]);
+	parts = assign_all(cons, argv + 2, 1);
 	if (parts == 0) {
 		fprintf(stderr, "kafka_relay: no topic %s\n", argv[2]);
 		return 2;
