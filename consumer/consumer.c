@@ -9,8 +9,9 @@
  *              batch.max_ms since the first one; each record becomes a COPY
  *              line (store_format_row) or, when it is not a storable event,
  *              is set aside for the dead-letter topic at once;
- *     hand off the batch to the store thread once it is idle, after
- *              committing the batch it finished before;
+ *     hand off the batch to the store thread once it is idle, then
+ *              commit the offsets of the batch it finished before (the
+ *              commit overlaps with storing);
  *   store thread (owns the PostgreSQL write path and the DLQ producer)
  *     store    the lines in one transaction (store_batch); see below;
  *     dlq      every set-aside record to topics.dlq with the reason and its
@@ -121,6 +122,7 @@ struct batch {
 	size_t nrows, rowcap;
 	struct poison *bad;        /* records for the DLQ */
 	size_t nbad, badcap;
+	bool fresh;                /* store_probe(): may take the direct path */
 };
 
 struct consumer {
@@ -128,9 +130,10 @@ struct consumer {
 	volatile int stopping;             /* set by consumer_stop */
 	struct lp_kconsumer *kc;           /* both enriched topics */
 	struct lp_kproducer *dlq;          /* dead-letter producer */
-	struct lp_pgpool *wpool;           /* the store's connection + housekeeping */
+	struct lp_pgpool *wpool;           /* the store, the probe, housekeeping */
 	struct lp_pgpool *qpool;           /* query API connections */
-	struct store *store;               /* the write path (loop thread only) */
+	struct store *store;               /* the write path (store thread only) */
+	struct store *probe;               /* store_probe() (loop thread only) */
 	struct query_api *qa;              /* GET /api/logs, /api/stats */
 	struct lp_breaker *pg_breaker;     /* "postgres" */
 	struct lp_http_server *http;       /* the HTTP front */
@@ -226,6 +229,7 @@ static void batch_reset(struct batch *b)
 		free(b->bad[i].error);
 	b->nmsgs = b->nrows = b->nbad = 0;
 	b->line_off[0] = 0;
+	b->fresh = false;
 	lp_buf_reset(&b->copy);
 }
 
@@ -398,6 +402,9 @@ static void store_sleep(struct consumer *c, int64_t ms)
 static int store_available(struct consumer *c, struct batch *b, size_t lo, size_t hi,
 			   char *err, size_t errlen)
 {
+	/* Only the whole batch was probed; the halves of a split one take the
+	 * staging path. */
+	bool fresh = b->fresh && lo == 0 && hi == b->nrows;
 	const char *data = b->copy.buf + b->line_off[lo];
 	size_t len = b->line_off[hi] - b->line_off[lo];
 	int attempt = 0;
@@ -416,7 +423,7 @@ static int store_available(struct consumer *c, struct batch *b, size_t lo, size_
 			continue;
 		}
 		t0 = lp_now_us();
-		r = store_batch(c->store, data, len, hi - lo, &inserted, err, errlen);
+		r = store_batch(c->store, data, len, hi - lo, fresh, &inserted, err, errlen);
 		lp_breaker_record(c->pg_breaker, r != STORE_UNAVAILABLE, (lp_now_us() - t0) / 1000);
 		if (r == STORE_OK) {
 			lp_series_observe(c->store_time, (double)(lp_now_us() - t0) / 1e6);
@@ -585,17 +592,10 @@ static void *store_main(void *arg)
 	return NULL;
 }
 
-/* Commits the batch the store thread finished, if any, and empties it. */
-static void finish_done(struct consumer *c)
+/* Commits the offsets of b, which the store thread finished with result
+ * rc, and empties it.  NULL is a no-op. */
+static void commit_batch(struct consumer *c, struct batch *b, int rc)
 {
-	struct batch *b;
-	int rc;
-
-	pthread_mutex_lock(&c->hmu);
-	b = c->done;
-	rc = c->done_rc;
-	c->done = NULL;
-	pthread_mutex_unlock(&c->hmu);
 	if (!b)
 		return;
 	if (rc == 0) {
@@ -607,6 +607,59 @@ static void finish_done(struct consumer *c)
 			b->nmsgs);
 	}
 	batch_reset(b);
+}
+
+/* Commits the batch the store thread finished, if any, and empties it. */
+static void finish_done(struct consumer *c)
+{
+	struct batch *b;
+	int rc;
+
+	pthread_mutex_lock(&c->hmu);
+	b = c->done;
+	rc = c->done_rc;
+	c->done = NULL;
+	pthread_mutex_unlock(&c->hmu);
+	commit_batch(c, b, rc);
+}
+
+/* Hands b to the idle store thread, then commits the batch it finished
+ * before: the Kafka commit's round trip overlaps with storing b instead of
+ * holding the store thread up.  The finished batch is taken in the same
+ * critical section, before the store thread can finish b and take its
+ * place. */
+static void hand_off(struct consumer *c, struct batch *b)
+{
+	struct batch *prev;
+	int rc;
+
+	pthread_mutex_lock(&c->hmu);
+	prev = c->done;
+	rc = c->done_rc;
+	c->done = NULL;
+	c->handoff = b;
+	pthread_cond_broadcast(&c->hcv);
+	pthread_mutex_unlock(&c->hmu);
+	commit_batch(c, prev, rc);
+}
+
+/* Sets b->fresh (store_probe) while the store thread may still be writing
+ * the batch before, prev, whose ids are therefore checked in memory.  The
+ * store thread only reads prev's lines, and only this thread resets it.
+ * While the database is in trouble the probe is skipped: the careful path
+ * is right for any batch, and this thread must not wait on a connection. */
+static void probe_batch(struct consumer *c, struct batch *b, const struct batch *prev)
+{
+	char err[256];
+	enum store_result r;
+
+	b->fresh = false;
+	if (b->nrows == 0 || in_outage(c) || lp_breaker_state(c->pg_breaker) != LP_BREAKER_CLOSED)
+		return;
+	r = store_probe(c->probe, b->copy.buf, b->copy.len, b->nrows, prev->copy.buf,
+			prev->copy.len, prev->nrows, &b->fresh, err, sizeof(err));
+	if (r != STORE_OK)
+		lp_debug("probe failed, the batch takes the staging path: %s", err);
 }
 
 /* Waits until the store thread is idle.  A short wait (a batch being
@@ -663,13 +716,11 @@ static void *consume_main(void *arg)
 			continue;
 		}
 		lp_series_observe(c->batch_size, (double)b->nmsgs);
-		/* The other buffer is free once its batch is committed. */
+		probe_batch(c, b, &bufs[next ^ 1]);
+		/* The other buffer is free once its batch is committed, which
+		 * hand_off() does before this loop gathers into it. */
 		wait_store_idle(c);
-		finish_done(c);
-		pthread_mutex_lock(&c->hmu);
-		c->handoff = b;
-		pthread_cond_broadcast(&c->hcv);
-		pthread_mutex_unlock(&c->hmu);
+		hand_off(c, b);
 		next ^= 1;
 	}
 	/* Drain: the batch in the store thread finishes (or gives up when it
@@ -852,14 +903,16 @@ struct consumer *consumer_start(const struct consumer_settings *s, char *err, si
 	c->pg_breaker = lp_breaker_new("postgres", NULL);
 
 	/* The write path keeps its own connection so queries never hold it up;
-	 * the second one serves pings and partition maintenance. */
-	c->wpool = lp_pgpool_new(s->pg_dsn, 2, 5);
+	 * the second one is the loop thread's for store_probe(), the third
+	 * serves pings and partition maintenance. */
+	c->wpool = lp_pgpool_new(s->pg_dsn, 3, 5);
 	c->qpool = lp_pgpool_new(s->pg_dsn, (int)s->pg_pool_size, 5);
 	if (!c->wpool || !c->qpool) {
 		snprintf(err, errlen, "cannot create the PostgreSQL pools");
 		goto fail;
 	}
 	c->store = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS);
+	c->probe = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS);
 	c->qa = query_api_new(c->qpool, c->pg_breaker, (int)s->query_timeout_ms);
 
 	c->dlq = lp_kproducer_new(s->kafka_brokers, dlq_props, err, errlen);
@@ -927,6 +980,7 @@ void consumer_stop(struct consumer *c)
 			lp_error("%d dead letters were not delivered at shutdown", left);
 	}
 	store_free(c->store);
+	store_free(c->probe);
 	query_api_free(c->qa);
 	lp_pgpool_free(c->qpool);
 	lp_pgpool_free(c->wpool);

@@ -28,8 +28,8 @@
  * then reads the whole table, recomputing to_tsvector on every row.  For
  * pages whose filters can be misjudged that way (query_needs_plan_race) a
  * probe first counts the matches, up to a cap, with bitmap scans only
- * (cheap either way: it stops at the cap).  Below the cap the page is read
- * with bitmap scans only; otherwise the ordered plan runs with what is left
+ * (cheap either way: it stops at the cap).  No match: the page is empty.
+ * Below the cap the page is read with bitmap scans only; otherwise the ordered plan runs with what is left
  * of a quarter of the timeout, at most one second, and if that runs out,
  * the bitmap plan gets the rest.
  *
@@ -558,7 +558,10 @@ static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q
 	else if (!timed_out(res))
 		return res; /* a real failure: report it */
 	PQclear(res);
-	if (found >= 0 && found < cap)
+	/* No match at all: the page is empty, no need to collect it again. */
+	if (found == 0)
+		return PQmakeEmptyPGresult(c, PGRES_TUPLES_OK);
+	if (found > 0 && found < cap)
 		return exec_plan(c, q, qa->timeout_ms - (int)(lp_now_ms() - t0), false);
 	res = exec_plan(c, q, budget, true);
 	if (timed_out(res)) {

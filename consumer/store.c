@@ -4,12 +4,19 @@
  * and the server parses rows in its fastest input path, COPY.  There are
  * two paths:
  *
- *  - direct (almost every batch): BEGIN, one probe by primary key for the
- *    batch's ids (with dedup_by_id), COPY straight into log_events, COMMIT:
- *    the cost of a bulk load.  Taken when no id occurs twice in the batch
- *    and the probe finds none of them stored.  A batch delivered again
- *    (after a crash or a rebalance) fails the COPY on the primary key and
- *    is rolled back and sent down the other path.
+ *  - direct (almost every batch): BEGIN, COPY straight into log_events,
+ *    COMMIT: the cost of a bulk load.  Taken when the caller's
+ *    store_probe() found the batch fresh: no id twice in it, none shared
+ *    with the batch stored just before it, and (with dedup_by_id) none of
+ *    its ids stored within a day of its times (one probe by primary key).
+ *    The consume loop runs that probe on its own connection while the
+ *    store thread writes the batch before, so it costs the write path
+ *    nothing.  A batch delivered again (after a crash or a rebalance)
+ *    that the probe did not flag fails the COPY on the primary key and is
+ *    rolled back and sent down the other path.  The probe sees what was
+ *    committed when it ran; an id another consumer stores meanwhile under
+ *    another timestamp gets through, just as past the staging path's NOT
+ *    EXISTS, which sees only committed rows too.
  *  - staging: COPY cannot skip duplicates by itself, so rows go into a
  *    temporary table that lives as long as the session (created once per
  *    connection, emptied by ON COMMIT DELETE ROWS) and one INSERT ... SELECT
@@ -485,16 +492,22 @@ static int cmp_id(const void *a, const void *b)
 	return memcmp(a, b, 36);
 }
 
-bool store_scan_batch(const char *data, size_t len, size_t nrows, struct lp_buf *ids,
-		      char from[32], char to[32])
+/* Reads the ids (lower case) and the time range of the nrows lines of a
+ * payload, as store_format_row writes them, into *keysp (allocated, sorted)
+ * and lo/hi; adds the PostgreSQL array literal of the ids to ids when it is
+ * not NULL.  Returns false when the payload is not in that format (*keysp
+ * is then NULL). */
+static bool scan_ids(const char *data, size_t len, size_t nrows, char (**keysp)[36],
+		     struct lp_buf *ids, int64_t *lo, int64_t *hi)
 {
 	char (*keys)[36] = lp_xmalloc((nrows ? nrows : 1) * sizeof(*keys));
 	const char *p = data, *end = data + len;
-	int64_t lo = INT64_MAX, hi = INT64_MIN;
-	bool ok = true;
 	size_t n = 0, i;
 
-	lp_buf_addch(ids, '{');
+	*lo = INT64_MAX;
+	*hi = INT64_MIN;
+	if (ids)
+		lp_buf_addch(ids, '{');
 	while (p < end && n < nrows) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		const char *ts = p + 37, *tab;
@@ -503,34 +516,49 @@ bool store_scan_batch(const char *data, size_t len, size_t nrows, struct lp_buf 
 
 		if (!nl || nl - p < 38 || p[36] != '\t' ||
 		    !(tab = memchr(ts, '\t', (size_t)(nl - ts))) ||
-		    (size_t)(tab - ts) >= sizeof(tsbuf)) {
-			ok = false; /* not our format: let the careful path decide */
-			break;
-		}
+		    (size_t)(tab - ts) >= sizeof(tsbuf))
+			break; /* not our format: let the careful path decide */
 		for (i = 0; i < 36; i++)
 			keys[n][i] = (char)tolower((unsigned char)p[i]);
 		memcpy(tsbuf, ts, (size_t)(tab - ts));
 		tsbuf[tab - ts] = '\0';
-		if (lp_parse_rfc3339(tsbuf, &ms) < 0) {
-			ok = false;
+		if (lp_parse_rfc3339(tsbuf, &ms) < 0)
 			break;
+		*lo = ms < *lo ? ms : *lo;
+		*hi = ms > *hi ? ms : *hi;
+		if (ids) {
+			if (n)
+				lp_buf_addch(ids, ',');
+			lp_buf_add(ids, keys[n], 36);
 		}
-		lo = ms < lo ? ms : lo;
-		hi = ms > hi ? ms : hi;
-		if (n)
-			lp_buf_addch(ids, ',');
-		lp_buf_add(ids, keys[n], 36);
 		n++;
 		p = nl + 1;
 	}
-	lp_buf_addch(ids, '}');
-	if (ok && n == nrows) {
-		qsort(keys, n, sizeof(*keys), cmp_id);
-		for (i = 1; i < n && ok; i++)
-			ok = memcmp(keys[i - 1], keys[i], 36) != 0;
-	} else {
-		ok = false;
+	if (ids)
+		lp_buf_addch(ids, '}');
+	if (n != nrows || nrows == 0) {
+		free(keys);
+		*keysp = NULL;
+		return false;
 	}
+	qsort(keys, n, sizeof(*keys), cmp_id);
+	*keysp = keys;
+	return true;
+}
+
+bool store_scan_batch(const char *data, size_t len, size_t nrows, struct lp_buf *ids,
+		      char from[32], char to[32])
+{
+	char (*keys)[36];
+	int64_t lo, hi;
+	bool ok;
+	size_t i;
+
+	if (!scan_ids(data, len, nrows, &keys, ids, &lo, &hi))
+		return false;
+	ok = true;
+	for (i = 1; i < nrows && ok; i++)
+		ok = memcmp(keys[i - 1], keys[i], 36) != 0;
 	free(keys);
 	if (ok) {
 		lp_rfc3339(lo - DEDUP_WINDOW_MS, from);
@@ -539,66 +567,92 @@ bool store_scan_batch(const char *data, size_t len, size_t nrows, struct lp_buf 
 	return ok;
 }
 
-/*
- * The fast path: COPY straight into log_events, as fast as a bulk load.
- * Taken when nothing in the batch can be a duplicate: no id twice in it
- * and, with dedup_by_id, none of its ids stored within the window (one
- * probe by primary key).  A batch delivered again fails the COPY on the
- * primary key; *fallback then asks for the staging path.  Returns
- * STORE_OK with the transaction still open, or an error.
- */
-static enum store_result store_direct(struct store *st, const char *data, size_t len,
-				      size_t nrows, bool *fallback, char *err, size_t errlen)
+bool store_ids_overlap(const char *a, size_t alen, size_t arows, const char *b, size_t blen,
+		       size_t brows)
+{
+	char (*ka)[36], (*kb)[36];
+	int64_t lo, hi;
+	bool overlap = false;
+	size_t i;
+
+	if (arows == 0 || brows == 0)
+		return false;
+	if (!scan_ids(a, alen, arows, &ka, NULL, &lo, &hi))
+		return true;
+	if (!scan_ids(b, blen, brows, &kb, NULL, &lo, &hi)) {
+		free(ka);
+		return true;
+	}
+	for (i = 0; i < brows && !overlap; i++)
+		overlap = bsearch(kb[i], ka, arows, sizeof(*ka), cmp_id) != NULL;
+	free(ka);
+	free(kb);
+	return overlap;
+}
+
+enum store_result store_probe(struct store *st, const char *data, size_t len, size_t nrows,
+			      const char *prev, size_t prevlen, size_t prevrows, bool *fresh,
+			      char *err, size_t errlen)
 {
 	struct lp_buf ids = LP_BUF_INIT;
 	char from[32], to[32];
 	const char *params[3];
-	enum store_result r;
+	enum store_result r = STORE_OK;
 	PGresult *res;
 
-	*fallback = true;
-	if (!store_scan_batch(data, len, nrows, &ids, from, to)) {
-		lp_buf_release(&ids);
-		return STORE_OK;
+	*fresh = false;
+	if (nrows == 0 || !store_scan_batch(data, len, nrows, &ids, from, to) ||
+	    store_ids_overlap(prev, prevlen, prevrows, data, len, nrows))
+		goto out;
+	if (!st->dedup_by_id) {
+		*fresh = true;
+		goto out;
 	}
-	r = exec_cmd(st, "BEGIN", err, errlen);
-	if (r == STORE_OK && st->dedup_by_id) {
-		params[0] = ids.buf;
-		params[1] = from;
-		params[2] = to;
-		res = PQexecParams(st->conn, PROBE_SQL, 3, NULL, params, NULL, NULL, 0);
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-			r = failed(st, res, err, errlen);
-		} else {
-			bool seen = PQntuples(res) > 0;
-
-			PQclear(res);
-			if (seen) {
-				lp_buf_release(&ids);
-				return exec_cmd(st, "ROLLBACK", err, errlen);
-			}
-		}
+	r = prepare_session(st, err, errlen);
+	if (r != STORE_OK)
+		goto out;
+	params[0] = ids.buf;
+	params[1] = from;
+	params[2] = to;
+	res = PQexecParams(st->conn, PROBE_SQL, 3, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		r = failed(st, res, err, errlen);
+		goto out;
 	}
+	*fresh = PQntuples(res) == 0;
+	PQclear(res);
+out:
 	lp_buf_release(&ids);
-	if (r == STORE_OK) {
-		bool dup;
+	return r;
+}
 
-		r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", data, len, &dup,
-			      err, errlen);
-		if (r != STORE_OK && dup)
-			return STORE_OK; /* rolled back by failed(); take the staging path */
-	}
+/* The direct path: BEGIN, COPY straight into log_events, COMMIT.  A row
+ * already stored under the same (id, ts) fails the COPY on the primary
+ * key; *dup then asks for the staging path (the transaction is rolled
+ * back). */
+static enum store_result store_direct(struct store *st, const char *data, size_t len,
+				      size_t nrows, bool *dup, long long *inserted, char *err,
+				      size_t errlen)
+{
+	enum store_result r = exec_cmd(st, "BEGIN", err, errlen);
+
+	*dup = false;
 	if (r == STORE_OK)
-		*fallback = false;
+		r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", data, len, dup,
+			      err, errlen);
+	if (r == STORE_OK)
+		r = exec_cmd(st, "COMMIT", err, errlen);
+	if (r == STORE_OK)
+		*inserted = (long long)nrows;
 	return r;
 }
 
 enum store_result store_batch(struct store *st, const char *data, size_t len, size_t nrows,
-			      long long *inserted, char *err, size_t errlen)
+			      bool fresh, long long *inserted, char *err, size_t errlen)
 {
 	enum store_result r;
 	PGresult *res = NULL;
-	bool fallback;
+	bool dup = false;
 
 	*inserted = 0;
 	if (nrows == 0)
@@ -606,12 +660,10 @@ enum store_result store_batch(struct store *st, const char *data, size_t len, si
 	r = prepare_session(st, err, errlen);
 	if (r != STORE_OK)
 		return r;
-	r = store_direct(st, data, len, nrows, &fallback, err, errlen);
-	if (r != STORE_OK)
-		return r;
-	if (!fallback) {
-		*inserted = (long long)nrows;
-		return exec_cmd(st, "COMMIT", err, errlen);
+	if (fresh) {
+		r = store_direct(st, data, len, nrows, &dup, inserted, err, errlen);
+		if (r == STORE_OK || !dup)
+			return r;
 	}
 	/* The staging path: the careful one, for batches that may hold
 	 * events already stored. */
@@ -620,7 +672,7 @@ enum store_result store_batch(struct store *st, const char *data, size_t len, si
 		r = exec_cmd(st, "BEGIN", err, errlen);
 	if (r == STORE_OK)
 		r = copy_rows(st, "COPY logpipe_stage (" STAGE_COLUMNS ") FROM STDIN", data, len,
-			      &fallback, err, errlen);
+			      &dup, err, errlen);
 	if (r == STORE_OK) {
 		res = PQexec(st->conn, st->dedup_by_id ? INSERT_DEDUP_SQL : INSERT_SQL);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {

@@ -7,10 +7,11 @@
  * is again a valid COPY payload without copying.
  *
  * store_batch() writes such a payload in one transaction: COPY straight
- * into log_events when nothing in it can be a duplicate, otherwise COPY
- * into a session-local staging table and one INSERT INTO log_events SELECT
- * ... ON CONFLICT DO NOTHING (and, unless disabled, skipping ids already
- * stored under a timestamp up to a day away).  It reports what kind of
+ * into log_events when store_probe() found that nothing in it can be a
+ * duplicate, otherwise COPY into a session-local staging table and one
+ * INSERT INTO log_events SELECT ... ON CONFLICT DO NOTHING (and, unless
+ * disabled, skipping ids already stored under a timestamp up to a day
+ * away).  It reports what kind of
  * failure happened so the caller can choose between waiting for the
  * database (STORE_UNAVAILABLE), retrying (STORE_TRANSIENT) and splitting
  * the batch to isolate a bad row (STORE_REJECTED).
@@ -82,10 +83,30 @@ struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_
 void store_free(struct store *st);
 
 /* Stores the COPY payload data[0..len) holding nrows lines in one
- * transaction.  On STORE_OK sets *inserted to the rows that were new (the
+ * transaction.  fresh: store_probe() found the batch fresh, so it is copied
+ * straight into log_events (falling back to the staging path when a row
+ * turns out to be stored under the same id and timestamp); otherwise the
+ * staging path.  On STORE_OK sets *inserted to the rows that were new (the
  * rest were already stored).  Otherwise err holds the server's message. */
 enum store_result store_batch(struct store *st, const char *data, size_t len, size_t nrows,
-			      long long *inserted, char *err, size_t errlen);
+			      bool fresh, long long *inserted, char *err, size_t errlen);
+
+/* Decides whether a payload may take the direct path: sets *fresh when no
+ * id occurs twice in it, none occurs in prev (the payload of the batch
+ * stored just before, which may not be committed yet; prevrows 0 for
+ * none) and, with dedup_by_id, none is stored under a timestamp up to a
+ * day from the batch's times (one query on st's own connection).  A
+ * payload it cannot read is not fresh.  Returns STORE_OK, or the kind of
+ * failure with err (*fresh is then false). */
+enum store_result store_probe(struct store *st, const char *data, size_t len, size_t nrows,
+			      const char *prev, size_t prevlen, size_t prevrows, bool *fresh,
+			      char *err, size_t errlen);
+
+/* True when some id of payload b occurs in payload a, or when either
+ * cannot be read (so that the caller takes the careful path).  Exposed for
+ * the tests. */
+bool store_ids_overlap(const char *a, size_t alen, size_t arows, const char *b, size_t blen,
+		       size_t brows);
 
 /* Reads the ids and timestamps of a payload (the first two columns of each
  * of its nrows lines, as store_format_row writes them).  Returns true when

@@ -1,4 +1,4 @@
-/* test_store.c - COPY escaping, event to COPY row, and error kinds. */
+/* test_store.c - COPY escaping, event to COPY row, batch ids, and error kinds. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -215,6 +215,44 @@ static void test_scan_batch(void **state)
 	lp_buf_release(&b);
 }
 
+static void test_ids_overlap(void **state)
+{
+	const char *first[] = {
+		"{" ID "," TS ",\"message\":\"a\",\"service\":\"s\"}",
+		"{\"id\":\"0190F3A2-7C4E-7D2A-9B1C-0123456789AC\","
+		"\"timestamp\":\"2024-01-16T10:00:00Z\",\"message\":\"b\",\"service\":\"s\"}",
+		NULL,
+	};
+	const char *other[] = {
+		"{\"id\":\"0190f3a2-7c4e-7d2a-9b1c-0123456789ad\","
+		"\"timestamp\":\"2024-01-16T10:00:00Z\",\"message\":\"c\",\"service\":\"s\"}",
+		NULL,
+	};
+	const char *again[] = {
+		"{\"id\":\"0190f3a2-7c4e-7d2a-9b1c-0123456789ae\","
+		"\"timestamp\":\"2024-01-16T10:00:00Z\",\"message\":\"d\",\"service\":\"s\"}",
+		/* the second id of first, in lower case, at another time */
+		"{\"id\":\"0190f3a2-7c4e-7d2a-9b1c-0123456789ac\","
+		"\"timestamp\":\"2024-01-17T10:00:00Z\",\"message\":\"e\",\"service\":\"s\"}",
+		NULL,
+	};
+	struct lp_buf a = LP_BUF_INIT, b = LP_BUF_INIT, c = LP_BUF_INIT;
+
+	(void)state;
+	payload_of(&a, first);
+	payload_of(&b, other);
+	payload_of(&c, again);
+	assert_false(store_ids_overlap(a.buf, a.len, 2, b.buf, b.len, 1));
+	assert_true(store_ids_overlap(a.buf, a.len, 2, c.buf, c.len, 2));
+	assert_true(store_ids_overlap(c.buf, c.len, 2, a.buf, a.len, 2));
+	/* Nothing before: no overlap; an unreadable payload: assume one. */
+	assert_false(store_ids_overlap(a.buf, 0, 0, b.buf, b.len, 1));
+	assert_true(store_ids_overlap("garbage\n", 8, 1, b.buf, b.len, 1));
+	lp_buf_release(&a);
+	lp_buf_release(&b);
+	lp_buf_release(&c);
+}
+
 static void test_classify(void **state)
 {
 	(void)state;
@@ -247,6 +285,7 @@ int main(void)
 		cmocka_unit_test(test_row_level_and_extras),
 		cmocka_unit_test(test_row_refused),
 		cmocka_unit_test(test_scan_batch),
+		cmocka_unit_test(test_ids_overlap),
 		cmocka_unit_test(test_classify),
 	};
 

@@ -5,14 +5,15 @@ the query API's latency per filter on a large log_events table.
     /usr/bin/python3 tests/bench/storage_bench.py [--events N] [--rounds R]
                                                   [--rows M] [--runs K]
                                                   [--only store|query] [--hold S]
+                                                  [--set KEY=VALUE ...]
 
 On a private Kafka and PostgreSQL started with deploy/local/infra.py (the
 integration tests' helpers), unique topics, the migrations of
 deploy/migrations:
 
-  store   N events (default 200,000; 20 services, 50 hosts, 5 tenants, a
+  store   N events (default 100,000; 20 services, 50 hosts, 5 tenants, a
           twelve-word message, attributes and enrichment objects) written to
-          the complete topic, then, R times (default 2) in alternation on an
+          the complete topic, then, R times (default 4) in alternation on an
           emptied table after a CHECKPOINT:
             consumer  one consumer with default settings and a fresh group
                       reads and stores them all: events/s from its first
@@ -21,7 +22,10 @@ deploy/migrations:
             \\copy     psql \\copy of the very rows the consumer stored
                       (exported once with \\copy ... TO) into the same table
                       with the same indexes: the ceiling.
-          The best of each, and consumer/\\copy as a ratio.
+          The best of each and their ratio, and the median of the rounds'
+          ratios (a round's two runs follow each other, so the load they
+          ran under is alike).  Each consumer run also prints its batches,
+          the store thread's busy share and the consumer's CPU per event.
   query   M rows (default 10,000,000) made by PostgreSQL itself with
           generate_series (60 ms apart back from now, 6.9 days for 10 M;
           levels 5/15/60/12/7/1 % TRACE..FATAL; eight words out of forty and
@@ -113,13 +117,26 @@ def build_kafkatool(tmp):
     return str(out)
 
 
-def processed(port):
-    """log_events_processed_total of the consumer on port."""
+def metrics(port):
+    """The unlabelled samples of the consumer on port, by name."""
+    out = {}
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith("log_events_processed_total "):
-                return float(line.split()[1])
-    return 0.0
+            if line and not line.startswith("#") and "{" not in line:
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+    return out
+
+
+def processed(port):
+    """log_events_processed_total of the consumer on port."""
+    return metrics(port).get("log_events_processed_total", 0.0)
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process, all threads, in seconds."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rfc3339(dt):
@@ -146,8 +163,9 @@ def event_lines(n):
 
 
 class Bench:
-    def __init__(self, inf, tmp, topics):
+    def __init__(self, inf, tmp, topics, settings):
         self.inf = inf
+        self.settings = settings
         self.tmp = tmp
         self.topics = topics
         self.dsn = inf.postgres.dsn
@@ -156,6 +174,7 @@ class Bench:
     def consumer(self, group, **extra):
         port = lp.free_port()
         cfg = {"kafka.group": group, "retention.days": 0}
+        cfg.update(self.settings)
         cfg.update(extra)
         env = lp.service_env("consumer", {"consumer": port}, self.inf, topics=self.topics,
                              extra=cfg)
@@ -189,12 +208,23 @@ class Bench:
                 raise RuntimeError("the consumer stored nothing in 120 s")
             time.sleep(0.005)
         t0 = time.monotonic()
+        m0, cpu0 = metrics(p.port), cpu_seconds(p.pid)
         deadline = t0 + 900
         while (done := processed(p.port)) < n:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {done} of {n} stored in 900 s")
             time.sleep(0.01)
-        took = (time.monotonic() - t0) * n / (n - n0)
+        wall = time.monotonic() - t0
+        took = wall * n / (n - n0)
+        m1, cpu1 = metrics(p.port), cpu_seconds(p.pid)
+        store = m1["log_event_processing_time_sum"] - m0["log_event_processing_time_sum"]
+        batches = m1["log_event_processing_time_count"] - m0["log_event_processing_time_count"]
+        # Where the time went: the store thread's share of the wall time in
+        # transactions, and the consumer's own CPU per event.
+        say(f"    {batches:.0f} batches of {(n - n0) / max(batches, 1):.0f} on average, "
+            f"{store / max(batches, 1) * 1000:.1f} ms each; store thread busy "
+            f"{store / wall:.0%} of the time; consumer CPU "
+            f"{(cpu1 - cpu0) / (n - n0) * 1e6:.1f} us/event")
         self.stop_all()
         stored = psql(self.dsn, "SELECT count(*), count(DISTINCT id) FROM log_events")
         if stored != f"{n}|{n}":
@@ -224,8 +254,13 @@ class Bench:
                 psql(self.dsn, f"\\copy (SELECT {COLUMNS} FROM log_events) TO '{rows}'")
             copy.append(self.copy_run(rows))
             say(f"  \\copy round {i + 1}:   {n / copy[-1]:,.0f} rows/s    (load {load_avg()})")
+        # On a shared machine the load drifts between rounds: besides the
+        # best of each, the median of the ratios of each round's two runs,
+        # which were taken one right after the other.
         c, p = min(cons), min(copy)
+        pairs = sorted(pc / cc for cc, pc in zip(cons, copy))
         return {"events": n, "consumer": n / c, "copy": n / p, "ratio": p / c,
+                "pair_ratio": pairs[len(pairs) // 2],
                 "consumer_runs": [n / x for x in cons], "copy_runs": [n / x for x in copy]}
 
     # ---- query latency ----
@@ -345,11 +380,13 @@ def main():
     # SIGTERM unwinds like ^C, so that everything started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
-    ap.add_argument("--events", type=int, default=200000)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--events", type=int, default=100000)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--rows", type=int, default=10000000)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--only", choices=("store", "query"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a consumer setting for every run (default: the defaults)")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to keep PostgreSQL up at the end, for a look at it")
     args = ap.parse_args()
@@ -371,7 +408,7 @@ def main():
         topics = {role: f"{t}-{suffix}" for role, t in lp.TOPIC_ROLES.items()}
         inf.kafka.create_topics({topics[r]: lp.TOPICS[t] for r, t in lp.TOPIC_ROLES.items()},
                                 compacted={topics["metadata"]})
-        b = Bench(inf, tmp, topics)
+        b = Bench(inf, tmp, topics, dict(kv.split("=", 1) for kv in args.set))
         version = psql(inf.postgres.dsn, "SHOW server_version")
         if args.only != "query":
             say("== store rate ==")
@@ -384,12 +421,15 @@ def main():
         say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         say(f"machine   {machine()}")
         say(f"setup     PostgreSQL {version} (fsync on, stock settings), single-node Kafka "
-            "(KRaft); one consumer, default settings; everything on loopback")
+            "(KRaft); one consumer, "
+            + (", ".join(args.set) if args.set else "default settings")
+            + "; everything on loopback")
         say(f"load      {load_avg()} (load average at the end)")
         if store:
             say(f"store     {store['events']:,} events: consumer {store['consumer']:,.0f} "
                 f"events/s, psql \\copy {store['copy']:,.0f} rows/s, ratio "
-                f"{store['ratio']:.0%} (best of {len(store['consumer_runs'])} each; runs "
+                f"{store['ratio']:.0%} (best of {len(store['consumer_runs'])} each; median of "
+                f"the rounds' ratios {store['pair_ratio']:.0%}; runs "
                 + ", ".join(f"{x:,.0f}" for x in store["consumer_runs"]) + " vs "
                 + ", ".join(f"{x:,.0f}" for x in store["copy_runs"]) + ")")
         if query:
@@ -401,11 +441,13 @@ def main():
     finally:
         if b:
             b.stop_all()
-        if args.hold > 0:
-            say(f"holding postgres {inf.postgres.dsn} for {args.hold} s ...")
-            time.sleep(args.hold)
-        inf.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            if args.hold > 0:
+                say(f"holding postgres {inf.postgres.dsn} for {args.hold} s ...")
+                time.sleep(args.hold)
+        finally:
+            inf.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
