@@ -15,6 +15,8 @@ What is checked:
     inserts between pages, /api/logs/{id}, /api/stats, 400s naming the
     parameter, and the gateway's X-Tenant-ID confining every query;
   * retention drops exactly the daily partitions older than retention.days;
+  * creating a day's partition waits for an insert of that day still in
+    flight into the default partition, and moves its row, instead of failing;
   * end to end: events posted to the producer come out of the query API.
 
 Each test uses its own topics and its own database.  Records are written to
@@ -504,6 +506,52 @@ def test_retention_drops_only_old_partitions(infra, services, topics, pg_dsn):
                                             "(ts AT TIME ZONE 'UTC')::date FROM log_events "
                                             "WHERE service = 'retention'"))
     assert left == [3, 7]
+
+
+def test_new_partition_waits_for_inserts_into_the_default_one(pg_dsn):
+    """logpipe_ensure_partitions() moves a day's rows out of the default
+    partition before attaching that day's partition; an insert of such a
+    row still in flight must be waited for and moved too, not make the
+    attach fail (migration 003's lock)."""
+    today = datetime.now(timezone.utc).date()
+    far = datetime.combine(today + timedelta(days=30), datetime.min.time(), timezone.utc)
+    # Every day up to the one before exists, so that the call below has that
+    # day's partition alone to make (and takes no lock before it).
+    sql(pg_dsn, "SELECT logpipe_ensure_partitions(0, 29)")
+    early = str(uuid.uuid4())
+    sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, %s, 'm', 's')",
+        (early, far + timedelta(hours=1)))
+    late = str(uuid.uuid4())
+    writer = psycopg2.connect(pg_dsn, connect_timeout=5)
+    result = {}
+    try:
+        cur = writer.cursor()  # psycopg2 opens a transaction: held until commit
+        cur.execute("INSERT INTO log_events (id, ts, message, service) VALUES (%s, %s, 'm', "
+                    "'s')", (late, far + timedelta(hours=2)))
+
+        def ensure():
+            try:
+                result["created"] = sql(pg_dsn, "SELECT logpipe_ensure_partitions(0, 30)")[0][0]
+            except psycopg2.Error as e:
+                result["error"] = e
+
+        th = threading.Thread(target=ensure)
+        th.start()
+        wait_until("the partition creation waiting for the insert", lambda: sql(
+            pg_dsn, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND position('logpipe_ensure_partitions' IN query) > 0")[0][0] == 1,
+            timeout=20)
+        writer.commit()
+        th.join(30)
+        assert not th.is_alive()
+    finally:
+        writer.close()
+    assert "error" not in result, result
+    assert result["created"] == 1
+    part = "log_events_" + far.strftime("%Y%m%d")
+    where = sql(pg_dsn, "SELECT id::text, tableoid::regclass::text FROM log_events "
+                        "WHERE id IN (%s, %s)", (early, late))
+    assert sorted(where) == sorted([(early, part), (late, part)])
 
 
 # ---- end to end ---------------------------------------------------------------------
