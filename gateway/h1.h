@@ -1,11 +1,11 @@
 /* h1.h - a small HTTP/1.1 client for the gateway's hot path.
  *
- * libcurl costs the proxy more CPU per request than the rest of the
- * gateway together (option resets, a multi handle under every easy call,
- * five poll(2) calls, header parsing with sscanf), so plain "http://"
- * upstreams are called with this instead: one sendmsg(2) for the request
- * and a blocking recv(2) (bounded by SO_RCVTIMEO) for the answer, on a
- * connection kept alive in a pool shared by all worker threads.  It knows Content-Length, chunked and
+ * libcurl cost the proxy about 40 us of CPU per request (option resets, a
+ * multi handle under every easy call, four poll(2) calls, header parsing
+ * with sscanf), so plain "http://" upstreams are called with this
+ * instead: one sendmsg(2) for the request and a blocking recv(2) (bounded
+ * by SO_RCVTIMEO) for the answer, on a connection kept alive in a pool
+ * shared by all worker threads.  It knows Content-Length, chunked and
  * close-delimited bodies, skips 1xx answers, and times the whole call out
  * against one deadline.  Anything else (https) stays with libcurl.
  *

@@ -13,8 +13,9 @@
 # /api/v1/generator/status, a cheap upstream answer, so that the proxies'
 # own cost is not hidden behind the producer's wait for Kafka (when
 # logpipe-generator is built).  Each row gives req/s, p50 and p99 and the
-# CPU time the proxy process (gateway, or nginx's master and workers) spent
-# per request: the figure least moved by whatever else loads the machine.
+# CPU time per request of the process wrk talks to (the upstream itself for
+# "direct", the gateway, or nginx's master and workers), the figure least
+# moved by whatever else loads the machine.
 #
 # Starts its own Kafka and Redis (deploy/local/infra.py) on free loopback
 # ports, a producer, a gateway (auth on, a key sent by wrk; rate limits in
@@ -214,6 +215,7 @@ try:
         p.start()
         started.append(p)
         p.wait_ready(30)
+        procs["generator"] = p
 
     cpu = subprocess.run(["sh", "-c", "nproc; grep -m1 'model name' /proc/cpuinfo"],
                          capture_output=True, text=True).stdout.split("\n")
@@ -221,9 +223,9 @@ try:
                f"{time.strftime('%Y-%m-%d %H:%M')}, load average {os.getloadavg()[0]:.1f} "
                "at the start")
 
-    def bench(title, direct_port, path, body):
+    def bench(title, upstream, path, body):
         targets = [
-            ("direct", direct_port, {}, []),
+            ("direct", ports[upstream], {}, [procs[upstream].pid]),
             ("gateway", ports["gateway"], {"X-API-Key": KEY}, [procs["gateway"].pid]),
             ("nginx", nginx_port, {}, with_children(ng.pid)),
         ]
@@ -237,7 +239,7 @@ try:
                 rows[label].append(res)
                 print(f"{title} round {r + 1}: {label:8s} {res['rps']:9.0f} req/s  "
                       f"p50 {res['p50']:7.2f} ms  p99 {res['p99']:7.2f} ms  "
-                      f"proxy CPU {res['cpu']:5.1f} us/req  "
+                      f"front CPU {res['cpu']:5.1f} us/req  "
                       f"non-2xx {res['non2xx']} {res['errors']}", flush=True)
         med = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
         load = os.getloadavg()[0]
@@ -262,11 +264,10 @@ try:
                   f"p50 {b['p50'] - d['p50']:+.2f} ms, p99 {b['p99'] - d['p99']:+.2f} ms")
         print(flush=True)
 
-    bench("POST /api/logs", ports["producer"], "/api/logs", BODY)
-    bench("POST /api/logs/batch (10 events)", ports["producer"], "/api/logs/batch", BATCH)
+    bench("POST /api/logs", "producer", "/api/logs", BODY)
+    bench("POST /api/logs/batch (10 events)", "producer", "/api/logs/batch", BATCH)
     if have_gen:
-        bench("GET /api/v1/generator/status", ports["generator"], "/api/v1/generator/status",
-              None)
+        bench("GET /api/v1/generator/status", "generator", "/api/v1/generator/status", None)
 finally:
     stop_all()
     if os.environ.get("LOGPIPE_KEEP_TMP"):
