@@ -21,10 +21,11 @@
  *            kafka.commit_interval_ms, when partitions are revoked and on
  *            close, so no broker round trip sits on the events' path.
  *
- * Up to batch.in_flight batches are in flight: while Kafka acknowledges
- * some, the next records are gathered and enriched as soon as they arrive;
- * acknowledged batches are retired (stored) in order.  The pipeline waits
- * for an acknowledgement only when the ring is full or it is stopping.
+ * Up to batch.in_flight batches (and IN_FLIGHT_MAX records) are in
+ * flight: while Kafka acknowledges some, the next records are gathered and
+ * enriched as soon as they arrive; acknowledged batches are retired
+ * (stored) in order.  The pipeline waits for an acknowledgement only when
+ * the ring is full or it is stopping.
  *
  * When any delivery of a batch fails, nothing from it on is committed: the
  * consumer is rewound to the first offsets of the batches in flight and
@@ -87,7 +88,7 @@ const struct lp_cfg_opt enricher_options[] = {
 	OPT("table.load_wait_ms", LP_CFG_INT, "5000", table_load_wait_ms, "how long start-up waits for tier 1 to load before consuming", 0, 600000),
 	OPT("batch.max_events", LP_CFG_INT, "2000", batch_max_events, "most events per batch (gathered, enriched and acknowledged together)", 1, 100000),
 	OPT("batch.max_ms", LP_CFG_INT, "20", batch_max_ms, "longest time spent gathering one batch", 0, 10000),
-	OPT("batch.in_flight", LP_CFG_INT, "64", batch_in_flight, "most batches enriched but not yet acknowledged", 1, 1024),
+	OPT("batch.in_flight", LP_CFG_INT, "1024", batch_in_flight, "most batches enriched but not yet acknowledged", 1, 65536),
 	OPT("cache.negative_ttl_ms", LP_CFG_INT, "5000", cache_negative_ttl_ms, "how long a \"not found\" from tier 2/3 is remembered", 0, 3600000),
 	OPT("cache.positive_ttl_ms", LP_CFG_INT, "30000", cache_positive_ttl_ms, "how long a record from tier 2/3 is remembered", 0, 3600000),
 	OPT("retry.max_ms", LP_CFG_INT, "5000", retry_max_ms, "longest backoff between retries of a failed batch", 10, 600000),
@@ -99,6 +100,11 @@ const struct lp_cfg_opt enricher_options[] = {
 #define MONITOR_MS 2000      /* how often lag and table size are refreshed */
 #define IDLE_POLL_MS 100     /* consumer poll timeout with nothing in flight */
 #define BUSY_POLL_MS 5       /* ... and with batches waiting for acknowledgement */
+#define FIRST_CAP 64         /* records a batch has room for before it grows */
+/* Most records in flight (sent, not acknowledged) over all batches: half
+ * of librdkafka's producer queue (queue.buffering.max.messages, 100,000),
+ * so a send never waits for room in it. */
+#define IN_FLIGHT_MAX 50000
 
 struct enricher {
 	const struct enricher_settings *s; /* settings, owned by main */
@@ -287,8 +293,8 @@ static void enrich_one(struct enricher *e, const rd_kafka_message_t *m, struct o
 struct batch {
 	rd_kafka_message_t **msgs;     /* the input records (owned) */
 	size_t n;                      /* records in msgs */
+	size_t cap;                    /* room in msgs: grows up to batch.max_events */
 	size_t sent;                   /* outputs handed to the producer */
-	rd_kafka_resp_err_t *results;  /* delivery result per record (max entries) */
 	struct lp_kwait w;             /* counts the deliveries */
 	int64_t t0_us;                 /* when its first record was gathered */
 };
@@ -298,7 +304,7 @@ static void batch_begin(struct batch *b)
 {
 	b->n = 0;
 	b->sent = 0;
-	lp_kwait_init(&b->w, b->results);
+	lp_kwait_init(&b->w, NULL);
 }
 
 /* Enriches the batch's record i and hands its output to the producer.
@@ -356,6 +362,11 @@ static void gather(struct enricher *e, struct batch *b, size_t max, int wait_ms)
 		if (b->n == 0) {
 			b->t0_us = lp_now_us();
 			deadline = b->t0_us / 1000 + e->s->batch_max_ms;
+		}
+		if (b->n == b->cap) {
+			/* Only this thread touches msgs: growing it is safe. */
+			b->cap = b->cap * 2 < max ? b->cap * 2 : max;
+			b->msgs = lp_xrealloc(b->msgs, b->cap * sizeof(*b->msgs));
 		}
 		b->msgs[b->n++] = m;
 		if (send_one(e, b, b->n - 1) < 0 || lp_now_ms() >= deadline)
@@ -539,14 +550,16 @@ static void *pipeline_main(void *arg)
 {
 	struct enricher *e = arg;
 	size_t max = (size_t)e->s->batch_max_events, depth = (size_t)e->s->batch_in_flight;
-	size_t head = 0, count = 0, i;
+	size_t head = 0, count = 0, pending = 0, i;
 	struct batch *ring = lp_xcalloc(depth, sizeof(*ring));
 	unsigned seed = (unsigned)lp_now_us();
 	int attempt = 0;
 
+	/* Each batch's array starts small and grows with the batches it
+	 * holds, so a deep ring costs memory only when it is used. */
 	for (i = 0; i < depth; i++) {
-		ring[i].msgs = lp_xcalloc(max, sizeof(*ring[i].msgs));
-		ring[i].results = lp_xcalloc(max, sizeof(*ring[i].results));
+		ring[i].cap = max < FIRST_CAP ? max : FIRST_CAP;
+		ring[i].msgs = lp_xcalloc(ring[i].cap, sizeof(*ring[i].msgs));
 	}
 	if (e->table && e->s->table_load_wait_ms > 0 &&
 	    !mdtable_wait_loaded(e->table, (int)e->s->table_load_wait_ms, &e->stop))
@@ -558,11 +571,13 @@ static void *pipeline_main(void *arg)
 
 		/* Retire the oldest batch once acknowledged; wait for it only
 		 * when there is no room for another or when stopping. */
-		if (count > 0 && (count == depth || e->stop || batch_acked(&ring[head]))) {
+		if (count > 0 && (count == depth || pending >= IN_FLIGHT_MAX || e->stop ||
+				  batch_acked(&ring[head]))) {
 			b = &ring[head];
 			if (batch_finish(e, b) < 0) {
 				ring_fail(e, ring, depth, head, count);
 				count = 0;
+				pending = 0;
 				attempt++;
 				lp_sleep_ms(lp_backoff_ms(attempt, 100, e->s->retry_max_ms, &seed),
 					    &e->stop);
@@ -573,6 +588,7 @@ static void *pipeline_main(void *arg)
 			for (i = 0; i < b->n; i++)
 				lp_series_observe(e->batch_seconds,
 						  (double)(lp_now_us() - b->t0_us) / 1e6);
+			pending -= b->n;
 			batch_drop(b);
 			head = (head + 1) % depth;
 			count--;
@@ -580,18 +596,19 @@ static void *pipeline_main(void *arg)
 			continue;
 		}
 		b = &ring[(head + count) % depth];
-		gather(e, b, max, count ? BUSY_POLL_MS : IDLE_POLL_MS);
+		gather(e, b, max < IN_FLIGHT_MAX - pending ? max : IN_FLIGHT_MAX - pending,
+		       count ? BUSY_POLL_MS : IDLE_POLL_MS);
 		publish_coverage(e);
-		if (b->n > 0)
+		if (b->n > 0) {
 			count++;
-		else
+			pending += b->n;
+		} else {
 			lp_kwait_release(&b->w);
+		}
 	}
 	commit_stored(e);
-	for (i = 0; i < depth; i++) {
+	for (i = 0; i < depth; i++)
 		free(ring[i].msgs);
-		free(ring[i].results);
-	}
 	free(ring);
 	return NULL;
 }
