@@ -39,7 +39,7 @@
 
 #define H1_BUCKETS 16          /* distinct upstreams in one pool */
 #define H1_MAX_IDLE 128        /* idle sockets kept per upstream */
-#define H1_IDLE_MAX_MS 30000   /* idle longer: closed instead of used */
+#define H1_IDLE_MAX_MS 2000    /* idle longer: closed instead of used */
 #define H1_PEEK_AFTER_MS 50    /* idle longer: checked before use */
 #define H1_BUF 16384           /* read buffer: bounds the header section */
 #define H1_TMO_SLACK_MS 200    /* SO_RCVTIMEO is left alone within this */
@@ -154,12 +154,30 @@ static int pool_take(struct h1_pool *p, const char *key, int64_t *idle_ms, long 
 	return fd;
 }
 
+/* Closes the oldest idle sockets of b (the bottom of the stack) once they
+ * have been idle too long: after a burst, the sockets the quieter traffic
+ * never reaches again would otherwise stay open (and closed by the peer)
+ * for good. */
+static void sweep(struct h1_bucket *b, int64_t now)
+{
+	size_t k = 0;
+
+	while (k < b->n && now - b->idle[k].since_ms > H1_IDLE_MAX_MS)
+		close(b->idle[k++].fd);
+	if (k > 0) {
+		memmove(b->idle, b->idle + k, (b->n - k) * sizeof(*b->idle));
+		b->n -= k;
+	}
+}
+
 static void pool_give(struct h1_pool *p, const char *key, int fd, long rcvtimeo_ms)
 {
 	struct h1_bucket *b;
 
 	pthread_mutex_lock(&p->mu);
 	b = bucket(p, key, true);
+	if (b)
+		sweep(b, lp_now_ms());
 	if (b && b->n < H1_MAX_IDLE) {
 		if (b->n == b->cap) {
 			b->cap = b->cap ? b->cap * 2 : 16;
