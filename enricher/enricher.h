@@ -2,8 +2,8 @@
  *
  * enricher_start() brings up the Kafka clients, the metadata tiers, the
  * pipeline thread and the HTTP server (health and metrics);
- * enricher_stop() stops consuming, finishes the batch in flight (its
- * output acknowledged and its offsets committed, or neither), leaves the
+ * enricher_stop() stops consuming, finishes the batches in flight (their
+ * outputs acknowledged and offsets committed, or neither), leaves the
  * consumer group and frees everything.  main.c is only arguments and
  * signals, so tests can run the service in-process. */
 #ifndef LOGPIPE_ENRICHER_H
