@@ -553,6 +553,7 @@ static void *pipeline_main(void *arg)
 	size_t head = 0, count = 0, pending = 0, i;
 	struct batch *ring = lp_xcalloc(depth, sizeof(*ring));
 	unsigned seed = (unsigned)lp_now_us();
+	double dt;
 	int attempt = 0;
 
 	/* Each batch's array starts small and grows with the batches it
@@ -585,9 +586,9 @@ static void *pipeline_main(void *arg)
 			}
 			lp_breaker_record(e->kafka_br, true, 0);
 			batch_store(e, b);
+			dt = (double)(lp_now_us() - b->t0_us) / 1e6;
 			for (i = 0; i < b->n; i++)
-				lp_series_observe(e->batch_seconds,
-						  (double)(lp_now_us() - b->t0_us) / 1e6);
+				lp_series_observe(e->batch_seconds, dt);
 			pending -= b->n;
 			batch_drop(b);
 			head = (head + 1) % depth;
