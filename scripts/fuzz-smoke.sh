@@ -2,7 +2,7 @@
 # fuzz-smoke.sh - a short fuzz run of every target in fuzz/, for `make test`.
 #
 #   scripts/fuzz-smoke.sh [--no-build] [SECONDS]   fuzz each target SECONDS (default
-#                                                  $FUZZ_SECONDS or 10)
+#                                                  $FUZZ_SECONDS or 5)
 #   scripts/fuzz-smoke.sh --replay BINARY...       run the replay builds
 #                                                  (make fuzz-regress) once over the
 #                                                  seed corpus and the regressions
@@ -59,7 +59,7 @@ if [ "${1:-}" = "--no-build" ]; then
 	build=0
 	shift
 fi
-secs=${1:-${FUZZ_SECONDS:-10}}
+secs=${1:-${FUZZ_SECONDS:-5}}
 out_dir=build-fuzz
 
 if [ "$build" -eq 1 ]; then
