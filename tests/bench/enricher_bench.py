@@ -359,6 +359,13 @@ def main():
 
             added, peer = lat("out", 0, 1), lat("peer", 0, 1)
             added_recv, peer_recv = lat("out", 1, 1000), lat("peer", 1, 1000)
+            # When the slowest copies were appended: one stall or many.
+            t_first = min(v[0] for v in raw.values()) if raw else 0
+            worst = sorted(((seen["out"][i][0] - raw[i][0], raw[i][0] - t_first)
+                            for i in seen["out"] if i in raw), reverse=True)
+            stalls = sorted({round(t / 100) / 10 for d, t in worst[:max(1, len(worst) // 100)]})
+            say(f"    slowest 1% of enriched copies: raw appended at +{stalls[:12]} s "
+                f"into the run" if stalls else "    no copies")
             if args.split:
                 out = seen["out"]
                 say("    --split: raw appended -> enricher's produce call (CreateTime): "
