@@ -4,7 +4,7 @@ the latency it adds.
 
     /usr/bin/python3 tests/bench/enricher_bench.py [--events N] [--seconds S]
                                                    [--rates R1,R2,...]
-                                                   [--set KEY=VALUE ...]
+                                                   [--set KEY=VALUE ...] [--split]
 
 What it does, on a private Kafka, Redis and PostgreSQL started with
 deploy/local/infra.py (the integration tests' helpers) and unique topics:
@@ -21,11 +21,13 @@ deploy/local/infra.py (the integration tests' helpers) and unique topics:
               enriched complete;
   latency     at each rate (default 1,000, 5,000 and 10,000 events/s) for S
               seconds (default 15).  The added latency of an event is the
-              time its enriched copy became readable in an enriched topic
-              minus the time its raw copy became readable in raw-logs, both
-              seen by one consumer reading all of them at once (fetch,
-              enrich, produce with acks=all, all included); p50 / p99 /
-              p99.9 / max.  A peer runs at the same time: kafka_relay.c, a
+              broker's append time of its enriched copy minus the broker's
+              append time of the event in raw-logs (the bench sets
+              message.timestamp.type=LogAppendTime on its topics; 1 ms
+              resolution; fetch, enrich, produce with acks=all, all
+              included); p50 / p99 / p99.9 / max; and the same as received
+              by one light consumer reading every topic at once
+              (kafka_relay --stamps).  A peer runs at the same time: kafka_relay.c, a
               plain pass-through consumer -> producer with the enricher's
               Kafka client settings, copies raw-logs to a topic of its own,
               and the same consumer measures its copies the same way; the
@@ -38,7 +40,8 @@ deploy/local/infra.py (the integration tests' helpers) and unique topics:
 
 --set KEY=VALUE passes an enricher setting (repeatable), e.g.
 --set kafka.linger_ms=0; the peer is given the same fetch wait, linger
-and Nagle settings.
+and Nagle settings.  --split leaves the enriched topics at CreateTime,
+so the enricher's latency is divided at its produce call.
 
 Prints a report with the machine; nothing is written to the repository.
 Builds build/bin/logpipe-{enricher,metadata} if missing. Loopback only;
