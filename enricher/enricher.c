@@ -16,10 +16,12 @@
  *   branch   complete events to enriched-logs-complete, others to
  *            enriched-logs-partial, keyed by service;
  *   commit   after every delivery of the batch is acknowledged, the input
- *            offsets are stored for commit; never before.  librdkafka
- *            commits the stored offsets in the background every
- *            kafka.commit_interval_ms, when partitions are revoked and on
- *            close, so no broker round trip sits on the events' path.
+ *            offsets are stored for commit; never before.  The stored
+ *            offsets are committed asynchronously, at most one commit in
+ *            flight, every kafka.commit_interval_ms, and once more (for at
+ *            most STOP_GRACE_MS) when stopping, so no broker round trip
+ *            sits on the events' path and a stop during an outage is not
+ *            held up.
  *
  * Up to batch.in_flight batches (and IN_FLIGHT_MAX records) are in
  * flight: while Kafka acknowledges some, the next records are gathered and
@@ -73,7 +75,7 @@ const struct lp_cfg_opt enricher_options[] = {
 	OPT("kafka.session_timeout_ms", LP_CFG_INT, "10000", kafka_session_timeout_ms, "consumer group session timeout: how soon a dead enricher's partitions move", 6000, 300000),
 	OPT("kafka.linger_ms", LP_CFG_INT, "1", kafka_linger_ms, "producer linger.ms (latency against batching)", 0, 1000),
 	OPT("kafka.fetch_wait_ms", LP_CFG_INT, "10", kafka_fetch_wait_ms, "consumer fetch.wait.max.ms: longest a fetch waits on the broker for new records", 1, 10000),
-	OPT("kafka.commit_interval_ms", LP_CFG_INT, "200", kafka_commit_interval_ms, "how often acknowledged input offsets are committed (in the background)", 10, 60000),
+	OPT("kafka.commit_interval_ms", LP_CFG_INT, "200", kafka_commit_interval_ms, "how often acknowledged input offsets are committed (asynchronously, off the events' path)", 10, 60000),
 	OPT("kafka.nodelay", LP_CFG_BOOL, "true", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
 	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "input topic of normalised events", 0, 0),
 	OPT("topics.complete", LP_CFG_STR, "enriched-logs-complete", topic_complete, "output topic of events with every lookup answered", 0, 0),
@@ -120,6 +122,10 @@ struct enricher {
 	pthread_t monitor;                 /* refreshes lag and table gauges */
 	bool monitor_started;              /* monitor must be joined */
 	volatile int stop;                 /* asks the pipeline thread to return */
+	rd_kafka_queue_t *commit_q;        /* results of the asynchronous commits */
+	bool commit_busy;                  /* a commit is in flight */
+	bool stored_new;                   /* offsets stored since the last commit */
+	int64_t commit_at;                 /* earliest time of the next commit (ms) */
 
 	struct lp_buf en_buf;              /* the enrichment object of the event at hand */
 	struct lp_buf out_buf;             /* the output record of the event at hand */
@@ -476,7 +482,7 @@ static bool batch_acked(struct batch *b)
 }
 
 /* Marks the batch's input offsets (highest + 1 per partition) as safe to
- * commit; librdkafka commits them in the background.  A partition revoked
+ * commit; commit_maybe() commits them.  A partition revoked
  * since is refused, which is harmless: its new owner re-reads it. */
 static void batch_store(struct enricher *e, struct batch *b)
 {
@@ -497,21 +503,76 @@ static void batch_store(struct enricher *e, struct batch *b)
 			tp->offset = m->offset + 1;
 	}
 	err = rd_kafka_offsets_store(lp_kconsumer_handle(e->kc), l);
-	if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		e->stored_new = true;
+	else
 		lp_debug("offsets of %zu records not stored (%s); they may be enriched again",
 			 b->n, rd_kafka_err2str(err));
 	rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* Commits what was stored, synchronously: the last act of a stopping
- * pipeline, so that a stop leaves nothing acknowledged uncommitted. */
-static void commit_stored(struct enricher *e)
+/* A commit's result: the next may go. */
+static void commit_done(struct enricher *e, rd_kafka_resp_err_t err)
 {
-	rd_kafka_resp_err_t err = rd_kafka_commit(lp_kconsumer_handle(e->kc), NULL, 0);
-
+	e->commit_busy = false;
+	lp_debug("offset commit: %s", rd_kafka_err2str(err));
 	if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-		lp_warn("final commit failed (%s); records may be enriched again",
+		lp_warn("offset commit failed (%s); records may be enriched again",
 			rd_kafka_err2str(err));
+}
+
+static void on_commit(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+		      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+	(void)rk;
+	(void)offsets;
+	commit_done(opaque, err);
+}
+
+/* Serves the commit queue, waiting up to timeout_ms for a result. */
+static void commit_poll(struct enricher *e, int timeout_ms)
+{
+	rd_kafka_event_t *ev;
+
+	while (e->commit_busy && (ev = rd_kafka_queue_poll(e->commit_q, timeout_ms))) {
+		if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT)
+			commit_done(e, rd_kafka_event_error(ev));
+		rd_kafka_event_destroy(ev);
+	}
+}
+
+/* Commits the stored offsets, asynchronously, when some were stored since
+ * the last commit, none is in flight and the interval has passed (or now
+ * is true). */
+static void commit_maybe(struct enricher *e, bool now)
+{
+	rd_kafka_resp_err_t err;
+
+	commit_poll(e, 0);
+	if (e->commit_busy || !e->stored_new || (!now && lp_now_ms() < e->commit_at))
+		return;
+	e->stored_new = false;
+	e->commit_at = lp_now_ms() + e->s->kafka_commit_interval_ms;
+	err = rd_kafka_commit_queue(lp_kconsumer_handle(e->kc), NULL, e->commit_q, on_commit, e);
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		e->commit_busy = true;
+	else if (err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+		lp_warn("offset commit not sent (%s)", rd_kafka_err2str(err));
+}
+
+/* The last act of a stopping pipeline: commits what was stored, waiting
+ * at most STOP_GRACE_MS in all (Kafka may be down). */
+static void commit_final(struct enricher *e)
+{
+	int64_t until = lp_now_ms() + STOP_GRACE_MS;
+
+	while (e->commit_busy && lp_now_ms() < until)
+		commit_poll(e, 100);
+	commit_maybe(e, true);
+	while (e->commit_busy && lp_now_ms() < until)
+		commit_poll(e, 100);
+	if (e->commit_busy)
+		lp_warn("final offset commit not confirmed; records may be enriched again");
 }
 
 /* A batch failed: nothing from it on may be stored.  The batches after it
@@ -596,6 +657,7 @@ static void *pipeline_main(void *arg)
 			attempt = 0;
 			continue;
 		}
+		commit_maybe(e, false);
 		b = &ring[(head + count) % depth];
 		gather(e, b, max < IN_FLIGHT_MAX - pending ? max : IN_FLIGHT_MAX - pending,
 		       count ? BUSY_POLL_MS : IDLE_POLL_MS);
@@ -607,7 +669,7 @@ static void *pipeline_main(void *arg)
 			lp_kwait_release(&b->w);
 		}
 	}
-	commit_stored(e);
+	commit_final(e);
 	for (i = 0; i < depth; i++)
 		free(ring[i].msgs);
 	free(ring);
@@ -698,16 +760,15 @@ struct enricher *enricher_start(const struct enricher_settings *s, char *err, si
 	struct enricher *e = lp_xcalloc(1, sizeof(*e));
 	struct lookup_opts lo = { 0 };
 	struct lp_http_opts ho = { 0 };
-	char timeout[32], linger[32], session[32], fetch_wait[32], commit_ms[32];
+	char timeout[32], linger[32], session[32], fetch_wait[32];
 	const char *nodelay = s->kafka_nodelay ? "true" : "false";
 	const char *pprops[] = { "message.timeout.ms", timeout, "linger.ms", linger,
 				 "socket.nagle.disable", nodelay, NULL };
-	/* Offsets are stored by the pipeline once acknowledged (automatic
-	 * store stays off) and committed by librdkafka in the background. */
+	/* Offsets are stored by the pipeline once acknowledged and committed
+	 * by it asynchronously (automatic store and commit stay off). */
 	const char *cprops[] = { "auto.offset.reset", "earliest", "fetch.wait.max.ms", fetch_wait,
-				 "session.timeout.ms", session, "enable.auto.commit", "true",
-				 "auto.commit.interval.ms", commit_ms,
-				 "socket.nagle.disable", nodelay, NULL };
+				 "session.timeout.ms", session, "socket.nagle.disable", nodelay,
+				 NULL };
 	const char *topics[] = { s->topic_raw, NULL };
 	int rc;
 
@@ -740,13 +801,13 @@ struct enricher *enricher_start(const struct enricher_settings *s, char *err, si
 	snprintf(linger, sizeof(linger), "%lld", s->kafka_linger_ms);
 	snprintf(session, sizeof(session), "%lld", s->kafka_session_timeout_ms);
 	snprintf(fetch_wait, sizeof(fetch_wait), "%lld", s->kafka_fetch_wait_ms);
-	snprintf(commit_ms, sizeof(commit_ms), "%lld", s->kafka_commit_interval_ms);
 	e->kp = lp_kproducer_new(s->kafka_brokers, pprops, err, errlen);
 	if (!e->kp)
 		goto fail;
 	e->kc = lp_kconsumer_new(s->kafka_brokers, s->kafka_group, topics, cprops, err, errlen);
 	if (!e->kc)
 		goto fail;
+	e->commit_q = rd_kafka_queue_new(lp_kconsumer_handle(e->kc));
 
 	ho.listen = s->http_listen;
 	ho.threads = (int)s->http_threads;
@@ -796,6 +857,8 @@ void enricher_stop(struct enricher *e)
 	if (e->monitor_started)
 		pthread_join(e->monitor, NULL);
 	lp_http_server_free(e->http);
+	if (e->commit_q)
+		rd_kafka_queue_destroy(e->commit_q);
 	/* The pipeline committed what was acknowledged; leave the group now so
 	 * that the partitions move to the other enrichers at once. */
 	lp_kconsumer_free(e->kc);
