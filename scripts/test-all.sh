@@ -9,22 +9,27 @@
 # dashboard in Chromium), the deployment validation and the fuzz smoke run.
 # Each suite prints its own summary; a suite that prints none counts as
 # one failure.  Set LOGPIPE_SUITES to a space-separated subset to run less.
+# The deployment validation and the fuzz run need none of the services and
+# little CPU beside the integration suite, which mostly waits on brokers
+# and timers: when it runs, they run beside it and report after it.
 set -u
 cd "$(dirname "$0")/.."
 
 suites=${LOGPIPE_SUITES:-"unit unit-san integration deploy fuzz"}
 total_p=0
 total_f=0
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+tmp=$(mktemp -d)
+out=$tmp/out
+trap 'rm -rf "$tmp"' EXIT
 
 # ASan reports make the process fail; leaks are reported at exit.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:exitcode=99}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}
 
-# Adds the "N passed" / "N failed" counts of the last summary line in $out.
+# Adds the "N passed" / "N failed" counts of the last summary line in $out
+# (or in the file given third).
 tally() {
-	local name=$1 rc=$2 line p f
+	local name=$1 rc=$2 out=${3:-$out} line p f
 	line=$(grep -E '([0-9]+ passed|[0-9]+ failed)' "$out" | tail -n 1)
 	p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)
 	f=$(grep -oE '[0-9]+ (failed|error|errors)' <<<"$line" | awk '{ n += $1 } END { print n + 0 }')
@@ -47,24 +52,58 @@ run_suite() {
 	tally "$name" "${PIPESTATUS[0]}"
 }
 
+beside=""
+case " $suites " in
+*" integration "*)
+	for s in deploy fuzz; do
+		case " $suites " in *" $s "*) beside="$beside $s" ;; esac
+	done ;;
+esac
+
+suite_cmd() {
+	case $1 in
+	deploy) echo scripts/validate-deploy.sh ;;
+	fuzz) echo scripts/fuzz-smoke.sh ;;
+	esac
+}
+
+start_beside() {
+	local s
+	for s in $beside; do
+		( $(suite_cmd "$s") >"$tmp/$s.out" 2>&1; echo $? >"$tmp/$s.rc" ) &
+	done
+}
+
 for s in $suites; do
+	case " $beside " in *" $s "*) continue ;; esac
 	case $s in
 	unit)
 		run_suite unit make --no-print-directory unit ;;
 	unit-san)
 		run_suite unit-san make --no-print-directory SANITIZER=address,undefined unit ;;
 	integration)
-		make --no-print-directory SANITIZER=address,undefined all >/dev/null &&
+		if make --no-print-directory SANITIZER=address,undefined all >/dev/null; then
+			start_beside
 			run_suite integration env LOGPIPE_BIN_DIR="$PWD/build-san/bin" \
-				scripts/run-integration.sh ;;
-	deploy)
-		[ -x scripts/validate-deploy.sh ] && run_suite deploy scripts/validate-deploy.sh ;;
-	fuzz)
-		[ -x scripts/fuzz-smoke.sh ] && run_suite fuzz scripts/fuzz-smoke.sh ;;
+				scripts/run-integration.sh
+		else
+			echo "test-all: the sanitizer build failed" >&2
+			total_f=$((total_f + 1))
+			start_beside
+		fi ;;
+	deploy|fuzz)
+		run_suite "$s" $(suite_cmd "$s") ;;
 	*)
 		echo "test-all: unknown suite $s" >&2
 		total_f=$((total_f + 1)) ;;
 	esac
+done
+
+wait
+for s in $beside; do
+	echo "==================== suite: $s (ran beside integration) ===================="
+	cat "$tmp/$s.out"
+	tally "$s" "$(cat "$tmp/$s.rc" 2>/dev/null || echo 1)" "$tmp/$s.out"
 done
 
 echo "$total_p passed, $total_f failed"

@@ -18,6 +18,7 @@ the local runner (`make run`).
 
 import atexit
 import os
+import re
 import shutil
 import signal
 import sys
@@ -182,6 +183,23 @@ class Services:
                     _started.remove(proc)
 
 
+# What AddressSanitizer, LeakSanitizer and UBSan print when they find
+# something (scripts/test-all.sh runs the suite on the sanitizer build).
+SANITIZER_REPORT = re.compile(r"ERROR: (Address|Leak|Thread)Sanitizer|runtime error: ")
+
+
+def sanitizer_reports(log_dir):
+    """{log file: first report line} of the logs under log_dir that hold one."""
+    found = {}
+    for path in sorted(Path(log_dir).glob("*.log")):
+        with open(path, errors="replace") as f:
+            for line in f:
+                if SANITIZER_REPORT.search(line):
+                    found[path.name] = line.strip()[:300]
+                    break
+    return found
+
+
 @pytest.fixture
 def services(infra, infra_dir, request):
     workdir = infra_dir / "tests" / f"{request.node.name[:60]}-{uuid.uuid4().hex[:6]}"
@@ -191,6 +209,10 @@ def services(infra, infra_dir, request):
     if _failed(request):
         for name, proc in svc.procs.items():
             print(f"\n---- last lines of {name} ({proc.log_path}) ----\n{proc.log_tail(60)}")
+    # Checked after the stop, so that leaks found at exit count too; every
+    # service a test starts (extra instances too) logs under workdir/logs.
+    reports = sanitizer_reports(svc.workdir / "logs")
+    assert not reports, f"sanitizer reports in the services' logs: {reports}"
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ from pathlib import Path
 import pytest
 
 import infra as lp
-from conftest import Services
+from conftest import Services, sanitizer_reports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -377,6 +377,9 @@ def stack(infra, infra_dir):
             print(f"\n---- {name} is not running; last lines of its log ----\n"
                   f"{svc.procs[name].log_tail(80)}")
         svc.stop_all()
+    # Hostile input must not make the sanitizer build report anything either.
+    reports = sanitizer_reports(svc.workdir / "logs")
+    assert not reports, f"sanitizer reports in the services' logs: {reports}"
 
 
 # ---- the cases --------------------------------------------------------------------------------
