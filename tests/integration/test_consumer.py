@@ -28,6 +28,7 @@ rows are measured by tests/bench/storage_bench.py (make bench BENCH=storage).
 import json
 import os
 import random
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -58,8 +59,10 @@ def kafkatool():
     r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out), str(KAFKATOOL_SRC)]
                        + flags, capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
+        shutil.rmtree(d, ignore_errors=True)
         pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
-    return str(out)
+    yield str(out)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def rfc3339(dt):
