@@ -528,16 +528,41 @@ struct lp_kconsumer *lp_kconsumer_new(const char *brokers, const char *group,
 	return c;
 }
 
+/* How long a close may take.  With the broker gone, a plain
+ * rd_kafka_consumer_close() waits out every request still in flight (a
+ * final commit among them), which can take longer than a service's whole
+ * 10 s stop budget. */
+#define CONSUMER_CLOSE_MS 4000
+
 void lp_kconsumer_free(struct lp_kconsumer *c)
 {
-	rd_kafka_resp_err_t e;
+	rd_kafka_error_t *error;
+	rd_kafka_queue_t *q;
+	int64_t deadline;
+	int flags = 0;
 
 	if (!c)
 		return;
-	e = rd_kafka_consumer_close(c->rk);
-	if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-		lp_warn("kafka consumer close: %s", rd_kafka_err2str(e));
-	rd_kafka_destroy(c->rk);
+	/* The asynchronous close serves rebalance callbacks on q; stop
+	 * waiting for it after CONSUMER_CLOSE_MS and leave without it. */
+	q = rd_kafka_queue_new(c->rk);
+	error = rd_kafka_consumer_close_queue(c->rk, q);
+	if (error) {
+		lp_warn("kafka consumer close: %s", rd_kafka_error_string(error));
+		rd_kafka_error_destroy(error);
+		flags = RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE;
+	} else {
+		deadline = lp_now_ms() + CONSUMER_CLOSE_MS;
+		while (!rd_kafka_consumer_closed(c->rk) && lp_now_ms() < deadline)
+			rd_kafka_queue_poll_callback(q, 100);
+		if (!rd_kafka_consumer_closed(c->rk)) {
+			lp_warn("kafka consumer close: not done after %d ms (broker unreachable?); "
+				"leaving without it", CONSUMER_CLOSE_MS);
+			flags = RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE;
+		}
+	}
+	rd_kafka_queue_destroy(q);
+	rd_kafka_destroy_flags(c->rk, flags);
 	free(c);
 }
 

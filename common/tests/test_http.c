@@ -87,7 +87,10 @@ static void roundtrip(int fd, const char *req, struct resp *r)
 	char *end = NULL;
 	ssize_t n;
 
-	assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+	/* Nothing to send: the request went out already, maybe in pieces, and
+	 * the server may have answered and closed (a write would then fail). */
+	if (*req)
+		assert_int_equal(write(fd, req, strlen(req)), (ssize_t)strlen(req));
 	while (!end) {
 		assert_true(have < sizeof(buf) - 1);
 		n = read(fd, buf + have, sizeof(buf) - 1 - have);
