@@ -24,11 +24,23 @@
 # configuration (keep-alive upstream pool, access log to a file like the
 # gateway's).  The targets take turns for ROUNDS rounds so that drift hits
 # them alike; the tables show the median round of each.  Needs: make, wrk,
-# nginx (apt-get install wrk nginx-light).  Everything is stopped at the end.
+# nginx (installed with apt-get when missing: wrk, nginx-light).  Everything
+# is stopped at the end.
 set -eu
 cd "$(dirname "$0")/../.."
+PATH="$PATH:/usr/sbin"
+# The load tool and the peer proxy are the benchmark's own needs, not the
+# project's: installed here, once, like make deps installs the rest.
+if ! command -v wrk >/dev/null 2>&1 || ! command -v nginx >/dev/null 2>&1; then
+	echo "gateway_bench: installing wrk and nginx-light" >&2
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+		wrk nginx-light >/dev/null 2>&1 ||
+		{ $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install \
+			-y -qq --no-install-recommends wrk nginx-light >/dev/null; } || true
+fi
 for tool in wrk nginx; do
-	command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin"
 	command -v "$tool" >/dev/null 2>&1 || {
 		echo "gateway_bench: $tool is missing (apt-get install wrk nginx-light)" >&2
 		exit 2
