@@ -43,6 +43,8 @@ import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -576,6 +578,54 @@ class Runner:
                 break
             time.sleep(0.2)
 
+    def seed_metadata(self):
+        """Loads the generator's catalogue of hosts and services into metadata-svc.
+
+        The generator's events name these hosts and services; with them known,
+        enrichment has something to add and the pipeline shows complete
+        events. Existing records (409) are left as they are; a failure is
+        reported, not fatal.
+        """
+        gen, md = self.components["generator"], self.components["metadata"]
+
+        def call(method, url, body=None):
+            data = json.dumps(body).encode() if body is not None else None
+            req = urllib.request.Request(url, data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+
+        created = known = 0
+        deadline = time.monotonic() + 30
+        try:
+            status, raw = call("GET", gen.address + "/api/v1/generator/catalog")
+            if status != 200:
+                raise OSError(f"generator answered {status}")
+            cat = json.loads(raw)
+            for kind in ("hosts", "services"):
+                for body in cat.get(kind, []):
+                    while True:  # 503 until metadata-svc's Kafka producer is connected
+                        status, raw = call("POST", f"{md.address}/api/metadata/{kind}", body)
+                        if status != 503 or time.monotonic() > deadline or \
+                                self.stopping.is_set():
+                            break
+                        time.sleep(0.5)
+                    if status == 201:
+                        created += 1
+                    elif status == 409:
+                        known += 1
+                    else:
+                        raise OSError(f"metadata-svc answered {status} to a {kind} record: "
+                                      f"{raw[:200]!r}")
+            say(f"metadata: {created} hosts and services from the generator's catalogue "
+                f"loaded, {known} already known")
+        except (OSError, ValueError) as e:
+            say(f"metadata: the generator's catalogue was not loaded ({e}); events stay "
+                "partial until hosts and services are added")
+
     def start_control(self):
         ControlHandler.runner = self
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.ports["control"]), ControlHandler)
@@ -673,6 +723,8 @@ class Runner:
             self.chaos.thread.start()
             if not self.args.no_services:
                 self.start_services()
+                if not self.stopping.is_set():
+                    self.seed_metadata()
             if self.args.chaos:
                 self.chaos.set_enabled(True)
             if not self.stopping.is_set():
