@@ -41,6 +41,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "benchclock.h"
+
 static volatile sig_atomic_t stop;
 static long relayed, failed;
 
@@ -128,22 +130,6 @@ static int assign_all(rd_kafka_t *rk, char **topics, int ntopics)
 		rd_kafka_assign(rk, l);
 	rd_kafka_topic_partition_list_destroy(l);
 	return total;
-}
-
-static long long wall_us(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
-}
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
 }
 
 /* Prints the stamp line of one record, if it is a measured event. */

@@ -29,23 +29,9 @@
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
 
+#include "benchclock.h"
+
 static int acked, failed;
-
-static long long wall_us(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
-}
-
-static long long mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000LL + ts.tv_nsec / 1000000;
-}
 
 static void die(const char *what, const char *why)
 {
