@@ -207,24 +207,6 @@ static bool idle_dead(int fd)
 
 /* ---- the target ----------------------------------------------------------- */
 
-static int parse_port(const char *s, size_t n, char out[8])
-{
-	unsigned long v = 0;
-	size_t i;
-
-	if (n == 0 || n > 5)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (unsigned long)(s[i] - '0');
-	}
-	if (v == 0 || v > 65535)
-		return -1;
-	snprintf(out, 8, "%lu", v);
-	return 0;
-}
-
 int h1_target_parse(const char *base, struct h1_target *t)
 {
 	const char *a, *h, *rest, *end;
@@ -255,8 +237,12 @@ int h1_target_parse(const char *base, struct h1_target *t)
 	if (hn == 0 || hn >= sizeof(t->host))
 		return -1;
 	if (rest < a + n) {
-		if (*rest != ':' || parse_port(rest + 1, (size_t)(a + n - rest - 1), t->port) < 0)
+		int port = *rest != ':' ? -1
+			 : lp_parse_decimal(rest + 1, (size_t)(a + n - rest - 1), 1, 65535);
+
+		if (port < 0)
 			return -1;
+		snprintf(t->port, sizeof(t->port), "%d", port);
 	} else {
 		lp_strlcpy(t->port, "80", sizeof(t->port));
 	}

@@ -75,22 +75,6 @@ static char *pct_decode(const char *s, size_t n)
 	return out;
 }
 
-/* Parses a non-empty run of decimal digits into [lo, hi]; -1 if invalid. */
-static int parse_num(const char *s, size_t n, int lo, int hi)
-{
-	long v = 0;
-	size_t i;
-
-	if (n == 0 || n > 9)
-		return -1;
-	for (i = 0; i < n; i++) {
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-		v = v * 10 + (s[i] - '0');
-	}
-	return v < lo || v > hi ? -1 : (int)v;
-}
-
 /*
  * "redis://[[user]:password@]host[:port][/db]" or "host[:port]"; an IPv6
  * host is written in brackets.  Returns 0 or -EINVAL.
@@ -142,14 +126,14 @@ static int parse_url(struct lp_redis *r, const char *url)
 	if (s < end) {
 		if (*s != ':')
 			return -EINVAL;
-		r->port = parse_num(s + 1, (size_t)(end - s - 1), 1, 65535);
+		r->port = lp_parse_decimal(s + 1, (size_t)(end - s - 1), 1, 65535);
 		if (r->port < 0)
 			return -EINVAL;
 	}
 
 	r->db = 0;
 	if (*end == '/' && end[1] && end[1] != '?' && end[1] != '#') {
-		r->db = parse_num(end + 1, strcspn(end + 1, "?#"), 0, 1000000);
+		r->db = lp_parse_decimal(end + 1, strcspn(end + 1, "?#"), 0, 1000000);
 		if (r->db < 0)
 			return -EINVAL;
 	}

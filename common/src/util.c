@@ -95,6 +95,21 @@ char *lp_xstrdup(const char *s)
 
 /* ---- strings ------------------------------------------------------------ */
 
+int lp_parse_decimal(const char *s, size_t n, int lo, int hi)
+{
+	long v = 0;
+	size_t i;
+
+	if (n == 0 || n > 9)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v < lo || v > hi ? -1 : (int)v;
+}
+
 size_t lp_strlcpy(char *dst, const char *src, size_t dstlen)
 {
 	size_t n = strlen(src);

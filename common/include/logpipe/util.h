@@ -29,6 +29,9 @@ char *lp_xstrdup(const char *s);
 /* Copies at most dstlen-1 bytes and always terminates; returns strlen(src). */
 size_t lp_strlcpy(char *dst, const char *src, size_t dstlen);
 bool lp_str_has_prefix(const char *s, const char *prefix);
+/* The n bytes at s as a decimal number in [lo, hi] (digits only, at most
+ * nine); -1 when they are not one (-1 is never a valid lo). */
+int lp_parse_decimal(const char *s, size_t n, int lo, int hi);
 /* Sleeps up to ms milliseconds, returning early when *stop becomes true. */
 void lp_sleep_ms(int64_t ms, const volatile int *stop);
 
