@@ -195,6 +195,17 @@ static const char *client_addr(struct lp_http_req *r)
 	return mg_get_request_info(r->conn)->remote_addr;
 }
 
+/* a, b and c into dst, cut to fit. */
+static void join3(char *dst, size_t len, const char *a, const char *b, const char *c)
+{
+	size_t n = lp_strlcpy(dst, a, len);
+
+	if (n < len)
+		n += lp_strlcpy(dst + n, b, len - n);
+	if (n < len)
+		lp_strlcpy(dst + n, c, len - n);
+}
+
 static const char *scope_label(unsigned scope)
 {
 	return scope == GW_SCOPE_NONE ? "open" : gw_scope_name(scope);
@@ -205,12 +216,20 @@ static const char *scope_label(unsigned scope)
 static void access_log(struct lp_http_req *r, const char *upstream, const char *tenant,
 		       const char *trace_id, int64_t t0)
 {
-	char status[8], ms[32];
-	long long us = (long long)(lp_now_us() - t0);
+	char status[24], ms[32];
+	int64_t us = lp_now_us() - t0;
+	size_t n;
 
-	snprintf(status, sizeof(status), "%d", r->status);
-	/* The same text as "%.3f" of the milliseconds, without the float path. */
-	snprintf(ms, sizeof(ms), "%lld.%03lld", us / 1000, us % 1000);
+	lp_fmt_u64(status, (uint64_t)(r->status > 0 ? r->status : 0));
+	/* The same text as "%.3f" of the milliseconds, without printf. */
+	if (us < 0)
+		us = 0;
+	n = lp_fmt_u64(ms, (uint64_t)us / 1000);
+	ms[n] = '.';
+	ms[n + 1] = (char)('0' + us / 100 % 10);
+	ms[n + 2] = (char)('0' + us / 10 % 10);
+	ms[n + 3] = (char)('0' + us % 10);
+	ms[n + 4] = '\0';
 	lp_log_kv(LP_LOG_INFO,
 		  (const char *[]){ "method", r->method, "path", r->path, "status", status,
 				    "duration_ms", ms, "request_id", r->request_id, "w3c_trace_id",
@@ -395,10 +414,7 @@ static bool admit(struct gateway *g, struct lp_http_req *r, const struct route *
 	if (!g->limiter || rt->scope == GW_SCOPE_NONE)
 		return true;
 
-	if (*key)
-		snprintf(id, sizeof(id), "%s:k:%s", cls, (*key)->id);
-	else
-		snprintf(id, sizeof(id), "%s:ip:%s", cls, client_addr(r));
+	join3(id, sizeof(id), cls, *key ? ":k:" : ":ip:", *key ? (*key)->id : client_addr(r));
 	limit = rt->ingest ? (long)gw_bp_current_limit(g->bp) : (long)g->s->rl_rate;
 	gw_limiter_take(g->limiter, id, limit, &d);
 	gw_ratelimit_headers(&d, tl_headers, sizeof(tl_headers));
@@ -710,6 +726,7 @@ static void init_upstream(struct gateway *g, int i, const char *base, long long 
 	u->connect_timeout_ms = (long)g->s->up_connect_timeout_ms;
 	u->max_response = (size_t)g->s->up_max_response;
 	u->breaker = lp_breaker_new(u->name, NULL);
+	gw_upstream_prepare(u);
 }
 
 struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_t errlen)
@@ -830,6 +847,7 @@ void gateway_stop(struct gateway *g)
 	gw_bp_stop(g->bp);
 	gw_limiter_free(g->limiter);
 	for (i = 0; i < NUPSTREAMS; i++) {
+		gw_upstream_release(&g->ups[i]);
 		free(g->ups[i].base);
 		lp_breaker_free(g->ups[i].breaker);
 	}

@@ -113,7 +113,12 @@ void h1_pool_free(struct h1_pool *p)
 
 static void target_key(const struct h1_target *t, char key[272])
 {
-	snprintf(key, 272, "%s %s", t->host, t->port);
+	size_t n = strlen(t->host), k = strlen(t->port);
+
+	/* host < 256 and port < 8 bytes: always fits. */
+	memcpy(key, t->host, n);
+	key[n] = ' ';
+	memcpy(key + n + 1, t->port, k + 1);
 }
 
 /* The bucket of key, created when create is set and there is room. */

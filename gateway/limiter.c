@@ -124,22 +124,30 @@ long gw_lease_size(long limit, int divisor)
 
 size_t gw_ratelimit_headers(const struct gw_limit *d, char *out, size_t outlen)
 {
-	long rem = d->remaining < 0 ? 0 : d->remaining;
-	int n;
+	/* Built by hand: this runs for every limited request, and snprintf
+	 * showed in its profile. */
+	char lim[24], rem[24], reset[24];
+	const char *parts[] = { "RateLimit-Limit: ", lim, "\r\nRateLimit-Remaining: ", rem,
+				"\r\nRateLimit-Reset: ", reset, "\r\nRateLimit-Policy: ", lim,
+				";w=1\r\nRateLimit: limit=", lim, ", remaining=", rem, ", reset=",
+				reset, "\r\n" };
+	size_t i, n = 0, k;
 
-	n = snprintf(out, outlen,
-		     "RateLimit-Limit: %ld\r\n"
-		     "RateLimit-Remaining: %ld\r\n"
-		     "RateLimit-Reset: %d\r\n"
-		     "RateLimit-Policy: %ld;w=1\r\n"
-		     "RateLimit: limit=%ld, remaining=%ld, reset=%d\r\n",
-		     d->limit, rem, d->reset_s, d->limit, d->limit, rem, d->reset_s);
-	if (n < 0 || (size_t)n >= outlen) {
-		if (outlen)
-			out[0] = '\0';
-		return 0;
+	lp_fmt_u64(lim, (uint64_t)(d->limit < 0 ? 0 : d->limit));
+	lp_fmt_u64(rem, (uint64_t)(d->remaining < 0 ? 0 : d->remaining));
+	lp_fmt_u64(reset, (uint64_t)(d->reset_s < 0 ? 0 : d->reset_s));
+	for (i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+		k = strlen(parts[i]);
+		if (n + k >= outlen) {
+			if (outlen)
+				out[0] = '\0';
+			return 0;
+		}
+		memcpy(out + n, parts[i], k);
+		n += k;
 	}
-	return (size_t)n;
+	out[n] = '\0';
+	return n;
 }
 
 int gw_retry_after_s(int reset_s, int jitter_s, unsigned *seed)

@@ -333,6 +333,22 @@ static enum xfer_end perform_h1(struct gw_pool *p, struct gw_upstream *u, struct
 	}
 }
 
+void gw_upstream_prepare(struct gw_upstream *u)
+{
+	struct h1_target t;
+
+	if (!u->target && h1_target_parse(u->base, &t) == 0) {
+		u->target = lp_xmalloc(sizeof(*u->target));
+		*u->target = t;
+	}
+}
+
+void gw_upstream_release(struct gw_upstream *u)
+{
+	free(u->target);
+	u->target = NULL;
+}
+
 enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
 				     struct gw_call *c)
 {
@@ -349,7 +365,9 @@ enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
 		return GW_CALL_OPEN;
 	}
 	t0 = lp_now_ms();
-	if (h1_target_parse(u->base, &t) == 0)
+	if (u->target)
+		end = perform_h1(p, u, c, u->target, &x, timeout_ms, err, sizeof(err));
+	else if (h1_target_parse(u->base, &t) == 0)
 		end = perform_h1(p, u, c, &t, &x, timeout_ms, err, sizeof(err));
 	else
 		end = perform_curl(p, u, c, &x, timeout_ms, err, sizeof(err));
@@ -423,6 +441,20 @@ static bool all_zero(const char *s, size_t n)
 	return true;
 }
 
+/* "00-TRACE-SPAN-FF": 2 + 1 + 32 + 1 + 16 + 1 + 2 characters and a NUL. */
+static void traceparent_of(char out[56], const char *trace_id, const char *span_hex,
+			   const char *flags)
+{
+	memcpy(out, "00-", 3);
+	memcpy(out + 3, trace_id, 32);
+	out[35] = '-';
+	memcpy(out + 36, span_hex, 16);
+	out[52] = '-';
+	out[53] = flags[0];
+	out[54] = flags[1];
+	out[55] = '\0';
+}
+
 void gw_traceparent(const char *in, char out[56], char trace_id[33])
 {
 	unsigned char span[8], trace[16];
@@ -436,10 +468,10 @@ void gw_traceparent(const char *in, char out[56], char trace_id[33])
 	    all_hex(in + 53, 2) && (in[55] == '\0' || in[55] == '-')) {
 		memcpy(trace_id, in + 3, 32);
 		trace_id[32] = '\0';
-		snprintf(out, 56, "00-%s-%s-%.2s", trace_id, span_hex, in + 53);
+		traceparent_of(out, trace_id, span_hex, in + 53);
 		return;
 	}
 	random_bytes(trace, sizeof(trace));
 	gw_hex(trace, sizeof(trace), trace_id);
-	snprintf(out, 56, "00-%s-%s-01", trace_id, span_hex);
+	traceparent_of(out, trace_id, span_hex, "01");
 }

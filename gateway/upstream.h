@@ -17,6 +17,8 @@
 
 #include "logpipe/buf.h"
 
+struct h1_target;
+
 struct lp_breaker;
 struct gw_pool;
 
@@ -29,7 +31,14 @@ struct gw_upstream {
 	long connect_timeout_ms;   /* TCP connect timeout */
 	size_t max_response;       /* larger upstream bodies give 502 */
 	struct lp_breaker *breaker; /* one per upstream */
+	struct h1_target *target;  /* base parsed for the HTTP/1.1 client (owned),
+				    * NULL: parsed on each call */
 };
+
+/* Parses u->base once for the HTTP/1.1 client (gw_upstream_call would
+ * otherwise parse it on every call); gw_upstream_release frees it. */
+void gw_upstream_prepare(struct gw_upstream *u);
+void gw_upstream_release(struct gw_upstream *u);
 
 /* Outcome of one call, beyond the HTTP status. */
 enum gw_call_result {

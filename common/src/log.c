@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
 #include <strings.h>
 #include <unistd.h>
 
@@ -65,24 +67,57 @@ static void write_all(int fd, const char *p, size_t len)
 	}
 }
 
+/* The RFC 3339 time of epoch_ms, from a per-thread copy of the last one:
+ * within the same second only the milliseconds change, so gmtime_r and
+ * snprintf run once a second per thread, not once a line. */
+static const char *log_time(int64_t epoch_ms)
+{
+	static _Thread_local char ts[32];
+	static _Thread_local int64_t ts_sec = INT64_MIN;
+	int64_t sec = epoch_ms / 1000, ms = epoch_ms % 1000;
+
+	if (ms < 0) {
+		ms += 1000;
+		sec--;
+	}
+	if (sec != ts_sec) {
+		lp_rfc3339(epoch_ms, ts);
+		ts_sec = sec;
+		return ts;
+	}
+	/* "YYYY-MM-DDTHH:MM:SS.mmmZ": the milliseconds are at 20..22. */
+	ts[20] = (char)('0' + ms / 100);
+	ts[21] = (char)('0' + ms / 10 % 10);
+	ts[22] = (char)('0' + ms % 10);
+	return ts;
+}
+
 static void log_line(enum lp_log_level lvl, const char *const *kv, const char *fmt, va_list ap)
 {
-	struct lp_buf line = LP_BUF_INIT;
+	struct lp_buf line;
 	struct lp_buf msg = LP_BUF_INIT;
+	const char *text = fmt;
 	int saved = errno;
-	char ts[32];
 
 	if ((int)lvl < atomic_load(&log_min))
 		return;
 	if (lvl > LP_LOG_ERROR)
 		lvl = LP_LOG_ERROR;
-	lp_rfc3339(lp_wall_ms(), ts);
-	lp_buf_vaddf(&msg, fmt, ap);
-
-	lp_buf_addf(&line, "{\"ts\":\"%s\",\"level\":\"%s\",\"service\":", ts, level_names[lvl]);
+	/* One allocation for a typical line (an access line is about 400
+	 * bytes); a message without conversions is used as it is. */
+	lp_buf_init(&line, 512);
+	if (strchr(fmt, '%')) {
+		lp_buf_vaddf(&msg, fmt, ap);
+		text = msg.buf;
+	}
+	lp_buf_adds(&line, "{\"ts\":\"");
+	lp_buf_adds(&line, log_time(lp_wall_ms()));
+	lp_buf_adds(&line, "\",\"level\":\"");
+	lp_buf_adds(&line, level_names[lvl]);
+	lp_buf_adds(&line, "\",\"service\":");
 	lp_buf_add_json_str(&line, log_service[0] ? log_service : program_invocation_short_name);
 	lp_buf_adds(&line, ",\"msg\":");
-	lp_buf_add_json_str(&line, msg.buf);
+	lp_buf_add_json_str(&line, text);
 	for (; kv && kv[0]; kv += 2) {
 		lp_buf_addch(&line, ',');
 		lp_buf_add_json_str(&line, kv[0]);
@@ -99,6 +134,11 @@ static void log_line(enum lp_log_level lvl, const char *const *kv, const char *f
 	lp_buf_release(&msg);
 	lp_buf_release(&line);
 	errno = saved;
+}
+
+bool lp_log_enabled(enum lp_log_level lvl)
+{
+	return (int)lvl >= atomic_load_explicit(&log_min, memory_order_relaxed);
 }
 
 void lp_log(enum lp_log_level lvl, const char *fmt, ...)

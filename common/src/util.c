@@ -95,6 +95,21 @@ char *lp_xstrdup(const char *s)
 
 /* ---- strings ------------------------------------------------------------ */
 
+size_t lp_fmt_u64(char *dst, uint64_t v)
+{
+	char d[20];
+	size_t i = sizeof(d), n;
+
+	do {
+		d[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	n = sizeof(d) - i;
+	memcpy(dst, d + i, n);
+	dst[n] = '\0';
+	return n;
+}
+
 int lp_parse_decimal(const char *s, size_t n, int lo, int hi)
 {
 	long v = 0;

@@ -7,6 +7,8 @@
 #ifndef LOGPIPE_LOG_H
 #define LOGPIPE_LOG_H
 
+#include <stdbool.h>
+
 enum lp_log_level { LP_LOG_DEBUG, LP_LOG_INFO, LP_LOG_WARN, LP_LOG_ERROR };
 
 /* Sets the service name written on every line and the minimum level. */
@@ -15,6 +17,10 @@ void lp_log_init(const char *service, enum lp_log_level min);
 int lp_log_level_parse(const char *s, enum lp_log_level *out);
 /* Sets (or clears, with NULL) this thread's trace/correlation id. */
 void lp_log_set_trace(const char *trace_id);
+
+/* Whether lines of level lvl are written (to skip formatting fields of a
+ * line that would be dropped). */
+bool lp_log_enabled(enum lp_log_level lvl);
 
 void lp_log(enum lp_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
