@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "logpipe/log.h"
+#include "logpipe/util.h"
 
 #include "logpipe/banned.h"
 
@@ -78,6 +79,67 @@ static void test_line_fields(void **state)
 	assert_true(strstr(text, "\"ts\"") < strstr(text, "\"level\""));
 	assert_true(strstr(text, "\"service\"") < strstr(text, "\"msg\""));
 	json_decref(j);
+	free(text);
+}
+
+static void log_plain_and_percent(void)
+{
+	lp_log_init("svc", LP_LOG_INFO);
+	lp_info("plain text");
+	lp_info("100%% done");
+	lp_info("%s", "");
+}
+
+/* A message without conversions is written as it is; with them, formatted,
+ * even when the result is empty. */
+static void test_message_forms(void **state)
+{
+	char *text = capture_stderr(log_plain_and_percent);
+	char *l2 = strchr(text, '\n') + 1, *l3 = strchr(l2, '\n') + 1;
+	json_t *a = parse_line(text), *b = parse_line(l2), *c = parse_line(l3);
+
+	assert_string_equal(field(a, "msg"), "plain text");
+	assert_string_equal(field(b, "msg"), "100% done");
+	assert_string_equal(field(c, "msg"), "");
+	json_decref(a);
+	json_decref(b);
+	json_decref(c);
+	free(text);
+}
+
+static void log_many(void)
+{
+	lp_log_init("svc", LP_LOG_INFO);
+	for (int i = 0; i < 40; i++) {
+		lp_info("line %d", i);
+		usleep(30 * 1000);
+	}
+}
+
+/* The timestamp is cached per second and only its milliseconds rewritten:
+ * over 1.2 s of lines every stamp must still be valid, never go back, and
+ * match the clock around it. */
+static void test_timestamps_follow_the_clock(void **state)
+{
+	int64_t before = lp_wall_ms(), prev = 0, t;
+	char *text = capture_stderr(log_many);
+	int64_t after = lp_wall_ms();
+	char *line = text;
+	int n = 0;
+
+	while (line && *line) {
+		json_t *j = parse_line(line);
+
+		assert_int_equal(lp_parse_rfc3339(field(j, "ts"), &t), 0);
+		assert_true(t >= before && t <= after);
+		assert_true(t >= prev);
+		prev = t;
+		n++;
+		json_decref(j);
+		line = strchr(line, '\n');
+		line = line ? line + 1 : NULL;
+	}
+	assert_int_equal(n, 40);
 	free(text);
 }
 
@@ -158,6 +220,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_line_fields),
 		cmocka_unit_test(test_kv_and_trace),
+		cmocka_unit_test(test_message_forms),
+		cmocka_unit_test(test_timestamps_follow_the_clock),
 		cmocka_unit_test(test_level_filter_keeps_errno),
 		cmocka_unit_test(test_level_parse),
 	};

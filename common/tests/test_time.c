@@ -1,4 +1,4 @@
-/* test_time.c - RFC 3339 formatting and parsing (time.c). */
+/* test_time.c - RFC 3339 formatting and parsing (time.c), decimal formatting (util.c). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -104,6 +104,21 @@ static void test_parse_invalid(void **state)
 	assert_int_equal(lp_parse_rfc3339(NULL, &ms), -EINVAL);
 }
 
+static void test_fmt_u64(void **state)
+{
+	char d[24];
+
+	(void)state;
+	assert_int_equal(lp_fmt_u64(d, 0), 1);
+	assert_string_equal(d, "0");
+	assert_int_equal(lp_fmt_u64(d, 429), 3);
+	assert_string_equal(d, "429");
+	assert_int_equal(lp_fmt_u64(d, 1000000), 7);
+	assert_string_equal(d, "1000000");
+	assert_int_equal(lp_fmt_u64(d, UINT64_MAX), 20);
+	assert_string_equal(d, "18446744073709551615");
+}
+
 static void test_round_trip(void **state)
 {
 	for (int64_t ms = -86400000; ms < 4102444800000; ms += 987654321987) {
@@ -122,6 +137,7 @@ int main(void)
 		cmocka_unit_test(test_parse_valid),
 		cmocka_unit_test(test_parse_invalid),
 		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_fmt_u64),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
