@@ -9,6 +9,8 @@
  *   filter   each record must parse and pass lp_event_check_normalized,
  *            else it goes to logs-dlq unchanged, with headers reason,
  *            origin_topic, origin_partition, origin_offset and stage;
+ *            lp_event_scan answers for the common valid record in one pass
+ *            without a JSON tree, and leaves every other to that full path;
  *   look up  host (by `host`, then `source_ip`) and service, through the
  *            tiers of lookup.c;
  *   merge    enrich_render() builds the "enrichment" object (merge.c),
@@ -224,10 +226,11 @@ static void count_lookup(struct enricher *e, enum md_kind k, const struct lookup
 static void enrich_one(struct enricher *e, const rd_kafka_message_t *m, struct output *o)
 {
 	struct lookup_answer host, svc;
+	struct lp_event_view view;
 	json_error_t je;
 	char reason[300];
-	json_t *ev;
-	const char *service;
+	json_t *ev = NULL;
+	const char *service, *hostname, *source_ip;
 	int64_t t0;
 	bool complete;
 	int rc;
@@ -237,24 +240,33 @@ static void enrich_one(struct enricher *e, const rd_kafka_message_t *m, struct o
 		to_dlq(e, m, "invalid_event: empty record", o);
 		return;
 	}
-	ev = json_loadb(m->payload, m->len, 0, &je);
-	if (!ev) {
-		snprintf(reason, sizeof(reason), "invalid_json: %s", je.text);
-		to_dlq(e, m, reason, o);
-		return;
-	}
-	if (lp_event_check_normalized(ev, reason + 15, sizeof(reason) - 15) < 0) {
-		memcpy(reason, "invalid_event: ", 15);
-		to_dlq(e, m, reason, o);
-		json_decref(ev);
-		return;
+	/* The common case, a valid event, is read in one pass without a JSON
+	 * tree; anything else takes the full path, which words refusals. */
+	if (lp_event_scan(m->payload, m->len, &view) == 0) {
+		service = view.service;
+		hostname = view.host;
+		source_ip = view.source_ip;
+	} else {
+		ev = json_loadb(m->payload, m->len, 0, &je);
+		if (!ev) {
+			snprintf(reason, sizeof(reason), "invalid_json: %s", je.text);
+			to_dlq(e, m, reason, o);
+			return;
+		}
+		if (lp_event_check_normalized(ev, reason + 15, sizeof(reason) - 15) < 0) {
+			memcpy(reason, "invalid_event: ", 15);
+			to_dlq(e, m, reason, o);
+			json_decref(ev);
+			return;
+		}
+		service = json_string_value(json_object_get(ev, "service"));
+		hostname = json_string_value(json_object_get(ev, "host"));
+		source_ip = json_string_value(json_object_get(ev, "source_ip"));
 	}
 
 	t0 = lp_now_us();
 	lp_series_inc(e->attempts);
-	service = json_string_value(json_object_get(ev, "service"));
-	lookup_host(e->lookup, json_string_value(json_object_get(ev, "host")),
-		    json_string_value(json_object_get(ev, "source_ip")), &host);
+	lookup_host(e->lookup, hostname, source_ip, &host);
 	lookup_service(e->lookup, service, &svc);
 	lp_buf_reset(&e->en_buf);
 	complete = enrich_render(&e->en_buf, &host, &svc, lp_wall_ms());
@@ -270,7 +282,7 @@ static void enrich_one(struct enricher *e, const rd_kafka_message_t *m, struct o
 	 * already carries an "enrichment" (re-fed output) is re-serialised
 	 * without it first. */
 	lp_buf_reset(&e->out_buf);
-	if (json_object_get(ev, "enrichment")) {
+	if (ev && json_object_get(ev, "enrichment")) {
 		char *text;
 
 		json_object_del(ev, "enrichment");

@@ -22,6 +22,7 @@ libs=(-lcivetweb -lrdkafka -lhiredis -lpq -ljansson -lconfig -lcurl -luuid -lm -
 # The files each target is about, and the service sources it links.
 declare -A about=(
 	[fuzz_event]="common/src/event.c common/src/time.c common/src/uuid.c"
+	[fuzz_event_scan]="common/src/event_scan.c"
 	[fuzz_batch]="common/src/batch.c common/src/event.c"
 	[fuzz_config]="common/src/config.c"
 	[fuzz_rfc3339]="common/src/time.c"

@@ -189,14 +189,6 @@ static void put(json_t *obj, const char *key, json_t *val)
 		out_of_memory();
 }
 
-static bool utf8_valid(const char *s)
-{
-	json_t *j = json_string(s); /* jansson refuses invalid UTF-8 */
-	bool ok = j != NULL;
-	json_decref(j);
-	return ok;
-}
-
 /* True if v, a value at nesting depth `depth` (the event object is depth
  * 1), is or holds a container deeper than max. */
 static bool too_deep(json_t *v, size_t depth, size_t max)
@@ -360,7 +352,7 @@ json_t *lp_event_normalize(json_t *in, const struct lp_event_limits *lim, int64_
 		lim = &lp_event_default_limits;
 	if (!json_is_object(in))
 		return fail(err, 400, "invalid_json", NULL, "the event must be a JSON object");
-	if (tenant && *tenant && !utf8_valid(tenant))
+	if (tenant && *tenant && !lp_utf8_valid((const unsigned char *)tenant, strlen(tenant)))
 		return fail(err, 400, "invalid_field", "tenant", "the tenant is not valid UTF-8");
 
 	const char *k;

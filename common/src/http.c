@@ -781,48 +781,6 @@ static int check_headers(const struct mg_request_info *ri, const char **code, co
 	return 0;
 }
 
-/* True when s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or
- * code points above U+10FFFF). */
-static bool utf8_valid(const unsigned char *s, size_t n)
-{
-	size_t i = 0;
-
-	while (i < n) {
-		unsigned char c = s[i];
-		size_t k, need;
-		uint32_t cp;
-
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 1;
-			cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 2;
-			cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3;
-			cp = c & 0x07;
-		} else {
-			return false;
-		}
-		if (n - i <= need)
-			return false;
-		for (k = 1; k <= need; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) || cp > 0x10ffff ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += need + 1;
-	}
-	return true;
-}
-
 /* True when the query string, form-decoded as a whole, holds no NUL and is
  * UTF-8: what handlers read from it ends up in JSON and PostgreSQL, which
  * take neither. */
@@ -832,7 +790,7 @@ static bool query_ok(const char *q)
 	char *d = lp_xmalloc(n + 1);
 	int len = mg_url_decode(q, (int)n, d, (int)n + 1, 1);
 	bool ok = len >= 0 && strlen(d) == (size_t)len &&
-		  utf8_valid((const unsigned char *)d, (size_t)len);
+		  lp_utf8_valid((const unsigned char *)d, (size_t)len);
 
 	free(d);
 	return ok;
@@ -852,7 +810,7 @@ static int decode_path(const char *raw, char **out)
 	int len = mg_url_decode(raw, (int)n, d, (int)n + 1, 0);
 
 	*out = NULL;
-	if (len < 0 || strlen(d) != (size_t)len || !utf8_valid((unsigned char *)d, (size_t)len))
+	if (len < 0 || strlen(d) != (size_t)len || !lp_utf8_valid((unsigned char *)d, (size_t)len))
 		goto bad;
 	for (seg = d; seg; seg = strchr(seg + 1, '/')) {
 		const char *p = *seg == '/' ? seg + 1 : seg;

@@ -607,6 +607,80 @@ static void test_ip_valid(void **state)
 	assert_false(lp_ip_valid(NULL));
 }
 
+#define SCAN_ID "\"id\":\"0190a5c4-1b2c-7d3e-8f40-123456789abc\","
+#define SCAN_BASE SCAN_ID "\"timestamp\":\"2026-12-03T14:00:00.123Z\",\"level\":\"INFO\","
+
+static int scan(const char *text, struct lp_event_view *v)
+{
+	return lp_event_scan(text, strlen(text), v);
+}
+
+/* The fast filter path accepts plain valid events and hands out the
+ * fields the look-ups read. */
+static void test_scan_accepts(void **state)
+{
+	struct lp_event_view v;
+
+	(void)state;
+	assert_int_equal(scan(" {" SCAN_BASE "\"message\":\"a\\nb \\\"q\\\"\",\"service\":\"api\","
+			      "\"host\":\"web-1\",\"source_ip\":\"10.0.0.5\",\"tenant\":\"t\","
+			      "\"attributes\":{\"n\":-1.25,\"ok\":[true,false,null,{}],\"s\":\"\"}}\n",
+			      &v),
+			 0);
+	assert_string_equal(v.service, "api");
+	assert_string_equal(v.host, "web-1");
+	assert_string_equal(v.source_ip, "10.0.0.5");
+	assert_int_equal(scan("{" SCAN_BASE "\"message\":\"caf\xc3\xa9\",\"service\":\"s\"}", &v), 0);
+	assert_null(v.host);
+	assert_null(v.source_ip);
+}
+
+/* Everything else is left to the full path: invalid JSON or events, and
+ * what the scan does not decide itself. */
+static void test_scan_leaves_to_full_path(void **state)
+{
+	static const char *const cases[] = {
+		"",
+		"[]",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\"",       /* unterminated */
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\"} x",    /* trailing text */
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",}",     /* trailing comma */
+		"{" SCAN_BASE "\"message\":\"\",\"service\":\"s\"}",       /* empty message */
+		"{" SCAN_BASE "\"message\":\"m\"}",                        /* no service */
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"service\":\"t\"}", /* duplicate */
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\\u00e9\"}", /* \u escape */
+		"{" SCAN_BASE "\"message\":\"m\",\"serv\\u0069ce\":\"s\",\"service\":\"t\"}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"enrichment\":{}}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"host\":7}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":[]}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"n\":1e3}}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"n\":12345678901234567890}}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"n\":01}}",
+		"{" SCAN_BASE "\"message\":\"bad \xc0\xaf\",\"service\":\"s\"}",  /* overlong UTF-8 */
+		"{" SCAN_BASE "\"message\":\"tab\there\",\"service\":\"s\"}",    /* raw control char */
+		"{" SCAN_ID "\"timestamp\":\"yesterday\",\"level\":\"INFO\",\"message\":\"m\",\"service\":\"s\"}",
+		"{" SCAN_ID "\"timestamp\":\"2026-12-03T14:00:00Z\",\"level\":\"info\",\"message\":\"m\",\"service\":\"s\"}",
+		"{\"id\":\"nope\",\"timestamp\":\"2026-12-03T14:00:00Z\",\"level\":\"INFO\",\"message\":\"m\",\"service\":\"s\"}",
+	};
+	struct lp_event_view v;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		if (scan(cases[i], &v) != -1)
+			fail_msg("accepted: %s", cases[i]);
+	/* Nesting beyond the scan's depth is legal JSON, but not its to judge. */
+	char deep[256] = "{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"a\":";
+	size_t n = strlen(deep);
+	for (int i = 0; i < 40; i++)
+		deep[n++] = '[';
+	for (int i = 0; i < 40; i++)
+		deep[n++] = ']';
+	deep[n++] = '}';
+	deep[n++] = '}';
+	deep[n] = '\0';
+	assert_int_equal(scan(deep, &v), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -628,6 +702,8 @@ int main(void)
 		cmocka_unit_test(test_default_message_limit),
 		cmocka_unit_test(test_normalize_not_object),
 		cmocka_unit_test(test_check_normalized),
+		cmocka_unit_test(test_scan_accepts),
+		cmocka_unit_test(test_scan_leaves_to_full_path),
 		cmocka_unit_test(test_uuid7),
 		cmocka_unit_test(test_uuid_valid),
 		cmocka_unit_test(test_ip_valid),

@@ -63,6 +63,22 @@ json_t *lp_event_parse(const char *text, size_t len, const struct lp_event_limit
  * Returns 0 or -EINVAL with the reason in err. */
 int lp_event_check_normalized(json_t *ev, char *err, size_t errlen);
 
+/* What lp_event_scan finds in an event: the fields the look-ups read. */
+struct lp_event_view {
+	char service[257];       /* non-empty */
+	const char *host;        /* NULL when absent; else points into host_buf */
+	const char *source_ip;   /* NULL when absent; else into source_ip_buf */
+	char host_buf[257];
+	char source_ip_buf[64];
+};
+
+/* The filter stage's fast path (event_scan.c): one pass over text, no
+ * JSON tree.  Returns 0 when text is certainly a JSON object that
+ * json_loadb() parses and lp_event_check_normalized() accepts, without an
+ * "enrichment" member, and fills v; -1 when that is not certain, and the
+ * caller must take the full path (which also words any refusal). */
+int lp_event_scan(const char *text, size_t len, struct lp_event_view *v);
+
 /* Maps a level spelling to its canonical name, NULL if unknown. */
 const char *lp_level_canonical(const char *s);
 /* Numeric rank of a canonical level (TRACE 0 .. FATAL 5), -1 if unknown. */

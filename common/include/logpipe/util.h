@@ -32,6 +32,9 @@ bool lp_str_has_prefix(const char *s, const char *prefix);
 /* The n bytes at s as a decimal number in [lo, hi] (digits only, at most
  * nine); -1 when they are not one (-1 is never a valid lo). */
 int lp_parse_decimal(const char *s, size_t n, int lo, int hi);
+/* True when s[0..n) is well-formed UTF-8: no overlong forms, surrogates or
+ * code points above U+10FFFF (what jansson and PostgreSQL accept). */
+bool lp_utf8_valid(const unsigned char *s, size_t n);
 /* Writes v in decimal and a NUL to dst (at least 21 bytes); returns the
  * number of digits.  For hot paths where snprintf's cost shows. */
 size_t lp_fmt_u64(char *dst, uint64_t v);
