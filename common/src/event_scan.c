@@ -42,15 +42,17 @@ enum kind { K_NONE, K_STRING, K_OBJECT, K_OTHER };
 /* Where one member's value is: for a string, its content between the
  * quotes, and whether it holds an escape. */
 struct span {
-	enum kind kind;
-	const char *p;
-	size_t n;
-	bool escaped;
+	enum kind kind;  /* K_NONE while the member has not been seen */
+	const char *p;   /* a string's first byte after the quote */
+	size_t n;        /* its length in bytes, escapes as written */
+	bool escaped;    /* it holds a backslash escape */
 };
 
+/* The scanner's position in the text. */
 struct scan {
-	const char *p, *end;
-	int depth;
+	const char *p;   /* next byte to read */
+	const char *end; /* one past the last byte */
+	int depth;       /* containers open around p */
 };
 
 static void skip_ws(struct scan *s)
