@@ -61,6 +61,7 @@ const struct lp_cfg_opt gateway_options[] = {
 	OPT("http.max_body", LP_CFG_INT, "1048576", http_max_body, "largest request body in bytes (413 above)", 1024, 67108864),
 	OPT("http.request_timeout_ms", LP_CFG_INT, "10000", http_timeout_ms, "slow or idle client connections are closed after this", 100, 600000),
 	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
+	OPT("log.buffer_ms", LP_CFG_INT, "50", log_buffer_ms, "write info lines (the access log) together, at most this late; 0: each at once", 0, 1000),
 	OPT("upstream.producer", LP_CFG_STR, "http://127.0.0.1:8081", up_producer, "base URL of the producer", 0, 0),
 	OPT("upstream.metadata", LP_CFG_STR, "http://127.0.0.1:8082", up_metadata, "base URL of the metadata service", 0, 0),
 	OPT("upstream.enricher", LP_CFG_STR, "http://127.0.0.1:8083", up_enricher, "base URL of the enricher", 0, 0),

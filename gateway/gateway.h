@@ -25,6 +25,7 @@ struct gateway_settings {
 	long long http_max_body;       /* request body cap in bytes (413 above) */
 	long long http_timeout_ms;     /* slow or idle clients are cut off after this */
 	char *log_level;               /* debug, info, warn, error */
+	long long log_buffer_ms;       /* lp_log_buffer's flush_ms */
 	char *up_producer;             /* base URLs of the services */
 	char *up_metadata;
 	char *up_enricher;

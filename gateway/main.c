@@ -20,6 +20,12 @@
 
 static void *start(const void *settings, char *err, size_t errlen)
 {
+	const struct gateway_settings *s = settings;
+
+	/* One access line per request: written together, not one write(2)
+	 * each from every worker thread into the same file. */
+	if (s->log_buffer_ms > 0 && lp_log_buffer((int)s->log_buffer_ms) < 0)
+		lp_warn("cannot buffer the log; writing each line at once");
 	return gateway_start(settings, err, errlen);
 }
 

@@ -72,5 +72,6 @@ int lp_service_main(const struct lp_service *svc, void *settings, int argc, char
 	svc->stop(h);
 	lp_config_release(svc->options, settings);
 	lp_info("stopped");
+	lp_log_flush();
 	return 0;
 }

@@ -2,14 +2,20 @@
  *
  * A line is built in a heap buffer and written with one write(2), so lines
  * from different threads never interleave (stderr is unbuffered, and writes
- * of a pipe's PIPE_BUF or less are atomic).  The trace id is thread-local;
+ * of a pipe's PIPE_BUF or less are atomic).  With lp_log_buffer, lines
+ * below WARN are gathered (whole lines, under one mutex) and written
+ * together, at most flush_ms later: one write(2) for many access lines
+ * instead of one each, which contend for the file's lock.  The trace id is thread-local;
  * the service name and minimum level are set once at start-up. */
 #include <errno.h>
 #include <stdarg.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "logpipe/buf.h"
@@ -53,6 +59,8 @@ void lp_log_set_trace(const char *trace_id)
 	lp_strlcpy(log_trace, trace_id ? trace_id : "", sizeof(log_trace));
 }
 
+static void register_atexit(void);
+
 static void write_all(int fd, const char *p, size_t len)
 {
 	while (len) {
@@ -65,6 +73,100 @@ static void write_all(int fd, const char *p, size_t len)
 		p += n;
 		len -= (size_t)n;
 	}
+}
+
+static void register_atexit(void)
+{
+	atexit(lp_log_flush);
+}
+
+/* ---- buffered output (lp_log_buffer) ------------------------------------ */
+
+/* Lines waiting to be written, whole lines only; written when a line would
+ * not fit, with a line at WARN or above, by the flusher every
+ * log_flush_ms, and at exit.  A static array: nothing to free. */
+static char log_pending[64 * 1024];
+static size_t log_pending_len;
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static atomic_int log_flush_ms; /* 0: every line written at once */
+
+static void flush_locked(void)
+{
+	write_all(STDERR_FILENO, log_pending, log_pending_len);
+	log_pending_len = 0;
+}
+
+void lp_log_flush(void)
+{
+	pthread_mutex_lock(&log_mu);
+	flush_locked();
+	pthread_mutex_unlock(&log_mu);
+}
+
+static void *flusher_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		int ms = atomic_load(&log_flush_ms);
+
+		if (ms <= 0)
+			ms = 100; /* buffering was turned off: nothing to do */
+		struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000L };
+
+		nanosleep(&ts, NULL);
+		lp_log_flush();
+	}
+	return NULL;
+}
+
+int lp_log_buffer(int flush_ms)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	static int started;
+	pthread_t t;
+
+	if (flush_ms < 0)
+		return -EINVAL;
+	if (flush_ms == 0) {
+		atomic_store(&log_flush_ms, 0);
+		lp_log_flush();
+		return 0;
+	}
+	pthread_mutex_lock(&log_mu);
+	if (!started) {
+		/* Detached: it only ever sleeps and writes out. */
+		if (pthread_create(&t, NULL, flusher_main, NULL) != 0) {
+			pthread_mutex_unlock(&log_mu);
+			return -EAGAIN;
+		}
+		pthread_detach(t);
+		started = 1;
+	}
+	atomic_store(&log_flush_ms, flush_ms);
+	pthread_mutex_unlock(&log_mu);
+	pthread_once(&once, register_atexit);
+	return 0;
+}
+
+/* Writes one whole line: at once, or into log_pending while buffering. */
+static void emit(const char *p, size_t n, bool urgent)
+{
+	if (!atomic_load_explicit(&log_flush_ms, memory_order_relaxed)) {
+		write_all(STDERR_FILENO, p, n);
+		return;
+	}
+	pthread_mutex_lock(&log_mu);
+	if (log_pending_len + n > sizeof(log_pending))
+		flush_locked();
+	if (n > sizeof(log_pending)) {
+		write_all(STDERR_FILENO, p, n);
+	} else {
+		memcpy(log_pending + log_pending_len, p, n);
+		log_pending_len += n;
+	}
+	if (urgent)
+		flush_locked();
+	pthread_mutex_unlock(&log_mu);
 }
 
 /* The RFC 3339 time of epoch_ms, from a per-thread copy of the last one:
@@ -129,7 +231,7 @@ static void log_line(enum lp_log_level lvl, const char *const *kv, const char *f
 		lp_buf_add_json_str(&line, log_trace);
 	}
 	lp_buf_adds(&line, "}\n");
-	write_all(STDERR_FILENO, line.buf, line.len);
+	emit(line.buf, line.len, lvl >= LP_LOG_WARN);
 
 	lp_buf_release(&msg);
 	lp_buf_release(&line);

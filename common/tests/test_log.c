@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -143,6 +144,53 @@ static void test_timestamps_follow_the_clock(void **state)
 	free(text);
 }
 
+static off_t buffered_sizes[3];
+
+static off_t stderr_size(void)
+{
+	struct stat st;
+
+	return fstat(STDERR_FILENO, &st) == 0 ? st.st_size : -1;
+}
+
+static void log_buffered(void)
+{
+	lp_log_init("svc", LP_LOG_INFO);
+	assert_int_equal(lp_log_buffer(10000), 0);
+	lp_info("one");
+	lp_info("two");
+	buffered_sizes[0] = stderr_size();
+	lp_warn("three");
+	buffered_sizes[1] = stderr_size();
+	lp_info("four");
+	lp_log_flush();
+	buffered_sizes[2] = stderr_size();
+	assert_int_equal(lp_log_buffer(0), 0);
+}
+
+/* Buffered lines wait for a warning, a flush or the interval, and come
+ * out whole and in order. */
+static void test_buffered(void **state)
+{
+	char *text = capture_stderr(log_buffered);
+	const char *want[] = { "one", "two", "three", "four" };
+	char *line = text;
+
+	(void)state;
+	assert_int_equal(buffered_sizes[0], 0);
+	assert_true(buffered_sizes[1] > 0);
+	assert_true(buffered_sizes[2] > buffered_sizes[1]);
+	for (size_t i = 0; i < 4; i++) {
+		json_t *j = parse_line(line);
+
+		assert_string_equal(field(j, "msg"), want[i]);
+		json_decref(j);
+		line = strchr(line, '\n') + 1;
+	}
+	assert_string_equal(line, "");
+	free(text);
+}
+
 static void log_kv_trace(void)
 {
 	lp_log_init("svc", LP_LOG_DEBUG);
@@ -221,6 +269,7 @@ int main(void)
 		cmocka_unit_test(test_line_fields),
 		cmocka_unit_test(test_kv_and_trace),
 		cmocka_unit_test(test_message_forms),
+		cmocka_unit_test(test_buffered),
 		cmocka_unit_test(test_timestamps_follow_the_clock),
 		cmocka_unit_test(test_level_filter_keeps_errno),
 		cmocka_unit_test(test_level_parse),

@@ -18,6 +18,15 @@ int lp_log_level_parse(const char *s, enum lp_log_level *out);
 /* Sets (or clears, with NULL) this thread's trace/correlation id. */
 void lp_log_set_trace(const char *trace_id);
 
+/* Buffers lines below WARN for at most flush_ms milliseconds and writes
+ * them together (0, the default: each line is written at once).  A line
+ * at WARN or above is written at once, with every line before it.  What
+ * is buffered is written at exit (atexit) and by lp_log_flush; a crash
+ * loses at most flush_ms of lines below WARN.  Returns 0 or -errno. */
+int lp_log_buffer(int flush_ms);
+/* Writes out what lp_log_buffer holds. */
+void lp_log_flush(void);
+
 /* Whether lines of level lvl are written (to skip formatting fields of a
  * line that would be dropped). */
 bool lp_log_enabled(enum lp_log_level lvl);
