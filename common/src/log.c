@@ -59,8 +59,6 @@ void lp_log_set_trace(const char *trace_id)
 	lp_strlcpy(log_trace, trace_id ? trace_id : "", sizeof(log_trace));
 }
 
-static void register_atexit(void);
-
 static void write_all(int fd, const char *p, size_t len)
 {
 	while (len) {
@@ -73,11 +71,6 @@ static void write_all(int fd, const char *p, size_t len)
 		p += n;
 		len -= (size_t)n;
 	}
-}
-
-static void register_atexit(void)
-{
-	atexit(lp_log_flush);
 }
 
 /* ---- buffered output (lp_log_buffer) ------------------------------------ */
@@ -117,6 +110,11 @@ static void *flusher_main(void *arg)
 		lp_log_flush();
 	}
 	return NULL;
+}
+
+static void register_atexit(void)
+{
+	atexit(lp_log_flush);
 }
 
 int lp_log_buffer(int flush_ms)
