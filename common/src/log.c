@@ -5,11 +5,12 @@
  * of a pipe's PIPE_BUF or less are atomic).  With lp_log_buffer, lines
  * below WARN are gathered (whole lines, under one mutex) and written
  * together, at most flush_ms later: one write(2) for many access lines
- * instead of one each, which contend for the file's lock.  The trace id is thread-local;
- * the service name and minimum level are set once at start-up. */
+ * instead of one each, which contend for the file's lock.  The trace id
+ * is thread-local; the service name and minimum level are set once at
+ * start-up. */
 #include <errno.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
