@@ -95,6 +95,7 @@ FUZZ_SRC_fuzz_apikeys   := gateway/auth.c gateway/sha256.c
 FUZZ_SRC_fuzz_genparams := generator/params.c
 FUZZ_SRC_fuzz_metadata  := metadata-svc/record.c
 FUZZ_SRC_fuzz_spool     := producer/spool.c
+FUZZ_SRC_fuzz_reqhead   := gateway/reqhead.c
 
 .PHONY: fuzz fuzz-run fuzz-regress
 fuzz: $(FUZZ_BINS)

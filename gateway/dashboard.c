@@ -14,6 +14,7 @@
 #include "logpipe/log.h"
 #include "logpipe/util.h"
 #include "dashboard.h"
+#include "front.h"
 #include "gateway.h"
 
 #include "logpipe/banned.h"
@@ -191,7 +192,8 @@ void gw_dashboard_control(struct lp_http_req *r, void *ud)
 {
 	struct gw_dashboard *d = ud;
 	const char *hdrs = gateway_reply_headers();
-	const char *addr = mg_get_request_info(r->conn)->remote_addr;
+	char addr_buf[48];
+	const char *addr = gw_front_client_addr(r, addr_buf);
 	bool post = strcmp(r->method, "POST") == 0;
 	struct lp_buf url = LP_BUF_INIT, body = LP_BUF_INIT, h = LP_BUF_INIT;
 	struct curl_slist *sl = NULL;

@@ -46,6 +46,7 @@
 #include "logpipe/util.h"
 #include "auth.h"
 #include "backpressure.h"
+#include "front.h"
 #include "gateway.h"
 #include "limiter.h"
 #include "upstream.h"
@@ -57,7 +58,9 @@
 
 const struct lp_cfg_opt gateway_options[] = {
 	OPT("http.listen", LP_CFG_STR, "", http_listen, "address:port or port to serve HTTP on; empty: 8080 with auth, 127.0.0.1:8080 without", 0, 0),
-	OPT("http.threads", LP_CFG_INT, "64", http_threads, "HTTP worker threads (each holds one request, upstream call included)", 1, 1024),
+	OPT("http.front", LP_CFG_STR, "events", http_front, "events: proxied routes served from event loops, the rest by CivetWeb behind them; civetweb: CivetWeb threads serve everything", 0, 0),
+	OPT("http.event_loops", LP_CFG_INT, "0", http_loops, "event loop threads of the events front; 0: one per CPU, at most 8", 0, 8),
+	OPT("http.threads", LP_CFG_INT, "64", http_threads, "CivetWeb worker threads (each holds one request, upstream call included)", 1, 1024),
 	OPT("http.max_body", LP_CFG_INT, "1048576", http_max_body, "largest request body in bytes (413 above)", 1024, 67108864),
 	OPT("http.request_timeout_ms", LP_CFG_INT, "10000", http_timeout_ms, "slow or idle client connections are closed after this", 100, 600000),
 	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
@@ -143,7 +146,8 @@ struct gateway {
 	struct probe probes[NUPSTREAMS];  /* their health checks */
 	struct gw_limiter *limiter;       /* per-client limits, NULL when disabled */
 	struct gw_backpressure *bp;       /* lag reader and ingest limit */
-	struct lp_http_server *http;      /* the HTTP front */
+	struct lp_http_server *http;      /* CivetWeb: every route, or those the front declines */
+	struct gw_front *front;           /* the event front, NULL with http.front civetweb */
 	struct route routes[MAX_ROUTES];  /* the route table */
 	size_t nroutes;
 	struct slot slots[MAX_SLOTS];     /* distinct patterns */
@@ -191,9 +195,12 @@ static struct lp_series *cached_series(struct lp_series *_Atomic *slot, struct l
 	return s;
 }
 
+/* The client's address, the real one for a request tunnelled by the front. */
 static const char *client_addr(struct lp_http_req *r)
 {
-	return mg_get_request_info(r->conn)->remote_addr;
+	static __thread char addr[48];
+
+	return gw_front_client_addr(r, addr);
 }
 
 /* a, b and c into dst, cut to fit. */
@@ -309,72 +316,96 @@ static void reply_upstream_failure(struct gateway *g, struct lp_http_req *r,
 	lp_buf_release(&h);
 }
 
+/* A proxied request on its way: the call and the header lines it sends. */
+struct hop {
+	struct gw_call c;
+	struct lp_buf path;    /* the percent-encoded path */
+	const char *hdrs[16];  /* NULL-terminated, pointing into b or at constants */
+	char b[10][320];
+	int64_t t0;            /* lp_now_us() when the call began */
+};
+
+static void hop_prepare(struct hop *h, struct lp_http_req *r, const struct gw_key *key,
+			const char *traceparent)
+{
+	const char *v, *xff;
+	size_t n = 0;
+
+	memset(&h->c, 0, sizeof(h->c));
+	gw_call_init(&h->c);
+	lp_buf_init(&h->path, 0);
+	gw_path_encode(r->path, &h->path);
+
+	h->hdrs[n] = header_line(h->b[n], "X-Request-ID", r->request_id), n++;
+	h->hdrs[n] = header_line(h->b[n], "traceparent", traceparent), n++;
+	if ((v = lp_http_header(r, "tracestate")) && strlen(v) < 256)
+		h->hdrs[n] = header_line(h->b[n], "tracestate", v), n++;
+	if ((v = lp_http_header(r, "Content-Type")) && strlen(v) < 256)
+		h->hdrs[n] = header_line(h->b[n], "Content-Type", v), n++;
+	else if (r->body_len > 0)
+		h->hdrs[n++] = "Content-Type:"; /* keeps curl from claiming a form body */
+	if ((v = lp_http_header(r, "Accept")) && strlen(v) < 256)
+		h->hdrs[n] = header_line(h->b[n], "Accept", v), n++;
+	if ((v = lp_http_header(r, "Idempotency-Key")) && strlen(v) < 256)
+		h->hdrs[n] = header_line(h->b[n], "Idempotency-Key", v), n++;
+	if (key)
+		h->hdrs[n] = header_line(h->b[n], "X-Tenant-ID", key->tenant), n++;
+	xff = lp_http_header(r, "X-Forwarded-For");
+	if (xff && strlen(xff) < 200)
+		snprintf(h->b[n], sizeof(h->b[n]), "X-Forwarded-For: %s, %s", xff, client_addr(r));
+	else
+		header_line(h->b[n], "X-Forwarded-For", client_addr(r));
+	h->hdrs[n] = h->b[n], n++;
+	h->hdrs[n++] = "X-Forwarded-Proto: http";
+	if ((v = lp_http_header(r, "Host")) && strlen(v) < 256)
+		h->hdrs[n] = header_line(h->b[n], "X-Forwarded-Host", v), n++;
+	h->hdrs[n] = NULL;
+
+	/* HEAD goes up as GET; lp_http_reply leaves the body out. */
+	h->c.method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
+	h->c.path = h->path.buf;
+	h->c.query = r->query;
+	h->c.body = r->body;
+	h->c.body_len = r->body_len;
+	h->c.headers = h->hdrs;
+	h->c.record = true;
+	h->t0 = lp_now_us();
+}
+
+/* Answers r from the call's outcome. */
+static void hop_reply(struct gateway *g, struct lp_http_req *r, struct gw_upstream *u,
+		      struct hop *h, enum gw_call_result res, bool limited)
+{
+	struct lp_buf hdr = LP_BUF_INIT;
+
+	lp_series_observe(cached_series(&g->latency_s[u - g->ups], g->up_latency, u->name),
+			  (double)(lp_now_us() - h->t0) / 1e6);
+	if (res != GW_CALL_OK) {
+		reply_upstream_failure(g, r, u, res, &h->c);
+		return;
+	}
+	lp_buf_adds(&hdr, tl_headers);
+	add_forwarded(&hdr, &h->c.headers_out, limited);
+	lp_http_reply(r, h->c.status, h->c.content_type[0] ? h->c.content_type : NULL,
+		      h->c.body_out.buf, h->c.body_out.len, hdr.buf);
+	lp_buf_release(&hdr);
+}
+
+static void hop_release(struct hop *h)
+{
+	gw_call_release(&h->c);
+	lp_buf_release(&h->path);
+}
+
 static void proxy(struct gateway *g, struct lp_http_req *r, struct gw_upstream *u,
 		  const struct gw_key *key, const char *traceparent, bool limited)
 {
-	struct lp_buf path = LP_BUF_INIT, h = LP_BUF_INIT;
-	const char *hdrs[16];
-	char b[10][320];
-	const char *v, *xff;
-	struct gw_call c;
-	enum gw_call_result res;
-	size_t n = 0;
-	int64_t t0;
+	struct hop *h = lp_xmalloc(sizeof(*h));
 
-	memset(&c, 0, sizeof(c));
-	gw_call_init(&c);
-	gw_path_encode(r->path, &path);
-
-	hdrs[n] = header_line(b[n], "X-Request-ID", r->request_id), n++;
-	hdrs[n] = header_line(b[n], "traceparent", traceparent), n++;
-	if ((v = lp_http_header(r, "tracestate")) && strlen(v) < 256)
-		hdrs[n] = header_line(b[n], "tracestate", v), n++;
-	if ((v = lp_http_header(r, "Content-Type")) && strlen(v) < 256)
-		hdrs[n] = header_line(b[n], "Content-Type", v), n++;
-	else if (r->body_len > 0)
-		hdrs[n++] = "Content-Type:"; /* keeps curl from claiming a form body */
-	if ((v = lp_http_header(r, "Accept")) && strlen(v) < 256)
-		hdrs[n] = header_line(b[n], "Accept", v), n++;
-	if ((v = lp_http_header(r, "Idempotency-Key")) && strlen(v) < 256)
-		hdrs[n] = header_line(b[n], "Idempotency-Key", v), n++;
-	if (key)
-		hdrs[n] = header_line(b[n], "X-Tenant-ID", key->tenant), n++;
-	xff = lp_http_header(r, "X-Forwarded-For");
-	if (xff && strlen(xff) < 200)
-		snprintf(b[n], sizeof(b[n]), "X-Forwarded-For: %s, %s", xff, client_addr(r));
-	else
-		header_line(b[n], "X-Forwarded-For", client_addr(r));
-	hdrs[n] = b[n], n++;
-	hdrs[n++] = "X-Forwarded-Proto: http";
-	if ((v = lp_http_header(r, "Host")) && strlen(v) < 256)
-		hdrs[n] = header_line(b[n], "X-Forwarded-Host", v), n++;
-	hdrs[n] = NULL;
-
-	/* HEAD goes up as GET; lp_http_reply leaves the body out. */
-	c.method = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
-	c.path = path.buf;
-	c.query = r->query;
-	c.body = r->body;
-	c.body_len = r->body_len;
-	c.headers = hdrs;
-	c.record = true;
-
-	t0 = lp_now_us();
-	res = gw_upstream_call(g->pool, u, &c);
-	lp_series_observe(cached_series(&g->latency_s[u - g->ups], g->up_latency, u->name),
-			  (double)(lp_now_us() - t0) / 1e6);
-	if (res != GW_CALL_OK) {
-		reply_upstream_failure(g, r, u, res, &c);
-		goto out;
-	}
-	lp_buf_adds(&h, tl_headers);
-	add_forwarded(&h, &c.headers_out, limited);
-	lp_http_reply(r, c.status, c.content_type[0] ? c.content_type : NULL, c.body_out.buf,
-		      c.body_out.len, h.buf);
-out:
-	gw_call_release(&c);
-	lp_buf_release(&path);
-	lp_buf_release(&h);
+	hop_prepare(h, r, key, traceparent);
+	hop_reply(g, r, u, h, gw_upstream_call(g->pool, u, &h->c), limited);
+	hop_release(h);
+	free(h);
 }
 
 /* ---- the request path ----------------------------------------------------- */
@@ -437,32 +468,40 @@ static bool admit(struct gateway *g, struct lp_http_req *r, const struct route *
 	return false;
 }
 
+/* The route of slot sl for method m, or NULL; allow (when not NULL)
+ * receives the methods of the routes looked at before. */
+static const struct route *route_for(struct gateway *g, const struct slot *sl, const char *m,
+				     struct lp_buf *allow)
+{
+	size_t i;
+
+	for (i = 0; i < g->nroutes; i++) {
+		if (g->routes[i].slot != sl)
+			continue;
+		if (strcmp(g->routes[i].method, m) == 0)
+			return &g->routes[i];
+		if (allow && !strstr(allow->buf, g->routes[i].method)) {
+			if (allow->len)
+				lp_buf_adds(allow, ", ");
+			lp_buf_adds(allow, g->routes[i].method);
+		}
+	}
+	return NULL;
+}
+
 static void dispatch(struct lp_http_req *r, void *ud)
 {
 	struct slot *sl = ud;
 	struct gateway *g = sl->g;
 	const char *m = strcmp(r->method, "HEAD") == 0 ? "GET" : r->method;
-	const struct route *rt = NULL;
+	const struct route *rt;
 	const struct gw_key *key = NULL;
 	struct lp_buf allow = LP_BUF_INIT;
 	char traceparent[56], trace_id[33];
 	int64_t t0 = lp_now_us();
-	size_t i;
 
 	gw_traceparent(lp_http_header(r, "traceparent"), traceparent, trace_id);
-	for (i = 0; i < g->nroutes; i++) {
-		if (g->routes[i].slot != sl)
-			continue;
-		if (strcmp(g->routes[i].method, m) == 0) {
-			rt = &g->routes[i];
-			break;
-		}
-		if (!strstr(allow.buf, g->routes[i].method)) {
-			if (allow.len)
-				lp_buf_adds(&allow, ", ");
-			lp_buf_adds(&allow, g->routes[i].method);
-		}
-	}
+	rt = route_for(g, sl, m, &allow);
 	if (!rt && allow.len == 0) {
 		lp_http_reply_error(r, 404, "not_found", NULL, "no resource at %s", r->path);
 	} else if (!rt) {
@@ -481,6 +520,114 @@ static void dispatch(struct lp_http_req *r, void *ud)
 	access_log(r, rt && rt->up ? rt->up->name : NULL, key ? key->tenant : NULL, trace_id, t0);
 	tl_headers[0] = '\0';
 	lp_buf_release(&allow);
+}
+
+/* ---- the event front's fast path ---------------------------------------------
+ * The same steps as dispatch and proxy for a request the front read, split
+ * at the upstream call: fast_start admits the request and builds the call,
+ * fast_finish answers from its outcome.  Everything else (local routes, 404,
+ * 405, an upstream libcurl calls) is declined and served by dispatch. */
+
+/* A request between fast_start and fast_finish. */
+struct fast {
+	struct lp_http_req r;
+	struct lp_http_front fr;   /* r's view of the front's connection */
+	const struct route *rt;
+	const char *label;         /* its pattern, the metrics label */
+	const struct gw_key *key;
+	char trace_id[33];
+	char limit_headers[512];   /* tl_headers after admit */
+	int64_t t0;                /* lp_now_us() when the request began */
+	int64_t call_t0_ms;        /* lp_now_ms() when the call began */
+	struct hop hop;
+};
+
+static const char *fast_header(void *ud, const char *name)
+{
+	size_t len;
+
+	return gw_rq_header(ud, name, &len);
+}
+
+/* Logs and counts f's request and frees f. */
+static void fast_end(struct gateway *g, struct fast *f)
+{
+	access_log(&f->r, f->rt->up ? f->rt->up->name : NULL, f->key ? f->key->tenant : NULL,
+		   f->trace_id, f->t0);
+	lp_http_front_end(g->http, &f->r, f->label, f->t0);
+	tl_headers[0] = '\0';
+	free(f);
+}
+
+static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
+{
+	struct gateway *g = ud;
+	struct fast *f = lp_xmalloc(sizeof(*f));
+	struct gw_upstream *u;
+	enum gw_call_result res;
+	lp_http_handler fn = NULL;
+	void *hud = NULL;
+	char traceparent[56];
+
+	memset(f, 0, offsetof(struct fast, hop));
+	f->t0 = lp_now_us();
+	f->fr.header = fast_header;
+	f->fr.ud = (void *)(uintptr_t)q->head;
+	f->fr.remote_addr = q->remote_addr;
+	f->fr.keep_alive = true;
+	f->fr.out = q->reply;
+	if (lp_http_front_begin(&f->r, &f->fr, q->method, q->path, q->query, q->body,
+				q->body_len) < 0) {
+		free(f);
+		return GW_FRONT_DECLINE;
+	}
+	f->label = lp_http_find(g->http, q->method, f->r.path, &fn, &hud);
+	if (f->label && fn == dispatch)
+		f->rt = route_for(g, hud, q->method, NULL);
+	if (!f->rt || !f->rt->up || !f->rt->up->target) {
+		lp_http_front_end(g->http, &f->r, NULL, 0);
+		free(f);
+		return GW_FRONT_DECLINE;
+	}
+	u = f->rt->up;
+	gw_traceparent(lp_http_header(&f->r, "traceparent"), traceparent, f->trace_id);
+	if (!admit(g, &f->r, f->rt, &f->key)) {
+		fast_end(g, f);
+		return GW_FRONT_REPLY;
+	}
+	hop_prepare(&f->hop, &f->r, f->key, traceparent);
+	res = gw_upstream_begin(u, &f->hop.c, q->call);
+	if (res != GW_CALL_OK) {
+		hop_reply(g, &f->r, u, &f->hop, res, g->limiter != NULL);
+		hop_release(&f->hop);
+		fast_end(g, f);
+		return GW_FRONT_REPLY;
+	}
+	lp_strlcpy(f->limit_headers, tl_headers, sizeof(f->limit_headers));
+	tl_headers[0] = '\0';
+	lp_log_set_trace(NULL);
+	f->call_t0_ms = lp_now_ms();
+	q->target = u->target;
+	q->timeout_ms = u->timeout_ms;
+	q->connect_timeout_ms = u->connect_timeout_ms;
+	q->state = f;
+	return GW_FRONT_CALL;
+}
+
+static void fast_finish(void *ud, struct gw_front_req *q, char *answer, size_t n,
+			enum h1_result io, const char *err)
+{
+	struct gateway *g = ud;
+	struct fast *f = q->state;
+	struct gw_upstream *u = f->rt->up;
+	enum gw_call_result res;
+
+	lp_log_set_trace(f->r.request_id);
+	lp_strlcpy(tl_headers, f->limit_headers, sizeof(tl_headers));
+	res = gw_upstream_end(u, &f->hop.c, answer, n, io, err, f->call_t0_ms);
+	hop_reply(g, &f->r, u, &f->hop, res, g->limiter != NULL);
+	hop_release(&f->hop);
+	fast_end(g, f);
 }
 
 /* Registers pattern with the HTTP server once; returns its slot or NULL. */
@@ -806,7 +953,15 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 		g->limiter = gw_limiter_new(&lo);
 	}
 
-	ho.listen = g->listen;
+	if (strcmp(s->http_front, "events") == 0) {
+		ho.listen = "127.0.0.1:0"; /* behind the front */
+	} else if (strcmp(s->http_front, "civetweb") == 0) {
+		ho.listen = g->listen;
+	} else {
+		snprintf(err, errlen, "http.front \"%s\" is neither events nor civetweb",
+			 s->http_front);
+		goto fail;
+	}
 	ho.threads = (int)s->http_threads;
 	ho.max_body = (size_t)s->http_max_body;
 	ho.request_timeout_ms = (int)s->http_timeout_ms;
@@ -831,6 +986,21 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 		lp_http_health(g->http, "kafka_lag", false, lag_healthy, g, NULL);
 	if (lp_http_start(g->http, err, errlen) < 0)
 		goto fail;
+	if (strcmp(s->http_front, "events") == 0) {
+		struct gw_front_opts fo = { 0 };
+
+		fo.listen = g->listen;
+		fo.loops = (int)s->http_loops;
+		fo.max_body = (size_t)s->http_max_body;
+		fo.request_timeout_ms = (int)s->http_timeout_ms;
+		fo.inner_port = lp_http_port(g->http);
+		fo.handler.start = fast_start;
+		fo.handler.finish = fast_finish;
+		fo.handler.ud = g;
+		g->front = gw_front_start(&fo, err, errlen);
+		if (!g->front)
+			goto fail;
+	}
 	return g;
 fail:
 	gateway_stop(g);
@@ -843,6 +1013,7 @@ void gateway_stop(struct gateway *g)
 
 	if (!g)
 		return;
+	gw_front_stop(g->front);
 	lp_http_server_free(g->http);
 	gateway_release_extra_routes(g);
 	gw_bp_stop(g->bp);

@@ -20,7 +20,9 @@
 #include "logpipe/http.h"
 
 struct gateway_settings {
-	char *http_listen;             /* CivetWeb listening_ports; "" = derived from auth */
+	char *http_listen;             /* the public address; "" = derived from auth */
+	char *http_front;              /* "events" or "civetweb" (see front.h) */
+	long long http_loops;          /* event loops of the events front; 0 = one per CPU */
 	long long http_threads;        /* HTTP worker threads */
 	long long http_max_body;       /* request body cap in bytes (413 above) */
 	long long http_timeout_ms;     /* slow or idle clients are cut off after this */

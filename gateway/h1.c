@@ -72,8 +72,11 @@ struct h1_io {
 	bool reused;          /* came from the pool */
 	bool got_any;         /* some byte of the answer arrived */
 	int64_t deadline_ms;
+	bool mem;             /* the whole answer is in buf: no socket to read */
+	bool ended;           /* mem: the parser wanted more than buf holds */
 	size_t pos, len;      /* unread bytes are buf[pos, len) */
-	char buf[H1_BUF];     /* last: h1_perform clears only what precedes it */
+	char *buf;            /* H1_BUF bytes on h1_perform's stack, or the answer */
+	size_t cap;           /* size of buf */
 };
 
 /* The answer's framing, from its header section. */
@@ -426,18 +429,22 @@ static ssize_t fill(struct h1_io *io)
 	ssize_t n;
 	int rc;
 
+	if (io->mem) {
+		io->ended = true;
+		return 0;
+	}
 	if (io->pos > 0) {
 		memmove(io->buf, io->buf + io->pos, io->len - io->pos);
 		io->len -= io->pos;
 		io->pos = 0;
 	}
-	if (io->len == sizeof(io->buf))
+	if (io->len == io->cap)
 		return -ENOBUFS;
 	for (;;) {
 		rc = bound_recv(io);
 		if (rc < 0)
 			return rc;
-		n = recv(io->fd, io->buf + io->len, sizeof(io->buf) - io->len, 0);
+		n = recv(io->fd, io->buf + io->len, io->cap - io->len, 0);
 		if (n > 0) {
 			io->len += (size_t)n;
 			io->got_any = true;
@@ -765,7 +772,7 @@ static bool sends_body(const struct h1_req *rq)
 	       strcmp(m, "PATCH") == 0;
 }
 
-static void build_head(const struct h1_target *t, const struct h1_req *rq, struct lp_buf *h)
+void h1_build_head(const struct h1_target *t, const struct h1_req *rq, struct lp_buf *h)
 {
 	const char *m = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
 	bool accept = false, body = sends_body(rq);
@@ -855,23 +862,60 @@ enum h1_result h1_perform(struct h1_pool *p, const struct h1_target *t, const st
 	struct lp_buf head;
 	struct h1_io io;
 	enum h1_result r;
-	char key[272];
+	char key[272], space[H1_BUF];
 	bool retry = false;
 
 	*status = 0;
 	err[0] = '\0';
 	target_key(t, key);
 	lp_buf_init(&head, 512);
-	build_head(t, rq, &head);
-	memset(&io, 0, offsetof(struct h1_io, buf));
+	h1_build_head(t, rq, &head);
+	memset(&io, 0, sizeof(io));
+	io.buf = space;
+	io.cap = sizeof(space);
 	io.deadline_ms = rq->deadline_ms;
 	r = attempt(p, t, rq, key, &head, &io, false, status, &retry, err, errlen);
 	if (retry) {
-		memset(&io, 0, offsetof(struct h1_io, buf));
+		memset(&io, 0, sizeof(io));
+		io.buf = space;
+		io.cap = sizeof(space);
 		io.deadline_ms = rq->deadline_ms;
 		err[0] = '\0';
 		r = attempt(p, t, rq, key, &head, &io, true, status, &retry, err, errlen);
 	}
 	lp_buf_release(&head);
+	return r;
+}
+
+void h1_build_request(const struct h1_target *t, const struct h1_req *rq, struct lp_buf *out)
+{
+	h1_build_head(t, rq, out);
+	if (rq->body && sends_body(rq))
+		lp_buf_add(out, rq->body, rq->body_len);
+}
+
+enum h1_result h1_parse_answer(const struct h1_req *rq, char *buf, size_t n, bool eof,
+			       int *status, size_t *used, bool *keep, char *err, size_t errlen)
+{
+	struct h1_io io;
+	enum h1_result r;
+
+	*status = 0;
+	*used = 0;
+	*keep = false;
+	err[0] = '\0';
+	memset(&io, 0, sizeof(io));
+	io.fd = -1;
+	io.mem = true;
+	io.buf = buf;
+	io.cap = n;
+	io.len = n;
+	r = read_answer(rq, &io, status, keep, err, errlen);
+	if (io.ended && !eof && r != H1_ABORTED) {
+		err[0] = '\0';
+		return H1_AGAIN; /* it ran out of bytes: the answer goes on */
+	}
+	*used = io.pos;
+	*keep = *keep && io.pos == n;
 	return r;
 }

@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct lp_buf;
+
 struct h1_pool;
 
 /* Same shape as libcurl's write and header callbacks: return n to go on,
@@ -52,6 +54,7 @@ enum h1_result {
 	H1_TIMEOUT,  /* the deadline (or the connect timeout) passed */
 	H1_FAILED,   /* connection or protocol error; err says which */
 	H1_ABORTED,  /* a sink refused the data */
+	H1_AGAIN,    /* h1_parse_answer: the answer is not whole yet */
 };
 
 struct h1_pool *h1_pool_new(void);
@@ -66,5 +69,23 @@ int h1_target_parse(const char *base, struct h1_target *t);
  * request sent again, as libcurl does. */
 enum h1_result h1_perform(struct h1_pool *p, const struct h1_target *t, const struct h1_req *rq,
 			  int *status, char *err, size_t errlen);
+
+/* ---- for a caller with its own sockets (the gateway's event front) ---- */
+
+/* Appends the request head h1_perform would send for rq to h: request
+ * line, Host, rq's headers, Accept and Content-Length.  The body, when
+ * the method sends one, follows it as is. */
+void h1_build_head(const struct h1_target *t, const struct h1_req *rq, struct lp_buf *h);
+/* The head as h1_build_head, then the body when the method sends one. */
+void h1_build_request(const struct h1_target *t, const struct h1_req *rq, struct lp_buf *out);
+/* Parses an answer received into buf[0, n) (eof: the upstream closed the
+ * connection after it), calling rq's sinks as h1_perform does; only
+ * on_header, on_body and ud of rq are used.  Returns H1_AGAIN when the
+ * answer needs more bytes (sinks may have been called: parse again from the
+ * start once more came, or with NULL sinks to only find where it ends), or
+ * as h1_perform; on H1_OK, *used is the answer's length and *keep tells
+ * whether the connection may carry another request.  buf is not changed. */
+enum h1_result h1_parse_answer(const struct h1_req *rq, char *buf, size_t n, bool eof,
+			       int *status, size_t *used, bool *keep, char *err, size_t errlen);
 
 #endif

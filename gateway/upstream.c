@@ -304,6 +304,18 @@ static enum xfer_end perform_curl(struct gw_pool *p, struct gw_upstream *u, stru
 	return end;
 }
 
+/* The request of c for the small client, without deadline or sinks. */
+static void h1_req_of(const struct gw_call *c, struct h1_req *rq)
+{
+	memset(rq, 0, sizeof(*rq));
+	rq->method = c->method;
+	rq->path = c->path;
+	rq->query = c->query;
+	rq->headers = c->headers;
+	rq->body = c->body;
+	rq->body_len = c->body_len;
+}
+
 /* The transfer on the small client (plain http:// upstreams). */
 static enum xfer_end perform_h1(struct gw_pool *p, struct gw_upstream *u, struct gw_call *c,
 				const struct h1_target *t, struct xfer *x, long timeout_ms,
@@ -311,13 +323,7 @@ static enum xfer_end perform_h1(struct gw_pool *p, struct gw_upstream *u, struct
 {
 	struct h1_req rq;
 
-	memset(&rq, 0, sizeof(rq));
-	rq.method = c->method;
-	rq.path = c->path;
-	rq.query = c->query;
-	rq.headers = c->headers;
-	rq.body = c->body;
-	rq.body_len = c->body_len;
+	h1_req_of(c, &rq);
 	rq.deadline_ms = lp_now_ms() + timeout_ms;
 	rq.connect_timeout_ms = u->connect_timeout_ms;
 	rq.on_header = on_header;
@@ -349,33 +355,19 @@ void gw_upstream_release(struct gw_upstream *u)
 	u->target = NULL;
 }
 
-enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
-				     struct gw_call *c)
+/* Turns how the transfer ended into the call's result and error text, and
+ * feeds the breaker (unless c->record is false). */
+static enum gw_call_result conclude(struct gw_upstream *u, struct gw_call *c, enum xfer_end end,
+				    const struct xfer *x, long timeout_ms, const char *err,
+				    int64_t t0_ms)
 {
-	struct xfer x = { c, u->max_response ? u->max_response : 16u << 20, false };
-	long timeout_ms = c->timeout_ms > 0 ? c->timeout_ms : u->timeout_ms;
-	char err[GW_ERROR_LEN - 40] = "";
-	struct h1_target t;
 	enum gw_call_result res;
-	enum xfer_end end;
-	int64_t t0;
 
-	if (c->record && !lp_breaker_allow(u->breaker)) {
-		snprintf(c->error, sizeof(c->error), "circuit breaker of %s is open", u->name);
-		return GW_CALL_OPEN;
-	}
-	t0 = lp_now_ms();
-	if (u->target)
-		end = perform_h1(p, u, c, u->target, &x, timeout_ms, err, sizeof(err));
-	else if (h1_target_parse(u->base, &t) == 0)
-		end = perform_h1(p, u, c, &t, &x, timeout_ms, err, sizeof(err));
-	else
-		end = perform_curl(p, u, c, &x, timeout_ms, err, sizeof(err));
 	if (end == XFER_OK) {
 		res = GW_CALL_OK;
-	} else if (x.too_large) {
+	} else if (x->too_large) {
 		snprintf(c->error, sizeof(c->error), "%s answered more than %zu bytes", u->name,
-			 x.max);
+			 x->max);
 		res = GW_CALL_TOO_LARGE;
 	} else if (end == XFER_TIMEOUT) {
 		snprintf(c->error, sizeof(c->error), "%s did not answer within %ld ms", u->name,
@@ -390,9 +382,83 @@ enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
 			  (res == GW_CALL_OK && (c->status < 500 || c->status == 503 ||
 						 c->status == 501));
 
-		lp_breaker_record(u->breaker, ok, lp_now_ms() - t0);
+		lp_breaker_record(u->breaker, ok, lp_now_ms() - t0_ms);
 	}
 	return res;
+}
+
+static size_t max_response(const struct gw_upstream *u)
+{
+	return u->max_response ? u->max_response : 16u << 20;
+}
+
+static long call_timeout(const struct gw_upstream *u, const struct gw_call *c)
+{
+	return c->timeout_ms > 0 ? c->timeout_ms : u->timeout_ms;
+}
+
+enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
+				     struct gw_call *c)
+{
+	struct xfer x = { c, max_response(u), false };
+	long timeout_ms = call_timeout(u, c);
+	char err[GW_ERROR_LEN - 40] = "";
+	struct h1_target t;
+	enum xfer_end end;
+	int64_t t0;
+
+	if (c->record && !lp_breaker_allow(u->breaker)) {
+		snprintf(c->error, sizeof(c->error), "circuit breaker of %s is open", u->name);
+		return GW_CALL_OPEN;
+	}
+	t0 = lp_now_ms();
+	if (u->target)
+		end = perform_h1(p, u, c, u->target, &x, timeout_ms, err, sizeof(err));
+	else if (h1_target_parse(u->base, &t) == 0)
+		end = perform_h1(p, u, c, &t, &x, timeout_ms, err, sizeof(err));
+	else
+		end = perform_curl(p, u, c, &x, timeout_ms, err, sizeof(err));
+	return conclude(u, c, end, &x, timeout_ms, err, t0);
+}
+
+/* ---- the same call in steps (the event front) ------------------------------ */
+
+enum gw_call_result gw_upstream_begin(struct gw_upstream *u, struct gw_call *c,
+				      struct lp_buf *out)
+{
+	struct h1_req rq;
+
+	if (c->record && !lp_breaker_allow(u->breaker)) {
+		snprintf(c->error, sizeof(c->error), "circuit breaker of %s is open", u->name);
+		return GW_CALL_OPEN;
+	}
+	h1_req_of(c, &rq);
+	h1_build_request(u->target, &rq, out);
+	return GW_CALL_OK;
+}
+
+enum gw_call_result gw_upstream_end(struct gw_upstream *u, struct gw_call *c, char *answer,
+				    size_t n, enum h1_result io, const char *io_err, int64_t t0_ms)
+{
+	struct xfer x = { c, max_response(u), false };
+	char err[GW_ERROR_LEN - 40] = "";
+	enum xfer_end end = io == H1_TIMEOUT ? XFER_TIMEOUT : XFER_FAILED;
+	struct h1_req rq;
+	size_t used;
+	bool keep;
+
+	if (io == H1_OK) {
+		memset(&rq, 0, sizeof(rq));
+		rq.on_header = on_header;
+		rq.on_body = on_body;
+		rq.ud = &x;
+		io = h1_parse_answer(&rq, answer, n, true, &c->status, &used, &keep, err,
+				     sizeof(err));
+		end = io == H1_OK ? XFER_OK : XFER_FAILED;
+	} else {
+		lp_strlcpy(err, io_err ? io_err : "failed", sizeof(err));
+	}
+	return conclude(u, c, end, &x, call_timeout(u, c), err, t0_ms);
 }
 
 /* ---- trace context ------------------------------------------------------- */

@@ -179,9 +179,10 @@ static void add_uint(struct lp_buf *b, uint64_t v)
 void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
 		   const char *body, size_t len, const char *extra_headers)
 {
-	struct req_state *st = state_of(r);
-	struct lp_buf h = LP_BUF_INIT;
-	bool send_body = !st->head;
+	/* A request of another front is never HEAD and has no req_state. */
+	struct req_state *st = r->front ? NULL : state_of(r);
+	struct lp_buf h = LP_BUF_INIT, *out = r->front ? r->front->out : &h;
+	bool send_body = !st || !st->head, keep;
 	const char *text;
 
 	if (r->status != 0) {
@@ -190,43 +191,46 @@ void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
 		return;
 	}
 	r->status = status;
-	if (st->close)
+	if (st && st->close)
 		mg_disable_connection_keep_alive(r->conn);
+	keep = st ? !st->close && client_keeps_alive(r->conn) : r->front->keep_alive;
 	text = mg_get_response_code_text(r->conn, status);
 	/* Sized for the header and a small body at once, and built without
 	 * printf: this runs for every request of every service. */
-	lp_buf_init(&h, 384 + (send_body && len <= 64 * 1024 ? len : 0));
-	lp_buf_adds(&h, "HTTP/1.1 ");
-	add_uint(&h, (uint64_t)status);
-	lp_buf_addch(&h, ' ');
-	lp_buf_adds(&h, text ? text : "");
-	lp_buf_adds(&h, "\r\n");
+	if (!r->front)
+		lp_buf_init(&h, 384 + (send_body && len <= 64 * 1024 ? len : 0));
+	lp_buf_adds(out, "HTTP/1.1 ");
+	add_uint(out, (uint64_t)status);
+	lp_buf_addch(out, ' ');
+	lp_buf_adds(out, text ? text : "");
+	lp_buf_adds(out, "\r\n");
 	/* 1xx, 204 and 304 replies have no body and no Content-Length. */
 	if (status < 200 || status == 204 || status == 304) {
 		send_body = false;
 		len = 0;
 	} else {
 		if (content_type) {
-			lp_buf_adds(&h, "Content-Type: ");
-			lp_buf_adds(&h, content_type);
-			lp_buf_adds(&h, "\r\n");
+			lp_buf_adds(out, "Content-Type: ");
+			lp_buf_adds(out, content_type);
+			lp_buf_adds(out, "\r\n");
 		}
-		lp_buf_adds(&h, "Content-Length: ");
-		add_uint(&h, len);
-		lp_buf_adds(&h, "\r\n");
+		lp_buf_adds(out, "Content-Length: ");
+		add_uint(out, len);
+		lp_buf_adds(out, "\r\n");
 	}
-	lp_buf_adds(&h, "X-Request-ID: ");
-	lp_buf_adds(&h, r->request_id);
-	lp_buf_adds(&h, !st->close && client_keeps_alive(r->conn) ? "\r\nConnection: keep-alive\r\n"
-								  : "\r\nConnection: close\r\n");
+	lp_buf_adds(out, "X-Request-ID: ");
+	lp_buf_adds(out, r->request_id);
+	lp_buf_adds(out, keep ? "\r\nConnection: keep-alive\r\n" : "\r\nConnection: close\r\n");
 	if (extra_headers)
-		lp_buf_adds(&h, extra_headers);
-	lp_buf_adds(&h, "\r\n");
-	if (send_body && len > 0 && len <= 64 * 1024) {
+		lp_buf_adds(out, extra_headers);
+	lp_buf_adds(out, "\r\n");
+	if (send_body && len > 0 && (r->front || len <= 64 * 1024)) {
 		/* One write for small replies: fewer packets, no Nagle delay. */
-		lp_buf_add(&h, body, len);
+		lp_buf_add(out, body, len);
 		len = 0;
 	}
+	if (r->front)
+		return;
 	mg_write(r->conn, h.buf, h.len);
 	if (send_body && len > 0)
 		mg_write(r->conn, body, len);
@@ -275,7 +279,16 @@ void lp_http_reply_error(struct lp_http_req *r, int status, const char *code,
 
 const char *lp_http_header(struct lp_http_req *r, const char *name)
 {
+	if (r->front)
+		return r->front->header(r->front->ud, name);
 	return mg_get_header(r->conn, name);
+}
+
+const char *lp_http_remote_addr(struct lp_http_req *r)
+{
+	if (r->front)
+		return r->front->remote_addr;
+	return mg_get_request_info(r->conn)->remote_addr;
 }
 
 int lp_http_query(struct lp_http_req *r, const char *name, char *out, size_t outlen)
@@ -531,6 +544,17 @@ static bool request_id_ok(const char *id)
 			return false;
 	}
 	return true;
+}
+
+/* The request id of r: X-Request-ID when it is one we echo, else a new one;
+ * also the log trace id of this thread. */
+static void take_request_id(struct lp_http_req *r, const char *id)
+{
+	if (request_id_ok(id))
+		lp_strlcpy(r->request_id, id, sizeof(r->request_id));
+	else
+		lp_uuid7(r->request_id);
+	lp_log_set_trace(r->request_id);
 }
 
 /* ---- slow bodies ---------------------------------------------------------- */
@@ -847,7 +871,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 	struct req_state st;
 	struct lp_http_req *r = &st.pub;
 	const struct route *rt = NULL, *other = NULL;
-	const char *id, *param = NULL, *route_label, *code = NULL, *why = NULL, *raw_path;
+	const char *param = NULL, *route_label, *code = NULL, *why = NULL, *raw_path;
 	char status_label[24], allow_hdr[128], *path = NULL;
 	int64_t t0 = lp_now_us();
 	double secs;
@@ -873,12 +897,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 	r->query = ri->query_string;
 	st.head = strcmp(r->method, "HEAD") == 0;
 
-	id = mg_get_header(conn, "X-Request-ID");
-	if (request_id_ok(id))
-		lp_strlcpy(r->request_id, id, sizeof(r->request_id));
-	else
-		lp_uuid7(r->request_id);
-	lp_log_set_trace(r->request_id);
+	take_request_id(r, mg_get_header(conn, "X-Request-ID"));
 
 	/* HEAD is served by the GET route, without the body. */
 	if (rc == 0)
@@ -950,6 +969,69 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 	free(r->body);
 	free(path);
 	return r->status;
+}
+
+/* ---- requests read by another front --------------------------------------- */
+
+int lp_http_front_begin(struct lp_http_req *r, const struct lp_http_front *f, const char *method,
+			const char *raw_path, const char *query, char *body, size_t len)
+{
+	char *path = NULL;
+
+	memset(r, 0, sizeof(*r));
+	if (decode_path(raw_path, &path) != 0 || (query && !query_ok(query)))
+		goto other;
+	if (len > 0 && body_may_be_json(f->header(f->ud, "Content-Type")) &&
+	    json_too_deep(body, len, LP_HTTP_MAX_JSON_DEPTH))
+		goto other;
+	r->front = f;
+	r->method = method;
+	r->path = path;
+	r->query = query;
+	r->body = body;
+	r->body_len = len;
+	take_request_id(r, f->header(f->ud, "X-Request-ID"));
+	return 0;
+other:
+	free(path);
+	return -1;
+}
+
+void lp_http_front_end(struct lp_http_server *s, struct lp_http_req *r, const char *route,
+		       int64_t t0_us)
+{
+	char status[24];
+
+	if (route) {
+		lp_fmt_u64(status, (uint64_t)(r->status > 0 ? r->status : 0));
+		lp_series_inc(lp_metric_series(s->requests, route, method_label(r->method),
+					       status));
+		lp_series_observe(lp_metric_series(s->duration, route),
+				  (double)(lp_now_us() - t0_us) / 1e6);
+	}
+	lp_log_set_trace(NULL);
+	free((char *)(uintptr_t)r->path);
+	r->path = NULL;
+}
+
+const char *lp_http_find(struct lp_http_server *s, const char *method, const char *path,
+			 lp_http_handler *fn, void **ud)
+{
+	const char *param;
+	size_t i;
+
+	for (i = 0; i < s->nroutes; i++) {
+		const struct route *rt = &s->routes[i];
+
+		if (!route_matches_path(rt, path, &param))
+			continue;
+		if (!method_matches(rt, method))
+			return NULL; /* CivetWeb's path answers 405 or the next route */
+		*fn = rt->fn;
+		*ud = rt->ud;
+		return rt->pattern;
+	}
+	return NULL;
 }
 
 /*
@@ -1128,6 +1210,15 @@ int lp_http_start(struct lp_http_server *s, char *err, size_t errlen)
 	mg_set_auth_handler(s->ctx, "/", allow_all, NULL);
 	atomic_store(&s->serving, true);
 	return 0;
+}
+
+int lp_http_port(struct lp_http_server *s)
+{
+	struct mg_server_port p;
+
+	if (!s || !s->ctx || mg_get_server_ports(s->ctx, 1, &p) < 1)
+		return -ENOTCONN;
+	return p.port;
 }
 
 void lp_http_server_free(struct lp_http_server *s)

@@ -27,6 +27,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Request bodies (JSON, NDJSON or untyped) nesting arrays and objects
  * deeper than this get 400 "too_deep" before any handler runs: handlers run
@@ -47,8 +48,11 @@ struct lp_http_opts {
 	const char *service;     /* name shown by /health */
 };
 
+struct lp_http_front;
+
 struct lp_http_req {
-	struct mg_connection *conn;
+	struct mg_connection *conn; /* NULL when another front read the request */
+	const struct lp_http_front *front; /* that front, or NULL */
 	const char *method;     /* "GET", ... */
 	const char *path;       /* decoded path, no query */
 	const char *query;      /* raw query string or NULL */
@@ -80,6 +84,9 @@ int lp_http_health(struct lp_http_server *s, const char *name, bool required,
 		   lp_health_fn fn, void *ud, struct lp_breaker *br);
 /* Starts listening.  Returns 0 or -EADDRINUSE / -EINVAL with err. */
 int lp_http_start(struct lp_http_server *s, char *err, size_t errlen);
+/* The port of the first listening address (the one chosen for port 0), or
+ * -ENOTCONN before lp_http_start. */
+int lp_http_port(struct lp_http_server *s);
 /* Stops accepting, waits for handlers in flight, frees the server. */
 void lp_http_server_free(struct lp_http_server *s);
 
@@ -96,11 +103,51 @@ void lp_http_reply_error(struct lp_http_req *r, int status, const char *code,
 
 /* Request helpers. */
 const char *lp_http_header(struct lp_http_req *r, const char *name);
+/* The client's address as text ("127.0.0.1", "::1"). */
+const char *lp_http_remote_addr(struct lp_http_req *r);
 /* Copies the decoded value of query parameter name into out; returns its
  * length or -1 if absent. */
 int lp_http_query(struct lp_http_req *r, const char *name, char *out, size_t outlen);
 /* Parses the body as JSON; on failure replies 400 (or 415 if the content
  * type is not JSON) and returns NULL. */
 json_t *lp_http_body_json(struct lp_http_req *r);
+
+
+/* ---- requests read by another front ---------------------------------------
+ *
+ * The gateway serves its proxied routes from an event loop of its own and
+ * hands everything else to CivetWeb (gateway/front.h).  A request the loop
+ * read goes through the same helpers as a CivetWeb one: it describes itself
+ * with a struct lp_http_front, and the reply functions append the whole
+ * reply (head and body) to out instead of writing to a connection. */
+struct lp_buf;
+
+struct lp_http_front {
+	/* The value of header name (any case), NUL-terminated, or NULL. */
+	const char *(*header)(void *ud, const char *name);
+	void *ud;                /* for header */
+	const char *remote_addr; /* the client's address */
+	bool keep_alive;         /* the connection stays open after the reply */
+	struct lp_buf *out;      /* receives the reply */
+};
+
+/* Sets r up for a request read by front f, with the same checks and the
+ * same request id handling as on_request: method, raw (percent-encoded)
+ * path, query (or NULL) and body (NUL-terminated, len bytes) as given.
+ * Returns 0, or -1 when CivetWeb's path should serve it: the path or query
+ * fails the decoding checks, or the body is JSON nested too deep (nothing
+ * has been replied then).  After 0, finish with lp_http_front_end. */
+int lp_http_front_begin(struct lp_http_req *r, const struct lp_http_front *f, const char *method,
+			const char *raw_path, const char *query, char *body, size_t len);
+/* Counts r in http_requests_total and http_request_duration_seconds of s
+ * under route (t0_us: lp_now_us() when the request began; route NULL: not
+ * counted, CivetWeb will serve it), clears the log trace id and frees what
+ * lp_http_front_begin made. */
+void lp_http_front_end(struct lp_http_server *s, struct lp_http_req *r, const char *route,
+		       int64_t t0_us);
+/* The first route of s matching path and method (exactly, HEAD is not
+ * mapped to GET here): returns its pattern and sets *fn and *ud, or NULL. */
+const char *lp_http_find(struct lp_http_server *s, const char *method, const char *path,
+			 lp_http_handler *fn, void **ud);
 
 #endif

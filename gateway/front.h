@@ -1,0 +1,98 @@
+/* front.h - the gateway's event-driven front: one public port, proxied
+ * routes served from epoll loops, everything else passed to CivetWeb.
+ *
+ * CivetWeb gives every connection a worker thread that sleeps once waiting
+ * for its client and once waiting for the upstream, so a proxied request
+ * cost two context switches and about six system calls.  The front does
+ * the same work from a few event loops (one per core by default) with
+ * non-blocking sockets on both sides: a proxied request costs a read, a
+ * write to the upstream, a read of its answer and a write of the reply,
+ * plus a share of an epoll_wait.
+ *
+ * Each request head is parsed by reqhead.c.  A plain HTTP/1.1 request is
+ * offered to the handler (gateway.c), which either answers it at once
+ * (an auth or rate-limit refusal), asks for an upstream call (the front
+ * sends the request on a kept-alive non-blocking connection from its loop's
+ * pool and gives the handler the whole answer), or declines it.  A declined
+ * request, and anything the parser does not accept, turns its connection
+ * into a byte tunnel to the CivetWeb server behind (on a loopback port),
+ * which serves it exactly as it would have without the front: the local
+ * routes, HEAD, chunked bodies, malformed requests and their errors.  The
+ * CivetWeb side learns the client's real address from gw_front_client_addr.
+ *
+ * Timeouts: a request must arrive whole within request_timeout_ms of its
+ * first byte (408 and close after), an idle kept-alive connection is closed
+ * after request_timeout_ms, and an upstream call ends at its deadline with
+ * H1_TIMEOUT given to the handler.  A tunnel's timeouts are CivetWeb's.
+ *
+ * Thread-safety: the handler is called on loop threads, several at once. */
+#ifndef LOGPIPE_GATEWAY_FRONT_H
+#define LOGPIPE_GATEWAY_FRONT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "logpipe/buf.h"
+#include "h1.h"
+#include "reqhead.h"
+
+struct lp_http_req;
+
+/* A request the front read, as the handler sees it. */
+struct gw_front_req {
+	/* in: NUL-terminated, in the connection's buffer (valid until finish) */
+	char *method;
+	char *path;                  /* raw (percent-encoded), without the query */
+	char *query;                 /* NULL when the target had no '?' */
+	char *body;                  /* a NUL-terminated copy, body_len bytes */
+	size_t body_len;
+	const struct gw_rq *head;    /* the header fields (values NUL-terminated) */
+	const char *remote_addr;     /* the client's address */
+	/* out */
+	struct lp_buf *reply;        /* the whole reply, when there is one */
+	const struct h1_target *target; /* GW_FRONT_CALL: where to send */
+	struct lp_buf *call;         /* GW_FRONT_CALL: request head and body to send */
+	long timeout_ms;             /* GW_FRONT_CALL: the whole call */
+	long connect_timeout_ms;     /* GW_FRONT_CALL: a new connection */
+	void *state;                 /* the handler's, until finish */
+};
+
+enum gw_front_verdict {
+	GW_FRONT_DECLINE, /* not for the fast path: CivetWeb serves it */
+	GW_FRONT_REPLY,   /* reply holds the whole reply */
+	GW_FRONT_CALL,    /* send call to target, then finish */
+};
+
+struct gw_front_handler {
+	/* Looks at q; may fill q->reply, or the call fields and q->state. */
+	enum gw_front_verdict (*start)(void *ud, struct gw_front_req *q);
+	/* The call's outcome: the whole answer (io H1_OK, answer[0, n)) or
+	 * H1_TIMEOUT / H1_FAILED with err.  Fills q->reply, frees q->state.
+	 * Called even when the client has gone meanwhile. */
+	void (*finish)(void *ud, struct gw_front_req *q, char *answer, size_t n,
+		       enum h1_result io, const char *err);
+	void *ud;
+};
+
+struct gw_front_opts {
+	const char *listen;      /* "PORT", "HOST:PORT" or "[V6]:PORT" */
+	int loops;               /* event loop threads; 0: one per CPU, at most 8 */
+	size_t max_body;         /* larger bodies go to CivetWeb (its 413) */
+	int request_timeout_ms;  /* see above */
+	int inner_port;          /* the CivetWeb server on 127.0.0.1 */
+	struct gw_front_handler handler;
+};
+
+struct gw_front;
+
+/* Binds the public address and starts the loops; NULL with err. */
+struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t errlen);
+/* Stops the loops, closes every connection.  NULL is a no-op. */
+void gw_front_stop(struct gw_front *f);
+
+/* The address of the client of r: for a request CivetWeb read through a
+ * tunnel, the real client's, copied into out; otherwise lp_http_remote_addr. */
+const char *gw_front_client_addr(struct lp_http_req *r, char out[48]);
+
+#endif

@@ -1,0 +1,414 @@
+/* test_front.c - the gateway's event front, in-process, in front of a fake
+ * upstream (a logpipe HTTP server that echoes what it receives), spoken to
+ * over raw sockets: pipelined requests answered in order, a connection
+ * moving from the fast path to CivetWeb, the real client address on both
+ * paths, a slow head cut off with 408, a truncated body refused with 400,
+ * an upstream that dropped its idle connection, and many connections at
+ * once. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "logpipe/buf.h"
+#include "logpipe/config.h"
+#include "logpipe/http.h"
+#include "logpipe/log.h"
+#include "logpipe/util.h"
+#include "../../common/tests/testutil.h"
+#include "../gateway.h"
+
+#include "logpipe/banned.h"
+
+struct env {
+	struct lp_http_server *up; /* the fake upstream */
+	int up_port, gw_port;
+	struct gateway_settings s;
+	struct gateway *g;
+};
+
+/* The fake upstream: the request's method, path, X-Request-ID and
+ * X-Forwarded-For as a JSON object. */
+static void echo(struct lp_http_req *r, void *ud)
+{
+	const char *id = lp_http_header(r, "X-Request-ID"),
+		   *xff = lp_http_header(r, "X-Forwarded-For");
+	json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:I}", "method", r->method, "path", r->path,
+			      "id", id ? id : "", "xff", xff ? xff : "", "body_len",
+			      (json_int_t)r->body_len);
+
+	lp_http_reply_json(r, strcmp(r->method, "POST") == 0 ? 202 : 200, o, NULL);
+}
+
+static void set_str(char **field, const char *v)
+{
+	free(*field);
+	*field = lp_xstrdup(v);
+}
+
+static int start(void **state, int loops, long long timeout_ms)
+{
+	struct env *e = lp_xcalloc(1, sizeof(*e));
+	struct lp_http_opts uo = { 0 };
+	char err[256], listen[64], url[64];
+
+	e->up_port = test_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->up_port);
+	uo.listen = listen;
+	uo.threads = 8;
+	uo.service = "fake-upstream";
+	e->up = lp_http_server_new(&uo, err, sizeof(err));
+	assert_non_null(e->up);
+	lp_http_route(e->up, NULL, "/*", echo, NULL);
+	assert_int_equal(lp_http_start(e->up, err, sizeof(err)), 0);
+
+	assert_int_equal(lp_config_load(gateway_options, &e->s, NULL, err, sizeof(err)), 0);
+	e->gw_port = test_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->gw_port);
+	set_str(&e->s.http_listen, listen);
+	set_str(&e->s.http_front, "events");
+	snprintf(url, sizeof(url), "http://127.0.0.1:%d", e->up_port);
+	set_str(&e->s.up_producer, url);
+	set_str(&e->s.up_consumer, url);
+	set_str(&e->s.up_metadata, url);
+	set_str(&e->s.up_enricher, url);
+	set_str(&e->s.up_generator, url);
+	set_str(&e->s.redis_url, "");
+	set_str(&e->s.kafka_brokers, "");
+	set_str(&e->s.auth_keys, "");
+	e->s.http_timeout_ms = timeout_ms;
+	e->s.http_loops = loops;
+	e->s.rl_rate = 1000000;
+	e->g = gateway_start(&e->s, err, sizeof(err));
+	if (!e->g)
+		print_error("gateway_start: %s\n", err);
+	assert_non_null(e->g);
+	*state = e;
+	return 0;
+}
+
+static int setup(void **state)
+{
+	return start(state, 2, 400);
+}
+
+/* One loop, so that every connection shares its upstream pool. */
+static int setup_one_loop(void **state)
+{
+	return start(state, 1, 5000);
+}
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+
+	gateway_stop(e->g);
+	lp_http_server_free(e->up);
+	lp_config_release(gateway_options, &e->s);
+	free(e);
+	return 0;
+}
+
+/* ---- a raw client ------------------------------------------------------- */
+
+/* A connection to the gateway from local address from ("127.0.0.1", ...). */
+static int dial(struct env *e, const char *from)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET }, b = { .sin_family = AF_INET };
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(inet_pton(AF_INET, from, &b.sin_addr), 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&b, sizeof(b)), 0);
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons((uint16_t)e->gw_port);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+static void send_all(int fd, const char *s)
+{
+	size_t n = strlen(s), off = 0;
+
+	while (off < n) {
+		ssize_t k = send(fd, s + off, n - off, MSG_NOSIGNAL);
+
+		assert_true(k > 0);
+		off += (size_t)k;
+	}
+}
+
+/* Reads into out until it holds `count` whole replies (each head's
+ * Content-Length counted), the peer closes, or 3 s pass.  Returns true
+ * when the peer closed. */
+static bool read_replies(int fd, struct lp_buf *out, int count)
+{
+	int64_t end = lp_now_ms() + 3000;
+	char b[4096];
+
+	for (;;) {
+		const char *p = out->buf;
+		int whole = 0;
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		ssize_t n;
+
+		for (;;) {
+			const char *h = strstr(p, "\r\n\r\n"), *cl;
+			long len = 0;
+
+			if (!h)
+				break;
+			cl = strstr(p, "Content-Length: ");
+			if (cl && cl < h)
+				len = atol(cl + 16);
+			if ((size_t)(h + 4 + len - out->buf) > out->len)
+				break;
+			whole++;
+			p = h + 4 + len;
+		}
+		if (whole >= count)
+			return false;
+		if (lp_now_ms() >= end || poll(&pf, 1, 100) < 0)
+			return false;
+		if (!(pf.revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		n = recv(fd, b, sizeof(b), 0);
+		if (n <= 0)
+			return true;
+		lp_buf_add(out, b, (size_t)n);
+	}
+}
+
+/* The number of times needle occurs in hay. */
+static int count_of(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	while ((hay = strstr(hay, needle)) != NULL) {
+		n++;
+		hay += strlen(needle);
+	}
+	return n;
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+static void test_pipelined_in_order(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1");
+	const char *a, *b, *c;
+
+	send_all(fd, "POST /api/logs HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-a\r\n"
+		     "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+		     "GET /api/logs/b HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-b\r\n\r\n"
+		     "POST /api/logs HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-c\r\n"
+		     "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+	assert_false(read_replies(fd, &out, 3));
+	a = strstr(out.buf, "\"id\":\"req-a\"");
+	b = strstr(out.buf, "\"id\":\"req-b\"");
+	c = strstr(out.buf, "\"id\":\"req-c\"");
+	assert_non_null(a);
+	assert_non_null(b);
+	assert_non_null(c);
+	assert_true(a < b && b < c);
+	assert_int_equal(count_of(out.buf, "HTTP/1.1 202 "), 2);
+	assert_int_equal(count_of(out.buf, "HTTP/1.1 200 "), 1);
+	assert_int_equal(count_of(out.buf, "Connection: keep-alive"), 3);
+	close(fd);
+	lp_buf_release(&out);
+}
+
+static void test_fast_then_civetweb_on_one_connection(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1");
+
+	/* The fast path first, then HEAD and a local route, which CivetWeb
+	 * serves, on the same connection. */
+	send_all(fd, "GET /api/stats HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "HTTP/1.1 200 ");
+	assert_contains(out.buf, "\"path\":\"/api/stats\"");
+	lp_buf_reset(&out);
+	send_all(fd, "HEAD /api/stats HTTP/1.1\r\nHost: x\r\n\r\n");
+	/* A HEAD answer has a Content-Length but no body: read the head. */
+	assert_false(read_replies(fd, &out, 0) && out.len == 0);
+	for (int i = 0; i < 30 && !strstr(out.buf, "\r\n\r\n"); i++) {
+		char b[1024];
+		ssize_t n = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+
+		if (n > 0)
+			lp_buf_add(&out, b, (size_t)n);
+		else
+			usleep(50 * 1000);
+	}
+	assert_contains(out.buf, "HTTP/1.1 200 ");
+	lp_buf_reset(&out);
+	send_all(fd, "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "{\"status\":\"UP\"}");
+	close(fd);
+	lp_buf_release(&out);
+}
+
+static void test_client_address_on_both_paths(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd;
+
+	/* The fast path. */
+	fd = dial(e, "127.0.0.2");
+	send_all(fd, "GET /api/stats HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "\"xff\":\"127.0.0.2\"");
+	close(fd);
+	lp_buf_reset(&out);
+	/* HTTP/1.0 goes through CivetWeb, which must see the same client. */
+	fd = dial(e, "127.0.0.2");
+	send_all(fd, "GET /api/stats HTTP/1.0\r\nHost: x\r\n\r\n");
+	read_replies(fd, &out, 1);
+	assert_contains(out.buf, " 200 ");
+	assert_contains(out.buf, "\"xff\":\"127.0.0.2\"");
+	close(fd);
+	lp_buf_release(&out);
+}
+
+static void test_slow_head_gets_408(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1");
+	int64_t t0 = lp_now_ms();
+
+	send_all(fd, "POST /api/logs HTTP/1.1\r\nHost: x\r\n");
+	assert_true(read_replies(fd, &out, 2)); /* closed by the gateway */
+	assert_contains(out.buf, "HTTP/1.1 408 ");
+	assert_contains(out.buf, "request_timeout");
+	assert_true(lp_now_ms() - t0 >= 300);
+	assert_true(lp_now_ms() - t0 < 2500);
+	close(fd);
+	lp_buf_release(&out);
+}
+
+static void test_idle_connection_closed(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1");
+
+	assert_true(read_replies(fd, &out, 1)); /* nothing sent: closed, no reply */
+	assert_int_equal(out.len, 0);
+	close(fd);
+	lp_buf_release(&out);
+}
+
+static void test_truncated_body_gets_400(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1");
+
+	send_all(fd, "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+		     "Content-Length: 100\r\n\r\n{\"message\"");
+	shutdown(fd, SHUT_WR);
+	read_replies(fd, &out, 1);
+	assert_contains(out.buf, "HTTP/1.1 400 ");
+	close(fd);
+	lp_buf_release(&out);
+}
+
+static void test_upstream_dropped_idle_connection(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1"), i;
+
+	/* CivetWeb closes idle kept-alive connections after its keep-alive
+	 * timeout (500 ms): the pooled one is gone by the second request. */
+	for (i = 0; i < 3; i++) {
+		lp_buf_reset(&out);
+		send_all(fd, "GET /api/stats HTTP/1.1\r\nHost: x\r\n\r\n");
+		assert_false(read_replies(fd, &out, 1));
+		assert_contains(out.buf, "HTTP/1.1 200 ");
+		if (i < 2)
+			usleep(i == 0 ? 700 * 1000 : 300 * 1000);
+	}
+	close(fd);
+	lp_buf_release(&out);
+}
+
+struct burst {
+	struct env *e;
+	int ok;
+};
+
+static void *burst_main(void *arg)
+{
+	struct burst *b = arg;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(b->e, "127.0.0.1"), i;
+
+	for (i = 0; i < 50; i++) {
+		lp_buf_reset(&out);
+		send_all(fd, "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+		if (!read_replies(fd, &out, 1) && strstr(out.buf, "HTTP/1.1 202 "))
+			b->ok++;
+	}
+	close(fd);
+	lp_buf_release(&out);
+	return NULL;
+}
+
+static void test_many_connections(void **state)
+{
+	struct env *e = *state;
+	struct burst b[16];
+	pthread_t th[16];
+	int i, ok = 0;
+
+	for (i = 0; i < 16; i++) {
+		b[i].e = e;
+		b[i].ok = 0;
+		assert_int_equal(pthread_create(&th[i], NULL, burst_main, &b[i]), 0);
+	}
+	for (i = 0; i < 16; i++) {
+		pthread_join(th[i], NULL);
+		ok += b[i].ok;
+	}
+	assert_int_equal(ok, 16 * 50);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_pipelined_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fast_then_civetweb_on_one_connection, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_client_address_on_both_paths, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_slow_head_gets_408, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_connection_closed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_truncated_body_gets_400, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_upstream_dropped_idle_connection,
+						setup_one_loop, teardown),
+		cmocka_unit_test_setup_teardown(test_many_connections, setup, teardown),
+	};
+
+	lp_log_init("test", LP_LOG_ERROR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
