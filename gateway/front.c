@@ -144,6 +144,8 @@ struct loop {
 	struct ent wake;          /* K_WAKE: eventfd that stops the loop */
 	pthread_t th;
 	bool started;
+	bool quiet;               /* quiescing: its listening socket is closed */
+	atomic_int busy;          /* quiescing: requests still being served, -1 before counted */
 	struct conn *conns;       /* open client connections */
 	struct conn *dead_conns;  /* closed during this batch */
 	struct upconn *dead_ups;
@@ -153,6 +155,7 @@ struct loop {
 
 struct gw_front {
 	struct gw_front_opts o;
+	atomic_bool quiesce;      /* gw_front_quiesce was called */
 	struct sockaddr_storage inner; /* 127.0.0.1:inner_port */
 	int nloops;
 	struct loop loops[MAX_LOOPS];
@@ -983,6 +986,28 @@ static void accept_all(struct loop *l)
 	}
 }
 
+/* While the gateway stops: no new connections, idle ones closed, and
+ * l->busy tells how many requests are still being served. */
+static void quiesce(struct loop *l)
+{
+	struct conn *c, *next;
+	int busy = 0;
+
+	if (!l->quiet) {
+		close(l->listen.fd);
+		l->listen.fd = -1;
+		l->quiet = true;
+	}
+	for (c = l->conns; c; c = next) {
+		next = c->next;
+		if (c->st == C_READ && c->in.len == 0)
+			conn_close(c);
+		else if (c->st != C_TUNNEL)
+			busy++;
+	}
+	atomic_store(&l->busy, busy);
+}
+
 /* Closes what timed out. */
 static void sweep(struct loop *l, int64_t now)
 {
@@ -1005,6 +1030,8 @@ static void sweep(struct loop *l, int64_t now)
 			client_run(c);
 		}
 	}
+	if (atomic_load(&f->quiesce))
+		quiesce(l);
 	for (i = 0; i < l->nb; i++) {
 		struct upconn **p = &l->b[i].idle;
 
@@ -1280,6 +1307,30 @@ struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t
 fail:
 	gw_front_stop(f);
 	return NULL;
+}
+
+void gw_front_quiesce(struct gw_front *f, int timeout_ms)
+{
+	int64_t end = lp_now_ms() + timeout_ms;
+	int i, busy;
+
+	if (!f)
+		return;
+	for (i = 0; i < f->nloops; i++)
+		atomic_store(&f->loops[i].busy, -1);
+	atomic_store(&f->quiesce, true);
+	do {
+		usleep(20 * 1000);
+		busy = 0;
+		for (i = 0; i < f->nloops; i++) {
+			int b = atomic_load(&f->loops[i].busy);
+
+			busy += b < 0 ? 1 : b;
+		}
+	} while (busy > 0 && lp_now_ms() < end);
+	if (busy > 0)
+		lp_warn("front: stopping with %d requests unanswered after %d ms", busy,
+			timeout_ms);
 }
 
 void gw_front_stop(struct gw_front *f)

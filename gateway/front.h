@@ -88,6 +88,12 @@ struct gw_front;
 
 /* Binds the public address and starts the loops; NULL with err. */
 struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t errlen);
+/* Stops taking connections, closes the idle ones and waits (at most
+ * timeout_ms) until every request the loops are serving was answered; a
+ * connection answered meanwhile is closed.  Tunnels keep passing bytes, so
+ * that CivetWeb can be stopped next and still answer what it serves.
+ * NULL is a no-op. */
+void gw_front_quiesce(struct gw_front *f, int timeout_ms);
 /* Stops the loops, closes every connection.  NULL is a no-op. */
 void gw_front_stop(struct gw_front *f);
 

@@ -1013,8 +1013,11 @@ void gateway_stop(struct gateway *g)
 
 	if (!g)
 		return;
-	gw_front_stop(g->front);
+	/* The front's requests first, then CivetWeb's (whose answers still
+	 * flow through the front's tunnels), then the front itself. */
+	gw_front_quiesce(g->front, 10000);
 	lp_http_server_free(g->http);
+	gw_front_stop(g->front);
 	gateway_release_extra_routes(g);
 	gw_bp_stop(g->bp);
 	gw_limiter_free(g->limiter);
