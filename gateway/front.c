@@ -62,6 +62,7 @@
 #define READ_ROOM 16384      /* bytes asked of one read(2) */
 #define SWEEP_MS 100         /* between two timeout checks */
 #define MAX_EVENTS 64
+#define CONTINUE_REPLY "HTTP/1.1 100 Continue\r\n\r\n"
 
 enum kind { K_LISTEN, K_WAKE, K_CLIENT, K_INNER, K_UP };
 
@@ -130,6 +131,7 @@ struct conn {
 	size_t answer_max;        /* read no further than this */
 	struct upconn *up;        /* the upstream connection of the call */
 	bool retried;             /* the call was sent again on a new connection */
+	bool continued;           /* "100 Continue" was sent for the request in c->in */
 	bool got_any;             /* some byte of the answer arrived */
 	int64_t call_deadline;    /* the call fails with H1_TIMEOUT after */
 	int64_t connect_deadline; /* the connect in progress times out after */
@@ -721,8 +723,17 @@ static int next_request(struct conn *c)
 	}
 	if (c->in.len < c->rq.head_len + body_len) {
 		room(&c->in, c->rq.head_len + body_len - c->in.len);
+		/* The client waits for this before it sends the body, as CivetWeb
+		 * would tell it when the body is read.  Best effort: 25 bytes on a
+		 * socket with nothing else queued. */
+		if (c->rq.expect_continue && !c->continued && c->in.len == c->rq.head_len) {
+			(void)!send(c->e.fd, CONTINUE_REPLY, sizeof(CONTINUE_REPLY) - 1,
+				    MSG_NOSIGNAL);
+			c->continued = true;
+		}
 		return 0;
 	}
+	c->continued = false;
 	take_request(c, body_len);
 	lp_buf_reset(&c->out);
 	lp_buf_reset(&c->call);

@@ -10,7 +10,7 @@
  * makes the answers monotonic: once a prefix is refused, every longer
  * input is refused too.  A header value is the one place that needs a
  * look back (the blanks before its end may be trailing ones), so the
- * values the parser checks itself (Content-Length, Connection) are checked
+ * values the parser checks itself (Content-Length, Connection, Expect) are checked
  * again, as a possible beginning, when the buffer ends inside them.
  *
  * The results are written to a local struct gw_rq and copied to the
@@ -143,16 +143,17 @@ static bool dot_segment(const unsigned char *s, size_t len)
 /* What the parser does with a header beyond recording it. */
 enum hdr_kind {
 	HDR_PLAIN,   /* nothing */
-	HDR_REFUSED, /* Transfer-Encoding, Expect, Upgrade: the head is refused */
+	HDR_REFUSED, /* Transfer-Encoding, Upgrade: the head is refused */
 	HDR_LENGTH,  /* Content-Length: 1-18 digits, once */
 	HDR_CONN,    /* Connection: "keep-alive" in any case */
+	HDR_EXPECT,  /* Expect: "100-continue" in any case */
 };
 
 static enum hdr_kind hdr_kind(const unsigned char *name, size_t len)
 {
 	switch (len) {
 	case 6:
-		return ci_equal(name, "expect", 6) ? HDR_REFUSED : HDR_PLAIN;
+		return ci_equal(name, "expect", 6) ? HDR_EXPECT : HDR_PLAIN;
 	case 7:
 		return ci_equal(name, "upgrade", 7) ? HDR_REFUSED : HDR_PLAIN;
 	case 10:
@@ -169,6 +170,8 @@ static enum hdr_kind hdr_kind(const unsigned char *name, size_t len)
 #define LENGTH_DIGITS_MAX 18 /* fits a long long */
 #define KEEP_ALIVE "keep-alive"
 #define KEEP_ALIVE_LEN 10
+#define CONTINUE "100-continue"
+#define CONTINUE_LEN 12
 
 /* Checks the value v[0, len) of a header of kind k, leading blanks already
  * skipped.  whole: the value ended (a CR came); otherwise the buffer ended
@@ -199,6 +202,10 @@ static bool value_ok(enum hdr_kind k, const unsigned char *v, size_t len, bool w
 		if (whole || t < len)
 			return t == KEEP_ALIVE_LEN && ci_equal(v, KEEP_ALIVE, t);
 		return t <= KEEP_ALIVE_LEN && ci_equal(v, KEEP_ALIVE, t);
+	case HDR_EXPECT:
+		if (whole || t < len)
+			return t == CONTINUE_LEN && ci_equal(v, CONTINUE, t);
+		return t <= CONTINUE_LEN && ci_equal(v, CONTINUE, t);
 	default:
 		return true;
 	}
@@ -294,6 +301,7 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 	/* Header lines up to the empty one. */
 	r.nheaders = 0;
 	r.content_length = -1;
+	r.expect_continue = false;
 	for (;;) {
 		if (i == end)
 			goto more;
@@ -345,6 +353,7 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 			r.content_length = length;
 			have_length = true;
 		}
+		r.expect_continue = r.expect_continue || kind == HDR_EXPECT;
 		i += 2;
 	}
 
@@ -365,6 +374,7 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 	rq->nheaders = r.nheaders;
 	rq->head_len = r.head_len;
 	rq->content_length = r.content_length;
+	rq->expect_continue = r.expect_continue;
 	return GW_RQ_OK;
 
 more:

@@ -4,8 +4,8 @@
  * every other request to the CivetWeb server behind it, unchanged.  This
  * parser decides which is which: it accepts only the plain, unambiguous
  * HTTP/1.1 requests that CivetWeb would read the same way, and answers
- * GW_RQ_OTHER for anything else (HTTP/1.0, obs-fold, a bare LF, chunked
- * or Expect, a duplicated Content-Length, a dot segment or "//" in the
+ * GW_RQ_OTHER for anything else (HTTP/1.0, obs-fold, a bare LF, chunked,
+ * an Expect other than 100-continue, a duplicated Content-Length, a dot segment or "//" in the
  * path, ...), so that CivetWeb keeps refusing or serving those exactly as
  * it does now.  It never copies: every pointer points into the buffer.
  *
@@ -20,15 +20,17 @@
  *     no blank before the colon, VALUE of bytes 0x20-0x7E and HTAB
  *     (optional blanks around it are not part of it), at most
  *     GW_RQ_MAX_HEADERS lines, then a CRLF;
- *   - no Transfer-Encoding, Expect or Upgrade header; at most one
+ *   - no Transfer-Encoding or Upgrade header; at most one
  *     Content-Length, of 1-18 decimal digits; a Connection header, if
- *     any, equal to "keep-alive" (any case);
+ *     any, equal to "keep-alive" (any case); an Expect header, if any,
+ *     equal to "100-continue" (any case);
  *   - the head (request line to the blank line) within GW_RQ_MAX_HEAD
  *     bytes.
  */
 #ifndef LOGPIPE_GATEWAY_REQHEAD_H
 #define LOGPIPE_GATEWAY_REQHEAD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #define GW_RQ_MAX_HEADERS 48
@@ -52,6 +54,7 @@ struct gw_rq {
 	size_t nheaders;
 	size_t head_len;           /* bytes of the head, the final CRLF CRLF included */
 	long long content_length;  /* -1 when there is no Content-Length */
+	bool expect_continue;      /* "Expect: 100-continue" was sent */
 };
 
 enum gw_rq_result {

@@ -3,8 +3,8 @@
  * over raw sockets: pipelined requests answered in order, a connection
  * moving from the fast path to CivetWeb, the real client address on both
  * paths, a slow head cut off with 408, a truncated body refused with 400,
- * an upstream that dropped its idle connection, and many connections at
- * once. */
+ * an upstream that dropped its idle connection, Expect: 100-continue, and
+ * many connections at once. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -353,6 +353,30 @@ static void test_upstream_dropped_idle_connection(void **state)
 	lp_buf_release(&out);
 }
 
+static void test_expect_continue(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1");
+	struct pollfd pf = { .fd = fd, .events = POLLIN };
+	char b[256];
+	ssize_t n;
+
+	send_all(fd, "POST /api/logs HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+		     "Content-Length: 2\r\n\r\n");
+	/* The body is not sent before the go-ahead. */
+	assert_int_equal(poll(&pf, 1, 2000), 1);
+	n = recv(fd, b, sizeof(b) - 1, 0);
+	assert_true(n > 0);
+	b[n] = '\0';
+	assert_string_equal(b, "HTTP/1.1 100 Continue\r\n\r\n");
+	send_all(fd, "{}");
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "HTTP/1.1 202 ");
+	close(fd);
+	lp_buf_release(&out);
+}
+
 struct burst {
 	struct env *e;
 	int ok;
@@ -406,6 +430,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_truncated_body_gets_400, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_dropped_idle_connection,
 						setup_one_loop, teardown),
+		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_connections, setup, teardown),
 	};
 

@@ -264,7 +264,8 @@ static const char *const refused[] = {
 	"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
 	"POST / HTTP/1.1\r\ntransfer-encoding: identity\r\n\r\n",
 	"POST / HTTP/1.1\r\nTRANSFER-ENCODING:\r\n\r\n",
-	"POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+	"POST / HTTP/1.1\r\nExpect: 200-ok\r\n\r\n",
+	"POST / HTTP/1.1\r\nExpect: 100-continue, x\r\n\r\n",
 	"POST / HTTP/1.1\r\nexpect:\r\n\r\n",
 	"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
 	"GET / HTTP/1.1\r\nuPgRaDe: h2c\r\n\r\n",
@@ -326,7 +327,8 @@ static const char *const refused_early[] = {
 	"GET / HTTP/1.1\r\nA ",
 	"GET / HTTP/1.1\r\nA: b\rc",
 	"GET / HTTP/1.1\r\nTransfer-Encoding:",
-	"GET / HTTP/1.1\r\nExpect:",
+	"GET / HTTP/1.1\r\nExpect: 2",
+	"GET / HTTP/1.1\r\nExpect: 100-continue ,",
 	"GET / HTTP/1.1\r\nupgrade:",
 	"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length:",
 	"GET / HTTP/1.1\r\nContent-Length: x",
@@ -528,6 +530,23 @@ static void test_pipelined_bytes_after_the_head(void **state)
 	assert_memory_equal(junk + rq.head_len, "abc", 3);
 }
 
+static void test_expect_continue(void **state)
+{
+	static const char yes[] = "POST /api/logs/batch HTTP/1.1\r\nContent-Length: 5000\r\n"
+				  "Expect: 100-Continue \r\n\r\n";
+	static const char no[] = "POST /api/logs HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
+	struct gw_rq rq;
+
+	assert_int_equal(gw_rq_parse(yes, sizeof(yes) - 1, &rq), GW_RQ_OK);
+	assert_true(rq.expect_continue);
+	assert_int_equal(rq.content_length, 5000);
+	assert_int_equal(gw_rq_parse(no, sizeof(no) - 1, &rq), GW_RQ_OK);
+	assert_false(rq.expect_continue);
+	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-continue"), GW_RQ_INCOMPLETE);
+	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-con"), GW_RQ_INCOMPLETE);
+	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-cont1"), GW_RQ_OTHER);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -543,6 +562,7 @@ int main(void)
 		cmocka_unit_test(test_max_head),
 		cmocka_unit_test(test_max_headers),
 		cmocka_unit_test(test_pipelined_bytes_after_the_head),
+		cmocka_unit_test(test_expect_continue),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
