@@ -16,7 +16,13 @@
  *   CALL    waiting for the upstream call the handler asked for;
  *   WRITE   writing the reply, then back to READ (kept alive);
  *   TUNNEL  passing bytes both ways to the CivetWeb server behind, until
- *           either side ends (see front.h for what goes there).
+ *           either side ends (see front.h for what goes there);
+ *   LINGER  CivetWeb closed its side (after a 413, say) while the client
+ *           may still be sending: our side is shut for writing and what the
+ *           client sends is read and dropped until it closes or LINGER_MS
+ *           pass.  Closing at once with unread bytes would reset the
+ *           connection and could destroy the reply before the client read
+ *           it, which is what CivetWeb's own graceful close avoids.
  *
  * An upstream call takes the most recently used idle socket of its target
  * (one idle longer than IDLE_MAX_MS is closed instead: CivetWeb drops idle
@@ -62,6 +68,7 @@
 #define READ_ROOM 16384      /* bytes asked of one read(2) */
 #define SWEEP_MS 100         /* between two timeout checks */
 #define MAX_EVENTS 64
+#define LINGER_MS 2000       /* at most this long reading what a closed tunnel's client sends */
 #define CONTINUE_REPLY "HTTP/1.1 100 Continue\r\n\r\n"
 
 enum kind { K_LISTEN, K_WAKE, K_CLIENT, K_INNER, K_UP };
@@ -100,7 +107,7 @@ struct upconn {
 	struct upconn *next;    /* the idle stack, or the loop's dead list */
 };
 
-enum cstate { C_READ, C_CALL, C_WRITE, C_TUNNEL };
+enum cstate { C_READ, C_CALL, C_WRITE, C_TUNNEL, C_LINGER };
 
 /* A client connection. */
 struct conn {
@@ -114,6 +121,7 @@ struct conn {
 	bool hup, in_hup;         /* that side ended or reset: read until EOF */
 	bool c_eof, i_eof;        /* tunnel: either side ended its stream */
 	bool i_shut;              /* tunnel: the inner socket's writing side is shut */
+	bool i_gone;              /* tunnel: CivetWeb takes no more bytes (closed early) */
 	bool dead;                /* closed; freed after the batch */
 	int inner_port;           /* local port of the inner socket (peer table key) */
 	int64_t deadline;         /* READ: the request must be whole by; WRITE: written by */
@@ -535,6 +543,7 @@ static void consume(struct conn *c, size_t n)
 /* ---- the tunnel ------------------------------------------------------------------ */
 
 static void tunnel_run(struct conn *c);
+static void linger(struct conn *c);
 
 /* Passes the connection to CivetWeb, starting with what c->in holds. */
 static void to_tunnel(struct conn *c)
@@ -576,6 +585,41 @@ static void to_tunnel(struct conn *c)
 	tunnel_run(c);
 }
 
+/* Reads and drops what the client sends; closes at its end. */
+static void drain_client(struct conn *c)
+{
+	char junk[4096];
+
+	while (c->readable && !c->dead) {
+		ssize_t n = read(c->e.fd, junk, sizeof(junk));
+
+		if (n > 0) {
+			if ((size_t)n < sizeof(junk) && !c->hup)
+				c->readable = false;
+		} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+			c->readable = false;
+		} else {
+			conn_close(c);
+		}
+	}
+}
+
+/* CivetWeb is done with the connection and its reply was passed on. */
+static void linger(struct conn *c)
+{
+	close(c->inner.fd);
+	c->inner.fd = -1;
+	peer_clear(c->inner_port);
+	if (c->c_eof) {
+		conn_close(c);
+		return;
+	}
+	shutdown(c->e.fd, SHUT_WR);
+	c->st = C_LINGER;
+	c->deadline = lp_now_ms() + LINGER_MS;
+	drain_client(c);
+}
+
 /* Moves bytes both ways until neither side can take or give more. */
 static void tunnel_run(struct conn *c)
 {
@@ -585,7 +629,10 @@ static void tunnel_run(struct conn *c)
 	while (moved && !c->dead) {
 		moved = false;
 		/* client -> CivetWeb */
-		if (c->in_pos < c->in.len && c->in_writable) {
+		if (c->in_pos < c->in.len && c->i_gone) {
+			c->in_pos = c->in.len; /* dropped */
+			moved = true;
+		} else if (c->in_pos < c->in.len && c->in_writable) {
 			n = send(c->inner.fd, c->in.buf + c->in_pos, c->in.len - c->in_pos,
 				 MSG_NOSIGNAL);
 			if (n > 0) {
@@ -594,8 +641,12 @@ static void tunnel_run(struct conn *c)
 			} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
 				c->in_writable = false;
 			} else {
-				conn_close(c);
-				return;
+				/* CivetWeb answered early (413, say) and closed while the
+				 * client was still sending: its answer may be waiting to be
+				 * read, so the tunnel goes on, dropping the client's bytes. */
+				c->i_gone = true;
+				c->in_readable = true;
+				moved = true;
 			}
 		} else if (c->in_pos == c->in.len && !c->c_eof && c->readable) {
 			lp_buf_reset(&c->in);
@@ -640,7 +691,7 @@ static void tunnel_run(struct conn *c)
 			}
 		}
 		if (c->i_eof && c->out_pos == c->out.len) {
-			conn_close(c);
+			linger(c);
 			return;
 		}
 	}
@@ -764,6 +815,10 @@ static void client_run(struct conn *c)
 
 		if (c->st == C_TUNNEL) {
 			tunnel_run(c);
+			return;
+		}
+		if (c->st == C_LINGER) {
+			drain_client(c);
 			return;
 		}
 		if (c->st == C_CALL)
@@ -1013,7 +1068,7 @@ static void quiesce(struct loop *l)
 		next = c->next;
 		if (c->st == C_READ && c->in.len == 0)
 			conn_close(c);
-		else if (c->st != C_TUNNEL)
+		else if (c->st != C_TUNNEL && c->st != C_LINGER)
 			busy++;
 	}
 	atomic_store(&l->busy, busy);
@@ -1029,11 +1084,18 @@ static void sweep(struct loop *l, int64_t now)
 	for (c = l->conns; c; c = next) {
 		next = c->next;
 		if (c->st == C_READ && now >= c->deadline) {
-			if (c->in.len > 0) /* best effort: the socket may be full */
-				(void)!send(c->e.fd, f->timeout_reply, f->timeout_reply_len,
-					    MSG_NOSIGNAL);
-			conn_close(c);
-		} else if (c->st == C_WRITE && now >= c->deadline) {
+			if (c->in.len == 0) {
+				conn_close(c);
+				continue;
+			}
+			/* Best effort (the socket may be full), then a graceful
+			 * close: the client may still be sending. */
+			(void)!send(c->e.fd, f->timeout_reply, f->timeout_reply_len, MSG_NOSIGNAL);
+			shutdown(c->e.fd, SHUT_WR);
+			c->st = C_LINGER;
+			c->deadline = now + LINGER_MS;
+			drain_client(c);
+		} else if ((c->st == C_WRITE || c->st == C_LINGER) && now >= c->deadline) {
 			conn_close(c);
 		} else if (c->st == C_CALL && (now >= c->call_deadline ||
 					       (c->connect_deadline && now >= c->connect_deadline))) {

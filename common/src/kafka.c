@@ -11,6 +11,16 @@
  * purges what is left so that every done callback still runs (with a
  * purge error) before the handle is destroyed.
  *
+ * A fatal error (the idempotent producer's sequence numbers out of step
+ * with the broker's, as after a broker restart that lost its producer
+ * state) leaves a librdkafka handle refusing every message for good.  The
+ * poll thread then replaces it with a new handle made from the same
+ * configuration: the old one's messages are purged (their callbacks run
+ * with a purge error, which callers treat as retriable) and it is kept,
+ * still polled, until the producer is freed, because callers may hold it
+ * from lp_kproducer_handle.  Without this, a service kept running but
+ * never produced again.
+ *
  * lp_kwait counts the deliveries of a group.  Its per-message opaque is a
  * heap slot {w, index} that lp_kwait_done frees; when a send fails the
  * slot is freed by lp_kproducer_send itself (it recognises lp_kwait_done),
@@ -135,8 +145,15 @@ static rd_kafka_conf_t *make_conf(const char *brokers, const char *const *defaul
 
 /* ---- producer ------------------------------------------------------------ */
 
+#define MAX_RETIRED 16
+
 struct lp_kproducer {
-	rd_kafka_t *rk;       /* the librdkafka handle */
+	_Atomic(rd_kafka_t *) rk; /* the librdkafka handle in use */
+	rd_kafka_conf_t *conf;    /* a copy, for a new handle after a fatal error */
+	rd_kafka_t *retired[MAX_RETIRED]; /* handles replaced after a fatal error */
+	size_t nretired;          /* owned by the poller until free */
+	atomic_bool fatal;        /* the handle in use raised a fatal error */
+	atomic_int renewals;      /* handles replaced so far */
 	pthread_t poller;     /* serves delivery reports */
 	bool poller_started;  /* poller was created (join it) */
 	atomic_int run;       /* cleared to stop the poller */
@@ -169,19 +186,61 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
 	char fatal[256];
 
 	if (err == RD_KAFKA_RESP_ERR__FATAL) {
+		struct lp_kproducer *p = opaque;
+
 		rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
-		lp_error("kafka producer fatal error: %s", fatal);
+		lp_error("kafka producer fatal error: %s; the handle will be replaced", fatal);
+		if (p && rk == atomic_load(&p->rk))
+			atomic_store(&p->fatal, true);
 		return;
 	}
 	lp_warn("kafka producer: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
+/* Replaces a handle that raised a fatal error (poll thread only). */
+static void renew(struct lp_kproducer *p)
+{
+	rd_kafka_conf_t *conf = rd_kafka_conf_dup(p->conf);
+	rd_kafka_t *rk, *old;
+	char why[512];
+	int left;
+
+	if (p->nretired == MAX_RETIRED) {
+		lp_error("kafka producer: %d handles replaced already; not replacing another",
+			 MAX_RETIRED);
+		rd_kafka_conf_destroy(conf);
+		return;
+	}
+	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+	if (!rk) {
+		lp_error("kafka producer: cannot make a new handle: %s; trying again", why);
+		rd_kafka_conf_destroy(conf);
+		atomic_store(&p->fatal, true);
+		return;
+	}
+	old = atomic_exchange(&p->rk, rk);
+	left = rd_kafka_outq_len(old);
+	rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	p->retired[p->nretired++] = old;
+	atomic_fetch_add(&p->renewals, 1);
+	lp_warn("kafka producer: new handle after a fatal error; %d messages of the old one "
+		"fail with a purge error and are retried by their senders",
+		left);
+}
+
 static void *poll_loop(void *arg)
 {
 	struct lp_kproducer *p = arg;
+	size_t i;
 
-	while (atomic_load(&p->run))
-		rd_kafka_poll(p->rk, 100);
+	while (atomic_load(&p->run)) {
+		rd_kafka_poll(atomic_load(&p->rk), 100);
+		for (i = 0; i < p->nretired; i++)
+			if (rd_kafka_outq_len(p->retired[i]) > 0)
+				rd_kafka_poll(p->retired[i], 0);
+		if (atomic_exchange(&p->fatal, false))
+			renew(p);
+	}
 	return NULL;
 }
 
@@ -203,10 +262,13 @@ struct lp_kproducer *lp_kproducer_new(const char *brokers, const char *const *pr
 	rd_kafka_conf_set_error_cb(conf, on_producer_error);
 
 	p = lp_xcalloc(1, sizeof(*p));
-	p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
-	if (!p->rk) {
+	rd_kafka_conf_set_opaque(conf, p);
+	p->conf = rd_kafka_conf_dup(conf);
+	atomic_store(&p->rk, rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why)));
+	if (!atomic_load(&p->rk)) {
 		snprintf(err, errlen, "cannot create kafka producer: %s", why);
 		rd_kafka_conf_destroy(conf); /* not taken over on failure */
+		rd_kafka_conf_destroy(p->conf);
 		free(p);
 		return NULL;
 	}
@@ -222,25 +284,36 @@ struct lp_kproducer *lp_kproducer_new(const char *brokers, const char *const *pr
 
 int lp_kproducer_free(struct lp_kproducer *p, int timeout_ms)
 {
+	rd_kafka_t *rk;
 	int64_t deadline;
+	size_t i;
 	int left;
 
 	if (!p)
 		return 0;
-	rd_kafka_flush(p->rk, timeout_ms);
-	left = rd_kafka_outq_len(p->rk);
+	rk = atomic_load(&p->rk);
+	rd_kafka_flush(rk, timeout_ms);
+	left = rd_kafka_outq_len(rk);
 	atomic_store(&p->run, 0);
 	if (p->poller_started)
 		pthread_join(p->poller, NULL);
-	if (left > 0) {
+	rk = atomic_load(&p->rk); /* the poller may have replaced it meanwhile */
+	if (rd_kafka_outq_len(rk) > 0) {
 		/* Give what is left its delivery report (a purge error), so every
 		 * done callback runs exactly once and no record leaks. */
-		rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+		rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 		deadline = lp_now_ms() + PURGE_DRAIN_MS;
-		while (rd_kafka_outq_len(p->rk) > 0 && lp_now_ms() < deadline)
-			rd_kafka_poll(p->rk, 50);
+		while (rd_kafka_outq_len(rk) > 0 && lp_now_ms() < deadline)
+			rd_kafka_poll(rk, 50);
 	}
-	rd_kafka_destroy(p->rk);
+	rd_kafka_destroy(rk);
+	for (i = 0; i < p->nretired; i++) {
+		deadline = lp_now_ms() + PURGE_DRAIN_MS;
+		while (rd_kafka_outq_len(p->retired[i]) > 0 && lp_now_ms() < deadline)
+			rd_kafka_poll(p->retired[i], 50);
+		rd_kafka_destroy(p->retired[i]);
+	}
+	rd_kafka_conf_destroy(p->conf);
 	free(p);
 	return left;
 }
@@ -296,7 +369,7 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 	}
 
 	for (;;) {
-		e = rd_kafka_produceva(p->rk, vu, n);
+		e = rd_kafka_produceva(atomic_load(&p->rk), vu, n);
 		if (!e)
 			return 0;
 		code = rd_kafka_error_code(e);
@@ -320,12 +393,17 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 
 int lp_kproducer_outq(struct lp_kproducer *p)
 {
-	return rd_kafka_outq_len(p->rk);
+	return rd_kafka_outq_len(atomic_load(&p->rk));
 }
 
 rd_kafka_t *lp_kproducer_handle(struct lp_kproducer *p)
 {
-	return p->rk;
+	return atomic_load(&p->rk);
+}
+
+int lp_kproducer_renewals(struct lp_kproducer *p)
+{
+	return atomic_load(&p->renewals);
 }
 
 /* ---- lp_kwait ------------------------------------------------------------ */

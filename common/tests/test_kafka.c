@@ -1,8 +1,9 @@
 /* test_kafka.c - the Kafka helpers against librdkafka's in-process mock
  * cluster (a fresh one per test): acknowledged deliveries through lp_kwait,
  * consume, rewind, commit, lag and pause, delivery failures reported
- * through the done callback (injected errors, a broker that is down), the
- * full local queue, and the purge at free. */
+ * through the done callback (injected errors, a broker that is down), a
+ * fatal error replacing the handle, the full local queue, and the purge at
+ * free. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -194,6 +196,40 @@ static void test_broker_down_times_out(void **state)
 	assert_int_equal(results[2], RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
 	lp_kwait_release(&w);
 	assert_int_equal(lp_kproducer_free(p, 100), 0);
+}
+
+static void test_fatal_error_renews_the_handle(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "5000", NULL);
+	rd_kafka_resp_err_t results[3];
+	rd_kafka_t *before = lp_kproducer_handle(p);
+	struct lp_kwait w;
+	int64_t end;
+
+	lp_kwait_init(&w, results);
+	send_and_wait(p, &w, 3, "before", 8000);
+	assert_int_equal(w.failed, 0);
+	lp_kwait_release(&w);
+
+	/* What a broker that lost the producer's sequence state causes. */
+	assert_int_equal(rd_kafka_test_fatal_error(before,
+						   RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+						   "test: sequence desynchronization"),
+			 RD_KAFKA_RESP_ERR_NO_ERROR);
+	end = lp_now_ms() + 5000;
+	while (lp_kproducer_renewals(p) == 0 && lp_now_ms() < end)
+		usleep(20 * 1000);
+	assert_int_equal(lp_kproducer_renewals(p), 1);
+	assert_ptr_not_equal(lp_kproducer_handle(p), before);
+
+	/* The service goes on producing on the new handle. */
+	lp_kwait_init(&w, results);
+	send_and_wait(p, &w, 3, "after", 8000);
+	assert_int_equal(w.failed, 0);
+	assert_int_equal(results[2], RD_KAFKA_RESP_ERR_NO_ERROR);
+	lp_kwait_release(&w);
+	assert_int_equal(lp_kproducer_free(p, 2000), 0);
 }
 
 static void test_queue_full(void **state)
@@ -380,6 +416,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_custom_done_and_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_injected_error_reported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broker_down_times_out, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fatal_error_renews_the_handle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
 		cmocka_unit_test(test_kwait_timeout),
 		cmocka_unit_test_setup_teardown(test_bad_property, setup, teardown),

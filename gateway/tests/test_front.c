@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -377,6 +378,39 @@ static void test_expect_continue(void **state)
 	lp_buf_release(&out);
 }
 
+static void test_oversized_body_gets_413_not_a_reset(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1");
+	struct timeval tv = { 3, 0 };
+	size_t len = (size_t)e->s.http_max_body + 1, off = 0;
+	char head[256], *body = malloc(len);
+
+	assert_non_null(body);
+	memset(body, 'x', len);
+	snprintf(head, sizeof(head),
+		 "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+		 "Content-Length: %zu\r\n\r\n",
+		 len);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	send_all(fd, head);
+	/* CivetWeb answers 413 before the body is read and closes its side;
+	 * the client is still sending the body meanwhile. */
+	while (off < len) {
+		ssize_t k = send(fd, body + off, len - off, MSG_NOSIGNAL);
+
+		if (k <= 0)
+			break;
+		off += (size_t)k;
+	}
+	read_replies(fd, &out, 1);
+	assert_contains(out.buf, "HTTP/1.1 413 ");
+	close(fd);
+	free(body);
+	lp_buf_release(&out);
+}
+
 struct burst {
 	struct env *e;
 	int ok;
@@ -431,6 +465,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upstream_dropped_idle_connection,
 						setup_one_loop, teardown),
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oversized_body_gets_413_not_a_reset, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_many_connections, setup, teardown),
 	};
 

@@ -50,6 +50,8 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 /* Messages waiting in the local queue or in flight. */
 int lp_kproducer_outq(struct lp_kproducer *p);
 rd_kafka_t *lp_kproducer_handle(struct lp_kproducer *p);
+/* How many times the handle was replaced after a fatal error (see kafka.c). */
+int lp_kproducer_renewals(struct lp_kproducer *p);
 
 /* A completion that counts outstanding deliveries of a group. */
 struct lp_kwait {
