@@ -458,8 +458,15 @@ static void conn_close(struct conn *c)
 
 	if (c->dead)
 		return;
-	if (c->st == C_CALL)
-		call_done(c, H1_FAILED, 0, "the client connection was closed", false);
+	/* Only gw_front_stop closes a connection waiting for its call; the
+	 * server the handler would count the request in may be gone. */
+	if (c->st == C_CALL) {
+		if (c->up)
+			up_close(c->up);
+		c->up = NULL;
+		l->f->o.handler.cancel(l->f->o.handler.ud, &c->q);
+		c->q.state = NULL;
+	}
 	close(c->e.fd);
 	c->e.fd = -1;
 	if (c->inner.fd >= 0) {

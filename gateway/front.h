@@ -72,6 +72,9 @@ struct gw_front_handler {
 	 * Called even when the client has gone meanwhile. */
 	void (*finish)(void *ud, struct gw_front_req *q, char *answer, size_t n,
 		       enum h1_result io, const char *err);
+	/* The front stops with the call unfinished (gw_front_stop after a
+	 * quiesce that timed out): frees q->state, answers nothing. */
+	void (*cancel)(void *ud, struct gw_front_req *q);
 	void *ud;
 };
 

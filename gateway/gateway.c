@@ -630,6 +630,16 @@ static void fast_finish(void *ud, struct gw_front_req *q, char *answer, size_t n
 	fast_end(g, f);
 }
 
+static void fast_cancel(void *ud, struct gw_front_req *q)
+{
+	struct fast *f = q->state;
+
+	(void)ud;
+	hop_release(&f->hop);
+	lp_http_front_end(NULL, &f->r, NULL, 0); /* frees, counts nothing */
+	free(f);
+}
+
 /* Registers pattern with the HTTP server once; returns its slot or NULL. */
 static struct slot *add_slot(struct gateway *g, const char *pattern)
 {
@@ -996,6 +1006,7 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 		fo.inner_port = lp_http_port(g->http);
 		fo.handler.start = fast_start;
 		fo.handler.finish = fast_finish;
+		fo.handler.cancel = fast_cancel;
 		fo.handler.ud = g;
 		g->front = gw_front_start(&fo, err, errlen);
 		if (!g->front)

@@ -141,7 +141,7 @@ int lp_http_front_begin(struct lp_http_req *r, const struct lp_http_front *f, co
 			const char *raw_path, const char *query, char *body, size_t len);
 /* Counts r in http_requests_total and http_request_duration_seconds of s
  * under route (t0_us: lp_now_us() when the request began; route NULL: not
- * counted, CivetWeb will serve it), clears the log trace id and frees what
+ * counted, and s may be NULL), clears the log trace id and frees what
  * lp_http_front_begin made. */
 void lp_http_front_end(struct lp_http_server *s, struct lp_http_req *r, const char *route,
 		       int64_t t0_us);
