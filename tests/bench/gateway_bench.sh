@@ -22,8 +22,10 @@
 # Redis with a limit far above the load, so every request takes the whole
 # path: key hash, limiter, proxy, access log) and nginx with a private
 # configuration (keep-alive upstream pool, access log to a file like the
-# gateway's).  The targets take turns for ROUNDS rounds so that drift hits
-# them alike; the tables show the median round of each.  Needs: make, wrk,
+# gateway's).  The targets take turns for ROUNDS rounds, each round starting
+# with the next target, so that drift hits them alike; the tables show the
+# median round of each, then the paired figures (each proxy against the
+# direct run of its own round, median over rounds).  Needs: make, wrk,
 # nginx (installed with apt-get when missing: wrk, nginx-light).  Everything
 # is stopped at the end.
 set -eu
@@ -246,7 +248,9 @@ try:
             subprocess.run(wrk_warm, capture_output=True, timeout=30)
         rows = {label: [] for label, _, _, _ in targets}
         for r in range(rounds):
-            for label, port, h, pids in targets:
+            # Each round starts with the next target, so that a drifting
+            # machine (Kafka warming up, a neighbour's load) favours none.
+            for label, port, h, pids in targets[r % 3:] + targets[:r % 3]:
                 res = wrk(port, h, path, body, pids)
                 rows[label].append(res)
                 print(f"{title} round {r + 1}: {label:8s} {res['rps']:9.0f} req/s  "
@@ -274,6 +278,22 @@ try:
             b = summary[label]
             print(f"added by {label:8s}: {100 * (1 - b['rps'] / d['rps']):5.1f} % fewer req/s, "
                   f"p50 {b['p50'] - d['p50']:+.2f} ms, p99 {b['p99'] - d['p99']:+.2f} ms")
+        # The same, paired: each proxy against the direct run of its own
+        # round, then the median over rounds; and how often each is ahead.
+        paired = {}
+        for label in ("gateway", "nginx"):
+            paired[label] = {
+                "rps": med([100 * (1 - x["rps"] / y["rps"])
+                            for x, y in zip(rows[label], rows["direct"])]),
+                "p50": med([x["p50"] - y["p50"] for x, y in zip(rows[label], rows["direct"])]),
+                "p99": med([x["p99"] - y["p99"] for x, y in zip(rows[label], rows["direct"])]),
+            }
+        ahead = sum(g["rps"] >= n["rps"] for g, n in zip(rows["gateway"], rows["nginx"]))
+        for label in ("gateway", "nginx"):
+            q = paired[label]
+            print(f"paired   {label:8s}: {q['rps']:5.1f} % fewer req/s, p50 {q['p50']:+.2f} ms, "
+                  f"p99 {q['p99']:+.2f} ms (medians of per-round differences)")
+        print(f"gateway served at least nginx's req/s in {ahead} of {rounds} rounds")
         print(flush=True)
 
     bench("POST /api/logs", "producer", "/api/logs", BODY)
