@@ -117,8 +117,8 @@ struct conn {
 	enum cstate st;
 	char addr[48];            /* the client's address */
 	bool readable, writable;  /* of the client socket */
-	bool in_readable, in_writable; /* of the inner socket */
-	bool hup, in_hup;         /* that side ended or reset: read until EOF */
+	bool inner_readable, inner_writable; /* of the inner socket */
+	bool hup, inner_hup;      /* that side ended or reset: read until EOF */
 	bool c_eof, i_eof;        /* tunnel: either side ended its stream */
 	bool i_shut;              /* tunnel: the inner socket's writing side is shut */
 	bool i_gone;              /* tunnel: CivetWeb takes no more bytes (closed early) */
@@ -243,12 +243,6 @@ static void addr_text(const struct sockaddr *sa, char out[48])
 	/* An IPv4 client of a dual-stack socket, as CivetWeb shows it. */
 	if (strncmp(out, "::ffff:", 7) == 0 && strchr(out + 7, '.'))
 		memmove(out, out + 7, strlen(out + 7) + 1);
-}
-
-/* Makes room for at least n more bytes after b->len. */
-static void room(struct lp_buf *b, size_t n)
-{
-	lp_buf_grow(b, n);
 }
 
 /* ---- upstream connections --------------------------------------------------- */
@@ -493,7 +487,7 @@ static ssize_t client_read(struct conn *c, bool keep_on_eof)
 	size_t avail;
 	ssize_t n;
 
-	room(&c->in, READ_ROOM);
+	lp_buf_grow(&c->in, READ_ROOM);
 	avail = c->in.alloc - c->in.len - 1;
 	n = read(c->e.fd, c->in.buf + c->in.len, avail);
 	if (n > 0) {
@@ -639,20 +633,20 @@ static void tunnel_run(struct conn *c)
 		if (c->in_pos < c->in.len && c->i_gone) {
 			c->in_pos = c->in.len; /* dropped */
 			moved = true;
-		} else if (c->in_pos < c->in.len && c->in_writable) {
+		} else if (c->in_pos < c->in.len && c->inner_writable) {
 			n = send(c->inner.fd, c->in.buf + c->in_pos, c->in.len - c->in_pos,
 				 MSG_NOSIGNAL);
 			if (n > 0) {
 				c->in_pos += (size_t)n;
 				moved = true;
 			} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-				c->in_writable = false;
+				c->inner_writable = false;
 			} else {
 				/* CivetWeb answered early (413, say) and closed while the
 				 * client was still sending: its answer may be waiting to be
 				 * read, so the tunnel goes on, dropping the client's bytes. */
 				c->i_gone = true;
-				c->in_readable = true;
+				c->inner_readable = true;
 				moved = true;
 			}
 		} else if (c->in_pos == c->in.len && !c->c_eof && c->readable) {
@@ -677,21 +671,21 @@ static void tunnel_run(struct conn *c)
 				moved = true;
 			if (c->dead)
 				return;
-		} else if (!c->i_eof && c->in_readable) {
+		} else if (!c->i_eof && c->inner_readable) {
 			size_t avail;
 
 			lp_buf_reset(&c->out);
 			c->out_pos = 0;
-			room(&c->out, READ_ROOM);
+			lp_buf_grow(&c->out, READ_ROOM);
 			avail = c->out.alloc - 1;
 			n = read(c->inner.fd, c->out.buf, avail);
 			if (n > 0) {
 				c->out.len = (size_t)n;
-				if ((size_t)n < avail && !c->in_hup)
-					c->in_readable = false;
+				if ((size_t)n < avail && !c->inner_hup)
+					c->inner_readable = false;
 				moved = true;
 			} else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-				c->in_readable = false;
+				c->inner_readable = false;
 			} else {
 				c->i_eof = true; /* CivetWeb is done with this connection */
 				moved = true;
@@ -780,7 +774,7 @@ static int next_request(struct conn *c)
 		return -1;
 	}
 	if (c->in.len < c->rq.head_len + body_len) {
-		room(&c->in, c->rq.head_len + body_len - c->in.len);
+		lp_buf_grow(&c->in, c->rq.head_len + body_len - c->in.len);
 		/* The client waits for this before it sends the body, as CivetWeb
 		 * would tell it when the body is read.  Best effort: 25 bytes on a
 		 * socket with nothing else queued. */
@@ -1009,7 +1003,7 @@ static void call_run(struct conn *c)
 		}
 	}
 	while (u->readable) {
-		room(&c->answer, READ_ROOM);
+		lp_buf_grow(&c->answer, READ_ROOM);
 		avail = c->answer.alloc - c->answer.len - 1;
 		n = read(u->e.fd, c->answer.buf + c->answer.len, avail);
 		if (n > 0) {
@@ -1174,9 +1168,9 @@ static void on_event(struct loop *l, struct ent *e, uint32_t m)
 
 		if (c->dead)
 			break;
-		c->in_readable = c->in_readable || in;
-		c->in_writable = c->in_writable || out;
-		c->in_hup = c->in_hup || hup;
+		c->inner_readable = c->inner_readable || in;
+		c->inner_writable = c->inner_writable || out;
+		c->inner_hup = c->inner_hup || hup;
 		tunnel_run(c);
 		break;
 	}
