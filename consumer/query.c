@@ -78,13 +78,13 @@ int query_parse_time(const char *s, int64_t *us)
 		if (*p == '\0') {
 			errno = 0;
 			v = strtoll(s, &end, 10);
-			if (errno || *end || v > MAX_EPOCH_MS || v < -MAX_EPOCH_MS)
+			if (errno || *end || v > MAX_EPOCH_MS || v < QUERY_MIN_US / 1000)
 				return -EINVAL;
 			*us = (int64_t)v * 1000;
 			return 0;
 		}
 	}
-	if (lp_parse_rfc3339(s, &ms) < 0 || ms > MAX_EPOCH_MS || ms < -MAX_EPOCH_MS)
+	if (lp_parse_rfc3339(s, &ms) < 0 || ms > MAX_EPOCH_MS || ms < QUERY_MIN_US / 1000)
 		return -EINVAL;
 	*us = ms * 1000;
 	return 0;
@@ -103,7 +103,8 @@ void query_format_ts(int64_t us, char out[40])
 	}
 	t = (time_t)secs;
 	gmtime_r(&t, &tm);
-	/* Years stay within 4 digits (see MAX_EPOCH_MS), so 31 bytes suffice;
+	/* Years stay within 4 digits for from and to (see MAX_EPOCH_MS) and
+	 * within 6 for a cursor (INT64_MAX is in 294247), so 32 bytes suffice;
 	 * the larger scratch keeps the compiler's worst case satisfied. */
 	snprintf(tmp, sizeof(tmp), "%04d-%02d-%02d %02d:%02d:%02d.%06d+00", tm.tm_year + 1900,
 		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
@@ -149,6 +150,9 @@ static int b64url_decode(const char *s, char *out, size_t outlen)
 	return (int)n;
 }
 
+/* Any ts from QUERY_MIN_US up is a position: query_format_ts writes it as
+ * a literal PostgreSQL reads (INT64_MAX is in year 294247, before its last,
+ * 294276), and a ts below could only fail there, as a 500. */
 static int cursor_parse_plain(const char *s, int64_t *ts_us, char id[37])
 {
 	const char *colon = strchr(s, ':');
@@ -163,7 +167,8 @@ static int cursor_parse_plain(const char *s, int64_t *ts_us, char id[37])
 	num[n] = '\0';
 	errno = 0;
 	v = strtoll(num, &end, 10);
-	if (errno || *end || !lp_uuid_valid(colon + 1) || strlen(colon + 1) != 36)
+	if (errno || *end || v < QUERY_MIN_US || !lp_uuid_valid(colon + 1) ||
+	    strlen(colon + 1) != 36)
 		return -EINVAL;
 	*ts_us = v;
 	for (n = 0; n < 36; n++)
@@ -204,12 +209,15 @@ int query_cursor_encode(int64_t ts_us, const char *id, char *out, size_t outlen)
 int query_cursor_decode(const char *s, int64_t *ts_us, char id[37])
 {
 	char plain[80];
+	int n;
 
 	if (!s || !*s)
 		return -EINVAL;
 	if (strchr(s, ':'))
 		return cursor_parse_plain(s, ts_us, id);
-	if (b64url_decode(s, plain, sizeof(plain)) < 0)
+	/* A NUL inside would hide the bytes after it from the parser. */
+	n = b64url_decode(s, plain, sizeof(plain));
+	if (n < 0 || strlen(plain) != (size_t)n)
 		return -EINVAL;
 	return cursor_parse_plain(plain, ts_us, id);
 }
@@ -312,6 +320,8 @@ int query_parse_filter(struct query_filter *f, query_get_fn get, void *ud, bool 
 			f->from_us = (now_ms - 24LL * 3600 * 1000) * 1000;
 			if (f->has_to && f->from_us > f->to_us)
 				f->from_us = f->to_us - 24LL * 3600 * 1000000;
+			if (f->from_us < QUERY_MIN_US)
+				f->from_us = QUERY_MIN_US;
 		}
 		return 0;
 	}

@@ -25,6 +25,11 @@ struct lp_pgpool;
 #define QUERY_MAX_TEXT 1024   /* longest full-text query */
 #define QUERY_MAX_PARAMS 12   /* most parameters one statement takes */
 
+/* 0001-01-01T00:00:00Z in epoch microseconds: the earliest time the API
+ * takes (from, to, a cursor's ts).  query_format_ts cannot write the years
+ * before (PostgreSQL spells them "... BC"), and no stored row is older. */
+#define QUERY_MIN_US (-62135596800000000LL)
+
 /* What a request asks for.  Strings are empty when the filter is absent. */
 struct query_filter {
 	char service[QUERY_MAX_FIELD + 1]; /* exact service */

@@ -3,7 +3,9 @@
  * query_format_ts.
  *
  * Checks: a decoded cursor has a lower-case UUID and encodes to a cursor
- * that decodes to the same pair; a parsed time formats without trouble. */
+ * that decodes to the same pair; a decoded cursor's ts and a parsed time
+ * format as a literal PostgreSQL reads (a year from 0001, not 0000 or
+ * negative), so no accepted value can fail in the database. */
 #include <ctype.h>
 
 #include "fuzz.h"
@@ -12,6 +14,18 @@
 #include "../consumer/query.h"
 
 #include "logpipe/banned.h"
+
+/* Whether query_format_ts wrote a year PostgreSQL reads: at least 0001
+ * and at most 294276, its last. */
+static int pg_year_ok(const char *ts)
+{
+	long year = 0;
+	int n = 0;
+
+	for (; ts[n] >= '0' && ts[n] <= '9'; n++)
+		year = year * 10 + (ts[n] - '0');
+	return n >= 4 && n <= 6 && ts[n] == '-' && year >= 1 && year <= 294276;
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -34,9 +48,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(query_cursor_decode(enc, &us2, id2) == 0, "\"%s\" does not decode", enc);
 		FUZZ_CHECK(us2 == us && !strcmp(id, id2), "round trip %lld:%s -> %lld:%s",
 			   (long long)us, id, (long long)us2, id2);
-	}
-	if (query_parse_time(s, &us) == 0)
 		query_format_ts(us, ts);
+		FUZZ_CHECK(pg_year_ok(ts), "cursor ts %lld formats as \"%s\"", (long long)us, ts);
+	}
+	if (query_parse_time(s, &us) == 0) {
+		query_format_ts(us, ts);
+		FUZZ_CHECK(pg_year_ok(ts), "time \"%s\" formats as \"%s\"", s, ts);
+	}
 	free(s);
 	return 0;
 }

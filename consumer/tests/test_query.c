@@ -101,6 +101,44 @@ static void test_cursor_garbage(void **state)
 	assert_int_equal(query_cursor_decode("MTI6eno", &ts, id), -EINVAL);
 }
 
+/* A cursor whose ts PostgreSQL cannot read (before 0001-01-01, which
+ * query_format_ts would write as year 0 or a negative year) is no position
+ * in the table: it is refused here rather than failing in the database as
+ * a 500. */
+static void test_cursor_out_of_range(void **state)
+{
+	const char *id = "0190f3a2-7c4e-7d2a-9b1c-0123456789ab";
+	char cur[128], got[37], out[40];
+	int64_t ts;
+
+	(void)state;
+	assert_int_equal(
+		query_cursor_decode("-9223372036854775808:0190f3a2-7c4e-7d2a-9b1c-0123456789ab",
+				    &ts, got),
+		-EINVAL);
+	assert_int_equal(query_cursor_encode(QUERY_MIN_US - 1, id, cur, sizeof(cur)), 0);
+	assert_int_equal(query_cursor_decode(cur, &ts, got), -EINVAL);
+	refused((const char *[]){"cursor", cur, NULL}, "cursor");
+
+	/* The first instant of year 1 and the largest ts are positions. */
+	assert_int_equal(query_cursor_encode(QUERY_MIN_US, id, cur, sizeof(cur)), 0);
+	assert_int_equal(query_cursor_decode(cur, &ts, got), 0);
+	assert_int_equal(ts, QUERY_MIN_US);
+	query_format_ts(ts, out);
+	assert_string_equal(out, "0001-01-01 00:00:00.000000+00");
+	assert_int_equal(query_cursor_encode(INT64_MAX, id, cur, sizeof(cur)), 0);
+	assert_int_equal(query_cursor_decode(cur, &ts, got), 0);
+	assert_int_equal(ts, INT64_MAX);
+	query_format_ts(ts, out);
+	assert_string_equal(out, "294247-01-10 04:00:54.775807+00");
+
+	/* Bytes after a NUL inside the base64 are not ignored: base64url of
+	 * "12:<id>\0x". */
+	assert_int_equal(query_cursor_decode("MTI6MDE5MGYzYTItN2M0ZS03ZDJhLTliMWMtMDEyMzQ1Njc4OWFiAHg",
+					     &ts, got),
+			 -EINVAL);
+}
+
 static void test_times(void **state)
 {
 	char out[40];
@@ -119,6 +157,15 @@ static void test_times(void **state)
 	assert_int_equal(query_parse_time("yesterday", &us), -EINVAL);
 	assert_int_equal(query_parse_time("12abc", &us), -EINVAL);
 	assert_int_equal(query_parse_time("99999999999999999999", &us), -EINVAL);
+	/* Before year 1 PostgreSQL cannot read what query_format_ts writes. */
+	assert_int_equal(query_parse_time("-62135596800000", &us), 0);
+	assert_int_equal(us, QUERY_MIN_US);
+	assert_int_equal(query_parse_time("0001-01-01T00:00:00Z", &us), 0);
+	assert_int_equal(us, QUERY_MIN_US);
+	assert_int_equal(query_parse_time("-62135596800001", &us), -EINVAL);
+	assert_int_equal(query_parse_time("-253402300799999", &us), -EINVAL);
+	assert_int_equal(query_parse_time("0000-12-31T23:59:59Z", &us), -EINVAL);
+	assert_int_equal(query_parse_time("0001-01-01T00:00:00+01:00", &us), -EINVAL);
 
 	query_format_ts(T0_MS * 1000 + 456, out);
 	assert_string_equal(out, "2024-01-15 14:23:45.123456+00");
@@ -276,6 +323,10 @@ static void test_stats(void **state)
 					  "$3::timestamptz"));
 	assert_int_equal(q.nparams, 3);
 	query_sql_release(&q);
+
+	/* The default day before an early 'to' stops at year 1. */
+	assert_int_equal(parse(&f, (const char *[]){"to", "0001-01-01T12:00:00Z", NULL}, true), 0);
+	assert_int_equal(f.from_us, QUERY_MIN_US);
 }
 
 static void test_plan_race(void **state)
@@ -344,6 +395,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_cursor_roundtrip),
 		cmocka_unit_test(test_cursor_garbage),
+		cmocka_unit_test(test_cursor_out_of_range),
 		cmocka_unit_test(test_times),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_every_filter),

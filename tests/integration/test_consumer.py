@@ -25,6 +25,7 @@ Every wait is bounded.  The store rate and the query latency on ten million
 rows are measured by tests/bench/storage_bench.py (make bench BENCH=storage).
 """
 
+import base64
 import json
 import os
 import random
@@ -463,12 +464,23 @@ def test_bad_parameters_are_400(infra, services, topics, pg_dsn):
         ({"from": "yesterday"}, "from"), ({"to": "2024-02-30T00:00:00Z"}, "to"),
         ({"from": "2000", "to": "1000"}, "from"),
         ({"cursor": "garbage"}, "cursor"), ({"service": "s" * 300}, "service"),
+        # Well-formed, but before year 1: no position PostgreSQL can compare with.
+        ({"cursor": f"-9223372036854775808:{uuid.uuid4()}"}, "cursor"),
+        ({"cursor": base64.urlsafe_b64encode(f"-62135596800000001:{uuid.uuid4()}".encode())
+          .decode().rstrip("=")}, "cursor"),
+        ({"from": "-62135596800001"}, "from"), ({"to": "0000-06-01T00:00:00Z"}, "to"),
     ]
     for params, name in cases:
         r = requests.get(url + "/api/logs", params=params, timeout=5)
         assert r.status_code == 400, (params, r.text)
         err = r.json()["error"]
         assert err["code"] == "invalid_parameter" and f"'{name}'" in err["message"], params
+    # The earliest accepted times work, also as the end of the stats' default day.
+    r = requests.get(url + "/api/logs", params={"cursor": f"-62135596800000000:{uuid.uuid4()}",
+                                                "from": "0001-01-01T00:00:00Z"}, timeout=5)
+    assert r.status_code == 200 and r.json()["logs"] == [], r.text
+    r = requests.get(url + "/api/stats", params={"to": "0001-01-01T12:00:00Z"}, timeout=5)
+    assert r.status_code == 200 and r.json()["total"] == 0, r.text
 
 
 # ---- retention ----------------------------------------------------------------------
