@@ -127,7 +127,7 @@ struct batch {
 
 struct consumer {
 	const struct consumer_settings *s; /* settings, owned by main */
-	volatile int stopping;             /* set by consumer_stop */
+	atomic_bool stopping;              /* set by consumer_stop */
 	struct lp_kconsumer *kc;           /* both enriched topics */
 	struct lp_kproducer *dlq;          /* dead-letter producer */
 	struct lp_pgpool *wpool;           /* the store, the probe, housekeeping */
@@ -342,7 +342,7 @@ static void gather(struct consumer *c, struct batch *b)
 	for (i = 0; i < c->nstash; i++)
 		batch_add(c, b, c->stash[i]);
 	c->nstash = 0;
-	while (b->nmsgs < max && !c->stopping) {
+	while (b->nmsgs < max && !atomic_load(&c->stopping)) {
 		int64_t left = deadline - lp_now_ms();
 		rd_kafka_message_t *m;
 
@@ -417,7 +417,7 @@ static int store_available(struct consumer *c, struct batch *b, size_t lo, size_
 		if (!lp_breaker_allow(c->pg_breaker)) {
 			int64_t wait = lp_breaker_retry_after_ms(c->pg_breaker);
 
-			if (c->stopping)
+			if (atomic_load(&c->stopping))
 				return -ECANCELED;
 			store_sleep(c, wait > 0 && wait < 1000 ? wait : 1000);
 			continue;
@@ -435,7 +435,7 @@ static int store_available(struct consumer *c, struct batch *b, size_t lo, size_
 			return r;
 		}
 		set_outage(c, true, err);
-		if (c->stopping)
+		if (atomic_load(&c->stopping))
 			return -ECANCELED;
 		lp_series_inc(c->retries);
 		store_sleep(c, lp_backoff_ms(++attempt, OUTAGE_BACKOFF_BASE_MS, OUTAGE_BACKOFF_MAX_MS,
@@ -471,7 +471,7 @@ static int store_rows(struct consumer *c, struct batch *b, size_t lo, size_t hi)
 			batch_poison(b, b->row_msg[lo], "db_rejected", err);
 			return 0;
 		}
-		if (c->stopping)
+		if (atomic_load(&c->stopping))
 			return -ECANCELED;
 		lp_series_inc(c->retries);
 		store_sleep(c, lp_backoff_ms(attempt, RETRY_BACKOFF_BASE_MS, RETRY_BACKOFF_MAX_MS,
@@ -552,7 +552,7 @@ static int send_dead_letters(struct consumer *c, struct batch *b)
 		lp_warn("%zu records could not be sent to %s, retrying", failed, c->s->topic_dlq);
 		store_sleep(c, lp_backoff_ms(attempt, RETRY_BACKOFF_BASE_MS, RETRY_BACKOFF_MAX_MS,
 					   &c->seed));
-		if (c->stopping) {
+		if (atomic_load(&c->stopping)) {
 			free(results);
 			return -ECANCELED;
 		}
@@ -707,11 +707,11 @@ static void *consume_main(void *arg)
 	for (;;) {
 		struct batch *b = &bufs[next];
 
-		if (!c->stopping)
+		if (!atomic_load(&c->stopping))
 			gather(c, b);
 		finish_done(c);
 		if (b->nmsgs == 0) {
-			if (c->stopping)
+			if (atomic_load(&c->stopping))
 				break;
 			continue;
 		}
@@ -762,7 +762,7 @@ static void *house_main(void *arg)
 	struct consumer *c = arg;
 	int64_t next_ping = 0, next_lag = 0, next_maint = 0;
 
-	while (!c->stopping) {
+	while (!atomic_load(&c->stopping)) {
 		int64_t now = lp_now_ms();
 
 		if (now >= next_ping) {
@@ -954,7 +954,7 @@ void consumer_stop(struct consumer *c)
 
 	if (!c)
 		return;
-	c->stopping = 1;
+	atomic_store(&c->stopping, true);
 	lp_http_server_free(c->http);
 	if (c->loop_started) {
 		pthread_join(c->loop_thread, NULL);

@@ -123,7 +123,7 @@ struct enricher {
 	bool thread_started;               /* thread must be joined */
 	pthread_t monitor;                 /* refreshes lag and table gauges */
 	bool monitor_started;              /* monitor must be joined */
-	volatile int stop;                 /* asks the pipeline thread to return */
+	atomic_bool stop;                  /* asks the pipeline thread to return */
 	rd_kafka_queue_t *commit_q;        /* results of the asynchronous commits */
 	bool commit_busy;                  /* a commit is in flight */
 	bool stored_new;                   /* offsets stored since the last commit */
@@ -364,7 +364,7 @@ static void gather(struct enricher *e, struct batch *b, size_t max, int wait_ms)
 	int64_t deadline = 0;
 
 	batch_begin(b);
-	while (b->n < max && !e->stop) {
+	while (b->n < max && !atomic_load(&e->stop)) {
 		rd_kafka_message_t *m = lp_kconsumer_poll(e->kc, b->n == 0 ? wait_ms : 0);
 
 		if (!m)
@@ -402,7 +402,7 @@ static void wait_acks(struct enricher *e, struct lp_kwait *w)
 	int64_t stop_at = 0;
 
 	while (lp_kwait_wait(w, 100) < 0) {
-		if (!e->stop)
+		if (!atomic_load(&e->stop))
 			continue;
 		if (!stop_at)
 			stop_at = lp_now_ms() + STOP_GRACE_MS;
@@ -470,7 +470,7 @@ static void *monitor_main(void *arg)
 	size_t h = 0, s = 0;
 	long long lag;
 
-	while (!e->stop) {
+	while (!atomic_load(&e->stop)) {
 		/* Only once the group has handed out partitions: on a fresh broker an
 		 * offset query racing the group's first join was seen to stall it. */
 		if (assigned(e) &&
@@ -640,13 +640,13 @@ static void *pipeline_main(void *arg)
 		lp_warn("tier 1 not loaded after %lld ms; enriching from tiers 2 and 3 meanwhile",
 			e->s->table_load_wait_ms);
 
-	while (!e->stop || count > 0) {
+	while (!atomic_load(&e->stop) || count > 0) {
 		struct batch *b;
 
 		/* Retire the oldest batch once acknowledged; wait for it only
 		 * when there is no room for another or when stopping. */
-		if (count > 0 && (count == depth || pending >= IN_FLIGHT_MAX || e->stop ||
-				  batch_acked(&ring[head]))) {
+		if (count > 0 && (count == depth || pending >= IN_FLIGHT_MAX ||
+				  atomic_load(&e->stop) || batch_acked(&ring[head]))) {
 			b = &ring[head];
 			if (batch_finish(e, b) < 0) {
 				ring_fail(e, ring, depth, head, count);
@@ -863,7 +863,7 @@ void enricher_stop(struct enricher *e)
 
 	if (!e)
 		return;
-	e->stop = 1;
+	atomic_store(&e->stop, true);
 	if (e->thread_started)
 		pthread_join(e->thread, NULL);
 	if (e->monitor_started)

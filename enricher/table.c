@@ -17,6 +17,7 @@
  * changes of two hosts swapping an address apply correctly in any order. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,7 +55,7 @@ struct mdtable {
 	int64_t started_ms;          /* when the feed started (monotonic) */
 	pthread_t thread;            /* the feed thread */
 	bool thread_started;         /* thread must be joined */
-	volatile int stop;           /* asks the feed thread to return */
+	atomic_bool stop;            /* asks the feed thread to return */
 };
 
 struct mdtable *mdtable_new(mdtable_change_fn on_change, void *ud)
@@ -79,7 +80,7 @@ void mdtable_free(struct mdtable *t)
 	if (!t)
 		return;
 	if (t->thread_started) {
-		t->stop = 1;
+		atomic_store(&t->stop, true);
 		pthread_join(t->thread, NULL);
 	}
 	if (t->rk) {
@@ -217,13 +218,13 @@ bool mdtable_loaded(struct mdtable *t)
 	return l;
 }
 
-bool mdtable_wait_loaded(struct mdtable *t, int timeout_ms, const volatile int *stop)
+bool mdtable_wait_loaded(struct mdtable *t, int timeout_ms, const atomic_bool *stop)
 {
 	int64_t end = lp_now_ms() + timeout_ms;
 	bool l;
 
 	pthread_mutex_lock(&t->mu);
-	while (!t->loaded && !(stop && *stop) && lp_now_ms() < end) {
+	while (!t->loaded && !(stop && atomic_load(stop)) && lp_now_ms() < end) {
 		struct timespec ts;
 
 		/* Short waits so that *stop is noticed promptly. */
@@ -371,7 +372,7 @@ static void *feed_main(void *arg)
 	struct mdtable *t = arg;
 	struct feed_parts fp = { 0 };
 
-	while (!t->stop) {
+	while (!atomic_load(&t->stop)) {
 		rd_kafka_message_t *m;
 
 		if (lp_now_ms() >= fp.next_check)

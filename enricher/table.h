@@ -13,6 +13,7 @@
 #ifndef ENRICHER_TABLE_H
 #define ENRICHER_TABLE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -48,7 +49,7 @@ void mdtable_counts(struct mdtable *t, size_t *hosts, size_t *services);
 /* True once the feed reached the end of every partition once. */
 bool mdtable_loaded(struct mdtable *t);
 /* Waits up to timeout_ms for loaded, returning early when *stop is set. */
-bool mdtable_wait_loaded(struct mdtable *t, int timeout_ms, const volatile int *stop);
+bool mdtable_wait_loaded(struct mdtable *t, int timeout_ms, const atomic_bool *stop);
 /* Feed state for /health: true while the last poll reached the broker. */
 bool mdtable_feed_healthy(struct mdtable *t, char *detail, size_t len);
 

@@ -38,7 +38,7 @@ struct gw_backpressure {
 	rd_kafka_t **rks;             /* one handle per group (NULL entries until made) */
 	pthread_t thread;             /* the reader */
 	bool started;                 /* thread is running */
-	volatile int stop;            /* set by gw_bp_stop */
+	atomic_bool stop;             /* set by gw_bp_stop */
 	_Atomic long long limit;      /* current limit, read lock-free */
 	pthread_mutex_t mu;           /* guards snap */
 	struct gw_bp_snapshot snap;   /* last reading */
@@ -294,7 +294,7 @@ static void read_lag(struct gw_backpressure *b)
 	size_t i;
 	int timeout = b->interval_ms > 500 ? b->interval_ms : 500;
 
-	for (i = 0; i < b->ngroups && !b->stop; i++) {
+	for (i = 0; i < b->ngroups && !atomic_load(&b->stop); i++) {
 		if (group_lag(b->rks[i], b->groups[i].topics, timeout, &lag, why,
 			      sizeof(why)) < 0) {
 			lags[i] = -1;
@@ -307,7 +307,7 @@ static void read_lag(struct gw_backpressure *b)
 	}
 	for (i = 0; i < b->ngroups; i++)
 		rd_kafka_poll(b->rks[i], 0);
-	if (b->stop)
+	if (atomic_load(&b->stop))
 		return;
 
 	pthread_mutex_lock(&b->mu);
@@ -341,7 +341,7 @@ static void *reader_main(void *arg)
 	int64_t t0;
 	bool warned = false;
 
-	while (!b->stop) {
+	while (!atomic_load(&b->stop)) {
 		t0 = lp_now_ms();
 		read_lag(b);
 		pthread_mutex_lock(&b->mu);
@@ -415,7 +415,7 @@ void gw_bp_stop(struct gw_backpressure *b)
 
 	if (!b)
 		return;
-	b->stop = 1;
+	atomic_store(&b->stop, true);
 	if (b->started)
 		pthread_join(b->thread, NULL);
 	for (i = 0; b->rks && i < b->ngroups; i++) {

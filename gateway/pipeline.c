@@ -30,6 +30,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -124,7 +125,7 @@ struct gw_pipeline {
 	/* threads */
 	pthread_t sampler, kafka, slow;
 	bool sampler_started, kafka_started, slow_started;
-	volatile int stop;             /* set by gw_pipeline_stop */
+	atomic_bool stop;              /* set by gw_pipeline_stop */
 
 	/* sampler-owned */
 	CURLM *multi;
@@ -324,9 +325,9 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 /* Aborts a transfer when the pipeline is stopping. */
 static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
 {
-	const volatile int *stop = ud;
+	const atomic_bool *stop = ud;
 
-	return *stop ? 1 : 0;
+	return atomic_load(stop) ? 1 : 0;
 }
 
 static CURL *easy_new(struct gw_pipeline *p, struct lp_buf *body, char *error, long timeout_ms)
@@ -398,9 +399,9 @@ static void fetch_round(struct gw_pipeline *p)
 						   sizeof(f->error));
 			}
 		}
-		if (running && !p->stop)
+		if (running && !atomic_load(&p->stop))
 			curl_multi_poll(p->multi, NULL, 0, 100, NULL);
-	} while (running && !p->stop);
+	} while (running && !atomic_load(&p->stop));
 	for (i = 0; i < NFETCH; i++)
 		curl_multi_remove_handle(p->multi, p->fetches[i].h);
 }
@@ -539,7 +540,8 @@ static void read_offsets(struct gw_pipeline *p, int timeout_ms, struct kafka_rea
 	out->error[0] = '\0';
 	do
 		e = rd_kafka_metadata(p->rk, 1, NULL, &md, remaining(deadline));
-	while (e == RD_KAFKA_RESP_ERR__TIMED_OUT && lp_now_ms() < deadline && !p->stop);
+	while (e == RD_KAFKA_RESP_ERR__TIMED_OUT && lp_now_ms() < deadline &&
+	       !atomic_load(&p->stop));
 	if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
 		snprintf(out->error, sizeof(out->error), "%s: metadata: %s", p->brokers,
 			 rd_kafka_err2str(e));
@@ -557,12 +559,13 @@ static void read_offsets(struct gw_pipeline *p, int timeout_ms, struct kafka_rea
 				 mt ? rd_kafka_err2str(mt->err) : "does not exist");
 			continue;
 		}
-		for (i = 0; i < mt->partition_cnt && !p->stop; i++) {
+		for (i = 0; i < mt->partition_cnt && !atomic_load(&p->stop); i++) {
 			do
 				e = rd_kafka_query_watermark_offsets(p->rk, mt->topic,
 								     mt->partitions[i].id, &lo, &hi,
 								     remaining(deadline));
-			while (e == RD_KAFKA_RESP_ERR__TIMED_OUT && lp_now_ms() < deadline && !p->stop);
+			while (e == RD_KAFKA_RESP_ERR__TIMED_OUT && lp_now_ms() < deadline &&
+			       !atomic_load(&p->stop));
 			if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
 				snprintf(out->error, sizeof(out->error), "watermarks of %s[%d]: %s",
 					 mt->topic, mt->partitions[i].id, rd_kafka_err2str(e));
@@ -585,7 +588,7 @@ static void *kafka_main(void *arg)
 	int timeout = clamp_int(p->sample_ms, 500, 3000);
 	bool failing = false;
 
-	while (!p->stop) {
+	while (!atomic_load(&p->stop)) {
 		int64_t t0 = lp_now_ms();
 
 		read_offsets(p, timeout, &r);
@@ -651,7 +654,7 @@ static void *slow_main(void *arg)
 	int64_t last_disk = 0, next_count = 0;
 	bool warned = false;
 
-	while (!p->stop) {
+	while (!atomic_load(&p->stop)) {
 		int64_t t0 = lp_now_ms();
 		struct slow_read r;
 		int d;
@@ -666,7 +669,7 @@ static void *slow_main(void *arg)
 			 * fifth of the time so that it never loads PostgreSQL. */
 			next_count = t0 + 5 * (lp_now_ms() - t0);
 		}
-		if (r.rows < 0 && !warned && !p->stop)
+		if (r.rows < 0 && !warned && !atomic_load(&p->stop))
 			lp_warn("pipeline view: stored row count: %s", r.rows_error);
 		warned = r.rows < 0;
 		if (last_disk == 0 || t0 - last_disk >= DISK_EVERY_MS) {
@@ -1063,11 +1066,11 @@ static void *sampler_main(void *arg)
 {
 	struct gw_pipeline *p = arg;
 
-	while (!p->stop) {
+	while (!atomic_load(&p->stop)) {
 		int64_t t0 = lp_now_ms();
 
 		fetch_round(p);
-		if (p->stop)
+		if (atomic_load(&p->stop))
 			break;
 		compose(p);
 		lp_sleep_ms(p->sample_ms - (lp_now_ms() - t0), &p->stop);
@@ -1190,7 +1193,7 @@ void gw_pipeline_stop(struct gw_pipeline *p)
 
 	if (!p)
 		return;
-	p->stop = 1;
+	atomic_store(&p->stop, true);
 	if (p->multi)
 		curl_multi_wakeup(p->multi);
 	if (p->sampler_started)

@@ -77,7 +77,7 @@ struct gen_run {
 	int nworkers;                   /* how many were started */
 	pthread_t controller;           /* ends the run, heartbeats, samples */
 	bool controller_started;        /* controller must be joined */
-	volatile int stop;              /* set to make every thread return */
+	atomic_bool stop;               /* set to make every thread return */
 	int64_t deadline_us;            /* monotonic end, 0 for none */
 	int64_t start_us;               /* monotonic start */
 	int64_t started_at_ms;          /* wall start */
@@ -202,7 +202,7 @@ static bool pace(struct gen_run *r, int n)
 	for (;;) {
 		int64_t now = lp_now_us(), wait;
 
-		if (r->stop || (r->deadline_us && now >= r->deadline_us))
+		if (atomic_load(&r->stop) || (r->deadline_us && now >= r->deadline_us))
 			return false;
 		wait = lp_bucket_wait_us(&r->bucket, n);
 		if (wait <= 0) {
@@ -342,7 +342,7 @@ static void *controller_main(void *arg)
 	int i;
 
 	gen_rng_seed(&rng, r->seed ^ 0xc0ffee);
-	while (!r->stop) {
+	while (!atomic_load(&r->stop)) {
 		int64_t now = lp_now_ms();
 
 		if (r->deadline_us && lp_now_us() >= r->deadline_us) {
@@ -369,7 +369,7 @@ static void *controller_main(void *arg)
 		maybe_burst(r, &rng, now);
 		lp_sleep_ms(TICK_MS, &r->stop);
 	}
-	r->stop = 1;
+	atomic_store(&r->stop, true);
 	for (i = 0; i < r->nworkers; i++)
 		pthread_join(r->workers[i], NULL);
 	pthread_mutex_lock(&r->mu);
@@ -453,7 +453,7 @@ struct gen_run *gen_run_start(const struct gen_run_opts *o, char *err, size_t er
 		lp_series_set(M(r, rate_target), r->params.rate);
 	return r;
 fail:
-	r->stop = 1;
+	atomic_store(&r->stop, true);
 	for (i = 0; i < r->nworkers; i++)
 		pthread_join(r->workers[i], NULL);
 	r->nworkers = 0;
@@ -465,7 +465,7 @@ fail:
 void gen_run_stop(struct gen_run *r)
 {
 	pthread_mutex_lock(&r->stop_mu);
-	r->stop = 1;
+	atomic_store(&r->stop, true);
 	if (r->controller_started) {
 		pthread_join(r->controller, NULL);
 		r->controller_started = false;

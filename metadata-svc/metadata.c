@@ -25,6 +25,7 @@
  * behind the service's back. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -89,7 +90,7 @@ struct metadata {
 	struct coll hosts, services;       /* route contexts */
 	pthread_t resync;                  /* the start-up resync */
 	bool resync_started;               /* resync must be joined */
-	volatile int stop;                 /* asks the resync to return */
+	atomic_bool stop;                  /* asks the resync to return */
 	struct lp_series *published;       /* metadata_changes_published_total */
 	struct lp_series *publish_failed;  /* metadata_changes_failed_total */
 	struct lp_series *resynced;        /* metadata_resync_records_total */
@@ -583,7 +584,7 @@ static int resync_kind(struct metadata *m, const struct md_kind *k, size_t *tota
 	do {
 		ret = resync_batch(m, k, &after, &n);
 		*total += n;
-	} while (ret == 0 && n == RESYNC_BATCH && !m->stop);
+	} while (ret == 0 && n == RESYNC_BATCH && !atomic_load(&m->stop));
 	free(after);
 	return ret;
 }
@@ -595,7 +596,7 @@ static void *resync_main(void *arg)
 	size_t hosts = 0, services = 0;
 	int attempt;
 
-	for (attempt = 1; !m->stop; attempt++) {
+	for (attempt = 1; !atomic_load(&m->stop); attempt++) {
 		if (resync_kind(m, &md_host_kind, &hosts) == 0 &&
 		    resync_kind(m, &md_service_kind, &services) == 0) {
 			lp_info("resync: republished %zu hosts and %zu services to %s", hosts, services,
@@ -737,7 +738,7 @@ void metadata_stop(struct metadata *m)
 
 	if (!m)
 		return;
-	m->stop = 1;
+	atomic_store(&m->stop, true);
 	lp_http_server_free(m->http);
 	if (m->resync_started)
 		pthread_join(m->resync, NULL);

@@ -1,6 +1,7 @@
 /* daemon.c - signal flag and wait loop shared by every service's main(). */
 #include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -11,12 +12,15 @@
 
 #include "logpipe/banned.h"
 
-volatile sig_atomic_t lp_stop_requested;
+/* C11 lets a signal handler touch an atomic only if it is lock-free. */
+_Static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "atomic_bool must be lock-free");
+
+atomic_bool lp_stop_requested;
 
 static void on_stop_signal(int sig)
 {
 	(void)sig;
-	lp_stop_requested = 1;
+	atomic_store(&lp_stop_requested, true);
 }
 
 void lp_daemon_signals(void)
@@ -35,7 +39,7 @@ void lp_daemon_wait(void)
 {
 	struct timespec ts = { 0, 50 * 1000 * 1000 };
 
-	while (!lp_stop_requested)
+	while (!atomic_load(&lp_stop_requested))
 		nanosleep(&ts, NULL);
 }
 

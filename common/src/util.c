@@ -39,7 +39,7 @@ int64_t lp_wall_ms(void)
  * that a shutdown is noticed at once, long enough to cost nothing. */
 #define SLEEP_SLICE_MS 20
 
-void lp_sleep_ms(int64_t ms, const volatile int *stop)
+void lp_sleep_ms(int64_t ms, const atomic_bool *stop)
 {
 	int64_t end = lp_now_ms() + ms;
 	int64_t left;
@@ -47,7 +47,7 @@ void lp_sleep_ms(int64_t ms, const volatile int *stop)
 	while ((left = end - lp_now_ms()) > 0) {
 		struct timespec ts;
 
-		if (stop && *stop)
+		if (stop && atomic_load(stop))
 			return;
 		if (stop && left > SLEEP_SLICE_MS)
 			left = SLEEP_SLICE_MS;

@@ -1,7 +1,11 @@
-/* test_time.c - RFC 3339 formatting and parsing (time.c), decimal formatting (util.c). */
+/* test_time.c - RFC 3339 formatting and parsing (time.c), decimal formatting and
+ * lp_sleep_ms (util.c). */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -130,6 +134,40 @@ static void test_round_trip(void **state)
 	}
 }
 
+static void *set_stop(void *arg)
+{
+	atomic_store((atomic_bool *)arg, true);
+	return NULL;
+}
+
+/* The stop flag is an atomic_bool another thread sets: the sleep returns
+ * once it is set, long before its length (the bound is generous, the
+ * sleep would otherwise last 60 s). */
+static void test_sleep_stop(void **state)
+{
+	atomic_bool stop = false;
+	pthread_t th;
+	int64_t t0;
+
+	(void)state;
+	atomic_store(&stop, true);
+	t0 = lp_now_ms();
+	lp_sleep_ms(60000, &stop);
+	assert_true(lp_now_ms() - t0 < 10000);
+
+	atomic_store(&stop, false);
+	assert_int_equal(pthread_create(&th, NULL, set_stop, &stop), 0);
+	t0 = lp_now_ms();
+	lp_sleep_ms(60000, &stop);
+	assert_true(lp_now_ms() - t0 < 10000);
+	assert_int_equal(pthread_join(th, NULL), 0);
+
+	/* Without a flag the whole time passes. */
+	t0 = lp_now_ms();
+	lp_sleep_ms(30, NULL);
+	assert_true(lp_now_ms() - t0 >= 30);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -138,6 +176,7 @@ int main(void)
 		cmocka_unit_test(test_parse_invalid),
 		cmocka_unit_test(test_round_trip),
 		cmocka_unit_test(test_fmt_u64),
+		cmocka_unit_test(test_sleep_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

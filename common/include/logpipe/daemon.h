@@ -7,12 +7,15 @@
 #define LOGPIPE_DAEMON_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 struct lp_cfg_opt;
 
-/* Set to 1 by SIGTERM or SIGINT.  Read it, never write it. */
-extern volatile sig_atomic_t lp_stop_requested;
+/* Set by SIGTERM or SIGINT.  Read it, never write it.  An atomic rather
+ * than a volatile sig_atomic_t: the handler may run on any of the
+ * process's threads, and a lock-free atomic is safe in a handler too. */
+extern atomic_bool lp_stop_requested;
 
 /* Installs SIGTERM/SIGINT handlers and ignores SIGPIPE. */
 void lp_daemon_signals(void);

@@ -2,6 +2,7 @@
 #ifndef LOGPIPE_UTIL_H
 #define LOGPIPE_UTIL_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -38,7 +39,8 @@ bool lp_utf8_valid(const unsigned char *s, size_t n);
 /* Writes v in decimal and a NUL to dst (at least 21 bytes); returns the
  * number of digits.  For hot paths where snprintf's cost shows. */
 size_t lp_fmt_u64(char *dst, uint64_t v);
-/* Sleeps up to ms milliseconds, returning early when *stop becomes true. */
-void lp_sleep_ms(int64_t ms, const volatile int *stop);
+/* Sleeps up to ms milliseconds, returning early when *stop (set by another
+ * thread; may be NULL) becomes true. */
+void lp_sleep_ms(int64_t ms, const atomic_bool *stop);
 
 #endif
