@@ -221,18 +221,18 @@ int h1_target_parse(const char *base, struct h1_target *t)
 	size_t n, hn;
 
 	if (!base || strncasecmp(base, "http://", 7) != 0)
-		return -1;
+		return -EINVAL;
 	a = base + 7;
 	n = strlen(a);
 	while (n > 0 && a[n - 1] == '/')
 		n--;
 	if (n == 0 || n >= sizeof(t->authority) || memchr(a, '/', n) || memchr(a, '@', n) ||
 	    memchr(a, '?', n) || memchr(a, '#', n))
-		return -1;
+		return -EINVAL;
 	if (a[0] == '[') {
 		end = memchr(a, ']', n);
 		if (!end)
-			return -1;
+			return -EINVAL;
 		h = a + 1;
 		hn = (size_t)(end - h);
 		rest = end + 1;
@@ -243,13 +243,13 @@ int h1_target_parse(const char *base, struct h1_target *t)
 		rest = a + hn;
 	}
 	if (hn == 0 || hn >= sizeof(t->host))
-		return -1;
+		return -EINVAL;
 	if (rest < a + n) {
 		int port = *rest != ':' ? -1
 			 : lp_parse_decimal(rest + 1, (size_t)(a + n - rest - 1), 1, 65535);
 
 		if (port < 0)
-			return -1;
+			return -EINVAL;
 		snprintf(t->port, sizeof(t->port), "%d", port);
 	} else {
 		lp_strlcpy(t->port, "80", sizeof(t->port));

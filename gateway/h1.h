@@ -61,7 +61,8 @@ struct h1_pool *h1_pool_new(void);
 /* Closes every idle connection.  NULL is a no-op. */
 void h1_pool_free(struct h1_pool *p);
 
-/* Fills t from a base URL; -1 when it is not a plain http:// authority. */
+/* Fills t from a base URL and returns 0; -EINVAL when it is not a plain
+ * http:// authority. */
 int h1_target_parse(const char *base, struct h1_target *t);
 
 /* Performs one request.  A kept-alive connection that turns out closed

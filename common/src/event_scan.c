@@ -13,6 +13,7 @@
  * The grammar is RFC 8259's, with jansson's own limits where it has them:
  * strings are UTF-8 without control characters, and the text is one object
  * with nothing but whitespace after it. */
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -272,39 +273,39 @@ int lp_event_scan(const char *text, size_t len, struct lp_event_view *v)
 	memset(sp, 0, sizeof(sp));
 	skip_ws(&s);
 	if (s.p >= s.end || *s.p != '{' || !scan_container(&s, sp))
-		return -1;
+		return -ENOTSUP;
 	skip_ws(&s);
 	if (s.p != s.end)
-		return -1;
+		return -ENOTSUP;
 
 	/* The checks of lp_event_check_normalized, on the spans. */
 	if (sp[M_ID].kind != K_STRING || !copy_plain(&sp[M_ID], buf, sizeof(buf)) ||
 	    !lp_uuid_valid(buf))
-		return -1;
+		return -ENOTSUP;
 	if (sp[M_MESSAGE].kind != K_STRING || sp[M_MESSAGE].n == 0)
-		return -1;
+		return -ENOTSUP;
 	if (sp[M_SERVICE].kind != K_STRING || sp[M_SERVICE].n == 0 ||
 	    !copy_plain(&sp[M_SERVICE], v->service, sizeof(v->service)))
-		return -1;
+		return -ENOTSUP;
 	if (sp[M_LEVEL].kind != K_STRING || !copy_plain(&sp[M_LEVEL], buf, sizeof(buf)) ||
 	    lp_level_rank(buf) < 0)
-		return -1;
+		return -ENOTSUP;
 	if (sp[M_TIMESTAMP].kind != K_STRING || !copy_plain(&sp[M_TIMESTAMP], buf, sizeof(buf)) ||
 	    lp_parse_rfc3339(buf, &ms) < 0)
-		return -1;
+		return -ENOTSUP;
 	for (i = M_HOST; i <= M_RECEIVED_AT; i++)
 		if (sp[i].kind != K_NONE && sp[i].kind != K_STRING)
-			return -1;
+			return -ENOTSUP;
 	if (sp[M_ATTRIBUTES].kind != K_NONE && sp[M_ATTRIBUTES].kind != K_OBJECT)
-		return -1;
+		return -ENOTSUP;
 	/* Re-fed output: the full path takes the old enrichment out. */
 	if (sp[M_ENRICHMENT].kind != K_NONE)
-		return -1;
+		return -ENOTSUP;
 
 	/* What the look-ups read. */
 	if (!optional_plain(&sp[M_HOST], v->host_buf, sizeof(v->host_buf), &v->host) ||
 	    !optional_plain(&sp[M_SOURCE_IP], v->source_ip_buf, sizeof(v->source_ip_buf),
 			    &v->source_ip))
-		return -1;
+		return -ENOTSUP;
 	return 0;
 }

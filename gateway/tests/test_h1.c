@@ -343,14 +343,14 @@ static void test_target_parse(void **state)
 	assert_string_equal(t.host, "::1");
 	assert_string_equal(t.port, "9000");
 	assert_string_equal(t.authority, "[::1]:9000");
-	assert_int_equal(h1_target_parse("https://producer:8081", &t), -1);
-	assert_int_equal(h1_target_parse("http://producer:8081/prefix", &t), -1);
-	assert_int_equal(h1_target_parse("http://user@producer", &t), -1);
-	assert_int_equal(h1_target_parse("http://producer:0", &t), -1);
-	assert_int_equal(h1_target_parse("http://producer:65536", &t), -1);
-	assert_int_equal(h1_target_parse("http://producer:80x", &t), -1);
-	assert_int_equal(h1_target_parse("http://", &t), -1);
-	assert_int_equal(h1_target_parse("http://:80", &t), -1);
+	assert_int_equal(h1_target_parse("https://producer:8081", &t), -EINVAL);
+	assert_int_equal(h1_target_parse("http://producer:8081/prefix", &t), -EINVAL);
+	assert_int_equal(h1_target_parse("http://user@producer", &t), -EINVAL);
+	assert_int_equal(h1_target_parse("http://producer:0", &t), -EINVAL);
+	assert_int_equal(h1_target_parse("http://producer:65536", &t), -EINVAL);
+	assert_int_equal(h1_target_parse("http://producer:80x", &t), -EINVAL);
+	assert_int_equal(h1_target_parse("http://", &t), -EINVAL);
+	assert_int_equal(h1_target_parse("http://:80", &t), -EINVAL);
 }
 
 int main(void)

@@ -75,7 +75,8 @@ struct lp_event_view {
 /* The filter stage's fast path (event_scan.c): one pass over text, no
  * JSON tree.  Returns 0 when text is certainly a JSON object that
  * json_loadb() parses and lp_event_check_normalized() accepts, without an
- * "enrichment" member, and fills v; -1 when that is not certain, and the
+ * "enrichment" member, and fills v; -ENOTSUP when that is not certain (the
+ * text may still be valid, only not for this path to decide), and the
  * caller must take the full path (which also words any refusal). */
 int lp_event_scan(const char *text, size_t len, struct lp_event_view *v);
 
