@@ -30,7 +30,9 @@
  *
  * Recovery.  spool_open() deletes segments older than the checkpoint,
  * validates every record after it and truncates each file at its first
- * invalid record.  Records of a segment are written in order and a writer
+ * invalid record.  A record's length is checked against the format's
+ * limit (REC_LEN_LIMIT), never against today's segment_bytes: segments
+ * written under a larger setting hold larger records, all of them valid.  Records of a segment are written in order and a writer
  * is answered only after the fdatasync covering them, so a bad record can
  * only be a torn tail whose writer got no 202 (or corruption, logged). */
 #include <dirent.h>
@@ -288,13 +290,15 @@ static long long rec_check(const unsigned char *p, size_t avail, uint64_t max_le
 	return (long long)*need;
 }
 
-/* The largest len field a record may carry in a segment of this spool. */
+/* The largest len field a new record may carry in a segment of this spool. */
 static uint64_t max_rec_len(const struct spool *s)
 {
-	uint64_t m = s->segment_bytes - SPOOL_SEG_HEADER - 8;
-
-	return m > UINT32_MAX ? UINT32_MAX : m;
+	return s->segment_bytes - SPOOL_SEG_HEADER - 8;
 }
+
+/* The largest len field any record on disk may carry: records written with
+ * a larger spool.segment_bytes than today's are still valid. */
+#define REC_LEN_LIMIT (SPOOL_SEG_MAX - SPOOL_SEG_HEADER - 8)
 
 static size_t rec_encode(unsigned char *p, const struct spool_rec *r)
 {
@@ -524,7 +528,7 @@ static int seg_recover(struct spool *s, uint64_t seq, uint64_t start, uint64_t *
 				 strerror((int)-got));
 			goto out;
 		}
-		while ((r = rec_check(buf + pos, (size_t)got - pos, max_rec_len(s), &need)) > 0) {
+		while ((r = rec_check(buf + pos, (size_t)got - pos, REC_LEN_LIMIT, &need)) > 0) {
 			pos += (size_t)r;
 			n++;
 		}
@@ -659,10 +663,12 @@ struct spool *spool_open(const struct spool_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "spool: no directory given");
 		return NULL;
 	}
-	if (o->segment_bytes < 64 || o->max_bytes < o->segment_bytes) {
+	if (o->segment_bytes < 64 || o->segment_bytes > SPOOL_SEG_MAX ||
+	    o->max_bytes < o->segment_bytes) {
 		snprintf(err, errlen,
-			 "spool: segment size %" PRIu64 " must be at least 64 and at most the "
-			 "bound %" PRIu64, o->segment_bytes, o->max_bytes);
+			 "spool: segment size %" PRIu64 " must be at least 64, at most %" PRIu64
+			 " and at most the bound %" PRIu64,
+			 o->segment_bytes, SPOOL_SEG_MAX, o->max_bytes);
 		return NULL;
 	}
 	s = lp_xcalloc(1, sizeof(*s));
@@ -1021,7 +1027,7 @@ int spool_read(struct spool *s, struct spool_batch *b, size_t max_recs, size_t m
 		got = pread_full(s->rfd, b->buf, want, start);
 		if (got < 0)
 			return (int)got;
-		r = rec_check((unsigned char *)b->buf, (size_t)got, max_rec_len(s), &need);
+		r = rec_check((unsigned char *)b->buf, (size_t)got, REC_LEN_LIMIT, &need);
 		/* The first record is larger than what we read: read it whole. */
 		if (r == 0 && need > (size_t)got && (uint64_t)need <= end - start &&
 		    (size_t)got == want) {
@@ -1033,7 +1039,7 @@ int spool_read(struct spool *s, struct spool_batch *b, size_t max_recs, size_t m
 	b->end.seg = seq;
 	b->end.off = start;
 	while (b->n < max_recs &&
-	       (r = rec_check((unsigned char *)b->buf + pos, (size_t)got - pos, max_rec_len(s),
+	       (r = rec_check((unsigned char *)b->buf + pos, (size_t)got - pos, REC_LEN_LIMIT,
 			      &need)) > 0) {
 		const unsigned char *p = (unsigned char *)b->buf + pos;
 		uint32_t len = get32(p), keylen = get32(p + 8);

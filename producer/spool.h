@@ -41,11 +41,17 @@ struct lp_registry;
 
 #define SPOOL_SEG_HEADER 16u /* bytes before a segment's first record */
 #define SPOOL_REC_HEADER 12u /* len, crc and keylen before a record's key */
+/* The largest segment any configuration may use (spool.segment_bytes), so
+ * the largest len field any record on disk can carry is
+ * SPOOL_SEG_MAX - SPOOL_SEG_HEADER - 8: the format's limit, against which
+ * recovery and reading check records whatever segment_bytes is today. */
+#define SPOOL_SEG_MAX (UINT64_C(1) << 32)
 
 struct spool_opts {
 	const char *dir;            /* directory, created if missing */
 	uint64_t max_bytes;         /* bound on the bytes of all segment files */
-	uint64_t segment_bytes;     /* a segment is sealed before it grows past this */
+	uint64_t segment_bytes;     /* a segment is sealed before it grows past this
+	                             * (64..SPOOL_SEG_MAX) */
 	struct lp_registry *metrics; /* where the logpipe_spool_* metrics go; NULL: none */
 };
 

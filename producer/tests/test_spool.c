@@ -451,6 +451,51 @@ static void test_record_larger_than_segment(void **state)
 	free(big);
 }
 
+/* Records are checked against the format's limit, not today's segment size:
+ * lowering spool.segment_bytes and restarting keeps what was accepted. */
+static void test_smaller_segment_size_keeps_records(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	struct spool_batch b = { 0 };
+	struct spool_rec r = { "k", 1, NULL, 0 };
+	char *big = lp_xmalloc(30000);
+	struct spool *s;
+	int i, n;
+
+	f->o.segment_bytes = 1 << 16;
+	s = spool_open(&f->o, err, sizeof(err));
+	assert_non_null(s);
+	r.val = big;
+	r.vallen = 30000;
+	for (i = 0; i < 3; i++) {
+		memset(big, 'a' + i, 30000);
+		assert_int_equal(spool_append(s, &r, 1), 0);
+	}
+	spool_close(s);
+
+	f->o.segment_bytes = 4096; /* each record is larger than a segment now */
+	s = spool_open(&f->o, err, sizeof(err));
+	assert_non_null(s);
+	assert_int_equal(spool_pending(s), 3);
+	for (i = 0; i < 3; i++) {
+		n = spool_read(s, &b, 10, 100);
+		assert_int_equal(n, 1);
+		assert_int_equal(b.recs[0].vallen, 30000);
+		memset(big, 'a' + i, 30000);
+		assert_memory_equal(b.recs[0].val, big, 30000);
+		assert_int_equal(spool_commit(s, &b.end, 1), 0);
+	}
+	assert_int_equal(spool_pending(s), 0);
+	/* New appends follow today's size. */
+	assert_int_equal(spool_append(s, &r, 1), -EMSGSIZE);
+	append_range(s, 0, 5);
+	drain_expect(s, 0, 5, true);
+	spool_batch_release(&b);
+	spool_close(s);
+	free(big);
+}
+
 static void test_directory_is_locked(void **state)
 {
 	struct fixture *f = *state;
@@ -553,6 +598,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bound_refuses_then_recovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_larger_than_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_smaller_segment_size_keeps_records, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_directory_is_locked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	};
