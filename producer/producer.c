@@ -745,6 +745,8 @@ static bool spool_healthy(void *ud, char *detail, size_t len)
 		state = "shutting down";
 	else if (st.broken)
 		state = "broken (I/O error)";
+	else if (!room && st.seg_errno != 0)
+		state = "no new segment (cannot create one; retried)";
 	else if (!room)
 		state = "full";
 	else if (st.events == 0)

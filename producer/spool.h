@@ -91,6 +91,8 @@ struct spool_stats {
 	uint64_t recovered;      /* records found on disk at open */
 	uint64_t discarded_bytes; /* torn or corrupt bytes cut off at open */
 	bool broken;             /* an I/O error made the spool refuse appends */
+	int seg_errno;           /* why the last attempt to start a segment failed; 0 once
+	                          * one succeeds (appends needing one fail meanwhile) */
 };
 
 /* Opens (creating if needed) the spool in o->dir, recovers what it holds
@@ -104,13 +106,17 @@ void spool_close(struct spool *s);
 /* Appends n records and returns once all of them are on disk (fdatasync).
  * All or nothing: -ENOSPC when they would take the spool past max_bytes
  * (or the disk is full), -EMSGSIZE when one record alone is larger than
- * a segment, -EIO after an I/O error (the spool then refuses every later
+ * a segment, -EAGAIN when they need a new segment that cannot be created
+ * just now (the next append that needs one tries again), -EIO after an
+ * I/O error (after a failed fdatasync the spool refuses every later
  * append: an fsync that failed cannot be trusted). */
 int spool_append(struct spool *s, const struct spool_rec *recs, size_t n);
 
 /* Records appended and not yet committed as drained. */
 uint64_t spool_pending(struct spool *s);
-/* True when an append of `bytes` more bytes would be accepted now. */
+/* True when an append of `bytes` more bytes would be accepted now.  If
+ * that needs a new segment whose creation failed before, it tries to
+ * create it again (so readiness recovers without traffic). */
 bool spool_has_room(struct spool *s, uint64_t bytes);
 void spool_stats(struct spool *s, struct spool_stats *st);
 
