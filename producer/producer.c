@@ -661,11 +661,11 @@ static void *drain_main(void *arg)
 	bool have = false;
 	int n;
 
+	/* Only producer_stop ends the drain, once the HTTP server is stopped:
+	 * until then requests in flight may still spool events (all of them do
+	 * once stopping is set), however empty the spool looks now. */
 	while (!atomic_load(&p->drain_stop)) {
 		if (!have) {
-			/* At shutdown the drain ends once the spool is empty. */
-			if (atomic_load(&p->stopping) && spool_pending(p->spool) == 0)
-				break;
 			if (!spool_wait(p->spool, atomic_load(&p->stopping) ? 50 : 1000))
 				continue;
 			n = spool_read(p->spool, &b, max, DRAIN_MAX_BYTES);
@@ -745,6 +745,8 @@ static bool spool_healthy(void *ud, char *detail, size_t len)
 		state = "shutting down";
 	else if (st.broken)
 		state = "broken (I/O error)";
+	else if (!room && st.seg_errno != 0)
+		state = "no new segment (cannot create one; retried)";
 	else if (!room)
 		state = "full";
 	else if (st.events == 0)
@@ -956,9 +958,11 @@ void producer_stop(struct producer *p)
 	p->http = NULL;
 	stop_watch_end(&w);
 
-	/* 2. Drain what the spool holds while Kafka takes it: a spool on a
-	 * container's scratch volume does not outlive the container.  What
-	 * is left stays on disk for the next start. */
+	/* 2. Drain what the spool holds while Kafka takes it, including what
+	 * the requests of step 1 spooled (nothing can be added any more): a
+	 * spool on a container's scratch volume does not outlive the
+	 * container.  The drain thread ends only here; what is left stays on
+	 * disk for the next start. */
 	if (p->drainer_started) {
 		uint64_t last = spool_pending(p->spool);
 		int64_t moved = lp_now_ms();

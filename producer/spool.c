@@ -18,6 +18,8 @@
  * itself (which makes every byte written so far durable), and creates the
  * next segment (header synced, directory synced).  Sealed segments are
  * immutable until the drain has committed past them and they are deleted.
+ * A failed sync breaks the spool; a failed creation does not: the old
+ * segment stays active and the next rotation tries again.
  *
  * Reading.  The drain reads from the committed position (head) onwards,
  * never past synced_off in the active segment, so it only ever produces
@@ -30,7 +32,9 @@
  *
  * Recovery.  spool_open() deletes segments older than the checkpoint,
  * validates every record after it and truncates each file at its first
- * invalid record.  Records of a segment are written in order and a writer
+ * invalid record.  A record's length is checked against the format's
+ * limit (REC_LEN_LIMIT), never against today's segment_bytes: segments
+ * written under a larger setting hold larger records, all of them valid.  Records of a segment are written in order and a writer
  * is answered only after the fdatasync covering them, so a bad record can
  * only be a torn tail whose writer got no 202 (or corruption, logged). */
 #include <dirent.h>
@@ -87,6 +91,8 @@ struct spool {
 	uint64_t synced_lsn;       /* of which known durable */
 	int syncing;               /* a leader is in fdatasync */
 	int broken;                /* an I/O error: refuse appends */
+	int seg_err;               /* -errno of the last failed segment creation, 0 after a
+	                            * success: appends that need a segment retry it */
 	unsigned wakes;            /* bumped by spool_wake() */
 
 	struct spool_pos head;     /* drained up to here */
@@ -288,13 +294,15 @@ static long long rec_check(const unsigned char *p, size_t avail, uint64_t max_le
 	return (long long)*need;
 }
 
-/* The largest len field a record may carry in a segment of this spool. */
+/* The largest len field a new record may carry in a segment of this spool. */
 static uint64_t max_rec_len(const struct spool *s)
 {
-	uint64_t m = s->segment_bytes - SPOOL_SEG_HEADER - 8;
-
-	return m > UINT32_MAX ? UINT32_MAX : m;
+	return s->segment_bytes - SPOOL_SEG_HEADER - 8;
 }
+
+/* The largest len field any record on disk may carry: records written with
+ * a larger spool.segment_bytes than today's are still valid. */
+#define REC_LEN_LIMIT (SPOOL_SEG_MAX - SPOOL_SEG_HEADER - 8)
 
 static size_t rec_encode(unsigned char *p, const struct spool_rec *r)
 {
@@ -387,6 +395,12 @@ static int seg_create(struct spool *s, uint64_t seq)
 /*
  * Seals the active segment and starts the next one.  Called with mu held
  * and no sync in flight.  Everything written so far becomes durable.
+ *
+ * A failed fdatasync breaks the spool for good: what the kernel dropped
+ * cannot be known.  A failed creation of the next segment (a full disk for
+ * a moment) only fails this call: the sealed segment is still the active
+ * one, and the next append that needs room, or spool_has_room(), tries
+ * again; s->seg_err says so until a creation succeeds.
  */
 static int seg_rotate_locked(struct spool *s)
 {
@@ -394,23 +408,34 @@ static int seg_rotate_locked(struct spool *s)
 
 	if (fdatasync(s->wfd) < 0) {
 		ret = -errno;
-		goto fail;
+		lp_error("spool: fdatasync in \"%s\" failed: %s; refusing appends", s->dir,
+			 strerror(-ret));
+		s->broken = 1;
+		pthread_cond_broadcast(&s->synced_cv);
+		return ret;
 	}
 	s->fsyncs_total++;
 	if (s->m_fsyncs)
 		lp_series_inc(s->m_fsyncs);
 	s->synced_lsn = s->written_lsn;
-	ret = seg_create(s, s->segs[s->nsegs - 1].seq + 1);
-	if (ret < 0)
-		goto fail;
+	/* The reader may see all of it even if no segment follows. */
+	s->synced_off = s->segs[s->nsegs - 1].size;
 	pthread_cond_broadcast(&s->synced_cv);
 	pthread_cond_broadcast(&s->data_cv);
+	ret = seg_create(s, s->segs[s->nsegs - 1].seq + 1);
+	if (ret < 0) {
+		if (s->seg_err == 0)
+			lp_error("spool: cannot start a new segment in \"%s\": %s; appends that "
+				 "need one fail until it can be created",
+				 s->dir, strerror(-ret));
+		s->seg_err = ret;
+		return ret;
+	}
+	if (s->seg_err != 0) {
+		lp_info("spool: a new segment could be created in \"%s\" again", s->dir);
+		s->seg_err = 0;
+	}
 	return 0;
-fail:
-	lp_error("spool: cannot start a new segment in \"%s\": %s", s->dir, strerror(-ret));
-	s->broken = 1;
-	pthread_cond_broadcast(&s->synced_cv);
-	return ret;
 }
 
 /* ---- checkpoint ----------------------------------------------------------- */
@@ -524,7 +549,7 @@ static int seg_recover(struct spool *s, uint64_t seq, uint64_t start, uint64_t *
 				 strerror((int)-got));
 			goto out;
 		}
-		while ((r = rec_check(buf + pos, (size_t)got - pos, max_rec_len(s), &need)) > 0) {
+		while ((r = rec_check(buf + pos, (size_t)got - pos, REC_LEN_LIMIT, &need)) > 0) {
 			pos += (size_t)r;
 			n++;
 		}
@@ -659,10 +684,12 @@ struct spool *spool_open(const struct spool_opts *o, char *err, size_t errlen)
 		snprintf(err, errlen, "spool: no directory given");
 		return NULL;
 	}
-	if (o->segment_bytes < 64 || o->max_bytes < o->segment_bytes) {
+	if (o->segment_bytes < 64 || o->segment_bytes > SPOOL_SEG_MAX ||
+	    o->max_bytes < o->segment_bytes) {
 		snprintf(err, errlen,
-			 "spool: segment size %" PRIu64 " must be at least 64 and at most the "
-			 "bound %" PRIu64, o->segment_bytes, o->max_bytes);
+			 "spool: segment size %" PRIu64 " must be at least 64, at most %" PRIu64
+			 " and at most the bound %" PRIu64,
+			 o->segment_bytes, SPOOL_SEG_MAX, o->max_bytes);
 		return NULL;
 	}
 	s = lp_xcalloc(1, sizeof(*s));
@@ -830,8 +857,12 @@ int spool_append(struct spool *s, const struct spool_rec *recs, size_t n)
 			pthread_cond_wait(&s->synced_cv, &s->mu);
 			continue;
 		}
-		if (seg_rotate_locked(s) < 0) {
-			ret = -EIO;
+		ret = seg_rotate_locked(s);
+		if (ret < 0) {
+			/* A segment not created is retried by the next append. */
+			ret = s->broken ? -EIO
+			      : ret == -ENOSPC || ret == -EDQUOT ? -ENOSPC
+								 : -EAGAIN;
 			goto out;
 		}
 		if (s->bytes + total > s->max_bytes) {
@@ -882,10 +913,19 @@ uint64_t spool_pending(struct spool *s)
 
 bool spool_has_room(struct spool *s, uint64_t bytes)
 {
+	const struct seg *act;
 	bool ok;
 
 	pthread_mutex_lock(&s->mu);
 	ok = !s->broken && s->bytes + bytes <= s->max_bytes;
+	act = &s->segs[s->nsegs - 1];
+	if (ok && s->seg_err != 0 && act->size + bytes > s->segment_bytes &&
+	    act->size != SPOOL_SEG_HEADER) {
+		/* Such an append needs the segment that could not be created:
+		 * try again now, so that readiness comes back once the disk has
+		 * room even when no request arrives meanwhile. */
+		ok = !s->syncing && seg_rotate_locked(s) == 0;
+	}
 	pthread_mutex_unlock(&s->mu);
 	return ok;
 }
@@ -903,6 +943,7 @@ void spool_stats(struct spool *s, struct spool_stats *st)
 	st->recovered = s->recovered;
 	st->discarded_bytes = s->discarded;
 	st->broken = s->broken != 0;
+	st->seg_errno = -s->seg_err;
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -1021,7 +1062,7 @@ int spool_read(struct spool *s, struct spool_batch *b, size_t max_recs, size_t m
 		got = pread_full(s->rfd, b->buf, want, start);
 		if (got < 0)
 			return (int)got;
-		r = rec_check((unsigned char *)b->buf, (size_t)got, max_rec_len(s), &need);
+		r = rec_check((unsigned char *)b->buf, (size_t)got, REC_LEN_LIMIT, &need);
 		/* The first record is larger than what we read: read it whole. */
 		if (r == 0 && need > (size_t)got && (uint64_t)need <= end - start &&
 		    (size_t)got == want) {
@@ -1033,7 +1074,7 @@ int spool_read(struct spool *s, struct spool_batch *b, size_t max_recs, size_t m
 	b->end.seg = seq;
 	b->end.off = start;
 	while (b->n < max_recs &&
-	       (r = rec_check((unsigned char *)b->buf + pos, (size_t)got - pos, max_rec_len(s),
+	       (r = rec_check((unsigned char *)b->buf + pos, (size_t)got - pos, REC_LEN_LIMIT,
 			      &need)) > 0) {
 		const unsigned char *p = (unsigned char *)b->buf + pos;
 		uint32_t len = get32(p), keylen = get32(p + 8);

@@ -41,11 +41,17 @@ struct lp_registry;
 
 #define SPOOL_SEG_HEADER 16u /* bytes before a segment's first record */
 #define SPOOL_REC_HEADER 12u /* len, crc and keylen before a record's key */
+/* The largest segment any configuration may use (spool.segment_bytes), so
+ * the largest len field any record on disk can carry is
+ * SPOOL_SEG_MAX - SPOOL_SEG_HEADER - 8: the format's limit, against which
+ * recovery and reading check records whatever segment_bytes is today. */
+#define SPOOL_SEG_MAX (UINT64_C(1) << 32)
 
 struct spool_opts {
 	const char *dir;            /* directory, created if missing */
 	uint64_t max_bytes;         /* bound on the bytes of all segment files */
-	uint64_t segment_bytes;     /* a segment is sealed before it grows past this */
+	uint64_t segment_bytes;     /* a segment is sealed before it grows past this
+	                             * (64..SPOOL_SEG_MAX) */
 	struct lp_registry *metrics; /* where the logpipe_spool_* metrics go; NULL: none */
 };
 
@@ -85,6 +91,8 @@ struct spool_stats {
 	uint64_t recovered;      /* records found on disk at open */
 	uint64_t discarded_bytes; /* torn or corrupt bytes cut off at open */
 	bool broken;             /* an I/O error made the spool refuse appends */
+	int seg_errno;           /* why the last attempt to start a segment failed; 0 once
+	                          * one succeeds (appends needing one fail meanwhile) */
 };
 
 /* Opens (creating if needed) the spool in o->dir, recovers what it holds
@@ -98,13 +106,17 @@ void spool_close(struct spool *s);
 /* Appends n records and returns once all of them are on disk (fdatasync).
  * All or nothing: -ENOSPC when they would take the spool past max_bytes
  * (or the disk is full), -EMSGSIZE when one record alone is larger than
- * a segment, -EIO after an I/O error (the spool then refuses every later
+ * a segment, -EAGAIN when they need a new segment that cannot be created
+ * just now (the next append that needs one tries again), -EIO after an
+ * I/O error (after a failed fdatasync the spool refuses every later
  * append: an fsync that failed cannot be trusted). */
 int spool_append(struct spool *s, const struct spool_rec *recs, size_t n);
 
 /* Records appended and not yet committed as drained. */
 uint64_t spool_pending(struct spool *s);
-/* True when an append of `bytes` more bytes would be accepted now. */
+/* True when an append of `bytes` more bytes would be accepted now.  If
+ * that needs a new segment whose creation failed before, it tries to
+ * create it again (so readiness recovers without traffic). */
 bool spool_has_room(struct spool *s, uint64_t bytes);
 void spool_stats(struct spool *s, struct spool_stats *st);
 

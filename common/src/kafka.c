@@ -16,10 +16,15 @@
  * state) leaves a librdkafka handle refusing every message for good.  The
  * poll thread then replaces it with a new handle made from the same
  * configuration: the old one's messages are purged (their callbacks run
- * with a purge error, which callers treat as retriable) and it is kept,
- * still polled, until the producer is freed, because callers may hold it
- * from lp_kproducer_handle.  Without this, a service kept running but
- * never produced again.
+ * with a purge error, which callers treat as retriable) and it is retired:
+ * still polled until it is destroyed once nothing can reference it any
+ * more, i.e. its queue is empty (every callback ran), no lp_kproducer_send
+ * or lp_kproducer_outq is using it (each holds the handle it uses, counted
+ * under p->mu) and lp__kproducer_grace_ms has passed since it was retired
+ * (callers of lp_kproducer_handle use the pointer for a bounded call, such
+ * as a metadata request, without holding it).  There is no cap on
+ * replacements.  Without this, a service kept running but never produced
+ * again.
  *
  * lp_kwait counts the deliveries of a group.  Its per-message opaque is a
  * heap slot {w, index} that lp_kwait_done frees; when a send fails the
@@ -145,19 +150,49 @@ static rd_kafka_conf_t *make_conf(const char *brokers, const char *const *defaul
 
 /* ---- producer ------------------------------------------------------------ */
 
-#define MAX_RETIRED 16
+/* How long a replaced handle stays alive at least (see lp_kproducer_handle). */
+int lp__kproducer_grace_ms = 30000;
+
+/* One librdkafka handle and who is using it. */
+struct khandle {
+	rd_kafka_t *rk;       /* the handle */
+	int users;            /* sends and outq calls using it now (under p->mu) */
+	int64_t retired_ms;   /* when it was replaced (monotonic), 0 while in use */
+	struct khandle *next; /* the next retired handle */
+};
 
 struct lp_kproducer {
-	_Atomic(rd_kafka_t *) rk; /* the librdkafka handle in use */
+	pthread_mutex_t mu;       /* guards cur and every khandle's users */
+	struct khandle *cur;      /* the handle in use; replaced by the poller only */
 	rd_kafka_conf_t *conf;    /* a copy, for a new handle after a fatal error */
-	rd_kafka_t *retired[MAX_RETIRED]; /* handles replaced after a fatal error */
-	size_t nretired;          /* owned by the poller until free */
+	struct khandle *retired;  /* replaced handles not destroyed yet (poller only) */
+	atomic_int nretired;      /* entries in retired */
 	atomic_bool fatal;        /* the handle in use raised a fatal error */
 	atomic_int renewals;      /* handles replaced so far */
 	pthread_t poller;     /* serves delivery reports */
 	bool poller_started;  /* poller was created (join it) */
 	atomic_int run;       /* cleared to stop the poller */
 };
+
+/* The handle in use, held until kh_put: a replacement does not destroy it
+ * meanwhile. */
+static struct khandle *kh_get(struct lp_kproducer *p)
+{
+	struct khandle *h;
+
+	pthread_mutex_lock(&p->mu);
+	h = p->cur;
+	h->users++;
+	pthread_mutex_unlock(&p->mu);
+	return h;
+}
+
+static void kh_put(struct lp_kproducer *p, struct khandle *h)
+{
+	pthread_mutex_lock(&p->mu);
+	h->users--;
+	pthread_mutex_unlock(&p->mu);
+}
 
 /* What travels with each message as its msg_opaque. */
 struct kmsg {
@@ -190,7 +225,7 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
 
 		rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
 		lp_error("kafka producer fatal error: %s; the handle will be replaced", fatal);
-		if (p && rk == atomic_load(&p->rk))
+		if (p && rk == lp_kproducer_handle(p))
 			atomic_store(&p->fatal, true);
 		return;
 	}
@@ -201,16 +236,11 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
 static void renew(struct lp_kproducer *p)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_dup(p->conf);
-	rd_kafka_t *rk, *old;
+	struct khandle *h, *old;
+	rd_kafka_t *rk;
 	char why[512];
 	int left;
 
-	if (p->nretired == MAX_RETIRED) {
-		lp_error("kafka producer: %d handles replaced already; not replacing another",
-			 MAX_RETIRED);
-		rd_kafka_conf_destroy(conf);
-		return;
-	}
 	rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
 	if (!rk) {
 		lp_error("kafka producer: cannot make a new handle: %s; trying again", why);
@@ -218,26 +248,58 @@ static void renew(struct lp_kproducer *p)
 		atomic_store(&p->fatal, true);
 		return;
 	}
-	old = atomic_exchange(&p->rk, rk);
-	left = rd_kafka_outq_len(old);
-	rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-	p->retired[p->nretired++] = old;
+	h = lp_xcalloc(1, sizeof(*h));
+	h->rk = rk;
+	pthread_mutex_lock(&p->mu);
+	old = p->cur;
+	p->cur = h;
+	pthread_mutex_unlock(&p->mu);
+	left = rd_kafka_outq_len(old->rk);
+	rd_kafka_purge(old->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+	old->retired_ms = lp_now_ms();
+	old->next = p->retired;
+	p->retired = old;
+	atomic_fetch_add(&p->nretired, 1);
 	atomic_fetch_add(&p->renewals, 1);
 	lp_warn("kafka producer: new handle after a fatal error; %d messages of the old one "
 		"fail with a purge error and are retried by their senders",
 		left);
 }
 
+/* Serves the retired handles' callbacks and destroys those nothing can
+ * reference any more (poll thread only). */
+static void reap_retired(struct lp_kproducer *p)
+{
+	struct khandle **pp = &p->retired, *h;
+	int64_t now = lp_now_ms();
+	int users;
+
+	while ((h = *pp) != NULL) {
+		if (rd_kafka_outq_len(h->rk) > 0)
+			rd_kafka_poll(h->rk, 0);
+		/* No new user can appear: only cur is handed out. */
+		pthread_mutex_lock(&p->mu);
+		users = h->users;
+		pthread_mutex_unlock(&p->mu);
+		if (users > 0 || rd_kafka_outq_len(h->rk) > 0 ||
+		    now - h->retired_ms < lp__kproducer_grace_ms) {
+			pp = &h->next;
+			continue;
+		}
+		*pp = h->next;
+		rd_kafka_destroy(h->rk);
+		free(h);
+		atomic_fetch_sub(&p->nretired, 1);
+	}
+}
+
 static void *poll_loop(void *arg)
 {
 	struct lp_kproducer *p = arg;
-	size_t i;
 
 	while (atomic_load(&p->run)) {
-		rd_kafka_poll(atomic_load(&p->rk), 100);
-		for (i = 0; i < p->nretired; i++)
-			if (rd_kafka_outq_len(p->retired[i]) > 0)
-				rd_kafka_poll(p->retired[i], 0);
+		rd_kafka_poll(p->cur->rk, 100);
+		reap_retired(p);
 		if (atomic_exchange(&p->fatal, false))
 			renew(p);
 	}
@@ -264,14 +326,17 @@ struct lp_kproducer *lp_kproducer_new(const char *brokers, const char *const *pr
 	p = lp_xcalloc(1, sizeof(*p));
 	rd_kafka_conf_set_opaque(conf, p);
 	p->conf = rd_kafka_conf_dup(conf);
-	atomic_store(&p->rk, rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why)));
-	if (!atomic_load(&p->rk)) {
+	p->cur = lp_xcalloc(1, sizeof(*p->cur));
+	p->cur->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
+	if (!p->cur->rk) {
 		snprintf(err, errlen, "cannot create kafka producer: %s", why);
 		rd_kafka_conf_destroy(conf); /* not taken over on failure */
 		rd_kafka_conf_destroy(p->conf);
+		free(p->cur);
 		free(p);
 		return NULL;
 	}
+	pthread_mutex_init(&p->mu, NULL);
 	atomic_store(&p->run, 1);
 	if (pthread_create(&p->poller, NULL, poll_loop, p) != 0) {
 		snprintf(err, errlen, "cannot start the kafka poll thread");
@@ -284,20 +349,21 @@ struct lp_kproducer *lp_kproducer_new(const char *brokers, const char *const *pr
 
 int lp_kproducer_free(struct lp_kproducer *p, int timeout_ms)
 {
+	struct khandle *h;
 	rd_kafka_t *rk;
 	int64_t deadline;
-	size_t i;
 	int left;
 
 	if (!p)
 		return 0;
-	rk = atomic_load(&p->rk);
-	rd_kafka_flush(rk, timeout_ms);
-	left = rd_kafka_outq_len(rk);
+	h = kh_get(p);
+	rd_kafka_flush(h->rk, timeout_ms);
+	left = rd_kafka_outq_len(h->rk);
+	kh_put(p, h);
 	atomic_store(&p->run, 0);
 	if (p->poller_started)
 		pthread_join(p->poller, NULL);
-	rk = atomic_load(&p->rk); /* the poller may have replaced it meanwhile */
+	rk = p->cur->rk; /* the poller may have replaced it meanwhile */
 	if (rd_kafka_outq_len(rk) > 0) {
 		/* Give what is left its delivery report (a purge error), so every
 		 * done callback runs exactly once and no record leaks. */
@@ -307,12 +373,16 @@ int lp_kproducer_free(struct lp_kproducer *p, int timeout_ms)
 			rd_kafka_poll(rk, 50);
 	}
 	rd_kafka_destroy(rk);
-	for (i = 0; i < p->nretired; i++) {
+	free(p->cur);
+	while ((h = p->retired) != NULL) {
 		deadline = lp_now_ms() + PURGE_DRAIN_MS;
-		while (rd_kafka_outq_len(p->retired[i]) > 0 && lp_now_ms() < deadline)
-			rd_kafka_poll(p->retired[i], 50);
-		rd_kafka_destroy(p->retired[i]);
+		while (rd_kafka_outq_len(h->rk) > 0 && lp_now_ms() < deadline)
+			rd_kafka_poll(h->rk, 50);
+		rd_kafka_destroy(h->rk);
+		p->retired = h->next;
+		free(h);
 	}
+	pthread_mutex_destroy(&p->mu);
 	rd_kafka_conf_destroy(p->conf);
 	free(p);
 	return left;
@@ -344,6 +414,7 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 	rd_kafka_resp_err_t code;
 	int64_t deadline = lp_now_ms() + (block_ms > 0 ? block_ms : 0);
 	struct timespec nap = { 0, 2 * 1000 * 1000 };
+	struct khandle *h;
 	int ret;
 
 	if (done) {
@@ -368,10 +439,13 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 		vu[n++].u.headers = headers;
 	}
 
+	h = kh_get(p);
 	for (;;) {
-		e = rd_kafka_produceva(atomic_load(&p->rk), vu, n);
-		if (!e)
+		e = rd_kafka_produceva(h->rk, vu, n);
+		if (!e) {
+			kh_put(p, h);
 			return 0;
+		}
 		code = rd_kafka_error_code(e);
 		if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL || lp_now_ms() >= deadline)
 			break;
@@ -380,6 +454,7 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 		 * callbacks on the caller's thread, possibly under its locks. */
 		nanosleep(&nap, NULL);
 	}
+	kh_put(p, h);
 	ret = err_to_errno(code);
 	if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 		lp_warn("cannot produce to \"%s\": %s", topic, rd_kafka_error_string(e));
@@ -393,17 +468,31 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 
 int lp_kproducer_outq(struct lp_kproducer *p)
 {
-	return rd_kafka_outq_len(atomic_load(&p->rk));
+	struct khandle *h = kh_get(p);
+	int n = rd_kafka_outq_len(h->rk);
+
+	kh_put(p, h);
+	return n;
 }
 
 rd_kafka_t *lp_kproducer_handle(struct lp_kproducer *p)
 {
-	return atomic_load(&p->rk);
+	rd_kafka_t *rk;
+
+	pthread_mutex_lock(&p->mu);
+	rk = p->cur->rk;
+	pthread_mutex_unlock(&p->mu);
+	return rk;
 }
 
 int lp_kproducer_renewals(struct lp_kproducer *p)
 {
 	return atomic_load(&p->renewals);
+}
+
+int lp_kproducer_retired(struct lp_kproducer *p)
+{
+	return atomic_load(&p->nretired);
 }
 
 /* ---- lp_kwait ------------------------------------------------------------ */

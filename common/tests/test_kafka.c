@@ -222,6 +222,8 @@ static void test_fatal_error_renews_the_handle(void **state)
 		usleep(20 * 1000);
 	assert_int_equal(lp_kproducer_renewals(p), 1);
 	assert_ptr_not_equal(lp_kproducer_handle(p), before);
+	/* Kept for borrowers of the old pointer during the grace period. */
+	assert_int_equal(lp_kproducer_retired(p), 1);
 
 	/* The service goes on producing on the new handle. */
 	lp_kwait_init(&w, results);
@@ -230,6 +232,46 @@ static void test_fatal_error_renews_the_handle(void **state)
 	assert_int_equal(results[2], RD_KAFKA_RESP_ERR_NO_ERROR);
 	lp_kwait_release(&w);
 	assert_int_equal(lp_kproducer_free(p, 2000), 0);
+}
+
+/* A long-running service may meet many broker restarts: replacements are
+ * not capped, each new handle produces, and the replaced ones are destroyed
+ * once nothing references them (the grace period for borrowed pointers is
+ * shortened here). */
+static void test_handle_renewed_many_times(void **state)
+{
+	struct fixture *f = *state;
+	int grace = lp__kproducer_grace_ms;
+	struct lp_kproducer *p;
+	rd_kafka_resp_err_t results[1];
+	struct lp_kwait w;
+	int64_t end;
+	int i;
+
+	lp__kproducer_grace_ms = 0; /* before the poll thread starts */
+	p = producer(f, "5000", NULL);
+	for (i = 1; i <= 20; i++) {
+		rd_kafka_t *before = lp_kproducer_handle(p);
+
+		assert_int_equal(rd_kafka_test_fatal_error(
+					 before, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+					 "test: sequence desynchronization"),
+				 RD_KAFKA_RESP_ERR_NO_ERROR);
+		end = lp_now_ms() + 5000;
+		while (lp_kproducer_renewals(p) < i && lp_now_ms() < end)
+			usleep(10 * 1000);
+		assert_int_equal(lp_kproducer_renewals(p), i);
+		lp_kwait_init(&w, results);
+		send_and_wait(p, &w, 1, "renewed", 8000);
+		assert_int_equal(w.failed, 0);
+		lp_kwait_release(&w);
+	}
+	end = lp_now_ms() + 5000;
+	while (lp_kproducer_retired(p) > 0 && lp_now_ms() < end)
+		usleep(10 * 1000);
+	assert_int_equal(lp_kproducer_retired(p), 0);
+	assert_int_equal(lp_kproducer_free(p, 2000), 0);
+	lp__kproducer_grace_ms = grace;
 }
 
 static void test_queue_full(void **state)
@@ -417,6 +459,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_injected_error_reported, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broker_down_times_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fatal_error_renews_the_handle, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_handle_renewed_many_times, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
 		cmocka_unit_test(test_kwait_timeout),
 		cmocka_unit_test_setup_teardown(test_bad_property, setup, teardown),

@@ -451,6 +451,94 @@ static void test_record_larger_than_segment(void **state)
 	free(big);
 }
 
+/* Records are checked against the format's limit, not today's segment size:
+ * lowering spool.segment_bytes and restarting keeps what was accepted. */
+static void test_smaller_segment_size_keeps_records(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	struct spool_batch b = { 0 };
+	struct spool_rec r = { "k", 1, NULL, 0 };
+	char *big = lp_xmalloc(30000);
+	struct spool *s;
+	int i, n;
+
+	f->o.segment_bytes = 1 << 16;
+	s = spool_open(&f->o, err, sizeof(err));
+	assert_non_null(s);
+	r.val = big;
+	r.vallen = 30000;
+	for (i = 0; i < 3; i++) {
+		memset(big, 'a' + i, 30000);
+		assert_int_equal(spool_append(s, &r, 1), 0);
+	}
+	spool_close(s);
+
+	f->o.segment_bytes = 4096; /* each record is larger than a segment now */
+	s = spool_open(&f->o, err, sizeof(err));
+	assert_non_null(s);
+	assert_int_equal(spool_pending(s), 3);
+	for (i = 0; i < 3; i++) {
+		n = spool_read(s, &b, 10, 100);
+		assert_int_equal(n, 1);
+		assert_int_equal(b.recs[0].vallen, 30000);
+		memset(big, 'a' + i, 30000);
+		assert_memory_equal(b.recs[0].val, big, 30000);
+		assert_int_equal(spool_commit(s, &b.end, 1), 0);
+	}
+	assert_int_equal(spool_pending(s), 0);
+	/* New appends follow today's size. */
+	assert_int_equal(spool_append(s, &r, 1), -EMSGSIZE);
+	append_range(s, 0, 5);
+	drain_expect(s, 0, 5, true);
+	spool_batch_release(&b);
+	spool_close(s);
+	free(big);
+}
+
+/* A segment that cannot be created (disk full for a moment; here a
+ * directory squats on the next segment's name, which stops root too) is
+ * not fatal: appends that need it fail, the spool is not broken, and once
+ * creation works again appends and readiness come back by themselves. */
+static void test_failed_segment_create_is_retried(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "", path[256], squat[300];
+	struct spool_stats st;
+	struct spool *s;
+	unsigned long long seq;
+	int i, rc = 0;
+
+	f->o.segment_bytes = 1024;
+	s = spool_open(&f->o, err, sizeof(err));
+	assert_non_null(s);
+	seg_path(f->dir, true, path, sizeof(path));
+	assert_int_equal(sscanf(strrchr(path, '/') + 1, "%llu", &seq), 1);
+	snprintf(squat, sizeof(squat), "%s/%020llu.seg", f->dir, seq + 1);
+	assert_int_equal(mkdir(squat, 0755), 0);
+
+	for (i = 0; i < 100 && (rc = append_one(s, i)) == 0; i++)
+		;
+	assert_true(i > 5 && i < 100);
+	assert_int_not_equal(rc, 0);
+	spool_stats(s, &st);
+	assert_false(st.broken);
+	assert_int_not_equal(st.seg_errno, 0);
+	assert_int_equal(st.events, (uint64_t)i);
+	assert_false(spool_has_room(s, 200)); /* readiness: the next append needs a segment */
+	assert_int_not_equal(append_one(s, i), 0); /* still blocked */
+
+	/* Room again: readiness comes back without an append, appends work. */
+	assert_int_equal(rmdir(squat), 0);
+	assert_true(spool_has_room(s, 200));
+	spool_stats(s, &st);
+	assert_false(st.broken);
+	assert_int_equal(st.seg_errno, 0);
+	append_range(s, i, i + 50);
+	drain_expect(s, 0, i + 50, true);
+	spool_close(s);
+}
+
 static void test_directory_is_locked(void **state)
 {
 	struct fixture *f = *state;
@@ -553,6 +641,10 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_bound_refuses_then_recovers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_record_larger_than_segment, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_smaller_segment_size_keeps_records, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_failed_segment_create_is_retried, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_directory_is_locked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	};

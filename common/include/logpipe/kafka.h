@@ -49,9 +49,18 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 		      void *opaque);
 /* Messages waiting in the local queue or in flight. */
 int lp_kproducer_outq(struct lp_kproducer *p);
+/* The librdkafka handle in use, borrowed: after a fatal error it is replaced
+ * (see kafka.c) and destroyed lp__kproducer_grace_ms later at the earliest,
+ * so use it for a bounded call (metadata, purge, a lag query), never keep it. */
 rd_kafka_t *lp_kproducer_handle(struct lp_kproducer *p);
 /* How many times the handle was replaced after a fatal error (see kafka.c). */
 int lp_kproducer_renewals(struct lp_kproducer *p);
+/* Replaced handles not destroyed yet (their messages still reported, a send
+ * still using one, or within the grace period). */
+int lp_kproducer_retired(struct lp_kproducer *p);
+/* Milliseconds a replaced handle lives at least (30000; tests lower it
+ * before creating the producer). */
+extern int lp__kproducer_grace_ms;
 
 /* A completion that counts outstanding deliveries of a group. */
 struct lp_kwait {
