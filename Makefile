@@ -91,7 +91,7 @@ FUZZ_LIB     := $(FUZZ_BUILD)/liblogpipe.a
 # Service sources a target exercises besides the common library.
 FUZZ_SRC_fuzz_cursor    := consumer/query.c consumer/store.c
 FUZZ_SRC_fuzz_query     := consumer/query.c consumer/store.c
-FUZZ_SRC_fuzz_apikeys   := gateway/auth.c gateway/sha256.c
+FUZZ_SRC_fuzz_apikeys   := gateway/auth.c
 FUZZ_SRC_fuzz_genparams := generator/params.c
 FUZZ_SRC_fuzz_metadata  := metadata-svc/record.c
 FUZZ_SRC_fuzz_spool     := producer/spool.c

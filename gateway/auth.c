@@ -2,13 +2,18 @@
  *
  * See auth.h for the configuration syntax.  The key text is hashed as soon
  * as it is parsed and the copy in the settings is the only plaintext left
- * in the process; nothing here logs or returns it. */
+ * in the process; nothing here logs or returns it.  Hashing and the
+ * constant-time comparison are OpenSSL's (EVP_Digest, CRYPTO_memcmp):
+ * reviewed, tested code instead of a hand-written copy. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "logpipe/util.h"
 #include "auth.h"
@@ -40,15 +45,27 @@ static void trim(const char **s, size_t *len)
 		(*len)--;
 }
 
-bool gw_ct_equal(const void *a, const void *b, size_t n)
+int gw_sha256(const void *data, size_t len, unsigned char out[GW_SHA256_LEN])
 {
-	const volatile unsigned char *x = a, *y = b;
-	unsigned char d = 0;
+	unsigned int n = 0;
+
+	if (!EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) || n != GW_SHA256_LEN) {
+		memset(out, 0, GW_SHA256_LEN);
+		return -EIO;
+	}
+	return 0;
+}
+
+void gw_hex(const unsigned char *d, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
 	size_t i;
 
-	for (i = 0; i < n; i++)
-		d |= x[i] ^ y[i];
-	return d == 0;
+	for (i = 0; i < n; i++) {
+		out[2 * i] = digits[d[i] >> 4];
+		out[2 * i + 1] = digits[d[i] & 15];
+	}
+	out[2 * n] = '\0';
 }
 
 bool gw_scopes_allow(unsigned have, unsigned need)
@@ -162,7 +179,10 @@ static int parse_entry(const char *s, size_t len, size_t n, struct gw_key *k, ch
 			 "ingest, read, admin", n);
 		return -EINVAL;
 	}
-	gw_sha256(key, klen, k->hash);
+	if (gw_sha256(key, klen, k->hash) < 0) {
+		snprintf(err, errlen, "auth.keys entry %zu: libcrypto could not hash the key", n);
+		return -EIO;
+	}
 	gw_hex(k->hash, 8, k->id);
 	k->tenant = lp_xmalloc(tlen + 1);
 	memcpy(k->tenant, tenant, tlen);
@@ -191,8 +211,8 @@ int gw_auth_parse(struct gw_auth *a, const char *spec, char *err, size_t errlen)
 			if (ret < 0)
 				goto out;
 			for (i = 0; i < a->nkeys; i++) {
-				if (gw_ct_equal(a->keys[i].hash, a->keys[a->nkeys].hash,
-						GW_SHA256_LEN)) {
+				if (CRYPTO_memcmp(a->keys[i].hash, a->keys[a->nkeys].hash,
+						  GW_SHA256_LEN) == 0) {
 					snprintf(err, errlen,
 						 "auth.keys entry %zu repeats the key of entry %zu", n,
 						 i + 1);
@@ -263,12 +283,14 @@ const struct gw_key *gw_auth_find(const struct gw_auth *a, const char *key, size
 	uintptr_t found = 0;
 	size_t i;
 
-	gw_sha256(key, len, h);
+	/* A key that cannot be hashed matches nothing: the request is refused. */
+	if (gw_sha256(key, len, h) < 0)
+		return NULL;
 	/* No early exit and no branch on the comparison: the time taken does
 	 * not depend on which key (if any) matched. */
 	for (i = 0; i < a->nkeys; i++) {
-		uintptr_t mask = (uintptr_t)0 - (uintptr_t)gw_ct_equal(h, a->keys[i].hash,
-								       GW_SHA256_LEN);
+		int equal = CRYPTO_memcmp(h, a->keys[i].hash, GW_SHA256_LEN) == 0;
+		uintptr_t mask = (uintptr_t)0 - (uintptr_t)equal;
 
 		found |= mask & (uintptr_t)&a->keys[i];
 	}

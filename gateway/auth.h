@@ -17,7 +17,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "sha256.h"
+/* Length of a key's digest: SHA-256, computed by OpenSSL's libcrypto. */
+#define GW_SHA256_LEN 32
 
 enum gw_scope {
 	GW_SCOPE_NONE = 0,   /* open routes (health, metrics) */
@@ -48,8 +49,8 @@ enum gw_auth_result {
 };
 
 /* Parses spec (NULL or "" gives an empty list) into a, which must be zeroed
- * or released.  Returns 0, or -EINVAL with a message that names the entry
- * by position, never the key. */
+ * or released.  Returns 0, or -EINVAL (-EIO when libcrypto fails) with a
+ * message that names the entry by position, never the key. */
 int gw_auth_parse(struct gw_auth *a, const char *spec, char *err, size_t errlen);
 void gw_auth_release(struct gw_auth *a);
 
@@ -72,8 +73,11 @@ bool gw_scopes_allow(unsigned have, unsigned need);
 int gw_scopes_parse(const char *s, size_t len, unsigned *out);
 /* "ingest", "read", "admin" or "none" for one scope bit. */
 const char *gw_scope_name(unsigned scope);
-/* Compares n bytes in time independent of their contents. */
-bool gw_ct_equal(const void *a, const void *b, size_t n);
+/* out = SHA-256(data[0..len)) through libcrypto's EVP interface.  0, or
+ * -EIO when libcrypto fails (out is then zeroed). */
+int gw_sha256(const void *data, size_t len, unsigned char out[GW_SHA256_LEN]);
+/* Writes the lowercase hex of the first n bytes of d into out (2n+1 bytes). */
+void gw_hex(const unsigned char *d, size_t n, char *out);
 /* True for a tenant name safe to send in a header: [A-Za-z0-9._@:-]{1,128}. */
 bool gw_tenant_valid(const char *s, size_t len);
 /* True when every address of a CivetWeb listening_ports value is loopback

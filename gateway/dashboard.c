@@ -150,9 +150,10 @@ static size_t on_body(char *data, size_t size, size_t n, void *ud)
 /* GET /api/v1/control/status without a runner: a status, not an error,
  * so that the page can tell "no runner here" without a failed request;
  * anything else without a runner is 404 (not configured) or 502. */
-static void unavailable(struct lp_http_req *r, const char *hdrs, const char *why)
+static void unavailable(struct lp_http_req *r, const char *param, const char *hdrs,
+			const char *why)
 {
-	if (strcmp(r->method, "GET") == 0 && r->param && strcmp(r->param, "status") == 0)
+	if (strcmp(r->method, "GET") == 0 && strcmp(param, "status") == 0)
 		lp_http_reply_json(r, 200,
 				   json_pack("{s:s, s:b, s:s}", "status", "unavailable", "available", 0,
 					     "message", why),
@@ -188,9 +189,10 @@ static bool body_acceptable(struct lp_http_req *r, const char *hdrs)
 	return true;
 }
 
-void gw_dashboard_control(struct lp_http_req *r, void *ud)
+/* Forwards r, whose route-relative part is param ("kafka/stop",
+ * "chaos/enable", "status"), to the runner. */
+static void control(struct lp_http_req *r, struct gw_dashboard *d, const char *param)
 {
-	struct gw_dashboard *d = ud;
 	const char *hdrs = gateway_reply_headers();
 	char addr_buf[48];
 	const char *addr = gw_front_client_addr(r, addr_buf);
@@ -208,7 +210,7 @@ void gw_dashboard_control(struct lp_http_req *r, void *ud)
 				    "is off");
 		goto out;
 	}
-	if (!gw_dashboard_control_path(r->param, path, sizeof(path))) {
+	if (!gw_dashboard_control_path(param, path, sizeof(path))) {
 		lp_http_reply_error(r, 404, "not_found", hdrs,
 				    "no control route %s (COMPONENT/start|stop|restart|status, "
 				    "chaos/enable|disable|status|history, status)",
@@ -218,7 +220,7 @@ void gw_dashboard_control(struct lp_http_req *r, void *ud)
 	if (post && !body_acceptable(r, hdrs))
 		goto out;
 	if (!d->control_url) {
-		unavailable(r, hdrs, "no control endpoint configured (upstream.control)");
+		unavailable(r, param, hdrs, "no control endpoint configured (upstream.control)");
 		goto out;
 	}
 	c = curl_easy_init();
@@ -248,7 +250,7 @@ void gw_dashboard_control(struct lp_http_req *r, void *ud)
 
 		snprintf(msg, sizeof(msg), "the control endpoint %s did not answer (%s); is `make run` "
 			 "running?", d->control_url, cerr[0] ? cerr : curl_easy_strerror(rc));
-		unavailable(r, hdrs, msg);
+		unavailable(r, param, hdrs, msg);
 		goto out;
 	}
 	if (rc != CURLE_OK) {
@@ -272,4 +274,19 @@ out:
 	lp_buf_release(&url);
 	lp_buf_release(&body);
 	lp_buf_release(&h);
+}
+
+void gw_dashboard_control(struct lp_http_req *r, void *ud)
+{
+	control(r, ud, r->param ? r->param : "");
+}
+
+void gw_dashboard_chaos(struct lp_http_req *r, void *ud)
+{
+	char param[64];
+
+	/* "enable" under /chaos/ is "chaos/enable" under /api/v1/control/; a
+	 * longer one is no chaos action and fails the path check. */
+	snprintf(param, sizeof(param), "chaos/%s", r->param ? r->param : "");
+	control(r, ud, param);
 }

@@ -14,6 +14,10 @@
  *   GET  /api/v1/control/chaos/status|history -> GET /chaos/...
  *   POST /api/v1/control/chaos/enable|disable -> POST /chaos/...
  *
+ * Seed 004's own paths are served too, as aliases with the same scopes
+ * (registered in extra.c): /control/... as /api/v1/control/... and
+ * /chaos/ACTION as /api/v1/control/chaos/ACTION.
+ *
  * Without a runner (upstream.control empty or not answering), GET
  * /api/v1/control/status answers 200 {"available": false, "message": ...}
  * and the actions 404 (not configured) or 502 (not answering).
@@ -46,8 +50,11 @@ void gw_dashboard_free(struct gw_dashboard *d);
 
 /* GET /: the page.  ud: unused. */
 void gw_dashboard_page(struct lp_http_req *r, void *ud);
-/* GET and POST /api/v1/control/...: ud is the struct gw_dashboard. */
+/* GET and POST /api/v1/control/... and seed 004's /control/...: ud is the
+ * struct gw_dashboard. */
 void gw_dashboard_control(struct lp_http_req *r, void *ud);
+/* GET and POST seed 004's /chaos/...: the same as /api/v1/control/chaos/.... */
+void gw_dashboard_chaos(struct lp_http_req *r, void *ud);
 
 /* The runner path for the part after /api/v1/control/ ("kafka/stop" ->
  * "/control/kafka/stop", "chaos/enable" -> "/chaos/enable", "status" ->

@@ -1,6 +1,10 @@
 /* extra.c - routes the gateway serves itself beyond the proxied API: the
  * dashboard page (GET /), the pipeline view (GET /api/v1/pipeline) and the
- * page's bridge to the local runner (/api/v1/control/...).
+ * page's bridge to the local runner (/api/v1/control/...), and seed 004's
+ * names for the last two (GET /monitor, /control/..., /chaos/...), with
+ * the same handlers and scopes, so that its demo's curl lines work against
+ * the gateway.  (Its POST /start and /stop are proxied to the generator,
+ * which serves those paths itself: see add_routes in gateway.c.)
  *
  * Each route is registered with gateway_route() so that it gets auth, the
  * per-client rate limit and the access log; gateway_start() calls
@@ -113,6 +117,12 @@ int gateway_register_extra_routes(struct gateway *g)
 			    x->dash);
 	rc |= gateway_route(g, "POST", "/api/v1/control/*", GATEWAY_ADMIN, gw_dashboard_control,
 			    x->dash);
+	/* Seed 004's paths. */
+	rc |= gateway_route(g, "GET", "/monitor", GATEWAY_READ, handle_pipeline, x->pl);
+	rc |= gateway_route(g, "GET", "/control/*", GATEWAY_READ, gw_dashboard_control, x->dash);
+	rc |= gateway_route(g, "POST", "/control/*", GATEWAY_ADMIN, gw_dashboard_control, x->dash);
+	rc |= gateway_route(g, "GET", "/chaos/*", GATEWAY_READ, gw_dashboard_chaos, x->dash);
+	rc |= gateway_route(g, "POST", "/chaos/*", GATEWAY_ADMIN, gw_dashboard_chaos, x->dash);
 	return rc < 0 ? -ENOSPC : 0;
 }
 

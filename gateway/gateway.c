@@ -864,6 +864,9 @@ static int add_routes(struct gateway *g)
 	for (j = 0; j < LP_ARRAY_SIZE(writes); j++)
 		rc |= add_route(g, writes[j], "/api/v1/generator/*", GW_SCOPE_ADMIN, false, gen,
 				NULL, NULL);
+	/* Seed 004's names for start and stop, which the generator serves too. */
+	rc |= add_route(g, "POST", "/start", GW_SCOPE_ADMIN, false, gen, NULL, NULL);
+	rc |= add_route(g, "POST", "/stop", GW_SCOPE_ADMIN, false, gen, NULL, NULL);
 	/* Last: every other path gets a JSON 404 and an access line. */
 	rc |= add_slot(g, "/*") ? 0 : -1;
 	return rc ? -ENOSPC : 0;

@@ -13,7 +13,11 @@
  *   kafka    one librdkafka producer handle (it never produces: it only
  *            asks for metadata and watermarks).  The end offset of a topic
  *            is the sum of its partitions' high watermarks: every message
- *            ever written, whoever wrote it, across restarts.
+ *            ever written, whoever wrote it, across restarts.  It reads
+ *            when the sampler starts a round, while the HTTP requests of
+ *            that round are out, and the sampler waits for it (bounded), so
+ *            the offsets and the services' counters of one snapshot are
+ *            read at the same moment, not up to a sample interval apart.
  *   slow     GET /api/stats?from=1970-01-01T00:00:00Z from the consumer
  *            (all rows, every tenant: no X-Tenant-ID is sent) and the du
  *            walk of the two data directories.
@@ -23,7 +27,19 @@
  *
  * Samples go into a ring sized for five minutes; rates are computed from
  * the ring when the snapshot is composed.  The snapshot is kept serialised:
- * the handler copies a string. */
+ * the handler copies a string.
+ *
+ * What a snapshot shows must read as one moment of one pipeline.  Each
+ * group of figures says when it was read ("read_at"), and the stage counts
+ * are put in pipeline order (gw_pl_order): a stage never shows fewer events
+ * than one after it.  Readings still differ by milliseconds (the row count
+ * by seconds), and the services' counters start from 0 when a process
+ * restarts while the topics and the table keep everything, so a raw
+ * reading can be behind a later stage's; every count is a lower bound of
+ * what passed its stage, and the larger later count is the better one.
+ * The readings that were raised are listed in "adjusted".  Reals are
+ * rounded to one decimal and printed with JSON_FLAGS, so that 81.9 reads
+ * "81.9" and not jansson's 17-digit "81.900000000000006". */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +73,9 @@
 #define STATS_TIMEOUT_MS 15000       /* the row count may be slow */
 #define MAX_BODY (4 << 20)           /* larger answers are cut (metrics stay small) */
 #define ERR_LEN 200
+/* Reals printed with 15 significant digits: a value rounded to one decimal
+ * prints as that decimal (17 digits show the binary approximation). */
+#define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
 
 static const char *const service_names[GW_PL_NSERVICES] = { "producer", "metadata", "enricher",
 							     "consumer", "generator" };
@@ -94,11 +113,14 @@ struct kafka_read {
 	long long end[GW_PL_NTOPICS];  /* end offsets, -1 unknown */
 	int parts[GW_PL_NTOPICS];      /* partition counts, -1 unknown */
 	char error[ERR_LEN];           /* "" when the last read was complete */
+	uint64_t round;                /* the sampler round it was read for */
+	int64_t read_ms;               /* wall clock when it was read, 0 never */
 };
 
 /* What the slow thread read last. */
 struct slow_read {
 	long long rows;                /* stored rows, -1 unknown */
+	int64_t rows_ms;               /* wall clock when rows was read, 0 unknown */
 	char rows_error[ERR_LEN];
 	long long disk[2];             /* kafka, postgres bytes; -1 unknown */
 	char disk_error[2][ERR_LEN];
@@ -135,6 +157,8 @@ struct gw_pipeline {
 	/* shared, under mu */
 	pthread_mutex_t mu;
 	pthread_cond_t first_cv;       /* signalled when the first snapshot is published */
+	pthread_cond_t round_cv;       /* kafka_round or kread changed */
+	uint64_t kafka_round;          /* the round the sampler wants offsets for */
 	struct kafka_read kread;
 	struct slow_read sread;
 	struct gw_pl_sample *ring;     /* samples, ring of cap entries */
@@ -260,6 +284,25 @@ bool gw_pl_rate(const struct gw_pl_sample *s, size_t n, int k, int64_t window_ms
 	return true;
 }
 
+unsigned gw_pl_order(long long v[GW_PLS_N])
+{
+	long long below = -1; /* the largest known count downstream */
+	unsigned raised = 0;
+	int i;
+
+	for (i = GW_PLS_N - 1; i >= 0; i--) {
+		if (v[i] < 0)
+			continue;
+		if (v[i] < below) {
+			v[i] = below;
+			raised |= 1u << i;
+		} else {
+			below = v[i];
+		}
+	}
+	return raised;
+}
+
 /* ---- small helpers -------------------------------------------------------- */
 
 static void add_error(json_t *errors, const char *source, const char *fmt, ...)
@@ -298,7 +341,7 @@ static json_t *int_or_null(long long v)
 	return v >= 0 ? json_integer(v) : json_null();
 }
 
-/* A rate rounded to 0.1 event/s, or null. */
+/* A rate rounded to 0.1 event/s, or null (printed so by JSON_FLAGS). */
 static json_t *rate_json(bool ok, double r)
 {
 	return ok ? json_real(round(r * 10.0) / 10.0) : json_null();
@@ -581,17 +624,45 @@ static void read_offsets(struct gw_pipeline *p, int timeout_ms, struct kafka_rea
 	rd_kafka_metadata_destroy(md);
 }
 
+/* Waits (in slices, so that a stop is seen) until the sampler asks for a
+ * round after `done`; returns it, or 0 when stopping. */
+static uint64_t next_round(struct gw_pipeline *p, uint64_t done)
+{
+	uint64_t want = 0;
+
+	pthread_mutex_lock(&p->mu);
+	while (!atomic_load(&p->stop) && p->kafka_round == done) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 250 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&p->round_cv, &p->mu, &ts);
+	}
+	if (!atomic_load(&p->stop))
+		want = p->kafka_round;
+	pthread_mutex_unlock(&p->mu);
+	return want;
+}
+
 static void *kafka_main(void *arg)
 {
 	struct gw_pipeline *p = arg;
 	struct kafka_read r;
 	int timeout = clamp_int(p->sample_ms, 500, 3000);
+	uint64_t round = 0;
 	bool failing = false;
 
 	while (!atomic_load(&p->stop)) {
-		int64_t t0 = lp_now_ms();
-
+		round = next_round(p, round);
+		if (!round)
+			break;
 		read_offsets(p, timeout, &r);
+		r.round = round;
+		r.read_ms = lp_wall_ms();
 		rd_kafka_poll(p->rk, 0);
 		if (r.error[0] && !failing)
 			lp_warn("pipeline view: %s", r.error);
@@ -600,8 +671,8 @@ static void *kafka_main(void *arg)
 		failing = r.error[0] != '\0';
 		pthread_mutex_lock(&p->mu);
 		p->kread = r;
+		pthread_cond_broadcast(&p->round_cv);
 		pthread_mutex_unlock(&p->mu);
-		lp_sleep_ms(p->sample_ms - (lp_now_ms() - t0), &p->stop);
 	}
 	return NULL;
 }
@@ -665,6 +736,7 @@ static void *slow_main(void *arg)
 		if (t0 >= next_count) {
 			r.rows_error[0] = '\0';
 			r.rows = stored_rows(p, r.rows_error, sizeof(r.rows_error));
+			r.rows_ms = r.rows >= 0 ? lp_wall_ms() : 0;
 			/* The count scans the table: on a big one, ask at most a
 			 * fifth of the time so that it never loads PostgreSQL. */
 			next_count = t0 + 5 * (lp_now_ms() - t0);
@@ -860,7 +932,7 @@ static json_t *generator_status(const struct gw_pipeline *p, json_t *errors)
 }
 
 static json_t *counts_json(const struct counters *c, const struct kafka_read *kr,
-			   const struct slow_read *sr)
+			   const struct slow_read *sr, const long long chain[GW_PLS_N])
 {
 	json_t *o = json_object();
 
@@ -870,7 +942,7 @@ static json_t *counts_json(const struct counters *c, const struct kafka_read *kr
 	json_object_set_new(o, "rejected", int_or_null(c->rejected));
 	json_object_set_new(o, "accepted", int_or_null(c->accepted));
 	json_object_set_new(o, "spooled", int_or_null(c->spooled));
-	json_object_set_new(o, "raw", int_or_null(kr->end[GW_PL_RAW]));
+	json_object_set_new(o, "raw", int_or_null(chain[GW_PLS_RAW]));
 	json_object_set_new(o, "enriched_complete", int_or_null(c->complete));
 	json_object_set_new(o, "enriched_partial", int_or_null(c->partial));
 	json_object_set_new(o, "enricher_dead_lettered", int_or_null(c->enricher_dead));
@@ -898,7 +970,7 @@ static json_t *topics_json(const struct gw_pipeline *p, const struct kafka_read 
 /* The stages in pipeline order, for the dashboard: each with its count and
  * the queue waiting for it (backlog or lag). */
 static json_t *stages_json(const struct gw_pipeline *p, const struct counters *c,
-			   const struct kafka_read *kr, const struct slow_read *sr,
+			   const struct kafka_read *kr, const long long chain[GW_PLS_N],
 			   json_t *services, json_t *gen, long long elag, long long clag)
 {
 	json_t *stages = json_object(), *o, *inflight = json_object_get(gen, "in_flight");
@@ -916,10 +988,10 @@ static json_t *stages_json(const struct gw_pipeline *p, const struct counters *c
 
 	json_object_set_new(stages, "raw",
 			    json_pack("{s:s, s:s, s:o}", "kind", "topic", "topic",
-				      p->topics[GW_PL_RAW], "count", int_or_null(kr->end[GW_PL_RAW])));
+				      p->topics[GW_PL_RAW], "count", int_or_null(chain[GW_PLS_RAW])));
 
 	o = service_stage(services, GW_PL_ENRICHER);
-	json_object_set_new(o, "count", int_or_null(sum2(c->complete, c->partial)));
+	json_object_set_new(o, "count", int_or_null(chain[GW_PLS_ENRICHER]));
 	json_object_set_new(o, "complete", int_or_null(c->complete));
 	json_object_set_new(o, "partial", int_or_null(c->partial));
 	json_object_set_new(o, "lag", int_or_null(elag));
@@ -928,18 +1000,19 @@ static json_t *stages_json(const struct gw_pipeline *p, const struct counters *c
 	json_object_set_new(stages, "enriched",
 			    json_pack("{s:s, s:[s,s], s:o, s:o, s:o}", "kind", "topic", "topics",
 				      p->topics[GW_PL_COMPLETE], p->topics[GW_PL_PARTIAL], "count",
-				      int_or_null(sum2(kr->end[GW_PL_COMPLETE], kr->end[GW_PL_PARTIAL])),
+				      int_or_null(chain[GW_PLS_ENRICHED]),
 				      "complete", int_or_null(kr->end[GW_PL_COMPLETE]), "partial",
 				      int_or_null(kr->end[GW_PL_PARTIAL])));
 
 	o = service_stage(services, GW_PL_CONSUMER);
-	json_object_set_new(o, "count", int_or_null(c->processed));
+	json_object_set_new(o, "count", int_or_null(chain[GW_PLS_CONSUMER]));
 	json_object_set_new(o, "lag", int_or_null(clag));
 	json_object_set_new(o, "paused", c->paused < 0 ? json_null() : json_boolean(c->paused > 0));
 	json_object_set_new(stages, "consumer", o);
 
 	json_object_set_new(stages, "postgres",
-			    json_pack("{s:s, s:o}", "kind", "store", "count", int_or_null(sr->rows)));
+			    json_pack("{s:s, s:o}", "kind", "store", "count",
+				      int_or_null(chain[GW_PLS_STORED])));
 	json_object_set_new(stages, "dlq",
 			    json_pack("{s:s, s:s, s:o}", "kind", "topic", "topic",
 				      p->topics[GW_PL_DLQ], "count", int_or_null(kr->end[GW_PL_DLQ])));
@@ -974,8 +1047,22 @@ static struct gw_pl_sample *ring_push(struct gw_pipeline *p, const struct gw_pl_
 	return lin;
 }
 
-/* Builds and publishes the snapshot from this round and the shared reads. */
-static void compose(struct gw_pipeline *p)
+static json_t *time_or_null(int64_t wall_ms)
+{
+	char when[32];
+
+	if (wall_ms <= 0)
+		return json_null();
+	lp_rfc3339(wall_ms, when);
+	return json_string(when);
+}
+
+static const char *const chain_names[GW_PLS_N] = { "producer_count", "raw", "enricher",
+						   "enriched", "consumer", "stored" };
+
+/* Builds and publishes the snapshot from this round (its services read
+ * from round_wall_ms on) and the shared reads. */
+static void compose(struct gw_pipeline *p, int64_t round_wall_ms)
 {
 	struct kafka_read kr;
 	struct slow_read sr;
@@ -983,7 +1070,9 @@ static void compose(struct gw_pipeline *p)
 	struct gw_pl_sample smp, *lin;
 	json_t *root, *errors = json_array(), *services = json_object(), *breakers = json_object(),
 		      *gen, *stages;
-	long long elag, clag, producer_count;
+	long long elag, clag, chain[GW_PLS_N], reading[GW_PLS_N];
+	json_t *adjusted;
+	unsigned raised;
 	char when[32];
 	size_t n, k;
 	char *text;
@@ -1026,23 +1115,41 @@ static void compose(struct gw_pipeline *p)
 	json_object_set_new(root, "is_streaming",
 			    json_is_object(gen) ? json_boolean(json_is_true(json_object_get(gen, "running")))
 						: json_null());
+	/* The stage counts in pipeline order (see the top of the file). */
+	chain[GW_PLS_PRODUCED] = c.generated >= 0 || c.accepted >= 0
+					 ? (c.generated > 0 ? c.generated : 0) +
+						   (c.accepted > 0 ? c.accepted : 0)
+					 : -1;
+	chain[GW_PLS_RAW] = kr.end[GW_PL_RAW];
+	chain[GW_PLS_ENRICHER] = sum2(c.complete, c.partial);
+	chain[GW_PLS_ENRICHED] = sum2(kr.end[GW_PL_COMPLETE], kr.end[GW_PL_PARTIAL]);
+	chain[GW_PLS_CONSUMER] = c.processed;
+	chain[GW_PLS_STORED] = sr.rows;
+	memcpy(reading, chain, sizeof(reading));
+	raised = gw_pl_order(chain);
+	adjusted = json_object();
+	for (k = 0; k < GW_PLS_N; k++)
+		if (raised & (1u << k))
+			json_object_set_new(adjusted, chain_names[k], json_integer(reading[k]));
 	/* Seed 004's /monitor fields. */
-	producer_count = c.generated >= 0 || c.accepted >= 0
-				 ? (c.generated > 0 ? c.generated : 0) + (c.accepted > 0 ? c.accepted : 0)
-				 : -1;
-	json_object_set_new(root, "producer_count", int_or_null(producer_count));
-	json_object_set_new(root, "kafka_count", int_or_null(kr.end[GW_PL_RAW]));
-	json_object_set_new(root, "stored_count", int_or_null(sr.rows));
-	json_object_set_new(root, "cassandra_count", int_or_null(sr.rows));
+	json_object_set_new(root, "producer_count", int_or_null(chain[GW_PLS_PRODUCED]));
+	json_object_set_new(root, "kafka_count", int_or_null(chain[GW_PLS_RAW]));
+	json_object_set_new(root, "stored_count", int_or_null(chain[GW_PLS_STORED]));
+	json_object_set_new(root, "cassandra_count", int_or_null(chain[GW_PLS_STORED]));
+	json_object_set_new(root, "adjusted", adjusted);
+	json_object_set_new(root, "read_at",
+			    json_pack("{s:o, s:o, s:o}", "services", time_or_null(round_wall_ms),
+				      "kafka", time_or_null(p->brokers ? kr.read_ms : 0), "stored",
+				      time_or_null(sr.rows >= 0 ? sr.rows_ms : 0)));
 
-	json_object_set_new(root, "counts", counts_json(&c, &kr, &sr));
+	json_object_set_new(root, "counts", counts_json(&c, &kr, &sr, chain));
 	json_object_set_new(root, "topics", topics_json(p, &kr));
 	lag_json(p, root, errors, &elag, &clag);
 	json_object_set_new(root, "rates", rates_json(lin, n, RATE_WINDOW_MS));
 	json_object_set_new(root, "rates_10s", rates_json(lin, n, RATE_NOW_MS));
 	free(lin);
 	health_json(p, services, breakers, errors);
-	stages = stages_json(p, &c, &kr, &sr, services, gen, elag, clag);
+	stages = stages_json(p, &c, &kr, chain, services, gen, elag, clag);
 	json_object_set_new(root, "stages", stages);
 	json_object_set_new(root, "generator", gen);
 	json_object_set_new(root, "services", services);
@@ -1050,7 +1157,7 @@ static void compose(struct gw_pipeline *p)
 	json_object_set_new(root, "disk", disk_json(p, &sr));
 	json_object_set_new(root, "errors", errors);
 
-	text = json_dumps(root, JSON_COMPACT);
+	text = json_dumps(root, JSON_FLAGS);
 	json_decref(root);
 	if (!text)
 		return;
@@ -1062,17 +1169,57 @@ static void compose(struct gw_pipeline *p)
 	pthread_mutex_unlock(&p->mu);
 }
 
+/* Asks the kafka thread for this round's offsets. */
+static uint64_t start_round(struct gw_pipeline *p)
+{
+	uint64_t round;
+
+	pthread_mutex_lock(&p->mu);
+	round = ++p->kafka_round;
+	pthread_cond_broadcast(&p->round_cv);
+	pthread_mutex_unlock(&p->mu);
+	return round;
+}
+
+/* Waits until the offsets of `round` are in or deadline (monotonic ms)
+ * passes; a read that takes longer (a broker away) leaves the previous
+ * one in the snapshot, with its own read_at. */
+static void wait_round(struct gw_pipeline *p, uint64_t round, int64_t deadline)
+{
+	pthread_mutex_lock(&p->mu);
+	while (!atomic_load(&p->stop) && p->kread.round < round && lp_now_ms() < deadline) {
+		int64_t left = deadline - lp_now_ms();
+		struct timespec ts;
+
+		if (left > 250)
+			left = 250;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += (long)left * 1000000L;
+		while (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&p->round_cv, &p->mu, &ts);
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
 static void *sampler_main(void *arg)
 {
 	struct gw_pipeline *p = arg;
+	int wait_ms = clamp_int(p->sample_ms * 3 / 4, 500, 3000);
 
 	while (!atomic_load(&p->stop)) {
 		int64_t t0 = lp_now_ms();
+		int64_t wall0 = lp_wall_ms();
+		uint64_t round = start_round(p);
 
 		fetch_round(p);
+		if (p->kafka_started)
+			wait_round(p, round, t0 + wait_ms);
 		if (atomic_load(&p->stop))
 			break;
-		compose(p);
+		compose(p, wall0);
 		lp_sleep_ms(p->sample_ms - (lp_now_ms() - t0), &p->stop);
 	}
 	return NULL;
@@ -1123,6 +1270,7 @@ struct gw_pipeline *gw_pipeline_start(const struct gw_pipeline_opts *o, char *er
 
 	pthread_mutex_init(&p->mu, NULL);
 	pthread_cond_init(&p->first_cv, NULL);
+	pthread_cond_init(&p->round_cv, NULL);
 	p->sample_ms = o->sample_ms > 0 ? o->sample_ms : 2000;
 	for (k = 0; k < GW_PL_NSERVICES; k++)
 		p->urls[k] = lp_xstrdup(o->urls[k] ? o->urls[k] : "");
@@ -1221,6 +1369,7 @@ void gw_pipeline_stop(struct gw_pipeline *p)
 	free(p->ring);
 	free(p->json);
 	pthread_cond_destroy(&p->first_cv);
+	pthread_cond_destroy(&p->round_cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 }
@@ -1260,7 +1409,7 @@ char *gw_pipeline_json(struct gw_pipeline *p, bool history, int wait_ms, size_t 
 			    p->sample_ms);
 	} else if (lin) {
 		json_t *h = history_json(lin, n);
-		char *text = json_dumps(h, JSON_COMPACT);
+		char *text = json_dumps(h, JSON_FLAGS);
 
 		json_decref(h);
 		if (text && out.len > 1 && out.buf[out.len - 1] == '}') {

@@ -19,8 +19,10 @@
  * A source that cannot be read leaves its fields null and adds an entry to
  * "errors"; the endpoint never fails because a source did.  Rates are
  * events per second over the samples of the last minute ("rates") and of
- * the last 10 s ("rates_10s"); a counter that went down (a service
- * restarted) contributes nothing for that step.  The snapshot's fields are
+ * the last 10 s ("rates_10s"), rounded to 0.1; a counter that went down (a
+ * service restarted) contributes nothing for that step.  The stage counts
+ * are in pipeline order (gw_pl_order) and "read_at" says when each group of
+ * figures was read.  The snapshot's fields are
  * described in docs/operations.md ("The pipeline view").
  *
  * Thread-safe: gw_pipeline_json may be called from any thread. */
@@ -100,5 +102,21 @@ struct gw_pl_sample {
  * between consecutive known values over the time those steps span.
  * Returns false when fewer than two known values lie in the window. */
 bool gw_pl_rate(const struct gw_pl_sample *s, size_t n, int k, int64_t window_ms, double *rate);
+
+/* The stages a snapshot puts in order, upstream first: what entered the
+ * raw topic (generated + accepted: seed 004's producer_count), the raw
+ * topic's end offsets, the enricher's complete + partial counters, the
+ * enriched topics' end offsets, the consumer's processed counter, the
+ * stored rows. */
+enum gw_pl_stage { GW_PLS_PRODUCED, GW_PLS_RAW, GW_PLS_ENRICHER, GW_PLS_ENRICHED,
+		   GW_PLS_CONSUMER, GW_PLS_STORED, GW_PLS_N };
+
+/* Puts v (-1: unknown) in pipeline order: each known count is raised to the
+ * largest known count after it, so that no stage shows fewer events than a
+ * later one.  Every reading is a lower bound of what passed its stage (it
+ * may be older than a later stage's, or a counter reset by a restart), so
+ * the larger later count is the better bound.  Unknown counts stay
+ * unknown.  Returns the stages raised, bit (1 << stage). */
+unsigned gw_pl_order(long long v[GW_PLS_N]);
 
 #endif

@@ -25,8 +25,8 @@
 #include "logpipe/breaker.h"
 #include "logpipe/log.h"
 #include "logpipe/util.h"
+#include "auth.h"
 #include "h1.h"
-#include "sha256.h"
 #include "upstream.h"
 
 #include "logpipe/banned.h"

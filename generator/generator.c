@@ -223,13 +223,33 @@ static bool run_stop(struct generator *g)
 
 /* ---- JSON -------------------------------------------------------------- */
 
-/* A number as JSON: an integer when it is one, so that 1000 reads "1000"
- * and not "1000.0" (jansson prints reals with 17 digits). */
+/* Reals in the replies: rounded to one decimal (rates, durations) and
+ * printed with 15 significant digits, so that 81.9 reads "81.9" and not
+ * jansson's default 17-digit "81.900000000000006". */
+#define JSON_FLAGS (JSON_COMPACT | JSON_REAL_PRECISION(15))
+
+/* A number as JSON, to one decimal: an integer when it is one, so that 1000
+ * reads "1000" and not "1000.0". */
 static json_t *number(double v)
 {
+	v = round(v * 10.0) / 10.0;
 	if (v == floor(v) && fabs(v) < 9e15)
 		return json_integer((json_int_t)v);
 	return json_real(v);
+}
+
+/* Replies with body (json_decref'd) printed with JSON_FLAGS. */
+static void reply_json(struct lp_http_req *r, int status, json_t *body)
+{
+	char *text = body ? json_dumps(body, JSON_FLAGS) : NULL;
+
+	json_decref(body);
+	if (!text) {
+		lp_http_reply_error(r, 500, "internal", NULL, "cannot serialise the answer");
+		return;
+	}
+	lp_http_reply(r, status, "application/json", text, strlen(text), NULL);
+	free(text);
 }
 
 /* A measured rate, to the whole event per second. */
@@ -301,10 +321,9 @@ static json_t *status_json(struct generator *g)
 static void reply_action(struct generator *g, struct lp_http_req *r, const char *word,
 			 const char *message)
 {
-	lp_http_reply_json(r, 200,
-			   json_pack("{s:s, s:s, s:o}", "status", word, "message", message,
-				     "generator", status_json(g)),
-			   NULL);
+	reply_json(r, 200,
+		   json_pack("{s:s, s:s, s:o}", "status", word, "message", message, "generator",
+			     status_json(g)));
 }
 
 /* ---- handlers ---------------------------------------------------------- */
@@ -380,7 +399,7 @@ static void handle_stop(struct lp_http_req *r, void *ud)
 
 static void handle_status(struct lp_http_req *r, void *ud)
 {
-	lp_http_reply_json(r, 200, status_json(ud), NULL);
+	reply_json(r, 200, status_json(ud));
 }
 
 /* The catalogue: hosts and services as metadata-svc's POST bodies, and

@@ -25,6 +25,15 @@ Control endpoint (loopback only, JSON; seed 004's control API and Chaos Nurse):
   POST /chaos/enable, /chaos/disable
   GET  /chaos/status, /chaos/history       last 20 actions, newest first
 
+Settings (see docs/configuration.md, "make run"): every service setting can be
+given in the runner's environment. LOGPIPE_<KEY> (as each binary's --help
+lists it) goes to every service that has that setting; LOGPIPE_<SERVICE>__<KEY>
+(LOGPIPE_GATEWAY__RATELIMIT_RATE) to that service only, and wins over the
+first; LOGPIPE_<SERVICE>__CONFIG names a settings file for one service. What
+the runner itself decides because the stack depends on it (where each service
+listens and where it finds Kafka, Redis, PostgreSQL and the other services)
+is not overridden; the banner lists what was applied and what was ignored.
+
 Components: kafka redis postgres gateway producer metadata enricher consumer
 generator. Chaos acts about every 10 s on kafka, enricher, consumer, postgres
 or redis (never the gateway, nor the runner): a running target is stopped or
@@ -39,7 +48,9 @@ import json
 import os
 import queue
 import random
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -64,6 +75,16 @@ CHAOS_TARGETS = ["kafka", "enricher", "consumer", "postgres", "redis"]
 CHAOS_INTERVAL = 10.0      # seconds between chaos actions
 CHAOS_MAX_DOWN = 30.0      # a target chaos stopped is started after this long
 CHAOS_MAX_STOPPED = 2      # at most this many targets down at once
+
+# Settings the runner chooses because the stack depends on them: the
+# addresses each service listens on and finds the others at, and the data
+# directories the pipeline view measures.  An override of one is ignored
+# (and said so): a gateway listening elsewhere than the banner says, or a
+# producer writing to another Kafka, is a broken stack, not a setting.
+PINNED = re.compile(r"^(http\.listen|kafka\.brokers|redis\.url|pg\.dsn|metadata\.url|"
+                    r"upstream\..+|pipeline\.(kafka|pg)_data_dir)$")
+# LOGPIPE_* variables that are the runner's or the tests' own, not settings.
+NOT_SETTINGS = {"LOGPIPE_BIN_DIR"}
 
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0
 STABLE_AFTER = 60.0        # uptime after which the backoff resets
@@ -496,6 +517,74 @@ class ControlHandler(BaseHTTPRequestHandler):
                              "state": comp.status()})
 
 
+# ---- settings from the environment ------------------------------------------------
+
+def service_keys(binary, timeout=10.0):
+    """{environment variable: dotted key} of the settings `binary --help` lists
+    (its settings table), plus LOGPIPE_CONFIG (its settings file); {} when
+    the binary is missing or does not answer --help."""
+    try:
+        r = subprocess.run([str(binary), "--help"], capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL,
+                           env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    keys = dict((m.group(2), m.group(1)) for m in
+                re.finditer(r"^\s+([a-z0-9_.]+)\s+(LOGPIPE_[A-Z0-9_]+)\s", r.stdout, re.M))
+    if keys:
+        keys["LOGPIPE_CONFIG"] = "--config"
+    return keys
+
+
+def resolve_overrides(environ, keys):
+    """What of environ's LOGPIPE_* variables goes to which service.
+
+    keys maps each service to service_keys() of its binary.  Returns
+    (applied, notes): applied maps each service to {variable: value} to add
+    to its environment; notes are one line each, for the banner, of what was
+    applied ("gateway: ratelimit.rate=50000 (LOGPIPE_RATELIMIT_RATE)") or
+    ignored and why.  A per-service variable wins over a global one."""
+    applied = {name: {} for name in keys}
+    how = {name: {} for name in keys}   # variable -> (source variable, value)
+    notes = []
+    pinned = {}                          # source variable -> the key it would set
+    prefixes = {name.upper() + "__": name for name in keys}
+
+    def put(name, var, value, source):
+        key = keys[name][var]
+        if PINNED.match(key):
+            pinned[source] = key
+            return
+        applied[name][var] = value
+        how[name][var] = (source, value)
+
+    per_service = []
+    for source in sorted(environ):
+        if not source.startswith("LOGPIPE_") or source in NOT_SETTINGS:
+            continue
+        rest = source[len("LOGPIPE_"):]
+        pre = next((p for p in prefixes if rest.startswith(p)), None)
+        if pre:
+            per_service.append((source, prefixes[pre], "LOGPIPE_" + rest[len(pre):]))
+            continue
+        targets = [name for name in keys if source in keys[name]]
+        if not targets:
+            notes.append(f"ignored {source}: no service has this setting")
+        for name in targets:
+            put(name, source, environ[source], source)
+    for source, name, var in per_service:  # after the global ones: they win
+        if var not in keys[name]:
+            notes.append(f"ignored {source}: {name} has no setting {var}")
+            continue
+        put(name, var, environ[source], source)
+    for source, key in pinned.items():
+        notes.append(f"ignored {source}: {key} is the runner's choice (the stack depends on it)")
+    for name in keys:
+        for var, (source, value) in sorted(how[name].items()):
+            notes.append(f"{name}: {keys[name][var]}={value} ({source})")
+    return applied, notes
+
+
 # ---- the runner ------------------------------------------------------------------
 
 class Runner:
@@ -508,6 +597,7 @@ class Runner:
         self.chaos = Chaos(self)
         self.httpd = None
         self.ports = {}
+        self.setting_notes = []   # overrides applied and ignored, for the banner
 
     def status(self):
         return {"components": {n: c.status() for n, c in self.components.items()},
@@ -538,6 +628,10 @@ class Runner:
             "postgres": Component("postgres", pg, "infra", pg.dsn, self),
         }
         svc_ports = {n: p[n] for n in SERVICE_ORDER}
+        keys = {n: service_keys(infra.bin_dir() / f"logpipe-{n}") for n in SERVICE_ORDER}
+        overrides, self.setting_notes = resolve_overrides(os.environ, keys)
+        for note in self.setting_notes:
+            say(f"settings: {note}")
         for name in SERVICE_ORDER:
             extra = {}
             if name == "gateway":
@@ -548,6 +642,7 @@ class Runner:
                 extra["pipeline.pg_data_dir"] = str(pg.data_dir)
             env = infra.service_env(name, svc_ports, addrs, log_level=self.args.log_level,
                                     extra=extra)
+            env.update(overrides[name])
             proc = infra.ServiceProc(name, env, base / "logs" / f"{name}.log", p[name],
                                      cwd=base / "services" / name, pid_dir=base / "pids")
             self.components[name] = Component(name, proc, "service", proc.url, self)
@@ -646,6 +741,15 @@ class Runner:
             f"  {'control':<10} http://127.0.0.1:{self.ports['control']}/control/status   "
             f"(POST /control/<component>/stop|start|restart, /chaos/enable)",
             f"  {'logs':<10} {self.base / 'logs'}/",
+            "",
+        ]
+        if self.setting_notes:
+            lines += ["settings from the environment:"]
+            lines += [f"  {note}" for note in self.setting_notes]
+        else:
+            lines += ["settings: the defaults (LOGPIPE_<KEY>=... make run, or "
+                      "LOGPIPE_<SERVICE>__<KEY> for one service; see docs/configuration.md)"]
+        lines += [
             "",
             "try: curl -s -X POST " + c["gateway"].address + "/api/logs -H 'Content-Type: "
             "application/json' -d '{\"service\":\"demo\",\"level\":\"INFO\","

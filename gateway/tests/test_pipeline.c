@@ -146,6 +146,47 @@ static void test_disk_usage(void **state)
 	rmdir(dir);
 }
 
+/* ---- stage order ------------------------------------------------------------------ */
+
+static void assert_chain(const long long *got, const long long *want)
+{
+	int i;
+
+	for (i = 0; i < GW_PLS_N; i++)
+		if (got[i] != want[i]) {
+			print_error("stage %d: %lld, want %lld\n", i, got[i], want[i]);
+			fail();
+		}
+}
+
+static void test_order(void **state)
+{
+	/* Already in order: nothing changes. */
+	long long a[GW_PLS_N] = { 300, 150, 147, 147, 145, 145 };
+	long long a_want[GW_PLS_N] = { 300, 150, 147, 147, 145, 145 };
+	/* The issue's snapshot: raw-logs read long before the enricher's
+	 * counters (kafka_count 2 beside 1131 enriched), and a producer count
+	 * that restarted from 0 below what the table holds. */
+	long long b[GW_PLS_N] = { 40, 2, 1131, 1100, 1090, 5000 };
+	long long b_want[GW_PLS_N] = { 5000, 5000, 5000, 5000, 5000, 5000 };
+	/* Unknown stages stay unknown and do not break the chain. */
+	long long c[GW_PLS_N] = { 10, -1, 20, -1, 5, 7 };
+	long long c_want[GW_PLS_N] = { 20, -1, 20, -1, 7, 7 };
+	long long d[GW_PLS_N] = { -1, -1, -1, -1, -1, -1 };
+	long long d_want[GW_PLS_N] = { -1, -1, -1, -1, -1, -1 };
+
+	assert_int_equal(gw_pl_order(a), 0);
+	assert_chain(a, a_want);
+	assert_int_equal(gw_pl_order(b), (1u << GW_PLS_PRODUCED) | (1u << GW_PLS_RAW) |
+						  (1u << GW_PLS_ENRICHER) | (1u << GW_PLS_ENRICHED) |
+						  (1u << GW_PLS_CONSUMER));
+	assert_chain(b, b_want);
+	assert_int_equal(gw_pl_order(c), (1u << GW_PLS_PRODUCED) | (1u << GW_PLS_CONSUMER));
+	assert_chain(c, c_want);
+	assert_int_equal(gw_pl_order(d), 0);
+	assert_chain(d, d_want);
+}
+
 /* ---- the control bridge's paths ------------------------------------------------ */
 
 static void test_control_path(void **state)
@@ -303,6 +344,11 @@ static void test_view_over_fake_services(void **state)
 	assert_int_at(j, "counts", "enriched_complete", 70);
 	assert_int_at(j, "counts", "enriched_partial", 30);
 	assert_int_at(j, "producer_count", NULL, 105);
+	/* Readings already in order: nothing adjusted; when each was read. */
+	assert_int_equal(json_object_size(json_object_get(j, "adjusted")), 0);
+	assert_true(json_is_string(get_path(j, "read_at", "services")));
+	assert_true(json_is_string(get_path(j, "read_at", "stored")));
+	assert_true(json_is_null(get_path(j, "read_at", "kafka")));
 	assert_true(json_is_null(json_object_get(j, "kafka_count")));
 	assert_true(json_is_null(get_path(j, "counts", "generated")));
 	assert_true(json_is_null(json_object_get(j, "is_streaming")));
@@ -357,6 +403,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_prom_sum),
 		cmocka_unit_test(test_rate),
+		cmocka_unit_test(test_order),
 		cmocka_unit_test(test_disk_usage),
 		cmocka_unit_test(test_control_path),
 		cmocka_unit_test(test_view_over_fake_services),

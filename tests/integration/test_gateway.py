@@ -16,7 +16,11 @@ What is checked:
     start once the lag passes the (lowered) critical threshold and stop after
     the restarted consumer has caught up;
   * every curl example in seeds 000-003 that addresses the gateway's API,
-    sent to the gateway as written (only the port differs), works.
+    sent to the gateway as written (only the port differs), works;
+  * seed 004's demo paths (POST /start, /stop, GET /monitor, /control/...,
+    /chaos/...) are served by the gateway as aliases, its curl lines work
+    with only the port changed, and the aliases need the same scopes as the
+    routes they stand for.
 
 Gateways beyond the `services` fixture's one are started by the `gateways`
 fixture below (same configuration helper, own ports and logs). Every wait
@@ -643,3 +647,138 @@ def test_seed_curl_examples(services, topics, pg_dsn):
             assert p.returncode == 0, (seed, cmd, p.stderr)
         ran += 1
     assert ran >= 6
+
+
+# ---- seed 004's paths ------------------------------------------------------------
+
+# Verbatim from seed 004 (its producer listened on 5000); only the port is
+# pointed at the gateway under test.
+SEED004_CURLS = [
+    """curl -X POST -H "Content-Type: application/json" \\
+     -d '{"size_kb": 1, "rate": 10}' \\
+     http://localhost:5000/start""",
+    "curl http://localhost:5000/monitor",
+    "curl -X POST http://localhost:5000/control/kafka/stop",
+    "curl -X POST http://localhost:5000/control/kafka/start",
+    "curl -X POST http://localhost:5000/control/kafka/restart",
+    "curl http://localhost:5000/control/kafka/status",
+    "curl -X POST http://localhost:5000/chaos/enable",
+    "curl -X POST http://localhost:5000/chaos/disable",
+    "curl http://localhost:5000/chaos/status",
+    "curl http://localhost:5000/chaos/history",
+]
+
+
+class FakeControl:
+    """A stand-in for the runner's control endpoint (deploy/local/runner.py):
+    answers every /control/... and /chaos/... with 200 and records what it
+    was asked."""
+
+    def __init__(self):
+        import http.server
+        seen = self.seen = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                seen.append((self.command, self.path))
+                body = json.dumps({"status": "success", "path": self.path}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_control():
+    fc = FakeControl()
+    yield fc
+    fc.close()
+
+
+def test_seed004_curl_lines(services, topics, fake_control):
+    need("gateway", "generator")
+    services("generator", "gateway", topics=topics,
+             config={"gateway": gateway_config(services, topics, **{
+                 "upstream__control": fake_control.url, "pipeline__sample_ms": 500,
+                 "topics__raw": topics["raw"]})})
+    port = services.ports["gateway"]
+    for cmd in SEED004_CURLS:
+        cmd = cmd.replace("localhost:5000", f"localhost:{port}")
+        cmd = cmd.replace("curl ", "curl -sS -w '\\n%{http_code}' ", 1)
+        r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (cmd, r.stderr)
+        body, _, code = r.stdout.rpartition("\n")
+        assert code == "200", (cmd, code, body)
+        json.loads(body)
+    # Each control line reached the runner as the path it names.
+    assert fake_control.seen == [
+        ("POST", "/control/kafka/stop"), ("POST", "/control/kafka/start"),
+        ("POST", "/control/kafka/restart"), ("GET", "/control/kafka/status"),
+        ("POST", "/chaos/enable"), ("POST", "/chaos/disable"), ("GET", "/chaos/status"),
+        ("GET", "/chaos/history")], fake_control.seen
+
+    # /monitor is the pipeline view: seed 004's document, streaming after /start.
+    gw = services.url("gateway")
+
+    def monitor():
+        v = requests.get(gw + "/monitor", timeout=5).json()
+        return v if v.get("is_streaming") and (v.get("kafka_count") or 0) > 0 else None
+    v = wait_for("/monitor shows the run started by /start", monitor, 30, 0.3)
+    for k in ("producer_count", "kafka_count", "cassandra_count", "is_streaming"):
+        assert k in v, v
+    r = requests.post(gw + "/stop", timeout=30)
+    assert r.status_code == 200 and r.json()["status"] in ("stopped", "not_running"), r.text
+    wait_for("/monitor shows the run stopped",
+             lambda: requests.get(gw + "/monitor", timeout=5).json().get("is_streaming") is False,
+             30, 0.3)
+
+
+def test_seed004_paths_need_the_same_scopes(services, topics, fake_control):
+    need("gateway", "generator")
+    services("generator", "gateway", topics=topics,
+             config={"gateway": gateway_config(services, topics, **{
+                 "auth__keys": KEYS, "upstream__control": fake_control.url})})
+    gw = services.url("gateway")
+    ing = {"X-API-Key": "ing-key-0001"}
+    rd = {"Authorization": "Bearer read-key-0001"}
+    adm = {"X-API-Key": "admin-key-0001"}
+    cases = [
+        ("GET", "/monitor", None, 401),
+        ("GET", "/monitor", ing, 403),
+        ("GET", "/monitor", rd, 200),
+        ("POST", "/start", None, 401),
+        ("POST", "/start", rd, 403),
+        ("POST", "/start", adm, 200),
+        ("POST", "/stop", rd, 403),
+        ("POST", "/stop", adm, 200),
+        ("GET", "/control/kafka/status", None, 401),
+        ("GET", "/control/kafka/status", rd, 200),
+        ("POST", "/control/kafka/stop", rd, 403),
+        ("POST", "/control/kafka/stop", adm, 200),
+        ("GET", "/control/status", rd, 200),
+        ("GET", "/chaos/status", rd, 200),
+        ("POST", "/chaos/enable", rd, 403),
+        ("POST", "/chaos/enable", adm, 200),
+        ("GET", "/control/nosuch/status", rd, 404),
+        ("PUT", "/control/kafka/stop", adm, 405),
+    ]
+    for method, path, headers, want in cases:
+        body = {"size_kb": 1, "rate": 10} if path == "/start" else None
+        r = requests.request(method, gw + path, headers=headers, json=body, timeout=30)
+        assert r.status_code == want, (method, path, headers, r.status_code, r.text)
+    assert ("POST", "/control/kafka/stop") in fake_control.seen
+    assert ("POST", "/chaos/enable") in fake_control.seen

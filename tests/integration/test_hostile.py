@@ -107,7 +107,12 @@ ROUTES = {
                + _metadata()
                + [("GET", "/api/v1/generator/status", None),
                   ("POST", "/api/v1/generator/start", "generator"),
-                  ("POST", "/api/v1/generator/stop", None)],
+                  ("POST", "/api/v1/generator/stop", None),
+                  # Seed 004's names.
+                  ("GET", "/monitor", None), ("POST", "/start", "generator"),
+                  ("POST", "/stop", None), ("GET", "/control/status", None),
+                  ("POST", "/control/hostile/status", "control"),
+                  ("GET", "/chaos/status", None)],
 }
 # Route patterns as registered, per service: what the method sweep and the
 # source check use.  "*" stands for one or more segments.
@@ -131,7 +136,9 @@ PATTERNS = {
                 "/api/metadata/hosts/*": {"GET", "POST", "PUT", "PATCH", "DELETE"},
                 "/api/metadata/services": {"GET", "POST", "PUT", "PATCH", "DELETE"},
                 "/api/metadata/services/*": {"GET", "POST", "PUT", "PATCH", "DELETE"},
-                "/api/v1/generator/*": {"GET", "POST", "PUT", "PATCH", "DELETE"}},
+                "/api/v1/generator/*": {"GET", "POST", "PUT", "PATCH", "DELETE"},
+                "/monitor": {"GET"}, "/start": {"POST"}, "/stop": {"POST"},
+                "/control/*": {"GET", "POST"}, "/chaos/*": {"GET", "POST"}},
 }
 SAMPLE = {"*": "x1"}  # what a wildcard becomes in the method sweep
 SOURCES = {"producer": "producer", "metadata": "metadata-svc", "enricher": "enricher",
@@ -274,7 +281,7 @@ def known(service, case, target):
     for (svc, prefix), why in KNOWN.items():
         if svc == service and case.startswith(prefix):
             if svc == "gateway" and prefix == "wrong content type" and not (
-                    "/api/v1/generator" in target or
+                    "/api/v1/generator" in target or target == "POST /start" or
                     ("/api/metadata" in target and "(form)" in case)):
                 continue
             if svc == "gateway" and prefix == "wrong method" and \

@@ -3,7 +3,9 @@
 Kafka topics, migrations, Redis, process hygiene (stop leaves nothing behind,
 kill -9 and restart recover), the service wrapper, and the runner end to end
 with stand-in service binaries, so that these pass whatever state the real
-services are in.
+services are in; and `make run`'s settings from the environment: which
+LOGPIPE_* variable reaches which service, and a real gateway started by the
+runner showing the override it was given.
 """
 
 import datetime
@@ -361,3 +363,120 @@ def test_runner_starts_supervises_and_stops_cleanly(infra_dir):
             except OSError:
                 continue
             assert str(base).encode() not in cmd, f"pid {entry} left: {cmd!r}"
+
+
+# ---- settings for `make run` from the environment ---------------------------------------
+
+def _runner_module():
+    sys.path.insert(0, str(lp.REPO / "deploy" / "local"))
+    try:
+        import runner
+    finally:
+        sys.path.pop(0)
+    return runner
+
+
+def test_runner_resolves_environment_overrides():
+    runner = _runner_module()
+    keys = {
+        "gateway": {"LOGPIPE_RATELIMIT_RATE": "ratelimit.rate", "LOGPIPE_LOG_LEVEL": "log.level",
+                    "LOGPIPE_HTTP_LISTEN": "http.listen",
+                    "LOGPIPE_UPSTREAM_PRODUCER": "upstream.producer",
+                    "LOGPIPE_CONFIG": "--config"},
+        "producer": {"LOGPIPE_LOG_LEVEL": "log.level", "LOGPIPE_HTTP_LISTEN": "http.listen",
+                     "LOGPIPE_KAFKA_BROKERS": "kafka.brokers", "LOGPIPE_CONFIG": "--config"},
+    }
+    env = {
+        "PATH": "/usr/bin",
+        "LOGPIPE_BIN_DIR": "/x",                      # the runner's own
+        "LOGPIPE_RATELIMIT_RATE": "50000",            # the gateway's only
+        "LOGPIPE_LOG_LEVEL": "debug",                 # every service's ...
+        "LOGPIPE_GATEWAY__LOG_LEVEL": "warn",         # ... but this one's
+        "LOGPIPE_PRODUCER__CONFIG": "/etc/p.conf",    # a file for one service
+        "LOGPIPE_HTTP_LISTEN": "0.0.0.0:1",           # the runner's choice
+        "LOGPIPE_GATEWAY__UPSTREAM_PRODUCER": "http://elsewhere",  # likewise
+        "LOGPIPE_NO_SUCH_KEY": "1",
+        "LOGPIPE_PRODUCER__RATELIMIT_RATE": "5",      # not a producer setting
+    }
+    applied, notes = runner.resolve_overrides(env, keys)
+    assert applied == {
+        "gateway": {"LOGPIPE_RATELIMIT_RATE": "50000", "LOGPIPE_LOG_LEVEL": "warn"},
+        "producer": {"LOGPIPE_LOG_LEVEL": "debug", "LOGPIPE_CONFIG": "/etc/p.conf"},
+    }, applied
+    text = "\n".join(notes)
+    for want in ("gateway: ratelimit.rate=50000 (LOGPIPE_RATELIMIT_RATE)",
+                 "gateway: log.level=warn (LOGPIPE_GATEWAY__LOG_LEVEL)",
+                 "producer: log.level=debug (LOGPIPE_LOG_LEVEL)",
+                 "producer: --config=/etc/p.conf (LOGPIPE_PRODUCER__CONFIG)",
+                 "ignored LOGPIPE_HTTP_LISTEN: http.listen is the runner's choice",
+                 "ignored LOGPIPE_GATEWAY__UPSTREAM_PRODUCER: upstream.producer is the runner's",
+                 "ignored LOGPIPE_NO_SUCH_KEY: no service has this setting",
+                 "ignored LOGPIPE_PRODUCER__RATELIMIT_RATE: producer has no setting"):
+        assert want in text, (want, notes)
+    assert "LOGPIPE_BIN_DIR" not in text and "PATH" not in text
+
+
+def test_runner_keys_come_from_the_binaries_help():
+    runner = _runner_module()
+    gw = lp.bin_dir() / "logpipe-gateway"
+    if not gw.is_file():
+        pytest.skip("logpipe-gateway is not built")
+    keys = runner.service_keys(gw)
+    assert keys["LOGPIPE_RATELIMIT_RATE"] == "ratelimit.rate"
+    assert keys["LOGPIPE_HTTP_LISTEN"] == "http.listen"
+    assert runner.service_keys(lp.REPO / "no" / "such" / "binary") == {}
+
+
+def test_make_run_takes_settings_from_the_environment(infra_dir):
+    """LOGPIPE_RATELIMIT_RATE=50000 make run: the gateway's /api/logs/health
+    shows normal_limit 50000; a per-service variable reaches its service; an
+    address the stack depends on is not overridden; the banner says so."""
+    gw_bin = lp.bin_dir() / "logpipe-gateway"
+    if not gw_bin.is_file():
+        pytest.skip("logpipe-gateway is not built")
+    tmp = infra_dir / "runner-settings-test"
+    base = tmp / "run"
+    bindir = tmp / "bin"
+    bindir.mkdir(parents=True, exist_ok=True)
+    link = bindir / "logpipe-gateway"
+    if not link.exists():
+        link.symlink_to(gw_bin)
+    env = dict(os.environ, LOGPIPE_BIN_DIR=str(bindir), PYTHONUNBUFFERED="1",
+               LOGPIPE_RATELIMIT_RATE="50000", LOGPIPE_GATEWAY__BACKPRESSURE_FLOOR="123",
+               LOGPIPE_HTTP_LISTEN="0.0.0.0:1", LOGPIPE_NO_SUCH_KEY="1")
+    runner = subprocess.Popen(
+        [sys.executable, str(lp.REPO / "deploy" / "local" / "runner.py"), "--base-dir",
+         str(base), "--control-port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    out = []
+    try:
+        _lines_until(runner, r"^try: curl", 150, out)  # the banner's last line
+        banner = "\n".join(out)
+        m = re.search(r"^\s+gateway\s+(http://127\.0\.0\.1:\d+)/", banner, re.M)
+        assert m, banner
+        gw = m.group(1)
+        assert "settings from the environment:" in banner, banner
+        assert "gateway: ratelimit.rate=50000 (LOGPIPE_RATELIMIT_RATE)" in banner, banner
+        assert "gateway: backpressure.floor=123 (LOGPIPE_GATEWAY__BACKPRESSURE_FLOOR)" in banner
+        assert "ignored LOGPIPE_HTTP_LISTEN: http.listen is the runner's choice" in banner
+        assert "ignored LOGPIPE_NO_SUCH_KEY: no service has this setting" in banner
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                code, health = _http("GET", gw + "/api/logs/health", timeout=5)
+                if code == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "the gateway never answered\n" + banner
+            time.sleep(0.3)
+        assert health["normal_limit"] == 50000, health
+        assert health["floor"] == 123, health
+        runner.send_signal(signal.SIGTERM)
+        _lines_until(runner, r"all stopped", 90, out)
+        assert runner.wait(timeout=30) == 0
+    finally:
+        if runner.poll() is None:
+            os.killpg(runner.pid, signal.SIGKILL)
+            runner.wait(timeout=10)

@@ -10,6 +10,10 @@ What is checked:
     breakers closed and no source errors;
   * a generator run started through the gateway shows is_streaming, a
     growing generated count and rate, then every generated event stored;
+  * during a generator run, twenty consecutive views each have their stage
+    counts in pipeline order (producer_count >= kafka_count >= ... >=
+    stored_count), say when each group of figures was read, and print no
+    number with more than three decimals (nor does the generator's status);
   * a source that is down leaves its fields null with an entry in "errors"
     and the endpoint still answers 200 at once: the consumer stopped
     (stored and processed null), the enricher stopped (its counts null, its
@@ -21,6 +25,7 @@ Every wait is bounded; the gateway samples every 500 ms here.
 """
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -172,6 +177,52 @@ def test_generator_run_shows_streaming_then_everything_stored(stack):
                   lambda v: v["kafka_count"] == v["counts"]["generated_sent"] == v["stored_count"],
                   timeout=90)
     assert v["counts"]["generated"] >= v["counts"]["generated_sent"]
+
+
+LONG_DECIMALS = re.compile(rb"[-\d]\.\d{4,}")
+
+
+def raw_view(gw, path="/api/v1/pipeline"):
+    with urllib.request.urlopen(gw.url + path, timeout=10) as r:
+        assert r.status == 200
+        return r.read()
+
+
+def in_order(counts):
+    """The known counts, each at least every later one."""
+    known = [c for c in counts if c is not None]
+    return all(a >= b for a, b in zip(known, known[1:]))
+
+
+def test_views_during_a_run_are_ordered_and_rounded(stack):
+    gw = stack["gateway"]
+    wait_view(gw, "first full sample", lambda v: v["kafka_count"] is not None)
+    # A rate that is no whole number, so every rate printed has decimals.
+    status, body = call(gw.url + "/api/v1/generator/start", "POST",
+                        {"rate": 81.9, "size_bytes": 300, "duration_s": 30})
+    assert status in (200, 202), body
+    wait_view(gw, "streaming with rates", lambda v: v["is_streaming"] is True
+              and (v["rates_10s"]["raw"] or 0) > 0, timeout=20)
+    text = raw_view(gw, "/api/v1/generator/status")
+    assert not LONG_DECIMALS.search(text), text
+    assert json.loads(text)["target_rate"] == 81.9
+    seen = set()
+    for i in range(20):
+        text = raw_view(gw, "/api/v1/pipeline?history=1")
+        assert not LONG_DECIMALS.search(text), LONG_DECIMALS.findall(text)[:5]
+        v = json.loads(text)
+        st = v["stages"]
+        chain = [v["producer_count"], v["kafka_count"], st["enricher"]["count"],
+                 st["enriched"]["count"], st["consumer"]["count"], v["stored_count"]]
+        assert in_order(chain), (i, chain, v["adjusted"], v["counts"])
+        assert v["producer_count"] >= v["kafka_count"] >= v["stored_count"], chain
+        assert st["raw"]["count"] == v["counts"]["raw"] == v["kafka_count"]
+        assert st["postgres"]["count"] == v["stored_count"] == v["cassandra_count"]
+        assert v["read_at"]["services"] and v["read_at"]["kafka"], v["read_at"]
+        seen.add(v["updated_at"])
+        time.sleep(0.25)
+    assert len(seen) >= 5, "the views spanned too few samples"
+    call(gw.url + "/api/v1/generator/stop", "POST")
 
 
 def test_fields_are_null_when_a_source_is_down(stack, infra, services, topics):
