@@ -325,6 +325,8 @@ static int err_to_errno(rd_kafka_resp_err_t e)
 		return -ENOBUFS;
 	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
 		return -EMSGSIZE;
+	case RD_KAFKA_RESP_ERR__INVALID_ARG:
+		return -EINVAL;
 	case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
 	case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
 		return -ENOENT;
@@ -983,4 +985,44 @@ out:
 		rd_kafka_topic_partition_list_destroy(start);
 	rd_kafka_topic_partition_list_destroy(l);
 	return ret;
+}
+
+/* ---- errors no retry can cure -------------------------------------------- */
+
+/* The record itself is refused: its size, or its form.  Everything else
+ * (queue full, timeouts, a broker down, leadership moving, a fatal error
+ * that makes the producer replace its handle, an unknown topic that an
+ * operator may still create) can pass, so the caller retries it. */
+bool lp_kafka_err_permanent(rd_kafka_resp_err_t e)
+{
+	switch (e) {
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_INVALID_MSG:
+	case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+	case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+	case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+	case RD_KAFKA_RESP_ERR__INVALID_ARG:
+		return true;
+	default:
+		return false;
+	}
+}
+
+rd_kafka_resp_err_t lp_kafka_send_err(int rc)
+{
+	switch (rc) {
+	case 0:
+		return RD_KAFKA_RESP_ERR_NO_ERROR;
+	case -EMSGSIZE:
+		return RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+	case -EINVAL:
+		return RD_KAFKA_RESP_ERR__INVALID_ARG;
+	case -ENOENT:
+		return RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+	case -ENOBUFS:
+		return RD_KAFKA_RESP_ERR__QUEUE_FULL;
+	default:
+		return RD_KAFKA_RESP_ERR__FAIL;
+	}
 }
