@@ -623,8 +623,13 @@ void lp_kconsumer_free(struct lp_kconsumer *c)
 
 	if (!c)
 		return;
-	/* The asynchronous close serves rebalance callbacks on q; stop
-	 * waiting for it after CONSUMER_CLOSE_MS and leave without it. */
+	/* The asynchronous close forwards the consumer's queue to q: the
+	 * rebalance that gives the partitions up, and also records fetched
+	 * but not yet polled.  Those have no callback, and serving them with
+	 * rd_kafka_queue_poll_callback() aborts in librdkafka 2.0
+	 * (rd_kafka_q_serve: res != RD_KAFKA_OP_RES_PASS), so q is read as
+	 * events: the rebalance handled, the rest dropped.  Stop waiting for
+	 * the close after CONSUMER_CLOSE_MS and leave without it. */
 	q = rd_kafka_queue_new(c->rk);
 	error = rd_kafka_consumer_close_queue(c->rk, q);
 	if (error) {
@@ -633,8 +638,15 @@ void lp_kconsumer_free(struct lp_kconsumer *c)
 		flags = RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE;
 	} else {
 		deadline = lp_now_ms() + CONSUMER_CLOSE_MS;
-		while (!rd_kafka_consumer_closed(c->rk) && lp_now_ms() < deadline)
-			rd_kafka_queue_poll_callback(q, 100);
+		while (!rd_kafka_consumer_closed(c->rk) && lp_now_ms() < deadline) {
+			rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+
+			if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+				on_rebalance(c->rk, rd_kafka_event_error(ev),
+					     rd_kafka_event_topic_partition_list(ev), c);
+			if (ev)
+				rd_kafka_event_destroy(ev);
+		}
 		if (!rd_kafka_consumer_closed(c->rk)) {
 			lp_warn("kafka consumer close: not done after %d ms (broker unreachable?); "
 				"leaving without it", CONSUMER_CLOSE_MS);

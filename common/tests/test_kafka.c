@@ -484,6 +484,28 @@ static void test_consumer(void **state)
 	assert_int_equal(lp_kproducer_free(admin, 1000), 0);
 }
 
+/* A consumer closed while records it fetched still wait in its queue (the
+ * enricher makes its consumer again mid-run when a rewind fails): the
+ * close must not abort on them. */
+static void test_consumer_free_with_records_waiting(void **state)
+{
+	struct fixture *f = *state;
+	rd_kafka_message_t *msgs[1];
+	struct lp_kconsumer *c;
+	int64_t t0;
+
+	produce_ok(f, NMSG, "w");
+	c = consumer(f, "g-free");
+	assert_int_equal(consume(c, msgs, 1, 8000), 1);
+	destroy_all(msgs, 1);
+	/* Let the rest be fetched into the local queue. */
+	usleep(300 * 1000);
+	t0 = lp_now_ms();
+	lp_kconsumer_free(c);
+	/* Closed, not abandoned after CONSUMER_CLOSE_MS (4 s). */
+	assert_true(lp_now_ms() - t0 < 3000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -498,6 +520,8 @@ int main(void)
 		cmocka_unit_test(test_kwait_timeout),
 		cmocka_unit_test_setup_teardown(test_bad_property, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_consumer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_consumer_free_with_records_waiting, setup,
+						teardown),
 	};
 
 	lp_log_init("test_kafka", LP_LOG_ERROR);
