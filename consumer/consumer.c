@@ -15,7 +15,10 @@
  *   store thread (owns the PostgreSQL write path and the DLQ producer)
  *     store    the lines in one transaction (store_batch); see below;
  *     dlq      every set-aside record to topics.dlq with the reason and its
- *              origin in headers, waiting for the broker's acknowledgement.
+ *              origin in headers, waiting for the broker's acknowledgement;
+ *              one the DLQ refuses for good (too large with the headers) is
+ *              sent again cut to its first LP_DLQ_TRUNCATED_BYTES, header
+ *              truncated, rather than retried for ever.
  *
  * Batches are stored and committed strictly in order (a hand-off slot of
  * one), and a batch's offsets are committed only when every record of it is

@@ -33,7 +33,15 @@
  *
  * When any delivery of a batch fails, nothing from it on is committed: the
  * consumer is rewound to the first offsets of the batches in flight and
- * they are tried again after an exponential backoff.  What was already
+ * they are tried again after an exponential backoff.  That is for errors
+ * that may pass: an output Kafka refuses for good (lp_kafka_err_permanent:
+ * too large once enriched, invalid) would be refused on every retry and
+ * hold its partition for ever, so its input record is dead-lettered
+ * instead, with the reason, when its batch is retired (cut to its first
+ * LP_DLQ_TRUNCATED_BYTES when even the dead letter is too large).  A
+ * rewind that fails would let a later batch store offsets past records
+ * never delivered, so the consumer is made again instead (consumer_reset)
+ * and resumes from the committed offsets.  What was already
  * delivered is delivered again (at-least-once; events keep their id, and
  * the consumer stores each id once).  A rebalance needs no special care for the same reason:
  * a partition taken away mid-batch is re-read by its new owner from the
