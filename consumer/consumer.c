@@ -15,7 +15,10 @@
  *   store thread (owns the PostgreSQL write path and the DLQ producer)
  *     store    the lines in one transaction (store_batch); see below;
  *     dlq      every set-aside record to topics.dlq with the reason and its
- *              origin in headers, waiting for the broker's acknowledgement.
+ *              origin in headers, waiting for the broker's acknowledgement;
+ *              one the DLQ refuses for good (too large with the headers) is
+ *              sent again cut to its first LP_DLQ_TRUNCATED_BYTES, header
+ *              truncated, rather than retried for ever.
  *
  * Batches are stored and committed strictly in order (a hand-off slot of
  * one), and a batch's offsets are committed only when every record of it is
@@ -109,7 +112,8 @@ struct poison {
 	size_t msg;         /* index in batch.msgs */
 	const char *reason; /* "invalid_json", "invalid_event", "db_rejected" */
 	char *error;        /* the detail (owned) */
-	bool sent;          /* acknowledged on the DLQ */
+	bool sent;          /* acknowledged on the DLQ (or given up, see below) */
+	bool cut;           /* too large for the DLQ whole: send the first bytes */
 };
 
 /* The records of one batch and their COPY lines. */
@@ -174,6 +178,8 @@ struct consumer {
 	struct lp_series *paused_gauge;    /* consumer_paused */
 	struct lp_series *retries;         /* consumer_store_retries_total */
 	struct lp_metric *errors;          /* log_events_errors_total{reason} */
+	struct lp_series *dlq_truncated;   /* consumer_dead_letters_truncated_total */
+	struct lp_series *dlq_dropped;     /* consumer_dead_letters_dropped_total */
 };
 
 /* ---- shared state --------------------------------------------------------- */
@@ -253,6 +259,7 @@ static void batch_poison(struct batch *b, size_t msg, const char *reason, const 
 	b->bad[b->nbad].reason = reason;
 	b->bad[b->nbad].error = lp_xstrdup(error ? error : "");
 	b->bad[b->nbad].sent = false;
+	b->bad[b->nbad].cut = false;
 	b->nbad++;
 }
 
@@ -488,8 +495,8 @@ static void add_header(rd_kafka_headers_t *h, const char *name, const char *valu
 
 static rd_kafka_headers_t *dlq_headers(const struct poison *p, const rd_kafka_message_t *m)
 {
-	rd_kafka_headers_t *h = rd_kafka_headers_new(6);
-	char part[16], off[24];
+	rd_kafka_headers_t *h = rd_kafka_headers_new(7);
+	char part[16], off[24], size[24];
 
 	snprintf(part, sizeof(part), "%d", (int)m->partition);
 	snprintf(off, sizeof(off), "%lld", (long long)m->offset);
@@ -499,11 +506,55 @@ static rd_kafka_headers_t *dlq_headers(const struct poison *p, const rd_kafka_me
 	add_header(h, "origin_partition", part);
 	add_header(h, "origin_offset", off);
 	add_header(h, "stage", "consumer");
+	if (p->cut) {
+		snprintf(size, sizeof(size), "%zu", m->len);
+		add_header(h, "truncated", size);
+	}
 	return h;
 }
 
+/* How much of m a dead letter carries: all of it, or when that was refused
+ * as too large, its first LP_DLQ_TRUNCATED_BYTES (none when it is shorter:
+ * the headers still say what and where it is). */
+static size_t dlq_len(const struct poison *p, const rd_kafka_message_t *m)
+{
+	if (!p->cut)
+		return m->len;
+	return m->len > LP_DLQ_TRUNCATED_BYTES ? LP_DLQ_TRUNCATED_BYTES : 0;
+}
+
+/* The DLQ's answer for one set-aside record that was not acknowledged.
+ * Returns true when it is to be sent again after a backoff (the error may
+ * pass), false when it is settled or to be sent again at once, cut. */
+static bool dead_letter_refused(struct consumer *c, struct poison *p,
+				const rd_kafka_message_t *m, rd_kafka_resp_err_t err)
+{
+	if (!lp_kafka_err_permanent(err))
+		return true;
+	if (!p->cut) {
+		lp_warn("dead letter of %s[%d]@%lld (%zu bytes) refused by %s (%s); sending its "
+			"first %d bytes", rd_kafka_topic_name(m->rkt), (int)m->partition,
+			(long long)m->offset, m->len, c->s->topic_dlq, rd_kafka_err2str(err),
+			LP_DLQ_TRUNCATED_BYTES);
+		p->cut = true;
+		return false;
+	}
+	/* Not even the cut copy is taken (a DLQ topic with a tiny
+	 * max.message.bytes): holding every later batch would not help. */
+	lp_error("dead letter of %s[%d]@%lld refused by %s even cut (%s); the record is skipped, "
+		 "it stays in %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
+		 (long long)m->offset, c->s->topic_dlq, rd_kafka_err2str(err),
+		 rd_kafka_topic_name(m->rkt));
+	p->sent = true;
+	lp_series_inc(c->dlq_dropped);
+	return false;
+}
+
 /* Sends every set-aside record of b to the DLQ and waits for the broker;
- * retries what failed until it is acknowledged.  Returns 0 or -ECANCELED. */
+ * retries what failed until it is acknowledged.  A record the DLQ refuses
+ * for good (too large with the headers) is sent again at once cut to its
+ * first bytes, so that it cannot hold the batch, and every later one, for
+ * ever.  Returns 0 or -ECANCELED. */
 static int send_dead_letters(struct consumer *c, struct batch *b)
 {
 	rd_kafka_resp_err_t *results;
@@ -515,7 +566,8 @@ static int send_dead_letters(struct consumer *c, struct batch *b)
 	results = lp_xcalloc(b->nbad, sizeof(*results));
 	for (attempt = 1;; attempt++) {
 		struct lp_kwait w;
-		size_t failed = 0;
+		size_t failed = 0, again = 0;
+		int rc;
 
 		lp_kwait_init(&w, results);
 		for (i = 0; i < b->nbad; i++) {
@@ -526,11 +578,12 @@ static int send_dead_letters(struct consumer *c, struct batch *b)
 				continue;
 			h = dlq_headers(&b->bad[i], m);
 			lp_kwait_add(&w);
-			if (lp_kproducer_send(c->dlq, c->s->topic_dlq, m->key, m->key_len, m->payload,
-					      m->len, h, 1000, lp_kwait_done,
-					      lp_kwait_slot(&w, i)) < 0) {
+			rc = lp_kproducer_send(c->dlq, c->s->topic_dlq, m->key, m->key_len, m->payload,
+					       dlq_len(&b->bad[i], m), h, 1000, lp_kwait_done,
+					       lp_kwait_slot(&w, i));
+			if (rc < 0) {
 				rd_kafka_headers_destroy(h);
-				lp_kwait_cancel(&w, i, RD_KAFKA_RESP_ERR__QUEUE_FULL);
+				lp_kwait_cancel(&w, i, lp_kafka_send_err(rc));
 			}
 		}
 		/* Deliveries end within message.timeout.ms, so this wait ends. */
@@ -543,12 +596,21 @@ static int send_dead_letters(struct consumer *c, struct batch *b)
 			if (results[i] == RD_KAFKA_RESP_ERR_NO_ERROR) {
 				b->bad[i].sent = true;
 				lp_series_inc(lp_metric_series(c->errors, b->bad[i].reason));
-			} else {
+				if (b->bad[i].cut)
+					lp_series_inc(c->dlq_truncated);
+			} else if (dead_letter_refused(c, &b->bad[i], b->msgs[b->bad[i].msg],
+						       results[i])) {
 				failed++;
+			} else if (!b->bad[i].sent) {
+				again++;
 			}
 		}
-		if (failed == 0)
+		if (failed == 0 && again == 0)
 			break;
+		if (failed == 0) {
+			attempt--; /* the cut copies go at once, not after a backoff */
+			continue;
+		}
 		lp_warn("%zu records could not be sent to %s, retrying", failed, c->s->topic_dlq);
 		store_sleep(c, lp_backoff_ms(attempt, RETRY_BACKOFF_BASE_MS, RETRY_BACKOFF_MAX_MS,
 					   &c->seed));
@@ -863,6 +925,12 @@ static void init_metrics(struct consumer *c)
 				  0);
 	for (size_t i = 0; i < LP_ARRAY_SIZE(reasons); i++)
 		lp_metric_series(c->errors, reasons[i]);
+	c->dlq_truncated = lp_counter(reg, "consumer_dead_letters_truncated_total",
+				      "Dead letters sent cut to their first 64 KiB because the whole "
+				      "record was too large for the dead-letter topic");
+	c->dlq_dropped = lp_counter(reg, "consumer_dead_letters_dropped_total",
+				    "Records skipped because the dead-letter topic refused even their "
+				    "cut copy");
 }
 
 static int start_thread(pthread_t *t, void *(*fn)(void *), void *arg, bool *started, char *err,

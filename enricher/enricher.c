@@ -33,7 +33,15 @@
  *
  * When any delivery of a batch fails, nothing from it on is committed: the
  * consumer is rewound to the first offsets of the batches in flight and
- * they are tried again after an exponential backoff.  What was already
+ * they are tried again after an exponential backoff.  That is for errors
+ * that may pass: an output Kafka refuses for good (lp_kafka_err_permanent:
+ * too large once enriched, invalid) would be refused on every retry and
+ * hold its partition for ever, so its input record is dead-lettered
+ * instead, with the reason, when its batch is retired (cut to its first
+ * LP_DLQ_TRUNCATED_BYTES when even the dead letter is too large).  A
+ * rewind that fails would let a later batch store offsets past records
+ * never delivered, so the consumer is made again instead (consumer_reset)
+ * and resumes from the committed offsets.  What was already
  * delivered is delivered again (at-least-once; events keep their id, and
  * the consumer stores each id once).  A rebalance needs no special care for the same reason:
  * a partition taken away mid-batch is re-read by its new owner from the
@@ -113,6 +121,7 @@ const struct lp_cfg_opt enricher_options[] = {
 struct enricher {
 	const struct enricher_settings *s; /* settings, owned by main */
 	struct lp_kconsumer *kc;           /* raw-logs, group kafka.group */
+	pthread_mutex_t kc_mu;             /* kc against its replacement (consumer_reset) */
 	struct lp_kproducer *kp;           /* idempotent producer of every output */
 	struct lp_breaker *kafka_br;       /* trips on failed output batches */
 	struct lp_breaker *table_br;       /* the metadata-changes feed's health */
@@ -138,6 +147,10 @@ struct enricher {
 	struct lp_series *successes;       /* enrichment_successes_total (complete) */
 	struct lp_series *partials;        /* enrichment_partial_total */
 	struct lp_series *dead;            /* enrichment_dead_lettered_total */
+	struct lp_series *refused;         /* enrichment_outputs_refused_total */
+	struct lp_series *truncated;       /* enrichment_dead_letters_truncated_total */
+	struct lp_series *dlq_dropped;     /* enrichment_dead_letters_dropped_total */
+	struct lp_series *resets;          /* enrichment_consumer_resets_total */
 	struct lp_series *latency;         /* enrichment_latency_seconds (lookup + merge) */
 	struct lp_series *batch_seconds;   /* enrichment_batch_seconds (gather to acknowledged) */
 	struct lp_series *retries;         /* enrichment_batch_retries_total */
@@ -312,7 +325,10 @@ struct batch {
 	rd_kafka_message_t **msgs;     /* the input records (owned) */
 	size_t n;                      /* records in msgs */
 	size_t cap;                    /* room in msgs: grows up to batch.max_events */
-	size_t sent;                   /* outputs handed to the producer */
+	size_t sent;                   /* outputs given a delivery slot: handed to
+					* the producer or refused at once */
+	rd_kafka_resp_err_t *res;      /* per record, its output's result; as
+					* long as msgs, written under w.mu */
 	struct lp_kwait w;             /* counts the deliveries */
 	int64_t t0_us;                 /* when its first record was gathered */
 };
@@ -322,19 +338,24 @@ static void batch_begin(struct batch *b)
 {
 	b->n = 0;
 	b->sent = 0;
-	lp_kwait_init(&b->w, NULL);
+	lp_kwait_init(&b->w, b->res);
 }
 
 /* Enriches the batch's record i and hands its output to the producer.
- * Returns -EIO when it could not be handed over: the batch fails then. */
+ * Returns -EIO when it could not be handed over for a reason that may
+ * pass: the batch fails then.  An output refused for good at once (larger
+ * than message.max.bytes once enriched) is only noted in its slot: the
+ * record is dead-lettered when the batch is retired (batch_refused). */
 static int send_one(struct enricher *e, struct batch *b, size_t i)
 {
 	const rd_kafka_message_t *m = b->msgs[i];
+	rd_kafka_resp_err_t err;
 	struct output o;
 	int rc;
 
 	enrich_one(e, m, &o);
 	lp_kwait_add(&b->w);
+	b->sent++;
 	if (!o.topic) {
 		lp_kwait_cancel(&b->w, i, RD_KAFKA_RESP_ERR__FAIL);
 		output_release(&o);
@@ -346,10 +367,10 @@ static int send_one(struct enricher *e, struct batch *b, size_t i)
 		o.headers = NULL; /* taken over by the send */
 	output_release(&o);
 	if (rc < 0) {
-		lp_kwait_cancel(&b->w, i, RD_KAFKA_RESP_ERR__QUEUE_FULL);
-		return -EIO;
+		err = lp_kafka_send_err(rc);
+		lp_kwait_cancel(&b->w, i, err);
+		return lp_kafka_err_permanent(err) ? 0 : -EIO;
 	}
-	b->sent++;
 	return 0;
 }
 
@@ -382,9 +403,15 @@ static void gather(struct enricher *e, struct batch *b, size_t max, int wait_ms)
 			deadline = b->t0_us / 1000 + e->s->batch_max_ms;
 		}
 		if (b->n == b->cap) {
-			/* Only this thread touches msgs: growing it is safe. */
+			/* Only this thread touches msgs: growing it is safe.  The
+			 * delivery thread writes res under w.mu, so res grows
+			 * (and moves) under that lock. */
 			b->cap = b->cap * 2 < max ? b->cap * 2 : max;
 			b->msgs = lp_xrealloc(b->msgs, b->cap * sizeof(*b->msgs));
+			pthread_mutex_lock(&b->w.mu);
+			b->res = lp_xrealloc(b->res, b->cap * sizeof(*b->res));
+			b->w.results = b->res;
+			pthread_mutex_unlock(&b->w.mu);
 		}
 		b->msgs[b->n++] = m;
 		if (send_one(e, b, b->n - 1) < 0 || lp_now_ms() >= deadline)
@@ -416,22 +443,121 @@ static void wait_acks(struct enricher *e, struct lp_kwait *w)
 	}
 }
 
-/* Waits for the batch's deliveries.  Returns 0 when all were acknowledged. */
+/* Waits for the batch's deliveries.  Returns 0 when each was acknowledged
+ * or refused for good (batch_refused dead-letters those), -EIO when any
+ * failed for a reason that may pass: the batch is retried then. */
 static int batch_finish(struct enricher *e, struct batch *b)
 {
+	rd_kafka_resp_err_t first = RD_KAFKA_RESP_ERR_NO_ERROR;
 	int64_t t0 = lp_now_us();
+	size_t i, transient = b->n - b->sent;
 	int ret;
 
 	wait_acks(e, &b->w);
-	ret = b->w.failed == 0 && b->sent == b->n ? 0 : -EIO;
+	for (i = 0; i < b->sent; i++) {
+		if (b->res[i] == RD_KAFKA_RESP_ERR_NO_ERROR || lp_kafka_err_permanent(b->res[i]))
+			continue;
+		if (!transient++)
+			first = b->res[i];
+	}
+	ret = transient == 0 ? 0 : -EIO;
 	lp_debug("batch of %zu acknowledged after %.1f ms more", b->n,
 		 (double)(lp_now_us() - t0) / 1000);
 	if (ret < 0)
-		lp_warn("%d of %zu outputs not acknowledged (%s); the batch will be retried",
-			b->w.failed + (int)(b->n - b->sent), b->n, rd_kafka_err2str(b->w.first_err));
+		lp_warn("%zu of %zu outputs not acknowledged (%s); the batch will be retried",
+			transient, b->n, rd_kafka_err2str(first));
 	lp_series_add(e->sent, (double)(b->sent - (size_t)b->w.failed));
 	lp_kwait_release(&b->w);
 	return ret;
+}
+
+/* Sends one dead letter for input m, value its first len bytes (cut is
+ * true when that is not all of it: header "truncated" gives the original
+ * size), and waits for the broker.  Returns the delivery result. */
+static rd_kafka_resp_err_t dead_letter_wait(struct enricher *e, const rd_kafka_message_t *m,
+					    const char *reason, size_t len, bool cut)
+{
+	rd_kafka_headers_t *h = dlq_headers(m, reason);
+	rd_kafka_resp_err_t res = RD_KAFKA_RESP_ERR__FAIL;
+	struct lp_kwait w;
+	char size[24];
+	int rc;
+
+	if (cut) {
+		snprintf(size, sizeof(size), "%zu", m->len);
+		rd_kafka_header_add(h, "truncated", -1, size, -1);
+	}
+	lp_kwait_init(&w, &res);
+	lp_kwait_add(&w);
+	rc = lp_kproducer_send(e->kp, e->s->topic_dlq, m->key, m->key_len, m->payload, len, h,
+			       1000, lp_kwait_done, lp_kwait_slot(&w, 0));
+	if (rc < 0) {
+		rd_kafka_headers_destroy(h);
+		lp_kwait_cancel(&w, 0, lp_kafka_send_err(rc));
+	}
+	wait_acks(e, &w);
+	lp_kwait_release(&w);
+	return res;
+}
+
+/* Input m's output was refused for good (why): the record goes to the
+ * dead-letter topic as it came, with the reason, or cut to
+ * LP_DLQ_TRUNCATED_BYTES when even that is too large, so that one record
+ * cannot hold its partition.  Returns 0, or -EIO when the dead-letter
+ * topic could not take it for a reason that may pass. */
+static int dead_letter_refused(struct enricher *e, const rd_kafka_message_t *m,
+			       rd_kafka_resp_err_t why)
+{
+	char reason[200];
+	rd_kafka_resp_err_t res;
+	bool cut = false;
+
+	snprintf(reason, sizeof(reason), "kafka_refused: %s", rd_kafka_err2str(why));
+	lp_log_kv(LP_LOG_WARN, (const char *[]){ "topic", rd_kafka_topic_name(m->rkt), NULL },
+		  "output of partition %d offset %lld (%zu bytes in) refused for good (%s); "
+		  "dead-lettering the record", (int)m->partition, (long long)m->offset, m->len,
+		  rd_kafka_err2str(why));
+	res = dead_letter_wait(e, m, reason, m->len, false);
+	if (lp_kafka_err_permanent(res) && m->len > 0) {
+		cut = true;
+		/* The first bytes, or none when the record is short: its
+		 * headers still say what and where it is. */
+		res = dead_letter_wait(e, m, reason, m->len > LP_DLQ_TRUNCATED_BYTES
+					      ? LP_DLQ_TRUNCATED_BYTES : 0, true);
+	}
+	if (res == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		lp_series_inc(e->refused);
+		lp_series_inc(e->dead);
+		if (cut)
+			lp_series_inc(e->truncated);
+		return 0;
+	}
+	if (!lp_kafka_err_permanent(res)) {
+		lp_warn("dead-lettering partition %d offset %lld failed (%s); the batch will be "
+			"retried", (int)m->partition, (long long)m->offset, rd_kafka_err2str(res));
+		return -EIO;
+	}
+	/* Not even a cut copy is taken: a dead-letter topic with a tiny
+	 * max.message.bytes.  Holding the partition for ever would not help. */
+	lp_error("partition %d offset %lld: output refused (%s) and so is its dead letter (%s); "
+		 "the record is skipped, it stays in %s", (int)m->partition, (long long)m->offset,
+		 rd_kafka_err2str(why), rd_kafka_err2str(res), rd_kafka_topic_name(m->rkt));
+	lp_series_inc(e->refused);
+	lp_series_inc(e->dlq_dropped);
+	return 0;
+}
+
+/* Dead-letters every record of an acknowledged batch whose output Kafka
+ * refused for good.  Returns 0, or -EIO: the batch is retried. */
+static int batch_refused(struct enricher *e, struct batch *b)
+{
+	size_t i;
+
+	for (i = 0; i < b->sent; i++)
+		if (b->res[i] != RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    dead_letter_refused(e, b->msgs[i], b->res[i]) < 0)
+			return -EIO;
+	return 0;
 }
 
 static void batch_drop(struct batch *b)
@@ -449,15 +575,19 @@ static void publish_coverage(struct enricher *e)
 		lp_series_set(e->coverage_ratio, (double)e->cov_sum / (double)e->cov_n);
 }
 
+/* Called from the monitor thread: kc may be being replaced. */
 static bool assigned(struct enricher *e)
 {
 	rd_kafka_topic_partition_list_t *l = NULL;
-	bool yes;
+	bool yes = false;
 
-	if (rd_kafka_assignment(lp_kconsumer_handle(e->kc), &l) != RD_KAFKA_RESP_ERR_NO_ERROR)
-		return false;
-	yes = l->cnt > 0;
-	rd_kafka_topic_partition_list_destroy(l);
+	pthread_mutex_lock(&e->kc_mu);
+	if (e->kc &&
+	    rd_kafka_assignment(lp_kconsumer_handle(e->kc), &l) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+		yes = l->cnt > 0;
+		rd_kafka_topic_partition_list_destroy(l);
+	}
+	pthread_mutex_unlock(&e->kc_mu);
 	return yes;
 }
 
@@ -587,13 +717,71 @@ static void commit_final(struct enricher *e)
 		lp_warn("final offset commit not confirmed; records may be enriched again");
 }
 
+/* The consumer of raw-logs in group kafka.group.  Offsets are stored by
+ * the pipeline once acknowledged and committed by it asynchronously
+ * (automatic store and commit stay off). */
+static struct lp_kconsumer *enricher_consumer(const struct enricher_settings *s, char *err,
+					      size_t errlen)
+{
+	char session[32], fetch_wait[32];
+	const char *nodelay = s->kafka_nodelay ? "true" : "false";
+	const char *cprops[] = { "auto.offset.reset", "earliest", "fetch.wait.max.ms", fetch_wait,
+				 "session.timeout.ms", session, "socket.nagle.disable", nodelay,
+				 NULL };
+	const char *topics[] = { s->topic_raw, NULL };
+
+	snprintf(session, sizeof(session), "%lld", s->kafka_session_timeout_ms);
+	snprintf(fetch_wait, sizeof(fetch_wait), "%lld", s->kafka_fetch_wait_ms);
+	return lp_kconsumer_new(s->kafka_brokers, s->kafka_group, topics, cprops, err, errlen);
+}
+
+/* A rewind failed: the consumer's position may be past records whose
+ * outputs were never acknowledged, and the next acknowledged batch would
+ * store offsets beyond them (lost for good).  So the consumer is closed,
+ * after a last commit of what was stored (all of it acknowledged), and
+ * made again: it joins the group afresh and resumes every partition it
+ * gets from the committed offset, which never passes an unacknowledged
+ * output.  Uncommitted work is done again: duplicates, never losses. */
+static void consumer_reset(struct enricher *e)
+{
+	struct lp_kconsumer *kc = NULL;
+	char err[256];
+	unsigned seed = (unsigned)lp_now_us();
+	int attempt = 0;
+
+	lp_error("cannot rewind the consumer; leaving the group and resuming from the committed "
+		 "offsets");
+	lp_series_inc(e->resets);
+	commit_final(e);
+	pthread_mutex_lock(&e->kc_mu);
+	rd_kafka_queue_destroy(e->commit_q);
+	e->commit_q = NULL;
+	lp_kconsumer_free(e->kc);
+	e->kc = NULL;
+	pthread_mutex_unlock(&e->kc_mu);
+	e->commit_busy = false;
+	e->stored_new = false;
+	/* The settings were good a moment ago; keep trying (a stop ends it,
+	 * and the pipeline then has no consumer to read from). */
+	while (!(kc = enricher_consumer(e->s, err, sizeof(err))) && !e->stop) {
+		lp_error("cannot make the consumer again: %s", err);
+		lp_sleep_ms(lp_backoff_ms(++attempt, 100, e->s->retry_max_ms, &seed), &e->stop);
+	}
+	pthread_mutex_lock(&e->kc_mu);
+	e->kc = kc;
+	if (kc)
+		e->commit_q = rd_kafka_queue_new(lp_kconsumer_handle(kc));
+	pthread_mutex_unlock(&e->kc_mu);
+}
+
 /* A batch failed: nothing from it on may be stored.  The batches after it
  * are waited for (their deliveries must report before their memory goes)
  * and the consumer is rewound to the lowest offset of each partition among
- * all of them. */
+ * all of them; if any seek fails, the consumer is made again instead. */
 static void ring_fail(struct enricher *e, struct batch *ring, size_t depth, size_t head,
 		      size_t count)
 {
+	bool rewound = true;
 	size_t k;
 
 	lp_breaker_record(e->kafka_br, false, 0);
@@ -605,10 +793,13 @@ static void ring_fail(struct enricher *e, struct batch *ring, size_t depth, size
 	for (k = count; k-- > 0;) {
 		struct batch *r = &ring[(head + k) % depth];
 
-		lp_kconsumer_rewind(e->kc, r->msgs, r->n);
+		if (lp_kconsumer_rewind(e->kc, r->msgs, r->n) < 0)
+			rewound = false;
 	}
 	for (k = 0; k < count; k++)
 		batch_drop(&ring[(head + k) % depth]);
+	if (!rewound)
+		consumer_reset(e);
 }
 
 /*
@@ -634,6 +825,7 @@ static void *pipeline_main(void *arg)
 	for (i = 0; i < depth; i++) {
 		ring[i].cap = max < FIRST_CAP ? max : FIRST_CAP;
 		ring[i].msgs = lp_xcalloc(ring[i].cap, sizeof(*ring[i].msgs));
+		ring[i].res = lp_xcalloc(ring[i].cap, sizeof(*ring[i].res));
 	}
 	if (e->table && e->s->table_load_wait_ms > 0 &&
 	    !mdtable_wait_loaded(e->table, (int)e->s->table_load_wait_ms, &e->stop))
@@ -648,7 +840,7 @@ static void *pipeline_main(void *arg)
 		if (count > 0 && (count == depth || pending >= IN_FLIGHT_MAX ||
 				  atomic_load(&e->stop) || batch_acked(&ring[head]))) {
 			b = &ring[head];
-			if (batch_finish(e, b) < 0) {
+			if (batch_finish(e, b) < 0 || batch_refused(e, b) < 0) {
 				ring_fail(e, ring, depth, head, count);
 				count = 0;
 				pending = 0;
@@ -682,8 +874,10 @@ static void *pipeline_main(void *arg)
 		}
 	}
 	commit_final(e);
-	for (i = 0; i < depth; i++)
+	for (i = 0; i < depth; i++) {
 		free(ring[i].msgs);
+		free(ring[i].res);
+	}
 	free(ring);
 	return NULL;
 }
@@ -747,7 +941,11 @@ static void register_metrics(struct enricher *e)
 	e->attempts = lp_counter(reg, "enrichment_attempts_total", "Valid events the enricher tried to enrich");
 	e->successes = lp_counter(reg, "enrichment_successes_total", "Events enriched completely (every lookup answered)");
 	e->partials = lp_counter(reg, "enrichment_partial_total", "Events enriched partially (a lookup unanswered)");
-	e->dead = lp_counter(reg, "enrichment_dead_lettered_total", "Invalid records sent to the dead-letter topic");
+	e->dead = lp_counter(reg, "enrichment_dead_lettered_total", "Records sent to the dead-letter topic: invalid, or their output refused for good");
+	e->refused = lp_counter(reg, "enrichment_outputs_refused_total", "Outputs Kafka refused for good (too large once enriched); their records were dead-lettered");
+	e->truncated = lp_counter(reg, "enrichment_dead_letters_truncated_total", "Dead letters sent cut to their first 64 KiB because the whole record was too large for the dead-letter topic");
+	e->dlq_dropped = lp_counter(reg, "enrichment_dead_letters_dropped_total", "Records skipped because the dead-letter topic refused even their cut copy");
+	e->resets = lp_counter(reg, "enrichment_consumer_resets_total", "Times the consumer was made again because a rewind after a failed batch failed");
 	e->retries = lp_counter(reg, "enrichment_batch_retries_total", "Batches retried after an output was not acknowledged");
 	e->sent = lp_counter(reg, "kafka_messages_sent_total", "Messages acknowledged by Kafka");
 	e->lag = lp_gauge(reg, "kafka_consumer_lag", "Records of raw-logs not yet committed by the enricher group");
@@ -772,19 +970,14 @@ struct enricher *enricher_start(const struct enricher_settings *s, char *err, si
 	struct enricher *e = lp_xcalloc(1, sizeof(*e));
 	struct lookup_opts lo = { 0 };
 	struct lp_http_opts ho = { 0 };
-	char timeout[32], linger[32], session[32], fetch_wait[32];
+	char timeout[32], linger[32];
 	const char *nodelay = s->kafka_nodelay ? "true" : "false";
 	const char *pprops[] = { "message.timeout.ms", timeout, "linger.ms", linger,
 				 "socket.nagle.disable", nodelay, NULL };
-	/* Offsets are stored by the pipeline once acknowledged and committed
-	 * by it asynchronously (automatic store and commit stay off). */
-	const char *cprops[] = { "auto.offset.reset", "earliest", "fetch.wait.max.ms", fetch_wait,
-				 "session.timeout.ms", session, "socket.nagle.disable", nodelay,
-				 NULL };
-	const char *topics[] = { s->topic_raw, NULL };
 	int rc;
 
 	e->s = s;
+	pthread_mutex_init(&e->kc_mu, NULL);
 	lp_buf_init(&e->en_buf, 1024);
 	lp_buf_init(&e->out_buf, 4096);
 	register_metrics(e);
@@ -811,12 +1004,10 @@ struct enricher *enricher_start(const struct enricher_settings *s, char *err, si
 
 	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
 	snprintf(linger, sizeof(linger), "%lld", s->kafka_linger_ms);
-	snprintf(session, sizeof(session), "%lld", s->kafka_session_timeout_ms);
-	snprintf(fetch_wait, sizeof(fetch_wait), "%lld", s->kafka_fetch_wait_ms);
 	e->kp = lp_kproducer_new(s->kafka_brokers, pprops, err, errlen);
 	if (!e->kp)
 		goto fail;
-	e->kc = lp_kconsumer_new(s->kafka_brokers, s->kafka_group, topics, cprops, err, errlen);
+	e->kc = enricher_consumer(s, err, errlen);
 	if (!e->kc)
 		goto fail;
 	e->commit_q = rd_kafka_queue_new(lp_kconsumer_handle(e->kc));
@@ -885,5 +1076,6 @@ void enricher_stop(struct enricher *e)
 	lp_breaker_free(e->kafka_br);
 	lp_buf_release(&e->en_buf);
 	lp_buf_release(&e->out_buf);
+	pthread_mutex_destroy(&e->kc_mu);
 	free(e);
 }

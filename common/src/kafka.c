@@ -395,6 +395,8 @@ static int err_to_errno(rd_kafka_resp_err_t e)
 		return -ENOBUFS;
 	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
 		return -EMSGSIZE;
+	case RD_KAFKA_RESP_ERR__INVALID_ARG:
+		return -EINVAL;
 	case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
 	case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
 		return -ENOENT;
@@ -710,8 +712,13 @@ void lp_kconsumer_free(struct lp_kconsumer *c)
 
 	if (!c)
 		return;
-	/* The asynchronous close serves rebalance callbacks on q; stop
-	 * waiting for it after CONSUMER_CLOSE_MS and leave without it. */
+	/* The asynchronous close forwards the consumer's queue to q: the
+	 * rebalance that gives the partitions up, and also records fetched
+	 * but not yet polled.  Those have no callback, and serving them with
+	 * rd_kafka_queue_poll_callback() aborts in librdkafka 2.0
+	 * (rd_kafka_q_serve: res != RD_KAFKA_OP_RES_PASS), so q is read as
+	 * events: the rebalance handled, the rest dropped.  Stop waiting for
+	 * the close after CONSUMER_CLOSE_MS and leave without it. */
 	q = rd_kafka_queue_new(c->rk);
 	error = rd_kafka_consumer_close_queue(c->rk, q);
 	if (error) {
@@ -720,8 +727,15 @@ void lp_kconsumer_free(struct lp_kconsumer *c)
 		flags = RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE;
 	} else {
 		deadline = lp_now_ms() + CONSUMER_CLOSE_MS;
-		while (!rd_kafka_consumer_closed(c->rk) && lp_now_ms() < deadline)
-			rd_kafka_queue_poll_callback(q, 100);
+		while (!rd_kafka_consumer_closed(c->rk) && lp_now_ms() < deadline) {
+			rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+
+			if (ev && rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+				on_rebalance(c->rk, rd_kafka_event_error(ev),
+					     rd_kafka_event_topic_partition_list(ev), c);
+			if (ev)
+				rd_kafka_event_destroy(ev);
+		}
 		if (!rd_kafka_consumer_closed(c->rk)) {
 			lp_warn("kafka consumer close: not done after %d ms (broker unreachable?); "
 				"leaving without it", CONSUMER_CLOSE_MS);
@@ -1072,4 +1086,44 @@ out:
 		rd_kafka_topic_partition_list_destroy(start);
 	rd_kafka_topic_partition_list_destroy(l);
 	return ret;
+}
+
+/* ---- errors no retry can cure -------------------------------------------- */
+
+/* The record itself is refused: its size, or its form.  Everything else
+ * (queue full, timeouts, a broker down, leadership moving, a fatal error
+ * that makes the producer replace its handle, an unknown topic that an
+ * operator may still create) can pass, so the caller retries it. */
+bool lp_kafka_err_permanent(rd_kafka_resp_err_t e)
+{
+	switch (e) {
+	case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_INVALID_MSG:
+	case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+	case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+	case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+	case RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP:
+	case RD_KAFKA_RESP_ERR__INVALID_ARG:
+		return true;
+	default:
+		return false;
+	}
+}
+
+rd_kafka_resp_err_t lp_kafka_send_err(int rc)
+{
+	switch (rc) {
+	case 0:
+		return RD_KAFKA_RESP_ERR_NO_ERROR;
+	case -EMSGSIZE:
+		return RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+	case -EINVAL:
+		return RD_KAFKA_RESP_ERR__INVALID_ARG;
+	case -ENOENT:
+		return RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+	case -ENOBUFS:
+		return RD_KAFKA_RESP_ERR__QUEUE_FULL;
+	default:
+		return RD_KAFKA_RESP_ERR__FAIL;
+	}
 }

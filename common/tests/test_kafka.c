@@ -178,6 +178,81 @@ static void test_injected_error_reported(void **state)
 	assert_int_equal(lp_kproducer_free(p, 1000), 0);
 }
 
+/* Which errors refuse the record itself (dead-letter it) and which pass
+ * (retry it): issue #18, a permanent refusal retried for ever held a
+ * partition. */
+static void test_err_permanent(void **state)
+{
+	static const rd_kafka_resp_err_t permanent[] = {
+		RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE,  RD_KAFKA_RESP_ERR_INVALID_MSG,
+		RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE,    RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE,
+		RD_KAFKA_RESP_ERR_INVALID_RECORD,      RD_KAFKA_RESP_ERR_INVALID_TIMESTAMP,
+		RD_KAFKA_RESP_ERR__INVALID_ARG,
+	};
+	static const rd_kafka_resp_err_t transient[] = {
+		RD_KAFKA_RESP_ERR_NO_ERROR,
+		RD_KAFKA_RESP_ERR__QUEUE_FULL,
+		RD_KAFKA_RESP_ERR__MSG_TIMED_OUT,
+		RD_KAFKA_RESP_ERR__TRANSPORT,
+		RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN,
+		RD_KAFKA_RESP_ERR__PURGE_QUEUE,
+		RD_KAFKA_RESP_ERR__PURGE_INFLIGHT,
+		RD_KAFKA_RESP_ERR__FATAL,
+		RD_KAFKA_RESP_ERR__FAIL,
+		RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC,
+		RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+		RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS,
+		RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+		RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+	};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < LP_ARRAY_SIZE(permanent); i++)
+		assert_true(lp_kafka_err_permanent(permanent[i]));
+	for (i = 0; i < LP_ARRAY_SIZE(transient); i++)
+		assert_false(lp_kafka_err_permanent(transient[i]));
+	/* What a refused send returns maps back to an error of the right kind. */
+	assert_int_equal(lp_kafka_send_err(-EMSGSIZE), RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+	assert_int_equal(lp_kafka_send_err(-EINVAL), RD_KAFKA_RESP_ERR__INVALID_ARG);
+	assert_int_equal(lp_kafka_send_err(-ENOBUFS), RD_KAFKA_RESP_ERR__QUEUE_FULL);
+	assert_false(lp_kafka_err_permanent(lp_kafka_send_err(-ENOENT)));
+	assert_false(lp_kafka_err_permanent(lp_kafka_send_err(-EIO)));
+	assert_int_equal(lp_kafka_send_err(0), RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/* A record over message.max.bytes is refused at once, locally, with an
+ * error that says so; one the broker refuses as too large is reported
+ * through done with a permanent error too. */
+static void test_too_large_is_permanent(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "3000", "message.max.bytes=1000");
+	rd_kafka_resp_err_t big[20];
+	rd_kafka_resp_err_t results[2];
+	char val[2000];
+	struct lp_kwait w;
+	size_t i;
+	int rc;
+
+	memset(val, 'x', sizeof(val));
+	rc = lp_kproducer_send(p, TOPIC, NULL, 0, val, sizeof(val), NULL, 0, NULL, NULL);
+	assert_int_equal(rc, -EMSGSIZE);
+	assert_true(lp_kafka_err_permanent(lp_kafka_send_err(rc)));
+
+	for (i = 0; i < LP_ARRAY_SIZE(big); i++)
+		big[i] = RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE;
+	rd_kafka_mock_push_request_errors_array(f->mc, PRODUCE_API_KEY, LP_ARRAY_SIZE(big), big);
+	lp_kwait_init(&w, results);
+	send_and_wait(p, &w, 2, "big", 8000);
+	assert_int_equal(w.failed, 2);
+	assert_true(lp_kafka_err_permanent(results[0]));
+	assert_true(lp_kafka_err_permanent(results[1]));
+	lp_kwait_release(&w);
+	rd_kafka_mock_clear_request_errors(f->mc, PRODUCE_API_KEY);
+	assert_int_equal(lp_kproducer_free(p, 1000), 0);
+}
+
 static void test_broker_down_times_out(void **state)
 {
 	struct fixture *f = *state;
@@ -451,12 +526,36 @@ static void test_consumer(void **state)
 	assert_int_equal(lp_kproducer_free(admin, 1000), 0);
 }
 
+/* A consumer closed while records it fetched still wait in its queue (the
+ * enricher makes its consumer again mid-run when a rewind fails): the
+ * close must not abort on them. */
+static void test_consumer_free_with_records_waiting(void **state)
+{
+	struct fixture *f = *state;
+	rd_kafka_message_t *msgs[1];
+	struct lp_kconsumer *c;
+	int64_t t0;
+
+	produce_ok(f, NMSG, "w");
+	c = consumer(f, "g-free");
+	assert_int_equal(consume(c, msgs, 1, 8000), 1);
+	destroy_all(msgs, 1);
+	/* Let the rest be fetched into the local queue. */
+	usleep(300 * 1000);
+	t0 = lp_now_ms();
+	lp_kconsumer_free(c);
+	/* Closed, not abandoned after CONSUMER_CLOSE_MS (4 s). */
+	assert_true(lp_now_ms() - t0 < 3000);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_produce_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_custom_done_and_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_injected_error_reported, setup, teardown),
+		cmocka_unit_test(test_err_permanent),
+		cmocka_unit_test_setup_teardown(test_too_large_is_permanent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broker_down_times_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fatal_error_renews_the_handle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handle_renewed_many_times, setup, teardown),
@@ -464,6 +563,8 @@ int main(void)
 		cmocka_unit_test(test_kwait_timeout),
 		cmocka_unit_test_setup_teardown(test_bad_property, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_consumer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_consumer_free_with_records_waiting, setup,
+						teardown),
 	};
 
 	lp_log_init("test_kafka", LP_LOG_ERROR);

@@ -302,6 +302,38 @@ def test_poison_messages_go_to_dlq(infra, services, topics, pg_dsn, kafkatool):
     assert metric(url, "log_events_errors_total") == 3
 
 
+KAFKA_MAX = 1000000  # librdkafka's message.max.bytes, the consumer's DLQ producer's too
+
+
+def test_dead_letter_too_large_for_the_dlq_is_cut_and_nothing_waits(
+        infra, services, topics, pg_dsn, kafkatool):
+    """Issue #18, item 2: a record just under Kafka's limit that must be
+    dead-lettered is over it once the DLQ headers are added.  Kafka refuses
+    that for good; it used to be retried for ever and held every later
+    batch.  It must go to the DLQ cut, with its reason and its size, and
+    the events after it must be stored."""
+    brokers = infra.kafka.bootstrap
+    big = "x" * (KAFKA_MAX - 100)  # not JSON: dead-lettered as invalid_json
+    after = [event(message=f"after {i}", service="big-test") for i in range(5)]
+    _, url = start_consumer(services, topics, pg_dsn, batch_max_ms=100)
+    produce(kafkatool, brokers, topics["complete"], [big])
+    # The events after it in a later batch: the one that used to wait.
+    wait_until("the big record's batch gathered",
+               lambda: metric(url, "consumer_batch_size_count") >= 1)
+    produce(kafkatool, brokers, topics["complete"], after)
+
+    wait_until("the events after it stored", lambda: stored_count(pg_dsn)[0] == 5)
+    dead = consume(kafkatool, brokers, topics["dlq"], 2, wait_ms=5000)
+    assert len(dead) == 1, [d["headers"] for d in dead]
+    h = dead[0]["headers"]
+    assert h["reason"] == "invalid_json" and h["stage"] == "consumer"
+    assert h["origin_topic"] == topics["complete"] and int(h["origin_offset"]) >= 0
+    assert int(h["truncated"]) == len(big)
+    assert dead[0]["value"] == big[:65536]
+    assert metric(url, "log_events_errors_total") == 1
+    assert metric(url, "consumer_dead_letters_truncated_total") == 1
+
+
 # ---- the query API -----------------------------------------------------------------
 
 @pytest.fixture

@@ -35,7 +35,7 @@ import pytest
 import requests
 
 import infra as lp
-from test_metadata import (consume, host_body, ktool, post, produce,  # noqa: F401 (fixture)
+from test_metadata import (consume, consume_until, host_body, ktool, post, produce,  # noqa: F401
                            uniq, wait_for)
 
 FIELDS = ("datacenter", "environment", "cost_center", "team", "owner", "tier")
@@ -175,6 +175,76 @@ def test_known_metadata_arrives_complete(services, topics, pg_dsn, infra, ktool)
     wait_for("tier 1 to count the host",
              lambda: metric_value(services, 'enrichment_table_records{kind="host"}') == 1, 5)
     assert enricher_metric(services, "kafka_consumer_lag") is not None
+
+
+# librdkafka's message.max.bytes, the same in the producer and the enricher.
+KAFKA_MAX = 1000000
+
+
+def test_oversized_enriched_event_is_dead_lettered_and_partition_moves_on(
+        services, topics, infra, ktool):
+    """Issue #18, item 2: an event the producer takes (just under Kafka's
+    limit) grows past it when enriched.  It must go to the DLQ with the
+    reason (whole when that fits, else truncated, marked so), and a later
+    event of the same service (so the same partition) must still arrive."""
+    services("producer", "enricher", topics=topics,
+             config={"producer": {"limits.max_message": str(KAFKA_MAX)}})
+    url = services.url("producer") + "/api/logs"
+    service = uniq("big-svc")
+    host = "h" * 200  # a long host makes the enrichment's "missing" entry long
+
+    def post_event(message):
+        r = requests.post(url, json={"message": message, "service": service, "host": host,
+                                     "level": "INFO"}, timeout=30)
+        assert r.status_code == 202, r.text
+        return r.json()["id"]
+
+    def raw_sizes(n):
+        """{id: bytes of key + value} of the records on the raw topic."""
+        got = consume_until(ktool, infra.kafka.bootstrap, topics["raw"], n)
+        return {json.loads(m["value"])["id"]: len(m["value"].encode()) + len(m["key"])
+                for m in got}
+
+    # Calibrate: what the producer adds around `message`, and what the
+    # enrichment adds to the record.
+    small = post_event("x" * 100)
+    around = raw_sizes(1)[small] - 100
+    _, got, msg = outputs(ktool, infra, topics, [small])[small]
+    grows = len(msg["value"].encode()) + len(msg["key"]) - (around + 100)
+    assert grows > 400, grows
+
+    # Whole in the DLQ: the enriched form is over the limit, the record
+    # with the DLQ headers (about 200 bytes) is not.
+    whole = post_event("w" * (KAFKA_MAX - 350 - around))
+    # Truncated in the DLQ: even the record with the DLQ headers is over.
+    cut = post_event("c" * (KAFKA_MAX - 100 - around))
+    later = post_event("after the big ones")
+    sizes = raw_sizes(4)
+    assert sizes[whole] == KAFKA_MAX - 350 and sizes[cut] == KAFKA_MAX - 100
+
+    # The later event of the same key is enriched: the partition moved on.
+    _, got, _ = outputs(ktool, infra, topics, [later], timeout=30)[later]
+    assert got["message"] == "after the big ones"
+
+    dlq = consume_until(ktool, infra.kafka.bootstrap, topics["dlq"], 2)
+    assert len(dlq) == 2
+    by_size = sorted(dlq, key=lambda m: m["headers"].get("truncated", ""))
+    full, trunc = by_size
+    for m in dlq:
+        h = m["headers"]
+        assert h["stage"] == "enricher" and h["origin_topic"] == topics["raw"]
+        assert h["reason"].startswith("kafka_refused: "), h
+        assert "too large" in h["reason"].lower(), h
+        assert m["key"] == service
+    assert "truncated" not in full["headers"]
+    assert json.loads(full["value"])["id"] == whole
+    assert int(trunc["headers"]["truncated"]) == KAFKA_MAX - 100 - len(service)
+    assert len(trunc["value"]) < 100000 and trunc["value"].startswith("{")
+    assert int(full["headers"]["origin_offset"]) < int(trunc["headers"]["origin_offset"])
+
+    assert enricher_metric(services, "enrichment_outputs_refused_total") == 2
+    assert enricher_metric(services, "enrichment_dead_letters_truncated_total") == 1
+    assert enricher_metric(services, "enrichment_dead_lettered_total") == 2
 
 
 def test_seed_002_event_through_the_producer(services, topics, pg_dsn, infra, ktool):

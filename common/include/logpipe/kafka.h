@@ -42,7 +42,10 @@ int lp_kproducer_free(struct lp_kproducer *p, int timeout_ms);
 /* Enqueues one message (copied).  headers, if not NULL, is taken over on
  * success.  done is called later with opaque.  Returns 0, or a negative
  * errno if it could not be enqueued (done is then not called): -ENOBUFS
- * when the local queue stayed full for block_ms. */
+ * when the local queue stayed full for block_ms, -EMSGSIZE when the
+ * message is larger than message.max.bytes, -EINVAL when librdkafka finds
+ * it invalid, -ENOENT for an unknown topic, -EIO otherwise
+ * (lp_kafka_send_err maps these back). */
 int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key,
 		      size_t keylen, const void *val, size_t vallen,
 		      rd_kafka_headers_t *headers, int block_ms, lp_kdone_fn done,
@@ -112,5 +115,21 @@ rd_kafka_t *lp_kconsumer_handle(struct lp_kconsumer *c);
  * from the broker with handle rk.  Returns 0 and sets *lag, or -EIO. */
 int lp_kafka_group_lag(rd_kafka_t *rk, const char *group, const char *const *topics,
 		       int timeout_ms, long long *lag);
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* True when e refuses the record itself (too large, invalid): sending it
+ * again can never succeed, so the caller dead-letters it and moves on.
+ * False for transient errors (queue full, timeout, broker down, ...). */
+bool lp_kafka_err_permanent(rd_kafka_resp_err_t e);
+/* The error a refused lp_kproducer_send (negative errno rc) stands for,
+ * e.g. for lp_kwait_cancel: -EMSGSIZE is MSG_SIZE_TOO_LARGE, -EINVAL
+ * __INVALID_ARG (both permanent), -ENOENT __UNKNOWN_TOPIC, -ENOBUFS
+ * __QUEUE_FULL, anything else __FAIL. */
+rd_kafka_resp_err_t lp_kafka_send_err(int rc);
+
+/* A dead letter too large for the dead-letter topic is sent cut to this
+ * many bytes, with a header "truncated" holding its original size. */
+#define LP_DLQ_TRUNCATED_BYTES 65536
 
 #endif
