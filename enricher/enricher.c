@@ -77,7 +77,7 @@
 
 const struct lp_cfg_opt enricher_options[] = {
 	OPT("http.listen", LP_CFG_STR, "8083", http_listen, "address:port or port to serve HTTP on", 0, 0),
-	OPT("http.threads", LP_CFG_INT, "4", http_threads, "HTTP worker threads", 1, 1024),
+	OPT("http.threads", LP_CFG_INT, "16", http_threads, "HTTP worker threads", 1, 1024),
 	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
 	OPT("kafka.brokers", LP_CFG_STR, "127.0.0.1:9092", kafka_brokers, "Kafka bootstrap servers", 0, 0),
 	OPT("kafka.group", LP_CFG_STR, "logpipe-enricher", kafka_group, "consumer group of the enrichers sharing raw-logs", 0, 0),

@@ -1,7 +1,8 @@
 #!/bin/sh
 # run-integration.sh - the system tests: real Kafka, Redis, PostgreSQL and the
 # logpipe binaries on free 127.0.0.1 ports (tests/integration/conftest.py).
-# Extra arguments go to pytest (-k NAME, -x, -v ...). pytest's summary is the
+# Extra arguments go to pytest (-k NAME, -x, -v ...); -rs lists every skipped
+# test with its reason. pytest's summary is the
 # last line. LOGPIPE_IT_TIMEOUT bounds the whole run (seconds, default 1800);
 # at the limit pytest gets SIGTERM and still stops everything it started.
 set -eu
@@ -15,4 +16,4 @@ for a in "$@"; do
 	case "$a" in tests/*) where= ;; esac
 done
 exec timeout -k 60 "${LOGPIPE_IT_TIMEOUT:-1800}" \
-	/usr/bin/python3 -m pytest -q -p no:cacheprovider $where "$@"
+	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider $where "$@"

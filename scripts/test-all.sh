@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # test-all.sh - what `make test` runs after the build: every suite in turn,
-# then one total line "N passed, N failed" that CI reads.
+# then one total line "N passed, N failed, N skipped" that CI reads.
 #
 # Suites: unit tests (optimised build), the same unit tests under ASan +
 # UBSan, the integration suite against real Kafka, Redis and PostgreSQL
@@ -8,7 +8,11 @@
 # fails the run; its core tier includes the default chaos run and the
 # dashboard in Chromium), the deployment validation and the fuzz smoke run.
 # Each suite prints its own summary; a suite that prints none counts as
-# one failure.  Set LOGPIPE_SUITES to a space-separated subset to run less.
+# one failure.  Skips are counted, not hidden: every suite names why each
+# test skipped (pytest -rs, run-unit.sh, validate-deploy.sh), and the list
+# is repeated before the total.  With CI=true (.ci/run, whose machine
+# installs every tool) a skip for a missing tool (kubectl, clang, chromium,
+# redis-server, psql, ...) is a failure in the suite that met it.  Set LOGPIPE_SUITES to a space-separated subset to run less.
 # The deployment validation and the fuzz run need none of the services and
 # little CPU beside the integration suite, which mostly waits on brokers
 # and timers: when it runs, they run beside it and report after it.
@@ -18,6 +22,7 @@ cd "$(dirname "$0")/.."
 suites=${LOGPIPE_SUITES:-"unit unit-san integration deploy fuzz"}
 total_p=0
 total_f=0
+total_s=0
 tmp=$(mktemp -d)
 out=$tmp/out
 trap 'rm -rf "$tmp"' EXIT
@@ -26,22 +31,28 @@ trap 'rm -rf "$tmp"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=0:detect_leaks=1:exitcode=99}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:exitcode=98}
 
-# Adds the "N passed" / "N failed" counts of the last summary line in $out
-# (or in the file given third).
+# Adds the "N passed" / "N failed" / "N skipped" counts of the last summary
+# line in $out (or in the file given third), and keeps the suite's skip
+# reasons ("SKIPPED ..." lines of pytest -rs and run-unit.sh, "skip ..."
+# lines of validate-deploy.sh).
 tally() {
-	local name=$1 rc=$2 out=${3:-$out} line p f
-	line=$(grep -E '([0-9]+ passed|[0-9]+ failed)' "$out" | tail -n 1)
+	local name=$1 rc=$2 out=${3:-$out} line p f s
+	line=$(grep -E '([0-9]+ passed|[0-9]+ failed|[0-9]+ skipped)' "$out" | tail -n 1)
 	p=$(grep -oE '[0-9]+ passed' <<<"$line" | grep -oE '[0-9]+' || true)
 	f=$(grep -oE '[0-9]+ (failed|error|errors)' <<<"$line" | awk '{ n += $1 } END { print n + 0 }')
+	s=$(grep -oE '[0-9]+ skipped' <<<"$line" | grep -oE '[0-9]+' || true)
 	p=${p:-0}
 	f=${f:-0}
+	s=${s:-0}
+	grep -E '^(SKIPPED|skip) ' "$out" | sed "s/^/  $name: /" >>"$tmp/skips"
 	if [ -z "$line" ] || { [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; }; then
 		f=$((f + 1))
 		echo "test-all: suite $name exited $rc without a failure count" >&2
 	fi
-	printf 'test-all: %-12s %d passed, %d failed\n' "$name" "$p" "$f"
+	printf 'test-all: %-12s %d passed, %d failed, %d skipped\n' "$name" "$p" "$f" "$s"
 	total_p=$((total_p + p))
 	total_f=$((total_f + f))
+	total_s=$((total_s + s))
 }
 
 run_suite() {
@@ -106,5 +117,9 @@ for s in $beside; do
 	tally "$s" "$(cat "$tmp/$s.rc" 2>/dev/null || echo 1)" "$tmp/$s.out"
 done
 
-echo "$total_p passed, $total_f failed"
+if [ -s "$tmp/skips" ]; then
+	echo "test-all: skipped, and why:"
+	cat "$tmp/skips"
+fi
+echo "$total_p passed, $total_f failed, $total_s skipped"
 [ "$total_f" -eq 0 ]

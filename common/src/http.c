@@ -468,6 +468,10 @@ static const struct route *find_route(struct lp_http_server *s, const char *meth
 
 		if (!route_matches_path(rt, path, param))
 			continue;
+		/* A catch-all (any method, wildcard) does not take a path that
+		 * an earlier route serves for other methods: that is a 405. */
+		if (!rt->method && rt->wildcard && allow->len)
+			break;
 		if (method_matches(rt, method))
 			return rt;
 		if (!*any_path)

@@ -360,6 +360,42 @@ static void test_method_not_allowed(void **state)
 	free(r.body);
 }
 
+/* A catch-all route (any method, every path) registered after the built-ins, as
+ * the gateway does, must not turn a wrong method on a built-in into 404: the
+ * path exists, so 405 with Allow.  Other paths still reach the catch-all. */
+static void test_catch_all_keeps_405(void **state)
+{
+	struct fixture g = *(struct fixture *)*state;
+	struct lp_http_opts o = { 0 };
+	struct resp r;
+	char listen[64], err[256], v[64];
+
+	g.port = test_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", g.port);
+	o.listen = listen;
+	o.threads = 2;
+	g.s = lp_http_server_new(&o, err, sizeof(err));
+	assert_non_null(g.s);
+	assert_int_equal(lp_http_route(g.s, NULL, "/*", h_item, &g), 0);
+	assert_int_equal(lp_http_start(g.s, err, sizeof(err)), 0);
+
+	call(&g, "POST", "/health/live", NULL, "{}", &r);
+	assert_error(&r, 405, "method_not_allowed");
+	assert_string_equal(header(&r, "Allow", v, sizeof(v)), "GET");
+	free(r.body);
+
+	call(&g, "GET", "/health/live", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	free(r.body);
+
+	call(&g, "DELETE", "/elsewhere", NULL, NULL, &r);
+	assert_int_equal(r.status, 200);
+	assert_contains(r.body, "\"route\":\"/*\"");
+	free(r.body);
+
+	lp_http_server_free(g.s);
+}
+
 static void test_head(void **state)
 {
 	struct fixture *f = *state;
@@ -783,6 +819,7 @@ int main(void)
 		cmocka_unit_test(test_query),
 		cmocka_unit_test(test_not_found),
 		cmocka_unit_test(test_method_not_allowed),
+		cmocka_unit_test(test_catch_all_keeps_405),
 		cmocka_unit_test(test_head),
 		cmocka_unit_test(test_payload_too_large),
 		cmocka_unit_test(test_chunked_too_large),

@@ -12,7 +12,9 @@ What it does, in order:
   2. A load client (several threads) sends a known set of events through the
      gateway: single events (POST /api/logs) and batches (POST
      /api/logs/batch, JSON arrays and NDJSON), each event carrying its own
-     UUID in `id` (client-side idempotency) and a run-unique service name.
+     UUID in `id` (client-side idempotency), a run-unique service name and
+     a unique marker in `attributes.mark` that the producer does not use as
+     the id.
      A request answered 503, 429, 502, 504 or 500, or that failed on the
      connection, is retried with the same ids after a jittered exponential
      backoff (honouring Retry-After).  Only ids answered 202 (or "accepted"
@@ -32,14 +34,18 @@ What it does, in order:
   4. When the load ends, the lanes stop, everything is started again and must
      become ready; the load client finishes its retries; then it waits
      (bounded by CHAOS_SETTLE_SECONDS) until PostgreSQL holds every accepted
-     id, and compares.  When something is lost it looks for the lost ids in
+     id, and compares, counting rows per marker as well as per id: a
+     redelivered record cannot make a second row (the consumer inserts on
+     the id), so only the marker sees an event stored again under another
+     id.  When something is lost it looks for the lost ids in
      every topic (tests/bench/kafkatool.c) and in the producer's spool, to
      say which stage dropped them.
   5. Prints, as the last line of its output,
         chaos: sent=N accepted=N stored=N duplicates=N lost=N faults=N
      sent: distinct events the client tried to send; accepted: ids answered
-     202; stored: accepted ids found in log_events; duplicates: ids (of this
-     run) with more than one row; lost: accepted ids not stored; faults:
+     202; stored: accepted ids found in log_events; duplicates: events (of
+     this run) with more than one row, counted by marker, whatever their
+     ids; lost: accepted ids not stored; faults:
      kills and stops injected.  Exit status 0 only with lost=0 and
      duplicates=0 (1 otherwise, 2 when the run itself could not be made).
      The line before it, "chaos-exits: unplanned=N unclean_sigterm=N",
@@ -344,14 +350,17 @@ class Load:
             for _ in range(n):
                 self.seq += 1
                 eid = str(uuid.uuid4())
+                mark = f"{self.run}-{self.seq}"
                 ev = {"id": eid, "message": f"chaos {self.run} event {self.seq}",
                       "service": rng.choice(self.services), "level": rng.choice(LEVELS),
-                      "host": rng.choice(self.hosts), "attributes": {"seq": self.seq}}
+                      "host": rng.choice(self.hosts),
+                      "attributes": {"seq": self.seq, "mark": mark}}
                 # Half carry the client's timestamp; the rest get the time the
                 # producer received them (which differs between retries).
                 if self.seq % 2:
                     ev["timestamp"] = int(time.time() * 1000)
-                self.events[eid] = {"state": PENDING, "unknown": False, "at": None}
+                self.events[eid] = {"state": PENDING, "unknown": False, "at": None,
+                                    "mark": mark}
                 out.append(ev)
         return out
 
@@ -655,29 +664,50 @@ class Faults:
 # ---- checking -----------------------------------------------------------------------------------
 
 def stored_rows(dsn, services):
-    """{id: rows} of every log_events row of this run."""
+    """({id: rows}, {marker: rows}) of every log_events row of this run (a
+    row without a marker counts under "")."""
     lst = ",".join(f"'{s}'" for s in services)
-    out = lp.psql(dsn, f"SELECT id, count(*) FROM log_events WHERE service IN ({lst}) "
-                       "GROUP BY id", timeout=120)
-    res = {}
+    out = lp.psql(dsn, "SELECT id, coalesce(attributes->>'mark', '') FROM log_events "
+                       f"WHERE service IN ({lst})", timeout=120)
+    by_id, by_mark = {}, {}
     for line in out.splitlines():
         if line:
-            k, v = line.split("|")
-            res[k] = int(v)
-    return res
+            i, m = line.split("|", 1)
+            by_id[i] = by_id.get(i, 0) + 1
+            by_mark[m] = by_mark.get(m, 0) + 1
+    return by_id, by_mark
+
+
+def check_rows(events, by_id, by_mark):
+    """The verdict on the stored rows, from the client's records (events:
+    id -> {"state", "mark", ...}) and stored_rows():
+      stored  accepted ids found
+      lost    accepted ids not found (sorted)
+      dups    {marker: rows} of events stored more than once, whether again
+              under their own id or under a new one
+      strays  rows of this run's services that no sent event explains (ids
+              nobody sent, or markers nobody sent)"""
+    accepted = {i for i, r in events.items() if r["state"] == ACCEPTED}
+    marks = {r["mark"] for r in events.values()}
+    return {
+        "stored": sum(1 for i in accepted if i in by_id),
+        "lost": sorted(accepted - set(by_id)),
+        "dups": {m: n for m, n in by_mark.items() if n > 1},
+        "strays": (set(by_id) - set(events)) | (set(by_mark) - marks),
+    }
 
 
 def wait_stored(dsn, services, accepted, timeout, stall):
     """Polls until every accepted id is stored, nothing moved for stall s, or timeout."""
     deadline = time.monotonic() + timeout
     last_n, last_change = -1, time.monotonic()
-    rows = {}
+    rows = ({}, {})
     while True:
         try:
             rows = stored_rows(dsn, services)
         except (lp.InfraError, subprocess.TimeoutExpired) as e:
             log(f"WARNING: reading log_events: {e}")
-        have = sum(1 for i in accepted if i in rows)
+        have = sum(1 for i in accepted if i in rows[0])
         if have != last_n:
             log(f"stored {have} of {len(accepted)} accepted ids")
             last_n, last_change = have, time.monotonic()
@@ -882,21 +912,21 @@ def main(argv=None):
             f"{dict(sorted(load.statuses.items(), key=str))}")
         if load.rejections:
             log(f"WARNING: events refused for good: {load.rejections}")
-        rows = wait_stored(system.infra.postgres.dsn, load.services, accepted,
-                           args.settle, stall=120)
-        stored = sum(1 for i in accepted if i in rows)
-        dups = {i: n for i, n in rows.items() if n > 1}
-        lost = sorted(accepted - set(rows))
-        strays = set(rows) - set(load.events)
+        by_id, by_mark = wait_stored(system.infra.postgres.dsn, load.services, accepted,
+                                     args.settle, stall=120)
+        verdict = check_rows(load.events, by_id, by_mark)
+        stored, lost, dups, strays = (verdict[k] for k in ("stored", "lost", "dups", "strays"))
+        rows = by_id
         unknown_stored = sum(1 for i in unknown_ids if i in rows)
         pending_stored = sum(1 for i, r in load.events.items()
                              if r["state"] == PENDING and i in rows)
         log(f"check: {len(rows)} ids of this run in log_events; accepted {len(accepted)}, "
             f"stored {stored}; unknown-outcome ids stored anyway {unknown_stored} of "
             f"{len(unknown_ids)}; never-accepted ids stored {pending_stored}; "
-            f"ids nobody sent {len(strays)}")
+            f"ids or markers nobody sent {len(strays)}")
         if dups:
-            log(f"FAIL: {len(dups)} ids stored more than once, e.g. {list(dups.items())[:5]}")
+            log(f"FAIL: {len(dups)} events stored more than once (rows per marker), "
+                f"e.g. {list(dups.items())[:5]}")
         if lost:
             log(f"FAIL: {len(lost)} accepted ids are not stored, e.g. {lost[:5]}")
             locate_lost(system, lost, accept_times, faults.log)

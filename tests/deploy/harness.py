@@ -5,12 +5,16 @@
 Runs every top-level function named test_* of each file (all test_*.py
 here when none is given), in file order.  A test passes by returning, fails
 by raising (AssertionError or anything else), and is skipped by raising
-Skip.  One line per test ("ok", "FAIL", "skip"), failure details indented
-below it, and a last line the shell script adds up:
+Skip (or MissingTool, which fails instead when CI=true: CI's machine
+installs every tool, so a missing one there is a broken setup, not a
+reason to pass quietly).  One line per test ("ok", "FAIL", "skip"),
+failure details indented below it, and a last line the shell script adds
+up:
 
     deploy-tests: P passed, F failed, S skipped
 """
 import importlib.util
+import os
 import sys
 import time
 import traceback
@@ -22,6 +26,19 @@ REPO = HERE.parents[1]
 
 class Skip(Exception):
     """Raised by a test that cannot run here (a tool or a build missing)."""
+
+
+class MissingTool(Skip):
+    """A Skip because a tool is not installed: a failure when CI=true."""
+
+
+def need_tool(name):
+    """The path of the program `name`; raises MissingTool when there is none."""
+    import shutil
+    path = shutil.which(name)
+    if not path:
+        raise MissingTool(f"{name} is not installed")
+    return path
 
 
 def check(cond, msg):
@@ -64,6 +81,13 @@ def main(argv):
             t0 = time.monotonic()
             try:
                 fn()
+            except MissingTool as e:
+                if os.environ.get("CI") == "true":
+                    failed += 1
+                    print(f"FAIL {label}\n    {e} (a failure in CI, which installs every tool)")
+                else:
+                    skipped += 1
+                    print(f"skip {label}: {e}")
             except Skip as e:
                 skipped += 1
                 print(f"skip {label}: {e}")

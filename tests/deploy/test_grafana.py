@@ -2,7 +2,6 @@
 generates, use the provisioned datasource, cover the five areas, and query
 only metrics the services register, in valid PromQL (promtool)."""
 import json
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from deploylib import DEPLOY, SERVICES, exposed_metric_names, load_yaml, promql_jobs, promql_metrics
-from harness import Skip, check, fail_list
+from harness import Skip, check, fail_list, need_tool
 
 GRAFANA = DEPLOY / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -78,9 +77,7 @@ def test_queries_select_registered_metrics_and_known_jobs():
 
 
 def test_queries_are_valid_promql():
-    promtool = shutil.which("promtool")
-    if not promtool:
-        raise Skip("promtool not installed")
+    promtool = need_tool("promtool")
     rules = []
     for name, d in _dash().items():
         for i, (p, t) in enumerate(_targets(d)):

@@ -4,11 +4,10 @@ tests/deploy/k8s_validate.mjs, run by scripts/validate-deploy.sh)."""
 import functools
 import os
 import re
-import shutil
 import subprocess
 
 from deploylib import BIN, DEPLOY, SERVICES, TOPICS, load_yaml_all, unknown_env
-from harness import Skip, check, fail_list
+from harness import Skip, check, fail_list, need_tool
 
 K8S = DEPLOY / "k8s"
 OVERLAYS = {"base": K8S / "base", "dev": K8S / "overlays" / "dev",
@@ -27,8 +26,7 @@ def render(which):
     if pre and os.path.exists(os.path.join(pre, f"{which}.yaml")):
         with open(os.path.join(pre, f"{which}.yaml"), encoding="utf-8") as f:
             return tuple(load_yaml_all(f.read()))
-    if not shutil.which("kubectl"):
-        raise Skip("kubectl not installed (it renders kustomize)")
+    need_tool("kubectl")  # it renders kustomize
     r = subprocess.run(["kubectl", "kustomize", str(OVERLAYS[which])], capture_output=True,
                        text=True, timeout=120)
     check(r.returncode == 0, f"kubectl kustomize {which}: {r.stderr}")

@@ -10,7 +10,7 @@ import time
 import uuid
 
 from deploylib import BIN, DEPLOY, DOCKERFILE, REPO, dockerfile_stages
-from harness import Skip, check
+from harness import Skip, check, need_tool
 
 MIGRATE = DEPLOY / "docker" / "migrate.sh"
 MIGRATIONS = DEPLOY / "migrations"
@@ -23,8 +23,7 @@ def _psql(dsn, sql):
 
 
 def _db():
-    if not shutil.which("psql"):
-        raise Skip("no psql")
+    need_tool("psql")
     if _psql(PG_ADMIN, "SELECT 1").returncode != 0:
         raise Skip(f"no PostgreSQL at {PG_ADMIN} (set LOGPIPE_TEST_PG_ADMIN)")
     name = "lp_deploy_" + uuid.uuid4().hex[:10]
@@ -94,8 +93,7 @@ def test_image_healthcheck_follows_readiness():
     exe = BIN / "logpipe-gateway"
     if not exe.exists():
         raise Skip("logpipe-gateway not built")
-    if not shutil.which("curl"):
-        raise Skip("no curl")
+    need_tool("curl")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOGPIPE_")}
     env.update(LOGPIPE_HTTP_LISTEN=f"127.0.0.1:{port}", LOGPIPE_KAFKA_BROKERS="",

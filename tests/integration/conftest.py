@@ -69,11 +69,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+# The reasons of skips for something CI's machine always has: a binary that
+# `make test` builds ("not built: ...") or a tool that scripts/install-deps.sh
+# installs ("missing tool: ...").  With CI=true such a skip is a failure.
+MISSING_SKIP = re.compile(r"(Skipped: )?(not built|missing tool)\b")
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Keep each phase's report on the item, so fixtures know if the test failed."""
+    """Keep each phase's report on the item, so fixtures know if the test failed.
+
+    With CI=true, a skip for a missing binary or tool is made a failure."""
     outcome = yield
     rep = outcome.get_result()
+    if (os.environ.get("CI") == "true" and rep.skipped and isinstance(rep.longrepr, tuple)
+            and MISSING_SKIP.match(str(rep.longrepr[2]))):
+        rep.outcome = "failed"
+        rep.longrepr = (f"{rep.longrepr[2]}: with CI=true this is a failure "
+                        "(CI installs every tool and builds every binary)")
     setattr(item, "rep_" + rep.when, rep)
 
 

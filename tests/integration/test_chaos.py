@@ -13,8 +13,14 @@ asserts that line, and that no service exited on its own during the run or
 uncleanly on the final SIGTERM (under the sanitizer build a report makes a
 service exit 98 or 99).  On failure the output is shown, including the
 diagnosis chaos.py prints for lost ids and the directory it kept.
+
+Duplicates are counted per event marker (attributes.mark), not per id: a
+redelivered record cannot make a second row, an event stored again under a
+new id can.  test_the_count_sees_a_resend_under_a_new_id checks that
+counting on rows made up for the purpose.
 """
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -53,3 +59,30 @@ def test_default_chaos_run_loses_nothing():
     exits = [ln for ln in lines if ln.startswith("chaos-exits: ")]
     assert exits == ["chaos-exits: unplanned=0 unclean_sigterm=0"], \
         f"{exits}\n{out[-20000:]}"
+
+
+def _chaos_module():
+    spec = importlib.util.spec_from_file_location("chaos", CHAOS)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_count_sees_a_resend_under_a_new_id():
+    chaos = _chaos_module()
+    acc, pend = chaos.ACCEPTED, chaos.PENDING
+    events = {"a": {"state": acc, "mark": "r-1"}, "b": {"state": acc, "mark": "r-2"},
+              "c": {"state": pend, "mark": "r-3"}, "d": {"state": acc, "mark": "r-4"}}
+    # a stored once; b stored, and again under a new id x (a resend the
+    # system turned into a second event); c never accepted, stored anyway
+    # (allowed: its answer was lost); d lost.
+    by_id = {"a": 1, "b": 1, "x": 1, "c": 1}
+    by_mark = {"r-1": 1, "r-2": 2, "r-3": 1}
+    v = chaos.check_rows(events, by_id, by_mark)
+    assert all(n == 1 for n in by_id.values())  # per id, nothing is doubled
+    assert v["dups"] == {"r-2": 2}
+    assert v["lost"] == ["d"] and v["stored"] == 2
+    assert v["strays"] == {"x"}
+    # The same event twice under its own id is a duplicate too.
+    v = chaos.check_rows(events, {"a": 2, "b": 1, "d": 1}, {"r-1": 2, "r-2": 1, "r-4": 1})
+    assert v["dups"] == {"r-1": 2} and not v["lost"] and not v["strays"]

@@ -10,6 +10,14 @@
     exited and its spool is empty (in-flight requests spooled at the signal
     are drained before the exit).
 
+Every event sent carries a unique marker, attributes.mark, which the
+producer does not use as its id.  A redelivered record cannot make a second
+row (the consumer inserts on the event's id), so counting rows per id cannot
+see the duplicates that can happen: an event stored again under a new id.
+Counting rows per marker can: every marker answered 202 must be stored
+exactly once, and one that got another answer (or none) at most once
+(test_a_resend_under_a_new_id_is_counted_twice shows that count failing).
+
 These tests stop the session's Kafka broker; each one starts it again, also
 when it fails.
 """
@@ -102,7 +110,35 @@ def stored_counts(dsn, ids):
     return res
 
 
-def assert_stored_once(dsn, ids, timeout=SETTLE_TIMEOUT):
+def new_mark(tag):
+    """A marker unique to one sent event (attributes.mark)."""
+    return f"{tag}-{uuid.uuid4().hex}"
+
+
+def marked(body, mark):
+    """body (an event) with attributes.mark set."""
+    return dict(body, attributes=dict(body.get("attributes") or {}, mark=mark))
+
+
+def mark_counts(dsn, marks):
+    """{mark: rows} for the markers that are stored (queried in chunks)."""
+    marks = list(marks)
+    res = {}
+    for i in range(0, len(marks), 500):
+        lst = ",".join(f"'{x}'" for x in marks[i:i + 500])
+        out = lp.psql(dsn, "SELECT attributes->>'mark', count(*) FROM log_events "
+                           f"WHERE attributes->>'mark' IN ({lst}) GROUP BY 1")
+        for line in out.splitlines():
+            if line:
+                k, v = line.split("|")
+                res[k] = int(v)
+    return res
+
+
+def assert_stored_once(dsn, ids, marks, others=(), timeout=SETTLE_TIMEOUT):
+    """Every id answered 202 is stored, and every marker answered 202 has
+    exactly one row; the markers of `others` (sent, not answered 202) have
+    at most one."""
     counts = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -111,9 +147,12 @@ def assert_stored_once(dsn, ids, timeout=SETTLE_TIMEOUT):
             break
         time.sleep(0.5)
     missing = set(ids) - set(counts)
-    doubles = {k: v for k, v in counts.items() if v != 1}
     assert not missing, f"{len(missing)} of {len(ids)} ids answered 202 are not stored"
-    assert not doubles, f"stored more than once: {list(doubles.items())[:5]}"
+    per_mark = mark_counts(dsn, list(marks) + list(others))
+    lost = [m for m in marks if m not in per_mark]
+    doubles = {m: n for m, n in per_mark.items() if n > 1}
+    assert not doubles, f"{len(doubles)} events stored more than once: {list(doubles.items())[:5]}"
+    assert not lost, f"{len(lost)} of {len(marks)} markers answered 202 are not stored: {lost[:5]}"
 
 
 class Load:
@@ -126,6 +165,8 @@ class Load:
         self.batch_size = batch_size
         self.tag = tag
         self.ids = []
+        self.marks = []          # markers of the events answered 202
+        self.other_marks = []    # markers of events sent and not answered 202
         self.statuses = {}
         self.errors = []
         self.sent = 0
@@ -133,36 +174,50 @@ class Load:
         self._stop = threading.Event()
         self._workers = []
 
-    def _record(self, status, ids):
+    def _record(self, status, ids, marks, others):
         with self._lock:
             self.statuses[status] = self.statuses.get(status, 0) + 1
             self.ids.extend(ids)
+            self.marks.extend(marks)
+            self.other_marks.extend(others)
 
     def _run(self, n):
         i = 0
         while not self._stop.is_set():
             i += 1
+            marks = []
             try:
                 if i % self.batch_every == 0:
-                    items = [{"message": f"{self.tag} {n}/{i}/{k}", "service": f"svc-{k % 3}"}
+                    marks = [new_mark(self.tag) for _ in range(self.batch_size)]
+                    items = [marked({"message": f"{self.tag} {n}/{i}/{k}",
+                                     "service": f"svc-{k % 3}"}, marks[k])
                              for k in range(self.batch_size)]
-                    status, raw, _ = post(self.url + "/api/logs/batch", items)
-                    ids = []
-                    if status in (202, 207):
-                        ids = [r["id"] for r in json.loads(raw)["results"] if "id" in r]
                     with self._lock:
                         self.sent += len(items)
-                    self._record(status, ids)
+                    status, raw, _ = post(self.url + "/api/logs/batch", items)
+                    ids, ok = [], []
+                    if status in (202, 207):
+                        for m, r in zip(marks, json.loads(raw)["results"]):
+                            if r.get("status") == "accepted" and "id" in r:
+                                ids.append(r["id"])
+                                ok.append(m)
+                    self._record(status, ids, ok, [m for m in marks if m not in ok])
                 else:
-                    status, raw, _ = post(self.url + "/api/logs",
-                                          {"message": f"{self.tag} {n}/{i}", "service": "spooler",
-                                           "level": "WARN"})
+                    marks = [new_mark(self.tag)]
                     with self._lock:
                         self.sent += 1
-                    self._record(status, [json.loads(raw)["id"]] if status == 202 else [])
+                    status, raw, _ = post(self.url + "/api/logs",
+                                          marked({"message": f"{self.tag} {n}/{i}",
+                                                  "service": "spooler", "level": "WARN"},
+                                                 marks[0]))
+                    if status == 202:
+                        self._record(status, [json.loads(raw)["id"]], marks, [])
+                    else:
+                        self._record(status, [], [], marks)
             except (OSError, ValueError) as e:  # connection refused while stopping, etc.
                 with self._lock:
                     self.errors.append(repr(e))
+                    self.other_marks.extend(marks)
                 time.sleep(0.05)
 
     def start(self):
@@ -192,6 +247,28 @@ def spool_check(proc):
     return status, json.loads(body)["checks"]["spool"]
 
 
+def test_a_resend_under_a_new_id_is_counted_twice(services, topics, pg_dsn):
+    """The check the other tests rely on can fail: a client that resends an
+    event it got no answer for (here: sends it twice, no id of its own) makes
+    two rows under two ids.  Per id each is stored once; per marker the
+    event is stored twice, and assert_stored_once says so."""
+    procs = services("producer", "enricher", "consumer", topics=topics, pg_dsn=pg_dsn)
+    url = procs["producer"].url
+    mark = new_mark("resend")
+    ids = []
+    for _ in range(2):
+        status, raw, _ = post(url + "/api/logs",
+                              marked({"message": "sent twice", "service": "spool"}, mark))
+        assert status == 202, raw
+        ids.append(json.loads(raw)["id"])
+    assert ids[0] != ids[1]
+    wait_until("both rows", lambda: len(stored_counts(pg_dsn, ids)) == 2, SETTLE_TIMEOUT)
+    assert stored_counts(pg_dsn, ids) == {ids[0]: 1, ids[1]: 1}
+    assert mark_counts(pg_dsn, [mark]) == {mark: 2}
+    with pytest.raises(AssertionError, match="1 events stored more than once"):
+        assert_stored_once(pg_dsn, ids, [mark])
+
+
 def test_kafka_down_spools_then_drains_exactly_once(services, topics, pg_dsn, kafka_back):
     procs = services("producer", "enricher", "consumer", topics=topics, pg_dsn=pg_dsn,
                      config={"producer": {"kafka.timeout_ms": 3000}})
@@ -199,9 +276,11 @@ def test_kafka_down_spools_then_drains_exactly_once(services, topics, pg_dsn, ka
     url = prod.url
 
     # Kafka up: straight through, nothing spooled.
-    ids = []
+    ids, marks = [], []
     for i in range(20):
-        status, raw, _ = post(url + "/api/logs", {"message": f"before {i}", "service": "spool"})
+        marks.append(new_mark("before"))
+        status, raw, _ = post(url + "/api/logs",
+                              marked({"message": f"before {i}", "service": "spool"}, marks[-1]))
         assert status == 202, raw
         ids.append(json.loads(raw)["id"])
     assert metric(prod, "logpipe_spool_written_total") == 0
@@ -216,6 +295,7 @@ def test_kafka_down_spools_then_drains_exactly_once(services, topics, pg_dsn, ka
     assert set(load.statuses) == {202}, (load.statuses, load.errors[:3])
     assert not load.errors, load.errors[:3]
     ids += load.ids
+    marks += load.marks
     spooled = metric(prod, "logpipe_spool_written_total")
     assert spooled >= len(load.ids), (spooled, len(load.ids))
     print(f"\nkafka down {down_s:.1f} s: {len(load.ids)} events answered 202 "
@@ -243,10 +323,12 @@ def test_kafka_down_spools_then_drains_exactly_once(services, topics, pg_dsn, ka
 
     # Kafka back: events go straight to Kafka again.
     for i in range(10):
-        status, raw, _ = post(url + "/api/logs", {"message": f"after {i}", "service": "spool"})
+        marks.append(new_mark("after"))
+        status, raw, _ = post(url + "/api/logs",
+                              marked({"message": f"after {i}", "service": "spool"}, marks[-1]))
         assert status == 202, raw
         ids.append(json.loads(raw)["id"])
-    assert_stored_once(pg_dsn, ids)
+    assert_stored_once(pg_dsn, ids, marks, load.other_marks)
     assert metric(prod, "logpipe_spool_written_total") == spooled
 
 
@@ -273,7 +355,7 @@ def test_kill9_while_spooled_then_restart_drains(services, topics, pg_dsn, kafka
     recovered = metric(prod, "logpipe_spool_events")
     print(f"\nkill -9 with {len(ids)} events answered 202; "
           f"the restarted producer found {recovered:.0f} in its spool")
-    assert_stored_once(pg_dsn, ids)
+    assert_stored_once(pg_dsn, ids, load.marks, load.other_marks)
     wait_until("the spool to drain", lambda: metric(prod, "logpipe_spool_events") == 0, 60)
 
 
@@ -317,7 +399,7 @@ def test_sigterm_under_load_exits_zero_within_10s(services, topics, pg_dsn, kafk
     ids = list(load.ids)
     # Whatever was spooled rather than acknowledged goes on the next start.
     services("producer", topics=topics)
-    assert_stored_once(pg_dsn, ids)
+    assert_stored_once(pg_dsn, ids, load.marks, load.other_marks)
     print(f"\nSIGTERM under load: exit 0 after {took:.2f} s; {len(ids)} events answered 202, "
           "all stored once")
 
@@ -437,7 +519,7 @@ def test_sigterm_with_kafka_down_exits_zero_within_10s(services, topics, pg_dsn,
     kafka_back.wait_ready(90)
     services("enricher", "consumer", topics=topics, pg_dsn=pg_dsn)
     services("producer", topics=topics)
-    assert_stored_once(pg_dsn, ids)
+    assert_stored_once(pg_dsn, ids, load.marks, load.other_marks)
     print(f"\nSIGTERM with Kafka down: exit 0 after {took:.2f} s; {len(ids)} answered 202")
 
 
@@ -471,4 +553,4 @@ def test_sigterm_drains_the_spool_while_kafka_is_up(services, topics, pg_dsn, ka
     prod = services("producer", topics=topics, config=cfg)["producer"]
     assert metric(prod, "logpipe_spool_events") == 0, prod.log_tail(20)
     services("enricher", "consumer", topics=topics, pg_dsn=pg_dsn)
-    assert_stored_once(pg_dsn, ids)
+    assert_stored_once(pg_dsn, ids, load.marks, load.other_marks)
