@@ -674,7 +674,7 @@ static size_t cut_connections(const struct peer *peers, size_t n)
 	while (found < n && (e = readdir(d)) != NULL) {
 		struct sockaddr_storage la, pa;
 		socklen_t ll = sizeof(la), pl = sizeof(pa);
-		struct peer_addr addr;
+		struct peer_addr local, addr;
 		int fd, lport, pport;
 
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')
@@ -682,7 +682,7 @@ static size_t cut_connections(const struct peer *peers, size_t n)
 		fd = atoi(e->d_name);
 		if (getsockname(fd, (struct sockaddr *)&la, &ll) != 0 ||
 		    getpeername(fd, (struct sockaddr *)&pa, &pl) != 0 ||
-		    !peer_addr_of(&la, &addr, &lport) || !peer_addr_of(&pa, &addr, &pport))
+		    !peer_addr_of(&la, &local, &lport) || !peer_addr_of(&pa, &addr, &pport))
 			continue;
 		for (i = 0; i < n; i++) {
 			if (peers[i].local_port != lport || peers[i].port != pport ||

@@ -651,16 +651,17 @@ def test_deep_nesting_whatever_the_content_type(stack, service):
     for method, path in targets:
         for ctype in DEEP_TYPES:
             for name, body in DEEP_BODIES:
-                case = f"deep nesting, {name}, Content-Type: {ctype or '(none)'}"
+                case = f"deep nesting, {name}, each Content-Type"
+                target = f"{method} {path}, Content-Type: {ctype or '(none)'}"
                 ans = raw(port, request_bytes(method, path, body, ctype))
-                check(failures, service, case, f"{method} {path}", ans, set(range(400, 500)))
+                check(failures, service, case, target, ans, set(range(400, 500)))
                 dead = _all_alive(procs)
-                assert not dead, (f"{case} [{method} {path}] killed {dead}: {ans!r}\n"
+                assert not dead, (f"{case} [{target}] killed {dead}: {ans!r}\n"
                                   + "\n".join(procs[n].log_tail(20) for n in dead))
                 live = raw(port, request_bytes("GET", "/health/live"))
                 if live.status != 200:
-                    failures.append(f"{service}: /health/live after {case} "
-                                    f"[{method} {path}]: {live!r}")
+                    failures.append(f"{service}: /health/live after {case} [{target}]: "
+                                    f"{live!r}")
     assert not failures, "\n".join(failures)
 
 
