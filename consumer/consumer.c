@@ -285,7 +285,7 @@ static void batch_add(struct consumer *c, struct batch *b, rd_kafka_message_t *m
 		batch_poison(b, idx, "invalid_json", "empty record");
 		return;
 	}
-	ev = json_loadb(m->payload, m->len, 0, &je);
+	ev = lp_json_loadb(m->payload, m->len, 0, &je);
 	if (!ev) {
 		snprintf(err, sizeof(err), "invalid JSON at line %d column %d: %s", je.line,
 			 je.column, je.text);

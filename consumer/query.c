@@ -241,7 +241,7 @@ static int read_str(query_get_fn get, void *ud, const char *name, char *out, siz
 	int n = get(ud, name, buf, max + 2 < sizeof(buf) ? max + 2 : sizeof(buf));
 
 	out[0] = '\0';
-	if (n == -1)
+	if (n == -ENOENT)
 		return 0;
 	if (n < 0 || (size_t)n > max) {
 		char lim[24];
@@ -666,7 +666,7 @@ static void set_json(json_t *o, const char *key, PGresult *res, int row, int col
 
 	if (PQgetisnull(res, row, col))
 		return;
-	v = json_loads(PQgetvalue(res, row, col), JSON_DECODE_ANY, NULL);
+	v = lp_json_loads(PQgetvalue(res, row, col), JSON_DECODE_ANY, NULL);
 	if (v)
 		json_object_set_new(o, key, v);
 }

@@ -47,7 +47,8 @@ struct query_filter {
 };
 
 /* Reads query parameter name into out (decoded, NUL-terminated); returns
- * its length, or -1 when absent.  lp_http_query has this shape. */
+ * its length, -ENOENT when absent, or another negative errno (-ERANGE: out
+ * is too small).  lp_http_query has this shape. */
 typedef int (*query_get_fn)(void *ud, const char *name, char *out, size_t outlen);
 
 /* Fills f from the request's parameters.  for_stats: the time range

@@ -260,7 +260,7 @@ static void enrich_one(struct enricher *e, const rd_kafka_message_t *m, struct o
 		hostname = view.host;
 		source_ip = view.source_ip;
 	} else {
-		ev = json_loadb(m->payload, m->len, 0, &je);
+		ev = lp_json_loadb(m->payload, m->len, 0, &je);
 		if (!ev) {
 			snprintf(reason, sizeof(reason), "invalid_json: %s", je.text);
 			to_dlq(e, m, reason, o);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "logpipe/buf.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 #include "merge.h"
 
@@ -84,7 +85,7 @@ struct md_record *md_record_parse(enum md_kind kind, const char *text, size_t le
 				  size_t errlen)
 {
 	json_error_t je;
-	json_t *obj = json_loadb(text, len, 0, &je);
+	json_t *obj = lp_json_loadb(text, len, 0, &je);
 	struct md_record *r;
 
 	if (!obj) {
@@ -271,7 +272,7 @@ bool enrich_merge(json_t *ev, const struct lookup_answer *host, const struct loo
 	struct lp_buf b = LP_BUF_INIT;
 	bool complete = enrich_render(&b, host, svc, now_wall_ms);
 
-	json_object_set_new(ev, "enrichment", json_loadb(b.buf, b.len, 0, NULL));
+	json_object_set_new(ev, "enrichment", lp_json_loadb(b.buf, b.len, 0, NULL));
 	lp_buf_release(&b);
 	return complete;
 }

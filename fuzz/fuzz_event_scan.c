@@ -10,6 +10,7 @@
 
 #include "fuzz.h"
 #include "logpipe/event.h"
+#include "logpipe/json.h"
 #include "logpipe/log.h"
 
 #include "logpipe/banned.h"
@@ -43,7 +44,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	if (lp_event_scan((const char *)data, size, &v) != 0)
 		return 0;
-	ev = json_loadb((const char *)data, size, 0, &je);
+	ev = lp_json_loadb((const char *)data, size, 0, &je);
 	FUZZ_CHECK(ev != NULL, "scan accepted what jansson refuses: %s", je.text);
 	FUZZ_CHECK(lp_event_check_normalized(ev, why, sizeof(why)) == 0,
 		   "scan accepted an invalid event: %s", why);

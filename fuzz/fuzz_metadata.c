@@ -8,6 +8,7 @@
 #include <jansson.h>
 
 #include "fuzz.h"
+#include "logpipe/json.h"
 #include "logpipe/log.h"
 #include "../metadata-svc/record.h"
 
@@ -33,7 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	k = data[0] & 1 ? &md_service_kind : &md_host_kind;
 	mode = (enum md_mode)((data[0] >> 1) % 3);
-	body = json_loadb((const char *)data + 1, size - 1, JSON_DECODE_ANY, &je);
+	body = lp_json_loadb((const char *)data + 1, size - 1, JSON_DECODE_ANY, &je);
 	if (!body)
 		return 0;
 	memset(&v, 0, sizeof(v));

@@ -174,7 +174,7 @@ static bool body_acceptable(struct lp_http_req *r, const char *hdrs)
 		i++;
 	if (i == r->body_len)
 		return true;
-	doc = json_loadb(r->body, r->body_len, 0, &jerr);
+	doc = lp_json_loadb(r->body, r->body_len, 0, &jerr);
 	if (!json_is_object(doc)) {
 		if (doc)
 			lp_http_reply_error(r, 400, "invalid_body", hdrs,

@@ -59,6 +59,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "logpipe/buf.h"
+#include "logpipe/json.h"
 #include "logpipe/log.h"
 #include "logpipe/util.h"
 #include "backpressure.h"
@@ -502,7 +503,7 @@ static void health_json(const struct gw_pipeline *p, json_t *services, json_t *b
 		const char *name, *status = "UNREACHABLE";
 
 		if (f && (f->status == 200 || f->status == 503))
-			h = json_loadb(f->body.buf, f->body.len, 0, NULL);
+			h = lp_json_loadb(f->body.buf, f->body.len, 0, NULL);
 		if (h && json_is_string(json_object_get(h, "status")))
 			status = json_string_value(json_object_get(h, "status"));
 		checks = h ? json_object_get(h, "checks") : NULL;
@@ -702,7 +703,7 @@ static long long stored_rows(struct gw_pipeline *p, char *err, size_t errlen)
 		goto out;
 	}
 	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-	j = json_loadb(body.buf, body.len, 0, NULL);
+	j = lp_json_loadb(body.buf, body.len, 0, NULL);
 	if (status != 200 || !json_is_integer(json_object_get(j, "total"))) {
 		json_t *m = json_object_get(json_object_get(j, "error"), "message");
 
@@ -920,7 +921,7 @@ static json_t *generator_status(const struct gw_pipeline *p, json_t *errors)
 	json_t *gs = NULL;
 
 	if (f && f->status == 200)
-		gs = json_loadb(f->body.buf, f->body.len, 0, NULL);
+		gs = lp_json_loadb(f->body.buf, f->body.len, 0, NULL);
 	if (json_is_object(gs))
 		return gs;
 	json_decref(gs);

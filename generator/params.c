@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "params.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 
 #include "logpipe/banned.h"
@@ -225,7 +226,7 @@ int gen_params_parse(struct gen_params *p, const char *body, size_t len,
 		;
 	if (i == len)
 		return gen_params_apply(p, NULL, e);
-	obj = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+	obj = lp_json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
 	if (!obj)
 		return fail(e, "invalid_json", "", "the request body is not valid JSON: %s (at %d:%d)",
 			    je.text, je.line, je.column);

@@ -13,6 +13,7 @@
 
 #include "cache.h"
 #include "logpipe/breaker.h"
+#include "logpipe/json.h"
 #include "logpipe/log.h"
 #include "logpipe/metrics.h"
 #include "logpipe/redis.h"
@@ -179,7 +180,7 @@ json_t *mdcache_get(struct mdcache *c, const char *key)
 	if (!r || r->type == REDIS_REPLY_ERROR) {
 		lp_series_inc(c->errors);
 	} else if (r->type == REDIS_REPLY_STRING) {
-		j = json_loadb(r->str, r->len, 0, NULL);
+		j = lp_json_loadb(r->str, r->len, 0, NULL);
 		lp_series_inc(j ? c->hits : c->misses);
 	} else {
 		lp_series_inc(c->misses);

@@ -330,7 +330,7 @@ static bool query_int(struct lp_http_req *r, const char *name, long long def, lo
 	int n = lp_http_query(r, name, buf, sizeof(buf));
 
 	*out = def;
-	if (n == -1)
+	if (n == -ENOENT)
 		return true;
 	if (n >= 0) {
 		*out = strtoll(buf, &end, 10);
@@ -479,8 +479,8 @@ static bool body_values(struct coll *co, struct lp_http_req *r, enum md_mode mod
 	int ret;
 
 	/* curl -d without -H sends a form type; the body is still JSON. */
-	if (ct && !strncasecmp(ct, "application/x-www-form-urlencoded", 33))
-		body = json_loadb(r->body, r->body_len, 0, NULL);
+	if (lp_http_media_type_is(ct, "application/x-www-form-urlencoded"))
+		body = lp_json_loadb(r->body, r->body_len, 0, NULL);
 	if (!body)
 		body = lp_http_body_json(r);
 

@@ -14,6 +14,7 @@
 
 #include "logpipe/buf.h"
 #include "logpipe/event.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 #include "record.h"
 
@@ -248,7 +249,7 @@ json_t *md_record_json(const struct md_kind *k, const char *const *cols)
 		const char *c = cols[i];
 
 		if (k->fields[i].type == MD_F_TAGS) {
-			tags = c ? json_loads(c, 0, NULL) : NULL;
+			tags = c ? lp_json_loads(c, 0, NULL) : NULL;
 			json_object_set_new(o, k->fields[i].json, tags ? tags : json_object());
 		} else {
 			json_object_set_new(o, k->fields[i].json, c ? json_string(c) : json_null());

@@ -359,17 +359,22 @@ static void request_end(struct producer *p)
 	atomic_fetch_sub(&p->inflight, 1);
 }
 
+/*
+ * Whether a body of Content-Type ct is one the handler parses: none given
+ * (trusted), application/json or a +json type (parameters such as charset
+ * allowed), and for batches also the NDJSON / JSON Lines types.  The media
+ * type is compared whole: "application/jsonl" is not JSON to /api/logs,
+ * and "application/jsonfoo" is nothing.
+ */
 static bool is_json_type(const char *ct, bool allow_ndjson)
 {
 	if (!ct)
-		return true; /* curl -d without -H sends form type; absent means trust */
-	if (!strncasecmp(ct, "application/json", 16))
 		return true;
-	if (allow_ndjson && (!strncasecmp(ct, "application/x-ndjson", 20) ||
-			     !strncasecmp(ct, "application/ndjson", 18) ||
-			     !strncasecmp(ct, "application/jsonl", 17)))
+	if (lp_http_is_json_type(ct))
 		return true;
-	return false;
+	return allow_ndjson && (lp_http_media_type_is(ct, "application/x-ndjson") ||
+				lp_http_media_type_is(ct, "application/ndjson") ||
+				lp_http_media_type_is(ct, "application/jsonl"));
 }
 
 static void handle_one_inner(struct producer *p, struct lp_http_req *r)
@@ -383,7 +388,8 @@ static void handle_one_inner(struct producer *p, struct lp_http_req *r)
 
 	if (!is_json_type(lp_http_header(r, "Content-Type"), false)) {
 		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
-				    "expected Content-Type application/json");
+				    "expected Content-Type application/json, got \"%.100s\"",
+				    lp_http_header(r, "Content-Type"));
 		return;
 	}
 	lp_series_inc(p->received);
@@ -470,7 +476,9 @@ static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
 
 	if (!is_json_type(lp_http_header(r, "Content-Type"), true)) {
 		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
-				    "expected application/json or application/x-ndjson");
+				    "expected Content-Type application/json, application/x-ndjson, "
+				    "application/ndjson or application/jsonl, got \"%.100s\"",
+				    lp_http_header(r, "Content-Type"));
 		return;
 	}
 	b.p = p;

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "logpipe/event.h"
+#include "logpipe/json.h"
 
 #include "logpipe/banned.h"
 
@@ -81,7 +82,7 @@ static long split_array(const char *p, size_t n, size_t max_items, lp_batch_item
 			char *err, size_t errlen)
 {
 	json_error_t je;
-	json_t *arr = json_loadb(p, n, 0, &je);
+	json_t *arr = lp_json_loadb(p, n, 0, &je);
 	if (!arr) {
 		if (err && errlen)
 			snprintf(err, errlen, "invalid JSON array at line %d column %d: %s",
@@ -140,7 +141,7 @@ static long split_ndjson(const char *p, size_t n, size_t max_items, lp_batch_ite
 			continue;
 		}
 		json_error_t je;
-		json_t *v = json_loadb(line, len, JSON_DECODE_ANY, &je);
+		json_t *v = lp_json_loadb(line, len, JSON_DECODE_ANY, &je);
 		int stop;
 		if (v) {
 			stop = deliver(fn, ud, index, v, lineno);
@@ -177,7 +178,7 @@ long lp_batch_split(const char *body, size_t len, size_t max_items, lp_batch_ite
 	/* One object over several lines?  For real NDJSON this stops at the
 	 * end of the first object, so it costs one line's parse. */
 	json_error_t je;
-	json_t *one = json_loadb(p, n, 0, &je);
+	json_t *one = lp_json_loadb(p, n, 0, &je);
 	if (one) {
 		long ret = 1;
 		if (max_items < 1)

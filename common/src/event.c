@@ -32,6 +32,7 @@
 #include <strings.h>
 
 #include "logpipe/event.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 
 #include "logpipe/banned.h"
@@ -441,7 +442,7 @@ json_t *lp_event_parse(const char *text, size_t len, const struct lp_event_limit
 	if (!text || len == 0)
 		return fail(err, 400, "invalid_json", NULL, "the body is empty");
 	json_error_t je;
-	json_t *in = json_loadb(text, len, JSON_DECODE_ANY, &je);
+	json_t *in = lp_json_loadb(text, len, JSON_DECODE_ANY, &je);
 	if (!in)
 		return fail(err, 400, "invalid_json", NULL, "invalid JSON at line %d column %d: %s",
 			    je.line, je.column, je.text);

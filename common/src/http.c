@@ -18,7 +18,8 @@
  *      is still arriving after the request timeout (a trickle that resets
  *      each read's timeout is cut off by a watchdog thread, see struct
  *      body_read), with 400 what ends early or is badly chunked,
- *      and with 400 JSON nested deeper than LP_HTTP_MAX_JSON_DEPTH;
+ *      and with 400 a body nesting '[' and '{' deeper than
+ *      LP_HTTP_MAX_JSON_DEPTH, whatever its Content-Type;
  *   4. find the first route whose pattern matches the path and method: 404
  *      when no pattern matches, 405 with Allow when only other methods do;
  *   5. call the handler, which replies through lp_http_reply*;
@@ -29,7 +30,10 @@
  * Debian build's USE_STACK_SIZE, 100 KiB); jansson parses recursively, so a
  * body of a few hundred '[' used to overflow a worker's stack and kill the
  * process.  The depth check in step 3 is what keeps that from happening
- * to any handler that parses its body, whichever parser it calls.
+ * to any handler that parses its body, whichever parser it calls and
+ * whatever the body's Content-Type (handlers parse untyped and form-typed
+ * bodies as JSON too); lp_json_loadb (json.h) is the second line of
+ * defence, in the parsers themselves.
  *
  * Requests CivetWeb itself refuses before they reach us (a request line it
  * cannot parse, headers beyond max_request_size, an unsupported HTTP
@@ -71,6 +75,7 @@
 #include "logpipe/buf.h"
 #include "logpipe/event.h"
 #include "logpipe/http.h"
+#include "logpipe/json.h"
 #include "logpipe/log.h"
 #include "logpipe/metrics.h"
 #include "logpipe/util.h"
@@ -125,6 +130,21 @@ struct lp_http_server {
 	pthread_t watchdog;         /* cuts off bodies past their deadline */
 };
 
+/* An IP address in binary, an IPv4-mapped IPv6 address as IPv4, so that
+ * the two spellings of one client compare equal and nothing else does. */
+struct peer_addr {
+	int family;                /* AF_INET, AF_INET6, or 0: unknown */
+	unsigned char addr[16];    /* 4 or 16 bytes in network order */
+};
+
+/* One connection to cut off: who is at the other end of which of our ports. */
+struct peer {
+	struct peer_addr addr;  /* the client's address */
+	int port;               /* the client's port */
+	int local_port;         /* our listening port it came in on */
+	char text[48];          /* the address as CivetWeb shows it, for the log */
+};
+
 /*
  * A request body being read, registered for the watchdog.  CivetWeb's
  * request timeout bounds each wait for data, and mg_read returns only once
@@ -135,9 +155,7 @@ struct lp_http_server {
  */
 struct body_read {
 	int64_t deadline_us;    /* when reading must have finished */
-	char peer[48];          /* the client's address, as CivetWeb shows it */
-	int peer_port;          /* the client's port */
-	int local_port;         /* our listening port it came in on */
+	struct peer peer;       /* the connection it arrives on */
 	bool cut;               /* the watchdog shut its socket's reading side */
 	struct body_read *next; /* the list in s->reads */
 };
@@ -295,16 +313,21 @@ int lp_http_query(struct lp_http_req *r, const char *name, char *out, size_t out
 {
 	int n;
 
-	if (!r->query || outlen == 0)
-		return -1;
-	/* -1 when absent, -2 when out is too small (CivetWeb's convention). */
+	if (outlen == 0)
+		return -EINVAL;
+	out[0] = '\0';
+	if (!r->query)
+		return -ENOENT;
+	/* CivetWeb says -1 when absent, -2 when out is too small. */
 	n = mg_get_var2(r->query, strlen(r->query), name, out, outlen, 0);
-	return n;
+	if (n == -1)
+		return -ENOENT;
+	return n < 0 ? -ERANGE : n;
 }
 
-/* True when a Content-Type names JSON: application/json or a +json type,
- * with or without parameters such as charset. */
-static bool is_json_media_type(const char *ct)
+/* The media type of Content-Type ct without parameters and blanks: sets
+ * *len and returns where it starts. */
+static const char *media_type(const char *ct, size_t *len)
 {
 	size_t n = strcspn(ct, ";");
 
@@ -314,6 +337,27 @@ static bool is_json_media_type(const char *ct)
 		ct++;
 		n--;
 	}
+	*len = n;
+	return ct;
+}
+
+bool lp_http_media_type_is(const char *ct, const char *type)
+{
+	size_t n;
+
+	if (!ct)
+		return false;
+	ct = media_type(ct, &n);
+	return n == strlen(type) && strncasecmp(ct, type, n) == 0;
+}
+
+bool lp_http_is_json_type(const char *ct)
+{
+	size_t n;
+
+	if (!ct)
+		return false;
+	ct = media_type(ct, &n);
 	if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
 		return true;
 	return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
@@ -326,12 +370,12 @@ json_t *lp_http_body_json(struct lp_http_req *r)
 	json_error_t je;
 	json_t *j;
 
-	if (ct && !is_json_media_type(ct)) {
+	if (ct && !lp_http_is_json_type(ct)) {
 		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
 				    "expected Content-Type application/json, got \"%s\"", ct);
 		return NULL;
 	}
-	j = json_loadb(r->body, r->body_len, JSON_DECODE_ANY, &je);
+	j = lp_json_loadb(r->body, r->body_len, JSON_DECODE_ANY, &je);
 	if (!j) {
 		lp_http_reply_error(r, 400, "invalid_json", NULL,
 				    "invalid JSON at line %d column %d: %s", je.line, je.column,
@@ -563,70 +607,129 @@ static void take_request_id(struct lp_http_req *r, const char *id)
 
 /* ---- slow bodies ---------------------------------------------------------- */
 
-/* Shuts the reading side of the socket connecting local_port with
- * peer:peer_port, found among our file descriptors; 0 or -ENOENT. */
-static int cut_connection(const struct body_read *br)
+/* Parses text (CivetWeb's remote_addr: "10.0.0.1", "::1", maybe in
+ * brackets) into *a; family 0 when it is not an address. */
+static void peer_addr_parse(const char *text, struct peer_addr *a)
+{
+	char buf[INET6_ADDRSTRLEN + 2];
+	size_t n;
+
+	memset(a, 0, sizeof(*a));
+	lp_strlcpy(buf, text + (text[0] == '['), sizeof(buf));
+	n = strlen(buf);
+	if (n > 0 && buf[n - 1] == ']')
+		buf[n - 1] = '\0';
+	if (inet_pton(AF_INET, buf, a->addr) == 1) {
+		a->family = AF_INET;
+	} else if (inet_pton(AF_INET6, buf, a->addr) == 1) {
+		a->family = AF_INET6;
+		if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a->addr)) {
+			memmove(a->addr, a->addr + 12, 4);
+			memset(a->addr + 4, 0, 12);
+			a->family = AF_INET;
+		}
+	}
+}
+
+/* The address and port of sa into *a and *port; false for other families. */
+static bool peer_addr_of(const struct sockaddr_storage *sa, struct peer_addr *a, int *port)
+{
+	char text[INET6_ADDRSTRLEN];
+	const void *bin;
+
+	if (sa->ss_family == AF_INET) {
+		*port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+		bin = &((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (sa->ss_family == AF_INET6) {
+		*port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+		bin = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	} else {
+		return false;
+	}
+	/* Through text, so that mapped addresses get the same treatment. */
+	if (!inet_ntop(sa->ss_family, bin, text, sizeof(text)))
+		return false;
+	peer_addr_parse(text, a);
+	return a->family != 0;
+}
+
+static bool peer_addr_equal(const struct peer_addr *x, const struct peer_addr *y)
+{
+	return x->family != 0 && x->family == y->family &&
+	       memcmp(x->addr, y->addr, x->family == AF_INET ? 4 : 16) == 0;
+}
+
+/*
+ * Shuts the reading side of the sockets connecting each of the n peers with
+ * its local port, found among our file descriptors in one pass over
+ * /proc/self/fd; returns how many were found.  A peer matches on address
+ * (exactly, in binary), port and local port.  Runs without reads_mu held:
+ * a body read does not wait for the scan.  The peers' reads may have ended
+ * meanwhile; their requests then get 408 and close the connection anyway.
+ */
+static size_t cut_connections(const struct peer *peers, size_t n)
 {
 	DIR *d = opendir("/proc/self/fd");
 	struct dirent *e;
-	int rc = -ENOENT;
+	size_t found = 0, i;
 
 	if (!d)
-		return -errno;
-	while ((e = readdir(d)) != NULL) {
+		return 0;
+	while (found < n && (e = readdir(d)) != NULL) {
 		struct sockaddr_storage la, pa;
 		socklen_t ll = sizeof(la), pl = sizeof(pa);
-		char host[INET6_ADDRSTRLEN];
+		struct peer_addr local, addr;
 		int fd, lport, pport;
-		const void *addr;
 
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')
 			continue;
 		fd = atoi(e->d_name);
 		if (getsockname(fd, (struct sockaddr *)&la, &ll) != 0 ||
-		    getpeername(fd, (struct sockaddr *)&pa, &pl) != 0 || la.ss_family != pa.ss_family)
+		    getpeername(fd, (struct sockaddr *)&pa, &pl) != 0 ||
+		    !peer_addr_of(&la, &local, &lport) || !peer_addr_of(&pa, &addr, &pport))
 			continue;
-		if (pa.ss_family == AF_INET) {
-			lport = ntohs(((struct sockaddr_in *)&la)->sin_port);
-			pport = ntohs(((struct sockaddr_in *)&pa)->sin_port);
-			addr = &((struct sockaddr_in *)&pa)->sin_addr;
-		} else if (pa.ss_family == AF_INET6) {
-			lport = ntohs(((struct sockaddr_in6 *)&la)->sin6_port);
-			pport = ntohs(((struct sockaddr_in6 *)&pa)->sin6_port);
-			addr = &((struct sockaddr_in6 *)&pa)->sin6_addr;
-		} else {
-			continue;
+		for (i = 0; i < n; i++) {
+			if (peers[i].local_port != lport || peers[i].port != pport ||
+			    !peer_addr_equal(&peers[i].addr, &addr))
+				continue;
+			shutdown(fd, SHUT_RD);
+			lp_debug("request body from %s:%d still arriving after its deadline: cut off",
+				 peers[i].text, peers[i].port);
+			found++;
+			break;
 		}
-		if (lport != br->local_port || pport != br->peer_port ||
-		    !inet_ntop(pa.ss_family, addr, host, sizeof(host)) ||
-		    (strcmp(host, br->peer) != 0 && !strstr(br->peer, host)))
-			continue;
-		shutdown(fd, SHUT_RD);
-		rc = 0;
-		break;
 	}
 	closedir(d);
-	return rc;
+	return found;
 }
+
+/* Peers cut off per round; more wait for the next round, 200 ms later. */
+#define CUTS_PER_ROUND 16
 
 /* The watchdog: every 200 ms, cuts the body reads past their deadline. */
 static void *watchdog_main(void *arg)
 {
 	struct lp_http_server *s = arg;
+	struct peer peers[CUTS_PER_ROUND];
 	struct timespec ts;
 	struct body_read *br;
+	size_t n;
 
 	pthread_mutex_lock(&s->reads_mu);
 	while (!s->stopping) {
 		int64_t now = lp_now_us();
 
-		for (br = s->reads; br; br = br->next) {
+		n = 0;
+		for (br = s->reads; br && n < CUTS_PER_ROUND; br = br->next) {
 			if (br->cut || now < br->deadline_us)
 				continue;
 			br->cut = true;
-			if (cut_connection(br) == 0)
-				lp_debug("request body from %s:%d still arriving after %d ms: cut off",
-					 br->peer, br->peer_port, s->request_timeout_ms);
+			peers[n++] = br->peer;
+		}
+		if (n > 0) {
+			pthread_mutex_unlock(&s->reads_mu);
+			cut_connections(peers, n);
+			pthread_mutex_lock(&s->reads_mu);
 		}
 		clock_gettime(CLOCK_REALTIME, &ts);
 		ts.tv_nsec += 200 * 1000 * 1000;
@@ -634,7 +737,8 @@ static void *watchdog_main(void *arg)
 			ts.tv_sec++;
 			ts.tv_nsec -= 1000000000L;
 		}
-		pthread_cond_timedwait(&s->reads_cv, &s->reads_mu, &ts);
+		if (!s->stopping)
+			pthread_cond_timedwait(&s->reads_cv, &s->reads_mu, &ts);
 	}
 	pthread_mutex_unlock(&s->reads_mu);
 	return NULL;
@@ -700,9 +804,10 @@ static int read_body(struct lp_http_server *s, struct mg_connection *conn, int64
 	if (cl > (long long)max)
 		return 413;
 	/* From here on, one way out: br must leave the list before it dies. */
-	lp_strlcpy(br.peer, ri->remote_addr, sizeof(br.peer));
-	br.peer_port = ri->remote_port;
-	br.local_port = ri->server_port;
+	lp_strlcpy(br.peer.text, ri->remote_addr, sizeof(br.peer.text));
+	peer_addr_parse(ri->remote_addr, &br.peer.addr);
+	br.peer.port = ri->remote_port;
+	br.peer.local_port = ri->server_port;
 	if (s->watchdog_on)
 		reads_add(s, &br);
 	cap = cl >= 0 ? (size_t)cl : (max < 4096 ? max + 1 : 4096);
@@ -735,41 +840,6 @@ static int read_body(struct lp_http_server *s, struct mg_connection *conn, int64
 	if ((cl >= 0 && len < (size_t)cl) || broken || late || br.cut)
 		return late || br.cut || lp_now_us() >= deadline ? 408 : 400;
 	return 0;
-}
-
-/* True when the JSON text in b nests arrays and objects deeper than max.
- * Brackets inside strings do not count; the text need not be valid. */
-static bool json_too_deep(const char *b, size_t n, int max)
-{
-	bool in_string = false;
-	int depth = 0;
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		char c = b[i];
-
-		if (in_string) {
-			if (c == '\\')
-				i++;
-			else if (c == '"')
-				in_string = false;
-		} else if (c == '"') {
-			in_string = true;
-		} else if (c == '[' || c == '{') {
-			if (++depth > max)
-				return true;
-		} else if ((c == ']' || c == '}') && depth > 0) {
-			depth--;
-		}
-	}
-	return false;
-}
-
-/* Whether a body of this Content-Type is JSON to the handlers that parse it:
- * none given, a JSON type, or NDJSON. */
-static bool body_may_be_json(const char *ct)
-{
-	return !ct || is_json_media_type(ct) || strcasestr(ct, "ndjson") != NULL;
 }
 
 /*
@@ -912,9 +982,10 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 
 	if (rc == 0) {
 		rc = read_body(s, conn, t0, &r->body, &r->body_len);
-		if (rc == 0 && r->body_len > 0 &&
-		    body_may_be_json(mg_get_header(conn, "Content-Type")) &&
-		    json_too_deep(r->body, r->body_len, LP_HTTP_MAX_JSON_DEPTH))
+		/* Whatever its Content-Type: handlers parse form-typed and
+		 * untyped bodies as JSON too, and a parser need not be
+		 * jansson to recurse. */
+		if (rc == 0 && lp_json_too_deep(r->body, r->body_len, LP_HTTP_MAX_JSON_DEPTH, NULL))
 			rc = -400; /* the body was read: the connection may go on */
 	} else {
 		st.close = true; /* the body, if any, is unread */
@@ -985,9 +1056,8 @@ int lp_http_front_begin(struct lp_http_req *r, const struct lp_http_front *f, co
 	memset(r, 0, sizeof(*r));
 	if (decode_path(raw_path, &path) != 0 || (query && !query_ok(query)))
 		goto other;
-	if (len > 0 && body_may_be_json(f->header(f->ud, "Content-Type")) &&
-	    json_too_deep(body, len, LP_HTTP_MAX_JSON_DEPTH))
-		goto other;
+	if (lp_json_too_deep(body, len, LP_HTTP_MAX_JSON_DEPTH, NULL))
+		goto other; /* whatever its Content-Type, as in on_request */
 	r->front = f;
 	r->method = method;
 	r->path = path;
@@ -998,7 +1068,7 @@ int lp_http_front_begin(struct lp_http_req *r, const struct lp_http_front *f, co
 	return 0;
 other:
 	free(path);
-	return -1;
+	return -EINVAL;
 }
 
 void lp_http_front_end(struct lp_http_server *s, struct lp_http_req *r, const char *route,

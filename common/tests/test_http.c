@@ -142,6 +142,17 @@ static void call(struct fixture *f, const char *method, const char *path, const 
 	lp_buf_release(&req);
 }
 
+/* The body of r parsed as JSON; valid until the next call (one is kept). */
+static json_t *body_json(const struct resp *r)
+{
+	static json_t *last;
+
+	json_decref(last);
+	last = lp_json_loads(r->body, JSON_DECODE_ANY, NULL);
+	assert_non_null(last);
+	return last;
+}
+
 /* Asserts an error reply: status, JSON content type and error code. */
 static void assert_error(const struct resp *r, int status, const char *code)
 {
@@ -151,7 +162,7 @@ static void assert_error(const struct resp *r, int status, const char *code)
 
 	assert_int_equal(r->status, status);
 	assert_string_equal(header(r, "Content-Type", ct, sizeof(ct)), "application/json");
-	j = json_loads(r->body, 0, &je);
+	j = lp_json_loads(r->body, 0, &je);
 	assert_non_null(j);
 	assert_string_equal(json_string_value(json_object_get(j, "status")), "error");
 	assert_string_equal(
@@ -322,12 +333,20 @@ static void test_query(void **state)
 	assert_string_equal(r.body, "{\"n\":5,\"v\":\"a b c\"}");
 	free(r.body);
 
+	/* Absent: -ENOENT; longer than the buffer: -ERANGE (0 / -errno). */
 	call(*state, "GET", "/q?x=1", NULL, NULL, &r);
-	assert_string_equal(r.body, "{\"n\":-1,\"v\":\"\"}");
+	assert_int_equal(r.status, 200);
+	assert_int_equal(json_integer_value(json_object_get(body_json(&r), "n")), -ENOENT);
 	free(r.body);
 
 	call(*state, "GET", "/q", NULL, NULL, &r);
-	assert_string_equal(r.body, "{\"n\":-1,\"v\":\"\"}");
+	assert_int_equal(json_integer_value(json_object_get(body_json(&r), "n")), -ENOENT);
+	free(r.body);
+
+	call(*state, "GET",
+	     "/q?name=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	     NULL, NULL, &r);
+	assert_int_equal(json_integer_value(json_object_get(body_json(&r), "n")), -ERANGE);
 	free(r.body);
 }
 
@@ -475,14 +494,45 @@ static void test_json_body(void **state)
 	assert_error(&r, 415, "unsupported_media_type");
 	free(r.body);
 
+	/* A type that merely starts like JSON's is not JSON. */
+	call(*state, "POST", "/echo", "Content-Type: application/jsonl\r\n", "{\"a\":1}", &r);
+	assert_error(&r, 415, "unsupported_media_type");
+	free(r.body);
+
 	call(*state, "POST", "/echo", "Content-Type: application/json\r\n", "{\"a\":}", &r);
 	assert_error(&r, 400, "invalid_json");
 	assert_contains(r.body, "column");
 	free(r.body);
 }
 
+static void test_media_types(void **state)
+{
+	assert_true(lp_http_is_json_type("application/json"));
+	assert_true(lp_http_is_json_type(" Application/JSON ; charset=utf-8"));
+	assert_true(lp_http_is_json_type("application/problem+json"));
+	assert_false(lp_http_is_json_type("application/jsonl"));
+	assert_false(lp_http_is_json_type("application/json-seq"));
+	assert_false(lp_http_is_json_type("application/+json"));
+	assert_false(lp_http_is_json_type("text/plain"));
+	assert_false(lp_http_is_json_type(NULL));
+	assert_true(lp_http_media_type_is("application/x-ndjson; charset=utf-8",
+					  "application/x-ndjson"));
+	assert_true(lp_http_media_type_is("APPLICATION/JSONL", "application/jsonl"));
+	assert_false(lp_http_media_type_is("application/jsonlines", "application/jsonl"));
+	assert_false(lp_http_media_type_is("application/json", "application/jsonl"));
+	assert_false(lp_http_media_type_is(NULL, "application/json"));
+}
+
 static void test_too_deep(void **state)
 {
+	static const char *const types[] = {
+		"Content-Type: application/x-ndjson\r\n",
+		"Content-Type: application/jsonl\r\n",
+		"Content-Type: application/x-www-form-urlencoded\r\n",
+		"Content-Type: text/plain\r\n",
+		"Content-Type: application/json; charset=utf-8\r\n",
+		NULL,
+	};
 	struct lp_buf b = LP_BUF_INIT;
 	struct resp r;
 	int i;
@@ -493,10 +543,14 @@ static void test_too_deep(void **state)
 	call(*state, "POST", "/echo", "Content-Type: application/json\r\n", b.buf, &r);
 	assert_error(&r, 400, "too_deep");
 	free(r.body);
-	/* NDJSON counts too, the limit itself is fine, brackets in strings are text. */
-	call(*state, "POST", "/echo", "Content-Type: application/x-ndjson\r\n", b.buf, &r);
-	assert_error(&r, 400, "too_deep");
-	free(r.body);
+	/* Whatever the Content-Type: handlers parse untyped and form-typed
+	 * bodies as JSON too (issue 18: these reached them and crashed). */
+	for (i = 0; i < (int)LP_ARRAY_SIZE(types); i++) {
+		call(*state, "POST", "/echo", types[i], b.buf, &r);
+		assert_error(&r, 400, "too_deep");
+		free(r.body);
+	}
+	/* The limit itself is fine, brackets in strings are text. */
 	lp_buf_reset(&b);
 	for (i = 0; i < LP_HTTP_MAX_JSON_DEPTH; i++)
 		lp_buf_addch(&b, '[');
@@ -660,6 +714,78 @@ static void test_slow_body(void **state)
 	lp_http_server_free(s);
 }
 
+/* A client socket bound to addr:port (port 0: any) and connected to
+ * 127.0.0.1:to; sets *bound to the port it got when bound is not NULL. */
+static int dial_from(const char *addr, int port, int to, int *bound)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	struct sockaddr_in d = { .sin_family = AF_INET, .sin_port = htons((uint16_t)to) };
+	struct timeval tv = { 5, 0 };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_int_equal(inet_pton(AF_INET, addr, &a.sin_addr), 1);
+	d.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	assert_int_equal(connect(fd, (struct sockaddr *)&d, sizeof(d)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	if (bound)
+		*bound = ntohs(a.sin_port);
+	return fd;
+}
+
+/*
+ * The watchdog cuts off the slow client's connection and no other: two
+ * clients from the same port of 127.0.0.1 and 127.0.0.12 ("127.0.0.12"
+ * contains "127.0.0.1") trickle bodies; the watchdog used to match peers
+ * with strstr and shut the first one's socket (the lower fd) in place of
+ * the second's, which then went on trickling past its deadline.
+ */
+static void test_slow_body_cuts_the_right_client(void **state)
+{
+	static const char head[] = "POST /echo HTTP/1.1\r\nHost: x\r\n"
+				   "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n[";
+	struct lp_http_server *s;
+	struct resp r;
+	int64_t t0;
+	int port, peer_port, a, b, i;
+
+	s = slow_server(&port);
+	/* b first, and answered: its connection has the lower fd in the server. */
+	b = dial_from("127.0.0.1", 0, port, &peer_port);
+	roundtrip(b,
+		  "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+		  "Content-Length: 2\r\n\r\n[]",
+		  &r);
+	assert_int_equal(r.status, 200);
+	free(r.body);
+	a = dial_from("127.0.0.12", peer_port, port, NULL);
+	t0 = lp_now_us();
+	assert_int_equal(write(a, head, strlen(head)), (ssize_t)strlen(head));
+	assert_int_equal(write(b, head, strlen(head)), (ssize_t)strlen(head));
+	/* A byte every 100 ms on both, for up to 3 s, until a is answered. */
+	for (i = 0; i < 30; i++) {
+		struct pollfd p = { .fd = a, .events = POLLIN };
+
+		if (poll(&p, 1, 100) != 0)
+			break;
+		if (send(a, " ", 1, MSG_NOSIGNAL) != 1)
+			break;
+		send(b, " ", 1, MSG_NOSIGNAL);
+	}
+	roundtrip(a, "", &r);
+	assert_error(&r, 408, "request_timeout");
+	if (lp_now_us() - t0 >= 2500 * 1000)
+		print_error("the 127.0.0.12 client was answered after %lld ms\n",
+			    (long long)(lp_now_us() - t0) / 1000);
+	assert_true(lp_now_us() - t0 < 2500 * 1000);
+	free(r.body);
+	close(a);
+	close(b);
+	lp_http_server_free(s);
+}
+
 static void test_handler_without_reply(void **state)
 {
 	struct resp r;
@@ -687,7 +813,7 @@ static void test_health(void **state)
 
 	call(f, "GET", "/health", NULL, NULL, &r);
 	assert_int_equal(r.status, 200);
-	j = json_loads(r.body, 0, NULL);
+	j = lp_json_loads(r.body, 0, NULL);
 	assert_non_null(j);
 	assert_string_equal(json_string_value(json_object_get(j, "status")), "UP");
 	assert_string_equal(json_string_value(json_object_get(j, "service")), "test-svc");
@@ -824,11 +950,13 @@ int main(void)
 		cmocka_unit_test(test_payload_too_large),
 		cmocka_unit_test(test_chunked_too_large),
 		cmocka_unit_test(test_json_body),
+		cmocka_unit_test(test_media_types),
 		cmocka_unit_test(test_too_deep),
 		cmocka_unit_test(test_too_many_headers),
 		cmocka_unit_test(test_bad_framing),
 		cmocka_unit_test(test_encoded_path),
 		cmocka_unit_test(test_slow_body),
+		cmocka_unit_test(test_slow_body_cuts_the_right_client),
 		cmocka_unit_test(test_handler_without_reply),
 		cmocka_unit_test(test_health),
 		cmocka_unit_test(test_metrics),

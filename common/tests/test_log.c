@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "logpipe/json.h"
 #include "logpipe/log.h"
 #include "logpipe/util.h"
 
@@ -41,7 +42,7 @@ static char *capture_stderr(void (*fn)(void))
 static json_t *parse_line(const char *line)
 {
 	json_error_t jerr;
-	json_t *j = json_loads(line, JSON_DISABLE_EOF_CHECK, &jerr);
+	json_t *j = lp_json_loads(line, JSON_DISABLE_EOF_CHECK, &jerr);
 
 	if (!j)
 		fail_msg("not JSON (%s): %s", jerr.text, line);

@@ -26,12 +26,12 @@ static int fake_get(void *ud, const char *name, char *out, size_t outlen)
 			size_t n = strlen(kv[1]);
 
 			if (n + 1 > outlen)
-				return -2;
+				return -ERANGE;
 			memcpy(out, kv[1], n + 1);
 			return (int)n;
 		}
 	}
-	return -1;
+	return -ENOENT;
 }
 
 static char param[32], err[200];

@@ -12,6 +12,7 @@
 #include "../store.h"
 
 #include "logpipe/banned.h"
+#include "logpipe/json.h"
 
 static const struct store_origin origin = {
 	.topic = "enriched-logs-complete", .partition = 3, .offset = 42,
@@ -50,7 +51,7 @@ static char rowerr[256];
 static const char *row_of(const char *text, const struct store_origin *o)
 {
 	struct lp_buf b = LP_BUF_INIT;
-	json_t *ev = json_loads(text, JSON_DECODE_ANY, NULL);
+	json_t *ev = lp_json_loads(text, JSON_DECODE_ANY, NULL);
 	int rc;
 
 	assert_non_null(ev);
@@ -168,7 +169,7 @@ static void test_row_refused(void **state)
 static void payload_of(struct lp_buf *b, const char *const *texts)
 {
 	for (; *texts; texts++) {
-		json_t *ev = json_loads(*texts, 0, NULL);
+		json_t *ev = lp_json_loads(*texts, 0, NULL);
 		char err[128];
 
 		assert_non_null(ev);

@@ -12,6 +12,7 @@
 
 #include "../merge.h"
 #include "logpipe/buf.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 
 #include "logpipe/banned.h"
@@ -288,7 +289,7 @@ static void test_render_is_valid_json_with_escapes(void **state)
 	s.status = LOOKUP_FOUND;
 	s.rec = parse(MD_SERVICE, "{\"name\":\"api\",\"team\":\"t\\u00e9am \\\"q\\\"\"}");
 	assert_false(enrich_render(&b, &h, &s, 0));
-	en = json_loadb(b.buf, b.len, 0, &je);
+	en = lp_json_loadb(b.buf, b.len, 0, &je);
 	if (!en)
 		fail_msg("render produced invalid JSON (%s): %s", je.text, b.buf);
 	assert_string_equal(json_string_value(json_object_get(en, "team")), "t\u00e9am \"q\"");

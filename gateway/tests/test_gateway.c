@@ -159,7 +159,7 @@ static void resp_free(struct resp *r)
 /* The value of a field of the JSON echo ("" when null or absent). */
 static const char *echoed(struct resp *r, const char *field, char *out, size_t len)
 {
-	json_t *o = json_loads(r->body.buf, 0, NULL), *v;
+	json_t *o = lp_json_loads(r->body.buf, 0, NULL), *v;
 
 	out[0] = '\0';
 	if (o && (v = json_object_get(o, field)) && json_is_string(v))
@@ -320,7 +320,7 @@ static void test_ingest_health_is_local(void **state)
 
 	call(e, "GET", "/api/logs/health", NULL, NULL, &r);
 	assert_status(&r, 200);
-	o = json_loads(r.body.buf, 0, NULL);
+	o = lp_json_loads(r.body.buf, 0, NULL);
 	assert_non_null(o);
 	assert_string_equal(json_string_value(json_object_get(o, "status")), "NORMAL");
 	assert_int_equal(json_integer_value(json_object_get(o, "current_limit")), 100000);

@@ -326,7 +326,7 @@ static void test_view_over_fake_services(void **state)
 	/* Wait until the slow thread's row count made it into a sample. */
 	for (i = 0; i < 50; i++) {
 		text = gw_pipeline_json(p, true, 3000, &len);
-		j = json_loadb(text, len, 0, NULL);
+		j = lp_json_loadb(text, len, 0, NULL);
 		free(text);
 		assert_non_null(j);
 		if (json_is_integer(json_object_get(j, "stored_count")))
@@ -384,7 +384,7 @@ static void test_view_over_fake_services(void **state)
 	p = gw_pipeline_start(&o, err, sizeof(err));
 	assert_non_null(p);
 	text = gw_pipeline_json(p, false, 3000, &len);
-	j = json_loadb(text, len, 0, NULL);
+	j = lp_json_loadb(text, len, 0, NULL);
 	free(text);
 	if (!json_is_true(json_object_get(j, "is_streaming"))) {
 		text = json_dumps(json_object_get(j, "errors"), JSON_COMPACT);

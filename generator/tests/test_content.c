@@ -14,6 +14,7 @@
 #include "../content.h"
 #include "../params.h"
 #include "logpipe/event.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 
 #include "logpipe/banned.h"
@@ -101,7 +102,7 @@ static void test_catalogue(void **state)
 static json_t *parse_event(const struct gen_writer *w)
 {
 	json_error_t je;
-	json_t *ev = json_loadb(w->out.buf, w->out.len, 0, &je);
+	json_t *ev = lp_json_loadb(w->out.buf, w->out.len, 0, &je);
 	char err[200];
 
 	if (!ev)

@@ -13,6 +13,7 @@
 
 #include "../record.h"
 #include "logpipe/buf.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 
 #include "logpipe/banned.h"
@@ -21,7 +22,7 @@
 static int validate(const struct md_kind *k, const char *text, enum md_mode mode,
 		    const char *path_key, struct md_values *v, struct md_invalid *why)
 {
-	json_t *body = json_loads(text, JSON_DECODE_ANY, NULL);
+	json_t *body = lp_json_loads(text, JSON_DECODE_ANY, NULL);
 	int ret;
 
 	assert_non_null(body);

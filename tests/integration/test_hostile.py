@@ -729,6 +729,47 @@ def test_hostile_bodies(stack, service):
     assert not failures, "\n".join(failures)
 
 
+# Issue 18: handlers parse bodies as JSON whatever their Content-Type (the
+# producer took any "application/json..." prefix, the metadata service a form
+# type, the generator anything), while the depth limit ran only for JSON
+# types: 5,000 '[' typed application/jsonl killed the producer (through the
+# gateway too), form-typed the metadata service, text/plain the generator.
+DEEP_TYPES = ["application/jsonl", "application/x-ndjson", "application/x-www-form-urlencoded",
+              "text/plain", None, "application/json; charset=utf-8"]
+DEEP_BODIES = [("5k '['", b"[" * 5000), ("5k '{\"a\":'", b'{"a":' * 5000),
+               ("5k '[' after a string with brackets", b'["]]]]",' + b"[" * 5000)]
+
+
+def _all_alive(procs):
+    return {n: p.returncode for n, p in procs.items() if not p.alive()}
+
+
+@pytest.mark.parametrize("service", SERVICE_NAMES)
+def test_deep_nesting_whatever_the_content_type(stack, service):
+    """A deeply nested body gets a 4xx on every route of every service that
+    takes a body (a POST to /health/live where none does), whatever its
+    Content-Type, and every service stays alive and answering."""
+    procs, _ = stack
+    port = procs[service].port
+    targets = [(m, p) for m, p, k in ROUTES[service] if k] or [("POST", "/health/live")]
+    failures = []
+    for method, path in targets:
+        for ctype in DEEP_TYPES:
+            for name, body in DEEP_BODIES:
+                case = f"deep nesting, {name}, each Content-Type"
+                target = f"{method} {path}, Content-Type: {ctype or '(none)'}"
+                ans = raw(port, request_bytes(method, path, body, ctype))
+                check(failures, service, case, target, ans, set(range(400, 500)))
+                dead = _all_alive(procs)
+                assert not dead, (f"{case} [{target}] killed {dead}: {ans!r}\n"
+                                  + "\n".join(procs[n].log_tail(20) for n in dead))
+                live = raw(port, request_bytes("GET", "/health/live"))
+                if live.status != 200:
+                    failures.append(f"{service}: /health/live after {case} [{target}]: "
+                                    f"{live!r}")
+    assert not failures, "\n".join(failures)
+
+
 @pytest.mark.parametrize("service", SERVICE_NAMES)
 def test_wrong_methods(stack, service):
     procs, _ = stack

@@ -159,6 +159,12 @@ def test_batch_array_and_ndjson(pipeline):
     assert res[1]["error"]["code"] and res[3]["error"]["code"]
     ids += [res[0]["id"], res[2]["id"]]
 
+    # JSON Lines is an NDJSON type too, parameters aside.
+    lines = [json.dumps({"message": f"jl {i}", "service": "jl"}) for i in range(2)]
+    status, raw, _ = post(url, "\n".join(lines).encode(), "application/jsonl; charset=utf-8")
+    assert status == 202, raw
+    ids += [r["id"] for r in json.loads(raw)["results"]]
+
     # Nothing valid at all: 400.
     status, raw, _ = post(url, [{"service": "x"}, 5])
     assert status == 400, raw
@@ -181,6 +187,14 @@ def test_malformed_input_gets_json_4xx(pipeline):
     status, raw, _ = post(url, SEED_SHAPES[0], content_type="text/plain")
     assert status == 415, raw
     assert json.loads(raw)["error"]["code"]
+    # The media type is compared whole (issue 18): a type that merely starts
+    # with application/json is not JSON; JSON Lines is for batches only.
+    for ctype in ("application/jsonl", "application/jsonfoo"):
+        status, raw, _ = post(url, SEED_SHAPES[0], content_type=ctype)
+        assert status == 415, (ctype, raw)
+        assert ctype in json.loads(raw)["error"]["message"], raw
+    status, raw, _ = post(url + "/batch", [SEED_SHAPES[0]], content_type="application/jsonfoo")
+    assert status == 415, raw
     # Nothing malformed reached storage (give the pipeline a moment).
     time.sleep(1.0)
     assert int(lp.psql(dsn, "SELECT count(*) FROM log_events")) == before

@@ -26,5 +26,19 @@
 #define ctime(t) BANNED(ctime)
 #undef asctime
 #define asctime(t) BANNED(asctime)
+/* jansson recurses once per level of nesting: outside text could overflow a
+ * worker thread's stack (json.h).  lp_json_loadb refuses it first. */
+#undef json_loadb
+#define json_loadb(b, n, f, e) BANNED(json_loadb) /* use lp_json_loadb */
+#undef json_loads
+#define json_loads(s, f, e) BANNED(json_loads)    /* use lp_json_loads */
+#undef json_loadf
+#define json_loadf(...) BANNED(json_loadf)
+#undef json_loadfd
+#define json_loadfd(...) BANNED(json_loadfd)
+#undef json_load_file
+#define json_load_file(...) BANNED(json_load_file)
+#undef json_load_callback
+#define json_load_callback(...) BANNED(json_load_callback)
 
 #endif

@@ -18,7 +18,8 @@
  * 400 for a path or query that decodes to a NUL or to bytes that are not
  * UTF-8, or a path with an encoded dot segment, 413 for a body over
  * max_body, 408 for a body still arriving after request_timeout_ms; and
- * 400 for JSON nested deeper than LP_HTTP_MAX_JSON_DEPTH.  A request that
+ * 400 for a body nested deeper than LP_HTTP_MAX_JSON_DEPTH, whatever its
+ * Content-Type.  A request that
  * arrives while lp_http_start is still registering the handler gets 503
  * with Retry-After: 1. */
 #ifndef LOGPIPE_HTTP_H
@@ -29,12 +30,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Request bodies (JSON, NDJSON or untyped) nesting arrays and objects
- * deeper than this get 400 "too_deep" before any handler runs: handlers run
+#include "logpipe/json.h"
+
+/* Request bodies nesting '[' and '{' (outside strings) deeper than this get
+ * 400 "too_deep" before any handler runs, whatever their Content-Type
+ * (handlers parse untyped and form-typed bodies as JSON too): handlers run
  * on CivetWeb worker threads whose stacks are small (100 KiB in Debian's
  * build), so they must not recurse deeply or keep large buffers on the
- * stack either. */
-#define LP_HTTP_MAX_JSON_DEPTH 64
+ * stack either.  The same bound as lp_json_loadb's. */
+#define LP_HTTP_MAX_JSON_DEPTH LP_JSON_MAX_DEPTH
 
 struct mg_connection;
 struct lp_breaker;
@@ -105,12 +109,20 @@ void lp_http_reply_error(struct lp_http_req *r, int status, const char *code,
 const char *lp_http_header(struct lp_http_req *r, const char *name);
 /* The client's address as text ("127.0.0.1", "::1"). */
 const char *lp_http_remote_addr(struct lp_http_req *r);
-/* Copies the decoded value of query parameter name into out; returns its
- * length or -1 if absent. */
+/* Copies the decoded value of query parameter name into out (always
+ * NUL-terminated); returns its length, -ENOENT when absent, -ERANGE when
+ * out is too small for it, -EINVAL when outlen is 0. */
 int lp_http_query(struct lp_http_req *r, const char *name, char *out, size_t outlen);
-/* Parses the body as JSON; on failure replies 400 (or 415 if the content
- * type is not JSON) and returns NULL. */
+/* Parses the body as JSON (lp_json_loadb); on failure replies 400 (or 415
+ * if the content type is not JSON) and returns NULL. */
 json_t *lp_http_body_json(struct lp_http_req *r);
+/* True when the media type of Content-Type ct (parameters such as charset
+ * and blanks aside, any case) is type: "application/json; charset=utf-8"
+ * is "application/json", "application/jsonl" is not.  False for NULL. */
+bool lp_http_media_type_is(const char *ct, const char *type);
+/* True when ct names JSON: application/json or an application/...+json
+ * type, with or without parameters.  False for NULL. */
+bool lp_http_is_json_type(const char *ct);
 
 
 /* ---- requests read by another front ---------------------------------------
@@ -134,9 +146,9 @@ struct lp_http_front {
 /* Sets r up for a request read by front f, with the same checks and the
  * same request id handling as on_request: method, raw (percent-encoded)
  * path, query (or NULL) and body (NUL-terminated, len bytes) as given.
- * Returns 0, or -1 when CivetWeb's path should serve it: the path or query
- * fails the decoding checks, or the body is JSON nested too deep (nothing
- * has been replied then).  After 0, finish with lp_http_front_end. */
+ * Returns 0, or -EINVAL when CivetWeb's path should serve it: the path or
+ * query fails the decoding checks, or the body nests deeper than
+ * LP_HTTP_MAX_JSON_DEPTH (nothing has been replied then).  After 0, finish with lp_http_front_end. */
 int lp_http_front_begin(struct lp_http_req *r, const struct lp_http_front *f, const char *method,
 			const char *raw_path, const char *query, char *body, size_t len);
 /* Counts r in http_requests_total and http_request_duration_seconds of s
