@@ -4,8 +4,10 @@
  * POST /api/logs/batch  JSON array or NDJSON -> a result per item, in
  *                       request order; 202 all accepted, 207 some, 400 none.
  *
- * Every accepted event is normalised (lp_event_normalize) and serialised
- * once.  It is then made durable in one of two ways before the 202:
+ * Every accepted event is normalised and serialised once: by the one-pass
+ * scanner lp_event_scan_input when it is sure of the event (the common
+ * case: it writes exactly the bytes of the full path, no JSON tree), else
+ * by lp_event_normalize and json_dumps, which also word every refusal.  It is then made durable in one of two ways before the 202:
  *
  *   Kafka   produced to the raw topic keyed by its service; the handler
  *           blocks on an lp_kwait until librdkafka reports the delivery
@@ -129,8 +131,9 @@ enum outcome {
 
 /* One event on its way to durability. */
 struct outgoing {
-	json_t *ev;               /* normalised event (owned) */
+	json_t *ev;               /* normalised event (owned), NULL when scanned */
 	char *text;               /* its serialisation (owned) */
+	char id[37];              /* its id */
 	size_t len;               /* bytes of text */
 	const char *key;          /* the service, borrowed from ev */
 	size_t keylen;            /* bytes of key */
@@ -274,18 +277,21 @@ static void deliver(struct producer *p, struct outgoing *out, size_t n)
 
 	for (i = 0; i < n; i++) {
 		struct outgoing *o = &out[i];
-		const char *svc = json_string_value(json_object_get(o->ev, "service"));
 
 		if (o->outcome != OUT_PENDING)
 			continue;
-		o->key = svc;
-		o->keylen = svc ? strlen(svc) : 0;
-		o->text = json_dumps(o->ev, JSON_COMPACT);
-		if (!o->text) {
-			fail(o, 500, "internal", "the event could not be serialised");
-			continue;
+		if (!o->text) { /* the full path's tree; the scanner wrote its text */
+			const char *svc = json_string_value(json_object_get(o->ev, "service"));
+
+			o->key = svc;
+			o->keylen = svc ? strlen(svc) : 0;
+			o->text = json_dumps(o->ev, JSON_COMPACT);
+			if (!o->text) {
+				fail(o, 500, "internal", "the event could not be serialised");
+				continue;
+			}
+			o->len = strlen(o->text);
 		}
-		o->len = strlen(o->text);
 		if (o->len + o->keylen > p->max_msg) {
 			fail(o, 413, "too_large", "the serialised event is larger than Kafka takes");
 			continue;
@@ -377,14 +383,37 @@ static bool is_json_type(const char *ct, bool allow_ndjson)
 				lp_http_media_type_is(ct, "application/jsonl"));
 }
 
+/* An event the scanner is sure of, into o; false to take the full path. */
+static bool scan_event(struct producer *p, const char *text, size_t len, int64_t now_ms,
+		       const char *tenant, struct outgoing *o)
+{
+	struct lp_event_fast f;
+
+	if (lp_event_scan_input(text, len, &p->limits, now_ms, tenant, &f) != 0)
+		return false;
+	o->text = f.text;
+	o->len = f.len;
+	o->key = f.service;
+	o->keylen = f.service_len;
+	memcpy(o->id, f.id, sizeof(o->id));
+	return true;
+}
+
+/* The full path's event into o. */
+static void tree_event(json_t *ev, struct outgoing *o)
+{
+	o->ev = ev;
+	lp_strlcpy(o->id, json_string_value(json_object_get(ev, "id")), sizeof(o->id));
+}
+
 static void handle_one_inner(struct producer *p, struct lp_http_req *r)
 {
 	struct lp_event_error e;
 	struct outgoing out = { 0 };
 	const char *tenant = lp_http_header(r, "X-Tenant-ID");
-	int64_t t0 = lp_now_us();
+	int64_t t0 = lp_now_us(), now_ms;
 	char hdr[64];
-	json_t *reply;
+	json_t *reply, *ev;
 
 	if (!is_json_type(lp_http_header(r, "Content-Type"), false)) {
 		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
@@ -393,12 +422,16 @@ static void handle_one_inner(struct producer *p, struct lp_http_req *r)
 		return;
 	}
 	lp_series_inc(p->received);
-	out.ev = lp_event_parse(r->body, r->body_len, &p->limits, lp_wall_ms(),
-				tenant && *tenant ? tenant : NULL, &e);
-	if (!out.ev) {
-		lp_series_inc(p->rejected);
-		lp_http_reply_error(r, e.status, e.code, NULL, "%s", e.message);
-		return;
+	tenant = tenant && *tenant ? tenant : NULL;
+	now_ms = lp_wall_ms();
+	if (!scan_event(p, r->body, r->body_len, now_ms, tenant, &out)) {
+		ev = lp_event_parse(r->body, r->body_len, &p->limits, now_ms, tenant, &e);
+		if (!ev) {
+			lp_series_inc(p->rejected);
+			lp_http_reply_error(r, e.status, e.code, NULL, "%s", e.message);
+			return;
+		}
+		tree_event(ev, &out);
 	}
 	deliver(p, &out, 1);
 	if (out.outcome == OUT_FAILED) {
@@ -408,8 +441,8 @@ static void handle_one_inner(struct producer *p, struct lp_http_req *r)
 		outgoing_release(&out);
 		return;
 	}
-	reply = json_pack("{s:s, s:O, s:s}", "status", "success", "id",
-			  json_object_get(out.ev, "id"), "message", "Log event queued for processing");
+	reply = json_pack("{s:s, s:s, s:s}", "status", "success", "id", out.id, "message",
+			  "Log event queued for processing");
 	outgoing_release(&out);
 	lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
 	lp_http_reply_json(r, 202, reply, NULL);
@@ -425,6 +458,35 @@ struct batch_ctx {
 	size_t *out_index;        /* their indexes in results */
 	size_t nout, cap;
 };
+
+/* Room for one more accepted event; returns it, zeroed. */
+static struct outgoing *batch_add(struct batch_ctx *b)
+{
+	if (b->nout == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 64;
+		b->out = lp_xrealloc(b->out, b->cap * sizeof(*b->out));
+		b->out_index = lp_xrealloc(b->out_index, b->cap * sizeof(*b->out_index));
+	}
+	memset(&b->out[b->nout], 0, sizeof(b->out[b->nout]));
+	b->out_index[b->nout] = json_array_size(b->results);
+	return &b->out[b->nout++];
+}
+
+/* An item's text, offered before it is parsed: the scanner takes what it
+ * is sure of, the rest goes to batch_item. */
+static int batch_raw(void *ud, size_t index, const char *text, size_t len)
+{
+	struct batch_ctx *b = ud;
+	struct outgoing o = { 0 };
+
+	if (!scan_event(b->p, text, len, b->now_ms, b->tenant, &o))
+		return -ENOTSUP;
+	lp_series_inc(b->p->received);
+	*batch_add(b) = o;
+	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
+						     "status", "accepted"));
+	return 0;
+}
 
 static int batch_item(void *ud, size_t index, json_t *item, const char *error)
 {
@@ -450,15 +512,7 @@ static int batch_item(void *ud, size_t index, json_t *item, const char *error)
 						"message", e.message));
 		return 0;
 	}
-	if (b->nout == b->cap) {
-		b->cap = b->cap ? b->cap * 2 : 64;
-		b->out = lp_xrealloc(b->out, b->cap * sizeof(*b->out));
-		b->out_index = lp_xrealloc(b->out_index, b->cap * sizeof(*b->out_index));
-	}
-	memset(&b->out[b->nout], 0, sizeof(b->out[b->nout]));
-	b->out[b->nout].ev = ev;
-	b->out_index[b->nout] = json_array_size(b->results);
-	b->nout++;
+	tree_event(ev, batch_add(b));
 	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
 						     "status", "accepted"));
 	return 0;
@@ -485,8 +539,8 @@ static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
 	b.tenant = tenant && *tenant ? tenant : NULL;
 	b.now_ms = lp_wall_ms();
 	b.results = json_array();
-	n = lp_batch_split(r->body, r->body_len, (size_t)p->s->batch_max_items, batch_item, &b,
-			   err, sizeof(err));
+	n = lp_batch_split_raw(r->body, r->body_len, (size_t)p->s->batch_max_items, batch_raw,
+			       batch_item, &b, err, sizeof(err));
 	if (n == -E2BIG) {
 		lp_http_reply_error(r, 413, "too_many_items", NULL,
 				    "a batch holds at most %lld events", p->s->batch_max_items);
@@ -503,7 +557,7 @@ static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
 		struct outgoing *o = &b.out[i];
 
 		if (o->outcome != OUT_FAILED) {
-			json_object_set(res, "id", json_object_get(o->ev, "id"));
+			json_object_set_new(res, "id", json_string(o->id));
 			accepted++;
 			continue;
 		}

@@ -12,11 +12,14 @@
  * The item count is checked before the first callback so that an
  * oversized batch is refused whole, never half processed. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "logpipe/event.h"
 #include "logpipe/json.h"
+#include "logpipe/util.h"
 
 #include "logpipe/banned.h"
 
@@ -78,6 +81,43 @@ static bool blank(const char *p, size_t n)
 	return true;
 }
 
+/* An array the scan is sure of: elements by their spans, no tree for the
+ * whole.  Returns -ENOTSUP to leave the array to jansson. */
+static long split_array_raw(const char *p, size_t n, size_t max_items, lp_batch_raw_fn raw,
+			    lp_batch_item_fn fn, void *ud)
+{
+	struct lp_json_span *el;
+	long count;
+	size_t i = 0;
+
+	if (max_items < 1 || max_items > 100000)
+		return -ENOTSUP;
+	el = lp_xcalloc(max_items, sizeof(*el));
+	count = lp_json_array_spans(p, n, el, max_items);
+	if (count <= 0) {
+		free(el);
+		return -ENOTSUP; /* the empty batch is worded by the full path */
+	}
+	while (i < (size_t)count) {
+		int stop = -ENOTSUP;
+
+		if (el[i].p[0] == '{')
+			stop = raw(ud, i, el[i].p, el[i].n);
+		if (stop == -ENOTSUP) {
+			json_t *v = lp_json_loadb(el[i].p, el[i].n, JSON_DECODE_ANY, NULL);
+
+			/* The scan vouched for it; a refusal would be a scan bug. */
+			stop = v ? deliver(fn, ud, i, v, 0) : fn(ud, i, NULL, "invalid JSON");
+			json_decref(v);
+		}
+		i++;
+		if (stop)
+			break;
+	}
+	free(el);
+	return (long)i;
+}
+
 static long split_array(const char *p, size_t n, size_t max_items, lp_batch_item_fn fn, void *ud,
 			char *err, size_t errlen)
 {
@@ -112,8 +152,8 @@ out:
 	return ret;
 }
 
-static long split_ndjson(const char *p, size_t n, size_t max_items, lp_batch_item_fn fn, void *ud,
-			 char *err, size_t errlen)
+static long split_ndjson(const char *p, size_t n, size_t max_items, lp_batch_raw_fn raw,
+			 lp_batch_item_fn fn, void *ud, char *err, size_t errlen)
 {
 	const char *end = p + n;
 	size_t count = 0;
@@ -140,9 +180,16 @@ static long split_ndjson(const char *p, size_t n, size_t max_items, lp_batch_ite
 			line = next;
 			continue;
 		}
+		int stop = raw ? raw(ud, index, line, len) : -ENOTSUP;
+		if (stop != -ENOTSUP) {
+			index++;
+			if (stop)
+				break;
+			line = next;
+			continue;
+		}
 		json_error_t je;
 		json_t *v = lp_json_loadb(line, len, JSON_DECODE_ANY, &je);
-		int stop;
 		if (v) {
 			stop = deliver(fn, ud, index, v, lineno);
 			json_decref(v);
@@ -163,6 +210,21 @@ static long split_ndjson(const char *p, size_t n, size_t max_items, lp_batch_ite
 long lp_batch_split(const char *body, size_t len, size_t max_items, lp_batch_item_fn fn,
 		    void *ud, char *err, size_t errlen)
 {
+	return lp_batch_split_raw(body, len, max_items, NULL, fn, ud, err, errlen);
+}
+
+/* True when only white space is left in [p, end). */
+static bool only_ws(const char *p, const char *end)
+{
+	for (; p < end; p++)
+		if (*p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+			return false;
+	return true;
+}
+
+long lp_batch_split_raw(const char *body, size_t len, size_t max_items, lp_batch_raw_fn raw,
+			lp_batch_item_fn fn, void *ud, char *err, size_t errlen)
+{
 	const char *p = body ? body : "";
 	const char *end = body ? body + len : p;
 	if (end - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
@@ -172,8 +234,25 @@ long lp_batch_split(const char *body, size_t len, size_t max_items, lp_batch_ite
 	size_t n = (size_t)(end - p);
 	if (n == 0)
 		return empty_batch(err, errlen);
-	if (*p == '[')
-		return split_array(p, n, max_items, fn, ud, err, errlen);
+	if (*p == '[') {
+		long ret = raw ? split_array_raw(p, n, max_items, raw, fn, ud) : -ENOTSUP;
+
+		return ret != -ENOTSUP ? ret : split_array(p, n, max_items, fn, ud, err, errlen);
+	}
+	if (raw && *p == '{' && max_items >= 1) {
+		long end = lp_json_value_end(p, n);
+
+		/* One object: a batch of one, as below.  An object with more
+		 * after it is NDJSON, as jansson would find. */
+		if (end > 0 && only_ws(p + end, p + n)) {
+			int rc = raw(ud, 0, p, (size_t)end);
+
+			if (rc != -ENOTSUP)
+				return 1;
+		} else if (end > 0) {
+			return split_ndjson(p, n, max_items, raw, fn, ud, err, errlen);
+		}
+	}
 
 	/* One object over several lines?  For real NDJSON this stops at the
 	 * end of the first object, so it costs one line's parse. */
@@ -188,5 +267,5 @@ long lp_batch_split(const char *body, size_t len, size_t max_items, lp_batch_ite
 		json_decref(one);
 		return ret;
 	}
-	return split_ndjson(p, n, max_items, fn, ud, err, errlen);
+	return split_ndjson(p, n, max_items, raw, fn, ud, err, errlen);
 }

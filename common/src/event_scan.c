@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "logpipe/buf.h"
 #include "logpipe/event.h"
 #include "logpipe/util.h"
 
@@ -308,4 +309,499 @@ int lp_event_scan(const char *text, size_t len, struct lp_event_view *v)
 			    &v->source_ip))
 		return -ENOTSUP;
 	return 0;
+}
+
+/* ---- the producer's fast path ------------------------------------------------ */
+
+/*
+ * lp_event_scan_input() does what lp_event_normalize() and json_dumps()
+ * do for the common input, writing the normalised event straight from the
+ * input text.  It must write exactly jansson's bytes, so it takes only
+ * what it can copy in jansson's form:
+ *
+ *   - strings: any UTF-8 and plain escapes; jansson writes them back the
+ *     same except `\/`, which it writes as `/` (\u escapes are left out);
+ *   - integers of up to 18 digits except -0 (jansson writes 0); reals are
+ *     left out, as jansson writes them with 17 significant digits;
+ *   - objects whose keys hold no escape and no duplicate (jansson keeps
+ *     the last of duplicates), at most NESTED_MAX_KEYS of them;
+ *   - whitespace outside strings, which the compact form drops.
+ *
+ * The aliases and the order of the output repeat event.c's table and
+ * lp_event_normalize(); every refusal is left to that full path, which
+ * words it.  fuzz/fuzz_event_scan.c checks that the bytes are the same.
+ */
+
+#define IN_MAX_MEMBERS 128  /* top-level members; more are left to the full path */
+#define NESTED_MAX_KEYS 64  /* keys of one nested object */
+#define MAX_EPOCH_MS 253402300799999LL /* as event.c: 9999-12-31T23:59:59.999Z */
+
+enum vkind { V_STRING, V_OBJECT, V_ARRAY, V_NULL, V_INT, V_BOOL };
+
+/* One member of an input object, as written. */
+struct in_member {
+	const char *k;     /* key (holds no escape) */
+	size_t kn;         /* bytes of key */
+	const char *v;     /* value's first byte */
+	const char *ve;    /* one past its last */
+	enum vkind kind;
+	struct span str;   /* V_STRING: its content */
+	int depth;         /* containers nested in the value, 0 for a scalar */
+	bool moved;        /* a top-level member that goes under attributes */
+};
+
+static bool in_value(struct scan *s, struct in_member *m, int budget);
+
+/* Bytes a string's content decodes to (escapes are two bytes each). */
+static size_t decoded_len(const struct span *sp)
+{
+	size_t n = sp->n;
+
+	if (sp->escaped)
+		for (size_t i = 0; i + 1 < sp->n; i++)
+			if (sp->p[i] == '\\') {
+				n--;
+				i++;
+			}
+	return n;
+}
+
+/* An object or array at s->p; members of an object go to mem (up to max,
+ * *n of them) when mem is given.  budget is how many containers deep the
+ * value may go, this one included. */
+static bool in_container(struct scan *s, struct in_member *m, int budget, struct in_member *mem,
+			 size_t max, size_t *n)
+{
+	char close = *s->p == '{' ? '}' : ']';
+	struct span keys[NESTED_MAX_KEYS];
+	size_t nkeys = 0;
+	bool first = true;
+
+	if (budget < 1)
+		return false;
+	m->kind = close == '}' ? V_OBJECT : V_ARRAY;
+	m->depth = 1;
+	s->p++;
+	skip_ws(s);
+	if (s->p < s->end && *s->p == close) {
+		s->p++;
+		return true;
+	}
+	for (;;) {
+		struct in_member child;
+		struct span key;
+
+		if (!first) {
+			skip_ws(s);
+			if (s->p >= s->end || *s->p != ',')
+				return false;
+			s->p++;
+			skip_ws(s);
+		}
+		first = false;
+		if (close == '}') {
+			if (s->p >= s->end || *s->p != '"' || !scan_string(s, &key) || key.escaped)
+				return false;
+			if (mem) {
+				if (*n >= max)
+					return false;
+			} else {
+				if (nkeys >= NESTED_MAX_KEYS)
+					return false;
+				for (size_t i = 0; i < nkeys; i++)
+					if (keys[i].n == key.n && memcmp(keys[i].p, key.p, key.n) == 0)
+						return false;
+				keys[nkeys++] = key;
+			}
+			skip_ws(s);
+			if (s->p >= s->end || *s->p != ':')
+				return false;
+			s->p++;
+			skip_ws(s);
+		}
+		if (!in_value(s, &child, budget - 1))
+			return false;
+		if (child.depth + 1 > m->depth)
+			m->depth = child.depth + 1;
+		if (mem && close == '}') {
+			child.k = key.p;
+			child.kn = key.n;
+			mem[(*n)++] = child;
+		}
+		skip_ws(s);
+		if (s->p < s->end && *s->p == close) {
+			s->p++;
+			return true;
+		}
+	}
+}
+
+static bool in_value(struct scan *s, struct in_member *m, int budget)
+{
+	const char *start = s->p;
+	bool ok;
+
+	memset(m, 0, sizeof(*m));
+	m->v = start;
+	if (s->p >= s->end)
+		return false;
+	switch (*s->p) {
+	case '"':
+		m->kind = V_STRING;
+		ok = scan_string(s, &m->str);
+		break;
+	case '{':
+	case '[':
+		ok = in_container(s, m, budget, NULL, 0, NULL);
+		break;
+	case 't':
+		m->kind = V_BOOL;
+		ok = scan_literal(s, "true");
+		break;
+	case 'f':
+		m->kind = V_BOOL;
+		ok = scan_literal(s, "false");
+		break;
+	case 'n':
+		m->kind = V_NULL;
+		ok = scan_literal(s, "null");
+		break;
+	default:
+		m->kind = V_INT;
+		ok = scan_number(s) && memchr(start, '.', (size_t)(s->p - start)) == NULL &&
+		     !(s->p - start == 2 && start[0] == '-' && start[1] == '0');
+		break;
+	}
+	m->ve = s->p;
+	return ok;
+}
+
+/* Appends a scanned value in jansson's compact form. */
+static void put_compact(struct lp_buf *b, const char *p, const char *end)
+{
+	bool in_str = false;
+	const char *run = p;
+
+	for (; p < end; p++) {
+		char c = *p;
+
+		if (in_str) {
+			if (c == '"') {
+				in_str = false;
+			} else if (c == '\\') {
+				if (p[1] == '/') {
+					lp_buf_add(b, run, (size_t)(p - run));
+					run = p + 1; /* drop the backslash */
+				}
+				p++;
+			}
+		} else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+			lp_buf_add(b, run, (size_t)(p - run));
+			run = p + 1;
+		} else if (c == '"') {
+			in_str = true;
+		}
+	}
+	lp_buf_add(b, run, (size_t)(p - run));
+}
+
+static void put_key(struct lp_buf *b, const char *k, size_t kn)
+{
+	lp_buf_addch(b, '"');
+	lp_buf_add(b, k, kn);
+	lp_buf_add(b, "\":", 2);
+}
+
+/* "name":"value" for a value that needs no escaping. */
+static void put_plain(struct lp_buf *b, const char *name, const char *val)
+{
+	lp_buf_addf(b, ",\"%s\":\"%s\"", name, val);
+}
+
+/* The input spellings of each field, as event.c's table. */
+enum in_field { IF_MESSAGE, IF_SERVICE, IF_LEVEL, IF_TIMESTAMP, IF_ID, IF_HOST, IF_SOURCE_IP,
+		IF_TENANT, IF_CORRELATION_ID, IF_ATTRIBUTES, IN_FIELDS };
+
+static const char *const in_aliases[IN_FIELDS][5] = {
+	[IF_MESSAGE] = { "message" },
+	[IF_SERVICE] = { "service", "source" },
+	[IF_LEVEL] = { "level", "severity" },
+	[IF_TIMESTAMP] = { "timestamp", "ts", "@timestamp" },
+	[IF_ID] = { "id" },
+	[IF_HOST] = { "host", "hostname" },
+	[IF_SOURCE_IP] = { "source_ip" },
+	[IF_TENANT] = { "tenant", "organizationId", "tenant_id" },
+	[IF_CORRELATION_ID] = { "correlation_id", "correlationId", "trace_id", "traceId" },
+	[IF_ATTRIBUTES] = { "attributes" },
+};
+
+static bool key_is(const struct in_member *m, const char *name)
+{
+	return strlen(name) == m->kn && memcmp(m->k, name, m->kn) == 0;
+}
+
+/* The field a key spells, or -1. */
+static int in_field_of(const struct in_member *m)
+{
+	for (int i = 0; i < IN_FIELDS; i++)
+		for (const char *const *a = in_aliases[i]; *a; a++)
+			if (key_is(m, *a))
+				return i;
+	return -1;
+}
+
+/* A plain (unescaped) string member copied into dst; false if it is not
+ * one or does not fit. */
+static bool plain_string(const struct in_member *m, char *dst, size_t len)
+{
+	return m->kind == V_STRING && copy_plain(&m->str, dst, len);
+}
+
+/* The member's integer value; it is known to be at most 18 digits. */
+static int64_t int_value(const struct in_member *m)
+{
+	const char *p = m->v;
+	bool neg = *p == '-';
+	int64_t v = 0;
+
+	if (neg)
+		p++;
+	for (; p < m->ve; p++)
+		v = v * 10 + (*p - '0');
+	return neg ? -v : v;
+}
+
+int lp_event_scan_input(const char *text, size_t len, const struct lp_event_limits *lim,
+			int64_t now_ms, const char *tenant, struct lp_event_fast *out)
+{
+	struct in_member mem[IN_MAX_MEMBERS], attr[IN_MAX_MEMBERS], top;
+	const struct in_member *pick[IN_FIELDS] = { 0 };
+	const char *level = "INFO";
+	char tsbuf[32], rcvbuf[32], buf[64];
+	struct scan s = { text, text + len, 0 };
+	struct lp_buf b;
+	size_t n = 0, nattr = 0, count, i, j;
+	int budget, f;
+	int64_t ms = now_ms;
+
+	if (!lim)
+		lim = &lp_event_default_limits;
+	budget = lim->max_depth > SCAN_MAX_DEPTH ? SCAN_MAX_DEPTH : (int)lim->max_depth;
+	if (tenant) {
+		size_t tn = strlen(tenant);
+
+		/* One that jansson would escape, or refuse, is not worth it. */
+		if (!lp_utf8_valid((const unsigned char *)tenant, tn))
+			return -ENOTSUP;
+		for (i = 0; i < tn; i++)
+			if ((unsigned char)tenant[i] < 0x20 || tenant[i] == '"' || tenant[i] == '\\')
+				return -ENOTSUP;
+	}
+
+	/* One object; the event is depth 1, its members may reach max_depth. */
+	skip_ws(&s);
+	if (s.p >= s.end || *s.p != '{' || !in_container(&s, &top, budget, mem, IN_MAX_MEMBERS, &n))
+		return -ENOTSUP;
+	skip_ws(&s);
+	if (s.p != s.end)
+		return -ENOTSUP;
+	for (i = 0; i < n; i++)
+		for (j = i + 1; j < n; j++)
+			if (mem[i].kn == mem[j].kn && memcmp(mem[i].k, mem[j].k, mem[i].kn) == 0)
+				return -ENOTSUP;
+
+	/* 1. Resolve aliases: the first spelling present and not null. */
+	for (f = 0; f < IN_FIELDS; f++) {
+		if (f == IF_TENANT && tenant)
+			continue;
+		for (const char *const *a = in_aliases[f]; *a && !pick[f]; a++)
+			for (i = 0; i < n; i++)
+				if (mem[i].kind != V_NULL && key_is(&mem[i], *a)) {
+					pick[f] = &mem[i];
+					break;
+				}
+	}
+
+	/* 2. Validate; any doubt goes to the full path. */
+	if (!pick[IF_MESSAGE] || pick[IF_MESSAGE]->kind != V_STRING ||
+	    pick[IF_MESSAGE]->str.n == 0 || decoded_len(&pick[IF_MESSAGE]->str) > lim->max_message)
+		return -ENOTSUP;
+	/* The service is also the Kafka key, read from the output: plain. */
+	if (!pick[IF_SERVICE] || pick[IF_SERVICE]->kind != V_STRING ||
+	    pick[IF_SERVICE]->str.n == 0 || pick[IF_SERVICE]->str.escaped ||
+	    pick[IF_SERVICE]->str.n > lim->max_field)
+		return -ENOTSUP;
+	if (pick[IF_LEVEL]) {
+		if (!plain_string(pick[IF_LEVEL], buf, sizeof(buf)) ||
+		    !(level = lp_level_canonical(buf)))
+			return -ENOTSUP;
+	}
+	if (pick[IF_TIMESTAMP]) {
+		if (pick[IF_TIMESTAMP]->kind == V_INT)
+			ms = int_value(pick[IF_TIMESTAMP]);
+		else if (!plain_string(pick[IF_TIMESTAMP], buf, sizeof(buf)) ||
+			 lp_parse_rfc3339(buf, &ms) < 0)
+			return -ENOTSUP;
+		if (ms < 0 || ms > MAX_EPOCH_MS)
+			return -ENOTSUP;
+	}
+	lp_rfc3339(ms, tsbuf);
+	if (pick[IF_ID]) {
+		if (!plain_string(pick[IF_ID], buf, sizeof(buf)) || !lp_uuid_valid(buf))
+			return -ENOTSUP;
+		for (i = 0; i < 37; i++)
+			out->id[i] = (char)(buf[i] >= 'A' && buf[i] <= 'Z' ? buf[i] + 32 : buf[i]);
+	} else {
+		lp_uuid7(out->id);
+	}
+	for (f = IF_HOST; f <= IF_CORRELATION_ID; f++)
+		if (pick[f] && (pick[f]->kind != V_STRING || decoded_len(&pick[f]->str) > lim->max_field))
+			return -ENOTSUP;
+	if (pick[IF_SOURCE_IP] && pick[IF_SOURCE_IP]->str.n > 0 &&
+	    (!plain_string(pick[IF_SOURCE_IP], buf, sizeof(buf)) || !lp_ip_valid(buf)))
+		return -ENOTSUP;
+	if (pick[IF_ATTRIBUTES] && pick[IF_ATTRIBUTES]->kind != V_OBJECT)
+		return -ENOTSUP;
+	/* Top-level members are at depth 2. */
+	for (i = 0; i < n; i++)
+		if (mem[i].depth + 1 > (int)lim->max_depth)
+			return -ENOTSUP;
+
+	/* 3. Attributes: the input's, then the members not used up, unless
+	 * an attribute of the same name is there; those move one level down. */
+	if (pick[IF_ATTRIBUTES]) {
+		struct scan as = { pick[IF_ATTRIBUTES]->v, pick[IF_ATTRIBUTES]->ve, 0 };
+
+		if (!in_container(&as, &top, budget, attr, IN_MAX_MEMBERS, &nattr))
+			return -ENOTSUP;
+		for (i = 0; i < nattr; i++)
+			for (j = i + 1; j < nattr; j++)
+				if (attr[i].kn == attr[j].kn &&
+				    memcmp(attr[i].k, attr[j].k, attr[i].kn) == 0)
+					return -ENOTSUP;
+	}
+	count = nattr;
+	for (i = 0; i < n; i++) {
+		bool consumed;
+
+		f = in_field_of(&mem[i]);
+		if (key_is(&mem[i], "schema_version") || key_is(&mem[i], "received_at"))
+			consumed = true;
+		else if (f < 0)
+			consumed = false;
+		else if (f == IF_TENANT && tenant)
+			consumed = true;
+		else
+			consumed = mem[i].kind == V_NULL || pick[f] == &mem[i];
+		if (consumed)
+			continue;
+		for (j = 0; j < nattr; j++)
+			if (attr[j].kn == mem[i].kn && memcmp(attr[j].k, mem[i].k, mem[i].kn) == 0)
+				break;
+		if (j < nattr)
+			continue;
+		if (mem[i].depth + 2 > (int)lim->max_depth)
+			return -ENOTSUP;
+		mem[i].moved = true;
+		count++;
+	}
+	if (count > lim->max_attributes)
+		return -ENOTSUP;
+
+	/* 4. Write it, in lp_event_normalize()'s order. */
+	lp_buf_init(&b, len + 256 + (tenant ? strlen(tenant) : 0));
+	lp_buf_addf(&b, "{\"id\":\"%s\",\"schema_version\":%d,\"timestamp\":\"%s\"", out->id,
+		    LP_EVENT_SCHEMA_VERSION, tsbuf);
+	lp_rfc3339(now_ms, rcvbuf);
+	put_plain(&b, "received_at", rcvbuf);
+	put_plain(&b, "level", level);
+	lp_buf_adds(&b, ",\"message\":");
+	put_compact(&b, pick[IF_MESSAGE]->v, pick[IF_MESSAGE]->ve);
+	lp_buf_adds(&b, ",\"service\":");
+	out->service_len = pick[IF_SERVICE]->str.n;
+	size_t service_at = b.len + 1;
+	lp_buf_add(&b, pick[IF_SERVICE]->v, (size_t)(pick[IF_SERVICE]->ve - pick[IF_SERVICE]->v));
+	for (f = IF_HOST; f <= IF_CORRELATION_ID; f++) {
+		static const char *const names[] = { "host", "source_ip", "tenant", "correlation_id" };
+
+		if (f == IF_TENANT && tenant) {
+			if (*tenant)
+				put_plain(&b, "tenant", tenant);
+			continue;
+		}
+		if (!pick[f] || pick[f]->str.n == 0)
+			continue;
+		lp_buf_addf(&b, ",\"%s\":", names[f - IF_HOST]);
+		put_compact(&b, pick[f]->v, pick[f]->ve);
+	}
+	lp_buf_adds(&b, ",\"attributes\":{");
+	for (i = 0; i < nattr; i++) {
+		if (i > 0)
+			lp_buf_addch(&b, ',');
+		put_key(&b, attr[i].k, attr[i].kn);
+		put_compact(&b, attr[i].v, attr[i].ve);
+	}
+	for (i = 0, j = nattr; i < n; i++) {
+		if (!mem[i].moved)
+			continue;
+		if (j++ > 0)
+			lp_buf_addch(&b, ',');
+		put_key(&b, mem[i].k, mem[i].kn);
+		put_compact(&b, mem[i].v, mem[i].ve);
+	}
+	lp_buf_adds(&b, "}}");
+	out->text = lp_buf_detach(&b, &out->len);
+	out->service = out->text + service_at;
+	return 0;
+}
+
+/* ---- batches ----------------------------------------------------------------- */
+
+long lp_json_value_end(const char *text, size_t len)
+{
+	struct scan s = { text, text + len, 0 };
+	struct span v;
+
+	skip_ws(&s);
+	if (!scan_value(&s, &v))
+		return -ENOTSUP;
+	return (long)(s.p - text);
+}
+
+long lp_json_array_spans(const char *text, size_t len, struct lp_json_span *spans, size_t max)
+{
+	struct scan s = { text, text + len, 1 };
+	size_t n = 0;
+
+	skip_ws(&s);
+	if (s.p >= s.end || *s.p != '[')
+		return -ENOTSUP;
+	s.p++;
+	skip_ws(&s);
+	if (s.p < s.end && *s.p == ']') {
+		s.p++;
+	} else {
+		for (;;) {
+			struct span v;
+
+			if (n >= max)
+				return -ENOTSUP;
+			spans[n].p = s.p;
+			if (!scan_value(&s, &v))
+				return -ENOTSUP;
+			spans[n].n = (size_t)(s.p - spans[n].p);
+			n++;
+			skip_ws(&s);
+			if (s.p < s.end && *s.p == ']') {
+				s.p++;
+				break;
+			}
+			if (s.p >= s.end || *s.p != ',')
+				return -ENOTSUP;
+			s.p++;
+			skip_ws(&s);
+		}
+	}
+	skip_ws(&s);
+	return s.p == s.end ? (long)n : -ENOTSUP;
 }

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "logpipe/event.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 
 #include "logpipe/banned.h"
@@ -681,6 +682,125 @@ static void test_scan_leaves_to_full_path(void **state)
 	assert_int_equal(scan(deep, &v), -ENOTSUP);
 }
 
+/* ---- the producer's fast path -------------------------------------------------- */
+
+/* json_dumps of what the full path makes of body, with the id of fast put
+ * in when the input had none (the fast path draws its own UUIDv7). */
+static char *full_text(const char *body, const char *tenant, const struct lp_event_fast *fast)
+{
+	json_t *ev = accept(body, tenant);
+	char *text;
+
+	json_object_set_new(ev, "id", json_string(fast->id));
+	text = json_dumps(ev, JSON_COMPACT);
+	json_decref(ev);
+	return text;
+}
+
+#define FID "\"id\":\"0190A5C4-1b2c-7d3e-8f40-123456789abc\""
+
+/* The fast path writes byte for byte what the full path serialises. */
+static void test_scan_input_same_bytes(void **state)
+{
+	static const struct {
+		const char *body, *tenant;
+	} cases[] = {
+		{ "{\"level\":\"INFO\",\"message\":\"benchmark event\",\"service\":\"bench\",\"host\":\"web-1\"}", NULL },
+		{ " {\n\t" FID ", \"message\" : \"a\\nb \\\"q\\\" \\/ \\\\ \\b\\f\\r\\t caf\xc3\xa9\", \"source\":\"api\"} \r\n", NULL },
+		{ "{\"message\":\"m\",\"service\":\"s\",\"source\":\"lost alias\",\"severity\":\"warning\","
+		  "\"ts\":1705328625000,\"hostname\":\"h\",\"source_ip\":\"::1\",\"organizationId\":\"org\","
+		  "\"traceId\":\"abc\",\"extra\":{\"a\": [1, -2, true, false, null, {}, []], \"b\":\"x\\/y\"},"
+		  "\"schema_version\":7,\"received_at\":\"x\",\"tenant_id\":null}", NULL },
+		{ "{\"message\":\"m\",\"service\":\"s\",\"tenant\":\"mine\",\"organizationId\":\"also\","
+		  "\"correlation_id\":\"\",\"host\":\"\",\"source_ip\":\"\",\"timestamp\":\"2024-01-15T16:23:45+02:00\"}",
+		  "from-key" },
+		{ "{\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"k\":1,\"dup\":\"attr wins\"},\"dup\":\"top\","
+		  "\"z\":0,\"level\":null,\"id\":null,\"@timestamp\":\"2024-01-15T14:23:45Z\"}", NULL },
+		{ "{\"message\":\"m\",\"service\":\"s\",\"attributes\":{},\"level\":\"fatal\"," FID "}", "t\xc3\xa9" },
+		{ "{\"message\":\"m\",\"service\":\"s\",\"attributes\":null,\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":[]}}}}}}", NULL },
+	};
+	struct lp_event_fast f;
+
+	(void)state;
+	for (size_t i = 0; i < LP_ARRAY_SIZE(cases); i++) {
+		const char *body = cases[i].body;
+		int rc = lp_event_scan_input(body, strlen(body), &lp_event_default_limits, NOW,
+					     cases[i].tenant, &f);
+		char *full;
+
+		if (rc != 0)
+			fail_msg("left to the full path: %s", body);
+		full = full_text(body, cases[i].tenant, &f);
+		if (strcmp(full, f.text) != 0 || f.len != strlen(full))
+			fail_msg("differs for %s:\n fast %s\n full %s", body, f.text, full);
+		json_t *ev = lp_json_loads(full, 0, NULL);
+
+		assert_int_equal(f.service_len, strlen(str(ev, "service")));
+		assert_memory_equal(f.service, str(ev, "service"), f.service_len);
+		json_decref(ev);
+		free(full);
+		free(f.text);
+	}
+	/* A generated id is a fresh UUIDv7. */
+#define MIN_EV "{\"message\":\"m\",\"service\":\"s\"}"
+	assert_int_equal(lp_event_scan_input(MIN_EV, strlen(MIN_EV), NULL, NOW, NULL, &f), 0);
+	assert_true(lp_uuid_valid(f.id));
+	assert_int_equal(f.id[14], '7');
+	assert_memory_equal(f.service, "s", 1);
+	free(f.text);
+}
+
+/* What the fast path does not decide, refusals included, is left to the
+ * full path. */
+static void test_scan_input_leaves_to_full_path(void **state)
+{
+	static const char *const cases[] = {
+		"",
+		"[]",
+		"{\"message\":\"m\"}",                                  /* no service */
+		"{\"message\":\"\",\"service\":\"s\"}",                 /* empty message */
+		"{\"message\":7,\"service\":\"s\"}",
+		"{\"message\":\"m\",\"service\":\"s\",\"level\":\"loud\"}",
+		"{\"message\":\"m\",\"service\":\"s\",\"level\":\"IN\\u0046O\"}",
+		"{\"message\":\"m\",\"service\":\"s\",\"ts\":-1}",
+		"{\"message\":\"m\",\"service\":\"s\",\"ts\":\"yesterday\"}",
+		"{\"message\":\"m\",\"service\":\"s\",\"id\":\"nope\"}",
+		"{\"message\":\"m\",\"service\":\"s\",\"source_ip\":\"300.1.1.1\"}",
+		"{\"message\":\"m\",\"service\":\"s\",\"host\":7}",
+		"{\"message\":\"m\",\"service\":\"s\",\"attributes\":[]}",
+		"{\"message\":\"m\",\"service\":\"s\",\"n\":1.5}",      /* jansson rewrites reals */
+		"{\"message\":\"m\",\"service\":\"s\",\"n\":-0}",       /* and -0 */
+		"{\"message\":\"m\",\"service\":\"s\",\"a\":{\"k\":1,\"k\":2}}", /* duplicate keys */
+		"{\"message\":\"m\",\"service\":\"s\",\"a\":{\"k\\/\":1}}",      /* escaped key */
+		"{\"message\":\"m\",\"service\":\"s\",\"message\":\"n\"}",
+		"{\"message\":\"m\",\"service\":\"s\\tt\"}",            /* escaped Kafka key */
+		"{\"message\":\"m\",\"service\":\"s\",\"a\":\"\\u00e9\"}",
+		"{\"message\":\"m\",\"service\":\"s\"} x",
+		"{\"message\":\"m\",\"service\":\"s\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":{\"g\":[]}}}}}}}",
+	};
+	struct lp_event_fast f;
+
+	(void)state;
+	for (size_t i = 0; i < LP_ARRAY_SIZE(cases); i++)
+		if (lp_event_scan_input(cases[i], strlen(cases[i]), NULL, NOW, NULL, &f) != -ENOTSUP)
+			fail_msg("accepted: %s", cases[i]);
+	/* A tenant that needs escaping or is not UTF-8. */
+	assert_int_equal(lp_event_scan_input(MIN_EV, strlen(MIN_EV), NULL, NOW, "a\"b", &f), -ENOTSUP);
+	assert_int_equal(lp_event_scan_input(MIN_EV, strlen(MIN_EV), NULL, NOW, "\xff", &f), -ENOTSUP);
+	/* Limits: one over each is the full path's to word. */
+	struct lp_event_limits lim = lp_event_default_limits;
+	lim.max_message = 1;
+	assert_int_equal(lp_event_scan_input(EV("\"x\":1"), strlen(EV("\"x\":1")), &lim, NOW, NULL,
+					     &f), 0);
+	free(f.text);
+	assert_int_equal(lp_event_scan_input("{\"message\":\"mm\",\"service\":\"s\"}", 30, &lim, NOW,
+					     NULL, &f), -ENOTSUP);
+	lim = lp_event_default_limits;
+	lim.max_attributes = 1;
+	assert_int_equal(lp_event_scan_input(EV("\"a\":1,\"b\":2"), strlen(EV("\"a\":1,\"b\":2")),
+					     &lim, NOW, NULL, &f), -ENOTSUP);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -704,6 +824,8 @@ int main(void)
 		cmocka_unit_test(test_check_normalized),
 		cmocka_unit_test(test_scan_accepts),
 		cmocka_unit_test(test_scan_leaves_to_full_path),
+		cmocka_unit_test(test_scan_input_same_bytes),
+		cmocka_unit_test(test_scan_input_leaves_to_full_path),
 		cmocka_unit_test(test_uuid7),
 		cmocka_unit_test(test_uuid_valid),
 		cmocka_unit_test(test_ip_valid),

@@ -80,6 +80,40 @@ struct lp_event_view {
  * caller must take the full path (which also words any refusal). */
 int lp_event_scan(const char *text, size_t len, struct lp_event_view *v);
 
+/* What lp_event_scan_input makes of an input event. */
+struct lp_event_fast {
+	char *text;          /* the normalised event, serialised (malloc'd, NUL-terminated) */
+	size_t len;          /* bytes of text */
+	char id[37];         /* its id */
+	const char *service; /* the service, inside text (not NUL-terminated) */
+	size_t service_len;  /* bytes of service */
+};
+
+/* The producer's fast path (event_scan.c): one pass over an input event,
+ * no JSON tree.  Returns 0 when text is certainly an event that
+ * lp_event_parse() accepts with the same arguments, and fills out with
+ * exactly the bytes json_dumps(JSON_COMPACT) writes for the event it makes
+ * (with the same id, when the input has one; else a fresh UUIDv7);
+ * -ENOTSUP when that is not certain, and the caller must take the full
+ * path (which also words any refusal).  tenant as for lp_event_parse. */
+int lp_event_scan_input(const char *text, size_t len, const struct lp_event_limits *lim,
+			int64_t now_ms, const char *tenant, struct lp_event_fast *out);
+
+/* A piece of a text. */
+struct lp_json_span {
+	const char *p;
+	size_t n;
+};
+
+/* One pass over the JSON array in text (event_scan.c): fills spans with
+ * its elements and returns their count; -ENOTSUP when text is not
+ * certainly an array that jansson parses, or has more than max elements
+ * (the caller then asks jansson, which also words the error). */
+long lp_json_array_spans(const char *text, size_t len, struct lp_json_span *spans, size_t max);
+/* The bytes the JSON value at the start of text (after white space) takes
+ * when the scan is sure jansson parses it the same, else -ENOTSUP. */
+long lp_json_value_end(const char *text, size_t len);
+
 /* Maps a level spelling to its canonical name, NULL if unknown. */
 const char *lp_level_canonical(const char *s);
 /* Numeric rank of a canonical level (TRACE 0 .. FATAL 5), -1 if unknown. */
@@ -102,5 +136,13 @@ bool lp_ip_valid(const char *s);      /* IPv4 or IPv6 literal */
 typedef int (*lp_batch_item_fn)(void *ud, size_t index, json_t *item, const char *error);
 long lp_batch_split(const char *body, size_t len, size_t max_items, lp_batch_item_fn fn,
 		    void *ud, char *err, size_t errlen);
+/* The same, offering each item's text to raw first (when not NULL): raw
+ * returns 0 (done) or non-zero (stop) as fn does, or -ENOTSUP to have the
+ * item parsed and handed to fn.  raw sees only text the split is sure of
+ * (an array element that is an object, or an NDJSON line), and callers
+ * get the same items, in the same order, with or without it. */
+typedef int (*lp_batch_raw_fn)(void *ud, size_t index, const char *text, size_t len);
+long lp_batch_split_raw(const char *body, size_t len, size_t max_items, lp_batch_raw_fn raw,
+			lp_batch_item_fn fn, void *ud, char *err, size_t errlen);
 
 #endif

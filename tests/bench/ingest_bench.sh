@@ -1,0 +1,244 @@
+#!/bin/sh
+# ingest_bench.sh - ingest at line rate: what the broker takes from one
+# client, and what the producer (direct) and the gateway in front of it
+# accept, in one run on the same machine and the same real broker.
+#
+# Usage: tests/bench/ingest_bench.sh [SECONDS]   (default 8 s per target)
+#   or   make bench BENCH=ingest
+#
+# Targets, one after the other (wrk -t2, keep-alive, the gateway_bench body):
+#   kcat       kcat -P (Debian's kcat; enable.idempotence, acks=all, as the
+#              producer's client) pushing the same event as fast as it can:
+#              the broker's ceiling for one client on this machine;
+#   producer   POST /api/logs straight to logpipe-producer, c32 and c256;
+#   gateway    POST /api/logs through logpipe-gateway (auth, rate limit in
+#              Redis far above the load), c32 and c256;
+#   batch      POST /api/logs/batch of 100 events through the gateway, c32;
+#   generator  logpipe-generator at full speed (256 B events), with no
+#              enricher or consumer running.
+# Each row: accepted events/s (202s x events per request), p50/p99, CPU µs
+# per accepted event of each process involved (utime+stime deltas from
+# /proc/PID/stat, every thread), RSS at the end, and the events the raw
+# topic gained (end offsets): at least the accepted count, or the row says
+# so.  Also the CPU per event of the two validation paths in-process
+# (tests/bench/event_micro.c).  Last line:
+#   ingest: kcat=N producer_c256=N gateway_c256=N gateway_c32=N batch=N generator=N
+# Starts its own Kafka and Redis (deploy/local/infra.py) on loopback ports
+# and stops everything at the end.  Needs wrk and kcat (make deps).
+set -eu
+cd "$(dirname "$0")/../.."
+for tool in wrk kcat; do
+	command -v "$tool" >/dev/null 2>&1 || {
+		echo "ingest_bench: $tool is missing (make deps, or apt-get install wrk kcat)" >&2
+		exit 2
+	}
+done
+for b in gateway producer generator; do
+	[ -x build/bin/logpipe-$b ] || { echo "ingest_bench: build first (make)" >&2; exit 2; }
+done
+exec timeout -k 30 900 /usr/bin/python3 - "$@" <<'PY'
+import os, re, shutil, subprocess, sys, tempfile, time, json, urllib.request
+from pathlib import Path
+
+sys.path.insert(0, "deploy/local")
+import infra as lp  # noqa: E402
+
+secs = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+KEY = "bench-key-0123456789"
+BODY = ('{"level":"INFO","message":"benchmark event with a typical length of text",'
+        '"service":"bench","host":"web-1"}')
+BATCH = "[" + ",".join([BODY] * 100) + "]"
+TOPIC = "raw-logs"
+base = Path(tempfile.mkdtemp(prefix="logpipe-ingest-"))
+os.chmod(base, 0o755)
+started = []
+TCK = os.sysconf("SC_CLK_TCK")
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def ticks(pid):
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def rss_mb(pid):
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+kafkatool = base / "kafkatool"
+
+
+def topic_count(brokers):
+    return int(subprocess.run([str(kafkatool), "count", brokers, TOPIC], capture_output=True,
+                              text=True, check=True).stdout.split()[0])
+
+
+def wrk(port, path, body, conns, headers):
+    script = base / "req.lua"
+    script.write_text('wrk.method = "POST"\nwrk.body = [=[' + body + ']=]\n'
+                      'wrk.headers["Content-Type"] = "application/json"\n' +
+                      "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
+    out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{secs}s", "--latency", "-s",
+                          str(script), f"http://127.0.0.1:{port}{path}"],
+                         capture_output=True, text=True, timeout=secs + 60).stdout
+
+    def lat(label):
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)] if m else float("nan")
+    total = re.search(r"(\d+) requests in ([\d.]+)(ms|s)", out)
+    n = int(total.group(1)) if total else 0
+    dur = float(total.group(2)) / (1000 if total and total.group(3) == "ms" else 1) if total else secs
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    bad = int(non2xx.group(1)) if non2xx else 0
+    return n - bad, bad, dur, lat("50"), lat("99")
+
+
+rows = {}
+
+
+def row(label, pids, run, per_request=1):
+    """Runs one target; pids: {name: pid} of the processes to account."""
+    t0 = {k: ticks(p) for k, p in pids.items()}
+    before = topic_count(brokers)
+    ok, bad, dur, p50, p99 = run()
+    after_run = {k: ticks(p) - t0[k] for k, p in pids.items()}
+    # Deliveries of requests cut off when wrk stopped may still land.
+    time.sleep(1)
+    landed = topic_count(brokers) - before
+    events = ok * per_request
+    rate = events / dur if dur else 0
+    cpu = "  ".join(f"{k} {1e6 * v / TCK / events:6.1f} us, {rss_mb(pids[k]):5.0f} MB"
+                    for k, v in after_run.items()) if events else "-"
+    check = "ok" if landed >= events else f"LOST {events - landed}"
+    say(f"{label:16s} {rate:9.0f} ev/s  p50 {p50:7.2f} ms  p99 {p99:8.2f} ms  "
+        f"non-2xx {bad:5d}  topic +{landed} ({check})  {cpu}")
+    rows[label] = rate
+    return rate
+
+
+try:
+    kafka = lp.Kafka(base)
+    redis = lp.Redis(base)
+    started += [kafka, redis]
+    kafka.start()
+    redis.start()
+    redis.wait_ready(15)
+    kafka.wait_ready(120)
+    brokers = kafka.bootstrap
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run(["cc", "-O2", "-o", str(kafkatool), "tests/bench/kafkatool.c"] + flags,
+                   check=True)
+    micro = base / "event_micro"
+    subprocess.run(["cc", "-O2", "-Icommon/include", "-o", str(micro), "tests/bench/event_micro.c",
+                    "build/liblogpipe.a", "-ljansson", "-luuid", "-lcrypto", "-lm", "-pthread"],
+                   check=True)
+    addrs = {"kafka.brokers": brokers, "redis.url": redis.url, "pg.dsn": None}
+    ports = {n: lp.free_port() for n in lp.SERVICES}
+    procs = {}
+    for name, extra in (
+        ("producer", {"http.threads": 288}),
+        ("gateway", {"auth.keys": f"{KEY}:bench:ingest,read",
+                     "http.listen": f"127.0.0.1:{ports['gateway']}",
+                     "ratelimit.rate": 100000000, "backpressure.lag_normal": 10**12,
+                     "backpressure.lag_critical": 10**12}),
+        ("generator", {"http.threads": 8, "generator.registry_key": "logpipe:ingest-bench"}),
+    ):
+        env = lp.service_env(name, ports, addrs, log_level="warn", extra=extra)
+        p = lp.ServiceProc(name, env, base / f"{name}.log", ports[name], cwd=base / name)
+        p.start()
+        started.append(p)
+        p.wait_ready(30)
+        procs[name] = p
+    prod, gw = procs["producer"].pid, procs["gateway"].pid
+    say(f"ingest benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f} at the start; {secs} s per target; "
+        f"Kafka single node on this machine, topic {TOPIC}")
+    say(subprocess.run([str(micro), "50000"], capture_output=True, text=True).stdout.rstrip())
+    for port in (ports["producer"], ports["gateway"]):  # warm-up
+        subprocess.run(["wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/health/live"],
+                       capture_output=True, timeout=30)
+
+    # kcat: as many events as it pushes in about secs seconds.
+    n_kcat = 400000
+    data = base / "kcat.in"
+    data.write_text((BODY + "\n") * n_kcat)
+
+    def run_kcat():
+        t = time.monotonic()
+        with open(data, "rb") as f:
+            k = subprocess.Popen(["kcat", "-P", "-b", brokers, "-t", TOPIC, "-X",
+                                  "enable.idempotence=true", "-X", "acks=all", "-X",
+                                  "linger.ms=5"], stdin=f, stderr=subprocess.PIPE)
+            _, err = k.communicate(timeout=secs * 20 + 60)
+        return n_kcat if k.returncode == 0 else 0, 0 if k.returncode == 0 else 1, \
+            time.monotonic() - t, float("nan"), float("nan")
+
+    # kcat is a child: its CPU comes from the children's times.
+    c0 = os.times()
+    before = topic_count(brokers)
+    ok, bad, dur, _, _ = run_kcat()
+    c1 = os.times()
+    landed = topic_count(brokers) - before
+    cpu = (c1.children_user + c1.children_system - c0.children_user - c0.children_system)
+    rows["kcat"] = ok / dur
+    say(f"{'kcat':16s} {ok / dur:9.0f} ev/s  ({ok} events in {dur:.1f} s)  "
+        f"topic +{landed} ({'ok' if landed >= ok else 'LOST'})  kcat {1e6 * cpu / max(ok, 1):6.1f} us")
+
+    H = {"X-API-Key": KEY}
+    for c in (32, 256):
+        row(f"producer_c{c}", {"producer": prod},
+            lambda c=c: wrk(ports["producer"], "/api/logs", BODY, c, {}))
+    for c in (32, 256):
+        row(f"gateway_c{c}", {"gateway": gw, "producer": prod},
+            lambda c=c: wrk(ports["gateway"], "/api/logs", BODY, c, H))
+    row("batch", {"gateway": gw, "producer": prod},
+        lambda: wrk(ports["gateway"], "/api/logs/batch", BATCH, 32, H), per_request=100)
+
+    # The generator at full speed; no enricher or consumer runs here.
+    url = f"http://127.0.0.1:{ports['generator']}/api/v1/generator"
+
+    def http(method, u, body=None):
+        req = urllib.request.Request(u, data=json.dumps(body).encode() if body else None,
+                                     method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+    g = procs["generator"].pid
+    t0, before = ticks(g), topic_count(brokers)
+    http("POST", url + "/start", {"rate": 10000000, "size_bytes": 256, "threads": 4,
+                                  "batch_size": 100, "duration_s": secs})
+    while True:
+        time.sleep(0.25)
+        st = http("GET", url + "/status")
+        if st["state"] != "running" and st["in_flight"] == 0:
+            break
+    landed = topic_count(brokers) - before
+    gen_rate = st["sent"] / (st["elapsed_ms"] / 1000)
+    rows["generator"] = gen_rate
+    say(f"{'generator':16s} {gen_rate:9.0f} ev/s  sent {st['sent']}, generated {st['generated']}, "
+        f"topic +{landed} ({'ok' if landed >= st['sent'] else 'LOST'})  generator "
+        f"{1e6 * (ticks(g) - t0) / TCK / max(st['sent'], 1):6.1f} us, {rss_mb(g):5.0f} MB")
+    say(f"load average {os.getloadavg()[0]:.1f} at the end")
+    say("ingest: " + " ".join(f"{k}={rows.get(k, 0):.0f}" for k in
+                              ("kcat", "producer_c256", "gateway_c256", "gateway_c32", "batch",
+                               "generator")))
+finally:
+    for p in reversed(started):
+        try:
+            p.stop()
+        except Exception as e:  # noqa: BLE001
+            print(f"ingest_bench: stopping {getattr(p, 'name', p)}: {e}", file=sys.stderr)
+    shutil.rmtree(base, ignore_errors=True)
+PY
