@@ -57,6 +57,7 @@
 #include "logpipe/log.h"
 #include "logpipe/metrics.h"
 #include "logpipe/util.h"
+#include "otlp.h"
 #include "producer.h"
 #include "spool.h"
 
@@ -89,6 +90,7 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
 	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
 	OPT("limits.batch_max_items", LP_CFG_INT, "1000", batch_max_items, "most events in one batch request (413 above)", 1, 100000),
+	OPT("limits.otlp_max_records", LP_CFG_INT, "10000", otlp_max_records, "most log records in one OTLP export request to /v1/logs (413 above)", 1, 1000000),
 	OPT("spool.enabled", LP_CFG_BOOL, "true", spool_enabled, "spool events to disk while Kafka is unreachable (false: answer 503)", 0, 0),
 	OPT("spool.dir", LP_CFG_STR, "spool", spool_dir, "spool directory, relative to the working directory (containers: /var/lib/logpipe/spool)", 0, 0),
 	OPT("spool.max_bytes", LP_CFG_INT, "1073741824", spool_max_bytes, "bound on the spool's files in bytes (503 with Retry-After above)", 65536, 1LL << 50),
@@ -555,6 +557,150 @@ static void handle_batch(struct lp_http_req *r, void *ud)
 	request_end(p);
 }
 
+/* ---- OTLP/HTTP logs ----------------------------------------------------------
+ *
+ * POST /v1/logs: each log record of the export request (otlp.c maps them)
+ * goes the way of a batch item, through batch_item and deliver, so it is
+ * durable as one is before the answer.  The answers are the protocol's:
+ * 200 with an ExportLogsServiceResponse (partialSuccess counting the
+ * records refused as invalid), 400 for a body that does not decode, 413
+ * for too many records or a body inflating past http.max_body, 415 for
+ * another Content-Type or Content-Encoding, 503 with Retry-After when a
+ * record could not be made durable; errors carry a google.rpc.Status.  A
+ * 503 asks the client to send the whole request again, so records of it
+ * already durable arrive twice (OTLP records carry no id to dedupe on). */
+
+/* gRPC status codes the Status bodies carry. */
+#define GRPC_INVALID_ARGUMENT 3
+#define GRPC_RESOURCE_EXHAUSTED 8
+#define GRPC_UNAVAILABLE 14
+
+static void otlp_reply_status(struct lp_http_req *r, enum otlp_encoding enc, int status,
+			      int code, const char *extra, const char *msg)
+{
+	char *body;
+	size_t len;
+
+	otlp_status(enc, code, msg, &body, &len);
+	lp_http_reply(r, status, otlp_content_type(enc), body, len, extra);
+	free(body);
+}
+
+static void handle_otlp_inner(struct producer *p, struct lp_http_req *r)
+{
+	const char *tenant = lp_http_header(r, "X-Tenant-ID");
+	const char *ce = lp_http_header(r, "Content-Encoding");
+	int enc = otlp_encoding_of(lp_http_header(r, "Content-Type"));
+	struct batch_ctx b = { 0 };
+	size_t i, accepted = 0, unavailable = 0, total, len = r->body_len;
+	const char *first_error = NULL;
+	int64_t t0 = lp_now_us();
+	char err[200], hdr[64], msg[400], *inflated = NULL, *body = r->body, *reply;
+	size_t reply_len;
+	long n;
+
+	if (enc < 0) {
+		otlp_reply_status(r, OTLP_JSON, 415, GRPC_INVALID_ARGUMENT, NULL,
+				  "expected Content-Type application/x-protobuf or application/json");
+		return;
+	}
+	if (ce && *ce && strcasecmp(ce, "identity") != 0) {
+		int rc;
+
+		if (strcasecmp(ce, "gzip") != 0) {
+			otlp_reply_status(r, enc, 415, GRPC_INVALID_ARGUMENT, NULL,
+					  "expected Content-Encoding gzip or none");
+			return;
+		}
+		rc = otlp_gunzip(r->body, r->body_len, (size_t)p->s->http_max_body, &inflated,
+				 &len);
+		if (rc == -E2BIG) {
+			snprintf(msg, sizeof(msg), "the body inflates to more than %lld bytes",
+				 p->s->http_max_body);
+			otlp_reply_status(r, enc, 413, GRPC_RESOURCE_EXHAUSTED, NULL, msg);
+			return;
+		}
+		if (rc < 0) {
+			otlp_reply_status(r, enc, 400, GRPC_INVALID_ARGUMENT, NULL,
+					  "the body is not valid gzip");
+			return;
+		}
+		body = inflated;
+	}
+	b.p = p;
+	b.tenant = tenant && *tenant ? tenant : NULL;
+	b.now_ms = lp_wall_ms();
+	b.results = json_array();
+	n = otlp_decode(body, len, (enum otlp_encoding)enc, (size_t)p->s->otlp_max_records,
+			batch_item, &b, err, sizeof(err));
+	if (n == -E2BIG) {
+		otlp_reply_status(r, enc, 413, GRPC_RESOURCE_EXHAUSTED, NULL, err);
+		goto out;
+	}
+	if (n < 0) {
+		otlp_reply_status(r, enc, 400, GRPC_INVALID_ARGUMENT, NULL, err);
+		goto out;
+	}
+	if (b.nout > 0)
+		deliver(p, b.out, b.nout);
+	for (i = 0; i < b.nout; i++) {
+		struct outgoing *o = &b.out[i];
+
+		if (o->outcome != OUT_FAILED) {
+			accepted++;
+			continue;
+		}
+		if (o->status == 503) {
+			unavailable++;
+			continue;
+		}
+		/* Refused for good (too large for Kafka): as invalid. */
+		json_object_set_new(json_array_get(b.results, b.out_index[i]), "error",
+				    json_pack("{s:s, s:s}", "code", o->code, "message", o->why));
+	}
+	total = json_array_size(b.results);
+	if (unavailable > 0) {
+		snprintf(msg, sizeof(msg), "%zu of %zu log records could not be made durable; "
+					   "retry the request", unavailable, total);
+		otlp_reply_status(r, enc, 503, GRPC_UNAVAILABLE,
+				  retry_after_header(p, hdr, sizeof(hdr)), msg);
+		goto out;
+	}
+	for (i = 0; i < total && !first_error; i++) {
+		json_t *e = json_object_get(json_array_get(b.results, i), "error");
+
+		if (e) {
+			first_error = json_string_value(json_object_get(e, "message"));
+			snprintf(msg, sizeof(msg), "%zu of %zu log records rejected; the first, "
+						   "record %zu: %s", total - accepted, total, i,
+				 first_error ? first_error : "invalid");
+		}
+	}
+	if (accepted > 0)
+		lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
+	otlp_response((enum otlp_encoding)enc, (long long)(total - accepted),
+		      total > accepted ? msg : NULL, &reply, &reply_len);
+	lp_http_reply(r, 200, otlp_content_type((enum otlp_encoding)enc), reply, reply_len, NULL);
+	free(reply);
+out:
+	for (i = 0; i < b.nout; i++)
+		outgoing_release(&b.out[i]);
+	free(b.out);
+	free(b.out_index);
+	json_decref(b.results);
+	free(inflated);
+}
+
+static void handle_otlp(struct lp_http_req *r, void *ud)
+{
+	struct producer *p = ud;
+
+	if (!request_begin(p, r))
+		return;
+	handle_otlp_inner(p, r);
+	request_end(p);
+}
+
 /* ---- the drain -------------------------------------------------------------- */
 
 /* Sleeps up to ms, returning early when the drain must end. */
@@ -842,6 +988,7 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 		goto fail;
 	lp_http_route(p->http, "POST", "/api/logs", handle_one, p);
 	lp_http_route(p->http, "POST", "/api/logs/batch", handle_batch, p);
+	lp_http_route(p->http, "POST", "/v1/logs", handle_otlp, p);
 	/* With a spool, Kafka being down does not stop ingest: the spool's
 	 * room decides readiness. */
 	lp_http_health(p->http, "kafka", p->spool == NULL, kafka_healthy, p, p->breaker);
