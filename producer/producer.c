@@ -188,6 +188,64 @@ static const char *retry_after_header(struct producer *p, char *buf, size_t len)
 	return buf;
 }
 
+/* ---- trace context ------------------------------------------------------------
+ *
+ * A W3C traceparent header (the gateway always sends one: the caller's
+ * trace, or a new one) gives an event without trace context of its own its
+ * trace_id and span_id; and every event with a trace_id carries it to Kafka
+ * as record headers (trace_id, span_id, and traceparent when both are
+ * known), which the enricher and the consumer's DLQ pass on. */
+
+/* Lower-case hex, and (nonzero) not all zero. */
+static bool hex_run(const char *s, size_t n, bool nonzero)
+{
+	bool zero = true;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+		zero &= s[i] == '0';
+	}
+	return !(nonzero && zero);
+}
+
+/* Sets ev's trace_id and span_id from a valid traceparent header
+ * ("00-<32 hex>-<16 hex>-<2 hex>", later versions read the same way) when
+ * ev has no trace_id. */
+static void trace_from_header(json_t *ev, const char *tp)
+{
+	size_t n = tp ? strlen(tp) : 0;
+
+	if (!ev || json_object_get(ev, "trace_id") || n < 55 || (n > 55 && tp[55] != '-') ||
+	    tp[2] != '-' || tp[35] != '-' || tp[52] != '-' || !hex_run(tp, 2, false) ||
+	    strncmp(tp, "ff", 2) == 0 || !hex_run(tp + 3, 32, true) ||
+	    !hex_run(tp + 36, 16, true) || !hex_run(tp + 53, 2, false))
+		return;
+	json_object_set_new(ev, "trace_id", json_stringn(tp + 3, 32));
+	if (!json_object_get(ev, "span_id"))
+		json_object_set_new(ev, "span_id", json_stringn(tp + 36, 16));
+}
+
+/* The Kafka headers of ev's trace context, or NULL when it has none. */
+static rd_kafka_headers_t *trace_headers(json_t *ev)
+{
+	const char *trace = json_string_value(json_object_get(ev, "trace_id"));
+	const char *span = json_string_value(json_object_get(ev, "span_id"));
+	rd_kafka_headers_t *h;
+	char tp[56];
+
+	if (!trace)
+		return NULL;
+	h = rd_kafka_headers_new(3);
+	rd_kafka_header_add(h, "trace_id", -1, trace, -1);
+	if (span) {
+		rd_kafka_header_add(h, "span_id", -1, span, -1);
+		snprintf(tp, sizeof(tp), "00-%s-%s-01", trace, span);
+		rd_kafka_header_add(h, "traceparent", -1, tp, -1);
+	}
+	return h;
+}
+
 /*
  * Produces the given events to topic and waits for every delivery report;
  * fills each out[idx[i]].res.  Returns the number acknowledged.
@@ -203,10 +261,14 @@ static size_t produce_wait(struct producer *p, const char *topic, struct outgoin
 	lp_kwait_init(&w, results);
 	for (i = 0; i < n; i++) {
 		struct outgoing *o = &out[idx[i]];
+		/* The drain's events are text only: no headers for them. */
+		rd_kafka_headers_t *h = o->ev ? trace_headers(o->ev) : NULL;
 
 		lp_kwait_add(&w);
-		rc = lp_kproducer_send(p->kp, topic, o->key, o->keylen, o->text, o->len, NULL, 1000,
+		rc = lp_kproducer_send(p->kp, topic, o->key, o->keylen, o->text, o->len, h, 1000,
 				       lp_kwait_done, lp_kwait_slot(&w, i));
+		if (rc < 0 && h)
+			rd_kafka_headers_destroy(h);
 		if (rc < 0)
 			lp_kwait_cancel(&w, i,
 					rc == -EMSGSIZE ? RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
@@ -396,6 +458,7 @@ static void handle_one_inner(struct producer *p, struct lp_http_req *r)
 		lp_http_reply_error(r, e.status, e.code, NULL, "%s", e.message);
 		return;
 	}
+	trace_from_header(out.ev, lp_http_header(r, "traceparent"));
 	deliver(p, &out, 1);
 	if (out.outcome == OUT_FAILED) {
 		lp_http_reply_error(r, out.status, out.code,
@@ -415,6 +478,7 @@ static void handle_one_inner(struct producer *p, struct lp_http_req *r)
 struct batch_ctx {
 	struct producer *p;
 	const char *tenant;
+	const char *traceparent;  /* the request's header, or NULL */
 	int64_t now_ms;
 	json_t *results;          /* array, one object per item */
 	struct outgoing *out;     /* accepted events */
@@ -452,6 +516,7 @@ static int batch_item(void *ud, size_t index, json_t *item, const char *error)
 		b->out_index = lp_xrealloc(b->out_index, b->cap * sizeof(*b->out_index));
 	}
 	memset(&b->out[b->nout], 0, sizeof(b->out[b->nout]));
+	trace_from_header(ev, b->traceparent);
 	b->out[b->nout].ev = ev;
 	b->out_index[b->nout] = json_array_size(b->results);
 	b->nout++;
@@ -477,6 +542,7 @@ static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
 	}
 	b.p = p;
 	b.tenant = tenant && *tenant ? tenant : NULL;
+	b.traceparent = lp_http_header(r, "traceparent");
 	b.now_ms = lp_wall_ms();
 	b.results = json_array();
 	n = lp_batch_split(r->body, r->body_len, (size_t)p->s->batch_max_items, batch_item, &b,
@@ -629,6 +695,7 @@ static void handle_otlp_inner(struct producer *p, struct lp_http_req *r)
 	}
 	b.p = p;
 	b.tenant = tenant && *tenant ? tenant : NULL;
+	b.traceparent = lp_http_header(r, "traceparent");
 	b.now_ms = lp_wall_ms();
 	b.results = json_array();
 	n = otlp_decode(body, len, (enum otlp_encoding)enc, (size_t)p->s->otlp_max_records,

@@ -681,10 +681,52 @@ static void test_scan_leaves_to_full_path(void **state)
 	assert_int_equal(scan(deep, &v), -ENOTSUP);
 }
 
+/* ---- trace context -------------------------------------------------------- */
+
+static void test_trace_context_kept(void **state)
+{
+	(void)state;
+	json_t *ev = accept(EV("\"trace_id\":\"4BF92F3577B34DA6A3CE929D0E0E4736\","
+			       "\"spanId\":\"00f067aa0ba902b7\""), NULL);
+	assert_string_equal(str(ev, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(str(ev, "span_id"), "00f067aa0ba902b7");
+	/* Still the correlation id when none other was sent. */
+	assert_string_equal(str(ev, "correlation_id"), "4BF92F3577B34DA6A3CE929D0E0E4736");
+	assert_null(json_object_get(attrs(ev), "trace_id"));
+	assert_null(json_object_get(attrs(ev), "spanId"));
+
+	/* Normalising again changes nothing but received_at. */
+	char *text = json_dumps(ev, JSON_COMPACT);
+	json_t *again = accept(text, NULL);
+	json_object_del(ev, "received_at");
+	json_object_del(again, "received_at");
+	assert_true(json_equal(ev, again));
+	free(text);
+	json_decref(again);
+	json_decref(ev);
+
+	/* With a correlation id of its own, the trace id is still kept. */
+	ev = accept(EV("\"correlationId\":\"c-1\","
+		       "\"traceId\":\"4bf92f3577b34da6a3ce929d0e0e4736\""), NULL);
+	assert_string_equal(str(ev, "correlation_id"), "c-1");
+	assert_string_equal(str(ev, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_null(json_object_get(attrs(ev), "traceId"));
+	json_decref(ev);
+
+	/* Not an id of that shape: no trace context, nothing lost. */
+	ev = accept(EV("\"trace_id\":\"abc\",\"span_id\":\"0000000000000000\""), NULL);
+	assert_null(json_object_get(ev, "trace_id"));
+	assert_null(json_object_get(ev, "span_id"));
+	assert_string_equal(str(ev, "correlation_id"), "abc");
+	assert_string_equal(str(attrs(ev), "span_id"), "0000000000000000");
+	json_decref(ev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_seed_001_organization_source),
+		cmocka_unit_test(test_trace_context_kept),
 		cmocka_unit_test(test_seed_002_service_source_ip),
 		cmocka_unit_test(test_seed_003_correlation_severity_epoch),
 		cmocka_unit_test(test_levels),

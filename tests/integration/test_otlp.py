@@ -13,7 +13,11 @@ PostgreSQL:
     not stored while the valid ones are), 400 with a google.rpc.Status for a
     body that does not decode, 415 for another type or encoding, 413 for a gzip
     body inflating past the body limit;
-  * OTLP JSON's spellings: 64-bit integers as strings or numbers, enum names.
+  * OTLP JSON's spellings: 64-bit integers as strings or numbers, enum names;
+  * trace context end to end: a traceparent on POST /api/logs and
+    /api/logs/batch becomes the event's trace_id/span_id, travels as Kafka
+    headers on raw-logs and the enriched topic, is stored, and
+    GET /api/logs?trace_id= finds the events (and an OTLP record's own ids).
 
 Protobuf bodies the SDK cannot be made to send (invalid records, garbage) are
 written with the few lines of encoder below.
@@ -25,6 +29,7 @@ import os
 import shutil
 import struct
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -36,6 +41,7 @@ import infra as lp
 
 BIN = lp.bin_dir()
 OTLP_DIR = Path(__file__).resolve().parents[1] / "otlp"
+KAFKATOOL_SRC = Path(__file__).resolve().parents[1] / "bench" / "kafkatool.c"
 TRACE = "5b8efff798038103d269b633813fc60c"
 SPAN = "eee19b7ec3c1b174"
 
@@ -318,3 +324,87 @@ def test_refusals_are_the_protocols(gw):
     # And the producer still serves.
     ok = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"body": {"stringValue": "y"}}]}]}]}
     assert post(url, json.dumps(ok), "application/json").status_code == 200
+
+
+# ---- trace context ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def kafkatool():
+    """tests/bench/kafkatool.c built into a temporary directory."""
+    d = Path(tempfile.mkdtemp(prefix="kafkatool-"))
+    out = d / "kafkatool"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out), str(KAFKATOOL_SRC)]
+                       + flags, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        shutil.rmtree(d, ignore_errors=True)
+        pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
+    yield str(out)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def consume(tool, brokers, topic, wait_ms=5000):
+    r = subprocess.run([tool, "consume", brokers, topic, "0", "500", str(wait_ms)],
+                       capture_output=True, text=True, timeout=wait_ms / 1000 + 30)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+
+
+def test_trace_context_end_to_end(gw, services, topics, infra, kafkatool):
+    url, dsn = gw
+    trace = uuid.uuid4().hex
+    tp = f"00-{trace}-00f067aa0ba902b7-01"
+    svc = f"traced-{uuid.uuid4().hex[:8]}"
+    r = requests.post(url + "/api/logs", json={"message": "one", "service": svc},
+                      headers={"traceparent": tp}, timeout=15)
+    assert r.status_code == 202, r.text
+    one = r.json()["id"]
+    r = requests.post(url + "/api/logs/batch", json=[{"message": "two", "service": svc}],
+                      headers={"traceparent": tp}, timeout=15)
+    assert r.status_code == 202, r.text
+    two = r.json()["results"][0]["id"]
+    # An OTLP record's own ids win over the request's traceparent.
+    otlp = {"resourceLogs": [{"resource": {"attributes": [
+        {"key": "service.name", "value": {"stringValue": svc}}]},
+        "scopeLogs": [{"logRecords": [{"body": {"stringValue": "three"},
+                                       "traceId": trace, "spanId": "1111111111111111"}]}]}]}
+    r = requests.post(url + "/v1/logs", json=otlp, headers={"traceparent": tp}, timeout=15)
+    assert r.status_code == 200 and r.json() == {}, r.text
+
+    def found():
+        r = requests.get(url + "/api/logs", params={"trace_id": trace.upper()}, timeout=10)
+        assert r.status_code == 200, r.text
+        logs = r.json()["logs"]
+        seen.append(r.text[:3000])
+        return logs if len(logs) == 3 else None
+    seen = []
+    try:
+        logs = wait_for("the three events found by trace_id", found, 30)
+    finally:
+        print("last answer:", seen[-1:] , rows(dsn, f"service = '{svc}'"))
+    by_msg = {x["message"]: x for x in logs}
+    assert {x["trace_id"] for x in logs} == {trace}
+    # The gateway continues the caller's trace with a span of its own.
+    assert by_msg["one"]["span_id"] and by_msg["one"]["id"] == one
+    assert by_msg["two"]["id"] == two
+    assert by_msg["three"]["span_id"] == "1111111111111111"
+    r = requests.get(url + "/api/logs", params={"trace_id": "nothex"}, timeout=10)
+    assert r.status_code == 400, r.text
+
+    # The headers on every topic the events passed.
+    for role in ("raw", "complete", "partial"):
+        msgs = [m for m in consume(kafkatool, infra.kafka.bootstrap, topics[role])
+                if json.loads(m["value"]).get("service") == svc]
+        if role == "raw":
+            assert len(msgs) == 3, msgs
+        for m in msgs:
+            h = m["headers"]
+            assert h["trace_id"] == trace, m
+            ev = json.loads(m["value"])
+            assert h["span_id"] == ev["span_id"]
+            assert h["traceparent"] == f"00-{trace}-{ev['span_id']}-01"
+    enriched = [m for role in ("complete", "partial")
+                for m in consume(kafkatool, infra.kafka.bootstrap, topics[role])
+                if json.loads(m["value"]).get("service") == svc]
+    assert len(enriched) == 3
