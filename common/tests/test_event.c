@@ -652,6 +652,8 @@ static void test_scan_leaves_to_full_path(void **state)
 		"{" SCAN_BASE "\"message\":\"m\",\"serv\\u0069ce\":\"s\",\"service\":\"t\"}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"enrichment\":{}}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"host\":7}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"trace_id\":7}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"span_id\":[]}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":[]}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"n\":1e3}}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"n\":12345678901234567890}}",
