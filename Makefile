@@ -49,6 +49,28 @@ $$(BUILD)/bin/logpipe-$(2): $$($(1)_OBJ) $$(LIB)
 endef
 $(foreach i,1 2 3 4 5 6,$(eval $(call service_rule,$(word $(i),$(SERVICES)),$(word $(i),$(BINNAMES)))))
 
+# The OTLP messages the producer's /v1/logs decodes (producer/otlp.c):
+# producer/proto/**/*.proto compiled by protoc-c into $(BUILD)/gen, linked
+# into the producer and its unit tests (before svc_test_rule reads
+# producer_OBJ below).
+PROTO_DIR := producer/proto
+PROTO_SRC := $(shell find $(PROTO_DIR) -name '*.proto')
+GEN       := $(BUILD)/gen
+PB_C      := $(patsubst $(PROTO_DIR)/%.proto,$(GEN)/%.pb-c.c,$(PROTO_SRC))
+PB_H      := $(PB_C:.c=.h)
+PB_OBJ    := $(PB_C:.c=.o)
+$(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: $(PROTO_DIR)/%.proto
+	$(call say,PROTOC,$<)
+	@mkdir -p $(GEN)
+	$(Q)protoc-c --proto_path=$(PROTO_DIR) --c_out=$(GEN) $<
+$(GEN)/%.o: $(GEN)/%.c $(PB_H)
+	$(call say,CC,$<)
+	$(Q)$(CC) $(LP_CFLAGS) -I$(GEN) -c $< -o $@
+$(BUILD)/producer/otlp.o $(BUILD)/fuzz/fuzz_otlp.o: $(PB_H)
+$(BUILD)/producer/otlp.o $(BUILD)/fuzz/fuzz_otlp.o: LP_CFLAGS += -I$(GEN)
+producer_OBJ += $(PB_OBJ)
+$(BUILD)/bin/logpipe-producer: $(PB_OBJ)
+
 # The dashboard page is embedded with .incbin (gateway/dashboard_page.c).
 $(BUILD)/gateway/dashboard_page.o: gateway/dashboard/index.html
 
@@ -98,6 +120,17 @@ FUZZ_SRC_fuzz_genparams := generator/params.c
 FUZZ_SRC_fuzz_metadata  := metadata-svc/record.c
 FUZZ_SRC_fuzz_spool     := producer/spool.c
 FUZZ_SRC_fuzz_reqhead   := gateway/reqhead.c
+FUZZ_SRC_fuzz_otlp      := producer/otlp.c
+# fuzz_otlp also links the generated OTLP messages (see PB_OBJ above).
+FUZZ_PB_OBJ := $(patsubst $(GEN)/%,$(FUZZ_BUILD)/gen/%,$(PB_OBJ))
+$(FUZZ_BUILD)/gen/%.o: $(GEN)/%.c $(PB_H)
+	$(call say,CLANG,$<)
+	@mkdir -p $(dir $@)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -I$(GEN) -c $< -o $@
+$(FUZZ_BUILD)/producer/otlp.o $(FUZZ_BUILD)/fuzz/fuzz_otlp.o: $(PB_H)
+$(FUZZ_BUILD)/producer/otlp.o $(FUZZ_BUILD)/fuzz/fuzz_otlp.o: FUZZ_CFLAGS += -I$(GEN)
+$(FUZZ_BUILD)/fuzz_otlp: $(FUZZ_PB_OBJ)
+$(BUILD)/fuzz/fuzz_otlp: $(PB_OBJ)
 
 .PHONY: fuzz fuzz-run fuzz-regress
 fuzz: $(FUZZ_BINS)

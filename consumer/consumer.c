@@ -510,6 +510,7 @@ static rd_kafka_headers_t *dlq_headers(const struct poison *p, const rd_kafka_me
 		snprintf(size, sizeof(size), "%zu", m->len);
 		add_header(h, "truncated", size);
 	}
+	lp_kafka_pass_trace(m, &h);
 	return h;
 }
 

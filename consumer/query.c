@@ -306,6 +306,23 @@ int query_parse_filter(struct query_filter *f, query_get_fn get, void *ud, bool 
 		    0 ||
 	    read_time(get, ud, "to", &f->has_to, &f->to_us, param, paramlen, err, errlen) < 0)
 		return -EINVAL;
+	/* trace_id: 32 hexadecimal digits, from a trace to its logs. */
+	n = read_str(get, ud, "trace_id", f->trace_id, 32, param, paramlen, err, errlen);
+	if (n < 0)
+		return -EINVAL;
+	for (int i = 0; i < n; i++) {
+		char c = f->trace_id[i];
+
+		if (c >= 'A' && c <= 'F')
+			f->trace_id[i] = (char)(c - 'A' + 'a');
+		else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+			n = -1;
+	}
+	if (n > 0 && n != 32)
+		n = -1;
+	if (n < 0)
+		return bad(param, paramlen, "trace_id", err, errlen, "is not %s",
+			   "32 hexadecimal digits");
 	/* `text` is the documented name; `q` is the usual short one. */
 	n = read_str(get, ud, "text", f->text, QUERY_MAX_TEXT, param, paramlen, err, errlen);
 	if (n == 0)
@@ -359,12 +376,13 @@ int query_parse_filter(struct query_filter *f, query_get_fn get, void *ud, bool 
 	"id::text, (extract(epoch FROM ts) * 1000000)::bigint, "                           \
 	"(extract(epoch FROM received_at) * 1000000)::bigint, "                            \
 	"(extract(epoch FROM stored_at) * 1000000)::bigint, level, service, host, source_ip, " \
-	"tenant, correlation_id, message, attributes::text, enrichment::text, enrichment_status"
+	"tenant, correlation_id, message, attributes::text, enrichment::text, enrichment_status, " \
+	"trace_id, span_id"
 
 enum {
 	COL_ID, COL_TS, COL_RECEIVED, COL_STORED, COL_LEVEL, COL_SERVICE, COL_HOST,
 	COL_SOURCE_IP, COL_TENANT, COL_CORRELATION, COL_MESSAGE, COL_ATTRIBUTES,
-	COL_ENRICHMENT, COL_ENRICHMENT_STATUS,
+	COL_ENRICHMENT, COL_ENRICHMENT_STATUS, COL_TRACE_ID, COL_SPAN_ID,
 };
 
 void query_sql_init(struct query_sql *q)
@@ -406,6 +424,8 @@ static void build_where(const struct query_filter *f, struct query_sql *q)
 		lp_buf_addf(&q->sql, " AND host = $%d", param_str(q, f->host));
 	if (f->tenant[0])
 		lp_buf_addf(&q->sql, " AND tenant = $%d", param_str(q, f->tenant));
+	if (f->trace_id[0])
+		lp_buf_addf(&q->sql, " AND trace_id = $%d", param_str(q, f->trace_id));
 	if (f->level_rank >= 0)
 		lp_buf_addf(&q->sql, " AND level_rank = $%d::smallint", param_int(q, f->level_rank));
 	if (f->min_rank >= 0)
@@ -509,7 +529,7 @@ static void reply_unavailable(struct query_api *qa, struct lp_http_req *r, const
 
 bool query_needs_plan_race(const struct query_filter *f)
 {
-	int n = (f->service[0] != 0) + (f->host[0] != 0) + (f->tenant[0] != 0) +
+	int n = (f->service[0] != 0) + (f->host[0] != 0) + (f->tenant[0] != 0) + (f->trace_id[0] != 0) +
 		(f->level_rank >= 0) + (f->min_rank >= 0);
 
 	return f->text[0] || n >= 2;
@@ -687,6 +707,8 @@ static json_t *row_json(PGresult *res, int row)
 	set_str(o, "source_ip", res, row, COL_SOURCE_IP);
 	set_str(o, "tenant", res, row, COL_TENANT);
 	set_str(o, "correlation_id", res, row, COL_CORRELATION);
+	set_str(o, "trace_id", res, row, COL_TRACE_ID);
+	set_str(o, "span_id", res, row, COL_SPAN_ID);
 	set_json(o, "attributes", res, row, COL_ATTRIBUTES);
 	set_json(o, "enrichment", res, row, COL_ENRICHMENT);
 	set_str(o, "enrichment_status", res, row, COL_ENRICHMENT_STATUS);

@@ -23,7 +23,7 @@ struct lp_pgpool;
 #define QUERY_MAX_LIMIT 1000
 #define QUERY_MAX_FIELD 256   /* longest service, host or tenant value */
 #define QUERY_MAX_TEXT 1024   /* longest full-text query */
-#define QUERY_MAX_PARAMS 12   /* most parameters one statement takes */
+#define QUERY_MAX_PARAMS 14   /* most parameters one statement takes */
 
 /* 0001-01-01T00:00:00Z in epoch microseconds: the earliest time the API
  * takes (from, to, a cursor's ts).  query_format_ts cannot write the years
@@ -35,6 +35,7 @@ struct query_filter {
 	char service[QUERY_MAX_FIELD + 1]; /* exact service */
 	char host[QUERY_MAX_FIELD + 1];    /* exact host */
 	char tenant[QUERY_MAX_FIELD + 1];  /* exact tenant */
+	char trace_id[33];                 /* exact W3C trace id, lower-case hex */
 	char text[QUERY_MAX_TEXT + 1];     /* words that must all occur in message */
 	int level_rank;                    /* exact level (TRACE 0 .. FATAL 5), -1 any */
 	int min_rank;                      /* this level or more severe, -1 any */

@@ -137,7 +137,7 @@ static bool has_column(const char *key)
 	static const char *const known[] = {
 		"id",      "schema_version", "timestamp",      "received_at", "level",
 		"message", "service",        "host",           "source_ip",   "tenant",
-		"correlation_id", "attributes", "enrichment",
+		"correlation_id", "attributes", "enrichment", "trace_id", "span_id",
 	};
 
 	for (size_t i = 0; i < LP_ARRAY_SIZE(known); i++)
@@ -172,6 +172,7 @@ int store_format_row(json_t *ev, const struct store_origin *o, struct lp_buf *ou
 		     size_t errlen)
 {
 	const char *id, *level, *canon, *message, *service, *host, *source_ip, *tenant, *corr;
+	const char *trace, *span;
 	const char *status = o->default_status;
 	char ts[32], rcv[32], rank[8], part[16], off[24];
 	bool has_ts, has_rcv;
@@ -198,7 +199,9 @@ int store_format_row(json_t *ev, const struct store_origin *o, struct lp_buf *ou
 	    opt_str(ev, "host", &host, err, errlen) < 0 ||
 	    opt_str(ev, "source_ip", &source_ip, err, errlen) < 0 ||
 	    opt_str(ev, "tenant", &tenant, err, errlen) < 0 ||
-	    opt_str(ev, "correlation_id", &corr, err, errlen) < 0)
+	    opt_str(ev, "correlation_id", &corr, err, errlen) < 0 ||
+	    opt_str(ev, "trace_id", &trace, err, errlen) < 0 ||
+	    opt_str(ev, "span_id", &span, err, errlen) < 0)
 		return -EINVAL;
 	if (!message)
 		return fail(err, errlen, "message", "is missing");
@@ -245,7 +248,9 @@ int store_format_row(json_t *ev, const struct store_origin *o, struct lp_buf *ou
 	add_col(out, status, false);
 	add_col(out, o->topic, false);
 	add_col(out, part, false);
-	add_col(out, off, true);
+	add_col(out, off, false);
+	add_col(out, trace, false);
+	add_col(out, span, true);
 	ret = 0;
 out:
 	json_decref(attrs);
@@ -291,14 +296,15 @@ struct store {
 #define STAGE_COLUMNS                                                                  \
 	"id, ts, received_at, level, level_rank, service, host, source_ip, tenant, " \
 	"correlation_id, message, attributes, enrichment, enrichment_status, "      \
-	"kafka_topic, kafka_partition, kafka_offset"
+	"kafka_topic, kafka_partition, kafka_offset, trace_id, span_id"
 
 static const char STAGE_DDL[] =
 	"CREATE TEMP TABLE IF NOT EXISTS logpipe_stage ("
 	"id uuid, ts timestamptz, received_at timestamptz, level text, level_rank smallint, "
 	"service text, host text, source_ip text, tenant text, correlation_id text, "
 	"message text, attributes jsonb, enrichment jsonb, enrichment_status text, "
-	"kafka_topic text, kafka_partition int, kafka_offset bigint) ON COMMIT DELETE ROWS";
+	"kafka_topic text, kafka_partition int, kafka_offset bigint, trace_id text, "
+	"span_id text) ON COMMIT DELETE ROWS";
 
 static const char INSERT_SQL[] =
 	"INSERT INTO log_events (" STAGE_COLUMNS ") SELECT " STAGE_COLUMNS

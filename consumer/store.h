@@ -54,7 +54,7 @@ struct store_origin {
 };
 
 /* Number of columns in a COPY line (and in the staging table). */
-#define STORE_NCOLUMNS 17
+#define STORE_NCOLUMNS 19
 
 /* Appends s (len bytes) to out escaped for COPY's text format: backslash,
  * newline, carriage return and tab become two-character escapes.  A NULL s

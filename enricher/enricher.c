@@ -201,6 +201,7 @@ static rd_kafka_headers_t *dlq_headers(const rd_kafka_message_t *m, const char *
 	rd_kafka_header_add(h, "origin_partition", -1, part, -1);
 	rd_kafka_header_add(h, "origin_offset", -1, off, -1);
 	rd_kafka_header_add(h, "stage", -1, "enricher", -1);
+	lp_kafka_pass_trace(m, &h);
 	return h;
 }
 
@@ -354,6 +355,8 @@ static int send_one(struct enricher *e, struct batch *b, size_t i)
 	int rc;
 
 	enrich_one(e, m, &o);
+	if (!o.headers) /* the enriched event keeps its trace context */
+		lp_kafka_pass_trace(m, &o.headers);
 	lp_kwait_add(&b->w);
 	b->sent++;
 	if (!o.topic) {

@@ -16,7 +16,7 @@
  *      (backpressure.c), the api class by ratelimit.rate.  Every answer
  *      carries the RateLimit fields; a refusal is 429 with Retry-After.
  *   3. the upstream call (upstream.c): method, encoded path, query, body,
- *      Content-Type and Accept pass through; X-Request-ID, traceparent (a
+ *      Content-Type, Content-Encoding and Accept pass through; X-Request-ID, traceparent (a
  *      new span of the caller's trace, or a new trace), X-Forwarded-* and
  *      the key's tenant as X-Tenant-ID are set by the gateway, which drops
  *      any X-Tenant-ID the client sent.  The answer's status, body,
@@ -321,7 +321,7 @@ struct hop {
 	struct gw_call c;
 	struct lp_buf path;    /* the percent-encoded path */
 	const char *hdrs[16];  /* NULL-terminated, pointing into b or at constants */
-	char b[10][320];
+	char b[11][320];
 	int64_t t0;            /* lp_now_us() when the call began */
 };
 
@@ -346,6 +346,9 @@ static void hop_prepare(struct hop *h, struct lp_http_req *r, const struct gw_ke
 		h->hdrs[n++] = "Content-Type:"; /* keeps curl from claiming a form body */
 	if ((v = lp_http_header(r, "Accept")) && strlen(v) < 256)
 		h->hdrs[n] = header_line(h->b[n], "Accept", v), n++;
+	/* OTLP exporters gzip their bodies; the producer inflates them. */
+	if ((v = lp_http_header(r, "Content-Encoding")) && strlen(v) < 256)
+		h->hdrs[n] = header_line(h->b[n], "Content-Encoding", v), n++;
 	if ((v = lp_http_header(r, "Idempotency-Key")) && strlen(v) < 256)
 		h->hdrs[n] = header_line(h->b[n], "Idempotency-Key", v), n++;
 	if (key)
@@ -851,6 +854,8 @@ static int add_routes(struct gateway *g)
 	rc |= add_route(g, "POST", "/api/logs", GW_SCOPE_INGEST, true, prod, NULL, NULL);
 	rc |= add_route(g, "GET", "/api/logs", GW_SCOPE_READ, false, cons, NULL, NULL);
 	rc |= add_route(g, "POST", "/api/logs/batch", GW_SCOPE_INGEST, true, prod, NULL, NULL);
+	/* OpenTelemetry's OTLP/HTTP logs export: ingest like the two above. */
+	rc |= add_route(g, "POST", "/v1/logs", GW_SCOPE_INGEST, true, prod, NULL, NULL);
 	rc |= add_route(g, "GET", "/api/logs/*", GW_SCOPE_READ, false, cons, NULL, NULL);
 	rc |= add_route(g, "GET", "/api/stats", GW_SCOPE_READ, false, cons, NULL, NULL);
 	for (i = 0; i < LP_ARRAY_SIZE(meta_patterns); i++) {

@@ -25,7 +25,7 @@ LP_CFLAGS  := $(STD) $(OPTIMIZATION) $(DEBUG) $(WARN) $(SANFLAGS) -pthread -MMD 
               -I/usr/include/postgresql \
               -I$(TOP)/common/include $(CFLAGS_EXTRA)
 LP_LDFLAGS := $(SANFLAGS) -pthread
-LP_LIBS    := -lcivetweb -lrdkafka -lhiredis -lpq -ljansson -lconfig -lcurl -lcrypto -luuid -lm -ldl
+LP_LIBS    := -lcivetweb -lrdkafka -lhiredis -lpq -ljansson -lconfig -lcurl -lcrypto -luuid -lprotobuf-c -lz -lm -ldl
 
 ifeq ($(V),1)
   Q :=

@@ -59,6 +59,7 @@
 #include "logpipe/log.h"
 #include "logpipe/metrics.h"
 #include "logpipe/util.h"
+#include "otlp.h"
 #include "producer.h"
 #include "spool.h"
 
@@ -91,6 +92,7 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
 	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
 	OPT("limits.batch_max_items", LP_CFG_INT, "1000", batch_max_items, "most events in one batch request (413 above)", 1, 100000),
+	OPT("limits.otlp_max_records", LP_CFG_INT, "10000", otlp_max_records, "most log records in one OTLP export request to /v1/logs (413 above)", 1, 1000000),
 	OPT("spool.enabled", LP_CFG_BOOL, "true", spool_enabled, "spool events to disk while Kafka is unreachable (false: answer 503)", 0, 0),
 	OPT("spool.dir", LP_CFG_STR, "spool", spool_dir, "spool directory, relative to the working directory (containers: /var/lib/logpipe/spool)", 0, 0),
 	OPT("spool.max_bytes", LP_CFG_INT, "1073741824", spool_max_bytes, "bound on the spool's files in bytes (503 with Retry-After above)", 65536, 1LL << 50),
@@ -142,6 +144,7 @@ struct outgoing {
 	int status;               /* OUT_FAILED: 413 or 503 */
 	const char *code;         /* OUT_FAILED: error code */
 	const char *why;          /* OUT_FAILED: message */
+	char trace[33], span[17]; /* a scanned event's trace context, "" if none */
 };
 
 static void outgoing_release(struct outgoing *o)
@@ -189,6 +192,89 @@ static const char *retry_after_header(struct producer *p, char *buf, size_t len)
 	return buf;
 }
 
+/* ---- trace context ------------------------------------------------------------
+ *
+ * A W3C traceparent header (the gateway always sends one: the caller's
+ * trace, or a new one) gives an event without trace context of its own its
+ * trace_id and span_id; and every event with a trace_id carries it to Kafka
+ * as record headers (trace_id, span_id, and traceparent when both are
+ * known), which the enricher and the consumer's DLQ pass on. */
+
+/* Lower-case hex, and (nonzero) not all zero. */
+static bool hex_run(const char *s, size_t n, bool nonzero)
+{
+	bool zero = true;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+		zero &= s[i] == '0';
+	}
+	return !(nonzero && zero);
+}
+
+/* Sets ev's trace_id and span_id from a valid traceparent header
+ * ("00-<32 hex>-<16 hex>-<2 hex>", later versions read the same way) when
+ * ev has no trace_id. */
+/* Whether tp is a W3C traceparent whose ids can be taken. */
+static bool traceparent_ok(const char *tp)
+{
+	size_t n = tp ? strlen(tp) : 0;
+
+	return n >= 55 && (n == 55 || tp[55] == '-') && tp[2] == '-' && tp[35] == '-' &&
+	       tp[52] == '-' && hex_run(tp, 2, false) && strncmp(tp, "ff", 2) != 0 &&
+	       hex_run(tp + 3, 32, true) && hex_run(tp + 36, 16, true) && hex_run(tp + 53, 2, false);
+}
+
+static void trace_from_header(json_t *ev, const char *tp)
+{
+	if (!ev || json_object_get(ev, "trace_id") || !traceparent_ok(tp))
+		return;
+	json_object_set_new(ev, "trace_id", json_stringn(tp + 3, 32));
+	if (!json_object_get(ev, "span_id"))
+		json_object_set_new(ev, "span_id", json_stringn(tp + 36, 16));
+}
+
+/*
+ * trace_from_header for a scanned event: the scanner leaves every event
+ * with trace fields of its own to the tree, so both ids are added, after
+ * the last member as json_object_set_new would put them: the text stays
+ * byte for byte what the tree path writes.
+ */
+static void trace_from_header_text(struct outgoing *o, const char *tp)
+{
+	static const char fmt[] = ",\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\"}";
+	size_t add = sizeof(",\"trace_id\":\"\",\"span_id\":\"\"}") - 1 + 32 + 16;
+
+	if (!traceparent_ok(tp) || o->len < 2 || o->text[o->len - 1] != '}')
+		return;
+	memcpy(o->trace, tp + 3, 32);
+	o->trace[32] = '\0';
+	memcpy(o->span, tp + 36, 16);
+	o->span[16] = '\0';
+	o->text = lp_xrealloc(o->text, o->len + add);
+	snprintf(o->text + o->len - 1, add + 1, fmt, o->trace, o->span);
+	o->len += add - 1;
+}
+
+/* The Kafka headers of a trace context, or NULL when there is none. */
+static rd_kafka_headers_t *trace_headers(const char *trace, const char *span)
+{
+	rd_kafka_headers_t *h;
+	char tp[56];
+
+	if (!trace)
+		return NULL;
+	h = rd_kafka_headers_new(3);
+	rd_kafka_header_add(h, "trace_id", -1, trace, -1);
+	if (span) {
+		rd_kafka_header_add(h, "span_id", -1, span, -1);
+		snprintf(tp, sizeof(tp), "00-%s-%s-01", trace, span);
+		rd_kafka_header_add(h, "traceparent", -1, tp, -1);
+	}
+	return h;
+}
+
 /*
  * Produces the given events to topic and waits for every delivery report;
  * fills each out[idx[i]].res.  Returns the number acknowledged.
@@ -204,10 +290,18 @@ static size_t produce_wait(struct producer *p, const char *topic, struct outgoin
 	lp_kwait_init(&w, results);
 	for (i = 0; i < n; i++) {
 		struct outgoing *o = &out[idx[i]];
+		/* The drain's events are text only: no headers for them. */
+		rd_kafka_headers_t *h =
+			o->ev ? trace_headers(json_string_value(json_object_get(o->ev, "trace_id")),
+					      json_string_value(json_object_get(o->ev, "span_id")))
+			: o->trace[0] ? trace_headers(o->trace, o->span)
+				      : NULL;
 
 		lp_kwait_add(&w);
-		rc = lp_kproducer_send(p->kp, topic, o->key, o->keylen, o->text, o->len, NULL, 1000,
+		rc = lp_kproducer_send(p->kp, topic, o->key, o->keylen, o->text, o->len, h, 1000,
 				       lp_kwait_done, lp_kwait_slot(&w, i));
+		if (rc < 0 && h)
+			rd_kafka_headers_destroy(h);
 		if (rc < 0)
 			lp_kwait_cancel(&w, i,
 					rc == -EMSGSIZE ? RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
@@ -432,6 +526,9 @@ static void handle_one_inner(struct producer *p, struct lp_http_req *r)
 			return;
 		}
 		tree_event(ev, &out);
+		trace_from_header(out.ev, lp_http_header(r, "traceparent"));
+	} else {
+		trace_from_header_text(&out, lp_http_header(r, "traceparent"));
 	}
 	deliver(p, &out, 1);
 	if (out.outcome == OUT_FAILED) {
@@ -452,6 +549,7 @@ static void handle_one_inner(struct producer *p, struct lp_http_req *r)
 struct batch_ctx {
 	struct producer *p;
 	const char *tenant;
+	const char *traceparent;  /* the request's header, or NULL */
 	int64_t now_ms;
 	json_t *results;          /* array, one object per item */
 	struct outgoing *out;     /* accepted events */
@@ -482,6 +580,7 @@ static int batch_raw(void *ud, size_t index, const char *text, size_t len)
 	if (!scan_event(b->p, text, len, b->now_ms, b->tenant, &o))
 		return -ENOTSUP;
 	lp_series_inc(b->p->received);
+	trace_from_header_text(&o, b->traceparent);
 	*batch_add(b) = o;
 	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
 						     "status", "accepted"));
@@ -512,6 +611,7 @@ static int batch_item(void *ud, size_t index, json_t *item, const char *error)
 						"message", e.message));
 		return 0;
 	}
+	trace_from_header(ev, b->traceparent);
 	tree_event(ev, batch_add(b));
 	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
 						     "status", "accepted"));
@@ -537,6 +637,7 @@ static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
 	}
 	b.p = p;
 	b.tenant = tenant && *tenant ? tenant : NULL;
+	b.traceparent = lp_http_header(r, "traceparent");
 	b.now_ms = lp_wall_ms();
 	b.results = json_array();
 	n = lp_batch_split_raw(r->body, r->body_len, (size_t)p->s->batch_max_items, batch_raw,
@@ -614,6 +715,151 @@ static void handle_batch(struct lp_http_req *r, void *ud)
 	if (!request_begin(p, r))
 		return;
 	handle_batch_inner(p, r);
+	request_end(p);
+}
+
+/* ---- OTLP/HTTP logs ----------------------------------------------------------
+ *
+ * POST /v1/logs: each log record of the export request (otlp.c maps them)
+ * goes the way of a batch item, through batch_item and deliver, so it is
+ * durable as one is before the answer.  The answers are the protocol's:
+ * 200 with an ExportLogsServiceResponse (partialSuccess counting the
+ * records refused as invalid), 400 for a body that does not decode, 413
+ * for too many records or a body inflating past http.max_body, 415 for
+ * another Content-Type or Content-Encoding, 503 with Retry-After when a
+ * record could not be made durable; errors carry a google.rpc.Status.  A
+ * 503 asks the client to send the whole request again, so records of it
+ * already durable arrive twice (OTLP records carry no id to dedupe on). */
+
+/* gRPC status codes the Status bodies carry. */
+#define GRPC_INVALID_ARGUMENT 3
+#define GRPC_RESOURCE_EXHAUSTED 8
+#define GRPC_UNAVAILABLE 14
+
+static void otlp_reply_status(struct lp_http_req *r, enum otlp_encoding enc, int status,
+			      int code, const char *extra, const char *msg)
+{
+	char *body;
+	size_t len;
+
+	otlp_status(enc, code, msg, &body, &len);
+	lp_http_reply(r, status, otlp_content_type(enc), body, len, extra);
+	free(body);
+}
+
+static void handle_otlp_inner(struct producer *p, struct lp_http_req *r)
+{
+	const char *tenant = lp_http_header(r, "X-Tenant-ID");
+	const char *ce = lp_http_header(r, "Content-Encoding");
+	int enc = otlp_encoding_of(lp_http_header(r, "Content-Type"));
+	struct batch_ctx b = { 0 };
+	size_t i, accepted = 0, unavailable = 0, total, len = r->body_len;
+	const char *first_error = NULL;
+	int64_t t0 = lp_now_us();
+	char err[200], hdr[64], msg[400], *inflated = NULL, *body = r->body, *reply;
+	size_t reply_len;
+	long n;
+
+	if (enc < 0) {
+		otlp_reply_status(r, OTLP_JSON, 415, GRPC_INVALID_ARGUMENT, NULL,
+				  "expected Content-Type application/x-protobuf or application/json");
+		return;
+	}
+	if (ce && *ce && strcasecmp(ce, "identity") != 0) {
+		int rc;
+
+		if (strcasecmp(ce, "gzip") != 0) {
+			otlp_reply_status(r, enc, 415, GRPC_INVALID_ARGUMENT, NULL,
+					  "expected Content-Encoding gzip or none");
+			return;
+		}
+		rc = otlp_gunzip(r->body, r->body_len, (size_t)p->s->http_max_body, &inflated,
+				 &len);
+		if (rc == -E2BIG) {
+			snprintf(msg, sizeof(msg), "the body inflates to more than %lld bytes",
+				 p->s->http_max_body);
+			otlp_reply_status(r, enc, 413, GRPC_RESOURCE_EXHAUSTED, NULL, msg);
+			return;
+		}
+		if (rc < 0) {
+			otlp_reply_status(r, enc, 400, GRPC_INVALID_ARGUMENT, NULL,
+					  "the body is not valid gzip");
+			return;
+		}
+		body = inflated;
+	}
+	b.p = p;
+	b.tenant = tenant && *tenant ? tenant : NULL;
+	b.traceparent = lp_http_header(r, "traceparent");
+	b.now_ms = lp_wall_ms();
+	b.results = json_array();
+	n = otlp_decode(body, len, (enum otlp_encoding)enc, (size_t)p->s->otlp_max_records,
+			batch_item, &b, err, sizeof(err));
+	if (n == -E2BIG) {
+		otlp_reply_status(r, enc, 413, GRPC_RESOURCE_EXHAUSTED, NULL, err);
+		goto out;
+	}
+	if (n < 0) {
+		otlp_reply_status(r, enc, 400, GRPC_INVALID_ARGUMENT, NULL, err);
+		goto out;
+	}
+	if (b.nout > 0)
+		deliver(p, b.out, b.nout);
+	for (i = 0; i < b.nout; i++) {
+		struct outgoing *o = &b.out[i];
+
+		if (o->outcome != OUT_FAILED) {
+			accepted++;
+			continue;
+		}
+		if (o->status == 503) {
+			unavailable++;
+			continue;
+		}
+		/* Refused for good (too large for Kafka): as invalid. */
+		json_object_set_new(json_array_get(b.results, b.out_index[i]), "error",
+				    json_pack("{s:s, s:s}", "code", o->code, "message", o->why));
+	}
+	total = json_array_size(b.results);
+	if (unavailable > 0) {
+		snprintf(msg, sizeof(msg), "%zu of %zu log records could not be made durable; "
+					   "retry the request", unavailable, total);
+		otlp_reply_status(r, enc, 503, GRPC_UNAVAILABLE,
+				  retry_after_header(p, hdr, sizeof(hdr)), msg);
+		goto out;
+	}
+	for (i = 0; i < total && !first_error; i++) {
+		json_t *e = json_object_get(json_array_get(b.results, i), "error");
+
+		if (e) {
+			first_error = json_string_value(json_object_get(e, "message"));
+			snprintf(msg, sizeof(msg), "%zu of %zu log records rejected; the first, "
+						   "record %zu: %s", total - accepted, total, i,
+				 first_error ? first_error : "invalid");
+		}
+	}
+	if (accepted > 0)
+		lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
+	otlp_response((enum otlp_encoding)enc, (long long)(total - accepted),
+		      total > accepted ? msg : NULL, &reply, &reply_len);
+	lp_http_reply(r, 200, otlp_content_type((enum otlp_encoding)enc), reply, reply_len, NULL);
+	free(reply);
+out:
+	for (i = 0; i < b.nout; i++)
+		outgoing_release(&b.out[i]);
+	free(b.out);
+	free(b.out_index);
+	json_decref(b.results);
+	free(inflated);
+}
+
+static void handle_otlp(struct lp_http_req *r, void *ud)
+{
+	struct producer *p = ud;
+
+	if (!request_begin(p, r))
+		return;
+	handle_otlp_inner(p, r);
 	request_end(p);
 }
 
@@ -904,6 +1150,7 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 		goto fail;
 	lp_http_route(p->http, "POST", "/api/logs", handle_one, p);
 	lp_http_route(p->http, "POST", "/api/logs/batch", handle_batch, p);
+	lp_http_route(p->http, "POST", "/v1/logs", handle_otlp, p);
 	/* With a spool, Kafka being down does not stop ingest: the spool's
 	 * room decides readiness. */
 	lp_http_health(p->http, "kafka", p->spool == NULL, kafka_healthy, p, p->breaker);

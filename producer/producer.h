@@ -25,6 +25,7 @@ struct producer_settings {
 	long long max_message;     /* bytes of `message` */
 	long long max_attributes;  /* keys under `attributes` */
 	long long batch_max_items; /* events per batch request */
+	long long otlp_max_records; /* log records per OTLP export request */
 	int spool_enabled;         /* spool while Kafka is unreachable */
 	char *spool_dir;           /* spool directory */
 	long long spool_max_bytes; /* bound on the spool's files */

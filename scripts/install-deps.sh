@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 PKGS="build-essential pkg-config librdkafka-dev libhiredis-dev libpq-dev
 libcivetweb-dev libjansson-dev libconfig-dev libcmocka-dev libcurl4-openssl-dev
-libssl-dev uuid-dev clang libclang-rt-14-dev postgresql redis-server default-jre-headless maven
+libssl-dev uuid-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev clang libclang-rt-14-dev postgresql redis-server default-jre-headless maven
 python3-pytest python3-psycopg2 python3-requests curl procps chromium nodejs
 wrk kcat"
 
@@ -57,6 +57,16 @@ fi
 # browser itself is Debian's chromium above.
 tests/browser/run.sh --install-only >/dev/null ||
 	say "the browser test's prerequisites are missing (tests/browser/run.sh --install-only)"
+
+# The official OpenTelemetry JS SDK for the OTLP test (tests/otlp, driven
+# by node from tests/integration/test_otlp.py), at the versions its
+# package-lock.json pins, into the ignored tests/otlp/node_modules.
+if command -v npm >/dev/null 2>&1 && [ ! -d tests/otlp/node_modules/@opentelemetry/sdk-logs ]; then
+	say "npm ci in tests/otlp (OpenTelemetry JS SDK)"
+	(cd tests/otlp && npm_config_cache="$PWD/../../.cache/npm" \
+		npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+		say "the OpenTelemetry JS SDK could not be installed; test_otlp's SDK tests will skip"
+fi
 
 # Kafka 3.9.1 (KRaft, single node) for the local runner and integration tests.
 KAFKA_LIBS=.cache/kafka/libs

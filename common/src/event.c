@@ -344,6 +344,39 @@ static bool key_consumed(const char *k, json_t *v, const struct picked *picks, b
 	return json_is_null(v) || (picks[i].key && strcmp(picks[i].key, k) == 0);
 }
 
+/* ---- trace context ------------------------------------------------------------- */
+
+/* The W3C / OpenTelemetry ids: trace_id is 32 and span_id 16 hexadecimal
+ * digits, not all zero.  Lower-cased into out (n + 1 bytes) when valid. */
+static bool trace_hex(json_t *v, size_t n, char *out)
+{
+	const char *s = json_string_value(v);
+	bool zero = true;
+
+	if (!s || json_string_length(v) != n)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+		out[i] = (char)tolower((unsigned char)s[i]);
+		zero &= s[i] == '0';
+	}
+	out[n] = '\0';
+	return !zero;
+}
+
+/* The first key of names whose value is a valid id of n digits, or NULL. */
+static const char *trace_key(json_t *in, const char *const names[2], size_t n, char *out)
+{
+	for (int i = 0; i < 2; i++)
+		if (trace_hex(json_object_get(in, names[i]), n, out))
+			return names[i];
+	return NULL;
+}
+
+static const char *const trace_names[2] = { "trace_id", "traceId" };
+static const char *const span_names[2] = { "span_id", "spanId" };
+
 /* ---- the public API ------------------------------------------------------------ */
 
 json_t *lp_event_normalize(json_t *in, const struct lp_event_limits *lim, int64_t now_ms,
@@ -396,8 +429,14 @@ json_t *lp_event_normalize(json_t *in, const struct lp_event_limits *lim, int64_
 	if (in_attrs)
 		json_object_foreach (in_attrs, k, v)
 			put(attrs, k, json_deep_copy(v));
+	/* Trace context: a valid trace_id is kept as such (it may also have
+	 * been picked as the correlation id), and so is a valid span_id. */
+	char trace[33], span[17];
+	const char *tkey = trace_key(in, trace_names, 32, trace);
+	const char *skey = trace_key(in, span_names, 16, span);
 	json_object_foreach (in, k, v)
-		if (!key_consumed(k, v, picks, tenant != NULL) && !json_object_get(attrs, k))
+		if (!key_consumed(k, v, picks, tenant != NULL) && !json_object_get(attrs, k) &&
+		    !(tkey && strcmp(k, tkey) == 0) && !(skey && strcmp(k, skey) == 0))
 			put(attrs, k, json_deep_copy(v));
 	/* An unknown field moves one level down, under attributes: the limit
 	 * holds for the normalised event, so that normalising it again (the
@@ -432,6 +471,10 @@ json_t *lp_event_normalize(json_t *in, const struct lp_event_limits *lim, int64_
 	for (size_t j = 0; j < LP_ARRAY_SIZE(optional); j++)
 		if (picks[optional[j]].str)
 			put(out, fields[optional[j]].name, json_string(picks[optional[j]].str));
+	if (tkey)
+		put(out, "trace_id", json_string(trace));
+	if (skey)
+		put(out, "span_id", json_string(span));
 	put(out, "attributes", attrs);
 	return out;
 }
@@ -483,8 +526,9 @@ int lp_event_check_normalized(json_t *ev, char *err, size_t errlen)
 	if (lp_parse_rfc3339(json_string_value(json_object_get(ev, "timestamp")), &ms) < 0)
 		return check_fail(err, errlen, "timestamp", "is missing or not an RFC 3339 time");
 
-	static const char *const optional[] = {"host", "source_ip", "tenant", "correlation_id",
-					       "received_at"};
+	static const char *const optional[] = {"host",        "source_ip", "tenant",
+					       "correlation_id", "received_at", "trace_id",
+					       "span_id"};
 	for (size_t i = 0; i < LP_ARRAY_SIZE(optional); i++) {
 		json_t *v = json_object_get(ev, optional[i]);
 		if (v && !json_is_string(v))

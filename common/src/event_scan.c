@@ -31,12 +31,13 @@
 /* The top-level members the scan looks at. */
 enum member {
 	M_ID, M_MESSAGE, M_SERVICE, M_LEVEL, M_TIMESTAMP, M_HOST, M_SOURCE_IP, M_TENANT,
-	M_CORRELATION_ID, M_RECEIVED_AT, M_ATTRIBUTES, M_ENRICHMENT, NMEMBERS
+	M_CORRELATION_ID, M_RECEIVED_AT, M_TRACE_ID, M_SPAN_ID, M_ATTRIBUTES, M_ENRICHMENT,
+	NMEMBERS
 };
 
 static const char *const member_names[NMEMBERS] = {
 	"id", "message", "service", "level", "timestamp", "host", "source_ip", "tenant",
-	"correlation_id", "received_at", "attributes", "enrichment",
+	"correlation_id", "received_at", "trace_id", "span_id", "attributes", "enrichment",
 };
 
 enum kind { K_NONE, K_STRING, K_OBJECT, K_OTHER };
@@ -294,7 +295,7 @@ int lp_event_scan(const char *text, size_t len, struct lp_event_view *v)
 	if (sp[M_TIMESTAMP].kind != K_STRING || !copy_plain(&sp[M_TIMESTAMP], buf, sizeof(buf)) ||
 	    lp_parse_rfc3339(buf, &ms) < 0)
 		return -ENOTSUP;
-	for (i = M_HOST; i <= M_RECEIVED_AT; i++)
+	for (i = M_HOST; i <= M_SPAN_ID; i++)
 		if (sp[i].kind != K_NONE && sp[i].kind != K_STRING)
 			return -ENOTSUP;
 	if (sp[M_ATTRIBUTES].kind != K_NONE && sp[M_ATTRIBUTES].kind != K_OBJECT)
@@ -609,6 +610,12 @@ int lp_event_scan_input(const char *text, size_t len, const struct lp_event_limi
 		for (j = i + 1; j < n; j++)
 			if (mem[i].kn == mem[j].kn && memcmp(mem[i].k, mem[j].k, mem[i].kn) == 0)
 				return -ENOTSUP;
+	/* Trace context in the body is the full path's to validate and keep
+	 * (it lands as trace_id/span_id beside the correlation id). */
+	for (i = 0; i < n; i++)
+		if (key_is(&mem[i], "trace_id") || key_is(&mem[i], "traceId") ||
+		    key_is(&mem[i], "span_id") || key_is(&mem[i], "spanId"))
+			return -ENOTSUP;
 
 	/* 1. Resolve aliases: the first spelling present and not null. */
 	for (f = 0; f < IN_FIELDS; f++) {

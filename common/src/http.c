@@ -937,6 +937,23 @@ static const char *method_label(const char *m)
 	return "OTHER";
 }
 
+/*
+ * Whether a body nests brackets deeper than LP_HTTP_MAX_JSON_DEPTH, checked
+ * whatever its Content-Type, except for bodies that are binary on the wire:
+ * compressed ones (Content-Encoding) and protobuf.  Their random bytes hold
+ * '[' and '{' by chance, and their handlers bound the depth after decoding
+ * (lp_json_loadb after inflating, a framing pre-scan before protobuf-c).
+ */
+static bool body_too_deep(const char *ct, const char *ce, const char *b, size_t n)
+{
+	if (ce && *ce && strcasecmp(ce, "identity") != 0)
+		return false;
+	if (ct && (lp_http_media_type_is(ct, "application/x-protobuf") ||
+		   lp_http_media_type_is(ct, "application/protobuf")))
+		return false;
+	return lp_json_too_deep(b, n, LP_HTTP_MAX_JSON_DEPTH, NULL);
+}
+
 static int on_request(struct mg_connection *conn, void *cbdata)
 {
 	struct lp_http_server *s = cbdata;
@@ -985,7 +1002,9 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 		/* Whatever its Content-Type: handlers parse form-typed and
 		 * untyped bodies as JSON too, and a parser need not be
 		 * jansson to recurse. */
-		if (rc == 0 && lp_json_too_deep(r->body, r->body_len, LP_HTTP_MAX_JSON_DEPTH, NULL))
+		if (rc == 0 &&
+		    body_too_deep(mg_get_header(conn, "Content-Type"),
+				  mg_get_header(conn, "Content-Encoding"), r->body, r->body_len))
 			rc = -400; /* the body was read: the connection may go on */
 	} else {
 		st.close = true; /* the body, if any, is unread */
@@ -1056,8 +1075,9 @@ int lp_http_front_begin(struct lp_http_req *r, const struct lp_http_front *f, co
 	memset(r, 0, sizeof(*r));
 	if (decode_path(raw_path, &path) != 0 || (query && !query_ok(query)))
 		goto other;
-	if (lp_json_too_deep(body, len, LP_HTTP_MAX_JSON_DEPTH, NULL))
-		goto other; /* whatever its Content-Type, as in on_request */
+	if (body_too_deep(f->header(f->ud, "Content-Type"), f->header(f->ud, "Content-Encoding"),
+			  body, len))
+		goto other; /* as in on_request */
 	r->front = f;
 	r->method = method;
 	r->path = path;

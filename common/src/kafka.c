@@ -1127,3 +1127,23 @@ rd_kafka_resp_err_t lp_kafka_send_err(int rc)
 		return RD_KAFKA_RESP_ERR__FAIL;
 	}
 }
+
+/* ---- trace context --------------------------------------------------------- */
+
+void lp_kafka_pass_trace(const rd_kafka_message_t *m, rd_kafka_headers_t **h)
+{
+	static const char *const names[] = { "trace_id", "span_id", "traceparent" };
+	rd_kafka_headers_t *in = NULL;
+	const void *v;
+	size_t n;
+
+	if (!m || rd_kafka_message_headers(m, &in) != RD_KAFKA_RESP_ERR_NO_ERROR || !in)
+		return;
+	for (size_t i = 0; i < LP_ARRAY_SIZE(names); i++) {
+		if (rd_kafka_header_get_last(in, names[i], &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR)
+			continue;
+		if (!*h)
+			*h = rd_kafka_headers_new(3);
+		rd_kafka_header_add(*h, names[i], -1, v, (ssize_t)n);
+	}
+}

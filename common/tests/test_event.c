@@ -653,6 +653,8 @@ static void test_scan_leaves_to_full_path(void **state)
 		"{" SCAN_BASE "\"message\":\"m\",\"serv\\u0069ce\":\"s\",\"service\":\"t\"}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"enrichment\":{}}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"host\":7}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"trace_id\":7}",
+		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"span_id\":[]}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":[]}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"n\":1e3}}",
 		"{" SCAN_BASE "\"message\":\"m\",\"service\":\"s\",\"attributes\":{\"n\":12345678901234567890}}",
@@ -709,7 +711,7 @@ static void test_scan_input_same_bytes(void **state)
 		{ " {\n\t" FID ", \"message\" : \"a\\nb \\\"q\\\" \\/ \\\\ \\b\\f\\r\\t caf\xc3\xa9\", \"source\":\"api\"} \r\n", NULL },
 		{ "{\"message\":\"m\",\"service\":\"s\",\"source\":\"lost alias\",\"severity\":\"warning\","
 		  "\"ts\":1705328625000,\"hostname\":\"h\",\"source_ip\":\"::1\",\"organizationId\":\"org\","
-		  "\"traceId\":\"abc\",\"extra\":{\"a\": [1, -2, true, false, null, {}, []], \"b\":\"x\\/y\"},"
+		  "\"correlationId\":\"abc\",\"extra\":{\"a\": [1, -2, true, false, null, {}, []], \"b\":\"x\\/y\"},"
 		  "\"schema_version\":7,\"received_at\":\"x\",\"tenant_id\":null}", NULL },
 		{ "{\"message\":\"m\",\"service\":\"s\",\"tenant\":\"mine\",\"organizationId\":\"also\","
 		  "\"correlation_id\":\"\",\"host\":\"\",\"source_ip\":\"\",\"timestamp\":\"2024-01-15T16:23:45+02:00\"}",
@@ -776,6 +778,8 @@ static void test_scan_input_leaves_to_full_path(void **state)
 		"{\"message\":\"m\",\"service\":\"s\\tt\"}",            /* escaped Kafka key */
 		"{\"message\":\"m\",\"service\":\"s\",\"a\":\"\\u00e9\"}",
 		"{\"message\":\"m\",\"service\":\"s\"} x",
+		"{\"message\":\"m\",\"service\":\"s\",\"traceId\":\"abc\"}",   /* trace context */
+		"{\"message\":\"m\",\"service\":\"s\",\"span_id\":\"00f067aa0ba902b7\"}",
 		"{\"message\":\"m\",\"service\":\"s\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":{\"g\":[]}}}}}}}",
 	};
 	struct lp_event_fast f;
@@ -801,10 +805,52 @@ static void test_scan_input_leaves_to_full_path(void **state)
 					     &lim, NOW, NULL, &f), -ENOTSUP);
 }
 
+/* ---- trace context -------------------------------------------------------- */
+
+static void test_trace_context_kept(void **state)
+{
+	(void)state;
+	json_t *ev = accept(EV("\"trace_id\":\"4BF92F3577B34DA6A3CE929D0E0E4736\","
+			       "\"spanId\":\"00f067aa0ba902b7\""), NULL);
+	assert_string_equal(str(ev, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_string_equal(str(ev, "span_id"), "00f067aa0ba902b7");
+	/* Still the correlation id when none other was sent. */
+	assert_string_equal(str(ev, "correlation_id"), "4BF92F3577B34DA6A3CE929D0E0E4736");
+	assert_null(json_object_get(attrs(ev), "trace_id"));
+	assert_null(json_object_get(attrs(ev), "spanId"));
+
+	/* Normalising again changes nothing but received_at. */
+	char *text = json_dumps(ev, JSON_COMPACT);
+	json_t *again = accept(text, NULL);
+	json_object_del(ev, "received_at");
+	json_object_del(again, "received_at");
+	assert_true(json_equal(ev, again));
+	free(text);
+	json_decref(again);
+	json_decref(ev);
+
+	/* With a correlation id of its own, the trace id is still kept. */
+	ev = accept(EV("\"correlationId\":\"c-1\","
+		       "\"traceId\":\"4bf92f3577b34da6a3ce929d0e0e4736\""), NULL);
+	assert_string_equal(str(ev, "correlation_id"), "c-1");
+	assert_string_equal(str(ev, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+	assert_null(json_object_get(attrs(ev), "traceId"));
+	json_decref(ev);
+
+	/* Not an id of that shape: no trace context, nothing lost. */
+	ev = accept(EV("\"trace_id\":\"abc\",\"span_id\":\"0000000000000000\""), NULL);
+	assert_null(json_object_get(ev, "trace_id"));
+	assert_null(json_object_get(ev, "span_id"));
+	assert_string_equal(str(ev, "correlation_id"), "abc");
+	assert_string_equal(str(attrs(ev), "span_id"), "0000000000000000");
+	json_decref(ev);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_seed_001_organization_source),
+		cmocka_unit_test(test_trace_context_kept),
 		cmocka_unit_test(test_seed_002_service_source_ip),
 		cmocka_unit_test(test_seed_003_correlation_severity_epoch),
 		cmocka_unit_test(test_levels),

@@ -83,6 +83,7 @@ static void test_row_full(void **state)
 		     "\"message\":\"disk\\tfull\\non /var\\\\log\",\"service\":\"api\","
 		     "\"host\":\"web-1\",\"source_ip\":\"10.0.0.1\",\"tenant\":\"acme\","
 		     "\"correlation_id\":\"c-1\",\"attributes\":{\"k\":\"v\"},"
+		     "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"span_id\":\"00f067aa0ba902b7\","
 		     "\"enrichment\":{\"status\":\"partial\",\"team\":\"core\"}}",
 		     &origin);
 	assert_non_null(row);
@@ -91,7 +92,8 @@ static void test_row_full(void **state)
 			    "2024-01-15T14:23:46.000Z\tWARN\t3\tapi\tweb-1\t10.0.0.1\tacme\tc-1\t"
 			    "disk\\tfull\\non /var\\\\log\t{\"k\":\"v\"}\t"
 			    "{\"status\":\"partial\",\"team\":\"core\"}\tpartial\t"
-			    "enriched-logs-complete\t3\t42\n");
+			    "enriched-logs-complete\t3\t42\t4bf92f3577b34da6a3ce929d0e0e4736\t"
+			    "00f067aa0ba902b7\n");
 }
 
 static void test_row_minimal(void **state)
@@ -108,7 +110,7 @@ static void test_row_minimal(void **state)
 	assert_non_null(row);
 	assert_string_equal(row, "0190F3A2-7C4E-7D2A-9B1C-0123456789AB\t2024-01-15T14:23:45.000Z\t"
 				 "\\N\tINFO\t2\ts\t\\N\t\\N\t\\N\t\\N\t\t{}\t\\N\tcomplete\t"
-				 "enriched-logs-complete\t3\t42\n");
+				 "enriched-logs-complete\t3\t42\t\\N\t\\N\n");
 }
 
 static void test_row_level_and_extras(void **state)

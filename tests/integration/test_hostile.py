@@ -43,6 +43,7 @@ route without hostile coverage, or a registration the check cannot read,
 fails test_route_table_covers_the_sources.
 """
 
+import gzip
 import http.client
 import json
 import os
@@ -91,7 +92,8 @@ def _metadata(prefix=""):
 
 
 ROUTES = {
-    "producer": [("POST", "/api/logs", "event"), ("POST", "/api/logs/batch", "batch")],
+    "producer": [("POST", "/api/logs", "event"), ("POST", "/api/logs/batch", "batch"),
+                 ("POST", "/v1/logs", "otlp")],
     "metadata": _metadata(),
     "enricher": [],
     "consumer": [("GET", "/api/logs", None), ("GET", f"/api/logs/{LOG_ID}", None),
@@ -106,6 +108,7 @@ ROUTES = {
                 ("POST", "/api/v1/control/hostile/status", "control"),
                 ("GET", "/api/logs/health", None), ("POST", "/api/logs", "event"),
                 ("GET", "/api/logs", None), ("POST", "/api/logs/batch", "batch"),
+                ("POST", "/v1/logs", "otlp"),
                 ("GET", f"/api/logs/{LOG_ID}", None), ("GET", "/api/stats", None)]
                + _metadata()
                + [("GET", "/api/v1/generator/status", None),
@@ -120,7 +123,7 @@ ROUTES = {
 # Route patterns as registered, per service: what the method sweep and the
 # source check use.  "*" stands for one or more segments.
 PATTERNS = {
-    "producer": {"/api/logs": {"POST"}, "/api/logs/batch": {"POST"}},
+    "producer": {"/api/logs": {"POST"}, "/api/logs/batch": {"POST"}, "/v1/logs": {"POST"}},
     "metadata": {"/api/metadata/hosts": {"GET", "POST"},
                  "/api/metadata/hosts/by-ip/*": {"GET"},
                  "/api/metadata/hosts/*": {"GET", "PUT", "PATCH", "DELETE"},
@@ -135,6 +138,7 @@ PATTERNS = {
                 "/api/v1/control/*": {"GET", "POST"},
                 "/api/logs/health": {"GET"}, "/api/logs": {"GET", "POST"},
                 "/api/logs/batch": {"POST"}, "/api/logs/*": {"GET"}, "/api/stats": {"GET"},
+                "/v1/logs": {"POST"},
                 "/api/metadata/hosts": {"GET", "POST", "PUT", "PATCH", "DELETE"},
                 "/api/metadata/hosts/*": {"GET", "POST", "PUT", "PATCH", "DELETE"},
                 "/api/metadata/services": {"GET", "POST", "PUT", "PATCH", "DELETE"},
@@ -396,6 +400,8 @@ def valid_body(kind):
         "service": {"name": SVC, "team": "t2"},
         "generator": {"rate": 1, "duration": 1},
         "control": {},
+        "otlp": {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+            {"body": {"stringValue": "hostile"}}]}]}]},
     }[kind]
 
 
@@ -422,6 +428,9 @@ def typed_bodies(kind):
         "generator": [{"rate": "fast"}, {"rate": -5}, {"rate": big}, {"threads": "x"},
                       {"duration": []}, {"size": -1}, {"batch_size": big}, [1]],
         "control": [{"x": big}, [None]],
+        "otlp": [{"resourceLogs": 5}, {"resourceLogs": [5]},
+                 {"resourceLogs": [{"scopeLogs": "x"}]},
+                 {"resourceLogs": [{"resource": {"attributes": [{"key": 5}]}}]}, [1]],
     }[kind]
 
 
@@ -435,7 +444,7 @@ def body_cases(kind):
     else:
         expect = {400}
     key = {"event": "message", "batch": "message", "host": "hostname", "service": "name",
-           "generator": "mode", "control": "x"}[kind]
+           "generator": "mode", "control": "x", "otlp": "resourceLogs"}[kind]
     obj = valid_body(kind)
     one = obj[0] if isinstance(obj, list) else obj
     wrap = (lambda s: b"[" + s + b"]") if isinstance(obj, list) else (lambda s: s)
@@ -891,6 +900,57 @@ def test_slow_clients_all_services_at_once(stack):
                 failures.append(f"{service} {case}: ended after {ans.secs:.1f} s, "
                                 f"bound {bound:.0f} s ({ans!r})")
         assert procs[service].alive(), procs[service].log_tail(60)
+    assert not failures, "\n".join(failures)
+
+
+def _pb(num, data):
+    """One protobuf length-delimited field (the OTLP cases below)."""
+    def varint(n):
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+    return varint(num << 3 | 2) + varint(len(data)) + data
+
+
+def otlp_cases():
+    """(case, body, content type, extra header lines, expected) for POST /v1/logs."""
+    deep = _pb(1, b"leaf")
+    for _ in range(5000):  # AnyValue -> kvlist -> KeyValue -> AnyValue ...
+        deep = _pb(6, _pb(1, _pb(1, b"k") + _pb(2, deep)))
+    deep = _pb(1, _pb(2, _pb(2, _pb(5, deep))))
+    deep_json = b'{"kvlistValue":{"values":[{"key":"k","value":' * 3000
+    gz = b"Content-Encoding: gzip\r\n"
+    return [
+        ("otlp: protobuf garbage", b"\xff" * 64, "application/x-protobuf", b"", {400}),
+        ("otlp: protobuf cut inside a field", _pb(1, b"x" * 100)[:20], "application/x-protobuf",
+         b"", {400}),
+        ("otlp: protobuf nested 20k messages deep", deep, "application/x-protobuf", b"", {400}),
+        ("otlp: JSON kvlist nested 3000 deep, gzip'd", gzip.compress(deep_json),
+         "application/json", gz, {400}),
+        ("otlp: gzip bomb (64 MiB of zeros in 64 KiB)", gzip.compress(b"\0" * (64 << 20)),
+         "application/x-protobuf", gz, {400, 413}),
+        ("otlp: broken gzip", b"\x1f\x8b\x08\x00" + b"\xaa" * 100, "application/json", gz,
+         {400}),
+        ("otlp: unknown encoding", b"{}", "application/json", b"Content-Encoding: br\r\n",
+         {415}),
+        ("otlp: empty protobuf (no records)", b"", "application/x-protobuf", b"", {200}),
+    ]
+
+
+@pytest.mark.parametrize("service", ["producer", "gateway"])
+def test_hostile_otlp(stack, service):
+    """POST /v1/logs: hostile protobuf, gzip and nesting are refused with a
+    4xx, never a crash (CivetWeb's small stacks) or an unbounded inflate."""
+    procs, _ = stack
+    port = procs[service].port
+    failures = []
+    for case, body, ctype, extra, expected in otlp_cases():
+        ans = raw(port, request_bytes("POST", "/v1/logs", body, ctype, extra))
+        check(failures, service, case, "POST /v1/logs", ans, expected)
+    assert procs[service].alive(), procs[service].log_tail(60)
     assert not failures, "\n".join(failures)
 
 

@@ -7,7 +7,8 @@
  *     "timestamp": RFC 3339 UTC ms, "received_at": RFC 3339 UTC ms,
  *     "level": "TRACE|DEBUG|INFO|WARN|ERROR|FATAL", "message": str,
  *     "service": str, "host": str?, "source_ip": str?, "tenant": str?,
- *     "correlation_id": str?, "attributes": { ... } }
+ *     "correlation_id": str?, "trace_id": str?, "span_id": str?,
+ *     "attributes": { ... } }
  *
  * Aliases: `severity` for `level` (and WARNING for WARN, case-insensitive),
  * `source` for `service` when `service` is absent, `organizationId` /
@@ -15,7 +16,12 @@
  * `traceId` / `correlation_id` for correlation_id, `hostname` for host,
  * `ts` / `@timestamp` for timestamp.  Unknown top-level fields move under
  * `attributes` (never dropped; an attribute of the same name wins).
- * Timestamps may be RFC 3339 strings or epoch milliseconds (integer). */
+ * Timestamps may be RFC 3339 strings or epoch milliseconds (integer).
+ * Trace context: a `trace_id` / `traceId` of 32 and a `span_id` / `spanId`
+ * of 16 hexadecimal digits (not all zero) are kept, lower-cased, as
+ * `trace_id` and `span_id` (the trace id may also be the correlation id);
+ * ids of another shape stay what they were (a correlation id, an
+ * attribute). */
 #ifndef LOGPIPE_EVENT_H
 #define LOGPIPE_EVENT_H
 

@@ -116,6 +116,13 @@ rd_kafka_t *lp_kconsumer_handle(struct lp_kconsumer *c);
 int lp_kafka_group_lag(rd_kafka_t *rk, const char *group, const char *const *topics,
 		       int timeout_ms, long long *lag);
 
+/* ---- trace context --------------------------------------------------------- */
+
+/* Copies the trace context headers of m (trace_id, span_id, traceparent; the
+ * producer sets them) into *h, creating *h when it is NULL and m has any, so
+ * that every topic an event passes carries them. */
+void lp_kafka_pass_trace(const rd_kafka_message_t *m, rd_kafka_headers_t **h);
+
 /* ---- errors ------------------------------------------------------------ */
 
 /* True when e refuses the record itself (too large, invalid): sending it
