@@ -3,8 +3,8 @@
 What is checked:
   * an event for a known host (by source_ip and by host name) and service
     arrives on the complete topic with every enrichment field; an unknown
-    host gives a partial event saying why; invalid records go to the DLQ
-    with reason and origin headers;
+    host gives a partial event saying why; invalid records (an empty one
+    too) go to the DLQ with reason and origin headers;
   * seed 002's log event, sent with its curl command to the producer,
     arrives enriched;
   * a host added while the enricher runs enriches the events sent 1 s after
@@ -132,7 +132,8 @@ def test_known_metadata_arrives_complete(services, topics, pg_dsn, infra, ktool)
     no_host = event("payment-service")
     bad = {"message": "no id", "service": "payment-service"}
     produce(ktool, infra.kafka.bootstrap, topics["raw"],
-            [by_ip, by_name, unknown_host, unknown_svc, no_host, bad, "not json"])
+            [by_ip, by_name, unknown_host, unknown_svc, no_host, bad, "not json",
+             "{{EMPTY}}"])
 
     out = outputs(ktool, infra, topics,
                   [e["id"] for e in (by_ip, by_name, unknown_host, unknown_svc, no_host)])
@@ -160,15 +161,20 @@ def test_known_metadata_arrives_complete(services, topics, pg_dsn, infra, ktool)
     topic, got, _ = out[no_host["id"]]
     assert got["enrichment"]["missing"][0]["reason"] == "no_host_field"
 
-    dlq = consume(ktool, infra.kafka.bootstrap, topics["dlq"], limit=2, wait_ms=10000)
-    assert len(dlq) == 2
+    dlq = consume(ktool, infra.kafka.bootstrap, topics["dlq"], limit=3, wait_ms=10000)
+    assert len(dlq) == 3, dlq
     for m in dlq:
         h = m["headers"]
         assert h["origin_topic"] == topics["raw"] and h["stage"] == "enricher"
         assert int(h["origin_partition"]) >= 0 and int(h["origin_offset"]) >= 0
     reasons = sorted(m["headers"]["reason"] for m in dlq)
-    assert reasons[0].startswith("invalid_event: 'id'") and reasons[1].startswith("invalid_json")
-    assert sorted(m["value"] for m in dlq) == sorted([json.dumps(bad), "not json"])
+    assert reasons[0].startswith("invalid_event: 'id'"), reasons
+    assert reasons[1] == "invalid_event: empty record", reasons
+    assert reasons[2].startswith("invalid_json"), reasons
+    # The empty record goes to the DLQ as it came (empty, or null when the
+    # client library reports an empty value as none).
+    assert sorted((m["value"] or "") for m in dlq) == sorted([json.dumps(bad), "not json", ""])
+    assert enricher_metric(services, "enrichment_dead_lettered_total") == 3
 
     assert enricher_metric(services, "enrichment_attempts_total") == 5
     assert enricher_metric(services, "enrichment_successes_total") == 2
