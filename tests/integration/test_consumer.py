@@ -3,7 +3,9 @@
 What is checked:
   * events on both enriched topics are stored once each, with their Kafka
     origin and enrichment; the same event twice (or resent with its id under
-    another timestamp) is one row, and the duplicate is counted;
+    another timestamp) is one row, and the duplicate is counted; a record
+    delivered again that the probe let through to the direct COPY falls back
+    to the staging path on the key conflict;
   * PostgreSQL stopped and started mid-stream: readiness goes 503 while it
     is down, the consumer resumes by itself, nothing is lost or doubled;
   * kill -9 of the consumer mid-stream: nothing lost or doubled after restart;
@@ -205,6 +207,31 @@ def test_stores_each_event_once(infra, services, topics, pg_dsn, kafkatool):
     t0 = time.monotonic()
     assert proc.stop() == 0
     assert time.monotonic() - t0 < 10
+
+
+def test_direct_copy_conflict_falls_back_to_staging(infra, services, topics, pg_dsn, kafkatool):
+    """A batch the probe finds fresh takes the direct COPY; when a row is in
+    fact stored already (same id and timestamp), the COPY fails on the
+    primary key and the batch must go down the staging path (store.c),
+    stored as a duplicate, not refused as a bad row and dead-lettered.
+    dedup_by_id off makes the probe look only at the batch itself and the
+    one before it, so a record delivered again two batches later passes it."""
+    brokers = infra.kafka.bootstrap
+    again, other = event(message="delivered again"), event(message="in between")
+    _, url = start_consumer(services, topics, pg_dsn, store_dedup_by_id="false",
+                            retry_max_attempts=2)
+    produce(kafkatool, brokers, topics["complete"], [again])
+    wait_until("the first delivery stored", lambda: metric(url, "log_events_processed_total") == 1)
+    produce(kafkatool, brokers, topics["complete"], [other])
+    wait_until("the batch in between stored",
+               lambda: metric(url, "log_events_processed_total") == 2)
+    produce(kafkatool, brokers, topics["complete"], [again])
+    wait_until("the second delivery counted as a duplicate",
+               lambda: metric(url, "log_events_duplicates_total") == 1)
+    assert stored_count(pg_dsn) == (2, 2)
+    assert metric(url, "log_events_processed_total") == 2
+    assert topic_count(kafkatool, brokers, topics["dlq"]) == 0
+    assert metric(url, "log_events_errors_total") == 0
 
 
 def test_postgres_restart_mid_stream(infra, services, topics, pg_dsn, kafkatool):
