@@ -163,6 +163,14 @@ def test_counts_match_after_a_burst(stack, pg_dsn):
     assert v["disk"]["kafka_bytes"] > 0 and v["disk"]["postgres_bytes"] > 1_000_000, v["disk"]
 
     assert_served_from_the_snapshot(gw)
+    # How fast it answers is measured, not asserted (docs/benchmarks.md).
+    took = []
+    for _ in range(50):
+        t0 = time.monotonic()
+        raw_view(gw)
+        took.append((time.monotonic() - t0) * 1000)
+    took.sort()
+    print(f"\nGET /api/v1/pipeline, 50 requests: p50 {took[24]:.1f} ms, max {took[-1]:.1f} ms")
 
     v = wait_view(gw, "no source errors", lambda v: not v["errors"], timeout=20)
     for name in STAGES:
