@@ -46,9 +46,9 @@
  *    backoff up to retry.max_attempts times before it is split.
  *
  * A third thread does housekeeping: the consumer lag gauge every 5 s, a
- * database ping every 2 s for readiness, and, at start and then hourly
- * (every 10 s until one succeeds), logpipe_ensure_partitions and the
- * retention drop of old partitions. */
+ * database ping every 2 s for readiness, and, at start and then every
+ * partitions.interval_s (an hour; every 10 s until one succeeds),
+ * logpipe_ensure_partitions and the retention drop of old partitions. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -94,6 +94,7 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("retry.max_attempts", LP_CFG_INT, "3", retry_max_attempts, "attempts for a row the database refuses before it goes to the DLQ", 1, 100),
 	OPT("retention.days", LP_CFG_INT, "7", retention_days, "drop daily partitions older than this many days; 0 keeps everything", 0, 36500),
 	OPT("partitions.days_ahead", LP_CFG_INT, "7", partitions_ahead, "daily partitions created ahead of today", 1, 366),
+	OPT("partitions.interval_s", LP_CFG_INT, "3600", partitions_interval_s, "seconds between passes that create partitions ahead and apply retention", 1, 86400),
 	OPT("store.dedup_by_id", LP_CFG_BOOL, "true", dedup_by_id, "also skip an event whose id is stored under another timestamp", 0, 0),
 	LP_CFG_END,
 };
@@ -845,7 +846,9 @@ static void *house_main(void *arg)
 			next_lag = lp_now_ms() + 5000;
 		}
 		if (now >= next_maint)
-			next_maint = lp_now_ms() + (maintain_partitions(c) == 0 ? 3600 * 1000 : 10000);
+			next_maint = lp_now_ms() + (maintain_partitions(c) == 0
+							     ? c->s->partitions_interval_s * 1000
+							     : 10000);
 		lp_sleep_ms(250, &c->stopping);
 	}
 	return NULL;

@@ -30,6 +30,7 @@ struct consumer_settings {
 	long long retry_max_attempts; /* attempts for a row the database refuses */
 	long long retention_days;    /* drop daily partitions older than this; 0 keeps all */
 	long long partitions_ahead;  /* daily partitions created ahead of today */
+	long long partitions_interval_s; /* seconds between partition and retention passes */
 	int dedup_by_id;             /* skip ids already stored under another ts */
 };
 

@@ -148,8 +148,19 @@ static void wait_completed(struct gen_run *r, double duration_s)
 	assert_int_equal(st.state, GEN_RUN_COMPLETED);
 }
 
-/* Runs at rate for duration and checks the count within 2 % (or one
- * event: the last one may fall due exactly at the deadline). */
+/*
+ * Counts against the clock.  The bucket starts empty and fills at the rate,
+ * so a run never generates more than rate x time: that bound is exact and
+ * checked as such.  Fewer is what a busy machine causes (a worker stalled
+ * longer than the bucket's 100 ms does not make the rest up in a burst), so
+ * the lower bounds are loose, enough to catch a pacer that runs at a
+ * fraction of the rate; how exactly the rate is held is measured by
+ * tests/bench/generator_bench.sh (docs/benchmarks.md).
+ */
+#define AT_LEAST(want) ((want) * 0.8)
+
+/* Runs at rate for duration: never more than rate x duration (one event
+ * more: the last one may fall due exactly at the deadline), and most of it. */
 static void check_rate(double rate, int threads, int batch, double duration)
 {
 	struct fake f;
@@ -162,7 +173,7 @@ static void check_rate(double rate, int threads, int batch, double duration)
 	wait_completed(r, duration);
 	assert_true(gen_run_drain(r, 1000));
 	gen_run_stats(r, &st);
-	if (fabs((double)st.generated - want) > fmax(want * 0.02, 1))
+	if ((double)st.generated > want + 1 || (double)st.generated < AT_LEAST(want))
 		fail_msg("rate %.0f for %.1f s: %llu events, %.0f expected", rate, duration,
 			 st.generated, want);
 	assert_int_equal(st.sent, st.generated);
@@ -221,7 +232,7 @@ static void test_share(void **state)
 	run_through(&f, 4000, 2, 1.0, &st);
 	assert_int_equal(st.instances, 2);
 	assert_true(st.instance_rate == 2000);
-	assert_in_range(st.generated, 1960, 2040);
+	assert_in_range(st.generated, AT_LEAST(2000), 2001);
 	fake_release(&f);
 }
 
@@ -236,7 +247,7 @@ static void test_refused_batches_are_shed(void **state)
 	run_through(&f, 1000, 2, 0.5, &st);
 	assert_int_equal(st.generated, 0);
 	assert_int_equal(atomic_load(&f.sends), 0);
-	assert_in_range(st.rate_limited, 490, 510);
+	assert_in_range(st.rate_limited, AT_LEAST(500), 501);
 	fake_release(&f);
 }
 
@@ -251,18 +262,35 @@ static void test_send_failures(void **state)
 	run_through(&f, 1000, 1, 0.3, &st);
 	assert_int_equal(st.generated, 0);
 	assert_int_equal(st.errors, 0);
-	assert_in_range(st.rate_limited, 290, 310);
+	assert_in_range(st.rate_limited, AT_LEAST(300), 301);
 	assert_int_equal(atomic_load(&f.batches_ok), 0);
-	assert_in_range(atomic_load(&f.batches_failed), 29, 31);
+	assert_in_range(atomic_load(&f.batches_failed), AT_LEAST(30), 31);
 	fake_release(&f);
 
 	fake_init(&f);
 	f.send_rc = -EIO;
 	run_through(&f, 1000, 1, 0.3, &st);
 	assert_int_equal(st.generated, 0);
-	assert_in_range(st.errors, 290, 310);
+	assert_in_range(st.errors, AT_LEAST(300), 301);
 	assert_int_equal(st.rate_limited, 0);
 	fake_release(&f);
+}
+
+/* Waits (bounded, 30 s) until the run generated at least n events and has
+ * a measured rate; fills *st. */
+static void wait_stats(struct gen_run *r, struct gen_run_stats *st, unsigned long long n)
+{
+	int64_t end = lp_now_ms() + 30000;
+
+	for (;;) {
+		gen_run_stats(r, st);
+		if (st->generated >= n && st->achieved_rate > 0)
+			return;
+		if (lp_now_ms() >= end)
+			fail_msg("after 30 s: %llu events, achieved rate %.0f", st->generated,
+				 st->achieved_rate);
+		lp_sleep_ms(20, NULL);
+	}
 }
 
 /* Sent counts only delivered events; a stopped run is idle only once
@@ -276,10 +304,13 @@ static void test_stop_and_late_deliveries(void **state)
 	fake_init(&f);
 	f.hold = true;
 	r = start(&f, 2000, 2, 10, 0, 300);
-	lp_sleep_ms(300, NULL);
-	gen_run_stats(r, &st);
+	/* Running: events and a measured rate, however long that takes here;
+	 * never ahead of the rate (a batch per worker for the reads' order). */
+	wait_stats(r, &st, 200);
 	assert_int_equal(st.state, GEN_RUN_RUNNING);
-	assert_true(st.achieved_rate > 1500 && st.achieved_rate < 2500);
+	assert_true(st.achieved_rate > 0);
+	if ((double)st.generated > 2000 * st.elapsed_s + 2 * 10)
+		fail_msg("%llu events in %.3f s at 2000/s", st.generated, st.elapsed_s);
 	gen_run_stop(r);
 	gen_run_stop(r); /* idempotent */
 	assert_int_equal(atomic_load(&f.finished), 1);

@@ -3,8 +3,9 @@
  *   kafkatool produce BROKERS TOPIC [KEYFIELD]
  *       one message per stdin line; the key is the line's JSON string field
  *       KEYFIELD (default "service") when present; "{{NOW_US}}" in a line
- *       is replaced by the wall clock in microseconds at send time.  Waits
- *       for every acknowledgement; prints "acked N failed M".
+ *       is replaced by the wall clock in microseconds at send time; a line
+ *       that is exactly "{{EMPTY}}" is sent as an empty value without a key.
+ *       Waits for every acknowledgement; prints "acked N failed M".
  *   kafkatool consume BROKERS TOPIC[,TOPIC...] [MAX] [IDLE_MS] [WAIT_MS] [FROM]
  *       reads every partition from the beginning, or from its end when FROM
  *       is "end" (only messages written from now on), with no consumer group, and
@@ -16,6 +17,9 @@
  *       caller can start producing knowing nothing will be read late).
  *   kafkatool count BROKERS TOPIC[,TOPIC...]
  *       prints the sum of the high watermarks of the topics.
+ *   kafkatool create BROKERS TOPIC PARTITIONS [NAME=VALUE...]
+ *       creates the topic with these topic configs (max.message.bytes=...),
+ *       for tests that need a broker to refuse what a service sends.
  *
  * Only for tests: not built by the Makefile; the scripts compile it with
  *   cc -O2 -o kafkatool kafkatool.c $(pkg-config --cflags --libs rdkafka jansson) */
@@ -96,7 +100,9 @@ static int produce(const char *brokers, const char *topic, const char *keyfield)
 			continue;
 		out = line;
 		mark = strstr(line, "{{NOW_US}}");
-		if (mark) {
+		if (!strcmp(line, "{{EMPTY}}")) {
+			line[0] = '\0';
+		} else if (mark) {
 			snprintf(num, sizeof(num), "%lld", wall_us());
 			out = malloc((size_t)len + 32);
 			memcpy(out, line, (size_t)(mark - line));
@@ -180,6 +186,47 @@ static int count(const char *brokers, char *list)
 	printf("%lld\n", sum);
 	rd_kafka_destroy(rk);
 	return 0;
+}
+
+static int create(const char *brokers, const char *topic, int parts, char **cfg, int ncfg)
+{
+	rd_kafka_t *rk = client(RD_KAFKA_PRODUCER, brokers);
+	rd_kafka_NewTopic_t *nt;
+	rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+	const rd_kafka_topic_result_t **res;
+	rd_kafka_event_t *ev;
+	char err[512], *eq;
+	size_t n;
+	int i, rc = 0;
+
+	nt = rd_kafka_NewTopic_new(topic, parts, 1, err, sizeof(err));
+	if (!nt)
+		die("topic", err);
+	for (i = 0; i < ncfg; i++) {
+		eq = strchr(cfg[i], '=');
+		if (!eq)
+			die("config", "expected NAME=VALUE");
+		*eq = '\0';
+		if (rd_kafka_NewTopic_set_config(nt, cfg[i], eq + 1))
+			die("config", cfg[i]);
+	}
+	rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+	ev = rd_kafka_queue_poll(q, 30000);
+	if (!ev)
+		die("create", "no answer within 30 s");
+	if (rd_kafka_event_error(ev))
+		die("create", rd_kafka_event_error_string(ev));
+	res = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
+	if (n != 1 || rd_kafka_topic_result_error(res[0])) {
+		fprintf(stderr, "kafkatool: create %s: %s\n", topic,
+			n == 1 ? rd_kafka_topic_result_error_string(res[0]) : "no result");
+		rc = 1;
+	}
+	rd_kafka_event_destroy(ev);
+	rd_kafka_NewTopic_destroy(nt);
+	rd_kafka_queue_destroy(q);
+	rd_kafka_destroy(rk);
+	return rc;
 }
 
 static int consume(const char *brokers, char *list, long max, long idle_ms, long wait_ms,
@@ -267,6 +314,8 @@ int main(int argc, char **argv)
 								    : RD_KAFKA_OFFSET_BEGINNING);
 	if (argc >= 4 && !strcmp(argv[1], "count"))
 		return count(argv[2], argv[3]);
-	fprintf(stderr, "usage: kafkatool produce|consume|count BROKERS TOPIC ...\n");
+	if (argc >= 5 && !strcmp(argv[1], "create"))
+		return create(argv[2], argv[3], atoi(argv[4]), argv + 5, argc - 5);
+	fprintf(stderr, "usage: kafkatool produce|consume|count|create BROKERS TOPIC ...\n");
 	return 2;
 }

@@ -27,7 +27,17 @@ What it does, in order:
                  generator) and start it again at once;
        infra     stop (SIGTERM / pg_ctl -m fast) or kill -9 Kafka, Redis or
                  PostgreSQL, keep it down for a few seconds, start it again
-                 and wait until it is ready.
+                 and wait until it is ready.  Each of the three goes down
+                 once first (in an order of the seed's), so that every run
+                 has the fault kinds below; during every Kafka outage the
+                 producer is killed with kill -9 once its spool holds events.
+     A run counts, and prints before its last lines as
+        chaos-kinds: kafka_down_producer_kill9=N postgres_outage_mid_batch=N redis_outage=N
+     the kill -9s of the producer while Kafka was down, the PostgreSQL
+     outages that a batch of the consumer ran into (its store retries rose
+     meanwhile; the first outage starts while rows are being stored and
+     lasts, up to 20 s, until one did), and the Redis outages;
+     test_chaos.py wants each at least once.
      A monitor restarts (and reports) anything that exits on its own.
      The load runs CHAOS_SECONDS (default 60) and longer if fewer than
      CHAOS_MIN_FAULTS (default 20) faults have been injected by then.
@@ -60,7 +70,8 @@ Settings (environment, or the options of the same name):
   CHAOS_RATE            events per second offered (default 150)
   CHAOS_THREADS         load threads (default 12)
   CHAOS_SETTLE_SECONDS  bound on waiting for storage after the load (default 300)
-  CHAOS_SEED            random seed (default: time); printed, so a run can be replayed
+  CHAOS_SEED            random seed (default: a random one); printed first, so that a
+                        run's faults and load can be replayed
   CHAOS_KEEP=1          keep the temporary directory (always kept on failure)
   LOGPIPE_BIN_DIR       where the logpipe-* binaries are (default build/bin)
 
@@ -101,6 +112,8 @@ LEVELS = ["DEBUG", "INFO", "INFO", "INFO", "WARN", "ERROR"]
 KILL_WEIGHTS = {"producer": 4, "enricher": 3, "consumer": 3, "gateway": 2, "metadata": 1,
                 "generator": 1}
 INFRA_WEIGHTS = {"kafka": 3, "postgres": 3, "redis": 2}
+# The fault kinds every run must have (the "chaos-kinds:" line).
+KINDS = ("kafka_down_producer_kill9", "postgres_outage_mid_batch", "redis_outage")
 # Answers after which the same request is sent again.
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 # Of those, the ones after which the events may have been accepted anyway.
@@ -559,6 +572,18 @@ class Load:
 
 # ---- faults -------------------------------------------------------------------------------------
 
+def metric_sum(proc, name):
+    """Sum of the samples of a metric on a service's /metrics, or None."""
+    status, body = proc.get("/metrics", timeout=3)
+    if status != 200:
+        return None
+    total = None
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class Faults:
     """The two fault lanes and the crash monitor."""
 
@@ -571,6 +596,14 @@ class Faults:
         self.lock = threading.Lock()
         self.errors = []
         self.threads = []
+        self.kinds = dict.fromkeys(KINDS, 0)  # how often each kind happened
+        # Every infrastructure component goes down once before the random picks.
+        self.opening = self.rng.sample(sorted(INFRA_WEIGHTS), len(INFRA_WEIGHTS))
+        self.opened = False  # the opening outages are over
+
+    def _kind(self, kind):
+        with self.lock:
+            self.kinds[kind] += 1
 
     @property
     def count(self):
@@ -596,6 +629,8 @@ class Faults:
                 self.sys.busy.add(name)
             tw, tm = time.time(), time.monotonic()
             try:
+                if name == "producer" and "kafka" in self.sys.busy:
+                    self._kind("kafka_down_producer_kill9")
                 p.kill9()
                 time.sleep(self.rng.uniform(0.0, 0.5))
                 self.sys.restart_service(name, 90)
@@ -607,19 +642,97 @@ class Faults:
                 with self.sys.lock:
                     self.sys.busy.discard(name)
 
+    def _kill_producer_meanwhile(self, down):
+        """Sleeps `down` seconds of a Kafka outage, killing the producer with
+        kill -9 once it holds events in its spool (the outage is stretched
+        for that, up to 20 s); says what it did."""
+        t0 = time.monotonic()
+        p = self.sys.procs["producer"]
+        while time.monotonic() - t0 < 20 and not self.stop.is_set():
+            if time.monotonic() - t0 >= down / 2 and \
+                    (metric_sum(p, "logpipe_spool_events") or 0) > 0:
+                break
+            time.sleep(0.2)
+        with self.sys.lock:
+            free = "producer" not in self.sys.busy
+            if free:
+                self.sys.busy.add("producer")
+        note = ", the producer busy elsewhere"
+        if free:
+            try:
+                spooled = metric_sum(p, "logpipe_spool_events")
+                p.kill9()
+                self._kind("kafka_down_producer_kill9")
+                self.sys.restart_service("producer", 90)
+                note = f", producer kill -9 with {spooled or 0:.0f} events spooled"
+            finally:
+                with self.sys.lock:
+                    self.sys.busy.discard("producer")
+        time.sleep(max(0.0, down - (time.monotonic() - t0)))
+        return note
+
+    def _consumer_retries(self):
+        """(pid, consumer_store_retries_total) of the running consumer."""
+        p = self.sys.procs["consumer"]
+        return p.pid, metric_sum(p, "consumer_store_retries_total")
+
+    def _wait_consumer_storing(self, timeout=30.0):
+        """Until the consumer is storing rows (its processed count rises); bounded."""
+        p = self.sys.procs["consumer"]
+        t0, last = time.monotonic(), None
+        while time.monotonic() - t0 < timeout and not self.stop.is_set():
+            n = metric_sum(p, "log_events_processed_total")
+            if last is not None and n is not None and n > last:
+                return
+            last = n
+            time.sleep(0.3)
+
+    def _postgres_down(self, down, before, stretch):
+        """Sleeps `down` seconds of a PostgreSQL outage, with `stretch` until
+        (at most 20 s) a batch of the consumer ran into it: its store failed
+        and is being retried.  Says whether one did."""
+        t0 = time.monotonic()
+        while True:
+            pid, after = self._consumer_retries()
+            hit = bool(after) and (after > (before[1] or 0) if pid == before[0] else after > 0)
+            took = time.monotonic() - t0
+            if took >= down and (hit or not stretch or took >= 20 or self.stop.is_set()):
+                break
+            time.sleep(0.2)
+        if not hit:
+            return ""
+        self._kind("postgres_outage_mid_batch")
+        return ", a consumer batch hit it"
+
     def _infra_lane(self):
         while not self.stop.wait(self.rng.uniform(1.0, 4.0)):
-            name = self._pick(INFRA_WEIGHTS)
+            opening = bool(self.opening)
+            name = self.opening.pop(0) if opening else self._pick(INFRA_WEIGHTS)
             c = self.sys.component(name)
             how = "kill -9" if self.rng.random() < 0.35 else "stop"
             down = self.rng.uniform(1.0, 6.0)
+            # In the opening PostgreSQL outage the service lane leaves the
+            # consumer alone, so that its retries show the batch it ran into.
+            held = {name}
             with self.sys.lock:
-                self.sys.busy.add(name)
+                if name == "postgres" and opening and "consumer" not in self.sys.busy:
+                    held.add("consumer")
+                self.sys.busy |= held
             tw, tm = time.time(), time.monotonic()
             what = f"{how} {name} for {down:.1f} s"
             try:
+                if name == "postgres" and opening:
+                    self._wait_consumer_storing()  # down mid-stream
+                before = self._consumer_retries() if name == "postgres" else None
                 c.kill9() if how == "kill -9" else c.stop()
-                time.sleep(down)
+                if name == "kafka":
+                    what += self._kill_producer_meanwhile(down)
+                elif name == "postgres":
+                    what += self._postgres_down(down, before, stretch=opening)
+                else:
+                    time.sleep(down)
+                if name == "redis":
+                    self._kind("redis_outage")
                 self.sys.restart_infra(name, 180)
                 self._record(tw, tm, what, "ready")
             except Exception as e:  # noqa: BLE001 - recorded, the run goes on
@@ -627,7 +740,8 @@ class Faults:
                 self._record(tw, tm, what, f"NOT READY: {str(e).splitlines()[0]}")
             finally:
                 with self.sys.lock:
-                    self.sys.busy.discard(name)
+                    self.sys.busy -= held
+                self.opened = not self.opening
 
     def _monitor(self):
         """Restarts (and records) whatever exited without a lane's doing."""
@@ -823,7 +937,8 @@ def parse_args(argv):
     ap.add_argument("--rate", type=float, default=env_num("CHAOS_RATE", 150.0))
     ap.add_argument("--threads", type=int, default=env_num("CHAOS_THREADS", 12, int))
     ap.add_argument("--settle", type=float, default=env_num("CHAOS_SETTLE_SECONDS", 300.0))
-    ap.add_argument("--seed", type=int, default=env_num("CHAOS_SEED", int(time.time()), int))
+    ap.add_argument("--seed", type=int,
+                    default=env_num("CHAOS_SEED", random.SystemRandom().randrange(1 << 31), int))
     ap.add_argument("--keep", action="store_true", default=bool(os.environ.get("CHAOS_KEEP")))
     return ap.parse_args(argv)
 
@@ -870,7 +985,7 @@ def main(argv=None):
         def load_over():
             now = time.monotonic()
             return now - t_load >= args.seconds and \
-                (faults.count >= args.min_faults or now >= hard_end)
+                ((faults.count >= args.min_faults and faults.opened) or now >= hard_end)
 
         last_report = [time.monotonic()]
 
@@ -943,6 +1058,9 @@ def main(argv=None):
                                                for n, c in codes.items()))
         if bad:
             log(f"WARNING: services that did not exit 0 within 10 s on SIGTERM: {bad}")
+        # For test_chaos.py: the fault kinds this run had, each wanted at least once.
+        print("chaos-kinds: " + " ".join(f"{k}={n}" for k, n in faults.kinds.items()),
+              flush=True)
         # For test_chaos.py: crashes and unclean exits (a sanitizer report
         # makes a service exit 98 or 99) fail the suite though not the line.
         print(f"chaos-exits: unplanned={len(system.crashes)} unclean_sigterm={len(bad)}",

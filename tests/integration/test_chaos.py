@@ -9,10 +9,14 @@ the infrastructure, and ends with one line
 
 This test runs it with the default length (CHAOS_SECONDS unset: 60 s of load,
 at least 20 faults) against the binaries under test (LOGPIPE_BIN_DIR) and
-asserts that line, and that no service exited on its own during the run or
-uncleanly on the final SIGTERM (under the sanitizer build a report makes a
-service exit 98 or 99).  On failure the output is shown, including the
-diagnosis chaos.py prints for lost ids and the directory it kept.
+asserts that line, that the run had each fault kind (a kill -9 of the
+producer while Kafka was down, a PostgreSQL outage a consumer batch ran
+into, a Redis outage: the "chaos-kinds:" line), and that no service exited
+on its own during the run or uncleanly on the final SIGTERM (under the
+sanitizer build a report makes a service exit 98 or 99).  On failure the
+output is shown, including the diagnosis chaos.py prints for lost ids and the
+directory it kept, and the seed: CHAOS_SEED=N (the only CHAOS_* setting
+passed through) replays the run's choices of faults and load.
 
 Duplicates are counted per event marker (attributes.mark), not per id: a
 redelivered record cannot make a second row, an event stored again under a
@@ -29,6 +33,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CHAOS = REPO / "tests" / "chaos" / "chaos.py"
+SEED = re.compile(r": seed (\d+),")
+KINDS = ("kafka_down_producer_kill9", "postgres_outage_mid_batch", "redis_outage")
 SUMMARY = re.compile(r"^chaos: sent=(\d+) accepted=(\d+) stored=(\d+) duplicates=(\d+) "
                      r"lost=(\d+) faults=(\d+)$")
 # 60 s of load, up to 120 s more to reach 20 faults, infra start, settling
@@ -37,7 +43,8 @@ TIMEOUT = 1500
 
 
 def test_default_chaos_run_loses_nothing():
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHAOS_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CHAOS_") or k == "CHAOS_SEED"}
     try:
         r = subprocess.run([sys.executable, str(CHAOS)], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, timeout=TIMEOUT,
@@ -48,17 +55,30 @@ def test_default_chaos_run_loses_nothing():
     out = r.stdout
     lines = out.rstrip("\n").splitlines()
     assert lines, "chaos.py printed nothing"
+    seed = SEED.search(out)
+    replay = f"replay with CHAOS_SEED={seed.group(1)}" if seed else "no seed printed"
+    print(f"\nchaos: {replay}")
     m = SUMMARY.match(lines[-1])
-    assert m, f"last line is not the summary: {lines[-1]!r}\n{out[-20000:]}"
+    assert m, f"last line is not the summary: {lines[-1]!r} ({replay})\n{out[-20000:]}"
     sent, accepted, stored, dups, lost, faults = map(int, m.groups())
-    print("\n" + lines[-1])
-    assert r.returncode == 0 and lost == 0 and dups == 0, f"{lines[-1]}\n{out[-20000:]}"
-    assert faults >= 20, f"only {faults} faults injected\n{out[-20000:]}"
-    assert accepted > 0 and stored == accepted and sent >= accepted, lines[-1]
+    print(lines[-1])
+    assert seed, f"chaos.py did not print its seed\n{out[-20000:]}"
+    assert r.returncode == 0 and lost == 0 and dups == 0, \
+        f"{lines[-1]} ({replay})\n{out[-20000:]}"
+    assert faults >= 20, f"only {faults} faults injected ({replay})\n{out[-20000:]}"
+    assert accepted > 0 and stored == accepted and sent >= accepted, f"{lines[-1]} ({replay})"
+    # Each fault kind happened.
+    kinds = [ln for ln in lines if ln.startswith("chaos-kinds: ")]
+    assert len(kinds) == 1, f"no chaos-kinds line ({replay})\n{out[-20000:]}"
+    counts = dict(kv.split("=") for kv in kinds[0].split()[1:])
+    print(kinds[0])
+    missing = [k for k in KINDS if int(counts.get(k, 0)) < 1]
+    assert not missing, f"fault kinds that did not happen: {missing} ({replay})\n" \
+                        f"{out[-20000:]}"
     # A crash, or a sanitizer report at exit, is a failure too.
     exits = [ln for ln in lines if ln.startswith("chaos-exits: ")]
     assert exits == ["chaos-exits: unplanned=0 unclean_sigterm=0"], \
-        f"{exits}\n{out[-20000:]}"
+        f"{exits} ({replay})\n{out[-20000:]}"
 
 
 def _chaos_module():

@@ -3,7 +3,9 @@
 What is checked:
   * events on both enriched topics are stored once each, with their Kafka
     origin and enrichment; the same event twice (or resent with its id under
-    another timestamp) is one row, and the duplicate is counted;
+    another timestamp) is one row, and the duplicate is counted; a record
+    delivered again that the probe let through to the direct COPY falls back
+    to the staging path on the key conflict;
   * PostgreSQL stopped and started mid-stream: readiness goes 503 while it
     is down, the consumer resumes by itself, nothing is lost or doubled;
   * kill -9 of the consumer mid-stream: nothing lost or doubled after restart;
@@ -14,7 +16,9 @@ What is checked:
     first, keyset pages walk the whole set without gaps or repeats even with
     inserts between pages, /api/logs/{id}, /api/stats, 400s naming the
     parameter, and the gateway's X-Tenant-ID confining every query;
-  * retention drops exactly the daily partitions older than retention.days;
+  * retention drops exactly the daily partitions older than retention.days,
+    also when a UTC midnight falls during the test, and runs again every
+    partitions.interval_s, not only at start;
   * creating a day's partition waits for an insert of that day still in
     flight into the default partition, and moves its row, instead of failing;
   * end to end: events posted to the producer come out of the query API.
@@ -205,6 +209,31 @@ def test_stores_each_event_once(infra, services, topics, pg_dsn, kafkatool):
     t0 = time.monotonic()
     assert proc.stop() == 0
     assert time.monotonic() - t0 < 10
+
+
+def test_direct_copy_conflict_falls_back_to_staging(infra, services, topics, pg_dsn, kafkatool):
+    """A batch the probe finds fresh takes the direct COPY; when a row is in
+    fact stored already (same id and timestamp), the COPY fails on the
+    primary key and the batch must go down the staging path (store.c),
+    stored as a duplicate, not refused as a bad row and dead-lettered.
+    dedup_by_id off makes the probe look only at the batch itself and the
+    one before it, so a record delivered again two batches later passes it."""
+    brokers = infra.kafka.bootstrap
+    again, other = event(message="delivered again"), event(message="in between")
+    _, url = start_consumer(services, topics, pg_dsn, store_dedup_by_id="false",
+                            retry_max_attempts=2)
+    produce(kafkatool, brokers, topics["complete"], [again])
+    wait_until("the first delivery stored", lambda: metric(url, "log_events_processed_total") == 1)
+    produce(kafkatool, brokers, topics["complete"], [other])
+    wait_until("the batch in between stored",
+               lambda: metric(url, "log_events_processed_total") == 2)
+    produce(kafkatool, brokers, topics["complete"], [again])
+    wait_until("the second delivery counted as a duplicate",
+               lambda: metric(url, "log_events_duplicates_total") == 1)
+    assert stored_count(pg_dsn) == (2, 2)
+    assert metric(url, "log_events_processed_total") == 2
+    assert topic_count(kafkatool, brokers, topics["dlq"]) == 0
+    assert metric(url, "log_events_errors_total") == 0
 
 
 def test_postgres_restart_mid_stream(infra, services, topics, pg_dsn, kafkatool):
@@ -517,42 +546,85 @@ def test_bad_parameters_are_400(infra, services, topics, pg_dsn):
 
 # ---- retention ----------------------------------------------------------------------
 
+def utc_today():
+    return datetime.now(timezone.utc).date()
+
+
+def partitions(dsn):
+    return {r[0] for r in sql(dsn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c "
+                                   "ON c.oid = i.inhrelid WHERE i.inhparent = "
+                                   "'log_events'::regclass")}
+
+
+def pname(day):
+    return "log_events_" + day.strftime("%Y%m%d")
+
+
 def test_retention_drops_only_old_partitions(infra, services, topics, pg_dsn):
-    today = datetime.now(timezone.utc).date()
+    # Every day below is absolute (from day0, the UTC date at the start), and
+    # the result is checked against what retention leaves on day0 or on the
+    # UTC date at the end: the consumer may run its pass on either side of a
+    # midnight that falls during the test.
+    day0 = utc_today()
     sql(pg_dsn, "SELECT logpipe_ensure_partitions(20, 0)")
-    for days in (15, 8, 7, 3):
+    rows = [day0 - timedelta(days=d) for d in (15, 8, 7, 3)]
+    for day in rows:
         sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, %s, 'old', "
                     "'retention')", (str(uuid.uuid4()),
-                                     datetime.combine(today - timedelta(days=days),
-                                                      datetime.min.time(), timezone.utc)
+                                     datetime.combine(day, datetime.min.time(), timezone.utc)
                                      + timedelta(hours=12)))
     # Older than any partition: lands in the default partition.
     sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, now() - "
                 "interval '400 days', 'ancient', 'retention')", (str(uuid.uuid4()),))
 
-    def partitions():
-        return {r[0] for r in sql(pg_dsn, "SELECT c.relname FROM pg_inherits i JOIN pg_class c "
-                                          "ON c.oid = i.inhrelid WHERE i.inhparent = "
-                                          "'log_events'::regclass")}
-
-    def name(days):
-        return "log_events_" + (today - timedelta(days=days)).strftime("%Y%m%d")
-
-    assert name(20) in partitions()
+    assert pname(day0 - timedelta(days=19)) in partitions(pg_dsn)
     start_consumer(services, topics, pg_dsn, retention_days=7)
-    wait_until("old partitions dropped", lambda: name(8) not in partitions(), timeout=30)
-    have = partitions()
-    for days in range(8, 21):
-        assert name(days) not in have, days
-    for days in range(0, 8):
-        assert name(days) in have, days
+    wait_until("old partitions dropped",
+               lambda: pname(day0 - timedelta(days=8)) not in partitions(pg_dsn), timeout=30)
+    have = partitions(pg_dsn)
+    left = sorted(r[0] for r in sql(pg_dsn, "SELECT (ts AT TIME ZONE 'UTC')::date FROM "
+                                            "log_events WHERE service = 'retention'"))
+    day1 = utc_today()
+
+    def left_by_retention_on(today):
+        """What is wrong with `have` and `left` for a pass on `today` ("" if nothing)."""
+        wrong = [f"{pname(today - timedelta(days=d))} kept" for d in range(8, 21)
+                 if pname(today - timedelta(days=d)) in have]
+        wrong += [f"{pname(today - timedelta(days=d))} dropped" for d in range(0, 8)
+                  if pname(today - timedelta(days=d)) not in have]
+        want = sorted(d for d in rows if d >= today - timedelta(days=7))
+        if left != want:
+            wrong.append(f"rows left on {left}, want {want}")
+        return "; ".join(wrong)
+
+    verdicts = {d: left_by_retention_on(d) for d in {day0, day1}}
+    assert "" in verdicts.values(), verdicts
     for days in range(1, 8):  # and the ones ahead
-        assert "log_events_" + (today + timedelta(days=days)).strftime("%Y%m%d") in have
+        assert pname(day0 + timedelta(days=days)) in have, days
     assert "log_events_default" in have
-    left = sorted(r[0] for r in sql(pg_dsn, "SELECT (now() AT TIME ZONE 'UTC')::date - "
-                                            "(ts AT TIME ZONE 'UTC')::date FROM log_events "
-                                            "WHERE service = 'retention'"))
-    assert left == [3, 7]
+
+
+def test_retention_runs_again_every_interval(infra, services, topics, pg_dsn):
+    """Retention is not only a start-up pass: it runs again every
+    partitions.interval_s (an hour by default; 1 s here), so a partition
+    that became too old while the consumer runs is dropped."""
+    proc, _ = start_consumer(services, topics, pg_dsn, retention_days=7,
+                             partitions_interval_s=1)
+    # After the first pass (its log line), old partitions appear, as if
+    # the days had gone by; only a later pass can drop them.
+    wait_until("the first partition pass",
+               lambda: "partitions: " in proc.log_path.read_text(errors="replace"))
+    # (Not listed afterwards: the next pass may already be dropping them.)
+    day0 = utc_today()
+    old = {pname(day0 - timedelta(days=d)) for d in range(8, 13)}
+    assert sql(pg_dsn, "SELECT logpipe_ensure_partitions(12, 0)")[0][0] >= len(old) - 1
+    sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, %s, 'old', "
+                "'retention')", (str(uuid.uuid4()),
+                                 datetime.combine(day0 - timedelta(days=10),
+                                                  datetime.min.time(), timezone.utc)))
+    wait_until("a later pass to drop them", lambda: not old & partitions(pg_dsn), timeout=30)
+    wait_until("the old row gone", lambda: sql(
+        pg_dsn, "SELECT count(*) FROM log_events WHERE service = 'retention'")[0][0] == 0)
 
 
 def test_new_partition_waits_for_inserts_into_the_default_one(pg_dsn):

@@ -7,6 +7,8 @@ What is checked:
     traceparent travel with the request;
   * the auth matrix (no key, unknown key, wrong scope, right scope) and the
     key's tenant stamped on the stored event, the client's X-Tenant-ID ignored;
+  * metadata writes: an admin key's POST, PUT, PATCH and DELETE succeed, a
+    read key's are 403 and change nothing;
   * auth off binds loopback only (a public address is refused at start);
   * rate-limit accuracy: three gateways sharing one Redis admit the configured
     rate within 10 %, with one Redis call per many requests;
@@ -389,6 +391,51 @@ def test_auth_matrix_and_tenant(services, topics, pg_dsn):
     got = wait_for("the tenant-stamped event stored", stored, 60, 0.5)
     assert got["tenant"] == "acme", got
     assert "intruder" not in json.dumps(got), got
+
+
+def test_metadata_writes_need_the_admin_scope(services, topics, pg_dsn):
+    """Through the gateway an admin key creates, replaces, patches and
+    deletes metadata; a read key reads it, and each of its writes (POST,
+    PUT, PATCH, DELETE) is 403 and leaves the record as it was."""
+    need("gateway", "metadata")
+    services("metadata", "gateway", topics=topics, pg_dsn=pg_dsn,
+             config={"gateway": gateway_config(services, topics, **{"auth.keys": KEYS})})
+    gw = services.url("gateway")
+    rd = {"X-API-Key": "read-key-0001"}
+    adm = {"Authorization": "Bearer admin-key-0001"}
+    name = f"gw-host-{uuid.uuid4().hex[:8]}"
+    hosts = gw + "/api/metadata/hosts"
+    one = f"{hosts}/{name}"
+    body = {"hostname": name, "datacenter": "dc-1", "environment": "production",
+            "costCenter": "cc-1", "ipAddress": "10.77.0.1"}
+
+    def datacenter():
+        r = requests.get(one, headers=rd, timeout=10)
+        return r.json()["datacenter"] if r.status_code == 200 else r.status_code
+
+    def refused(method, url, json_body):
+        r = requests.request(method, url, headers=rd, json=json_body, timeout=10)
+        assert r.status_code == 403, (method, r.status_code, r.text)
+        assert r.json()["error"]["code"] == "forbidden", r.text
+
+    refused("POST", hosts, body)
+    assert datacenter() == 404
+    r = requests.post(hosts, headers=adm, json=body, timeout=10)
+    assert r.status_code == 201, r.text
+    assert datacenter() == "dc-1"
+    for method, json_body in (("PUT", dict(body, datacenter="dc-read")),
+                              ("PATCH", {"datacenter": "dc-read"}), ("DELETE", None)):
+        refused(method, one, json_body)
+        assert datacenter() == "dc-1", method
+    r = requests.put(one, headers=adm, json=dict(body, datacenter="dc-2"), timeout=10)
+    assert r.status_code == 200, r.text
+    assert datacenter() == "dc-2"
+    r = requests.patch(one, headers=adm, json={"datacenter": "dc-3"}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert datacenter() == "dc-3"
+    r = requests.delete(one, headers=adm, timeout=10)
+    assert r.status_code == 204, r.text
+    assert datacenter() == 404
 
 
 def test_auth_off_binds_loopback_only(gateways, services):

@@ -14,8 +14,10 @@ What is checked:
     counts in pipeline order (producer_count >= kafka_count >= ... >=
     stored_count), say when each group of figures was read, and print no
     number with more than three decimals (nor does the generator's status);
+  * the view is the sampler's snapshot (two requests between the same two
+    samples get the same bytes), also while Kafka is unreachable;
   * a source that is down leaves its fields null with an entry in "errors"
-    and the endpoint still answers 200 at once: the consumer stopped
+    and the endpoint still answers 200: the consumer stopped
     (stored and processed null), the enricher stopped (its counts null, its
     group's lag growing while events keep coming), Kafka unreachable (a
     gateway pointed at a dead broker: offsets and lag null); the fields come
@@ -76,11 +78,31 @@ def call(url, method="GET", body=None, timeout=10):
 
 
 def view(gw):
-    t0 = time.monotonic()
     status, body = call(gw.url + "/api/v1/pipeline")
     assert status == 200, body
-    assert time.monotonic() - t0 < 1.0, "the view must be served from memory"
     return body
+
+
+def raw_view(gw):
+    with urllib.request.urlopen(gw.url + "/api/v1/pipeline", timeout=10) as r:
+        assert r.status == 200
+        return r.read()
+
+
+def assert_served_from_the_snapshot(gw):
+    """The view is the sampler's last snapshot, not composed per request
+    (so a slow or dead source never holds a request up): two requests
+    between the same two samples get the same bytes.  Requests are retried
+    until a pair falls between two samples (bounded); how fast the view
+    answers is not asserted here (docs/benchmarks.md)."""
+    last = None
+    for _ in range(50):
+        a, b = raw_view(gw), raw_view(gw)
+        if json.loads(a)["updated_at"] == json.loads(b)["updated_at"]:
+            assert a == b, f"same sample, different answers:\n{a[:2000]}\n{b[:2000]}"
+            return
+        last = (json.loads(a)["updated_at"], json.loads(b)["updated_at"])
+    pytest.fail(f"no two requests between the same two samples in 50 tries (last {last})")
 
 
 def wait_view(gw, what, pred, timeout=60.0):
@@ -144,6 +166,16 @@ def test_counts_match_after_a_burst(stack, pg_dsn):
     v = wait_view(gw, "disk use", lambda v: v["disk"]["kafka_bytes"] and v["disk"]["postgres_bytes"],
                   timeout=20)
     assert v["disk"]["kafka_bytes"] > 0 and v["disk"]["postgres_bytes"] > 1_000_000, v["disk"]
+
+    assert_served_from_the_snapshot(gw)
+    # How fast it answers is measured, not asserted (docs/benchmarks.md).
+    took = []
+    for _ in range(50):
+        t0 = time.monotonic()
+        raw_view(gw)
+        took.append((time.monotonic() - t0) * 1000)
+    took.sort()
+    print(f"\nGET /api/v1/pipeline, 50 requests: p50 {took[24]:.1f} ms, max {took[-1]:.1f} ms")
 
     v = wait_view(gw, "no source errors", lambda v: not v["errors"], timeout=20)
     for name in STAGES:
@@ -277,6 +309,7 @@ def test_fields_are_null_when_a_source_is_down(stack, infra, services, topics):
         v = wait_view(g2, "kafka fields null, the rest there",
                       lambda v: "kafka" in sources_in_errors(v) and v["stored_count"] is not None)
         assert v["kafka_count"] is None and v["counts"]["raw"] is None
+        assert_served_from_the_snapshot(g2)
         assert all(t["end_offset"] is None for t in v["topics"].values())
         assert all(x is None for x in v["lag"].values())
     finally:
