@@ -24,6 +24,7 @@ when it fails.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -482,7 +483,8 @@ def test_sigterm_under_load_with_kafka_up_leaves_the_spool_empty(services, topic
         # The start finds nothing an earlier round left, the stop leaves nothing.
         said = [ln for ln in log.splitlines() if "spool" in ln and '"debug"' not in ln]
         assert not [ln for ln in said if "bytes) to drain" in ln], said
-        assert not [ln for ln in said if "events stay in the spool" in ln], said
+        # (a purge at the 4 s mark under a slow machine spools, then drains: fine)
+        assert not [ln for ln in said if re.search(r"\d+ events stay in the spool", ln)], said
         ids += load.ids + slow.ids
     prod = services("producer", topics=topics, config=cfg)["producer"]
     assert metric(prod, "logpipe_spool_events") == 0, prod.log_tail(20)
