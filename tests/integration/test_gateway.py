@@ -453,8 +453,13 @@ def test_rate_limit_shared_by_three_gateways(gateways, services):
           f"per gateway {[dict(load.per_port[g.port]) for g in gws]}")
     assert limited > ok, "the load must exceed the limit for the test to mean anything"
     assert set(counts) <= {200, 429}, counts
+    # A lease that fails (Redis slower than redis.timeout_ms) sends the
+    # client to the local bucket for a second: named in the failure.
+    errors = sum(metric(requests.get(g.url + "/metrics", timeout=5).text,
+                        "gateway_ratelimit_redis_calls_total", {"result": "error"}) for g in gws)
     for n in inside:
-        assert n <= rate * 1.01, f"{n} admitted in one second for a limit of {rate}: {inside}"
+        assert n <= rate * 1.01, (f"{n} admitted in one second for a limit of {rate}: {inside}; "
+                                  f"{errors:.0f} failed Redis leases")
     assert sum(inside) <= expected * 1.01, (inside, expected)
     assert sum(inside) >= expected * 0.90, (inside, expected)
     # Every gateway got a share: the budget really is shared, not per instance.
