@@ -5,8 +5,10 @@
 # Suites: unit tests (optimised build), the same unit tests under ASan +
 # UBSan, the integration suite against real Kafka, Redis and PostgreSQL
 # (driving the sanitizer-built binaries, so a memory error in a service
-# fails the run; its core tier includes the default chaos run and the
-# dashboard in Chromium), the deployment validation and the fuzz smoke run.
+# fails the run; every test, the outage and kill -9 drills, the default
+# chaos run and the dashboard in Chromium included, as two pytest-xdist
+# workers: scripts/run-integration.sh), the deployment validation and the
+# fuzz smoke run.
 # Each suite prints its own summary; a suite that prints none counts as
 # one failure.  Skips are counted, not hidden: every suite names why each
 # test skipped (pytest -rs, run-unit.sh, validate-deploy.sh), and the list

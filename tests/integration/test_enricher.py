@@ -456,32 +456,56 @@ def test_two_instances_split_partitions_and_lose_nothing(services, topics, infra
     b = lp.ServiceProc("enricher", env_b, services.workdir / "logs" / "enricher-b.log", port_b,
                        cwd=services.workdir / "enricher-b")
     feeder = Feeder(ktool, infra.kafka.bootstrap, topics["raw"], rate=400)
+
+    def log_size(proc):
+        return proc.log_path.stat().st_size if proc.log_path.exists() else 0
+
+    def assigned_since(proc, offset, n):
+        """proc logged "n partitions assigned" after byte `offset` of its log."""
+        with open(proc.log_path, errors="replace") as f:
+            f.seek(offset)
+            return f"kafka: {n} partitions assigned" in f.read()
+
+    def enriching(port=None):
+        """Waits until the enricher on `port` (a's by default) enriches more."""
+        before = enricher_metric(services, "enrichment_attempts_total", port=port) or 0
+        wait_for("the enricher enriching", lambda: (enricher_metric(
+            services, "enrichment_attempts_total", port=port) or 0) > before, 20, 0.1)
+
     try:
         feeder.start()
-        time.sleep(3)
+        enriching()
         b.start()
         b.wait_ready()
         # Both get a share of the six partitions and both enrich.
         wait_for("the two enrichers to split the partitions",
-                 lambda: "kafka: 3 partitions assigned" in b.log_tail(400), 20)
-        a0 = enricher_metric(services, "enrichment_attempts_total")
-        b0 = enricher_metric(services, "enrichment_attempts_total", port=port_b)
-        time.sleep(3)
-        assert enricher_metric(services, "enrichment_attempts_total") > a0
-        assert enricher_metric(services, "enrichment_attempts_total", port=port_b) > b0
+                 lambda: assigned_since(b, 0, 3), 30)
+        enriching()
+        enriching(port_b)
 
-        a.kill9()          # a crash: its partitions move to b after the session timeout
-        time.sleep(9)
-        a.start()          # a comes back and the group rebalances again
+        # A crash: a's partitions move to b after the session timeout.
+        at = log_size(b)
+        a.kill9()
+        wait_for("b taking every partition", lambda: assigned_since(b, at, 6), 30, 0.2)
+        enriching(port_b)
+
+        # a comes back and the group rebalances again.
+        at = log_size(a)
+        a.start()
         a.wait_ready()
-        time.sleep(4)
-        b.stop()           # an orderly leave
-        time.sleep(3)
+        wait_for("a taking its share again", lambda: assigned_since(a, at, 3), 30, 0.2)
+        enriching()
+
+        # An orderly leave: b's partitions go back to a.
+        at = log_size(a)
+        b.stop()
+        wait_for("a taking every partition", lambda: assigned_since(a, at, 6), 30, 0.2)
+        enriching()
     finally:
         ids = feeder.finish()
         if b.alive():
             b.stop()
-    assert len(ids) > 5000
+    assert len(ids) > 1000
     found = {}
 
     def all_there():

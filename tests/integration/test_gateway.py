@@ -10,13 +10,15 @@ What is checked:
   * metadata writes: an admin key's POST, PUT, PATCH and DELETE succeed, a
     read key's are 403 and change nothing;
   * auth off binds loopback only (a public address is refused at start);
-  * rate-limit accuracy: three gateways sharing one Redis admit the configured
-    rate within 10 %, with one Redis call per many requests;
+  * rate-limit accuracy: three gateways sharing one Redis never admit more
+    than the configured rate in any second (+1 % allowed) and use at least
+    90 % of it, with one Redis call per many requests;
   * Redis stopped: each gateway still enforces its limit from a local bucket,
     and goes back to the shared windows once Redis returns;
-  * backpressure: with the consumer stopped while events keep coming, 429s
-    start once the lag passes the (lowered) critical threshold and stop after
-    the restarted consumer has caught up;
+  * backpressure, with SPEC's default thresholds: with the consumer stopped
+    while events keep coming, the limit falls linearly once the lag passes
+    10,000, is the floor (429s) past 50,000, and is whole again after the
+    restarted consumer has caught up;
   * every curl example in seeds 000-003 that addresses the gateway's API,
     sent to the gateway as written (only the port differs), works;
   * seed 004's demo paths (POST /start, /stop, GET /monitor, /control/...,
@@ -150,6 +152,7 @@ class Load:
         self.n = threads_per_port
         self.counts = collections.Counter()
         self.per_port = collections.defaultdict(collections.Counter)
+        self.samples = []  # (sent, answered, status), wall clock
         self.lock = threading.Lock()
 
     def _worker(self, port, start, end):
@@ -172,7 +175,20 @@ class Load:
             with self.lock:
                 self.counts[status] += 1
                 self.per_port[port][status] += 1
+                self.samples.append((t, time.time(), status))
         conn.close()
+
+    def within_seconds(self, status=200):
+        """{whole second: requests with `status` both sent and answered in it}.
+
+        Such a request was decided by the gateway inside that second, so it
+        spent a token of that second's window; one straddling a boundary
+        could belong to either and is left out."""
+        per = collections.Counter()
+        for sent, answered, st in self.samples:
+            if st == status and int(sent) == int(answered):
+                per[int(sent)] += 1
+        return per
 
     def run(self, seconds, align=True):
         """Runs for `seconds`, starting on a whole second of the wall clock
@@ -181,6 +197,7 @@ class Load:
         if align:
             start = float(int(start) + 1)
         end = start + seconds
+        self.start, self.end = start, end
         threads = [threading.Thread(target=self._worker, args=(p, start, end))
                    for p in self.ports for _ in range(self.n)]
         for t in threads:
@@ -474,11 +491,28 @@ def test_rate_limit_shared_by_three_gateways(gateways, services):
     counts = load.run(seconds)
     ok, limited = counts[200], counts[429]
     expected = rate * seconds
+    # docs/gateway.md: the shared limit is never exceeded, and the instances
+    # fall short of it only by leased tokens left unspent.  Counted per
+    # whole second of the clock Redis's windows follow, from the requests
+    # decided inside it.
+    per_second = load.within_seconds(200)
+    seconds_seen = [int(load.start) + i for i in range(seconds)]
+    inside = [per_second[sec] for sec in seconds_seen]
     print(f"\nthree gateways, {rate}/s for {seconds} s: {ok} admitted, {limited} refused, "
+          f"per second (requests decided inside it) {inside} = {sum(inside)} "
+          f"({(sum(inside) - expected) / expected:+.1%}), "
           f"per gateway {[dict(load.per_port[g.port]) for g in gws]}")
     assert limited > ok, "the load must exceed the limit for the test to mean anything"
     assert set(counts) <= {200, 429}, counts
-    assert abs(ok - expected) <= 0.10 * expected, (ok, expected)
+    # A lease that fails (Redis slower than redis.timeout_ms) sends the
+    # client to the local bucket for a second: named in the failure.
+    errors = sum(metric(requests.get(g.url + "/metrics", timeout=5).text,
+                        "gateway_ratelimit_redis_calls_total", {"result": "error"}) for g in gws)
+    for n in inside:
+        assert n <= rate * 1.01, (f"{n} admitted in one second for a limit of {rate}: {inside}; "
+                                  f"{errors:.0f} failed Redis leases")
+    assert sum(inside) <= expected * 1.01, (inside, expected)
+    assert sum(inside) >= expected * 0.90, (inside, expected)
     # Every gateway got a share: the budget really is shared, not per instance.
     for g in gws:
         assert load.per_port[g.port][200] > 0
@@ -527,7 +561,10 @@ def test_redis_down_local_limits(gateways, services):
         print(f"\nredis down, {rate}/s for {seconds} s: {dict(counts)}")
         assert lo <= ok <= hi, (ok, lo, hi)
         assert counts[429] > 0
-        r = requests.get(g.url + "/api/logs/health", headers=hdr, timeout=5)
+        # The same client: answered once its local bucket has a token again.
+        r = wait_for("a token for the health read", lambda: (lambda r: r if r.status_code == 200
+                     else None)(requests.get(g.url + "/api/logs/health", headers=hdr,
+                                             timeout=5)), 5, 0.05)
         assert r.json()["rate_limit_shared"] is False
         checks = requests.get(g.url + "/health", timeout=10).json()["checks"]
         assert checks["redis"]["status"] == "DOWN"
@@ -546,22 +583,27 @@ def test_redis_down_local_limits(gateways, services):
 # ---- backpressure ---------------------------------------------------------------
 
 def test_backpressure_from_consumer_lag(services, topics, pg_dsn):
+    """SPEC's thresholds as configured by default (10,000 / 50,000, floor 100,
+    rate 1000), from real lag: events sent through the gateway while the
+    consumer is stopped."""
     need("gateway", "producer", "enricher", "consumer")
-    normal, critical, floor = 300, 1200, 5
-    cfg = gateway_config(services, topics, **{
-        "backpressure.lag_normal": normal, "backpressure.lag_critical": critical,
-        "backpressure.floor": floor, "ratelimit.retry_jitter_s": 0})
+    cfg = gateway_config(services, topics, **{"ratelimit.retry_jitter_s": 0})
     services("producer", "enricher", "consumer", "gateway", topics=topics, pg_dsn=pg_dsn,
              config={"gateway": cfg})
     gw = services.url("gateway")
-    s = requests.Session()
 
+    # A connection per call: the test's own reads are not what it measures,
+    # and a kept-alive one may be closed by the gateway as it idles.
     def health():
-        return s.get(gw + "/api/logs/health", timeout=5).json()
-    wait_for("a NORMAL reading", lambda: health()["status"] == "NORMAL"
-             and health()["consumer_lag"] is not None, 30)
+        return requests.get(gw + "/api/logs/health", timeout=5).json()
+    h = wait_for("a NORMAL reading", lambda: (lambda h: h if h["status"] == "NORMAL"
+                 and h["consumer_lag"] is not None else None)(health()), 30)
+    normal, critical = h["thresholds"]["lag_normal"], h["thresholds"]["lag_critical"]
+    rate, floor = h["normal_limit"], h["floor"]
+    assert (normal, critical, rate, floor) == (10000, 50000, 1000, 100), h
+    assert h["current_limit"] == rate
 
-    # Events keep coming: a steady sender at ~25 requests/s.
+    # One steady sender at ~25 requests/s, far below every limit but the floor's.
     log = []  # (time, status)
     stop = threading.Event()
 
@@ -578,27 +620,42 @@ def test_backpressure_from_consumer_lag(services, topics, pg_dsn):
             stop.wait(0.04)
     th = threading.Thread(target=sender)
     th.start()
+    batch = [event(i) for i in range(1000)]
+
+    def pile_up(state):
+        """Batches of 1000 through the gateway until the reading says `state`."""
+        def step():
+            r = requests.post(gw + "/api/logs/batch", json=batch, timeout=30)
+            assert r.status_code in (202, 429), (r.status_code, r.text[:300])
+            h = health()
+            return h if h["status"] == state else None
+        return wait_for(f"lag past the {state} threshold", step, 120, 0.05)
+
     try:
-        time.sleep(2)
+        wait_for("the sender answered", lambda: len(log) >= 20, 20)
         assert all(st == 202 for _, st in log), collections.Counter(st for _, st in log)
 
-        # The consumer stops; batches pile the lag up past the critical mark.
+        # The consumer stops: the lag grows with every event sent.
         services["consumer"].stop()
-        batch = [event(i) for i in range(200)]
+        h = pile_up("DEGRADED")
+        lag = h["consumer_lag"]
+        want = rate - int((rate - floor) * (lag - normal) / (critical - normal) + 0.5)
+        print(f"\nDEGRADED at lag {lag}: limit {h['current_limit']} req/s")
+        assert normal <= lag <= critical and h["current_limit"] == want, (h, want)
+        assert floor < h["current_limit"] < rate, h
 
-        def lag_critical():
-            s.post(gw + "/api/logs/batch", json=batch, timeout=15)
-            h = health()
-            return h if h["status"] == "CRITICAL" else None
-        h = wait_for("lag past the critical threshold", lag_critical, 60, 0.2)
-        assert h["consumer_lag"] > critical
-        assert h["current_limit"] == floor
-        t_critical = time.monotonic()
-        time.sleep(3)
-        after = collections.Counter(st for t, st in log if t > t_critical + 0.5)
-        print(f"\nCRITICAL at lag {h['consumer_lag']}: {dict(after)}")
-        assert after[429] > after[202] > 0, after
-        r = s.post(gw + "/api/logs", json=event(), timeout=10)
+        h = pile_up("CRITICAL")
+        assert h["consumer_lag"] > critical and h["current_limit"] == floor, h
+        # Above the floor: 8 senders on kept-alive connections for 3 s.
+        load = Load([services.ports["gateway"]], method="POST", path="/api/logs",
+                    body=json.dumps(event(0)), threads_per_port=8)
+        counts = load.run(3)
+        inside = [load.within_seconds(202)[int(load.start) + i] for i in range(3)]
+        print(f"CRITICAL at lag {h['consumer_lag']}: {dict(counts)}, accepted per second "
+              f"{inside}")
+        assert counts[429] > counts[202] > 0, counts
+        assert max(inside) <= floor * 1.01, inside
+        r = requests.post(gw + "/api/logs", json=event(), timeout=10)
         if r.status_code == 429:
             assert r.headers["RateLimit-Limit"] == str(floor)
             assert "backpressure" in r.json()["error"]["message"]
@@ -607,16 +664,17 @@ def test_backpressure_from_consumer_lag(services, topics, pg_dsn):
         services["consumer"].start()
         services["consumer"].wait_ready(20)
         wait_for("the consumer catching up (NORMAL)", lambda: health()["status"] == "NORMAL",
-                 90, 0.5)
+                 240, 0.5)
         t_normal = time.monotonic()
-        time.sleep(3)
+        wait_for("the sender answered after NORMAL",
+                 lambda: sum(1 for t, _ in log if t > t_normal + 1.5) >= 25, 30)
         tail = collections.Counter(st for t, st in log if t > t_normal + 1.5)
         print(f"NORMAL again: {dict(tail)}")
         assert tail[202] > 0 and tail[429] == 0, tail
     finally:
         stop.set()
         th.join(20)
-    text = s.get(gw + "/metrics", timeout=5).text
+    text = requests.get(gw + "/metrics", timeout=5).text
     assert metric(text, "log_events_rate_limited_total", {"class": "ingest"}) > 0
     assert metric(text, "kafka_consumer_lag") >= 0
 

@@ -83,12 +83,6 @@ def view(gw):
     return body
 
 
-def raw_view(gw):
-    with urllib.request.urlopen(gw.url + "/api/v1/pipeline", timeout=10) as r:
-        assert r.status == 200
-        return r.read()
-
-
 def assert_served_from_the_snapshot(gw):
     """The view is the sampler's last snapshot, not composed per request
     (so a slow or dead source never holds a request up): two requests
