@@ -28,9 +28,15 @@
  * (one idle longer than IDLE_MAX_MS is closed instead: CivetWeb drops idle
  * connections after its own keep-alive timeout), sends the request, and
  * reads until h1_parse_answer finds the answer whole.  When a reused socket
- * ends or resets before any byte of the answer, the upstream had closed it
- * meanwhile: the request is sent once more on a new connection, as h1.c
- * does.  Idle pooled sockets stay in the epoll set; any event on one
+ * ends or resets before any byte of the answer, the upstream had probably
+ * closed it meanwhile, and the request is sent once more on a new
+ * connection, as h1.c does, but only when that cannot act twice: when no
+ * byte of it had been written, or when its method is idempotent.  A POST
+ * that was written may have been acted on (a producer whose events Kafka
+ * acknowledged, then crashed): it is answered 502 rather than sent again.
+ * So that this stays rare, a non-idempotent request is not written to a
+ * pooled socket the upstream is already known to have closed (a peek
+ * first).  Idle pooled sockets stay in the epoll set; any event on one
  * (the upstream closing it) closes it.
  *
  * Objects closed while the loop is going through a batch of events are
@@ -257,6 +263,17 @@ static void up_close(struct upconn *u)
 	u->owner = NULL;
 	u->next = u->l->dead_ups;
 	u->l->dead_ups = u;
+}
+
+/* True when the upstream has closed (or broken) an idle socket. */
+static bool idle_closed(int fd)
+{
+	char ch;
+	ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+	return true; /* EOF, or bytes nobody asked for */
 }
 
 static struct bucket *bucket_of(struct loop *l, const struct h1_target *t)
@@ -874,6 +891,12 @@ static void call_send(struct conn *c, bool fresh)
 	}
 	if (!fresh)
 		u = pool_pop(b, now);
+	/* Its close may not have been seen yet (an event later in this batch):
+	 * a request that will not be sent twice is not risked on it. */
+	while (u && !h1_idempotent(c->q.method) && idle_closed(u->e.fd)) {
+		up_close(u);
+		u = pool_pop(b, now);
+	}
 	if (!u)
 		u = up_new(l, b, now, err, sizeof(err));
 	else
@@ -905,11 +928,14 @@ static void call_start(struct conn *c)
 }
 
 /* A reused connection that failed before any byte of the answer: the
- * upstream had closed it.  Sends again on a new one; false when that was
- * done already. */
+ * upstream had probably closed it.  Sends again on a new one, unless that
+ * was done already, or bytes of the request were written and its method is
+ * not idempotent (the upstream may have acted on it); false then. */
 static bool call_retry(struct conn *c)
 {
 	if (!c->up->reused || c->got_any || c->retried)
+		return false;
+	if (c->call_pos > 0 && !h1_idempotent(c->q.method))
 		return false;
 	up_close(c->up);
 	c->up = NULL;

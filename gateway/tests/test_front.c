@@ -12,6 +12,8 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,12 +61,148 @@ static void set_str(char **field, const char *v)
 	*field = lp_xstrdup(v);
 }
 
-static int start(void **state, int loops, long long timeout_ms)
+/* ---- a scripted upstream ------------------------------------------------
+ * A raw server on 127.0.0.1 that answers successive requests from a script
+ * (or drops them: reads one whole and closes without answering), counting
+ * the requests it read. */
+
+struct step {
+	const char *answer; /* NULL: drop the connection after reading the request */
+	bool close_after;   /* close the connection once answered */
+};
+
+struct script {
+	int lfd, port;
+	pthread_t th;
+	const struct step *steps;
+	int nsteps;
+	atomic_int served;  /* requests to /api/logs and /api/stats read whole */
+	atomic_int open;    /* connections being served */
+};
+
+/* Reads one request (head and Content-Length body) into b; false at EOF. */
+static bool script_read(int fd, char b[8192])
+{
+	size_t len = 0, need = 0;
+	char *end;
+
+	for (;;) {
+		ssize_t n = recv(fd, b + len, 8192 - 1 - len, 0);
+
+		if (n <= 0)
+			return false;
+		len += (size_t)n;
+		b[len] = '\0';
+		end = strstr(b, "\r\n\r\n");
+		if (!end)
+			continue;
+		if (!need) {
+			const char *cl = strstr(b, "Content-Length: ");
+
+			need = (size_t)(end + 4 - b) + (cl && cl < end ? strtoul(cl + 16, NULL, 10) : 0);
+		}
+		if (len >= need)
+			return true;
+	}
+}
+
+#define OTHER "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+struct script_conn {
+	struct script *sc;
+	int fd;
+};
+
+/* One connection's requests, each answered by the next step. */
+static void *script_conn_main(void *arg)
+{
+	struct script_conn *cn = arg;
+	struct script *sc = cn->sc;
+	char b[8192];
+
+	while (script_read(cn->fd, b)) {
+		const char *path = strchr(b, ' ') + 1;
+		const struct step *st;
+		int i;
+
+		if (strncmp(path, "/api/logs ", 10) != 0 && strncmp(path, "/api/stats ", 11) != 0) {
+			/* The gateway's own probes (the pipeline view's): not part
+			 * of the script. */
+			(void)!send(cn->fd, OTHER, strlen(OTHER), MSG_NOSIGNAL);
+			break;
+		}
+		i = atomic_fetch_add(&sc->served, 1);
+		st = i < sc->nsteps ? &sc->steps[i] : NULL;
+		if (!st || !st->answer)
+			break;
+		(void)!send(cn->fd, st->answer, strlen(st->answer), MSG_NOSIGNAL);
+		if (st->close_after)
+			break;
+	}
+	close(cn->fd);
+	atomic_fetch_sub(&sc->open, 1);
+	free(cn);
+	return NULL;
+}
+
+static void *script_main(void *arg)
+{
+	struct script *sc = arg;
+	int fd;
+
+	while ((fd = accept(sc->lfd, NULL, NULL)) >= 0) {
+		struct script_conn *cn = lp_xcalloc(1, sizeof(*cn));
+		pthread_t th;
+
+		cn->sc = sc;
+		cn->fd = fd;
+		atomic_fetch_add(&sc->open, 1);
+		assert_int_equal(pthread_create(&th, NULL, script_conn_main, cn), 0);
+		pthread_detach(th);
+	}
+	return NULL;
+}
+
+static void script_start(struct script *sc, const struct step *steps, int n)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+
+	memset(sc, 0, sizeof(*sc));
+	sc->steps = steps;
+	sc->nsteps = n;
+	sc->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(sc->lfd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(sc->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(sc->lfd, 8), 0);
+	assert_int_equal(getsockname(sc->lfd, (struct sockaddr *)&sa, &sl), 0);
+	sc->port = ntohs(sa.sin_port);
+	assert_int_equal(pthread_create(&sc->th, NULL, script_main, sc), 0);
+}
+
+/* After the gateway stopped: its connections are closed, so each
+ * connection's thread ends. */
+static void script_stop(struct script *sc)
+{
+	shutdown(sc->lfd, SHUT_RDWR);
+	pthread_join(sc->th, NULL);
+	close(sc->lfd);
+	while (atomic_load(&sc->open) > 0)
+		usleep(1000);
+}
+
+/* up_port > 0: the upstream listens there (a script); else the echo server. */
+static int start_with(void **state, int loops, long long timeout_ms, int up_port)
 {
 	struct env *e = lp_xcalloc(1, sizeof(*e));
 	struct lp_http_opts uo = { 0 };
 	char err[256], listen[64], url[64];
 
+	if (up_port > 0) {
+		e->up_port = up_port;
+		goto gateway;
+	}
 	e->up_port = test_free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->up_port);
 	uo.listen = listen;
@@ -74,7 +212,7 @@ static int start(void **state, int loops, long long timeout_ms)
 	assert_non_null(e->up);
 	lp_http_route(e->up, NULL, "/*", echo, NULL);
 	assert_int_equal(lp_http_start(e->up, err, sizeof(err)), 0);
-
+gateway:
 	assert_int_equal(lp_config_load(gateway_options, &e->s, NULL, err, sizeof(err)), 0);
 	e->gw_port = test_free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e->gw_port);
@@ -100,6 +238,11 @@ static int start(void **state, int loops, long long timeout_ms)
 	return 0;
 }
 
+static int start(void **state, int loops, long long timeout_ms)
+{
+	return start_with(state, loops, timeout_ms, 0);
+}
+
 static int setup(void **state)
 {
 	return start(state, 2, 400);
@@ -116,7 +259,8 @@ static int teardown(void **state)
 	struct env *e = *state;
 
 	gateway_stop(e->g);
-	lp_http_server_free(e->up);
+	if (e->up)
+		lp_http_server_free(e->up);
 	lp_config_release(gateway_options, &e->s);
 	free(e);
 	return 0;
@@ -411,6 +555,72 @@ static void test_oversized_body_gets_413_not_a_reset(void **state)
 	lp_buf_release(&out);
 }
 
+/* Issue #18: the upstream reads a POST on a kept-alive connection and
+ * closes without answering.  It may have acted on it (a producer whose
+ * events Kafka acknowledged, then died), so the front answers 502 and does
+ * not send it again: the upstream read it once.  A GET in the same spot is
+ * sent again, and a POST after the upstream closed an idle connection goes
+ * on a new one, once. */
+static void test_written_post_not_resent(void **state)
+{
+	static const struct step steps[] = {
+		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", false },
+		{ NULL, false }, /* the second POST: read, then closed */
+		{ "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false },
+		{ NULL, false }, /* the second GET: read, then closed */
+		{ "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false }, /* sent again */
+		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", true },
+		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", false },
+	};
+	static const char post[] = "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Type: "
+				   "application/json\r\nContent-Length: 2\r\n\r\n{}";
+	static const char get[] = "GET /api/stats HTTP/1.1\r\nHost: x\r\n\r\n";
+	static struct script sc; /* outlives a failed assertion's jump */
+	struct env *e;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd;
+
+	script_start(&sc, steps, 7);
+	start_with(state, 1, 5000, sc.port);
+	e = *state;
+	fd = dial(e, "127.0.0.1");
+
+	send_all(fd, post);
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "HTTP/1.1 202 ");
+	lp_buf_reset(&out);
+	send_all(fd, post); /* on the kept-alive connection */
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "HTTP/1.1 502 ");
+	assert_int_equal(atomic_load(&sc.served), 2); /* it arrived once */
+
+	lp_buf_reset(&out);
+	send_all(fd, get);
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "HTTP/1.1 200 ");
+	lp_buf_reset(&out);
+	send_all(fd, get);
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "HTTP/1.1 200 ");
+	assert_int_equal(atomic_load(&sc.served), 5); /* the GET went twice */
+
+	/* The upstream closes a connection after answering, while it sits
+	 * idle in the pool: the next POST goes on a new one, once. */
+	lp_buf_reset(&out);
+	send_all(fd, post);
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "HTTP/1.1 202 ");
+	lp_buf_reset(&out);
+	send_all(fd, post);
+	assert_false(read_replies(fd, &out, 1));
+	assert_contains(out.buf, "HTTP/1.1 202 ");
+	assert_int_equal(atomic_load(&sc.served), 7);
+	close(fd);
+	lp_buf_release(&out);
+	teardown(state);
+	script_stop(&sc);
+}
+
 struct burst {
 	struct env *e;
 	int ok;
@@ -464,6 +674,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_truncated_body_gets_400, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_upstream_dropped_idle_connection,
 						setup_one_loop, teardown),
+		cmocka_unit_test(test_written_post_not_resent),
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_body_gets_413_not_a_reset, setup,
 						teardown),
