@@ -160,6 +160,8 @@ struct loop {
 	struct ent wake;          /* K_WAKE: eventfd that stops the loop */
 	pthread_t th;
 	bool started;
+	atomic_bool stop;         /* gw_front_stop: end the loop */
+	atomic_bool detached;     /* the loop saw f->detach: the handler is not called again */
 	bool quiet;               /* quiescing: its listening socket is closed */
 	atomic_int busy;          /* quiescing: requests still being served, -1 before counted */
 	struct conn *conns;       /* open client connections */
@@ -172,6 +174,7 @@ struct loop {
 struct gw_front {
 	struct gw_front_opts o;
 	atomic_bool quiesce;      /* gw_front_quiesce was called */
+	atomic_bool detach;       /* gw_front_detach was called */
 	struct sockaddr_storage inner; /* 127.0.0.1:inner_port */
 	int nloops;
 	struct loop loops[MAX_LOOPS];
@@ -776,6 +779,10 @@ static int next_request(struct conn *c)
 
 	if (c->in.len == 0)
 		return 0;
+	if (atomic_load_explicit(&c->l->detached, memory_order_relaxed)) {
+		to_tunnel(c); /* the handler is gone (gw_front_detach) */
+		return -1;
+	}
 	switch (gw_rq_parse(c->in.buf, c->in.len, &c->rq)) {
 	case GW_RQ_INCOMPLETE:
 		return 0;
@@ -1229,6 +1236,20 @@ static void on_event(struct loop *l, struct ent *e, uint32_t m)
 	}
 }
 
+/* gw_front_detach: the calls in flight are cancelled (their connections
+ * closed) and no request is offered to the handler from now on. */
+static void detach(struct loop *l)
+{
+	struct conn *c, *next;
+
+	for (c = l->conns; c; c = next) {
+		next = c->next;
+		if (c->st == C_CALL)
+			conn_close(c);
+	}
+	atomic_store(&l->detached, true);
+}
+
 static void *loop_main(void *arg)
 {
 	struct loop *l = arg;
@@ -1245,13 +1266,20 @@ static void *loop_main(void *arg)
 			lp_error("front: epoll_wait: %s", strerror(errno));
 			break;
 		}
+		/* Between two batches no handler call is in progress. */
+		if (atomic_load(&l->f->detach) && !atomic_load(&l->detached))
+			detach(l);
 		for (i = 0; i < n; i++) {
 			struct ent *e = ev[i].data.ptr;
 
-			if (e->kind == K_WAKE)
-				stop = stop || (ev[i].events & EPOLLIN); /* it is always writable */
-			else
+			if (e->kind == K_WAKE) {
+				uint64_t v;
+
+				(void)!read(l->wake.fd, &v, sizeof(v));
+				stop = stop || atomic_load(&l->stop);
+			} else {
 				on_event(l, e, ev[i].events);
+			}
 		}
 		now = lp_now_ms();
 		if (now >= next_sweep) {
@@ -1262,6 +1290,7 @@ static void *loop_main(void *arg)
 		if (stop)
 			break;
 	}
+	atomic_store(&l->detached, true); /* gw_front_detach need not wait for it */
 	return NULL;
 }
 
@@ -1433,6 +1462,25 @@ void gw_front_quiesce(struct gw_front *f, int timeout_ms)
 			timeout_ms);
 }
 
+void gw_front_detach(struct gw_front *f)
+{
+	int i;
+
+	if (!f)
+		return;
+	atomic_store(&f->detach, true);
+	for (i = 0; i < f->nloops; i++) {
+		struct loop *l = &f->loops[i];
+		uint64_t one = 1;
+
+		if (!l->started)
+			continue;
+		(void)!write(l->wake.fd, &one, sizeof(one));
+		while (!atomic_load(&l->detached))
+			usleep(1000);
+	}
+}
+
 void gw_front_stop(struct gw_front *f)
 {
 	int i;
@@ -1445,6 +1493,7 @@ void gw_front_stop(struct gw_front *f)
 		uint64_t one = 1;
 
 		if (l->started) {
+			atomic_store(&l->stop, true);
 			(void)!write(l->wake.fd, &one, sizeof(one));
 			pthread_join(l->th, NULL);
 		}

@@ -72,8 +72,9 @@ struct gw_front_handler {
 	 * Called even when the client has gone meanwhile. */
 	void (*finish)(void *ud, struct gw_front_req *q, char *answer, size_t n,
 		       enum h1_result io, const char *err);
-	/* The front stops with the call unfinished (gw_front_stop after a
-	 * quiesce that timed out): frees q->state, answers nothing. */
+	/* The front stops with the call unfinished (gw_front_detach or
+	 * gw_front_stop after a quiesce that timed out): frees q->state,
+	 * answers nothing. */
 	void (*cancel)(void *ud, struct gw_front_req *q);
 	void *ud;
 };
@@ -97,6 +98,13 @@ struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t
  * that CivetWeb can be stopped next and still answer what it serves.
  * NULL is a no-op. */
 void gw_front_quiesce(struct gw_front *f, int timeout_ms);
+/* Parts the loops from the handler: the calls still in flight (after a
+ * quiesce that timed out) are cancelled and their connections closed, and
+ * every later request goes to the CivetWeb server behind.  On return no
+ * loop is in a handler call and none will be: what the handler uses (the
+ * CivetWeb server, whose route table it reads) may then be freed while the
+ * loops go on passing tunnelled bytes.  NULL is a no-op. */
+void gw_front_detach(struct gw_front *f);
 /* Stops the loops, closes every connection.  NULL is a no-op. */
 void gw_front_stop(struct gw_front *f);
 

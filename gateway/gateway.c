@@ -1024,9 +1024,13 @@ void gateway_stop(struct gateway *g)
 
 	if (!g)
 		return;
-	/* The front's requests first, then CivetWeb's (whose answers still
-	 * flow through the front's tunnels), then the front itself. */
+	/* The front's requests first; then the front lets go of the handler
+	 * (fast_start reads CivetWeb's route table, fast_finish counts in it),
+	 * cancelling what a quiesce that timed out left; then CivetWeb's
+	 * requests (whose answers still flow through the front's tunnels);
+	 * then the front itself. */
 	gw_front_quiesce(g->front, 10000);
+	gw_front_detach(g->front);
 	lp_http_server_free(g->http);
 	gw_front_stop(g->front);
 	gateway_release_extra_routes(g);

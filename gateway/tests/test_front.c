@@ -31,6 +31,7 @@
 #include "logpipe/log.h"
 #include "logpipe/util.h"
 #include "../../common/tests/testutil.h"
+#include "../front.h"
 #include "../gateway.h"
 
 #include "logpipe/banned.h"
@@ -69,6 +70,7 @@ static void set_str(char **field, const char *v)
 struct step {
 	const char *answer; /* NULL: drop the connection after reading the request */
 	bool close_after;   /* close the connection once answered */
+	bool hold;          /* answer only once the script's release is set */
 };
 
 struct script {
@@ -78,6 +80,7 @@ struct script {
 	int nsteps;
 	atomic_int served;  /* requests to /api/logs and /api/stats read whole */
 	atomic_int open;    /* connections being served */
+	atomic_bool release; /* held answers may go */
 };
 
 /* Reads one request (head and Content-Length body) into b; false at EOF. */
@@ -135,6 +138,8 @@ static void *script_conn_main(void *arg)
 		st = i < sc->nsteps ? &sc->steps[i] : NULL;
 		if (!st || !st->answer)
 			break;
+		while (st->hold && !atomic_load(&sc->release))
+			usleep(1000);
 		(void)!send(cn->fd, st->answer, strlen(st->answer), MSG_NOSIGNAL);
 		if (st->close_after)
 			break;
@@ -564,13 +569,13 @@ static void test_oversized_body_gets_413_not_a_reset(void **state)
 static void test_written_post_not_resent(void **state)
 {
 	static const struct step steps[] = {
-		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", false },
-		{ NULL, false }, /* the second POST: read, then closed */
-		{ "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false },
-		{ NULL, false }, /* the second GET: read, then closed */
-		{ "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false }, /* sent again */
-		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", true },
-		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", false },
+		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", false, false },
+		{ NULL, false, false }, /* the second POST: read, then closed */
+		{ "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false, false },
+		{ NULL, false, false }, /* the second GET: read, then closed */
+		{ "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n[]", false, false }, /* sent again */
+		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", true, false },
+		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", false, false },
 	};
 	static const char post[] = "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Type: "
 				   "application/json\r\nContent-Length: 2\r\n\r\n{}";
@@ -619,6 +624,123 @@ static void test_written_post_not_resent(void **state)
 	lp_buf_release(&out);
 	teardown(state);
 	script_stop(&sc);
+}
+
+/* ---- the front alone, with a handler that tells when it is called late -- */
+
+struct probe {
+	struct h1_target t;
+	atomic_bool gone;    /* what the handler uses was freed */
+	atomic_int late;     /* handler calls after that */
+	atomic_int finishes, cancels;
+};
+
+static void probe_seen(struct probe *p)
+{
+	if (atomic_load(&p->gone))
+		atomic_fetch_add(&p->late, 1);
+}
+
+static enum gw_front_verdict probe_start(void *ud, struct gw_front_req *q)
+{
+	struct probe *p = ud;
+
+	probe_seen(p);
+	q->target = &p->t;
+	q->timeout_ms = 10000;
+	q->connect_timeout_ms = 1000;
+	lp_buf_adds(q->call, "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+	q->state = p;
+	return GW_FRONT_CALL;
+}
+
+static void probe_finish(void *ud, struct gw_front_req *q, char *answer, size_t n,
+			 enum h1_result io, const char *err)
+{
+	struct probe *p = ud;
+
+	(void)answer, (void)n, (void)io, (void)err;
+	probe_seen(p);
+	atomic_fetch_add(&p->finishes, 1);
+	lp_buf_adds(q->reply, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+}
+
+static void probe_cancel(void *ud, struct gw_front_req *q)
+{
+	struct probe *p = ud;
+
+	(void)q;
+	probe_seen(p);
+	atomic_fetch_add(&p->cancels, 1);
+}
+
+/* Issue #18: gateway_stop freed the CivetWeb server while the loops could
+ * still call the handler, which reads its route table (a request on a
+ * kept-alive connection) and counts in it (a call answered after a quiesce
+ * that timed out).  After gw_front_detach the handler is never called:
+ * the call in flight is cancelled, its answer coming later finds nobody,
+ * and a new request goes to the server behind. */
+static void test_detach_then_no_handler_call(void **state)
+{
+	static const struct step steps[] = {
+		{ "HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}", false, true },
+	};
+	static struct script sc;
+	static struct probe p;
+	struct gw_front_opts o = { 0 };
+	struct gw_front *f;
+	struct lp_buf out = LP_BUF_INIT;
+	struct env e = { 0 };
+	char listen[64], base[64], err[256];
+	int64_t end;
+	int fd, fd2;
+
+	(void)state;
+	memset(&p, 0, sizeof(p));
+	script_start(&sc, steps, 1);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%d", sc.port);
+	assert_int_equal(h1_target_parse(base, &p.t), 0);
+	e.gw_port = test_free_port();
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e.gw_port);
+	o.listen = listen;
+	o.loops = 1;
+	o.max_body = 1 << 20;
+	o.request_timeout_ms = 5000;
+	o.inner_port = test_free_port(); /* nothing behind: a tunnel is closed */
+	o.handler.start = probe_start;
+	o.handler.finish = probe_finish;
+	o.handler.cancel = probe_cancel;
+	o.handler.ud = &p;
+	f = gw_front_start(&o, err, sizeof(err));
+	assert_non_null(f);
+
+	fd = dial(&e, "127.0.0.1");
+	send_all(fd, "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+	end = lp_now_ms() + 3000;
+	while (atomic_load(&sc.served) < 1 && lp_now_ms() < end)
+		usleep(1000);
+	assert_int_equal(atomic_load(&sc.served), 1); /* the call is at the upstream */
+	fd2 = dial(&e, "127.0.0.1");                  /* and an idle connection */
+
+	gw_front_quiesce(f, 50); /* times out: the upstream holds its answer */
+	gw_front_detach(f);
+	atomic_store(&p.gone, true); /* gateway_stop frees the CivetWeb server here */
+	atomic_store(&sc.release, true);
+	send_all(fd2, "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+	/* Both end without an answer: the call was cancelled, the new request
+	 * found nothing behind. */
+	assert_true(read_replies(fd, &out, 1));
+	assert_int_equal(out.len, 0);
+	assert_true(read_replies(fd2, &out, 1));
+	assert_int_equal(out.len, 0);
+	gw_front_stop(f);
+	script_stop(&sc);
+	assert_int_equal(atomic_load(&p.late), 0);
+	assert_int_equal(atomic_load(&p.finishes), 0);
+	assert_int_equal(atomic_load(&p.cancels), 1);
+	close(fd);
+	close(fd2);
+	lp_buf_release(&out);
 }
 
 struct burst {
@@ -675,6 +797,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_upstream_dropped_idle_connection,
 						setup_one_loop, teardown),
 		cmocka_unit_test(test_written_post_not_resent),
+		cmocka_unit_test(test_detach_then_no_handler_call),
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_body_gets_413_not_a_reset, setup,
 						teardown),
