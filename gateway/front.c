@@ -163,6 +163,8 @@ struct loop {
 	atomic_bool stop;         /* gw_front_stop: end the loop */
 	atomic_bool detached;     /* the loop saw f->detach: the handler is not called again */
 	bool quiet;               /* quiescing: its listening socket is closed */
+	bool accept_later;        /* out of descriptors: the sweep accepts again */
+	bool accept_stuck;        /* that was logged */
 	atomic_int busy;          /* quiescing: requests still being served, -1 before counted */
 	struct conn *conns;       /* open client connections */
 	struct conn *dead_conns;  /* closed during this batch */
@@ -1065,9 +1067,16 @@ static void call_run(struct conn *c)
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
+/* Accepts every connection waiting.  The listening socket is
+ * edge-triggered: its next event comes with the next new connection, so
+ * the backlog must be drained here.  A connection that failed on its way
+ * in (ECONNABORTED, a network error) is skipped; when the process is out
+ * of descriptors or memory, the rest of the backlog waits and the sweep
+ * tries again (accept_later), since no event would say when. */
 static void accept_all(struct loop *l)
 {
-	for (;;) {
+	l->accept_later = false;
+	while (l->listen.fd >= 0) {
 		struct sockaddr_storage sa;
 		socklen_t sl = sizeof(sa);
 		int fd = accept4(l->listen.fd, (struct sockaddr *)&sa, &sl,
@@ -1075,10 +1084,25 @@ static void accept_all(struct loop *l)
 		struct conn *c;
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				lp_warn("front: cannot accept: %s", strerror(errno));
-			return;
+			int e = errno;
+
+			if (e == EAGAIN || e == EWOULDBLOCK)
+				return;
+			if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+				if (!l->accept_stuck)
+					lp_warn("front: cannot accept: %s (trying again every %d ms)",
+						strerror(e), SWEEP_MS);
+				l->accept_stuck = true;
+				l->accept_later = true;
+				return;
+			}
+			if (e == EBADF || e == EINVAL || e == ENOTSOCK || e == EFAULT) {
+				lp_error("front: accept: %s", strerror(e));
+				return;
+			}
+			continue; /* EINTR, ECONNABORTED, EPROTO, network errors */
 		}
+		l->accept_stuck = false;
 		nodelay(fd);
 		c = conn_new(l, fd, (struct sockaddr *)&sa);
 		if (watch(l, &c->e) < 0)
@@ -1139,6 +1163,8 @@ static void sweep(struct loop *l, int64_t now)
 	}
 	if (atomic_load(&f->quiesce))
 		quiesce(l);
+	else if (l->accept_later)
+		accept_all(l);
 	for (i = 0; i < l->nb; i++) {
 		struct upconn **p = &l->b[i].idle;
 
