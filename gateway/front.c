@@ -13,6 +13,9 @@
  * A client connection is in one of four states:
  *
  *   READ    collecting a request: head (reqhead.c) and Content-Length body;
+ *   WAIT    the handler could not decide without waiting (a rate-limit
+ *           lease in flight): the request stays in c->in and is offered
+ *           again after gw_front_kick (or at the next sweep);
  *   CALL    waiting for the upstream call the handler asked for;
  *   WRITE   writing the reply, then back to READ (kept alive);
  *   TUNNEL  passing bytes both ways to the CivetWeb server behind, until
@@ -113,7 +116,7 @@ struct upconn {
 	struct upconn *next;    /* the idle stack, or the loop's dead list */
 };
 
-enum cstate { C_READ, C_CALL, C_WRITE, C_TUNNEL, C_LINGER };
+enum cstate { C_READ, C_WAIT, C_CALL, C_WRITE, C_TUNNEL, C_LINGER };
 
 /* A client connection. */
 struct conn {
@@ -162,6 +165,7 @@ struct loop {
 	bool started;
 	atomic_bool stop;         /* gw_front_stop: end the loop */
 	atomic_bool detached;     /* the loop saw f->detach: the handler is not called again */
+	atomic_bool kicked;       /* gw_front_kick: offer the WAIT requests again */
 	bool quiet;               /* quiescing: its listening socket is closed */
 	bool accept_later;        /* out of descriptors: the sweep accepts again */
 	bool accept_stuck;        /* that was logged */
@@ -821,6 +825,10 @@ static int next_request(struct conn *c)
 		to_tunnel(c); /* c->in still holds the request as it came */
 		return -1;
 	}
+	if (v == GW_FRONT_LATER) {
+		c->st = C_WAIT; /* c->in still holds it; offered again when kicked */
+		return -1;
+	}
 	consume(c, c->rq.head_len + body_len);
 	if (v == GW_FRONT_REPLY) {
 		c->st = C_WRITE;
@@ -848,7 +856,7 @@ static void client_run(struct conn *c)
 			drain_client(c);
 			return;
 		}
-		if (c->st == C_CALL)
+		if (c->st == C_CALL || c->st == C_WAIT)
 			return;
 		if (c->st == C_WRITE) {
 			if (!client_flush(c))
@@ -1110,6 +1118,20 @@ static void accept_all(struct loop *l)
 	}
 }
 
+/* Offers the requests in WAIT to the handler again. */
+static void retry_waiting(struct loop *l)
+{
+	struct conn *c, *next;
+
+	for (c = l->conns; c; c = next) {
+		next = c->next;
+		if (c->st == C_WAIT && !c->dead) {
+			c->st = C_READ;
+			client_run(c);
+		}
+	}
+}
+
 /* While the gateway stops: no new connections, idle ones closed, and
  * l->busy tells how many requests are still being served. */
 static void quiesce(struct loop *l)
@@ -1161,6 +1183,7 @@ static void sweep(struct loop *l, int64_t now)
 			client_run(c);
 		}
 	}
+	retry_waiting(l); /* should a kick have been missed */
 	if (atomic_load(&f->quiesce))
 		quiesce(l);
 	else if (l->accept_later)
@@ -1274,6 +1297,7 @@ static void detach(struct loop *l)
 			conn_close(c);
 	}
 	atomic_store(&l->detached, true);
+	retry_waiting(l); /* to CivetWeb now */
 }
 
 static void *loop_main(void *arg)
@@ -1303,6 +1327,8 @@ static void *loop_main(void *arg)
 
 				(void)!read(l->wake.fd, &v, sizeof(v));
 				stop = stop || atomic_load(&l->stop);
+				if (atomic_exchange(&l->kicked, false))
+					retry_waiting(l);
 			} else {
 				on_event(l, e, ev[i].events);
 			}
@@ -1486,6 +1512,21 @@ void gw_front_quiesce(struct gw_front *f, int timeout_ms)
 	if (busy > 0)
 		lp_warn("front: stopping with %d requests unanswered after %d ms", busy,
 			timeout_ms);
+}
+
+void gw_front_kick(struct gw_front *f)
+{
+	int i;
+
+	if (!f)
+		return;
+	for (i = 0; i < f->nloops; i++) {
+		struct loop *l = &f->loops[i];
+		uint64_t one = 1;
+
+		if (l->started && !atomic_exchange(&l->kicked, true))
+			(void)!write(l->wake.fd, &one, sizeof(one));
+	}
 }
 
 void gw_front_detach(struct gw_front *f)

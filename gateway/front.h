@@ -62,6 +62,9 @@ enum gw_front_verdict {
 	GW_FRONT_DECLINE, /* not for the fast path: CivetWeb serves it */
 	GW_FRONT_REPLY,   /* reply holds the whole reply */
 	GW_FRONT_CALL,    /* send call to target, then finish */
+	GW_FRONT_LATER,   /* cannot decide without waiting (a rate-limit lease in
+			   * flight); nothing kept: offer the same request
+			   * again after gw_front_kick */
 };
 
 struct gw_front_handler {
@@ -105,6 +108,9 @@ void gw_front_quiesce(struct gw_front *f, int timeout_ms);
  * CivetWeb server, whose route table it reads) may then be freed while the
  * loops go on passing tunnelled bytes.  NULL is a no-op. */
 void gw_front_detach(struct gw_front *f);
+/* Offers every request its handler answered GW_FRONT_LATER again, soon,
+ * on its loop.  Any thread; NULL is a no-op. */
+void gw_front_kick(struct gw_front *f);
 /* Stops the loops, closes every connection.  NULL is a no-op. */
 void gw_front_stop(struct gw_front *f);
 

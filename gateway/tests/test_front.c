@@ -198,6 +198,8 @@ static void script_stop(struct script *sc)
 		usleep(1000);
 }
 
+static const char *next_redis_url; /* for the next start_with; NULL: no Redis */
+
 /* up_port > 0: the upstream listens there (a script); else the echo server. */
 static int start_with(void **state, int loops, long long timeout_ms, int up_port)
 {
@@ -230,7 +232,9 @@ gateway:
 	set_str(&e->s.up_metadata, url);
 	set_str(&e->s.up_enricher, url);
 	set_str(&e->s.up_generator, url);
-	set_str(&e->s.redis_url, "");
+	set_str(&e->s.redis_url, next_redis_url ? next_redis_url : "");
+	if (next_redis_url)
+		e->s.redis_timeout_ms = 2000;
 	set_str(&e->s.kafka_brokers, "");
 	set_str(&e->s.auth_keys, "");
 	e->s.http_timeout_ms = timeout_ms;
@@ -340,6 +344,16 @@ static bool read_replies(int fd, struct lp_buf *out, int count)
 			return true;
 		lp_buf_add(out, b, (size_t)n);
 	}
+}
+
+/* Reads one reply into out, waiting up to ms. */
+static void end_after_ms(int fd, struct lp_buf *out, int ms)
+{
+	int64_t end = lp_now_ms() + ms;
+
+	while (lp_now_ms() < end && !strstr(out->buf ? out->buf : "", "\r\n\r\n"))
+		if (read_replies(fd, out, 1))
+			break;
 }
 
 /* The number of times needle occurs in hay. */
@@ -812,6 +826,58 @@ static void test_backlog_served_after_emfile(void **state)
 	lp_buf_release(&out);
 }
 
+/* Issue #18: the rate limiter's lease waited for Redis on the event loop,
+ * stalling every connection of that loop.  With a Redis that takes
+ * connections and never answers (2 s timeout), one loop: a POST waits for
+ * its lease without holding the loop, a request on another connection is
+ * answered meanwhile, and the POST is answered once the lease failed
+ * (the local fallback). */
+static void test_lease_does_not_hold_the_loop(void **state)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	struct lp_buf out = LP_BUF_INIT, out2 = LP_BUF_INIT;
+	struct env *e;
+	char url[64];
+	int64_t t0;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0), fd, fd2;
+
+	assert_true(lfd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 64), 0); /* never accepted: connects, never answers */
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d", ntohs(sa.sin_port));
+	next_redis_url = url;
+	start_with(state, 1, 10000, 0);
+	next_redis_url = NULL;
+	e = *state;
+
+	fd = dial(e, "127.0.0.1");
+	t0 = lp_now_ms();
+	send_all(fd, "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
+	usleep(100 * 1000); /* its lease is on its way to Redis */
+	fd2 = dial(e, "127.0.0.1");
+	send_all(fd2, "GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_false(read_replies(fd2, &out2, 1));
+	assert_contains(out2.buf, "HTTP/1.1 200 ");
+	assert_true(lp_now_ms() - t0 < 1500); /* not after the lease's 2 s */
+	{
+		char ch;
+
+		assert_true(recv(fd, &ch, 1, MSG_DONTWAIT) < 0 && errno == EAGAIN); /* POST waits */
+	}
+	/* The lease fails after 2 s (or 4: the script is loaded first). */
+	end_after_ms(fd, &out, 6000);
+	assert_contains(out.buf, "HTTP/1.1 202 ");
+	close(fd);
+	close(fd2);
+	lp_buf_release(&out);
+	lp_buf_release(&out2);
+	teardown(state);
+	close(lfd);
+}
+
 struct burst {
 	struct env *e;
 	int ok;
@@ -868,6 +934,7 @@ int main(void)
 		cmocka_unit_test(test_written_post_not_resent),
 		cmocka_unit_test(test_detach_then_no_handler_call),
 		cmocka_unit_test(test_backlog_served_after_emfile),
+		cmocka_unit_test(test_lease_does_not_hold_the_loop),
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_body_gets_413_not_a_reset, setup,
 						teardown),
