@@ -10,7 +10,7 @@
  * request.  A read that fills less than the room given is taken to have
  * drained the socket, which is how TCP sockets behave on Linux.
  *
- * A client connection is in one of four states:
+ * A client connection is in one of these states:
  *
  *   READ    collecting a request: head (reqhead.c) and Content-Length body;
  *   WAIT    the handler could not decide without waiting (a rate-limit

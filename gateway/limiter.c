@@ -484,6 +484,11 @@ void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct g
 	case DECIDED:
 		break;
 	case NEED_LEASE:
+		if (!l->workers[idx].started) { /* no lease thread: as a failed lease */
+			lease_done(l, s, e, -EIO, limit, 0, 0, 0, now);
+			decide_locally(l, e, limit, now, out);
+			break;
+		}
 		e->fetching = true; /* keeps e from the sweep until lease_done */
 		j = lp_xcalloc(1, sizeof(*j));
 		j->s = s;
