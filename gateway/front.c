@@ -10,9 +10,12 @@
  * request.  A read that fills less than the room given is taken to have
  * drained the socket, which is how TCP sockets behave on Linux.
  *
- * A client connection is in one of four states:
+ * A client connection is in one of these states:
  *
  *   READ    collecting a request: head (reqhead.c) and Content-Length body;
+ *   WAIT    the handler could not decide without waiting (a rate-limit
+ *           lease in flight): the request stays in c->in and is offered
+ *           again after gw_front_kick (or at the next sweep);
  *   CALL    waiting for the upstream call the handler asked for;
  *   WRITE   writing the reply, then back to READ (kept alive);
  *   TUNNEL  passing bytes both ways to the CivetWeb server behind, until
@@ -28,9 +31,15 @@
  * (one idle longer than IDLE_MAX_MS is closed instead: CivetWeb drops idle
  * connections after its own keep-alive timeout), sends the request, and
  * reads until h1_parse_answer finds the answer whole.  When a reused socket
- * ends or resets before any byte of the answer, the upstream had closed it
- * meanwhile: the request is sent once more on a new connection, as h1.c
- * does.  Idle pooled sockets stay in the epoll set; any event on one
+ * ends or resets before any byte of the answer, the upstream had probably
+ * closed it meanwhile, and the request is sent once more on a new
+ * connection, as h1.c does, but only when that cannot act twice: when no
+ * byte of it had been written, or when its method is idempotent.  A POST
+ * that was written may have been acted on (a producer whose events Kafka
+ * acknowledged, then crashed): it is answered 502 rather than sent again.
+ * So that this stays rare, a non-idempotent request is not written to a
+ * pooled socket the upstream is already known to have closed (a peek
+ * first).  Idle pooled sockets stay in the epoll set; any event on one
  * (the upstream closing it) closes it.
  *
  * Objects closed while the loop is going through a batch of events are
@@ -107,7 +116,7 @@ struct upconn {
 	struct upconn *next;    /* the idle stack, or the loop's dead list */
 };
 
-enum cstate { C_READ, C_CALL, C_WRITE, C_TUNNEL, C_LINGER };
+enum cstate { C_READ, C_WAIT, C_CALL, C_WRITE, C_TUNNEL, C_LINGER };
 
 /* A client connection. */
 struct conn {
@@ -154,7 +163,12 @@ struct loop {
 	struct ent wake;          /* K_WAKE: eventfd that stops the loop */
 	pthread_t th;
 	bool started;
+	atomic_bool stop;         /* gw_front_stop: end the loop */
+	atomic_bool detached;     /* the loop saw f->detach: the handler is not called again */
+	atomic_bool kicked;       /* gw_front_kick: offer the WAIT requests again */
 	bool quiet;               /* quiescing: its listening socket is closed */
+	bool accept_later;        /* out of descriptors: the sweep accepts again */
+	bool accept_stuck;        /* that was logged */
 	atomic_int busy;          /* quiescing: requests still being served, -1 before counted */
 	struct conn *conns;       /* open client connections */
 	struct conn *dead_conns;  /* closed during this batch */
@@ -166,6 +180,7 @@ struct loop {
 struct gw_front {
 	struct gw_front_opts o;
 	atomic_bool quiesce;      /* gw_front_quiesce was called */
+	atomic_bool detach;       /* gw_front_detach was called */
 	struct sockaddr_storage inner; /* 127.0.0.1:inner_port */
 	int nloops;
 	struct loop loops[MAX_LOOPS];
@@ -257,6 +272,17 @@ static void up_close(struct upconn *u)
 	u->owner = NULL;
 	u->next = u->l->dead_ups;
 	u->l->dead_ups = u;
+}
+
+/* True when the upstream has closed (or broken) an idle socket. */
+static bool idle_closed(int fd)
+{
+	char ch;
+	ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n < 0)
+		return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+	return true; /* EOF, or bytes nobody asked for */
 }
 
 static struct bucket *bucket_of(struct loop *l, const struct h1_target *t)
@@ -759,6 +785,10 @@ static int next_request(struct conn *c)
 
 	if (c->in.len == 0)
 		return 0;
+	if (atomic_load_explicit(&c->l->detached, memory_order_relaxed)) {
+		to_tunnel(c); /* the handler is gone (gw_front_detach) */
+		return -1;
+	}
 	switch (gw_rq_parse(c->in.buf, c->in.len, &c->rq)) {
 	case GW_RQ_INCOMPLETE:
 		return 0;
@@ -795,6 +825,10 @@ static int next_request(struct conn *c)
 		to_tunnel(c); /* c->in still holds the request as it came */
 		return -1;
 	}
+	if (v == GW_FRONT_LATER) {
+		c->st = C_WAIT; /* c->in still holds it; offered again when kicked */
+		return -1;
+	}
 	consume(c, c->rq.head_len + body_len);
 	if (v == GW_FRONT_REPLY) {
 		c->st = C_WRITE;
@@ -822,7 +856,7 @@ static void client_run(struct conn *c)
 			drain_client(c);
 			return;
 		}
-		if (c->st == C_CALL)
+		if (c->st == C_CALL || c->st == C_WAIT)
 			return;
 		if (c->st == C_WRITE) {
 			if (!client_flush(c))
@@ -874,6 +908,12 @@ static void call_send(struct conn *c, bool fresh)
 	}
 	if (!fresh)
 		u = pool_pop(b, now);
+	/* Its close may not have been seen yet (an event later in this batch):
+	 * a request that will not be sent twice is not risked on it. */
+	while (u && !h1_idempotent(c->q.method) && idle_closed(u->e.fd)) {
+		up_close(u);
+		u = pool_pop(b, now);
+	}
 	if (!u)
 		u = up_new(l, b, now, err, sizeof(err));
 	else
@@ -905,11 +945,14 @@ static void call_start(struct conn *c)
 }
 
 /* A reused connection that failed before any byte of the answer: the
- * upstream had closed it.  Sends again on a new one; false when that was
- * done already. */
+ * upstream had probably closed it.  Sends again on a new one, unless that
+ * was done already, or bytes of the request were written and its method is
+ * not idempotent (the upstream may have acted on it); false then. */
 static bool call_retry(struct conn *c)
 {
 	if (!c->up->reused || c->got_any || c->retried)
+		return false;
+	if (c->call_pos > 0 && !h1_idempotent(c->q.method))
 		return false;
 	up_close(c->up);
 	c->up = NULL;
@@ -1032,9 +1075,16 @@ static void call_run(struct conn *c)
 
 /* ---- the loop ---------------------------------------------------------------------- */
 
+/* Accepts every connection waiting.  The listening socket is
+ * edge-triggered: its next event comes with the next new connection, so
+ * the backlog must be drained here.  A connection that failed on its way
+ * in (ECONNABORTED, a network error) is skipped; when the process is out
+ * of descriptors or memory, the rest of the backlog waits and the sweep
+ * tries again (accept_later), since no event would say when. */
 static void accept_all(struct loop *l)
 {
-	for (;;) {
+	l->accept_later = false;
+	while (l->listen.fd >= 0) {
 		struct sockaddr_storage sa;
 		socklen_t sl = sizeof(sa);
 		int fd = accept4(l->listen.fd, (struct sockaddr *)&sa, &sl,
@@ -1042,14 +1092,43 @@ static void accept_all(struct loop *l)
 		struct conn *c;
 
 		if (fd < 0) {
-			if (errno == EMFILE || errno == ENFILE)
-				lp_warn("front: cannot accept: %s", strerror(errno));
-			return;
+			int e = errno;
+
+			if (e == EAGAIN || e == EWOULDBLOCK)
+				return;
+			if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+				if (!l->accept_stuck)
+					lp_warn("front: cannot accept: %s (trying again every %d ms)",
+						strerror(e), SWEEP_MS);
+				l->accept_stuck = true;
+				l->accept_later = true;
+				return;
+			}
+			if (e == EBADF || e == EINVAL || e == ENOTSOCK || e == EFAULT) {
+				lp_error("front: accept: %s", strerror(e));
+				return;
+			}
+			continue; /* EINTR, ECONNABORTED, EPROTO, network errors */
 		}
+		l->accept_stuck = false;
 		nodelay(fd);
 		c = conn_new(l, fd, (struct sockaddr *)&sa);
 		if (watch(l, &c->e) < 0)
 			conn_close(c);
+	}
+}
+
+/* Offers the requests in WAIT to the handler again. */
+static void retry_waiting(struct loop *l)
+{
+	struct conn *c, *next;
+
+	for (c = l->conns; c; c = next) {
+		next = c->next;
+		if (c->st == C_WAIT && !c->dead) {
+			c->st = C_READ;
+			client_run(c);
+		}
 	}
 }
 
@@ -1104,8 +1183,11 @@ static void sweep(struct loop *l, int64_t now)
 			client_run(c);
 		}
 	}
+	retry_waiting(l); /* should a kick have been missed */
 	if (atomic_load(&f->quiesce))
 		quiesce(l);
+	else if (l->accept_later)
+		accept_all(l);
 	for (i = 0; i < l->nb; i++) {
 		struct upconn **p = &l->b[i].idle;
 
@@ -1203,6 +1285,21 @@ static void on_event(struct loop *l, struct ent *e, uint32_t m)
 	}
 }
 
+/* gw_front_detach: the calls in flight are cancelled (their connections
+ * closed) and no request is offered to the handler from now on. */
+static void detach(struct loop *l)
+{
+	struct conn *c, *next;
+
+	for (c = l->conns; c; c = next) {
+		next = c->next;
+		if (c->st == C_CALL)
+			conn_close(c);
+	}
+	atomic_store(&l->detached, true);
+	retry_waiting(l); /* to CivetWeb now */
+}
+
 static void *loop_main(void *arg)
 {
 	struct loop *l = arg;
@@ -1219,13 +1316,22 @@ static void *loop_main(void *arg)
 			lp_error("front: epoll_wait: %s", strerror(errno));
 			break;
 		}
+		/* Between two batches no handler call is in progress. */
+		if (atomic_load(&l->f->detach) && !atomic_load(&l->detached))
+			detach(l);
 		for (i = 0; i < n; i++) {
 			struct ent *e = ev[i].data.ptr;
 
-			if (e->kind == K_WAKE)
-				stop = stop || (ev[i].events & EPOLLIN); /* it is always writable */
-			else
+			if (e->kind == K_WAKE) {
+				uint64_t v;
+
+				(void)!read(l->wake.fd, &v, sizeof(v));
+				stop = stop || atomic_load(&l->stop);
+				if (atomic_exchange(&l->kicked, false))
+					retry_waiting(l);
+			} else {
 				on_event(l, e, ev[i].events);
+			}
 		}
 		now = lp_now_ms();
 		if (now >= next_sweep) {
@@ -1236,6 +1342,7 @@ static void *loop_main(void *arg)
 		if (stop)
 			break;
 	}
+	atomic_store(&l->detached, true); /* gw_front_detach need not wait for it */
 	return NULL;
 }
 
@@ -1407,6 +1514,40 @@ void gw_front_quiesce(struct gw_front *f, int timeout_ms)
 			timeout_ms);
 }
 
+void gw_front_kick(struct gw_front *f)
+{
+	int i;
+
+	if (!f)
+		return;
+	for (i = 0; i < f->nloops; i++) {
+		struct loop *l = &f->loops[i];
+		uint64_t one = 1;
+
+		if (l->started && !atomic_exchange(&l->kicked, true))
+			(void)!write(l->wake.fd, &one, sizeof(one));
+	}
+}
+
+void gw_front_detach(struct gw_front *f)
+{
+	int i;
+
+	if (!f)
+		return;
+	atomic_store(&f->detach, true);
+	for (i = 0; i < f->nloops; i++) {
+		struct loop *l = &f->loops[i];
+		uint64_t one = 1;
+
+		if (!l->started)
+			continue;
+		(void)!write(l->wake.fd, &one, sizeof(one));
+		while (!atomic_load(&l->detached))
+			usleep(1000);
+	}
+}
+
 void gw_front_stop(struct gw_front *f)
 {
 	int i;
@@ -1419,6 +1560,7 @@ void gw_front_stop(struct gw_front *f)
 		uint64_t one = 1;
 
 		if (l->started) {
+			atomic_store(&l->stop, true);
 			(void)!write(l->wake.fd, &one, sizeof(one));
 			pthread_join(l->th, NULL);
 		}

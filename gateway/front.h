@@ -62,6 +62,9 @@ enum gw_front_verdict {
 	GW_FRONT_DECLINE, /* not for the fast path: CivetWeb serves it */
 	GW_FRONT_REPLY,   /* reply holds the whole reply */
 	GW_FRONT_CALL,    /* send call to target, then finish */
+	GW_FRONT_LATER,   /* cannot decide without waiting (a rate-limit lease in
+			   * flight); nothing kept: offer the same request
+			   * again after gw_front_kick */
 };
 
 struct gw_front_handler {
@@ -72,8 +75,9 @@ struct gw_front_handler {
 	 * Called even when the client has gone meanwhile. */
 	void (*finish)(void *ud, struct gw_front_req *q, char *answer, size_t n,
 		       enum h1_result io, const char *err);
-	/* The front stops with the call unfinished (gw_front_stop after a
-	 * quiesce that timed out): frees q->state, answers nothing. */
+	/* The front stops with the call unfinished (gw_front_detach or
+	 * gw_front_stop after a quiesce that timed out): frees q->state,
+	 * answers nothing. */
 	void (*cancel)(void *ud, struct gw_front_req *q);
 	void *ud;
 };
@@ -97,6 +101,16 @@ struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t
  * that CivetWeb can be stopped next and still answer what it serves.
  * NULL is a no-op. */
 void gw_front_quiesce(struct gw_front *f, int timeout_ms);
+/* Parts the loops from the handler: the calls still in flight (after a
+ * quiesce that timed out) are cancelled and their connections closed, and
+ * every later request goes to the CivetWeb server behind.  On return no
+ * loop is in a handler call and none will be: what the handler uses (the
+ * CivetWeb server, whose route table it reads) may then be freed while the
+ * loops go on passing tunnelled bytes.  NULL is a no-op. */
+void gw_front_detach(struct gw_front *f);
+/* Offers every request its handler answered GW_FRONT_LATER again, soon,
+ * on its loop.  Any thread; NULL is a no-op. */
+void gw_front_kick(struct gw_front *f);
 /* Stops the loops, closes every connection.  NULL is a no-op. */
 void gw_front_stop(struct gw_front *f);
 

@@ -413,10 +413,12 @@ static void proxy(struct gateway *g, struct lp_http_req *r, struct gw_upstream *
 
 /* ---- the request path ----------------------------------------------------- */
 
-/* Auth and rate limit.  Returns true when the request may go on; otherwise
- * it has been answered.  Fills tl_headers with the RateLimit fields. */
-static bool admit(struct gateway *g, struct lp_http_req *r, const struct route *rt,
-		  const struct gw_key **key)
+/* Auth and rate limit.  Returns 1 when the request may go on, 0 when it
+ * has been answered, -EAGAIN (only with nowait) when the rate limit waits
+ * for a lease: nothing was answered or counted, ask again after the
+ * limiter's on_lease.  Fills tl_headers with the RateLimit fields. */
+static int admit(struct gateway *g, struct lp_http_req *r, const struct route *rt,
+		 const struct gw_key **key, bool nowait)
 {
 	enum gw_auth_result ar;
 	struct gw_limit d;
@@ -434,29 +436,34 @@ static bool admit(struct gateway *g, struct lp_http_req *r, const struct route *
 		lp_http_reply_error(r, 401, "unauthorized",
 				    "WWW-Authenticate: Bearer realm=\"logpipe\"\r\n",
 				    "an API key is required (X-API-Key or Authorization: Bearer)");
-		return false;
+		return 0;
 	case GW_AUTH_UNKNOWN:
 		lp_http_reply_error(r, 401, "invalid_api_key",
 				    "WWW-Authenticate: Bearer realm=\"logpipe\", error=\"invalid_token\"\r\n",
 				    "the API key is not valid");
-		return false;
+		return 0;
 	case GW_AUTH_FORBIDDEN:
 		lp_http_reply_error(r, 403, "forbidden", NULL,
 				    "this API key lacks the \"%s\" scope needed for %s %s",
 				    scope_label(rt->scope), r->method, rt->pattern);
-		return false;
+		return 0;
 	}
 	if (!g->limiter || rt->scope == GW_SCOPE_NONE)
-		return true;
+		return 1;
 
 	join3(id, sizeof(id), cls, *key ? ":k:" : ":ip:", *key ? (*key)->id : client_addr(r));
 	limit = rt->ingest ? (long)gw_bp_current_limit(g->bp) : (long)g->s->rl_rate;
-	gw_limiter_take(g->limiter, id, limit, &d);
+	if (nowait)
+		gw_limiter_take(g->limiter, id, limit, &d);
+	else
+		gw_limiter_take_wait(g->limiter, id, limit, &d);
+	if (d.pending)
+		return -EAGAIN;
 	gw_ratelimit_headers(&d, tl_headers, sizeof(tl_headers));
 	lp_series_set(cached_series(&g->permits_s[rt->ingest], g->permits, cls),
 		      (double)d.remaining);
 	if (d.allowed)
-		return true;
+		return 1;
 
 	if (!tl_seed)
 		tl_seed = (unsigned)lp_now_us() ^ (unsigned)(uintptr_t)&tl_seed;
@@ -468,7 +475,7 @@ static bool admit(struct gateway *g, struct lp_http_req *r, const struct route *
 			    rt->ingest && d.limit < g->s->rl_rate
 				    ? " (ingest reduced by backpressure; see GET /api/logs/health)"
 				    : "");
-	return false;
+	return 0;
 }
 
 /* The route of slot sl for method m, or NULL; allow (when not NULL)
@@ -514,7 +521,7 @@ static void dispatch(struct lp_http_req *r, void *ud)
 		lp_http_reply_error(r, 405, "method_not_allowed", hdr,
 				    "%s is not allowed on %s; allowed: %s", r->method, r->path,
 				    allow.buf);
-	} else if (admit(g, r, rt, &key)) {
+	} else if (admit(g, r, rt, &key, false) > 0) {
 		if (rt->up)
 			proxy(g, r, rt->up, key, traceparent, g->limiter != NULL);
 		else
@@ -594,9 +601,17 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 	}
 	u = f->rt->up;
 	gw_traceparent(lp_http_header(&f->r, "traceparent"), traceparent, f->trace_id);
-	if (!admit(g, &f->r, f->rt, &f->key)) {
+	switch (admit(g, &f->r, f->rt, &f->key, true)) {
+	case 1:
+		break;
+	case 0:
 		fast_end(g, f);
 		return GW_FRONT_REPLY;
+	default: /* a rate-limit lease in flight: the loop must not wait for it */
+		lp_http_front_end(g->http, &f->r, NULL, 0);
+		tl_headers[0] = '\0';
+		free(f);
+		return GW_FRONT_LATER;
 	}
 	hop_prepare(&f->hop, &f->r, f->key, traceparent);
 	res = gw_upstream_begin(u, &f->hop.c, q->call);
@@ -631,6 +646,12 @@ static void fast_finish(void *ud, struct gw_front_req *q, char *answer, size_t n
 	hop_reply(g, &f->r, u, &f->hop, res, g->limiter != NULL);
 	hop_release(&f->hop);
 	fast_end(g, f);
+}
+
+/* A rate-limit lease ended: the requests waiting for one are offered again. */
+static void lease_ended(void *ud)
+{
+	gw_front_kick(ud);
 }
 
 static void fast_cancel(void *ud, struct gw_front_req *q)
@@ -1020,6 +1041,8 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 		g->front = gw_front_start(&fo, err, errlen);
 		if (!g->front)
 			goto fail;
+		if (g->limiter)
+			gw_limiter_on_lease(g->limiter, lease_ended, g->front);
 	}
 	return g;
 fail:
@@ -1033,10 +1056,16 @@ void gateway_stop(struct gateway *g)
 
 	if (!g)
 		return;
-	/* The front's requests first, then CivetWeb's (whose answers still
-	 * flow through the front's tunnels), then the front itself. */
+	/* The front's requests first; then the front lets go of the handler
+	 * (fast_start reads CivetWeb's route table, fast_finish counts in it),
+	 * cancelling what a quiesce that timed out left; then CivetWeb's
+	 * requests (whose answers still flow through the front's tunnels);
+	 * then the front itself. */
 	gw_front_quiesce(g->front, 10000);
+	gw_front_detach(g->front);
 	lp_http_server_free(g->http);
+	if (g->limiter)
+		gw_limiter_on_lease(g->limiter, NULL, NULL);
 	gw_front_stop(g->front);
 	gateway_release_extra_routes(g);
 	gw_bp_stop(g->bp);

@@ -12,8 +12,15 @@
  * An idle socket may have been closed by the upstream meanwhile (CivetWeb
  * drops idle connections after its keep-alive timeout).  One idle for more
  * than H1_PEEK_AFTER_MS is checked with a non-blocking MSG_PEEK before use;
- * the remaining race (closed while the request was on its way) is caught
- * by sending again on a new connection when nothing of the answer came. */
+ * a request whose method is not idempotent is checked whatever its idle
+ * time.  The remaining race (closed while the request was on its way) is
+ * caught by sending again on a new connection when nothing of the answer
+ * came, but only when that cannot act twice: when not a byte of the
+ * request had left (the write itself failed), or when the method is
+ * idempotent.  A POST that was written and then met a closed connection
+ * may have been acted on (a producer that had Kafka acknowledge the
+ * events and died before answering): sending it again would store its
+ * events twice, so it fails (502) instead. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -355,13 +362,15 @@ static int h1_connect(const struct h1_target *t, const struct h1_req *rq, enum h
 	return fd;
 }
 
-/* Sends every byte of iov; 0, -ETIMEDOUT or -errno. */
-static int send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline)
+/* Sends every byte of iov; 0, -ETIMEDOUT or -errno.  *sent counts the
+ * bytes the kernel took. */
+static int send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline, size_t *sent)
 {
 	struct msghdr m;
 	ssize_t n;
 	int w;
 
+	*sent = 0;
 	memset(&m, 0, sizeof(m));
 	m.msg_iov = iov;
 	m.msg_iovlen = (size_t)iovcnt;
@@ -382,6 +391,7 @@ static int send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline)
 				return w == 0 ? -ETIMEDOUT : -errno;
 			continue;
 		}
+		*sent += (size_t)n;
 		while (n > 0 && m.msg_iovlen > 0) {
 			size_t k = (size_t)n < m.msg_iov->iov_len ? (size_t)n : m.msg_iov->iov_len;
 
@@ -802,16 +812,35 @@ void h1_build_head(const struct h1_target *t, const struct h1_req *rq, struct lp
 	lp_buf_adds(h, "\r\n");
 }
 
-/* True when a failure on a reused socket means the upstream had closed it
- * before reading the request: worth one more try on a new connection. */
-static bool stale(const struct h1_io *io, int send_rc, enum h1_result r, const char *err)
+bool h1_idempotent(const char *method)
 {
+	static const char *const m[] = { "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE" };
+	size_t i;
+
+	for (i = 0; i < sizeof(m) / sizeof(m[0]); i++)
+		if (strcmp(method, m[i]) == 0)
+			return true;
+	return false;
+}
+
+/* True when a failure on a reused socket means the upstream had closed it
+ * and sending once more on a new connection cannot act twice: nothing of
+ * the request left (the write itself was refused), or it did but the
+ * method is idempotent. */
+static bool stale(const struct h1_req *rq, const struct h1_io *io, int send_rc, size_t sent,
+		  enum h1_result r, const char *err)
+{
+	bool closed;
+
 	if (!io->reused || io->got_any)
 		return false;
-	if (send_rc == -EPIPE || send_rc == -ECONNRESET)
+	closed = send_rc == -EPIPE || send_rc == -ECONNRESET;
+	if (closed && sent == 0)
 		return true;
-	return r == H1_FAILED && (strstr(err, "closed by the upstream") ||
-				  strstr(err, strerror(ECONNRESET)));
+	if (!h1_idempotent(rq->method))
+		return false;
+	return closed || (r == H1_FAILED && (strstr(err, "closed by the upstream") ||
+					     strstr(err, strerror(ECONNRESET))));
 }
 
 static enum h1_result attempt(struct h1_pool *p, const struct h1_target *t,
@@ -822,12 +851,15 @@ static enum h1_result attempt(struct h1_pool *p, const struct h1_target *t,
 	struct iovec iov[2];
 	enum h1_result r = H1_FAILED;
 	int64_t idle_ms = 0;
-	bool keep = false;
+	bool keep = false, once = !h1_idempotent(rq->method);
+	size_t sent = 0;
 	int rc;
 
 	io->fd = -1;
+	/* A request that must not go twice is not sent on a socket known
+	 * closed, however briefly it was idle: it would not be sent again. */
 	while (!fresh && (io->fd = pool_take(p, key, &idle_ms, &io->rcvtimeo_ms)) >= 0 &&
-	       idle_ms > H1_PEEK_AFTER_MS && idle_dead(io->fd)) {
+	       (once || idle_ms > H1_PEEK_AFTER_MS) && idle_dead(io->fd)) {
 		close(io->fd);
 		io->fd = -1;
 	}
@@ -842,12 +874,12 @@ static enum h1_result attempt(struct h1_pool *p, const struct h1_target *t,
 	iov[0].iov_len = head->len;
 	iov[1].iov_base = (void *)(uintptr_t)(rq->body ? rq->body : "");
 	iov[1].iov_len = rq->body && sends_body(rq) ? rq->body_len : 0;
-	rc = send_all(io->fd, iov, 2, rq->deadline_ms);
+	rc = send_all(io->fd, iov, 2, rq->deadline_ms, &sent);
 	if (rc < 0)
 		r = io_error(rc, "sending the request", err, errlen);
 	else
 		r = read_answer(rq, io, status, &keep, err, errlen);
-	*retry = r != H1_OK && stale(io, rc, r, err);
+	*retry = r != H1_OK && stale(rq, io, rc, sent, r, err);
 	if (keep)
 		pool_give(p, key, io->fd, io->rcvtimeo_ms);
 	else

@@ -67,9 +67,15 @@ int h1_target_parse(const char *base, struct h1_target *t);
 
 /* Performs one request.  A kept-alive connection that turns out closed
  * before any byte of the answer arrived is replaced by a new one and the
- * request sent again, as libcurl does. */
+ * request sent again, but only when that cannot make the upstream act
+ * twice: no byte of the request had been written, or the method is
+ * idempotent (h1_idempotent).  Otherwise the call fails (H1_FAILED). */
 enum h1_result h1_perform(struct h1_pool *p, const struct h1_target *t, const struct h1_req *rq,
 			  int *status, char *err, size_t errlen);
+
+/* GET, HEAD, PUT, DELETE, OPTIONS and TRACE (RFC 9110 9.2.2): a request
+ * that may be sent again after the upstream may have received it. */
+bool h1_idempotent(const char *method);
 
 /* ---- for a caller with its own sockets (the gateway's event front) ---- */
 

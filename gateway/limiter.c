@@ -12,9 +12,18 @@
  * Each instance keeps, per client, the tokens it leased and the local
  * monotonic time at which that window ends (time the call was sent plus
  * the milliseconds left, so a lease is never used past its window).  A
- * request spends a local token; when there is none, one thread leases more
- * while the others for the same client wait for it (single flight).  A
- * lease of zero marks the client refused until the window ends.
+ * request spends a local token; when there is none, one lease is asked for
+ * that client at a time (single flight).  A lease of zero marks the client
+ * refused until the window ends.
+ *
+ * Who waits for a lease: gw_limiter_take never does, since the gateway's
+ * event loops call it and one of them waiting on Redis would stall every
+ * connection it serves.  It hands the lease to a lease thread (one per
+ * Redis connection) and answers "pending"; the caller asks again after
+ * the on_lease callback told it a lease ended.  Nothing is admitted
+ * without a leased token meanwhile, so the shared limit stays exact.
+ * gw_limiter_take_wait, for threads that may block (CivetWeb's workers),
+ * leases itself or waits for the lease in flight, as before.
  *
  * Accuracy: Redis never grants more than the limit per window, so with any
  * number of instances the admitted rate cannot exceed it.  It can fall
@@ -99,8 +108,33 @@ struct shard {
 	struct entry overflow;       /* shared local-only client when full */
 };
 
+/* A lease for the lease thread. */
+struct job {
+	struct job *next;
+	struct shard *s;
+	struct entry *e;                /* kept by its fetching flag */
+	char *key;                      /* owned */
+	long want, limit;
+};
+
+/* A lease thread: the leases of the clients of one Redis connection. */
+struct worker {
+	struct gw_limiter *l;
+	struct lp_redis *r;
+	pthread_t th;
+	bool started;
+	pthread_mutex_t mu;             /* guards the queue and stop */
+	pthread_cond_t cv;              /* a job came, or stop */
+	struct job *head, *tail;
+	bool stop;
+};
+
 struct gw_limiter {
 	struct gw_limiter_opts o;       /* options (strings copied below) */
+	struct worker workers[MAX_CONNS]; /* one per connection */
+	pthread_mutex_t notify_mu;      /* guards on_lease and its calls */
+	void (*on_lease)(void *ud);
+	void *on_lease_ud;
 	char *prefix;                   /* Redis key prefix (owned) */
 	struct lp_breaker *breaker;     /* "redis", NULL without Redis */
 	struct lp_redis *conns[MAX_CONNS]; /* Redis connections */
@@ -333,14 +367,170 @@ static void decide_locally(struct gw_limiter *l, struct entry *e, long limit, in
 	out->reset_s = reset_seconds(now + wait, now);
 }
 
+enum verdict { DECIDED, NEED_LEASE, IN_FLIGHT };
+
+/* Decides from what e holds (the shard locked), or tells what is missing. */
+static enum verdict decide(struct gw_limiter *l, struct shard *s, struct entry *e,
+			   struct lp_redis *r, long limit, int64_t now, struct gw_limit *out)
+{
+	if (now >= e->window_end_us) {
+		e->tokens = 0;
+		e->refused = false;
+	}
+	if (!r || e == &s->overflow || now < e->local_until_us) {
+		decide_locally(l, e, limit, now, out);
+		return DECIDED;
+	}
+	if (e->tokens > 0) {
+		e->tokens--;
+		out->allowed = true;
+		out->remaining = e->global_left + e->tokens;
+		out->reset_s = reset_seconds(e->window_end_us, now);
+		return DECIDED;
+	}
+	if (e->refused) {
+		out->allowed = false;
+		out->remaining = 0;
+		out->reset_s = reset_seconds(e->window_end_us, now);
+		return DECIDED;
+	}
+	return e->fetching ? IN_FLIGHT : NEED_LEASE;
+}
+
+/* A lease sent at sent_us ended (rc < 0: failed): e takes the result (the
+ * shard locked) and the waiters are woken. */
+static void lease_done(struct gw_limiter *l, struct shard *s, struct entry *e, int rc,
+		       long limit, long grant, long used, long ms_left, int64_t sent_us)
+{
+	e->fetching = false;
+	if (rc < 0) {
+		e->local_until_us = lp_now_us() + (int64_t)l->o.local_retry_ms * 1000;
+	} else {
+		if (ms_left < 1)
+			ms_left = 1;
+		e->window_end_us = sent_us + ms_left * 1000;
+		e->tokens += grant;
+		e->global_left = limit - used > 0 ? limit - used : 0;
+		e->refused = grant == 0;
+	}
+	pthread_cond_broadcast(&s->cv);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct gw_limiter *l = w->l;
+
+	lp_log_set_trace(NULL);
+	for (;;) {
+		struct job *j;
+		long grant = 0, used = 0, ms_left = 0;
+		int64_t sent_us;
+		int rc;
+
+		pthread_mutex_lock(&w->mu);
+		while (!w->head && !w->stop)
+			pthread_cond_wait(&w->cv, &w->mu);
+		if (w->stop) { /* what is left is freed by gw_limiter_free */
+			pthread_mutex_unlock(&w->mu);
+			break;
+		}
+		j = w->head;
+		w->head = j->next;
+		if (!w->head)
+			w->tail = NULL;
+		pthread_mutex_unlock(&w->mu);
+		sent_us = lp_now_us();
+		rc = lease(l, w->r, j->key, j->want, j->limit, &grant, &used, &ms_left);
+		pthread_mutex_lock(&j->s->mu);
+		lease_done(l, j->s, j->e, rc, j->limit, grant, used, ms_left, sent_us);
+		pthread_mutex_unlock(&j->s->mu);
+		free(j->key);
+		free(j);
+		pthread_mutex_lock(&l->notify_mu);
+		if (l->on_lease)
+			l->on_lease(l->on_lease_ud);
+		pthread_mutex_unlock(&l->notify_mu);
+	}
+	return NULL;
+}
+
+static struct lp_redis *redis_of(struct gw_limiter *l, uint64_t h, int *idx)
+{
+	if (!l->nconns)
+		return NULL;
+	*idx = (int)((h / NSHARDS) % (uint64_t)l->nconns);
+	return l->conns[*idx];
+}
+
 void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct gw_limit *out)
 {
 	uint64_t h = fnv1a(key);
 	struct shard *s = &l->shards[h % NSHARDS];
-	struct lp_redis *r = l->nconns ? l->conns[(h / NSHARDS) % (uint64_t)l->nconns] : NULL;
+	int idx = 0;
+	struct lp_redis *r = redis_of(l, h, &idx);
+	int64_t now = lp_now_us();
+	struct job *j = NULL;
+	struct entry *e;
+
+	memset(out, 0, sizeof(*out));
+	out->limit = limit;
+	if (limit < 1)
+		limit = 1;
+	pthread_mutex_lock(&s->mu);
+	e = find_or_add(s, key, h, now);
+	e->last_us = now;
+	switch (decide(l, s, e, r, limit, now, out)) {
+	case DECIDED:
+		break;
+	case NEED_LEASE:
+		if (!l->workers[idx].started) { /* no lease thread: as a failed lease */
+			lease_done(l, s, e, -EIO, limit, 0, 0, 0, now);
+			decide_locally(l, e, limit, now, out);
+			break;
+		}
+		e->fetching = true; /* keeps e from the sweep until lease_done */
+		j = lp_xcalloc(1, sizeof(*j));
+		j->s = s;
+		j->e = e;
+		j->key = lp_xstrdup(key);
+		j->want = gw_lease_size(limit, l->o.lease_divisor);
+		j->limit = limit;
+		/* fall through */
+	case IN_FLIGHT:
+		out->pending = true;
+		out->remaining = 0;
+		out->reset_s = 1;
+		break;
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (j) {
+		struct worker *w = &l->workers[idx];
+
+		pthread_mutex_lock(&w->mu);
+		if (w->tail)
+			w->tail->next = j;
+		else
+			w->head = j;
+		w->tail = j;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+	}
+	if (!out->local)
+		out->limit = limit;
+}
+
+void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
+			  struct gw_limit *out)
+{
+	uint64_t h = fnv1a(key);
+	struct shard *s = &l->shards[h % NSHARDS];
+	int idx = 0;
+	struct lp_redis *r = redis_of(l, h, &idx);
 	int64_t now = lp_now_us(), deadline;
 	struct entry *e;
-	long grant, used, ms_left;
+	long grant = 0, used = 0, ms_left = 0;
+	bool leased = false;
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -354,28 +544,11 @@ void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct g
 	e = find_or_add(s, key, h, now);
 	e->last_us = now;
 	for (;;) {
-		if (now >= e->window_end_us) {
-			e->tokens = 0;
-			e->refused = false;
-		}
-		if (!r || e == &s->overflow || now < e->local_until_us) {
-			decide_locally(l, e, limit, now, out);
+		enum verdict v = decide(l, s, e, r, limit, now, out);
+
+		if (v == DECIDED)
 			break;
-		}
-		if (e->tokens > 0) {
-			e->tokens--;
-			out->allowed = true;
-			out->remaining = e->global_left + e->tokens;
-			out->reset_s = reset_seconds(e->window_end_us, now);
-			break;
-		}
-		if (e->refused) {
-			out->allowed = false;
-			out->remaining = 0;
-			out->reset_s = reset_seconds(e->window_end_us, now);
-			break;
-		}
-		if (e->fetching) {
+		if (v == IN_FLIGHT) {
 			struct timespec ts;
 			int64_t wall = lp_wall_ms() + (deadline - now) / 1000;
 
@@ -397,24 +570,27 @@ void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct g
 		rc = lease(l, r, key, gw_lease_size(limit, l->o.lease_divisor), limit, &grant, &used,
 			   &ms_left);
 		pthread_mutex_lock(&s->mu);
-		e->fetching = false;
-		pthread_cond_broadcast(&s->cv);
-		if (rc < 0) {
-			e->local_until_us = lp_now_us() + (int64_t)l->o.local_retry_ms * 1000;
-			decide_locally(l, e, limit, lp_now_us(), out);
-			break;
-		}
-		if (ms_left < 1)
-			ms_left = 1;
-		e->window_end_us = now + ms_left * 1000;
-		e->tokens += grant;
-		e->global_left = limit - used > 0 ? limit - used : 0;
-		e->refused = grant == 0;
+		lease_done(l, s, e, rc, limit, grant, used, ms_left, now);
+		leased = true;
 		now = lp_now_us();
 	}
 	pthread_mutex_unlock(&s->mu);
+	if (leased) { /* a gw_limiter_take may be pending on this lease */
+		pthread_mutex_lock(&l->notify_mu);
+		if (l->on_lease)
+			l->on_lease(l->on_lease_ud);
+		pthread_mutex_unlock(&l->notify_mu);
+	}
 	if (!out->local)
 		out->limit = limit;
+}
+
+void gw_limiter_on_lease(struct gw_limiter *l, void (*fn)(void *ud), void *ud)
+{
+	pthread_mutex_lock(&l->notify_mu);
+	l->on_lease = fn;
+	l->on_lease_ud = ud;
+	pthread_mutex_unlock(&l->notify_mu);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -445,6 +621,7 @@ struct gw_limiter *gw_limiter_new(const struct gw_limiter_opts *o)
 	l->o.prefix = l->prefix;
 	l->o.redis_url = NULL;
 	pthread_mutex_init(&l->sha_mu, NULL);
+	pthread_mutex_init(&l->notify_mu, NULL);
 	for (i = 0; i < NSHARDS; i++) {
 		pthread_mutex_init(&l->shards[i].mu, NULL);
 		pthread_cond_init(&l->shards[i].cv, NULL);
@@ -458,8 +635,18 @@ struct gw_limiter *gw_limiter_new(const struct gw_limiter_opts *o)
 	if (o->redis_url && *o->redis_url) {
 		l->breaker = lp_breaker_new("redis", NULL);
 		l->nconns = l->o.redis_conns;
-		for (i = 0; i < l->nconns; i++)
+		for (i = 0; i < l->nconns; i++) {
+			struct worker *w = &l->workers[i];
+
 			l->conns[i] = lp_redis_new(o->redis_url, l->o.redis_timeout_ms, l->breaker);
+			w->l = l;
+			w->r = l->conns[i];
+			pthread_mutex_init(&w->mu, NULL);
+			pthread_cond_init(&w->cv, NULL);
+			w->started = pthread_create(&w->th, NULL, worker_main, w) == 0;
+			if (!w->started)
+				lp_error("rate limiter: cannot start a lease thread");
+		}
 	}
 	return l;
 }
@@ -471,6 +658,25 @@ void gw_limiter_free(struct gw_limiter *l)
 
 	if (!l)
 		return;
+	for (i = 0; i < l->nconns; i++) {
+		struct worker *w = &l->workers[i];
+
+		pthread_mutex_lock(&w->mu);
+		w->stop = true;
+		pthread_cond_signal(&w->cv);
+		pthread_mutex_unlock(&w->mu);
+		if (w->started)
+			pthread_join(w->th, NULL);
+		while (w->head) {
+			struct job *j = w->head;
+
+			w->head = j->next;
+			free(j->key);
+			free(j);
+		}
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+	}
 	for (i = 0; i < l->nconns; i++)
 		lp_redis_free(l->conns[i]);
 	lp_breaker_free(l->breaker);
@@ -491,6 +697,7 @@ void gw_limiter_free(struct gw_limiter *l)
 		pthread_cond_destroy(&s->cv);
 	}
 	pthread_mutex_destroy(&l->sha_mu);
+	pthread_mutex_destroy(&l->notify_mu);
 	free(l->prefix);
 	free(l);
 }

@@ -10,6 +10,9 @@
  * is remembered locally, so a client being answered 429 costs no Redis call
  * at all.  See limiter.c for the algorithm and its accuracy.
  *
+ * Leases are asked of Redis by lease threads, never by gw_limiter_take's
+ * caller: see gw_limiter_take.
+ *
  * While Redis is unreachable (its breaker is open or a lease failed) each
  * instance decides alone with a token bucket of limit / instances per
  * second, and tries Redis again a second later.
@@ -41,6 +44,8 @@ struct gw_limit {
 	long limit;     /* requests per window */
 	long remaining; /* requests left in the window (estimate across instances) */
 	int reset_s;    /* seconds until the window (or bucket) refills, >= 1 */
+	bool pending;   /* gw_limiter_take: undecided until a lease in flight ends
+			 * (allowed is false): ask again after on_lease */
 };
 
 struct gw_limiter;
@@ -48,8 +53,22 @@ struct gw_limiter;
 struct gw_limiter *gw_limiter_new(const struct gw_limiter_opts *o);
 /* NULL is a no-op. */
 void gw_limiter_free(struct gw_limiter *l);
-/* Counts one request of client `key` against `limit` per second. */
+/* Counts one request of client `key` against `limit` per second, without
+ * ever waiting for Redis (the event loops call it): when the client has no
+ * leased token left, a lease is handed to a lease thread and out->pending
+ * is set; ask again once on_lease was called.  Nothing is admitted without
+ * a token meanwhile, so the shared limit holds. */
 void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct gw_limit *out);
+/* The same, for a thread that may block: leases itself, or waits for the
+ * lease in flight (bounded by twice the Redis timeout, then local).  Never
+ * pending. */
+void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
+			  struct gw_limit *out);
+/* fn(ud) is called (on a lease thread, or the thread of a
+ * gw_limiter_take_wait) whenever a lease ended, so that pending requests
+ * can ask again.  NULL clears it; on return no call of the previous one is
+ * in progress. */
+void gw_limiter_on_lease(struct gw_limiter *l, void (*fn)(void *ud), void *ud);
 /* The breaker guarding Redis, or NULL when Redis is not configured. */
 struct lp_breaker *gw_limiter_breaker(struct gw_limiter *l);
 /* PING through the first connection: 0, -EIO, or -ENOENT without Redis. */

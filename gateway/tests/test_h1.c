@@ -29,6 +29,8 @@ struct answer {
 	const char *parts[4];
 	bool close_after; /* close the connection once written */
 	bool silent;      /* never answer; wait for the client to go */
+	bool drop;        /* read the request, close without answering */
+	bool reset_after; /* once written, close with a reset (SO_LINGER 0) */
 };
 
 struct server {
@@ -85,10 +87,18 @@ static void *serve(void *arg)
 					;
 				break;
 			}
+			if (a->drop)
+				break;
 			for (i = 0; i < 4 && a->parts[i]; i++) {
 				if (i > 0)
 					usleep(20000);
 				assert_true(send(fd, a->parts[i], strlen(a->parts[i]), MSG_NOSIGNAL) >= 0);
+			}
+			if (a->reset_after) {
+				struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+
+				setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+				break;
 			}
 			if (a->close_after)
 				break;
@@ -288,6 +298,81 @@ static void test_closed_idle_connection_is_replaced(void **state)
 	got_release(&g);
 }
 
+/* Issue #18: a kept-alive connection the upstream closes after reading a
+ * POST whole, without answering.  The upstream may have acted on it (a
+ * producer whose events Kafka acknowledged, then died): sending it again
+ * would store them twice, so the call fails and the POST arrived once.  A
+ * GET in the same spot is sent again. */
+static void test_written_post_is_not_sent_twice(void **state)
+{
+	static const struct answer script[] = {
+		{ .parts = { "HTTP/1.1 202 Accepted\r\nContent-Length: 1\r\n\r\na" } },
+		{ .drop = true },
+		{ .parts = { "HTTP/1.1 202 Accepted\r\nContent-Length: 1\r\n\r\nb" } },
+		{ .drop = true },
+		{ .parts = { "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc" } },
+	};
+	struct h1_pool *p = h1_pool_new();
+	struct got g = { LP_BUF_INIT, LP_BUF_INIT, 0 };
+	struct server s;
+	char err[256];
+	int status;
+
+	(void)state;
+	server_start(&s, script, 5);
+	assert_int_equal(call(p, &s, "POST", "x", 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "POST", "y", 2000, &g, &status, err), H1_FAILED);
+	assert_non_null(strstr(err, "closed"));
+	assert_int_equal(s.served, 2); /* "y" arrived once */
+	/* A new connection for the next call; its GET meets the same end
+	 * and is sent again. */
+	assert_int_equal(call(p, &s, "POST", "z", 2000, &g, &status, err), H1_OK);
+	assert_string_equal(g.body.buf, "b");
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_OK);
+	assert_int_equal(status, 200);
+	assert_string_equal(g.body.buf, "c");
+	h1_pool_free(p);
+	server_stop(&s);
+	assert_int_equal(s.served, 5);
+	assert_int_equal(s.accepts, 3);
+	got_release(&g);
+}
+
+/* The upstream resets a kept-alive connection while it is idle: a POST
+ * taken from the pool then has not reached anyone, and goes on a new
+ * connection, once. */
+static void test_reset_idle_connection_still_retried(void **state)
+{
+	static const struct answer script[] = {
+		{ .parts = { "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na" }, .reset_after = true },
+		{ .parts = { "HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nb" },
+		  .reset_after = true },
+		{ .parts = { "HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nc" } },
+	};
+	struct h1_pool *p = h1_pool_new();
+	struct got g = { LP_BUF_INIT, LP_BUF_INIT, 0 };
+	struct server s;
+	char err[256];
+	int status;
+
+	(void)state;
+	server_start(&s, script, 3);
+	assert_int_equal(call(p, &s, "POST", "x", 2000, &g, &status, err), H1_OK);
+	usleep(20000);
+	assert_int_equal(call(p, &s, "POST", "y", 2000, &g, &status, err), H1_OK);
+	assert_int_equal(status, 201);
+	assert_non_null(strstr(s.last, "\r\n\r\ny"));
+	usleep(20000);
+	/* A GET idle for less than the peek threshold: its write fails. */
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_OK);
+	assert_string_equal(g.body.buf, "c");
+	h1_pool_free(p);
+	server_stop(&s);
+	assert_int_equal(s.served, 3);
+	assert_int_equal(s.accepts, 3);
+	got_release(&g);
+}
+
 static void test_timeout_abort_and_errors(void **state)
 {
 	static const struct answer script[] = {
@@ -359,6 +444,8 @@ int main(void)
 		cmocka_unit_test(test_length_and_reuse),
 		cmocka_unit_test(test_chunked_1xx_and_close_delimited),
 		cmocka_unit_test(test_closed_idle_connection_is_replaced),
+		cmocka_unit_test(test_written_post_is_not_sent_twice),
+		cmocka_unit_test(test_reset_idle_connection_still_retried),
 		cmocka_unit_test(test_timeout_abort_and_errors),
 		cmocka_unit_test(test_target_parse),
 	};

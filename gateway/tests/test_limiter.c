@@ -1,17 +1,23 @@
 /* test_limiter.c - the rate limiter's pure parts (lease size, RateLimit
  * headers, Retry-After jitter) and its local fallback: without Redis, and
  * with a Redis that does not answer. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "logpipe/breaker.h"
+#include "logpipe/util.h"
 #include "../limiter.h"
 
 #include "logpipe/banned.h"
@@ -68,7 +74,7 @@ static int take_n(struct gw_limiter *l, const char *key, long limit, int n, stru
 	int ok = 0, i;
 
 	for (i = 0; i < n; i++) {
-		gw_limiter_take(l, key, limit, last);
+		gw_limiter_take_wait(l, key, limit, last);
 		ok += last->allowed;
 	}
 	return ok;
@@ -121,6 +127,69 @@ static void test_redis_down_falls_back(void **state)
 	gw_limiter_free(l);
 }
 
+/* A "Redis" on 127.0.0.1 that takes connections (the kernel's backlog)
+ * and never answers: every command waits for redis_timeout_ms. */
+static int stalled_redis(int *port)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	assert_true(fd >= 0);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 64), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+static atomic_int leases_ended;
+
+static void lease_ended(void *ud)
+{
+	(void)ud;
+	atomic_fetch_add(&leases_ended, 1);
+}
+
+/* Issue #18: the event loops call gw_limiter_take; a lease waiting on a
+ * stalled Redis must not hold them.  take returns at once while the lease
+ * is in flight, and the client is decided locally once it failed. */
+static void test_take_never_waits_for_redis(void **state)
+{
+	struct gw_limiter_opts o = { .redis_timeout_ms = 1500 };
+	struct gw_limiter *l;
+	struct gw_limit d;
+	char url[64];
+	int64_t t0, end;
+	int port, lfd = stalled_redis(&port), i;
+
+	(void)state;
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+	o.redis_url = url;
+	l = gw_limiter_new(&o);
+	gw_limiter_on_lease(l, lease_ended, NULL);
+	for (i = 0; i < 50; i++) {
+		t0 = lp_now_ms();
+		gw_limiter_take(l, "ingest:k:slow", 100, &d);
+		assert_true(lp_now_ms() - t0 < 100); /* a Redis call would take 1500 ms */
+		assert_false(d.allowed);
+		assert_true(d.pending);
+	}
+	/* The lease fails at its timeout and says so; the client is then
+	 * decided locally. */
+	end = lp_now_ms() + 5000;
+	while (atomic_load(&leases_ended) == 0 && lp_now_ms() < end)
+		usleep(10 * 1000);
+	assert_int_equal(atomic_load(&leases_ended), 1);
+	gw_limiter_take(l, "ingest:k:slow", 100, &d);
+	assert_true(d.local);
+	assert_true(d.allowed);
+	assert_false(d.pending);
+	gw_limiter_free(l);
+	close(lfd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -130,6 +199,7 @@ int main(void)
 		cmocka_unit_test(test_local_only),
 		cmocka_unit_test(test_local_share_of_instances),
 		cmocka_unit_test(test_redis_down_falls_back),
+		cmocka_unit_test(test_take_never_waits_for_redis),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
