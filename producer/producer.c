@@ -46,6 +46,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,7 +253,15 @@ static void trace_from_header_text(struct outgoing *o, const char *tp)
 	o->trace[32] = '\0';
 	memcpy(o->span, tp + 36, 16);
 	o->span[16] = '\0';
+	/* The Kafka key points into the text (the service's value): keep it
+	 * pointing there when the text moves. */
+	uintptr_t k = (uintptr_t)o->key, t = (uintptr_t)o->text;
+	bool key_in = k >= t && k < t + o->len;
+	size_t koff = key_in ? (size_t)(k - t) : 0;
+
 	o->text = lp_xrealloc(o->text, o->len + add);
+	if (key_in)
+		o->key = o->text + koff;
 	snprintf(o->text + o->len - 1, add + 1, fmt, o->trace, o->span);
 	o->len += add - 1;
 }
