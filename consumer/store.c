@@ -300,9 +300,39 @@ static const char STAGE_DDL[] =
 	"message text, attributes jsonb, enrichment jsonb, enrichment_status text, "
 	"kafka_topic text, kafka_partition int, kafka_offset bigint) ON COMMIT DELETE ROWS";
 
+/* The columns of the per-minute counts (migration 004) a stored row adds
+ * one to, in this order: what store_count_keys() writes and what the
+ * staging INSERT returns. */
+#define KEY_COLUMNS "ts, tenant, service, level, level_rank"
+
+static const char KEYS_DDL[] =
+	"CREATE TEMP TABLE IF NOT EXISTS logpipe_stage_keys (ts timestamptz, tenant text, "
+	"service text, level text, level_rank smallint) ON COMMIT DELETE ROWS";
+
+/* Adds the rows of logpipe_stage_keys (the rows this transaction inserted)
+ * to the per-minute and per-hour counts.  Every writer takes the count
+ * rows' locks in the same order (minute before hour, each sorted by key),
+ * so two transactions adding to the same minutes wait for each other
+ * instead of deadlocking. */
+#define COUNT_INTO(table, col, fn)                                                         \
+	"INSERT INTO " table " AS c (" col ", tenant, service, level, level_rank, n) "  \
+	"SELECT " fn "(ts), tenant, service, level, level_rank, count(*) "            \
+	"FROM logpipe_stage_keys GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 "       \
+	"ON CONFLICT ON CONSTRAINT " table "_key DO UPDATE SET n = c.n + excluded.n"
+
+static const char COUNTS_SQL[] = COUNT_INTO("log_events_minute", "minute", "logpipe_minute")
+	"; " COUNT_INTO("log_events_hour", "hour", "logpipe_hour");
+
+/* The staging path's insert: the rows it inserted (not those ON CONFLICT
+ * skipped) go into logpipe_stage_keys to be counted; it returns how many. */
+#define STAGE_INSERT(select)                                                               \
+	"WITH ins AS (INSERT INTO log_events (" STAGE_COLUMNS ") " select                  \
+	" ON CONFLICT DO NOTHING RETURNING " KEY_COLUMNS "), "                             \
+	"k AS (INSERT INTO logpipe_stage_keys (" KEY_COLUMNS ") SELECT * FROM ins) "        \
+	"SELECT count(*) FROM ins"
+
 static const char INSERT_SQL[] =
-	"INSERT INTO log_events (" STAGE_COLUMNS ") SELECT " STAGE_COLUMNS
-	" FROM logpipe_stage ON CONFLICT DO NOTHING";
+	STAGE_INSERT("SELECT " STAGE_COLUMNS " FROM logpipe_stage");
 
 /* An id stored under a timestamp this close is the same event. */
 #define DEDUP_WINDOW_MS (24LL * 3600 * 1000)
@@ -318,10 +348,10 @@ static const char PROBE_SQL[] =
  * (the planner prunes the others at run time): a probe of every partition
  * costs more than the insert itself once a week of them exists. */
 static const char INSERT_DEDUP_SQL[] =
-	"INSERT INTO log_events (" STAGE_COLUMNS ") SELECT DISTINCT ON (s.id) " STAGE_COLUMNS
-	" FROM logpipe_stage s WHERE NOT EXISTS "
-	"(SELECT 1 FROM log_events e WHERE e.id = s.id AND e.ts >= s.ts - interval '1 day'"
-	" AND e.ts <= s.ts + interval '1 day') ON CONFLICT DO NOTHING";
+	STAGE_INSERT("SELECT DISTINCT ON (s.id) " STAGE_COLUMNS
+		     " FROM logpipe_stage s WHERE NOT EXISTS "
+		     "(SELECT 1 FROM log_events e WHERE e.id = s.id AND "
+		     "e.ts >= s.ts - interval '1 day' AND e.ts <= s.ts + interval '1 day')");
 
 
 /* The only sane plan for the dedup probe is a nested loop of primary-key
@@ -437,6 +467,8 @@ static enum store_result prepare_session(struct store *st, char *err, size_t err
 	r = exec_cmd(st, sql, err, errlen);
 	if (r == STORE_OK)
 		r = exec_cmd(st, STAGE_DDL, err, errlen);
+	if (r == STORE_OK)
+		r = exec_cmd(st, KEYS_DDL, err, errlen);
 	if (r == STORE_OK)
 		r = exec_cmd(st, PLAN_SETTINGS, err, errlen);
 	if (r != STORE_OK)
@@ -626,24 +658,89 @@ out:
 	return r;
 }
 
-/* The direct path: BEGIN, COPY straight into log_events, COMMIT.  A row
- * already stored under the same (id, ts) fails the COPY on the primary
+/* ---- per-minute counts ---------------------------------------------------- */
+
+/* Column numbers in a COPY line (the order of STAGE_COLUMNS). */
+enum { COL_TS = 1, COL_LEVEL = 3, COL_RANK = 4, COL_SERVICE = 5, COL_TENANT = 8 };
+
+int store_count_keys(const char *data, size_t len, size_t nrows, struct lp_buf *out)
+{
+	static const int order[] = { COL_TS, COL_TENANT, COL_SERVICE, COL_LEVEL, COL_RANK };
+	const char *p = data, *end = data + len;
+	size_t n;
+
+	for (n = 0; n < nrows; n++) {
+		const char *nl = p < end ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+		const char *col[COL_TENANT + 2];
+		const char *q = p;
+		int c = 0;
+		size_t i;
+
+		if (!nl)
+			return -EINVAL;
+		/* Escaped values hold no tab: every tab ends a column. */
+		col[c++] = q;
+		while (c < (int)LP_ARRAY_SIZE(col) && (q = memchr(q, '\t', (size_t)(nl - q)))) {
+			q++;
+			col[c++] = q;
+		}
+		if (c < (int)LP_ARRAY_SIZE(col))
+			return -EINVAL;
+		for (i = 0; i < LP_ARRAY_SIZE(order); i++) {
+			int k = order[i];
+
+			/* The column, still escaped: COPY reads it back as it was. */
+			lp_buf_add(out, col[k], (size_t)(col[k + 1] - 1 - col[k]));
+			lp_buf_addch(out, i + 1 < LP_ARRAY_SIZE(order) ? '\t' : '\n');
+		}
+		p = nl + 1;
+	}
+	return 0;
+}
+
+/* Adds the rows this transaction inserted, listed in logpipe_stage_keys,
+ * to the per-minute and per-hour counts. */
+static enum store_result add_counts(struct store *st, char *err, size_t errlen)
+{
+	return exec_cmd(st, COUNTS_SQL, err, errlen);
+}
+
+/* ---- the two paths ------------------------------------------------------- */
+
+/* The direct path: BEGIN, COPY straight into log_events, the rows' count
+ * keys into logpipe_stage_keys and the counts, COMMIT.  Every row of the
+ * payload is inserted or the COPY fails, so the keys are the payload's.  A
+ * row already stored under the same (id, ts) fails the COPY on the primary
  * key; *dup then asks for the staging path (the transaction is rolled
- * back). */
+ * back, counts and all). */
 static enum store_result store_direct(struct store *st, const char *data, size_t len,
 				      size_t nrows, bool *dup, long long *inserted, char *err,
 				      size_t errlen)
 {
-	enum store_result r = exec_cmd(st, "BEGIN", err, errlen);
+	struct lp_buf keys = LP_BUF_INIT;
+	enum store_result r;
+	bool kdup;
 
 	*dup = false;
+	if (store_count_keys(data, len, nrows, &keys) < 0) {
+		lp_buf_release(&keys);
+		snprintf(err, errlen, "%s", "a row is not in the consumer's COPY format");
+		return STORE_REJECTED;
+	}
+	r = exec_cmd(st, "BEGIN", err, errlen);
 	if (r == STORE_OK)
 		r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", data, len, dup,
 			      err, errlen);
 	if (r == STORE_OK)
+		r = copy_rows(st, "COPY logpipe_stage_keys (" KEY_COLUMNS ") FROM STDIN", keys.buf,
+			      keys.len, &kdup, err, errlen);
+	if (r == STORE_OK)
+		r = add_counts(st, err, errlen);
+	if (r == STORE_OK)
 		r = exec_cmd(st, "COMMIT", err, errlen);
 	if (r == STORE_OK)
 		*inserted = (long long)nrows;
+	lp_buf_release(&keys);
 	return r;
 }
 
@@ -653,6 +750,7 @@ enum store_result store_batch(struct store *st, const char *data, size_t len, si
 	enum store_result r;
 	PGresult *res = NULL;
 	bool dup = false;
+	long long n;
 
 	*inserted = 0;
 	if (nrows == 0)
@@ -675,18 +773,24 @@ enum store_result store_batch(struct store *st, const char *data, size_t len, si
 			      &dup, err, errlen);
 	if (r == STORE_OK) {
 		res = PQexec(st->conn, st->dedup_by_id ? INSERT_DEDUP_SQL : INSERT_SQL);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
 			r = failed(st, res, err, errlen);
 			res = NULL;
 		}
 	}
 	if (r != STORE_OK)
 		return r;
-	*inserted = atoll(PQcmdTuples(res));
+	n = atoll(PQgetvalue(res, 0, 0));
 	PQclear(res);
+	r = add_counts(st, err, errlen);
 	/* A COMMIT that fails with the connection may or may not have committed;
-	 * the caller retries and the conflict clause makes that safe. */
-	return exec_cmd(st, "COMMIT", err, errlen);
+	 * the caller retries and the conflict clause makes that safe (the
+	 * counts were committed with the rows or not at all). */
+	if (r == STORE_OK)
+		r = exec_cmd(st, "COMMIT", err, errlen);
+	if (r == STORE_OK)
+		*inserted = n;
+	return r;
 }
 
 /* ---- partitions --------------------------------------------------------- */
@@ -752,6 +856,12 @@ static const char OLD_DEFAULT_ROWS_SQL[] =
 	"DELETE FROM log_events_default WHERE ts < "
 	"((now() AT TIME ZONE 'UTC')::date - $1::int)::timestamp AT TIME ZONE 'UTC'";
 
+#define RETENTION_CUTOFF "((now() AT TIME ZONE 'UTC')::date - $1::int)::timestamp AT TIME ZONE 'UTC'"
+
+static const char OLD_COUNTS_SQL[] =
+	"WITH m AS (DELETE FROM log_events_minute WHERE minute < " RETENTION_CUTOFF ") "
+	"DELETE FROM log_events_hour WHERE hour < " RETENTION_CUTOFF;
+
 int store_apply_retention(struct lp_pgpool *pool, int retention_days, int *dropped, char *err,
 			  size_t errlen)
 {
@@ -801,6 +911,12 @@ int store_apply_retention(struct lp_pgpool *pool, int retention_days, int *dropp
 		return maint_fail(pool, c, res, "trimming the default partition", err, errlen);
 	if (atoll(PQcmdTuples(res)) > 0)
 		lp_info("retention: deleted %s old rows from log_events_default", PQcmdTuples(res));
+	PQclear(res);
+	/* The counts of the same days (the cutoff is a day's start, so whole
+	 * minutes and hours go). */
+	res = PQexecParams(c, OLD_COUNTS_SQL, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		return maint_fail(pool, c, res, "deleting old counts", err, errlen);
 	PQclear(res);
 	lp_pgpool_put(pool, c, false);
 	return 0;

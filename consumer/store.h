@@ -11,7 +11,9 @@
  * duplicate, otherwise COPY into a session-local staging table and one
  * INSERT INTO log_events SELECT ... ON CONFLICT DO NOTHING (and, unless
  * disabled, skipping ids already stored under a timestamp up to a day
- * away).  It reports what kind of
+ * away).  In the same transaction it adds the rows it inserted to the
+ * per-minute and per-hour counts that GET /api/stats reads (migration
+ * 004).  It reports what kind of
  * failure happened so the caller can choose between waiting for the
  * database (STORE_UNAVAILABLE), retrying (STORE_TRANSIENT) and splitting
  * the batch to isolate a bad row (STORE_REJECTED).
@@ -116,13 +118,20 @@ bool store_ids_overlap(const char *a, size_t alen, size_t arows, const char *b, 
 bool store_scan_batch(const char *data, size_t len, size_t nrows, struct lp_buf *ids,
 		      char from[32], char to[32]);
 
+/* Adds to out, for each of the nrows lines of a payload (as
+ * store_format_row writes them), one COPY line of the columns the stored
+ * row is counted under in log_events_minute and log_events_hour: ts,
+ * tenant, service, level, level_rank (still escaped).  Returns 0, or
+ * -EINVAL when a line has too few columns.  Exposed for the tests. */
+int store_count_keys(const char *data, size_t len, size_t nrows, struct lp_buf *out);
+
 /* Calls logpipe_ensure_partitions(days_back, days_ahead); sets *created.
  * Returns 0 or -EIO with err. */
 int store_ensure_partitions(struct lp_pgpool *pool, int days_back, int days_ahead, int *created,
 			    char *err, size_t errlen);
 /* Drops the daily partitions whose whole day is older than retention_days
  * days before today (UTC), and deletes rows that old from the default
- * partition.  Sets *dropped to the partitions dropped.  retention_days <= 0
+ * partition and counts that old from log_events_minute and _hour.  Sets *dropped to the partitions dropped.  retention_days <= 0
  * keeps everything.  Returns 0 or -EIO with err. */
 int store_apply_retention(struct lp_pgpool *pool, int retention_days, int *dropped, char *err,
 			  size_t errlen);

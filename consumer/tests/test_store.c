@@ -215,6 +215,37 @@ static void test_scan_batch(void **state)
 	lp_buf_release(&b);
 }
 
+static void test_count_keys(void **state)
+{
+	const char *evs[] = {
+		"{" ID "," TS ",\"message\":\"a\",\"service\":\"s\\tx\",\"level\":\"warning\","
+		"\"tenant\":\"acme\",\"host\":\"h\"}",
+		/* no tenant: \N, as COPY reads back NULL */
+		"{\"id\":\"0190F3A2-7C4E-7D2A-9B1C-0123456789AC\","
+		"\"timestamp\":\"2024-01-16T10:00:00Z\",\"message\":\"b\",\"service\":\"s\"}",
+		NULL,
+	};
+	struct lp_buf b = LP_BUF_INIT, keys = LP_BUF_INIT;
+
+	(void)state;
+	payload_of(&b, evs);
+	assert_int_equal(store_count_keys(b.buf, b.len, 2, &keys), 0);
+	assert_string_equal(keys.buf, "2024-01-15T14:23:45.123Z\tacme\ts\\tx\tWARN\t3\n"
+				      "2024-01-16T10:00:00.000Z\t\\N\ts\tINFO\t2\n");
+	/* A sub-range of a batch is counted on its own. */
+	lp_buf_reset(&keys);
+	assert_int_equal(store_count_keys(strchr(b.buf, '\n') + 1,
+					  b.len - (size_t)(strchr(b.buf, '\n') + 1 - b.buf), 1,
+					  &keys),
+			 0);
+	assert_string_equal(keys.buf, "2024-01-16T10:00:00.000Z\t\\N\ts\tINFO\t2\n");
+	/* Not our format, or fewer lines than announced. */
+	assert_int_equal(store_count_keys("a\tb\tc\n", 6, 1, &keys), -EINVAL);
+	assert_int_equal(store_count_keys(b.buf, b.len, 3, &keys), -EINVAL);
+	lp_buf_release(&keys);
+	lp_buf_release(&b);
+}
+
 static void test_ids_overlap(void **state)
 {
 	const char *first[] = {
@@ -285,6 +316,7 @@ int main(void)
 		cmocka_unit_test(test_row_level_and_extras),
 		cmocka_unit_test(test_row_refused),
 		cmocka_unit_test(test_scan_batch),
+		cmocka_unit_test(test_count_keys),
 		cmocka_unit_test(test_ids_overlap),
 		cmocka_unit_test(test_classify),
 	};

@@ -4,7 +4,8 @@ the query API's latency per filter on a large log_events table.
 
     /usr/bin/python3 tests/bench/storage_bench.py [--events N] [--rounds R]
                                                   [--rows M] [--runs K]
-                                                  [--only store|query] [--hold S]
+                                                  [--only store|query] [--case NAME]
+                                                  [--hold S]
                                                   [--set KEY=VALUE ...]
 
 On a private Kafka and PostgreSQL started with deploy/local/infra.py (the
@@ -30,8 +31,11 @@ deploy/migrations:
           generate_series (60 ms apart back from now, 6.9 days for 10 M;
           levels 5/15/60/12/7/1 % TRACE..FATAL; eight words out of forty and
           a word "reqN" shared by one row in 100,000), indexes rebuilt after
-          the load, VACUUM ANALYZE; then K (default 50) requests per case
+          the load, the per-minute and per-hour counts rebuilt
+          (logpipe_counts_rebuild), VACUUM ANALYZE; then K (default 50)
+          requests per case (--case: only the cases whose name has NAME)
           through the consumer's HTTP API after 3 warm-up ones: p50 and p99.
+          /api/stats of the last day must equal a count of its rows.
 
 Prints a report with the machine and the load average; nothing is written
 to the repository.  Builds build/bin/logpipe-consumer if missing; set
@@ -196,7 +200,7 @@ class Bench:
     # ---- store rate ----
 
     def empty_table(self):
-        psql(self.dsn, "TRUNCATE log_events")
+        psql(self.dsn, "TRUNCATE log_events, log_events_minute, log_events_hour")
         psql(self.dsn, "CHECKPOINT")
 
     def consumer_run(self, n):
@@ -285,10 +289,15 @@ class Bench:
              # would build it for the parent alone.
              "".join(line.split("|", 1)[1].replace(" ON ONLY ", " ON ") + ";"
                      for line in idx))
+        # The consumer keeps the per-minute and per-hour counts as it stores;
+        # rows loaded behind its back are counted by a rebuild.
+        psql(self.dsn, "SELECT logpipe_counts_rebuild('-infinity', 'infinity')")
         psql(self.dsn, "VACUUM ANALYZE log_events")
+        psql(self.dsn, "VACUUM ANALYZE log_events_minute")
+        psql(self.dsn, "VACUUM ANALYZE log_events_hour")
         say(f"  loaded and indexed in {time.monotonic() - t0:.0f} s")
 
-    def query(self, rows, runs):
+    def query(self, rows, runs, only_case=None):
         if int(psql(self.dsn, "SELECT count(*) FROM log_events")) != rows:
             self.empty_table()
             self.load(rows)
@@ -335,10 +344,24 @@ class Bench:
             ("by id", f"/api/logs/{some_id}", {}),
             ("/api/stats, 1 hour", "/api/stats", hour),
             ("/api/stats, 24 hours", "/api/stats", {}),
+            ("/api/stats, 24 hours, tenant+min_level", "/api/stats",
+             {"tenant": "t3", "min_level": "WARN"}),
+            ("/api/stats, 7 days", "/api/stats", {"from": rfc3339(now - timedelta(days=7))}),
+            # host is not in the counts: these count the day's rows.
+            ("/api/stats, 24 hours, host (rows)", "/api/stats", {"host": "host-13"}),
         ]
+        if only_case:
+            cases = [c for c in cases if only_case in c[0]]
+        # The stats must be what counting the rows gives.
+        day = {"from": rfc3339(now - timedelta(days=1)), "to": rfc3339(now)}
+        got = get("/api/stats", day)[1]
+        want = int(psql(self.dsn, f"SELECT count(*) FROM log_events WHERE ts >= "
+                                  f"'{day['from']}' AND ts < '{day['to']}'"))
+        if got["total"] != want:
+            raise RuntimeError(f"/api/stats total {got['total']}, the rows {want}")
         out = []
         for name, path, params in cases:
-            n = max(5, runs // 10) if "24 hours" in name else runs
+            n = max(5, runs // 10) if "(rows)" in name else runs
             took, failed = [], 0
             for i in range(n + 3):
                 ms, got = get(path, params)
@@ -385,6 +408,7 @@ def main():
     ap.add_argument("--rows", type=int, default=10000000)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--only", choices=("store", "query"))
+    ap.add_argument("--case", help="only the query cases whose name contains this")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a consumer setting for every run (default: the defaults)")
     ap.add_argument("--hold", type=int, default=0,
@@ -415,7 +439,7 @@ def main():
             store = b.store(tool, args.events, args.rounds)
         if args.only != "store":
             say("== query latency ==")
-            query = b.query(args.rows, args.runs)
+            query = b.query(args.rows, args.runs, args.case)
 
         say("\n== storage benchmark ==")
         say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
