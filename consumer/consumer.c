@@ -92,6 +92,7 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("retention.days", LP_CFG_INT, "7", retention_days, "drop daily partitions older than this many days; 0 keeps everything", 0, 36500),
 	OPT("partitions.days_ahead", LP_CFG_INT, "7", partitions_ahead, "daily partitions created ahead of today", 1, 366),
 	OPT("store.dedup_by_id", LP_CFG_BOOL, "true", dedup_by_id, "also skip an event whose id is stored under another timestamp", 0, 0),
+	OPT("store.writers", LP_CFG_INT, "2", store_writers, "connections a fresh batch is copied with at once", 1, STORE_MAX_WRITERS),
 	LP_CFG_END,
 };
 
@@ -902,17 +903,18 @@ struct consumer *consumer_start(const struct consumer_settings *s, char *err, si
 	init_metrics(c);
 	c->pg_breaker = lp_breaker_new("postgres", NULL);
 
-	/* The write path keeps its own connection so queries never hold it up;
-	 * the second one is the loop thread's for store_probe(), the third
-	 * serves pings and partition maintenance. */
-	c->wpool = lp_pgpool_new(s->pg_dsn, 3, 5);
+	/* The write path keeps its own connections (store.writers) so queries
+	 * never hold it up; one more is the loop thread's for store_probe(),
+	 * the last serves pings and partition maintenance. */
+	c->wpool = lp_pgpool_new(s->pg_dsn, 2 + (int)s->store_writers, 5);
 	c->qpool = lp_pgpool_new(s->pg_dsn, (int)s->pg_pool_size, 5);
 	if (!c->wpool || !c->qpool) {
 		snprintf(err, errlen, "cannot create the PostgreSQL pools");
 		goto fail;
 	}
-	c->store = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS);
-	c->probe = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS);
+	c->store = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS,
+			     (int)s->store_writers);
+	c->probe = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS, 1);
 	c->qa = query_api_new(c->qpool, c->pg_breaker, (int)s->query_timeout_ms);
 
 	c->dlq = lp_kproducer_new(s->kafka_brokers, dlq_props, err, errlen);

@@ -31,6 +31,7 @@ struct consumer_settings {
 	long long retention_days;    /* drop daily partitions older than this; 0 keeps all */
 	long long partitions_ahead;  /* daily partitions created ahead of today */
 	int dedup_by_id;             /* skip ids already stored under another ts */
+	long long store_writers;     /* connections of the direct path */
 };
 
 extern const struct lp_cfg_opt consumer_options[];

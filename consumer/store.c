@@ -44,6 +44,7 @@
  * anything else (22 data, 23 constraint, 54 limit, ...) means a row is bad. */
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -286,6 +287,8 @@ struct store {
 	bool stage_ready;         /* the staging table exists in conn's session */
 	bool dedup_by_id;         /* also skip ids stored under another ts */
 	int statement_timeout_ms; /* set on the session; 0 = none */
+	int nhelpers;             /* extra writers of the direct path */
+	struct store *helper[STORE_MAX_WRITERS - 1]; /* their connections */
 };
 
 #define STAGE_COLUMNS                                                                  \
@@ -381,13 +384,17 @@ void store_quiet_notices(PGconn *c)
 		PQsetNoticeProcessor(c, notice_to_log, NULL);
 }
 
-struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms)
+struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms,
+			int writers)
 {
 	struct store *st = lp_xcalloc(1, sizeof(*st));
 
 	st->pool = pool;
 	st->dedup_by_id = dedup_by_id;
 	st->statement_timeout_ms = statement_timeout_ms;
+	writers = writers < 1 ? 1 : writers > STORE_MAX_WRITERS ? STORE_MAX_WRITERS : writers;
+	for (st->nhelpers = 0; st->nhelpers < writers - 1; st->nhelpers++)
+		st->helper[st->nhelpers] = store_new(pool, dedup_by_id, statement_timeout_ms, 1);
 	return st;
 }
 
@@ -403,6 +410,8 @@ void store_free(struct store *st)
 {
 	if (!st)
 		return;
+	for (int i = 0; i < st->nhelpers; i++)
+		store_free(st->helper[i]);
 	drop_conn(st, false);
 	free(st);
 }
@@ -707,41 +716,141 @@ static enum store_result add_counts(struct store *st, char *err, size_t errlen)
 
 /* ---- the two paths ------------------------------------------------------- */
 
-/* The direct path: BEGIN, COPY straight into log_events, the rows' count
- * keys into logpipe_stage_keys and the counts, COMMIT.  Every row of the
- * payload is inserted or the COPY fails, so the keys are the payload's.  A
- * row already stored under the same (id, ts) fails the COPY on the primary
- * key; *dup then asks for the staging path (the transaction is rolled
- * back, counts and all). */
+/* One writer's share of the direct path, up to its COMMIT: BEGIN, COPY
+ * its rows straight into log_events and their count keys into
+ * logpipe_stage_keys.  A row already stored under the same (id, ts) fails
+ * the COPY on the primary key and sets *dup. */
+struct direct_part {
+	struct store *st;
+	const char *data;
+	size_t len, nrows;
+	bool dup;
+	enum store_result r;
+	char err[256];
+	pthread_t thread;
+	bool started; /* thread runs direct_copy(); join it */
+};
+
+static void direct_copy(struct direct_part *p)
+{
+	struct store *st = p->st;
+	struct lp_buf keys = LP_BUF_INIT;
+	bool kdup;
+
+	p->dup = false;
+	p->r = prepare_session(st, p->err, sizeof(p->err));
+	if (p->r == STORE_OK && store_count_keys(p->data, p->len, p->nrows, &keys) < 0) {
+		snprintf(p->err, sizeof(p->err), "%s", "a row is not in the consumer's COPY format");
+		p->r = STORE_REJECTED;
+	}
+	if (p->r == STORE_OK)
+		p->r = exec_cmd(st, "BEGIN", p->err, sizeof(p->err));
+	if (p->r == STORE_OK)
+		p->r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", p->data,
+				 p->len, &p->dup, p->err, sizeof(p->err));
+	if (p->r == STORE_OK)
+		p->r = copy_rows(st, "COPY logpipe_stage_keys (" KEY_COLUMNS ") FROM STDIN",
+				 keys.buf, keys.len, &kdup, p->err, sizeof(p->err));
+	lp_buf_release(&keys);
+}
+
+static void *direct_part_main(void *arg)
+{
+	direct_copy(arg);
+	return NULL;
+}
+
+/* Rows a writer of the direct path is worth starting for. */
+#define DIRECT_MIN_ROWS_PER_WRITER 100
+
+/* The direct path.  The payload is cut into parts at line boundaries, one
+ * per writer (the store's own connection and its helpers'), and each
+ * writer COPYs its part in a transaction of its own, all at once: the
+ * server parses the rows and updates the indexes on as many backends.  The
+ * parts hold distinct ids (the batch is fresh), so the writers never wait
+ * for each other's rows.  Only when every COPY succeeded does each writer,
+ * one after the other, add its rows to the counts and COMMIT: the counts'
+ * rows are shared, and a writer waiting for another's lock while this
+ * thread waits for it would never end.  Otherwise every part is rolled
+ * back; *dup asks for the staging path when a row was already stored.
+ *
+ * If a COMMIT fails after an earlier part's succeeded, the batch is stored
+ * again by the caller: the rows committed are then duplicates (same id and
+ * timestamp) and skipped, so nothing is stored or counted twice; they are
+ * reported as duplicates rather than as inserted. */
 static enum store_result store_direct(struct store *st, const char *data, size_t len,
 				      size_t nrows, bool *dup, long long *inserted, char *err,
 				      size_t errlen)
 {
-	struct lp_buf keys = LP_BUF_INIT;
-	enum store_result r;
-	bool kdup;
+	struct direct_part part[STORE_MAX_WRITERS];
+	size_t n = (size_t)st->nhelpers + 1, i, row = 0;
+	const char *p = data, *end = data + len;
+	enum store_result r = STORE_OK;
 
-	*dup = false;
-	if (store_count_keys(data, len, nrows, &keys) < 0) {
-		lp_buf_release(&keys);
-		snprintf(err, errlen, "%s", "a row is not in the consumer's COPY format");
-		return STORE_REJECTED;
+	if (n > nrows / DIRECT_MIN_ROWS_PER_WRITER)
+		n = nrows / DIRECT_MIN_ROWS_PER_WRITER ? nrows / DIRECT_MIN_ROWS_PER_WRITER : 1;
+	memset(part, 0, sizeof(part));
+	for (i = 0; i < n; i++) {
+		size_t want = nrows * (i + 1) / n - row;
+		const char *q = p;
+
+		part[i].st = i == 0 ? st : st->helper[i - 1];
+		part[i].data = p;
+		part[i].nrows = want;
+		for (size_t k = 0; k < want && q; k++) {
+			q = memchr(q, '\n', (size_t)(end - q));
+			q = q ? q + 1 : NULL;
+		}
+		if (!q || (i == n - 1 && q != end)) {
+			snprintf(err, errlen, "%s", "the payload does not hold the rows announced");
+			return STORE_REJECTED;
+		}
+		part[i].len = (size_t)(q - p);
+		row += want;
+		p = q;
 	}
-	r = exec_cmd(st, "BEGIN", err, errlen);
-	if (r == STORE_OK)
-		r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", data, len, dup,
-			      err, errlen);
-	if (r == STORE_OK)
-		r = copy_rows(st, "COPY logpipe_stage_keys (" KEY_COLUMNS ") FROM STDIN", keys.buf,
-			      keys.len, &kdup, err, errlen);
-	if (r == STORE_OK)
-		r = add_counts(st, err, errlen);
-	if (r == STORE_OK)
-		r = exec_cmd(st, "COMMIT", err, errlen);
-	if (r == STORE_OK)
-		*inserted = (long long)nrows;
-	lp_buf_release(&keys);
-	return r;
+	for (i = 1; i < n; i++)
+		part[i].started = pthread_create(&part[i].thread, NULL, direct_part_main,
+						 &part[i]) == 0;
+	for (i = 0; i < n; i++)
+		if (!part[i].started)
+			direct_copy(&part[i]); /* part 0, or no thread for it */
+	for (i = 1; i < n; i++)
+		if (part[i].started)
+			pthread_join(part[i].thread, NULL);
+
+	/* The first failure is the one reported, a duplicate before any. */
+	*dup = false;
+	for (i = 0; i < n; i++) {
+		if (part[i].r == STORE_OK)
+			continue;
+		if (r == STORE_OK || (part[i].dup && !*dup)) {
+			r = part[i].r;
+			snprintf(err, errlen, "%s", part[i].err);
+		}
+		*dup = *dup || part[i].dup;
+	}
+	if (r != STORE_OK) {
+		/* A failed part was rolled back by failed(); roll the others back. */
+		for (i = 0; i < n; i++)
+			if (part[i].r == STORE_OK)
+				exec_cmd(part[i].st, "ROLLBACK", part[i].err, sizeof(part[i].err));
+		return r;
+	}
+	for (i = 0; i < n && r == STORE_OK; i++) {
+		r = add_counts(part[i].st, err, errlen);
+		if (r == STORE_OK)
+			r = exec_cmd(part[i].st, "COMMIT", err, errlen);
+	}
+	if (r != STORE_OK) {
+		/* The parts not yet committed are rolled back; those committed
+		 * are skipped as duplicates when the batch is stored again. */
+		for (; i < n; i++)
+			exec_cmd(part[i].st, "ROLLBACK", part[i].err, sizeof(part[i].err));
+		return r;
+	}
+	*inserted = (long long)nrows;
+	return STORE_OK;
 }
 
 enum store_result store_batch(struct store *st, const char *data, size_t len, size_t nrows,

@@ -77,18 +77,25 @@ enum store_result store_classify(const char *sqlstate, bool conn_ok);
 
 struct store;
 
-/* pool: where the store takes its connection (kept across batches).
+/* Most connections one store writes a batch with. */
+#define STORE_MAX_WRITERS 8
+
+/* pool: where the store takes its connections (kept across batches).
  * dedup_by_id: also skip an event whose id is stored under another
- * timestamp.  statement_timeout_ms: per statement, 0 = none. */
-struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms);
+ * timestamp.  statement_timeout_ms: per statement, 0 = none.  writers:
+ * connections the direct path COPYs a batch with at once (1 to
+ * STORE_MAX_WRITERS; see store_batch), each taken from pool. */
+struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms,
+			int writers);
 /* Returns the connection to the pool.  NULL is a no-op. */
 void store_free(struct store *st);
 
-/* Stores the COPY payload data[0..len) holding nrows lines in one
- * transaction.  fresh: store_probe() found the batch fresh, so it is copied
- * straight into log_events (falling back to the staging path when a row
- * turns out to be stored under the same id and timestamp); otherwise the
- * staging path.  On STORE_OK sets *inserted to the rows that were new (the
+/* Stores the COPY payload data[0..len) holding nrows lines.  fresh:
+ * store_probe() found the batch fresh, so it is copied straight into
+ * log_events (falling back to the staging path when a row turns out to be
+ * stored under the same id and timestamp), by the store's writers at once,
+ * each its share of the rows in a transaction of its own, committed only
+ * once every share is in; otherwise the staging path, one transaction.  On STORE_OK sets *inserted to the rows that were new (the
  * rest were already stored).  Otherwise err holds the server's message. */
 enum store_result store_batch(struct store *st, const char *data, size_t len, size_t nrows,
 			      bool fresh, long long *inserted, char *err, size_t errlen);

@@ -5,7 +5,7 @@ the query API's latency per filter on a large log_events table.
     /usr/bin/python3 tests/bench/storage_bench.py [--events N] [--rounds R]
                                                   [--rows M] [--runs K]
                                                   [--only store|query] [--case NAME]
-                                                  [--hold S]
+                                                  [--variant KEY=VALUE ...] [--hold S]
                                                   [--set KEY=VALUE ...]
 
 On a private Kafka and PostgreSQL started with deploy/local/infra.py (the
@@ -23,6 +23,8 @@ deploy/migrations:
             \\copy     psql \\copy of the very rows the consumer stored
                       (exported once with \\copy ... TO) into the same table
                       with the same indexes: the ceiling.
+            variant   with --variant: the consumer again with those
+                      settings on top (e.g. store.writers=1), after \\copy.
           The best of each and their ratio, and the median of the rounds'
           ratios (a round's two runs follow each other, so the load they
           ran under is alike).  Each consumer run also prints its batches,
@@ -203,9 +205,9 @@ class Bench:
         psql(self.dsn, "TRUNCATE log_events, log_events_minute, log_events_hour")
         psql(self.dsn, "CHECKPOINT")
 
-    def consumer_run(self, n):
+    def consumer_run(self, n, extra=None):
         self.empty_table()
-        p = self.consumer(f"bench-{uuid.uuid4().hex[:8]}")
+        p = self.consumer(f"bench-{uuid.uuid4().hex[:8]}", **(extra or {}))
         deadline = time.monotonic() + 120
         while (n0 := processed(p.port)) == 0:
             if time.monotonic() > deadline:
@@ -241,7 +243,7 @@ class Bench:
         psql(self.dsn, f"\\copy log_events ({COLUMNS}) FROM '{path}'")
         return time.monotonic() - t0
 
-    def store(self, tool, n, rounds):
+    def store(self, tool, n, rounds, variant=None):
         say(f"writing {n} events to {self.topics['complete']} ...")
         text = event_lines(n)
         r = subprocess.run([tool, "produce", self.inf.kafka.bootstrap, self.topics["complete"]],
@@ -250,7 +252,7 @@ class Bench:
             raise RuntimeError(r.stdout + r.stderr)
         del text
         rows = self.tmp / "rows.copy"
-        cons, copy = [], []
+        cons, copy, var = [], [], []
         for i in range(rounds):
             cons.append(self.consumer_run(n))
             say(f"  consumer round {i + 1}: {n / cons[-1]:,.0f} events/s  (load {load_avg()})")
@@ -258,14 +260,23 @@ class Bench:
                 psql(self.dsn, f"\\copy (SELECT {COLUMNS} FROM log_events) TO '{rows}'")
             copy.append(self.copy_run(rows))
             say(f"  \\copy round {i + 1}:   {n / copy[-1]:,.0f} rows/s    (load {load_avg()})")
+            if variant:
+                var.append(self.consumer_run(n, variant))
+                say(f"  variant round {i + 1}:  {n / var[-1]:,.0f} events/s  (load {load_avg()})")
         # On a shared machine the load drifts between rounds: besides the
         # best of each, the median of the ratios of each round's two runs,
         # which were taken one right after the other.
         c, p = min(cons), min(copy)
         pairs = sorted(pc / cc for cc, pc in zip(cons, copy))
-        return {"events": n, "consumer": n / c, "copy": n / p, "ratio": p / c,
-                "pair_ratio": pairs[len(pairs) // 2],
-                "consumer_runs": [n / x for x in cons], "copy_runs": [n / x for x in copy]}
+        out = {"events": n, "consumer": n / c, "copy": n / p, "ratio": p / c,
+               "pair_ratio": pairs[len(pairs) // 2],
+               "consumer_runs": [n / x for x in cons], "copy_runs": [n / x for x in copy]}
+        if var:
+            vpairs = sorted(pc / vc for vc, pc in zip(var, copy))
+            out.update({"variant": n / min(var), "variant_ratio": p / min(var),
+                        "variant_pair_ratio": vpairs[len(vpairs) // 2],
+                        "variant_runs": [n / x for x in var]})
+        return out
 
     # ---- query latency ----
 
@@ -411,6 +422,9 @@ def main():
     ap.add_argument("--case", help="only the query cases whose name contains this")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a consumer setting for every run (default: the defaults)")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                    help="store: also run, in each round after \\copy, a consumer with "
+                         "these settings on top")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to keep PostgreSQL up at the end, for a look at it")
     args = ap.parse_args()
@@ -436,7 +450,8 @@ def main():
         version = psql(inf.postgres.dsn, "SHOW server_version")
         if args.only != "query":
             say("== store rate ==")
-            store = b.store(tool, args.events, args.rounds)
+            store = b.store(tool, args.events, args.rounds,
+                            dict(kv.split("=", 1) for kv in args.variant))
         if args.only != "store":
             say("== query latency ==")
             query = b.query(args.rows, args.runs, args.case)
@@ -456,6 +471,11 @@ def main():
                 f"the rounds' ratios {store['pair_ratio']:.0%}; runs "
                 + ", ".join(f"{x:,.0f}" for x in store["consumer_runs"]) + " vs "
                 + ", ".join(f"{x:,.0f}" for x in store["copy_runs"]) + ")")
+            if "variant" in store:
+                say(f"variant   {', '.join(args.variant)}: {store['variant']:,.0f} events/s, "
+                    f"ratio {store['variant_ratio']:.0%} (median of the rounds' ratios "
+                    f"{store['variant_pair_ratio']:.0%}; runs "
+                    + ", ".join(f"{x:,.0f}" for x in store["variant_runs"]) + ")")
         if query:
             say(f"query     {args.rows:,} rows, through the consumer's HTTP API")
             say("| filter | p50 ms | p99 ms | failed |")

@@ -282,6 +282,38 @@ def test_kill9_mid_stream_loses_and_doubles_nothing(infra, services, topics, pg_
     assert_counts_match_rows(pg_dsn)
 
 
+def test_a_stored_row_in_one_writers_part_rolls_back_every_part(infra, services, topics,
+                                                                pg_dsn, kafkatool):
+    """The direct path COPYs a batch on two connections at once (store.writers
+    2), each its half in a transaction of its own.  A row of the second half
+    already stored (same id and timestamp; no probe, dedup_by_id off) fails
+    that COPY: the first half must not be committed either, so the batch is
+    stored once through the staging path with that one row skipped."""
+    brokers = infra.kafka.bootstrap
+    first = [event(message=f"first {i}") for i in range(100)]
+    proc, url = start_consumer(services, topics, pg_dsn, store_dedup_by_id="false",
+                               store_writers=2, batch_max_ms=3000)
+    produce(kafkatool, brokers, topics["complete"], first)
+    wait_until("100 stored", lambda: stored_count(pg_dsn)[0] == 100)
+    assert proc.stop() == 0
+    # One batch of 600 when the consumer is back: halves of 300, the
+    # duplicate in the second.
+    second = [event(level="ERROR", message=f"second {i}") for i in range(599)]
+    second.insert(500, first[0])
+    produce(kafkatool, brokers, topics["complete"], second)
+    proc.start()
+    proc.wait_ready(20)
+    wait_until("699 stored", lambda: stored_count(pg_dsn)[0] >= 699)
+    wait_until("600 records stored or skipped",
+               lambda: metric(url, "log_events_processed_total")
+               + metric(url, "log_events_duplicates_total") >= 600)
+    time.sleep(0.5)
+    assert stored_count(pg_dsn) == (699, 699)
+    assert metric(url, "log_events_duplicates_total") == 1
+    assert metric(url, "log_events_processed_total") == 599
+    assert_counts_match_rows(pg_dsn)
+
+
 def test_poison_messages_go_to_dlq(infra, services, topics, pg_dsn, kafkatool):
     brokers = infra.kafka.bootstrap
     # A row the database refuses although it is a valid event.  (A trigger,
