@@ -308,9 +308,11 @@ static const char STAGE_DDL[] =
  * staging INSERT returns. */
 #define KEY_COLUMNS "ts, tenant, service, level, level_rank"
 
+/* n rows to count at ts (store_count_keys() gives whole minutes) under
+ * tenant, service, level, level_rank: the rows the transaction inserted. */
 static const char KEYS_DDL[] =
 	"CREATE TEMP TABLE IF NOT EXISTS logpipe_stage_keys (ts timestamptz, tenant text, "
-	"service text, level text, level_rank smallint) ON COMMIT DELETE ROWS";
+	"service text, level text, level_rank smallint, n bigint) ON COMMIT DELETE ROWS";
 
 /* Adds the rows of logpipe_stage_keys (the rows this transaction inserted)
  * to the per-minute and per-hour counts.  Every writer takes the count
@@ -319,7 +321,7 @@ static const char KEYS_DDL[] =
  * instead of deadlocking. */
 #define COUNT_INTO(table, col, fn)                                                         \
 	"INSERT INTO " table " AS c (" col ", tenant, service, level, level_rank, n) "  \
-	"SELECT " fn "(ts), tenant, service, level, level_rank, count(*) "            \
+	"SELECT " fn "(ts), tenant, service, level, level_rank, sum(n) "              \
 	"FROM logpipe_stage_keys GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 "       \
 	"ON CONFLICT ON CONSTRAINT " table "_key DO UPDATE SET n = c.n + excluded.n"
 
@@ -331,7 +333,7 @@ static const char COUNTS_SQL[] = COUNT_INTO("log_events_minute", "minute", "logp
 #define STAGE_INSERT(select)                                                               \
 	"WITH ins AS (INSERT INTO log_events (" STAGE_COLUMNS ") " select                  \
 	" ON CONFLICT DO NOTHING RETURNING " KEY_COLUMNS "), "                             \
-	"k AS (INSERT INTO logpipe_stage_keys (" KEY_COLUMNS ") SELECT * FROM ins) "        \
+	"k AS (INSERT INTO logpipe_stage_keys (" KEY_COLUMNS ", n) SELECT *, 1 FROM ins) " \
 	"SELECT count(*) FROM ins"
 
 static const char INSERT_SQL[] =
@@ -672,21 +674,39 @@ out:
 /* Column numbers in a COPY line (the order of STAGE_COLUMNS). */
 enum { COL_TS = 1, COL_LEVEL = 3, COL_RANK = 4, COL_SERVICE = 5, COL_TENANT = 8 };
 
+struct count_key {
+	const char *s;   /* the key's text, once the keys buffer is complete */
+	size_t off, len; /* where it is in that buffer */
+};
+
+static int cmp_key(const void *a, const void *b)
+{
+	const struct count_key *x = a, *y = b;
+	int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+
+	return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
 int store_count_keys(const char *data, size_t len, size_t nrows, struct lp_buf *out)
 {
-	static const int order[] = { COL_TS, COL_TENANT, COL_SERVICE, COL_LEVEL, COL_RANK };
+	static const int order[] = { COL_TENANT, COL_SERVICE, COL_LEVEL, COL_RANK };
+	struct count_key *key = lp_xmalloc((nrows ? nrows : 1) * sizeof(*key));
+	struct lp_buf text = LP_BUF_INIT;
 	const char *p = data, *end = data + len;
-	size_t n;
+	size_t n, i, run;
+	int ret = -EINVAL;
 
 	for (n = 0; n < nrows; n++) {
 		const char *nl = p < end ? memchr(p, '\n', (size_t)(end - p)) : NULL;
 		const char *col[COL_TENANT + 2];
 		const char *q = p;
+		char tsbuf[40], minute[32];
+		size_t tslen;
 		int c = 0;
-		size_t i;
+		int64_t ms;
 
 		if (!nl)
-			return -EINVAL;
+			goto out;
 		/* Escaped values hold no tab: every tab ends a column. */
 		col[c++] = q;
 		while (c < (int)LP_ARRAY_SIZE(col) && (q = memchr(q, '\t', (size_t)(nl - q)))) {
@@ -694,17 +714,45 @@ int store_count_keys(const char *data, size_t len, size_t nrows, struct lp_buf *
 			col[c++] = q;
 		}
 		if (c < (int)LP_ARRAY_SIZE(col))
-			return -EINVAL;
+			goto out;
+		tslen = (size_t)(col[COL_TS + 1] - 1 - col[COL_TS]);
+		if (tslen >= sizeof(tsbuf))
+			goto out;
+		memcpy(tsbuf, col[COL_TS], tslen);
+		tsbuf[tslen] = '\0';
+		if (lp_parse_rfc3339(tsbuf, &ms) < 0)
+			goto out;
+		/* The minute as logpipe_minute() has it: whole minutes since
+		 * 2000, which is a whole number of minutes after 1970. */
+		ms -= ((ms % 60000) + 60000) % 60000;
+		lp_rfc3339(ms, minute);
+		key[n].off = text.len;
+		lp_buf_adds(&text, minute);
 		for (i = 0; i < LP_ARRAY_SIZE(order); i++) {
 			int k = order[i];
 
 			/* The column, still escaped: COPY reads it back as it was. */
-			lp_buf_add(out, col[k], (size_t)(col[k + 1] - 1 - col[k]));
-			lp_buf_addch(out, i + 1 < LP_ARRAY_SIZE(order) ? '\t' : '\n');
+			lp_buf_addch(&text, '\t');
+			lp_buf_add(&text, col[k], (size_t)(col[k + 1] - 1 - col[k]));
 		}
+		key[n].len = text.len - key[n].off;
 		p = nl + 1;
 	}
-	return 0;
+	/* One line per key, with its number of rows. */
+	for (i = 0; i < n; i++)
+		key[i].s = text.buf + key[i].off;
+	qsort(key, n, sizeof(*key), cmp_key);
+	for (i = 0; i < n; i = run) {
+		for (run = i + 1; run < n && cmp_key(&key[i], &key[run]) == 0; run++)
+			;
+		lp_buf_add(out, key[i].s, key[i].len);
+		lp_buf_addf(out, "\t%zu\n", run - i);
+	}
+	ret = 0;
+out:
+	lp_buf_release(&text);
+	free(key);
+	return ret;
 }
 
 /* Adds the rows this transaction inserted, listed in logpipe_stage_keys,
@@ -749,7 +797,7 @@ static void direct_copy(struct direct_part *p)
 		p->r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", p->data,
 				 p->len, &p->dup, p->err, sizeof(p->err));
 	if (p->r == STORE_OK)
-		p->r = copy_rows(st, "COPY logpipe_stage_keys (" KEY_COLUMNS ") FROM STDIN",
+		p->r = copy_rows(st, "COPY logpipe_stage_keys (" KEY_COLUMNS ", n) FROM STDIN",
 				 keys.buf, keys.len, &kdup, p->err, sizeof(p->err));
 	lp_buf_release(&keys);
 }

@@ -125,11 +125,12 @@ bool store_ids_overlap(const char *a, size_t alen, size_t arows, const char *b, 
 bool store_scan_batch(const char *data, size_t len, size_t nrows, struct lp_buf *ids,
 		      char from[32], char to[32]);
 
-/* Adds to out, for each of the nrows lines of a payload (as
- * store_format_row writes them), one COPY line of the columns the stored
- * row is counted under in log_events_minute and log_events_hour: ts,
- * tenant, service, level, level_rank (still escaped).  Returns 0, or
- * -EINVAL when a line has too few columns.  Exposed for the tests. */
+/* Adds to out the counts of the nrows lines of a payload (as
+ * store_format_row writes them) by the key they are counted under in
+ * log_events_minute and log_events_hour: one COPY line per minute, tenant,
+ * service, level and level_rank (still escaped, sorted) and the number of
+ * rows.  Returns 0, or -EINVAL when a line has too few columns or no
+ * timestamp.  Exposed for the tests. */
 int store_count_keys(const char *data, size_t len, size_t nrows, struct lp_buf *out);
 
 /* Calls logpipe_ensure_partitions(days_back, days_ahead); sets *created.
