@@ -342,10 +342,23 @@ static const char INSERT_SQL[] =
 /* An id stored under a timestamp this close is the same event. */
 #define DEDUP_WINDOW_MS (24LL * 3600 * 1000)
 
-/* Is any id of the batch stored within the window?  The range is constant,
- * so the planner prunes to the partitions of those days; the ids are
- * probed by primary key. */
-static const char PROBE_SQL[] =
+/* Is any id of the batch stored within the window?  logpipe_ids_stored()
+ * (migration 004) asks each daily partition of the window's days for the
+ * ids alone, which only the primary key answers: asked with the ts range
+ * too, a partition without statistics yet (a new day's, one just emptied)
+ * had the planner walk its (ts, id) index through the whole window for
+ * every batch, which cost more than storing the batch. */
+static const char PROBE_SQL[] = "SELECT logpipe_ids_stored($1::uuid[], $2::timestamptz, "
+				"$3::timestamptz)";
+
+/* A window of more days than this (a batch with times far apart) is probed
+ * through the parent table instead: one query per day would not end. */
+#define PROBE_MAX_DAYS 8
+
+/* The range is constant, so the planner prunes to the partitions of those
+ * days; the ids are probed by primary key, unless stale statistics mislead
+ * the planner (see above). */
+static const char PROBE_WIDE_SQL[] =
 	"SELECT 1 FROM log_events WHERE id = ANY($1::uuid[]) "
 	"AND ts >= $2::timestamptz AND ts <= $3::timestamptz LIMIT 1";
 
@@ -641,7 +654,9 @@ enum store_result store_probe(struct store *st, const char *data, size_t len, si
 	char from[32], to[32];
 	const char *params[3];
 	enum store_result r = STORE_OK;
+	int64_t lo, hi;
 	PGresult *res;
+	bool wide;
 
 	*fresh = false;
 	if (nrows == 0 || !store_scan_batch(data, len, nrows, &ids, from, to) ||
@@ -657,12 +672,16 @@ enum store_result store_probe(struct store *st, const char *data, size_t len, si
 	params[0] = ids.buf;
 	params[1] = from;
 	params[2] = to;
-	res = PQexecParams(st->conn, PROBE_SQL, 3, NULL, params, NULL, NULL, 0);
+	wide = lp_parse_rfc3339(from, &lo) < 0 || lp_parse_rfc3339(to, &hi) < 0 ||
+	       hi - lo > PROBE_MAX_DAYS * 24LL * 3600 * 1000;
+	res = PQexecParams(st->conn, wide ? PROBE_WIDE_SQL : PROBE_SQL, 3, NULL, params, NULL,
+			   NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		r = failed(st, res, err, errlen);
 		goto out;
 	}
-	*fresh = PQntuples(res) == 0;
+	*fresh = wide ? PQntuples(res) == 0
+		      : PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "f") == 0;
 	PQclear(res);
 out:
 	lp_buf_release(&ids);

@@ -81,6 +81,42 @@ BEGIN
 END
 $fn$;
 
+-- Is any of ids stored in the daily partitions of the UTC days from lo to
+-- hi, or at a time from lo to hi in the default partition?  The consumer's
+-- dedup probe (consumer/store.c, store_probe).  Each partition is asked for
+-- the ids alone, which only its primary key (id, ts) can answer: with a
+-- condition on ts as well, a partition without statistics yet (a new day's,
+-- or one just emptied) made the planner walk its (ts, id) index through
+-- the whole window and filter the ids, every batch.  Whole days are a
+-- wider window than asked for: a false alarm only sends a batch down the
+-- careful path.
+CREATE OR REPLACE FUNCTION logpipe_ids_stored(ids uuid[], lo timestamptz, hi timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql STABLE
+AS $fn$
+DECLARE
+    d     date := (lo AT TIME ZONE 'UTC')::date;
+    last  date := (hi AT TIME ZONE 'UTC')::date;
+    part  regclass;
+    found boolean;
+BEGIN
+    WHILE d <= last LOOP
+        part := to_regclass(quote_ident('log_events_' || to_char(d, 'YYYYMMDD')));
+        IF part IS NOT NULL THEN
+            EXECUTE format('SELECT EXISTS (SELECT 1 FROM %s WHERE id = ANY($1))', part)
+                INTO found USING ids;
+            IF found THEN
+                RETURN true;
+            END IF;
+        END IF;
+        d := d + 1;
+    END LOOP;
+    SELECT EXISTS (SELECT 1 FROM log_events_default
+                   WHERE id = ANY(ids) AND ts >= lo AND ts <= hi) INTO found;
+    RETURN found;
+END
+$fn$;
+
 -- The rows stored so far.
 SELECT logpipe_counts_rebuild('-infinity', 'infinity');
 
