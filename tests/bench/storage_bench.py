@@ -24,7 +24,8 @@ deploy/migrations:
                       (exported once with \\copy ... TO) into the same table
                       with the same indexes: the ceiling.
             variant   with --variant: the consumer again with those
-                      settings on top (e.g. store.writers=1), after \\copy.
+                      settings on top (e.g. store.writers=1; bin_dir=DIR
+                      runs DIR/logpipe-consumer), after \\copy.
           The best of each and their ratio, and the median of the rounds'
           ratios (a round's two runs follow each other, so the load they
           ran under is alike).  Each consumer run also prints its batches,
@@ -182,10 +183,12 @@ class Bench:
         cfg = {"kafka.group": group, "retention.days": 0}
         cfg.update(self.settings)
         cfg.update(extra)
+        # bin_dir (a --variant's) runs another build of the consumer.
+        bin_dir = cfg.pop("bin_dir", None)
         env = lp.service_env("consumer", {"consumer": port}, self.inf, topics=self.topics,
                              extra=cfg)
         p = lp.ServiceProc("consumer", env, self.tmp / "logs" / f"consumer-{group}.log", port,
-                           cwd=self.tmp / "consumer")
+                           bin_dir_=bin_dir, cwd=self.tmp / "consumer")
         p.start()
         self.procs.append(p)
         p.wait_ready(30)
