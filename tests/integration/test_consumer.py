@@ -654,6 +654,31 @@ def test_retention_drops_only_old_partitions(infra, services, topics, pg_dsn):
     assert_counts_match_rows(pg_dsn)
 
 
+def test_ids_stored_asks_the_days_partitions_and_the_default_one(pg_dsn):
+    """logpipe_ids_stored (the direct path's dedup probe): an id stored in a
+    daily partition of the window's days, or in the default partition within
+    the window, is found; outside them it is not."""
+    now = datetime.now(timezone.utc)
+    sql(pg_dsn, "SELECT logpipe_ensure_partitions(5, 1)")
+    recent, old, ancient = (str(uuid.uuid4()) for _ in range(3))
+    for i, ts in ((recent, now), (old, now - timedelta(days=4)),
+                  (ancient, now - timedelta(days=400))):
+        sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, %s, 'm', "
+                    "'probe')", (i, ts))
+
+    def stored(ids, lo, hi):
+        return sql(pg_dsn, "SELECT logpipe_ids_stored(%s::uuid[], %s, %s)",
+                   (ids, lo, hi))[0][0]
+
+    day = timedelta(days=1)
+    assert stored([str(uuid.uuid4()), recent], now - day, now + day)
+    assert not stored([str(uuid.uuid4())], now - day, now + day)
+    assert not stored([old], now - day, now + day)
+    assert stored([old], now - 5 * day, now - 3 * day)
+    assert stored([ancient], now - 401 * day, now - 399 * day)
+    assert not stored([ancient], now - day, now + day)
+
+
 def test_new_partition_waits_for_inserts_into_the_default_one(pg_dsn):
     """logpipe_ensure_partitions() moves a day's rows out of the default
     partition before attaching that day's partition; an insert of such a
