@@ -32,6 +32,11 @@
  * or three partitions of those days per row; DISTINCT ON (id) does the
  * same inside one batch.
  *
+ * Both paths add the rows they inserted to the per-minute and per-hour
+ * counts of migration 004 in the same transaction (GET /api/stats reads
+ * them), and the direct path may COPY a batch on several connections at
+ * once (store_direct()).
+ *
  * Row format: COPY text format, tab-separated, \N for NULL, with
  * backslash, newline, carriage return and tab escaped.  Timestamps are
  * re-written from the parsed value (RFC 3339 UTC), so the server never
