@@ -89,13 +89,14 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("pg.dsn", LP_CFG_STR, "postgresql://postgres@127.0.0.1:5432/logpipe", pg_dsn, "PostgreSQL connection string", 0, 0),
 	OPT("pg.pool_size", LP_CFG_INT, "20", pg_pool_size, "connections serving the query API", 1, 1000),
 	OPT("query.timeout_ms", LP_CFG_INT, "10000", query_timeout_ms, "statement timeout of one query", 100, 600000),
-	OPT("batch.max_events", LP_CFG_INT, "1000", batch_max_events, "most records stored in one transaction", 1, 100000),
+	OPT("batch.max_events", LP_CFG_INT, "4000", batch_max_events, "most records stored in one transaction", 1, 100000),
 	OPT("batch.max_ms", LP_CFG_INT, "200", batch_max_ms, "longest wait to fill a batch, in ms", 1, 60000),
 	OPT("retry.max_attempts", LP_CFG_INT, "3", retry_max_attempts, "attempts for a row the database refuses before it goes to the DLQ", 1, 100),
 	OPT("retention.days", LP_CFG_INT, "7", retention_days, "drop daily partitions older than this many days; 0 keeps everything", 0, 36500),
 	OPT("partitions.days_ahead", LP_CFG_INT, "7", partitions_ahead, "daily partitions created ahead of today", 1, 366),
 	OPT("partitions.interval_s", LP_CFG_INT, "3600", partitions_interval_s, "seconds between passes that create partitions ahead and apply retention", 1, 86400),
 	OPT("store.dedup_by_id", LP_CFG_BOOL, "true", dedup_by_id, "also skip an event whose id is stored under another timestamp", 0, 0),
+	OPT("store.writers", LP_CFG_INT, "1", store_writers, "connections a fresh batch is copied with at once", 1, STORE_MAX_WRITERS),
 	LP_CFG_END,
 };
 
@@ -974,17 +975,18 @@ struct consumer *consumer_start(const struct consumer_settings *s, char *err, si
 	init_metrics(c);
 	c->pg_breaker = lp_breaker_new("postgres", NULL);
 
-	/* The write path keeps its own connection so queries never hold it up;
-	 * the second one is the loop thread's for store_probe(), the third
-	 * serves pings and partition maintenance. */
-	c->wpool = lp_pgpool_new(s->pg_dsn, 3, 5);
+	/* The write path keeps its own connections (store.writers) so queries
+	 * never hold it up; one more is the loop thread's for store_probe(),
+	 * the last serves pings and partition maintenance. */
+	c->wpool = lp_pgpool_new(s->pg_dsn, 2 + (int)s->store_writers, 5);
 	c->qpool = lp_pgpool_new(s->pg_dsn, (int)s->pg_pool_size, 5);
 	if (!c->wpool || !c->qpool) {
 		snprintf(err, errlen, "cannot create the PostgreSQL pools");
 		goto fail;
 	}
-	c->store = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS);
-	c->probe = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS);
+	c->store = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS,
+			     (int)s->store_writers);
+	c->probe = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS, 1);
 	c->qa = query_api_new(c->qpool, c->pg_breaker, (int)s->query_timeout_ms);
 
 	c->dlq = lp_kproducer_new(s->kafka_brokers, dlq_props, err, errlen);

@@ -32,6 +32,7 @@ struct consumer_settings {
 	long long partitions_ahead;  /* daily partitions created ahead of today */
 	long long partitions_interval_s; /* seconds between partition and retention passes */
 	int dedup_by_id;             /* skip ids already stored under another ts */
+	long long store_writers;     /* connections of the direct path */
 };
 
 extern const struct lp_cfg_opt consumer_options[];

@@ -487,8 +487,140 @@ void query_build_get(const char *id, const char *tenant, struct query_sql *q)
 	lp_buf_adds(&q->sql, " ORDER BY log_events.ts DESC LIMIT 1");
 }
 
+bool query_stats_from_counts(const struct query_filter *f)
+{
+	/* log_events_minute and _hour have no host and no message. */
+	return !f->host[0] && !f->text[0];
+}
+
+/* t rounded down (up) to a multiple of step, all in microseconds. */
+static int64_t floor_to(int64_t t, int64_t step)
+{
+	int64_t r = t % step;
+
+	return r < 0 ? t - r - step : t - r;
+}
+
+static int64_t ceil_to(int64_t t, int64_t step)
+{
+	int64_t d = floor_to(t, step);
+
+	return d == t ? t : d + step;
+}
+
+#define MINUTE_US (60LL * 1000000)
+#define HOUR_US (60 * MINUTE_US)
+
+/* Parameter numbers of the field filters of a statement, 0 when absent. */
+struct field_params {
+	int service, tenant, level, min_level;
+};
+
+static struct field_params field_params(const struct query_filter *f, struct query_sql *q)
+{
+	struct field_params p = {0, 0, 0, 0};
+
+	if (f->service[0])
+		p.service = param_str(q, f->service);
+	if (f->tenant[0])
+		p.tenant = param_str(q, f->tenant);
+	if (f->level_rank >= 0)
+		p.level = param_int(q, f->level_rank);
+	if (f->min_rank >= 0)
+		p.min_level = param_int(q, f->min_rank);
+	return p;
+}
+
+/* One branch of the stats union: (level, service, n) of table over
+ * [lo, hi) of col, hi = 0 for no upper bound; log_events's rows count one
+ * each, the count tables' count n. */
+static void stats_branch(struct query_sql *q, const struct field_params *p, const char *table,
+			 const char *col, int lo, int hi)
+{
+	bool rows = strcmp(table, "log_events") == 0;
+
+	if (q->sql.len && q->sql.buf[q->sql.len - 1] != '(')
+		lp_buf_adds(&q->sql, " UNION ALL ");
+	lp_buf_addf(&q->sql, "SELECT level, service, %s FROM %s WHERE %s >= $%d::timestamptz",
+		    rows ? "count(*) AS n" : "n", table, col, lo);
+	if (hi)
+		lp_buf_addf(&q->sql, " AND %s < $%d::timestamptz", col, hi);
+	if (p->service)
+		lp_buf_addf(&q->sql, " AND service = $%d", p->service);
+	if (p->tenant)
+		lp_buf_addf(&q->sql, " AND tenant = $%d", p->tenant);
+	if (p->level)
+		lp_buf_addf(&q->sql, " AND level_rank = $%d::smallint", p->level);
+	if (p->min_level)
+		lp_buf_addf(&q->sql, " AND level_rank >= $%d::smallint", p->min_level);
+	if (rows)
+		lp_buf_adds(&q->sql, " GROUP BY level, service");
+}
+
+/* The range [from, to) is cut at whole minutes and hours: the hours in it
+ * are read from log_events_hour, the minutes around them from
+ * log_events_minute, and the parts of a minute at either end, if any, from
+ * log_events itself (at most a minute of rows each).  A day is then some
+ * 24 x (tenants x services x levels) count rows plus two hours of minutes,
+ * instead of every row of the day. */
+static void build_stats_from_counts(const struct query_filter *f, struct query_sql *q)
+{
+	struct field_params p = field_params(f, q);
+	int64_t from = f->from_us;
+	int64_t m0 = ceil_to(from, MINUTE_US), h0 = ceil_to(from, HOUR_US);
+	int64_t m1 = 0, h1 = 0;
+	int pfrom = param_ts(q, from), pm0 = 0, ph0 = 0, ph1 = 0, pm1 = 0, pto = 0;
+
+	if (f->has_to) {
+		m1 = floor_to(f->to_us, MINUTE_US);
+		h1 = floor_to(f->to_us, HOUR_US);
+		pto = param_ts(q, f->to_us);
+	}
+	lp_buf_adds(&q->sql, "SELECT level, service, coalesce(sum(n), 0)::bigint, grouping(level, service) "
+			     "FROM (");
+	if (f->has_to && m0 >= m1) {
+		/* Within a minute (or two parts of two): the rows. */
+		stats_branch(q, &p, "log_events", "ts", pfrom, pto);
+		goto done;
+	}
+	if (m0 > from) {
+		pm0 = param_ts(q, m0);
+		stats_branch(q, &p, "log_events", "ts", pfrom, pm0);
+	} else {
+		pm0 = pfrom;
+	}
+	if (!f->has_to || h0 < h1) {
+		ph0 = h0 > m0 ? param_ts(q, h0) : pm0;
+		if (h0 > m0)
+			stats_branch(q, &p, "log_events_minute", "minute", pm0, ph0);
+		if (f->has_to)
+			ph1 = h1 < f->to_us ? param_ts(q, h1) : pto;
+		stats_branch(q, &p, "log_events_hour", "hour", ph0, ph1);
+		if (!f->has_to)
+			goto done;
+		if (m1 > h1) {
+			pm1 = m1 < f->to_us ? param_ts(q, m1) : pto;
+			stats_branch(q, &p, "log_events_minute", "minute", ph1, pm1);
+		} else {
+			pm1 = ph1;
+		}
+	} else {
+		pm1 = m1 < f->to_us ? param_ts(q, m1) : pto;
+		stats_branch(q, &p, "log_events_minute", "minute", pm0, pm1);
+	}
+	if (m1 < f->to_us)
+		stats_branch(q, &p, "log_events", "ts", pm1, pto);
+done:
+	lp_buf_adds(&q->sql, ") AS c GROUP BY GROUPING SETS ((level), (service), ()) "
+			     "ORDER BY 4, 3 DESC");
+}
+
 void query_build_stats(const struct query_filter *f, struct query_sql *q)
 {
+	if (f->has_from && query_stats_from_counts(f)) {
+		build_stats_from_counts(f, q);
+		return;
+	}
 	lp_buf_adds(&q->sql, "SELECT level, service, count(*)::bigint, grouping(level, service) "
 			     "FROM log_events");
 	build_where(f, q);

@@ -93,8 +93,13 @@ void query_build_get(const char *id, const char *tenant, struct query_sql *q);
 void query_build_probe(const struct query_filter *f, struct query_sql *q);
 int query_probe_cap(const struct query_filter *f);
 /* Counts over the filter: rows (level, service, count, grouping) for the
- * grouping sets (level), (service) and () - the total. */
+ * grouping sets (level), (service) and () - the total.  When
+ * query_stats_from_counts(f), they are added up from the per-hour and
+ * per-minute counts (migration 004) and the rows of the partial minutes at
+ * the ends of the range; otherwise counted over log_events's rows. */
 void query_build_stats(const struct query_filter *f, struct query_sql *q);
+/* True when the counts tables can answer f: no host and no text filter. */
+bool query_stats_from_counts(const struct query_filter *f);
 
 /* True when the planner may misjudge f badly enough to walk the whole
  * table: a full-text filter, or two or more field filters (their

@@ -32,6 +32,11 @@
  * or three partitions of those days per row; DISTINCT ON (id) does the
  * same inside one batch.
  *
+ * Both paths add the rows they inserted to the per-minute and per-hour
+ * counts of migration 004 in the same transaction (GET /api/stats reads
+ * them), and the direct path may COPY a batch on several connections at
+ * once (store_direct()).
+ *
  * Row format: COPY text format, tab-separated, \N for NULL, with
  * backslash, newline, carriage return and tab escaped.  Timestamps are
  * re-written from the parsed value (RFC 3339 UTC), so the server never
@@ -44,6 +49,7 @@
  * anything else (22 data, 23 constraint, 54 limit, ...) means a row is bad. */
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -291,6 +297,8 @@ struct store {
 	bool stage_ready;         /* the staging table exists in conn's session */
 	bool dedup_by_id;         /* also skip ids stored under another ts */
 	int statement_timeout_ms; /* set on the session; 0 = none */
+	int nhelpers;             /* extra writers of the direct path */
+	struct store *helper[STORE_MAX_WRITERS - 1]; /* their connections */
 };
 
 #define STAGE_COLUMNS                                                                  \
@@ -306,17 +314,62 @@ static const char STAGE_DDL[] =
 	"kafka_topic text, kafka_partition int, kafka_offset bigint, trace_id text, "
 	"span_id text) ON COMMIT DELETE ROWS";
 
+/* The columns of the per-minute counts (migration 004) a stored row adds
+ * one to, in this order: what store_count_keys() writes and what the
+ * staging INSERT returns. */
+#define KEY_COLUMNS "ts, tenant, service, level, level_rank"
+
+/* n rows to count at ts (store_count_keys() gives whole minutes) under
+ * tenant, service, level, level_rank: the rows the transaction inserted. */
+static const char KEYS_DDL[] =
+	"CREATE TEMP TABLE IF NOT EXISTS logpipe_stage_keys (ts timestamptz, tenant text, "
+	"service text, level text, level_rank smallint, n bigint) ON COMMIT DELETE ROWS";
+
+/* Adds the rows of logpipe_stage_keys (the rows this transaction inserted)
+ * to the per-minute and per-hour counts.  Every writer takes the count
+ * rows' locks in the same order (minute before hour, each sorted by key),
+ * so two transactions adding to the same minutes wait for each other
+ * instead of deadlocking. */
+#define COUNT_INTO(table, col, fn)                                                         \
+	"INSERT INTO " table " AS c (" col ", tenant, service, level, level_rank, n) "  \
+	"SELECT " fn "(ts), tenant, service, level, level_rank, sum(n) "              \
+	"FROM logpipe_stage_keys GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 "       \
+	"ON CONFLICT ON CONSTRAINT " table "_key DO UPDATE SET n = c.n + excluded.n"
+
+static const char COUNTS_SQL[] = COUNT_INTO("log_events_minute", "minute", "logpipe_minute")
+	"; " COUNT_INTO("log_events_hour", "hour", "logpipe_hour");
+
+/* The staging path's insert: the rows it inserted (not those ON CONFLICT
+ * skipped) go into logpipe_stage_keys to be counted; it returns how many. */
+#define STAGE_INSERT(select)                                                               \
+	"WITH ins AS (INSERT INTO log_events (" STAGE_COLUMNS ") " select                  \
+	" ON CONFLICT DO NOTHING RETURNING " KEY_COLUMNS "), "                             \
+	"k AS (INSERT INTO logpipe_stage_keys (" KEY_COLUMNS ", n) SELECT *, 1 FROM ins) " \
+	"SELECT count(*) FROM ins"
+
 static const char INSERT_SQL[] =
-	"INSERT INTO log_events (" STAGE_COLUMNS ") SELECT " STAGE_COLUMNS
-	" FROM logpipe_stage ON CONFLICT DO NOTHING";
+	STAGE_INSERT("SELECT " STAGE_COLUMNS " FROM logpipe_stage");
 
 /* An id stored under a timestamp this close is the same event. */
 #define DEDUP_WINDOW_MS (24LL * 3600 * 1000)
 
-/* Is any id of the batch stored within the window?  The range is constant,
- * so the planner prunes to the partitions of those days; the ids are
- * probed by primary key. */
-static const char PROBE_SQL[] =
+/* Is any id of the batch stored within the window?  logpipe_ids_stored()
+ * (migration 004) asks each daily partition of the window's days for the
+ * ids alone, which only the primary key answers: asked with the ts range
+ * too, a partition without statistics yet (a new day's, one just emptied)
+ * had the planner walk its (ts, id) index through the whole window for
+ * every batch, which cost more than storing the batch. */
+static const char PROBE_SQL[] = "SELECT logpipe_ids_stored($1::uuid[], $2::timestamptz, "
+				"$3::timestamptz)";
+
+/* A window of more days than this (a batch with times far apart) is probed
+ * through the parent table instead: one query per day would not end. */
+#define PROBE_MAX_DAYS 8
+
+/* The range is constant, so the planner prunes to the partitions of those
+ * days; the ids are probed by primary key, unless stale statistics mislead
+ * the planner (see above). */
+static const char PROBE_WIDE_SQL[] =
 	"SELECT 1 FROM log_events WHERE id = ANY($1::uuid[]) "
 	"AND ts >= $2::timestamptz AND ts <= $3::timestamptz LIMIT 1";
 
@@ -324,10 +377,10 @@ static const char PROBE_SQL[] =
  * (the planner prunes the others at run time): a probe of every partition
  * costs more than the insert itself once a week of them exists. */
 static const char INSERT_DEDUP_SQL[] =
-	"INSERT INTO log_events (" STAGE_COLUMNS ") SELECT DISTINCT ON (s.id) " STAGE_COLUMNS
-	" FROM logpipe_stage s WHERE NOT EXISTS "
-	"(SELECT 1 FROM log_events e WHERE e.id = s.id AND e.ts >= s.ts - interval '1 day'"
-	" AND e.ts <= s.ts + interval '1 day') ON CONFLICT DO NOTHING";
+	STAGE_INSERT("SELECT DISTINCT ON (s.id) " STAGE_COLUMNS
+		     " FROM logpipe_stage s WHERE NOT EXISTS "
+		     "(SELECT 1 FROM log_events e WHERE e.id = s.id AND "
+		     "e.ts >= s.ts - interval '1 day' AND e.ts <= s.ts + interval '1 day')");
 
 
 /* The only sane plan for the dedup probe is a nested loop of primary-key
@@ -357,13 +410,17 @@ void store_quiet_notices(PGconn *c)
 		PQsetNoticeProcessor(c, notice_to_log, NULL);
 }
 
-struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms)
+struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms,
+			int writers)
 {
 	struct store *st = lp_xcalloc(1, sizeof(*st));
 
 	st->pool = pool;
 	st->dedup_by_id = dedup_by_id;
 	st->statement_timeout_ms = statement_timeout_ms;
+	writers = writers < 1 ? 1 : writers > STORE_MAX_WRITERS ? STORE_MAX_WRITERS : writers;
+	for (st->nhelpers = 0; st->nhelpers < writers - 1; st->nhelpers++)
+		st->helper[st->nhelpers] = store_new(pool, dedup_by_id, statement_timeout_ms, 1);
 	return st;
 }
 
@@ -379,6 +436,8 @@ void store_free(struct store *st)
 {
 	if (!st)
 		return;
+	for (int i = 0; i < st->nhelpers; i++)
+		store_free(st->helper[i]);
 	drop_conn(st, false);
 	free(st);
 }
@@ -443,6 +502,8 @@ static enum store_result prepare_session(struct store *st, char *err, size_t err
 	r = exec_cmd(st, sql, err, errlen);
 	if (r == STORE_OK)
 		r = exec_cmd(st, STAGE_DDL, err, errlen);
+	if (r == STORE_OK)
+		r = exec_cmd(st, KEYS_DDL, err, errlen);
 	if (r == STORE_OK)
 		r = exec_cmd(st, PLAN_SETTINGS, err, errlen);
 	if (r != STORE_OK)
@@ -604,7 +665,9 @@ enum store_result store_probe(struct store *st, const char *data, size_t len, si
 	char from[32], to[32];
 	const char *params[3];
 	enum store_result r = STORE_OK;
+	int64_t lo, hi;
 	PGresult *res;
+	bool wide;
 
 	*fresh = false;
 	if (nrows == 0 || !store_scan_batch(data, len, nrows, &ids, from, to) ||
@@ -620,37 +683,252 @@ enum store_result store_probe(struct store *st, const char *data, size_t len, si
 	params[0] = ids.buf;
 	params[1] = from;
 	params[2] = to;
-	res = PQexecParams(st->conn, PROBE_SQL, 3, NULL, params, NULL, NULL, 0);
+	wide = lp_parse_rfc3339(from, &lo) < 0 || lp_parse_rfc3339(to, &hi) < 0 ||
+	       hi - lo > PROBE_MAX_DAYS * 24LL * 3600 * 1000;
+	res = PQexecParams(st->conn, wide ? PROBE_WIDE_SQL : PROBE_SQL, 3, NULL, params, NULL,
+			   NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		r = failed(st, res, err, errlen);
 		goto out;
 	}
-	*fresh = PQntuples(res) == 0;
+	*fresh = wide ? PQntuples(res) == 0
+		      : PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "f") == 0;
 	PQclear(res);
 out:
 	lp_buf_release(&ids);
 	return r;
 }
 
-/* The direct path: BEGIN, COPY straight into log_events, COMMIT.  A row
- * already stored under the same (id, ts) fails the COPY on the primary
- * key; *dup then asks for the staging path (the transaction is rolled
- * back). */
+/* ---- per-minute counts ---------------------------------------------------- */
+
+/* Column numbers in a COPY line (the order of STAGE_COLUMNS). */
+enum { COL_TS = 1, COL_LEVEL = 3, COL_RANK = 4, COL_SERVICE = 5, COL_TENANT = 8 };
+
+struct count_key {
+	const char *s;   /* the key's text, once the keys buffer is complete */
+	size_t off, len; /* where it is in that buffer */
+};
+
+static int cmp_key(const void *a, const void *b)
+{
+	const struct count_key *x = a, *y = b;
+	int c = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
+
+	return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+int store_count_keys(const char *data, size_t len, size_t nrows, struct lp_buf *out)
+{
+	static const int order[] = { COL_TENANT, COL_SERVICE, COL_LEVEL, COL_RANK };
+	struct count_key *key = lp_xmalloc((nrows ? nrows : 1) * sizeof(*key));
+	struct lp_buf text = LP_BUF_INIT;
+	const char *p = data, *end = data + len;
+	size_t n, i, run;
+	int ret = -EINVAL;
+
+	for (n = 0; n < nrows; n++) {
+		const char *nl = p < end ? memchr(p, '\n', (size_t)(end - p)) : NULL;
+		const char *col[COL_TENANT + 2];
+		const char *q = p;
+		char tsbuf[40], minute[32];
+		size_t tslen;
+		int c = 0;
+		int64_t ms;
+
+		if (!nl)
+			goto out;
+		/* Escaped values hold no tab: every tab ends a column. */
+		col[c++] = q;
+		while (c < (int)LP_ARRAY_SIZE(col) && (q = memchr(q, '\t', (size_t)(nl - q)))) {
+			q++;
+			col[c++] = q;
+		}
+		if (c < (int)LP_ARRAY_SIZE(col))
+			goto out;
+		tslen = (size_t)(col[COL_TS + 1] - 1 - col[COL_TS]);
+		if (tslen >= sizeof(tsbuf))
+			goto out;
+		memcpy(tsbuf, col[COL_TS], tslen);
+		tsbuf[tslen] = '\0';
+		if (lp_parse_rfc3339(tsbuf, &ms) < 0)
+			goto out;
+		/* The minute as logpipe_minute() has it: whole minutes since
+		 * 2000, which is a whole number of minutes after 1970. */
+		ms -= ((ms % 60000) + 60000) % 60000;
+		lp_rfc3339(ms, minute);
+		key[n].off = text.len;
+		lp_buf_adds(&text, minute);
+		for (i = 0; i < LP_ARRAY_SIZE(order); i++) {
+			int k = order[i];
+
+			/* The column, still escaped: COPY reads it back as it was. */
+			lp_buf_addch(&text, '\t');
+			lp_buf_add(&text, col[k], (size_t)(col[k + 1] - 1 - col[k]));
+		}
+		key[n].len = text.len - key[n].off;
+		p = nl + 1;
+	}
+	/* One line per key, with its number of rows. */
+	for (i = 0; i < n; i++)
+		key[i].s = text.buf + key[i].off;
+	qsort(key, n, sizeof(*key), cmp_key);
+	for (i = 0; i < n; i = run) {
+		for (run = i + 1; run < n && cmp_key(&key[i], &key[run]) == 0; run++)
+			;
+		lp_buf_add(out, key[i].s, key[i].len);
+		lp_buf_addf(out, "\t%zu\n", run - i);
+	}
+	ret = 0;
+out:
+	lp_buf_release(&text);
+	free(key);
+	return ret;
+}
+
+/* Adds the rows this transaction inserted, listed in logpipe_stage_keys,
+ * to the per-minute and per-hour counts. */
+static enum store_result add_counts(struct store *st, char *err, size_t errlen)
+{
+	return exec_cmd(st, COUNTS_SQL, err, errlen);
+}
+
+/* ---- the two paths ------------------------------------------------------- */
+
+/* One writer's share of the direct path, up to its COMMIT: BEGIN, COPY
+ * its rows straight into log_events and their count keys into
+ * logpipe_stage_keys.  A row already stored under the same (id, ts) fails
+ * the COPY on the primary key and sets *dup. */
+struct direct_part {
+	struct store *st;
+	const char *data;
+	size_t len, nrows;
+	bool dup;
+	enum store_result r;
+	char err[256];
+	pthread_t thread;
+	bool started; /* thread runs direct_copy(); join it */
+};
+
+static void direct_copy(struct direct_part *p)
+{
+	struct store *st = p->st;
+	struct lp_buf keys = LP_BUF_INIT;
+	bool kdup;
+
+	p->dup = false;
+	p->r = prepare_session(st, p->err, sizeof(p->err));
+	if (p->r == STORE_OK && store_count_keys(p->data, p->len, p->nrows, &keys) < 0) {
+		snprintf(p->err, sizeof(p->err), "%s", "a row is not in the consumer's COPY format");
+		p->r = STORE_REJECTED;
+	}
+	if (p->r == STORE_OK)
+		p->r = exec_cmd(st, "BEGIN", p->err, sizeof(p->err));
+	if (p->r == STORE_OK)
+		p->r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", p->data,
+				 p->len, &p->dup, p->err, sizeof(p->err));
+	if (p->r == STORE_OK)
+		p->r = copy_rows(st, "COPY logpipe_stage_keys (" KEY_COLUMNS ", n) FROM STDIN",
+				 keys.buf, keys.len, &kdup, p->err, sizeof(p->err));
+	lp_buf_release(&keys);
+}
+
+static void *direct_part_main(void *arg)
+{
+	direct_copy(arg);
+	return NULL;
+}
+
+/* Rows a writer of the direct path is worth starting for. */
+#define DIRECT_MIN_ROWS_PER_WRITER 100
+
+/* The direct path.  The payload is cut into parts at line boundaries, one
+ * per writer (the store's own connection and its helpers'), and each
+ * writer COPYs its part in a transaction of its own, all at once: the
+ * server parses the rows and updates the indexes on as many backends.  The
+ * parts hold distinct ids (the batch is fresh), so the writers never wait
+ * for each other's rows.  Only when every COPY succeeded does each writer,
+ * one after the other, add its rows to the counts and COMMIT: the counts'
+ * rows are shared, and a writer waiting for another's lock while this
+ * thread waits for it would never end.  Otherwise every part is rolled
+ * back; *dup asks for the staging path when a row was already stored.
+ *
+ * If a COMMIT fails after an earlier part's succeeded, the batch is stored
+ * again by the caller: the rows committed are then duplicates (same id and
+ * timestamp) and skipped, so nothing is stored or counted twice; they are
+ * reported as duplicates rather than as inserted. */
 static enum store_result store_direct(struct store *st, const char *data, size_t len,
 				      size_t nrows, bool *dup, long long *inserted, char *err,
 				      size_t errlen)
 {
-	enum store_result r = exec_cmd(st, "BEGIN", err, errlen);
+	struct direct_part part[STORE_MAX_WRITERS];
+	size_t n = (size_t)st->nhelpers + 1, i, row = 0;
+	const char *p = data, *end = data + len;
+	enum store_result r = STORE_OK;
 
+	if (n > nrows / DIRECT_MIN_ROWS_PER_WRITER)
+		n = nrows / DIRECT_MIN_ROWS_PER_WRITER ? nrows / DIRECT_MIN_ROWS_PER_WRITER : 1;
+	memset(part, 0, sizeof(part));
+	for (i = 0; i < n; i++) {
+		size_t want = nrows * (i + 1) / n - row;
+		const char *q = p;
+
+		part[i].st = i == 0 ? st : st->helper[i - 1];
+		part[i].data = p;
+		part[i].nrows = want;
+		for (size_t k = 0; k < want && q; k++) {
+			q = memchr(q, '\n', (size_t)(end - q));
+			q = q ? q + 1 : NULL;
+		}
+		if (!q || (i == n - 1 && q != end)) {
+			snprintf(err, errlen, "%s", "the payload does not hold the rows announced");
+			return STORE_REJECTED;
+		}
+		part[i].len = (size_t)(q - p);
+		row += want;
+		p = q;
+	}
+	for (i = 1; i < n; i++)
+		part[i].started = pthread_create(&part[i].thread, NULL, direct_part_main,
+						 &part[i]) == 0;
+	for (i = 0; i < n; i++)
+		if (!part[i].started)
+			direct_copy(&part[i]); /* part 0, or no thread for it */
+	for (i = 1; i < n; i++)
+		if (part[i].started)
+			pthread_join(part[i].thread, NULL);
+
+	/* The first failure is the one reported, a duplicate before any. */
 	*dup = false;
-	if (r == STORE_OK)
-		r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", data, len, dup,
-			      err, errlen);
-	if (r == STORE_OK)
-		r = exec_cmd(st, "COMMIT", err, errlen);
-	if (r == STORE_OK)
-		*inserted = (long long)nrows;
-	return r;
+	for (i = 0; i < n; i++) {
+		if (part[i].r == STORE_OK)
+			continue;
+		if (r == STORE_OK || (part[i].dup && !*dup)) {
+			r = part[i].r;
+			snprintf(err, errlen, "%s", part[i].err);
+		}
+		*dup = *dup || part[i].dup;
+	}
+	if (r != STORE_OK) {
+		/* A failed part was rolled back by failed(); roll the others back. */
+		for (i = 0; i < n; i++)
+			if (part[i].r == STORE_OK)
+				exec_cmd(part[i].st, "ROLLBACK", part[i].err, sizeof(part[i].err));
+		return r;
+	}
+	for (i = 0; i < n && r == STORE_OK; i++) {
+		r = add_counts(part[i].st, err, errlen);
+		if (r == STORE_OK)
+			r = exec_cmd(part[i].st, "COMMIT", err, errlen);
+	}
+	if (r != STORE_OK) {
+		/* The parts not yet committed are rolled back; those committed
+		 * are skipped as duplicates when the batch is stored again. */
+		for (; i < n; i++)
+			exec_cmd(part[i].st, "ROLLBACK", part[i].err, sizeof(part[i].err));
+		return r;
+	}
+	*inserted = (long long)nrows;
+	return STORE_OK;
 }
 
 enum store_result store_batch(struct store *st, const char *data, size_t len, size_t nrows,
@@ -659,6 +937,7 @@ enum store_result store_batch(struct store *st, const char *data, size_t len, si
 	enum store_result r;
 	PGresult *res = NULL;
 	bool dup = false;
+	long long n;
 
 	*inserted = 0;
 	if (nrows == 0)
@@ -681,18 +960,24 @@ enum store_result store_batch(struct store *st, const char *data, size_t len, si
 			      &dup, err, errlen);
 	if (r == STORE_OK) {
 		res = PQexec(st->conn, st->dedup_by_id ? INSERT_DEDUP_SQL : INSERT_SQL);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
 			r = failed(st, res, err, errlen);
 			res = NULL;
 		}
 	}
 	if (r != STORE_OK)
 		return r;
-	*inserted = atoll(PQcmdTuples(res));
+	n = atoll(PQgetvalue(res, 0, 0));
 	PQclear(res);
+	r = add_counts(st, err, errlen);
 	/* A COMMIT that fails with the connection may or may not have committed;
-	 * the caller retries and the conflict clause makes that safe. */
-	return exec_cmd(st, "COMMIT", err, errlen);
+	 * the caller retries and the conflict clause makes that safe (the
+	 * counts were committed with the rows or not at all). */
+	if (r == STORE_OK)
+		r = exec_cmd(st, "COMMIT", err, errlen);
+	if (r == STORE_OK)
+		*inserted = n;
+	return r;
 }
 
 /* ---- partitions --------------------------------------------------------- */
@@ -758,6 +1043,12 @@ static const char OLD_DEFAULT_ROWS_SQL[] =
 	"DELETE FROM log_events_default WHERE ts < "
 	"((now() AT TIME ZONE 'UTC')::date - $1::int)::timestamp AT TIME ZONE 'UTC'";
 
+#define RETENTION_CUTOFF "((now() AT TIME ZONE 'UTC')::date - $1::int)::timestamp AT TIME ZONE 'UTC'"
+
+static const char OLD_COUNTS_SQL[] =
+	"WITH m AS (DELETE FROM log_events_minute WHERE minute < " RETENTION_CUTOFF ") "
+	"DELETE FROM log_events_hour WHERE hour < " RETENTION_CUTOFF;
+
 int store_apply_retention(struct lp_pgpool *pool, int retention_days, int *dropped, char *err,
 			  size_t errlen)
 {
@@ -807,6 +1098,12 @@ int store_apply_retention(struct lp_pgpool *pool, int retention_days, int *dropp
 		return maint_fail(pool, c, res, "trimming the default partition", err, errlen);
 	if (atoll(PQcmdTuples(res)) > 0)
 		lp_info("retention: deleted %s old rows from log_events_default", PQcmdTuples(res));
+	PQclear(res);
+	/* The counts of the same days (the cutoff is a day's start, so whole
+	 * minutes and hours go). */
+	res = PQexecParams(c, OLD_COUNTS_SQL, 1, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		return maint_fail(pool, c, res, "deleting old counts", err, errlen);
 	PQclear(res);
 	lp_pgpool_put(pool, c, false);
 	return 0;

@@ -11,7 +11,9 @@
  * duplicate, otherwise COPY into a session-local staging table and one
  * INSERT INTO log_events SELECT ... ON CONFLICT DO NOTHING (and, unless
  * disabled, skipping ids already stored under a timestamp up to a day
- * away).  It reports what kind of
+ * away).  In the same transaction it adds the rows it inserted to the
+ * per-minute and per-hour counts that GET /api/stats reads (migration
+ * 004).  It reports what kind of
  * failure happened so the caller can choose between waiting for the
  * database (STORE_UNAVAILABLE), retrying (STORE_TRANSIENT) and splitting
  * the batch to isolate a bad row (STORE_REJECTED).
@@ -75,18 +77,25 @@ enum store_result store_classify(const char *sqlstate, bool conn_ok);
 
 struct store;
 
-/* pool: where the store takes its connection (kept across batches).
+/* Most connections one store writes a batch with. */
+#define STORE_MAX_WRITERS 8
+
+/* pool: where the store takes its connections (kept across batches).
  * dedup_by_id: also skip an event whose id is stored under another
- * timestamp.  statement_timeout_ms: per statement, 0 = none. */
-struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms);
+ * timestamp.  statement_timeout_ms: per statement, 0 = none.  writers:
+ * connections the direct path COPYs a batch with at once (1 to
+ * STORE_MAX_WRITERS; see store_batch), each taken from pool. */
+struct store *store_new(struct lp_pgpool *pool, bool dedup_by_id, int statement_timeout_ms,
+			int writers);
 /* Returns the connection to the pool.  NULL is a no-op. */
 void store_free(struct store *st);
 
-/* Stores the COPY payload data[0..len) holding nrows lines in one
- * transaction.  fresh: store_probe() found the batch fresh, so it is copied
- * straight into log_events (falling back to the staging path when a row
- * turns out to be stored under the same id and timestamp); otherwise the
- * staging path.  On STORE_OK sets *inserted to the rows that were new (the
+/* Stores the COPY payload data[0..len) holding nrows lines.  fresh:
+ * store_probe() found the batch fresh, so it is copied straight into
+ * log_events (falling back to the staging path when a row turns out to be
+ * stored under the same id and timestamp), by the store's writers at once,
+ * each its share of the rows in a transaction of its own, committed only
+ * once every share is in; otherwise the staging path, one transaction.  On STORE_OK sets *inserted to the rows that were new (the
  * rest were already stored).  Otherwise err holds the server's message. */
 enum store_result store_batch(struct store *st, const char *data, size_t len, size_t nrows,
 			      bool fresh, long long *inserted, char *err, size_t errlen);
@@ -116,13 +125,21 @@ bool store_ids_overlap(const char *a, size_t alen, size_t arows, const char *b, 
 bool store_scan_batch(const char *data, size_t len, size_t nrows, struct lp_buf *ids,
 		      char from[32], char to[32]);
 
+/* Adds to out the counts of the nrows lines of a payload (as
+ * store_format_row writes them) by the key they are counted under in
+ * log_events_minute and log_events_hour: one COPY line per minute, tenant,
+ * service, level and level_rank (still escaped, sorted) and the number of
+ * rows.  Returns 0, or -EINVAL when a line has too few columns or no
+ * timestamp.  Exposed for the tests. */
+int store_count_keys(const char *data, size_t len, size_t nrows, struct lp_buf *out);
+
 /* Calls logpipe_ensure_partitions(days_back, days_ahead); sets *created.
  * Returns 0 or -EIO with err. */
 int store_ensure_partitions(struct lp_pgpool *pool, int days_back, int days_ahead, int *created,
 			    char *err, size_t errlen);
 /* Drops the daily partitions whose whole day is older than retention_days
  * days before today (UTC), and deletes rows that old from the default
- * partition.  Sets *dropped to the partitions dropped.  retention_days <= 0
+ * partition and counts that old from log_events_minute and _hour.  Sets *dropped to the partitions dropped.  retention_days <= 0
  * keeps everything.  Returns 0 or -EIO with err. */
 int store_apply_retention(struct lp_pgpool *pool, int retention_days, int *dropped, char *err,
 			  size_t errlen);

@@ -316,13 +316,98 @@ static void test_stats(void **state)
 	assert_int_equal(parse(&f, svc, true), 0);
 	assert_int_equal(f.from_us, (T0_MS - 24LL * 3600 * 1000) * 1000);
 
+	/* From the counts: the rows of the partial minutes at either end, the
+	 * minutes up to the first whole hour and after the last, the hours. */
 	query_sql_init(&q);
 	query_build_stats(&f, &q);
-	assert_non_null(strstr(q.sql.buf, "GROUP BY GROUPING SETS ((level), (service), ())"));
-	assert_non_null(strstr(q.sql.buf, "service = $1 AND ts >= $2::timestamptz AND ts < "
-					  "$3::timestamptz"));
-	assert_int_equal(q.nparams, 3);
+	assert_string_equal(
+		q.sql.buf,
+		"SELECT level, service, coalesce(sum(n), 0)::bigint, grouping(level, service) FROM ("
+		"SELECT level, service, count(*) AS n FROM log_events WHERE ts >= $2::timestamptz "
+		"AND ts < $4::timestamptz AND service = $1 GROUP BY level, service UNION ALL "
+		"SELECT level, service, n FROM log_events_minute WHERE minute >= $4::timestamptz "
+		"AND minute < $5::timestamptz AND service = $1 UNION ALL "
+		"SELECT level, service, n FROM log_events_hour WHERE hour >= $5::timestamptz "
+		"AND hour < $6::timestamptz AND service = $1 UNION ALL "
+		"SELECT level, service, n FROM log_events_minute WHERE minute >= $6::timestamptz "
+		"AND minute < $7::timestamptz AND service = $1 UNION ALL "
+		"SELECT level, service, count(*) AS n FROM log_events WHERE ts >= $7::timestamptz "
+		"AND ts < $3::timestamptz AND service = $1 GROUP BY level, service"
+		") AS c GROUP BY GROUPING SETS ((level), (service), ()) ORDER BY 4, 3 DESC");
+	assert_int_equal(q.nparams, 7);
+	assert_string_equal(q.params[0], "api");
+	assert_string_equal(q.params[1], "2024-01-14 14:23:45.123000+00");
+	assert_string_equal(q.params[2], "2024-01-15 14:23:45.123000+00");
+	assert_string_equal(q.params[3], "2024-01-14 14:24:00.000000+00");
+	assert_string_equal(q.params[4], "2024-01-14 15:00:00.000000+00");
+	assert_string_equal(q.params[5], "2024-01-15 14:00:00.000000+00");
+	assert_string_equal(q.params[6], "2024-01-15 14:23:00.000000+00");
 	query_sql_release(&q);
+
+	/* The default day: no upper bound; every field filter the counts have. */
+	assert_int_equal(parse(&f, (const char *[]){"tenant", "acme", "level", "warn",
+						    "min_level", "info", NULL}, true), 0);
+	query_sql_init(&q);
+	query_build_stats(&f, &q);
+	assert_string_equal(
+		q.sql.buf,
+		"SELECT level, service, coalesce(sum(n), 0)::bigint, grouping(level, service) FROM ("
+		"SELECT level, service, count(*) AS n FROM log_events WHERE ts >= $4::timestamptz "
+		"AND ts < $5::timestamptz AND tenant = $1 AND level_rank = $2::smallint AND "
+		"level_rank >= $3::smallint GROUP BY level, service UNION ALL "
+		"SELECT level, service, n FROM log_events_minute WHERE minute >= $5::timestamptz "
+		"AND minute < $6::timestamptz AND tenant = $1 AND level_rank = $2::smallint AND "
+		"level_rank >= $3::smallint UNION ALL "
+		"SELECT level, service, n FROM log_events_hour WHERE hour >= $6::timestamptz AND "
+		"tenant = $1 AND level_rank = $2::smallint AND level_rank >= $3::smallint"
+		") AS c GROUP BY GROUPING SETS ((level), (service), ()) ORDER BY 4, 3 DESC");
+	assert_int_equal(q.nparams, 6);
+	query_sql_release(&q);
+
+	/* Whole hours: only hours. */
+	assert_int_equal(parse(&f, (const char *[]){"from", "2024-01-15T10:00:00Z", "to",
+						    "2024-01-15T12:00:00Z", NULL}, true), 0);
+	query_sql_init(&q);
+	query_build_stats(&f, &q);
+	assert_non_null(strstr(q.sql.buf, "FROM (SELECT level, service, n FROM log_events_hour "
+					  "WHERE hour >= $1::timestamptz AND hour < $2::timestamptz) AS c"));
+	assert_int_equal(q.nparams, 2);
+	query_sql_release(&q);
+
+	/* Less than an hour: minutes and the rows of the partial ones. */
+	assert_int_equal(parse(&f, (const char *[]){"from", "2024-01-15T10:00:30Z", "to",
+						    "2024-01-15T10:30:00Z", NULL}, true), 0);
+	query_sql_init(&q);
+	query_build_stats(&f, &q);
+	assert_non_null(strstr(q.sql.buf, "FROM (SELECT level, service, count(*) AS n FROM "
+					  "log_events WHERE ts >= $1::timestamptz AND ts < "
+					  "$3::timestamptz GROUP BY level, service UNION ALL SELECT "
+					  "level, service, n FROM log_events_minute WHERE minute >= "
+					  "$3::timestamptz AND minute < $2::timestamptz) AS c"));
+	query_sql_release(&q);
+
+	/* Within one minute: the rows. */
+	assert_int_equal(parse(&f, (const char *[]){"from", "2024-01-15T10:00:10Z", "to",
+						    "2024-01-15T10:01:10Z", NULL}, true), 0);
+	query_sql_init(&q);
+	query_build_stats(&f, &q);
+	assert_non_null(strstr(q.sql.buf, "FROM (SELECT level, service, count(*) AS n FROM "
+					  "log_events WHERE ts >= $1::timestamptz AND ts < "
+					  "$2::timestamptz GROUP BY level, service) AS c"));
+	query_sql_release(&q);
+
+	/* host and text are not in the counts: the rows, as before. */
+	assert_int_equal(parse(&f, (const char *[]){"host", "h1", NULL}, true), 0);
+	assert_false(query_stats_from_counts(&f));
+	query_sql_init(&q);
+	query_build_stats(&f, &q);
+	assert_string_equal(q.sql.buf,
+			    "SELECT level, service, count(*)::bigint, grouping(level, service) FROM "
+			    "log_events WHERE true AND host = $1 AND ts >= $2::timestamptz GROUP BY "
+			    "GROUPING SETS ((level), (service), ()) ORDER BY 4, 3 DESC");
+	query_sql_release(&q);
+	assert_int_equal(parse(&f, (const char *[]){"text", "disk", NULL}, true), 0);
+	assert_false(query_stats_from_counts(&f));
 
 	/* The default day before an early 'to' stops at year 1. */
 	assert_int_equal(parse(&f, (const char *[]){"to", "0001-01-01T12:00:00Z", NULL}, true), 0);

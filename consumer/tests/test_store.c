@@ -218,6 +218,49 @@ static void test_scan_batch(void **state)
 	lp_buf_release(&b);
 }
 
+static void test_count_keys(void **state)
+{
+	const char *evs[] = {
+		"{" ID "," TS ",\"message\":\"a\",\"service\":\"s\\tx\",\"level\":\"warning\","
+		"\"tenant\":\"acme\",\"host\":\"h\"}",
+		/* no tenant: \N, as COPY reads back NULL */
+		"{\"id\":\"0190F3A2-7C4E-7D2A-9B1C-0123456789AC\","
+		"\"timestamp\":\"2024-01-16T10:00:00Z\",\"message\":\"b\",\"service\":\"s\"}",
+		/* the same minute and key as the first, another host */
+		"{\"id\":\"0190F3A2-7C4E-7D2A-9B1C-0123456789AD\","
+		"\"timestamp\":\"2024-01-15T14:23:59.999Z\",\"message\":\"c\",\"service\":\"s\\tx\","
+		"\"level\":\"WARN\",\"tenant\":\"acme\",\"host\":\"other\"}",
+		/* the minute before, and before 1970 (minutes round down) */
+		"{\"id\":\"0190F3A2-7C4E-7D2A-9B1C-0123456789AE\","
+		"\"timestamp\":\"2024-01-15T14:22:59.999Z\",\"message\":\"d\",\"service\":\"s\"}",
+		"{\"id\":\"0190F3A2-7C4E-7D2A-9B1C-0123456789AF\","
+		"\"timestamp\":\"1969-12-31T23:59:30.5Z\",\"message\":\"e\",\"service\":\"s\"}",
+		NULL,
+	};
+	struct lp_buf b = LP_BUF_INIT, keys = LP_BUF_INIT;
+	const char *second;
+
+	(void)state;
+	payload_of(&b, evs);
+	assert_int_equal(store_count_keys(b.buf, b.len, 5, &keys), 0);
+	assert_string_equal(keys.buf, "1969-12-31T23:59:00.000Z\t\\N\ts\tINFO\t2\t1\n"
+				      "2024-01-15T14:22:00.000Z\t\\N\ts\tINFO\t2\t1\n"
+				      "2024-01-15T14:23:00.000Z\tacme\ts\\tx\tWARN\t3\t2\n"
+				      "2024-01-16T10:00:00.000Z\t\\N\ts\tINFO\t2\t1\n");
+	/* A sub-range of a batch is counted on its own. */
+	lp_buf_reset(&keys);
+	second = strchr(b.buf, '\n') + 1;
+	assert_int_equal(store_count_keys(second, b.len - (size_t)(second - b.buf), 1, &keys), 0);
+	assert_string_equal(keys.buf, "2024-01-16T10:00:00.000Z\t\\N\ts\tINFO\t2\t1\n");
+	/* Not our format, or fewer lines than announced. */
+	lp_buf_reset(&keys);
+	assert_int_equal(store_count_keys("a\tb\tc\n", 6, 1, &keys), -EINVAL);
+	assert_int_equal(store_count_keys(b.buf, b.len, 6, &keys), -EINVAL);
+	assert_int_equal(keys.len, 0);
+	lp_buf_release(&keys);
+	lp_buf_release(&b);
+}
+
 static void test_ids_overlap(void **state)
 {
 	const char *first[] = {
@@ -288,6 +331,7 @@ int main(void)
 		cmocka_unit_test(test_row_level_and_extras),
 		cmocka_unit_test(test_row_refused),
 		cmocka_unit_test(test_scan_batch),
+		cmocka_unit_test(test_count_keys),
 		cmocka_unit_test(test_ids_overlap),
 		cmocka_unit_test(test_classify),
 	};

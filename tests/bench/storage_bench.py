@@ -4,7 +4,8 @@ the query API's latency per filter on a large log_events table.
 
     /usr/bin/python3 tests/bench/storage_bench.py [--events N] [--rounds R]
                                                   [--rows M] [--runs K]
-                                                  [--only store|query] [--hold S]
+                                                  [--only store|query] [--case NAME]
+                                                  [--variant KEY=VALUE ...] [--hold S]
                                                   [--set KEY=VALUE ...]
 
 On a private Kafka and PostgreSQL started with deploy/local/infra.py (the
@@ -22,6 +23,9 @@ deploy/migrations:
             \\copy     psql \\copy of the very rows the consumer stored
                       (exported once with \\copy ... TO) into the same table
                       with the same indexes: the ceiling.
+            variant   with --variant: the consumer again with those
+                      settings on top (e.g. store.writers=1; bin_dir=DIR
+                      runs DIR/logpipe-consumer), after \\copy.
           The best of each and their ratio, and the median of the rounds'
           ratios (a round's two runs follow each other, so the load they
           ran under is alike).  Each consumer run also prints its batches,
@@ -30,8 +34,11 @@ deploy/migrations:
           generate_series (60 ms apart back from now, 6.9 days for 10 M;
           levels 5/15/60/12/7/1 % TRACE..FATAL; eight words out of forty and
           a word "reqN" shared by one row in 100,000), indexes rebuilt after
-          the load, VACUUM ANALYZE; then K (default 50) requests per case
+          the load, the per-minute and per-hour counts rebuilt
+          (logpipe_counts_rebuild), VACUUM ANALYZE; then K (default 50)
+          requests per case (--case: only the cases whose name has NAME)
           through the consumer's HTTP API after 3 warm-up ones: p50 and p99.
+          /api/stats of the last day must equal a count of its rows.
 
 Prints a report with the machine and the load average; nothing is written
 to the repository.  Builds build/bin/logpipe-consumer if missing; set
@@ -176,10 +183,12 @@ class Bench:
         cfg = {"kafka.group": group, "retention.days": 0}
         cfg.update(self.settings)
         cfg.update(extra)
+        # bin_dir (a --variant's) runs another build of the consumer.
+        bin_dir = cfg.pop("bin_dir", None)
         env = lp.service_env("consumer", {"consumer": port}, self.inf, topics=self.topics,
                              extra=cfg)
         p = lp.ServiceProc("consumer", env, self.tmp / "logs" / f"consumer-{group}.log", port,
-                           cwd=self.tmp / "consumer")
+                           bin_dir_=bin_dir, cwd=self.tmp / "consumer")
         p.start()
         self.procs.append(p)
         p.wait_ready(30)
@@ -196,12 +205,12 @@ class Bench:
     # ---- store rate ----
 
     def empty_table(self):
-        psql(self.dsn, "TRUNCATE log_events")
+        psql(self.dsn, "TRUNCATE log_events, log_events_minute, log_events_hour")
         psql(self.dsn, "CHECKPOINT")
 
-    def consumer_run(self, n):
+    def consumer_run(self, n, extra=None):
         self.empty_table()
-        p = self.consumer(f"bench-{uuid.uuid4().hex[:8]}")
+        p = self.consumer(f"bench-{uuid.uuid4().hex[:8]}", **(extra or {}))
         deadline = time.monotonic() + 120
         while (n0 := processed(p.port)) == 0:
             if time.monotonic() > deadline:
@@ -237,7 +246,7 @@ class Bench:
         psql(self.dsn, f"\\copy log_events ({COLUMNS}) FROM '{path}'")
         return time.monotonic() - t0
 
-    def store(self, tool, n, rounds):
+    def store(self, tool, n, rounds, variant=None):
         say(f"writing {n} events to {self.topics['complete']} ...")
         text = event_lines(n)
         r = subprocess.run([tool, "produce", self.inf.kafka.bootstrap, self.topics["complete"]],
@@ -246,7 +255,7 @@ class Bench:
             raise RuntimeError(r.stdout + r.stderr)
         del text
         rows = self.tmp / "rows.copy"
-        cons, copy = [], []
+        cons, copy, var = [], [], []
         for i in range(rounds):
             cons.append(self.consumer_run(n))
             say(f"  consumer round {i + 1}: {n / cons[-1]:,.0f} events/s  (load {load_avg()})")
@@ -254,14 +263,23 @@ class Bench:
                 psql(self.dsn, f"\\copy (SELECT {COLUMNS} FROM log_events) TO '{rows}'")
             copy.append(self.copy_run(rows))
             say(f"  \\copy round {i + 1}:   {n / copy[-1]:,.0f} rows/s    (load {load_avg()})")
+            if variant:
+                var.append(self.consumer_run(n, variant))
+                say(f"  variant round {i + 1}:  {n / var[-1]:,.0f} events/s  (load {load_avg()})")
         # On a shared machine the load drifts between rounds: besides the
         # best of each, the median of the ratios of each round's two runs,
         # which were taken one right after the other.
         c, p = min(cons), min(copy)
         pairs = sorted(pc / cc for cc, pc in zip(cons, copy))
-        return {"events": n, "consumer": n / c, "copy": n / p, "ratio": p / c,
-                "pair_ratio": pairs[len(pairs) // 2],
-                "consumer_runs": [n / x for x in cons], "copy_runs": [n / x for x in copy]}
+        out = {"events": n, "consumer": n / c, "copy": n / p, "ratio": p / c,
+               "pair_ratio": pairs[len(pairs) // 2],
+               "consumer_runs": [n / x for x in cons], "copy_runs": [n / x for x in copy]}
+        if var:
+            vpairs = sorted(pc / vc for vc, pc in zip(var, copy))
+            out.update({"variant": n / min(var), "variant_ratio": p / min(var),
+                        "variant_pair_ratio": vpairs[len(vpairs) // 2],
+                        "variant_runs": [n / x for x in var]})
+        return out
 
     # ---- query latency ----
 
@@ -285,10 +303,15 @@ class Bench:
              # would build it for the parent alone.
              "".join(line.split("|", 1)[1].replace(" ON ONLY ", " ON ") + ";"
                      for line in idx))
+        # The consumer keeps the per-minute and per-hour counts as it stores;
+        # rows loaded behind its back are counted by a rebuild.
+        psql(self.dsn, "SELECT logpipe_counts_rebuild('-infinity', 'infinity')")
         psql(self.dsn, "VACUUM ANALYZE log_events")
+        psql(self.dsn, "VACUUM ANALYZE log_events_minute")
+        psql(self.dsn, "VACUUM ANALYZE log_events_hour")
         say(f"  loaded and indexed in {time.monotonic() - t0:.0f} s")
 
-    def query(self, rows, runs):
+    def query(self, rows, runs, only_case=None):
         if int(psql(self.dsn, "SELECT count(*) FROM log_events")) != rows:
             self.empty_table()
             self.load(rows)
@@ -335,10 +358,24 @@ class Bench:
             ("by id", f"/api/logs/{some_id}", {}),
             ("/api/stats, 1 hour", "/api/stats", hour),
             ("/api/stats, 24 hours", "/api/stats", {}),
+            ("/api/stats, 24 hours, tenant+min_level", "/api/stats",
+             {"tenant": "t3", "min_level": "WARN"}),
+            ("/api/stats, 7 days", "/api/stats", {"from": rfc3339(now - timedelta(days=7))}),
+            # host is not in the counts: these count the day's rows.
+            ("/api/stats, 24 hours, host (rows)", "/api/stats", {"host": "host-13"}),
         ]
+        if only_case:
+            cases = [c for c in cases if only_case in c[0]]
+        # The stats must be what counting the rows gives.
+        day = {"from": rfc3339(now - timedelta(days=1)), "to": rfc3339(now)}
+        got = get("/api/stats", day)[1]
+        want = int(psql(self.dsn, f"SELECT count(*) FROM log_events WHERE ts >= "
+                                  f"'{day['from']}' AND ts < '{day['to']}'"))
+        if got["total"] != want:
+            raise RuntimeError(f"/api/stats total {got['total']}, the rows {want}")
         out = []
         for name, path, params in cases:
-            n = max(5, runs // 10) if "24 hours" in name else runs
+            n = max(5, runs // 10) if "(rows)" in name else runs
             took, failed = [], 0
             for i in range(n + 3):
                 ms, got = get(path, params)
@@ -385,8 +422,12 @@ def main():
     ap.add_argument("--rows", type=int, default=10000000)
     ap.add_argument("--runs", type=int, default=50)
     ap.add_argument("--only", choices=("store", "query"))
+    ap.add_argument("--case", help="only the query cases whose name contains this")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a consumer setting for every run (default: the defaults)")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                    help="store: also run, in each round after \\copy, a consumer with "
+                         "these settings on top")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to keep PostgreSQL up at the end, for a look at it")
     args = ap.parse_args()
@@ -412,10 +453,11 @@ def main():
         version = psql(inf.postgres.dsn, "SHOW server_version")
         if args.only != "query":
             say("== store rate ==")
-            store = b.store(tool, args.events, args.rounds)
+            store = b.store(tool, args.events, args.rounds,
+                            dict(kv.split("=", 1) for kv in args.variant))
         if args.only != "store":
             say("== query latency ==")
-            query = b.query(args.rows, args.runs)
+            query = b.query(args.rows, args.runs, args.case)
 
         say("\n== storage benchmark ==")
         say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
@@ -432,6 +474,11 @@ def main():
                 f"the rounds' ratios {store['pair_ratio']:.0%}; runs "
                 + ", ".join(f"{x:,.0f}" for x in store["consumer_runs"]) + " vs "
                 + ", ".join(f"{x:,.0f}" for x in store["copy_runs"]) + ")")
+            if "variant" in store:
+                say(f"variant   {', '.join(args.variant)}: {store['variant']:,.0f} events/s, "
+                    f"ratio {store['variant_ratio']:.0%} (median of the rounds' ratios "
+                    f"{store['variant_pair_ratio']:.0%}; runs "
+                    + ", ".join(f"{x:,.0f}" for x in store["variant_runs"]) + ")")
         if query:
             say(f"query     {args.rows:,} rows, through the consumer's HTTP API")
             say("| filter | p50 ms | p99 ms | failed |")

@@ -144,6 +144,18 @@ def stored_count(dsn, where="true", args=()):
                args)[0]
 
 
+def assert_counts_match_rows(dsn):
+    """log_events_minute and log_events_hour hold exactly the counts of the rows."""
+    for table, col, fn in (("log_events_minute", "minute", "logpipe_minute"),
+                           ("log_events_hour", "hour", "logpipe_hour")):
+        rows = {r[:5]: r[5] for r in sql(dsn, f"SELECT {fn}(ts), tenant, service, level, "
+                                              "level_rank, count(*) FROM log_events "
+                                              "GROUP BY 1, 2, 3, 4, 5")}
+        kept = {r[:5]: r[5] for r in sql(dsn, f"SELECT {col}, tenant, service, level, "
+                                              f"level_rank, n FROM {table}")}
+        assert kept == rows, table
+
+
 def start_consumer(services, topics, pg_dsn, **config):
     cfg = {"batch.max_ms": 50}
     cfg.update({k.replace("_", ".", 1): v for k, v in config.items()})
@@ -188,6 +200,7 @@ def test_stores_each_event_once(infra, services, topics, pg_dsn, kafkatool):
     assert stored_count(pg_dsn) == (61, 61)
     assert metric(url, "log_events_processed_total") == 61
     assert metric(url, "log_events_duplicates_total") == 3
+    assert_counts_match_rows(pg_dsn)
 
     row = sql(pg_dsn, "SELECT message, attributes, enrichment, enrichment_status, level_rank, "
                       "kafka_topic, kafka_offset >= 0, host, tenant, correlation_id, source_ip "
@@ -274,6 +287,7 @@ def test_postgres_restart_mid_stream(infra, services, topics, pg_dsn, kafkatool)
     wait_until("all 3000 stored", lambda: stored_count(pg_dsn)[0] >= 3000, timeout=60)
     time.sleep(0.5)
     assert stored_count(pg_dsn) == (3000, 3000)
+    assert_counts_match_rows(pg_dsn)
     wait_until("ready again",
                lambda: requests.get(url + "/health/ready", timeout=5).status_code == 200,
                timeout=20)
@@ -294,6 +308,39 @@ def test_kill9_mid_stream_loses_and_doubles_nothing(infra, services, topics, pg_
     wait_until("all 4000 stored", lambda: stored_count(pg_dsn)[0] >= 4000, timeout=60)
     time.sleep(0.5)
     assert stored_count(pg_dsn) == (4000, 4000), f"{stored_at_crash} stored at the crash"
+    assert_counts_match_rows(pg_dsn)
+
+
+def test_a_stored_row_in_one_writers_part_rolls_back_every_part(infra, services, topics,
+                                                                pg_dsn, kafkatool):
+    """The direct path COPYs a batch on two connections at once (store.writers
+    2), each its half in a transaction of its own.  A row of the second half
+    already stored (same id and timestamp; no probe, dedup_by_id off) fails
+    that COPY: the first half must not be committed either, so the batch is
+    stored once through the staging path with that one row skipped."""
+    brokers = infra.kafka.bootstrap
+    first = [event(message=f"first {i}") for i in range(100)]
+    proc, url = start_consumer(services, topics, pg_dsn, store_dedup_by_id="false",
+                               store_writers=2, batch_max_ms=3000)
+    produce(kafkatool, brokers, topics["complete"], first)
+    wait_until("100 stored", lambda: stored_count(pg_dsn)[0] == 100)
+    assert proc.stop() == 0
+    # One batch of 600 when the consumer is back: halves of 300, the
+    # duplicate in the second.
+    second = [event(level="ERROR", message=f"second {i}") for i in range(599)]
+    second.insert(500, first[0])
+    produce(kafkatool, brokers, topics["complete"], second)
+    proc.start()
+    proc.wait_ready(20)
+    wait_until("699 stored", lambda: stored_count(pg_dsn)[0] >= 699)
+    wait_until("600 records stored or skipped",
+               lambda: metric(url, "log_events_processed_total")
+               + metric(url, "log_events_duplicates_total") >= 600)
+    time.sleep(0.5)
+    assert stored_count(pg_dsn) == (699, 699)
+    assert metric(url, "log_events_duplicates_total") == 1
+    assert metric(url, "log_events_processed_total") == 599
+    assert_counts_match_rows(pg_dsn)
 
 
 def test_poison_messages_go_to_dlq(infra, services, topics, pg_dsn, kafkatool):
@@ -498,6 +545,83 @@ def test_get_by_id_and_stats(stored_set):
     assert body["total"] == sum(1 for x in events if x["service"] == "db")
 
 
+def test_stats_from_counts_equal_the_rows(infra, services, topics, pg_dsn, kafkatool):
+    """/api/stats adds up the per-minute and per-hour counts: after fresh
+    batches, redelivered ones (some rows new, most already stored) and ids
+    resent under another timestamp, it answers what counting the rows
+    answers, for every filter and for ranges cut anywhere."""
+    brokers = infra.kafka.bootstrap
+    rnd = random.Random(11)
+    now = datetime.now(timezone.utc)
+    events = []
+    for i in range(400):
+        fields = {"service": rnd.choice(["api", "web", "db"]), "host": rnd.choice(["h1", "h2"]),
+                  "level": rnd.choice(LEVELS), "message": f"m{i}"}
+        if i % 5:
+            fields["tenant"] = rnd.choice(["acme", "globex"])
+        # Spread over three hours, at odd seconds and milliseconds.
+        events.append(event(now - timedelta(seconds=rnd.uniform(1, 3 * 3600)), **fields))
+    _, url = start_consumer(services, topics, pg_dsn)
+    produce(kafkatool, brokers, topics["complete"], events[:280])
+    wait_until("280 stored", lambda: stored_count(pg_dsn)[0] == 280)
+    # Redelivered: 80 already stored with 20 new ones in the same batches
+    # (the staging path), and 10 ids resent under a new timestamp.
+    resent = [dict(e, timestamp=rfc3339(now - timedelta(seconds=rnd.uniform(1, 60))))
+              for e in events[:10]]
+    produce(kafkatool, brokers, topics["partial"], events[200:300] + resent)
+    wait_until("300 stored", lambda: stored_count(pg_dsn)[0] == 300)
+    produce(kafkatool, brokers, topics["complete"], events[300:])
+    wait_until("400 stored", lambda: stored_count(pg_dsn)[0] == 400)
+    wait_until("every record stored or skipped",
+               lambda: metric(url, "log_events_processed_total")
+               + metric(url, "log_events_duplicates_total") >= 490)
+    assert metric(url, "log_events_duplicates_total") == 90
+    assert_counts_match_rows(pg_dsn)
+
+    rank = {lv: i for i, lv in enumerate(LEVELS)}
+
+    def ts(e):
+        return datetime.strptime(e["timestamp"], "%Y-%m-%dT%H:%M:%S.%fZ") \
+            .replace(tzinfo=timezone.utc)
+
+    def at(s):
+        return rfc3339(now - timedelta(seconds=s))
+
+    cases = [
+        ({}, lambda e: True),
+        ({"service": "db"}, lambda e: e["service"] == "db"),
+        ({"tenant": "globex"}, lambda e: e.get("tenant") == "globex"),
+        ({"level": "ERROR"}, lambda e: e["level"] == "ERROR"),
+        ({"min_level": "WARN", "service": "api"},
+         lambda e: rank[e["level"]] >= 3 and e["service"] == "api"),
+        ({"host": "h2"}, lambda e: e["host"] == "h2"),          # counted over the rows
+        ({"text": "m7"}, lambda e: e["message"] == "m7"),
+        ({"from": at(2.5 * 3600 + 7.123), "to": at(1799.5)}, None),  # hours, minutes, rows
+        ({"from": at(1500.25), "to": at(400.75)}, None),             # minutes and rows
+        ({"from": at(3000.5), "to": at(2990.5)}, None),              # within a minute or two
+        ({"from": at(5000.5)}, None),
+        ({"from": at(3 * 3600 + 100), "to": rfc3339(now + timedelta(hours=1)),
+          "tenant": "acme", "min_level": "DEBUG"}, None),
+    ]
+    for params, keep in cases:
+        def want(e, params=params, keep=keep):
+            if keep:
+                return keep(e)
+            t = rfc3339(ts(e))
+            return (t >= params["from"] and ("to" not in params or t < params["to"])
+                    and e.get("tenant") == params.get("tenant", e.get("tenant"))
+                    and rank[e["level"]] >= rank[params.get("min_level", "TRACE")])
+        kept = [e for e in events if want(e)]
+        body = requests.get(url + "/api/stats", params=params, timeout=10).json()
+        assert body["status"] == "success", body
+        assert body["total"] == len(kept), params
+        assert body["by_level"] == {lv: sum(1 for e in kept if e["level"] == lv)
+                                    for lv in LEVELS}, params
+        assert body["by_service"] == {s: n for s in ("api", "web", "db")
+                                      if (n := sum(1 for e in kept if e["service"] == s))}, \
+            params
+
+
 def test_gateway_tenant_confines_queries(stored_set):
     url, events, _ = stored_set
     acme = {"X-Tenant-ID": "acme"}
@@ -576,6 +700,9 @@ def test_retention_drops_only_old_partitions(infra, services, topics, pg_dsn):
     # Older than any partition: lands in the default partition.
     sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, now() - "
                 "interval '400 days', 'ancient', 'retention')", (str(uuid.uuid4()),))
+    # Rows written by hand are counted by a rebuild.
+    assert sql(pg_dsn, "SELECT logpipe_counts_rebuild('-infinity', 'infinity')")[0][0] == 5
+    assert_counts_match_rows(pg_dsn)
 
     assert pname(day0 - timedelta(days=19)) in partitions(pg_dsn)
     start_consumer(services, topics, pg_dsn, retention_days=7)
@@ -602,6 +729,10 @@ def test_retention_drops_only_old_partitions(infra, services, topics, pg_dsn):
     for days in range(1, 8):  # and the ones ahead
         assert pname(day0 + timedelta(days=days)) in have, days
     assert "log_events_default" in have
+    # The counts of the dropped days go in the same pass.
+    wait_until("old counts deleted",
+               lambda: sql(pg_dsn, "SELECT count(*) FROM log_events_hour")[0][0] == len(left))
+    assert_counts_match_rows(pg_dsn)
 
 
 def test_retention_runs_again_every_interval(infra, services, topics, pg_dsn):
@@ -625,6 +756,31 @@ def test_retention_runs_again_every_interval(infra, services, topics, pg_dsn):
     wait_until("a later pass to drop them", lambda: not old & partitions(pg_dsn), timeout=30)
     wait_until("the old row gone", lambda: sql(
         pg_dsn, "SELECT count(*) FROM log_events WHERE service = 'retention'")[0][0] == 0)
+
+
+def test_ids_stored_asks_the_days_partitions_and_the_default_one(pg_dsn):
+    """logpipe_ids_stored (the direct path's dedup probe): an id stored in a
+    daily partition of the window's days, or in the default partition within
+    the window, is found; outside them it is not."""
+    now = datetime.now(timezone.utc)
+    sql(pg_dsn, "SELECT logpipe_ensure_partitions(5, 1)")
+    recent, old, ancient = (str(uuid.uuid4()) for _ in range(3))
+    for i, ts in ((recent, now), (old, now - timedelta(days=4)),
+                  (ancient, now - timedelta(days=400))):
+        sql(pg_dsn, "INSERT INTO log_events (id, ts, message, service) VALUES (%s, %s, 'm', "
+                    "'probe')", (i, ts))
+
+    def stored(ids, lo, hi):
+        return sql(pg_dsn, "SELECT logpipe_ids_stored(%s::uuid[], %s, %s)",
+                   (ids, lo, hi))[0][0]
+
+    day = timedelta(days=1)
+    assert stored([str(uuid.uuid4()), recent], now - day, now + day)
+    assert not stored([str(uuid.uuid4())], now - day, now + day)
+    assert not stored([old], now - day, now + day)
+    assert stored([old], now - 5 * day, now - 3 * day)
+    assert stored([ancient], now - 401 * day, now - 399 * day)
+    assert not stored([ancient], now - day, now + day)
 
 
 def test_new_partition_waits_for_inserts_into_the_default_one(pg_dsn):
