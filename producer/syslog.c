@@ -787,11 +787,13 @@ static bool do_read(struct syslog_rx *rx, size_t i)
 			return false;
 		}
 		c->last_ms = lp_now_ms();
-		syslog_framer_feed(&c->fr, rx->rbuf, (size_t)n, on_frame, rx);
+		/* The message buffered began in this read when one ended in it
+		 * (at the latest): a steady stream is never inside one message
+		 * for long, however its reads cut it. */
+		if (syslog_framer_feed(&c->fr, rx->rbuf, (size_t)n, on_frame, rx) > 0 || !c->frame_ms)
+			c->frame_ms = c->last_ms;
 		if (!syslog_framer_partial(&c->fr))
 			c->frame_ms = 0;
-		else if (!c->frame_ms)
-			c->frame_ms = c->last_ms;
 	}
 	return true;
 }

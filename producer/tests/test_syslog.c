@@ -521,6 +521,46 @@ static void test_receiver(void **state)
 	lp_registry_free(reg);
 }
 
+/* A sender whose every write ends inside a message is never inside one
+ * message for long: message_timeout_ms does not cut a steady stream. */
+static void test_receiver_steady_stream_not_cut(void **state)
+{
+	struct sink s = { .events = json_array(), .dead = json_array() };
+	struct syslog_opts o = {
+		.listen = "127.0.0.1:0",
+		.max_message = 1024,
+		.max_conns = 2,
+		.idle_timeout_ms = 60000,
+		.message_timeout_ms = 200,
+		.sink = { .ud = &s, .deliver = sink_deliver, .dead_letter = sink_dead },
+	};
+	char err[200] = "", buf[32];
+	struct syslog_rx *rx;
+	int fd, i;
+
+	pthread_mutex_init(&s.mu, NULL);
+	o.metrics = lp_registry_new();
+	rx = syslog_rx_start(&o, err, sizeof(err));
+	if (!rx)
+		fail_msg("%s", err);
+	fd = connect_to(syslog_rx_port(rx), SOCK_STREAM);
+	send_all(fd, "<13>m0");
+	for (i = 1; i <= 20; i++) {
+		lp_sleep_ms(50, NULL);
+		snprintf(buf, sizeof(buf), "\n<13>m%d", i);
+		send_all(fd, buf);
+	}
+	send_all(fd, "\n");
+	wait_count(&s, s.events, 21);
+	assert_int_equal(count_of(&s, s.dead), 0);
+	close(fd);
+	syslog_rx_stop(rx);
+	json_decref(s.events);
+	json_decref(s.dead);
+	pthread_mutex_destroy(&s.mu);
+	lp_registry_free(o.metrics);
+}
+
 static void test_bad_listen(void **state)
 {
 	struct syslog_opts o = { .listen = "256.0.0.1:0", .max_message = 1024, .max_conns = 1,
@@ -546,6 +586,7 @@ int main(void)
 		cmocka_unit_test(test_framing_oversized),
 		cmocka_unit_test(test_framing_bounded_buffer),
 		cmocka_unit_test(test_receiver),
+		cmocka_unit_test(test_receiver_steady_stream_not_cut),
 		cmocka_unit_test(test_bad_listen),
 	};
 
