@@ -647,7 +647,7 @@ struct syslog_rx {
 	bool started;          /* thread was created */
 	atomic_int stop;       /* syslog_rx_stop asked */
 	char *rbuf;            /* one read's or datagram's bytes */
-	json_t **batch;        /* the round's normalised events */
+	struct syslog_event *batch; /* the round's normalised events */
 	size_t nbatch;         /* in batch */
 	const char *peer;      /* the sender of the frame being handled */
 	char udp_peer[INET6_ADDRSTRLEN]; /* the last datagram's */
@@ -661,14 +661,22 @@ static void dead(struct syslog_rx *rx, const char *raw, size_t len, const char *
 	rx->o.sink.dead_letter(rx->o.sink.ud, raw, len, reason);
 }
 
-/* One message: parsed, normalised and added to the round's batch. */
+/*
+ * One message: parsed, normalised and added to the round's batch as text.
+ * The normalising is /api/logs's: the one-pass scanner when it is sure of
+ * the event (it writes exactly what the tree path would), else
+ * lp_event_normalize, which also words a refusal.
+ */
 static void on_frame(void *ud, const char *frame, size_t len, const char *error)
 {
 	struct syslog_rx *rx = ud;
+	struct syslog_event *out = &rx->batch[rx->nbatch];
 	struct lp_event_error e;
-	char why[200];
+	struct lp_event_fast f;
+	char why[200], *text;
 	json_t *in, *ev;
 	int64_t now = lp_wall_ms();
+	const char *svc;
 
 	lp_series_inc(rx->received);
 	if (error) {
@@ -682,14 +690,34 @@ static void on_frame(void *ud, const char *frame, size_t len, const char *error)
 	}
 	if (rx->peer[0] && lp_ip_valid(rx->peer))
 		json_object_set_new(in, "source_ip", json_string(rx->peer));
+	text = json_dumps(in, JSON_COMPACT);
+	if (text && lp_event_scan_input(text, strlen(text), rx->o.limits, now, NULL, &f) == 0) {
+		*out = (struct syslog_event){ .text = f.text, .len = f.len, .key = f.service,
+					      .keylen = f.service_len };
+		memcpy(out->id, f.id, sizeof(out->id));
+		rx->nbatch++;
+		goto out;
+	}
 	ev = lp_event_normalize(in, rx->o.limits, now, NULL, &e);
-	json_decref(in);
 	if (!ev) {
 		snprintf(why, sizeof(why), "%s: %s", e.code, e.message);
 		dead(rx, frame, len, why);
-		return;
+		goto out;
 	}
-	rx->batch[rx->nbatch++] = ev;
+	svc = json_string_value(json_object_get(ev, "service"));
+	*out = (struct syslog_event){ .text = json_dumps(ev, JSON_COMPACT) };
+	if (out->text) {
+		out->len = strlen(out->text);
+		out->keybuf = lp_xstrdup(svc ? svc : "");
+		out->key = out->keybuf;
+		out->keylen = strlen(out->keybuf);
+		lp_strlcpy(out->id, json_string_value(json_object_get(ev, "id")), sizeof(out->id));
+		rx->nbatch++;
+	}
+	json_decref(ev);
+out:
+	free(text);
+	json_decref(in);
 }
 
 static void flush_batch(struct syslog_rx *rx)
@@ -705,8 +733,10 @@ static void flush_batch(struct syslog_rx *rx)
 		lp_warn("syslog: %zu of %zu messages could not be made durable and are lost",
 			rx->nbatch - ok, rx->nbatch);
 	}
-	for (i = 0; i < rx->nbatch; i++)
-		json_decref(rx->batch[i]);
+	for (i = 0; i < rx->nbatch; i++) {
+		free(rx->batch[i].text);
+		free(rx->batch[i].keybuf);
+	}
 	rx->nbatch = 0;
 }
 

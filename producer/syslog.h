@@ -64,12 +64,23 @@ size_t syslog_framer_finish(struct syslog_framer *f, syslog_frame_fn fn, void *u
 /* Whether part of a frame is buffered (or being skipped). */
 bool syslog_framer_partial(const struct syslog_framer *f);
 
+/* One normalised event, serialised (what goes to Kafka). */
+struct syslog_event {
+	char *text;          /* the event, JSON (owned by the receiver) */
+	size_t len;          /* bytes of text */
+	const char *key;     /* its service, the Kafka key (not NUL-terminated) */
+	size_t keylen;       /* bytes of key */
+	char *keybuf;        /* key's allocation when it is not inside text */
+	char id[37];         /* its id */
+};
+
 /* Where the receiver's messages go (the producer). */
 struct syslog_sink {
 	void *ud;
 	/* Makes normalised events durable (Kafka or the spool), as /api/logs
-	 * does; returns how many were.  Called from the receiver's thread. */
-	size_t (*deliver)(void *ud, json_t *const *events, size_t n);
+	 * does; returns how many were.  The events are borrowed.  Called from
+	 * the receiver's thread. */
+	size_t (*deliver)(void *ud, const struct syslog_event *events, size_t n);
 	/* Sends bytes that are not an acceptable message to the DLQ with the
 	 * reason; must not wait for Kafka. */
 	void (*dead_letter)(void *ud, const char *raw, size_t len, const char *reason);

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 
 #include "logpipe/event.h"
+#include "logpipe/json.h"
 #include "logpipe/metrics.h"
 #include "logpipe/util.h"
 #include "../syslog.h"
@@ -383,13 +384,22 @@ struct sink {
 	json_t *dead;     /* array of [raw, reason] */
 };
 
-static size_t sink_deliver(void *ud, json_t *const *events, size_t n)
+static size_t sink_deliver(void *ud, const struct syslog_event *events, size_t n)
 {
 	struct sink *s = ud;
 
 	pthread_mutex_lock(&s->mu);
-	for (size_t i = 0; i < n; i++)
-		json_array_append(s->events, events[i]);
+	for (size_t i = 0; i < n; i++) {
+		json_t *ev = lp_json_loadb(events[i].text, events[i].len, 0, NULL);
+		const char *svc = json_string_value(json_object_get(ev, "service"));
+
+		/* The key is the service; the id the event's. */
+		assert_non_null(svc);
+		assert_int_equal(events[i].keylen, strlen(svc));
+		assert_memory_equal(events[i].key, svc, events[i].keylen);
+		assert_string_equal(events[i].id, json_string_value(json_object_get(ev, "id")));
+		json_array_append_new(s->events, ev);
+	}
 	pthread_mutex_unlock(&s->mu);
 	return n;
 }
@@ -507,11 +517,20 @@ static void test_receiver(void **state)
 	wait_count(&s, s.dead, 3);
 	assert_non_null(strstr(json_string_value(json_array_get(json_array_get(s.dead, 2), 1)),
 			       "timed out"));
-	/* The first connection still works; its last line without LF at close. */
+	/* The first connection still works: escapes, non-ASCII, control
+	 * characters (which the scanner may leave to the tree path); its last
+	 * line without LF at close. */
+	send_all(a, "<13>1 - h app1 - - [x@1 q=\"a\\\"b\"] caf\xc3\xa9 \"q\" \\ \t\x01\n");
 	send_all(a, "<13>1 - h app1 - - - bye");
 	close(a);
-	wait_count(&s, s.events, 5);
-	assert_string_equal(str(json_array_get(s.events, 4), "message"), "bye");
+	wait_count(&s, s.events, 6);
+	assert_string_equal(str(json_array_get(s.events, 4), "message"),
+			    "caf\xc3\xa9 \"q\" \\ \t\x01");
+	assert_string_equal(str(json_object_get(json_object_get(json_object_get(
+				    json_array_get(s.events, 4), "attributes"), "syslog.sd"), "x@1"),
+				"q"),
+			    "a\"b");
+	assert_string_equal(str(json_array_get(s.events, 5), "message"), "bye");
 	close(b);
 	close(u);
 	syslog_rx_stop(rx);
