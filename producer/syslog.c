@@ -10,10 +10,12 @@
  *
  * The receiver is one thread and poll(): the TCP listener, each
  * connection, the UDP socket and an eventfd that stop pokes.  A round
- * reads what is ready (a bounded number of messages), then delivers them
- * as one batch through the sink; while the sink waits for Kafka the
- * senders wait in the kernel's socket buffers (TCP pushes back, UDP drops
- * when its buffer is full).  Connections are bounded in number, in the
+ * reads what is ready (a bounded number of messages) into a batch, which a
+ * second thread, the deliverer, hands to the sink (Kafka or the spool)
+ * while the receiver reads the next; it hands over when the deliverer is
+ * idle, or waits for it once the batch is full.  While both wait for
+ * Kafka the senders wait in the kernel's socket buffers (TCP pushes back,
+ * UDP drops when its buffer is full).  Connections are bounded in number, in the
  * size of one message and in time: silent for idle_timeout_ms, or inside
  * one message for message_timeout_ms, a connection is closed. */
 #include <arpa/inet.h>
@@ -649,6 +651,18 @@ struct syslog_rx {
 	char *rbuf;            /* one read's or datagram's bytes */
 	struct syslog_event *batch; /* the round's normalised events */
 	size_t nbatch;         /* in batch */
+	/* The deliverer: the sink waits for Kafka on its own thread, so that
+	 * the next round is read and parsed meanwhile (one batch in hand at
+	 * most, delivered in order). */
+	pthread_t deliverer;   /* runs deliver_main */
+	bool deliverer_started;
+	pthread_mutex_t mu;    /* guards handed, nhanded, deliver_stop */
+	pthread_cond_t cv;     /* signalled when handed is set or cleared */
+	struct syslog_event *handed; /* the batch being delivered, NULL when idle */
+	size_t nhanded;        /* in handed */
+	bool deliver_stop;     /* deliver_main must end (nothing handed) */
+	struct syslog_event *spare; /* the other batch buffer */
+	int dfd;               /* eventfd: the deliverer went idle (wakes poll) */
 	const char *peer;      /* the sender of the frame being handled */
 	char udp_peer[INET6_ADDRSTRLEN]; /* the last datagram's */
 	struct lp_series *received, *malformed, *dropped, *delivered, *conns_open, *refused, *timeouts;
@@ -659,6 +673,71 @@ static void dead(struct syslog_rx *rx, const char *raw, size_t len, const char *
 	lp_series_inc(rx->malformed);
 	lp_debug("syslog: from %s: %s", rx->peer, reason);
 	rx->o.sink.dead_letter(rx->o.sink.ud, raw, len, reason);
+}
+
+static void *deliver_main(void *arg)
+{
+	struct syslog_rx *rx = arg;
+	uint64_t one = 1;
+	size_t ok, i, n;
+
+	pthread_mutex_lock(&rx->mu);
+	for (;;) {
+		while (!rx->handed && !rx->deliver_stop)
+			pthread_cond_wait(&rx->cv, &rx->mu);
+		if (!rx->handed)
+			break;
+		n = rx->nhanded;
+		pthread_mutex_unlock(&rx->mu);
+		ok = rx->o.sink.deliver(rx->o.sink.ud, rx->handed, n);
+		lp_series_add(rx->delivered, (double)ok);
+		if (ok < n) {
+			lp_series_add(rx->dropped, (double)(n - ok));
+			lp_warn("syslog: %zu of %zu messages could not be made durable and are lost",
+				n - ok, n);
+		}
+		for (i = 0; i < n; i++) {
+			free(rx->handed[i].text);
+			free(rx->handed[i].keybuf);
+		}
+		pthread_mutex_lock(&rx->mu);
+		rx->spare = rx->handed;
+		rx->handed = NULL;
+		pthread_cond_broadcast(&rx->cv);
+		if (write(rx->dfd, &one, sizeof(one)) < 0)
+			lp_debug("syslog: cannot wake the receiver: %s", strerror(errno));
+	}
+	pthread_mutex_unlock(&rx->mu);
+	return NULL;
+}
+
+/* Whether the deliverer is idle (a batch handed now goes at once). */
+static bool deliverer_idle(struct syslog_rx *rx)
+{
+	bool idle;
+
+	pthread_mutex_lock(&rx->mu);
+	idle = rx->handed == NULL;
+	pthread_mutex_unlock(&rx->mu);
+	return idle;
+}
+
+/* Hands the round's batch to the deliverer, waiting for it to finish the
+ * one before: the receiver is at most one batch ahead of Kafka. */
+static void flush_batch(struct syslog_rx *rx)
+{
+	if (rx->nbatch == 0)
+		return;
+	pthread_mutex_lock(&rx->mu);
+	while (rx->handed)
+		pthread_cond_wait(&rx->cv, &rx->mu);
+	rx->handed = rx->batch;
+	rx->nhanded = rx->nbatch;
+	rx->batch = rx->spare;
+	rx->spare = NULL;
+	rx->nbatch = 0;
+	pthread_cond_broadcast(&rx->cv);
+	pthread_mutex_unlock(&rx->mu);
 }
 
 /*
@@ -682,6 +761,10 @@ static void on_frame(void *ud, const char *frame, size_t len, const char *error)
 	if (error) {
 		dead(rx, frame, len, error);
 		return;
+	}
+	if (rx->nbatch == ROUND_MAX_MSGS) { /* closing many connections at once */
+		flush_batch(rx);
+		out = &rx->batch[0];
 	}
 	in = syslog_parse(frame, len, now, why, sizeof(why));
 	if (!in) {
@@ -718,26 +801,6 @@ static void on_frame(void *ud, const char *frame, size_t len, const char *error)
 out:
 	free(text);
 	json_decref(in);
-}
-
-static void flush_batch(struct syslog_rx *rx)
-{
-	size_t ok, i;
-
-	if (rx->nbatch == 0)
-		return;
-	ok = rx->o.sink.deliver(rx->o.sink.ud, rx->batch, rx->nbatch);
-	lp_series_add(rx->delivered, (double)ok);
-	if (ok < rx->nbatch) {
-		lp_series_add(rx->dropped, (double)(rx->nbatch - ok));
-		lp_warn("syslog: %zu of %zu messages could not be made durable and are lost",
-			rx->nbatch - ok, rx->nbatch);
-	}
-	for (i = 0; i < rx->nbatch; i++) {
-		free(rx->batch[i].text);
-		free(rx->batch[i].keybuf);
-	}
-	rx->nbatch = 0;
 }
 
 static void peer_name(const struct sockaddr_storage *sa, char *out, size_t len)
@@ -888,9 +951,10 @@ static void expire(struct syslog_rx *rx, int64_t now)
 static void *rx_main(void *arg)
 {
 	struct syslog_rx *rx = arg;
-	size_t nfds = (size_t)rx->o.max_conns + 3;
+	size_t nfds = (size_t)rx->o.max_conns + 4;
 	struct pollfd *fds = lp_xcalloc(nfds, sizeof(*fds));
 	size_t i, base;
+	uint64_t ev;
 
 	while (!atomic_load(&rx->stop)) {
 		int64_t now = lp_now_ms(), next = now + 1000;
@@ -900,6 +964,7 @@ static void *rx_main(void *arg)
 			if (deadline(rx, &rx->conns[i]) < next)
 				next = deadline(rx, &rx->conns[i]);
 		fds[n++] = (struct pollfd){ .fd = rx->efd, .events = POLLIN };
+		fds[n++] = (struct pollfd){ .fd = rx->dfd, .events = POLLIN };
 		fds[n++] = (struct pollfd){ .fd = rx->lfd, .events = POLLIN };
 		fds[n++] = (struct pollfd){ .fd = rx->ufd, .events = POLLIN };
 		base = n;
@@ -909,17 +974,21 @@ static void *rx_main(void *arg)
 			break;
 		if (fds[0].revents)
 			break;
-		if (rx->ufd >= 0 && fds[2].revents)
+		if (fds[1].revents && read(rx->dfd, &ev, sizeof(ev)) < 0)
+			ev = 0;
+		if (rx->ufd >= 0 && fds[3].revents)
 			do_udp(rx);
 		/* Backwards: closing connection i moves the last one into its slot. */
 		for (i = nc; i-- > 0;)
-			if (fds[base + i].revents && rx->nbatch < ROUND_MAX_MSGS)
+			if (fds[base + i].revents && rx->nbatch + 4 < ROUND_MAX_MSGS)
 				do_read(rx, i);
-		flush_batch(rx);
-		if (fds[1].revents)
+		if (fds[2].revents)
 			do_accept(rx);
 		expire(rx, lp_now_ms());
-		flush_batch(rx);
+		/* While the deliverer is busy the batch grows, up to full: then
+		 * wait for it (the senders wait in the socket buffers). */
+		if (rx->nbatch + 4 >= ROUND_MAX_MSGS || (rx->nbatch > 0 && deliverer_idle(rx)))
+			flush_batch(rx);
 	}
 	flush_batch(rx);
 	free(fds);
@@ -987,7 +1056,9 @@ struct syslog_rx *syslog_rx_start(const struct syslog_opts *o, char *err, size_t
 
 	rx->o = *o;
 	rx->o.listen = NULL;
-	rx->lfd = rx->ufd = rx->efd = -1;
+	rx->lfd = rx->ufd = rx->efd = rx->dfd = -1;
+	pthread_mutex_init(&rx->mu, NULL);
+	pthread_cond_init(&rx->cv, NULL);
 	rx->received = lp_counter(o->metrics, "syslog_messages_received_total",
 				  "Syslog messages received (TCP frames and UDP datagrams)");
 	rx->malformed = lp_counter(o->metrics, "syslog_messages_malformed_total",
@@ -1021,14 +1092,21 @@ struct syslog_rx *syslog_rx_start(const struct syslog_opts *o, char *err, size_t
 		setsockopt(rx->ufd, SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof(bufsz));
 	}
 	rx->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (rx->efd < 0) {
+	rx->dfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (rx->efd < 0 || rx->dfd < 0) {
 		snprintf(err, errlen, "syslog: eventfd: %s", strerror(errno));
 		goto fail;
 	}
 	rx->conns = lp_xcalloc((size_t)o->max_conns, sizeof(*rx->conns));
 	rx->rbuf = lp_xmalloc((o->max_message > READ_BYTES ? o->max_message : READ_BYTES) + 1);
 	rx->batch = lp_xcalloc(ROUND_MAX_MSGS + 1, sizeof(*rx->batch));
+	rx->spare = lp_xcalloc(ROUND_MAX_MSGS + 1, sizeof(*rx->spare));
 	rx->peer = "";
+	if (pthread_create(&rx->deliverer, NULL, deliver_main, rx) != 0) {
+		snprintf(err, errlen, "syslog: cannot start the deliverer's thread");
+		goto fail;
+	}
+	rx->deliverer_started = true;
 	if (pthread_create(&rx->thread, NULL, rx_main, rx) != 0) {
 		snprintf(err, errlen, "syslog: cannot start the receiver's thread");
 		goto fail;
@@ -1057,6 +1135,14 @@ void syslog_rx_stop(struct syslog_rx *rx)
 			lp_warn("syslog: cannot wake the receiver: %s", strerror(errno));
 		pthread_join(rx->thread, NULL);
 	}
+	/* The deliverer ends once the batch handed last is delivered. */
+	if (rx->deliverer_started) {
+		pthread_mutex_lock(&rx->mu);
+		rx->deliver_stop = true;
+		pthread_cond_broadcast(&rx->cv);
+		pthread_mutex_unlock(&rx->mu);
+		pthread_join(rx->deliverer, NULL);
+	}
 	/* Nothing is delivered any more: what connections still buffer is lost. */
 	while (rx->nconns > 0) {
 		close(rx->conns[rx->nconns - 1].fd);
@@ -1068,6 +1154,11 @@ void syslog_rx_stop(struct syslog_rx *rx)
 		close(rx->ufd);
 	if (rx->efd >= 0)
 		close(rx->efd);
+	if (rx->dfd >= 0)
+		close(rx->dfd);
+	pthread_mutex_destroy(&rx->mu);
+	pthread_cond_destroy(&rx->cv);
+	free(rx->spare);
 	free(rx->conns);
 	free(rx->rbuf);
 	free(rx->batch);
