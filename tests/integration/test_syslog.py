@@ -10,6 +10,7 @@
     sent afterwards still arrives, and the producer still answers HTTP.
 """
 
+import argparse
 import json
 import os
 import random
@@ -193,3 +194,15 @@ def test_receiver_survives_hostile_input(infra, topics, producer, kafkatool):
     assert prod.alive()
     status, _ = prod.get("/health/live", timeout=5)
     assert status == 200
+
+
+def test_make_run_listens_for_syslog(tmp_path):
+    """The runner gives the producer syslog.listen on 127.0.0.1 (5514 when free)."""
+    from test_infra import _runner_module
+    runner = _runner_module()
+    args = argparse.Namespace(base_dir=str(tmp_path), control_port=0, log_level="info")
+    r = runner.Runner(args)
+    r.build()
+    env = r.components["producer"].obj.env
+    assert env["LOGPIPE_SYSLOG_LISTEN"] == f"127.0.0.1:{r.ports['syslog']}", env
+    assert r.ports["syslog"] == 5514 or not lp.port_is_free(5514)
