@@ -469,7 +469,7 @@ static void test_receiver(void **state)
 		.max_message = 1024,
 		.max_conns = 2,
 		.idle_timeout_ms = 60000,
-		.message_timeout_ms = 300,
+		.message_timeout_ms = 1000,
 		.metrics = reg,
 		.sink = { .ud = &s, .deliver = sink_deliver, .dead_letter = sink_dead },
 	};
@@ -550,7 +550,7 @@ static void test_receiver_steady_stream_not_cut(void **state)
 		.max_message = 1024,
 		.max_conns = 2,
 		.idle_timeout_ms = 60000,
-		.message_timeout_ms = 200,
+		.message_timeout_ms = 1000,
 		.sink = { .ud = &s, .deliver = sink_deliver, .dead_letter = sink_dead },
 	};
 	char err[200] = "", buf[32];
@@ -564,13 +564,14 @@ static void test_receiver_steady_stream_not_cut(void **state)
 		fail_msg("%s", err);
 	fd = connect_to(syslog_rx_port(rx), SOCK_STREAM);
 	send_all(fd, "<13>m0");
-	for (i = 1; i <= 20; i++) {
+	/* 2 s of messages, each write ending inside the next one. */
+	for (i = 1; i <= 40; i++) {
 		lp_sleep_ms(50, NULL);
 		snprintf(buf, sizeof(buf), "\n<13>m%d", i);
 		send_all(fd, buf);
 	}
 	send_all(fd, "\n");
-	wait_count(&s, s.events, 21);
+	wait_count(&s, s.events, 41);
 	assert_int_equal(count_of(&s, s.dead), 0);
 	close(fd);
 	syslog_rx_stop(rx);
