@@ -63,6 +63,7 @@
 #include "otlp.h"
 #include "producer.h"
 #include "spool.h"
+#include "syslog.h"
 
 #include "logpipe/banned.h"
 
@@ -88,7 +89,7 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
 	OPT("kafka.brokers", LP_CFG_STR, "127.0.0.1:9092", kafka_brokers, "Kafka bootstrap servers", 0, 0),
 	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "topic accepted events are written to", 0, 0),
-	OPT("topics.dlq", LP_CFG_STR, "logs-dlq", topic_dlq, "where spooled events Kafka refuses for good go, with the reason in a header", 0, 0),
+	OPT("topics.dlq", LP_CFG_STR, "logs-dlq", topic_dlq, "where spooled events Kafka refuses for good, and syslog messages refused as malformed, go, with the reason in a header", 0, 0),
 	OPT("kafka.timeout_ms", LP_CFG_INT, "5000", kafka_timeout_ms, "delivery timeout before an event is spooled (or answered 503)", 100, 600000),
 	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
 	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
@@ -99,6 +100,12 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("spool.max_bytes", LP_CFG_INT, "1073741824", spool_max_bytes, "bound on the spool's files in bytes (503 with Retry-After above)", 65536, 1LL << 50),
 	OPT("spool.segment_bytes", LP_CFG_INT, "67108864", spool_segment_bytes, "size of one spool segment file (at most spool.max_bytes)", 4096, 1LL << 32),
 	OPT("spool.drain_batch", LP_CFG_INT, "2000", spool_drain_batch, "spooled events produced per drain round", 1, 100000),
+	OPT("syslog.listen", LP_CFG_STR, "", syslog_listen, "address:port to receive syslog (RFC 5424 / 3164) on over TCP, empty: off (docs/syslog.md)", 0, 0),
+	OPT("syslog.udp", LP_CFG_BOOL, "true", syslog_udp, "also receive syslog datagrams on the same address and port over UDP", 0, 0),
+	OPT("syslog.max_message", LP_CFG_INT, "65536", syslog_max_message, "largest syslog message in bytes; larger ones are dead-lettered", 480, 16777216),
+	OPT("syslog.max_connections", LP_CFG_INT, "256", syslog_max_connections, "syslog TCP connections at once; more are closed at accept", 1, 65536),
+	OPT("syslog.idle_timeout_ms", LP_CFG_INT, "300000", syslog_idle_timeout_ms, "a syslog TCP connection silent this long is closed", 100, 86400000),
+	OPT("syslog.message_timeout_ms", LP_CFG_INT, "10000", syslog_message_timeout_ms, "a syslog TCP connection inside one message this long is closed (the part dead-lettered)", 100, 86400000),
 	LP_CFG_END,
 };
 
@@ -109,6 +116,7 @@ struct producer {
 	struct lp_breaker *breaker;        /* trips on failed deliveries */
 	struct lp_http_server *http;       /* the HTTP front */
 	struct spool *spool;               /* disk spool, NULL when disabled */
+	struct syslog_rx *syslog;          /* syslog receiver, NULL when off */
 	size_t max_msg;                    /* librdkafka's message.max.bytes */
 	atomic_int spool_mode;             /* new events go to the spool */
 	atomic_int stopping;               /* producer_stop has begun */
@@ -122,6 +130,7 @@ struct producer {
 	struct lp_series *errors;          /* log_events_errors_total (Kafka failures) */
 	struct lp_series *latency;         /* log_event_processing_time */
 	struct lp_series *dead;            /* logpipe_spool_dead_lettered_total */
+	struct lp_series *dlq_failed;      /* syslog dead letters Kafka did not take */
 };
 
 /* Where an event ended up. */
@@ -1025,6 +1034,92 @@ static void *drain_main(void *arg)
 	return NULL;
 }
 
+/* ---- syslog ------------------------------------------------------------------
+ *
+ * syslog.c's sink: its events go the way of a batch's (deliver), and what
+ * it refuses to the DLQ topic with the reason, without waiting for Kafka. */
+
+static size_t syslog_deliver(void *ud, const struct syslog_event *events, size_t n)
+{
+	struct producer *p = ud;
+	struct outgoing *out = lp_xcalloc(n, sizeof(*out));
+	size_t i, ok = 0;
+	int64_t t0 = lp_now_us();
+
+	lp_series_add(p->received, (double)n);
+	for (i = 0; i < n; i++) {
+		out[i].text = events[i].text; /* borrowed: not released here */
+		out[i].len = events[i].len;
+		out[i].key = events[i].key;
+		out[i].keylen = events[i].keylen;
+		memcpy(out[i].id, events[i].id, sizeof(out[i].id));
+	}
+	deliver(p, out, n);
+	for (i = 0; i < n; i++) {
+		if (out[i].outcome != OUT_FAILED)
+			ok++;
+		else
+			lp_debug("syslog: event %s: %s", out[i].id, out[i].why);
+	}
+	if (ok > 0)
+		lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
+	free(out);
+	return ok;
+}
+
+static void syslog_dlq_done(void *opaque, rd_kafka_resp_err_t err, int32_t partition,
+			    int64_t offset)
+{
+	struct producer *p = opaque;
+
+	if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+		lp_series_inc(p->dlq_failed);
+		lp_warn("syslog: a dead letter was not taken by \"%s\": %s", p->s->topic_dlq,
+			rd_kafka_err2str(err));
+	}
+}
+
+static void syslog_dead_letter(void *ud, const char *raw, size_t len, const char *reason)
+{
+	struct producer *p = ud;
+	rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+
+	rd_kafka_header_add(h, "reason", -1, reason, -1);
+	rd_kafka_header_add(h, "stage", -1, "producer", -1);
+	rd_kafka_header_add(h, "topic", -1, p->s->topic_raw, -1);
+	rd_kafka_header_add(h, "source", -1, "syslog", -1);
+	if (lp_kproducer_send(p->kp, p->s->topic_dlq, "syslog", 6, raw, len, h, 0, syslog_dlq_done,
+			      p) < 0) {
+		rd_kafka_headers_destroy(h);
+		lp_series_inc(p->dlq_failed);
+	}
+}
+
+static int syslog_start(struct producer *p, struct lp_registry *reg, char *err, size_t errlen)
+{
+	const struct producer_settings *s = p->s;
+	struct syslog_opts o = {
+		.listen = s->syslog_listen,
+		.udp = s->syslog_udp,
+		.max_message = (size_t)s->syslog_max_message,
+		.max_conns = (int)s->syslog_max_connections,
+		.idle_timeout_ms = (int)s->syslog_idle_timeout_ms,
+		.message_timeout_ms = (int)s->syslog_message_timeout_ms,
+		.limits = &p->limits,
+		.metrics = reg,
+		.sink = { .ud = p, .deliver = syslog_deliver, .dead_letter = syslog_dead_letter },
+	};
+
+	if (!s->syslog_listen || !*s->syslog_listen)
+		return 0;
+	p->syslog = syslog_rx_start(&o, err, errlen);
+	if (!p->syslog)
+		return -EINVAL;
+	lp_info("syslog: receiving on %s (TCP%s, port %d)", s->syslog_listen,
+		s->syslog_udp ? " and UDP" : "", syslog_rx_port(p->syslog));
+	return 0;
+}
+
 /* ---- health ---------------------------------------------------------------- */
 
 /* The broker answers metadata and the breaker is not open. */
@@ -1118,6 +1213,8 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 				  NULL, 0);
 	p->dead = lp_counter(reg, "logpipe_spool_dead_lettered_total",
 			     "Spooled events Kafka refused for good, sent to the DLQ topic");
+	p->dlq_failed = lp_counter(reg, "syslog_dead_letters_failed_total",
+				   "Refused syslog messages the DLQ topic did not take (lost)");
 	p->breaker = lp_breaker_new("kafka", NULL);
 
 	if (s->spool_enabled) {
@@ -1166,6 +1263,8 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 	if (p->spool)
 		lp_http_health(p->http, "spool", true, spool_healthy, p, NULL);
 	if (lp_http_start(p->http, err, errlen) < 0)
+		goto fail;
+	if (syslog_start(p, reg, err, errlen) < 0)
 		goto fail;
 	return p;
 fail:
@@ -1270,6 +1369,10 @@ void producer_stop(struct producer *p)
 	/* 1. Let the requests in flight finish and send their answers (new
 	 * ones are refused), then stop the server. */
 	stop_watch_begin(&w, p, t0 + STOP_PURGE_MS, "a request");
+	/* The syslog receiver delivers the batch in hand (to the spool now)
+	 * and closes its sockets: what senders still have is theirs. */
+	syslog_rx_stop(p->syslog);
+	p->syslog = NULL;
 	while (atomic_load(&p->inflight) > 0 && lp_now_ms() - t0 < STOP_DRAIN_MS)
 		sleep_ms(5);
 	lp_http_server_free(p->http);

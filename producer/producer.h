@@ -31,6 +31,12 @@ struct producer_settings {
 	long long spool_max_bytes; /* bound on the spool's files */
 	long long spool_segment_bytes; /* one segment file's size */
 	long long spool_drain_batch; /* events produced per drain round */
+	char *syslog_listen;       /* syslog receiver's address, "" = off (syslog.c) */
+	int syslog_udp;            /* also receive syslog over UDP */
+	long long syslog_max_message; /* largest syslog message in bytes */
+	long long syslog_max_connections; /* syslog TCP connections at once */
+	long long syslog_idle_timeout_ms; /* a silent syslog connection is closed after */
+	long long syslog_message_timeout_ms; /* one inside a message is closed after */
 };
 
 extern const struct lp_cfg_opt producer_options[];

@@ -14,7 +14,7 @@ PKGS="build-essential pkg-config librdkafka-dev libhiredis-dev libpq-dev
 libcivetweb-dev libjansson-dev libconfig-dev libcmocka-dev libcurl4-openssl-dev
 libssl-dev uuid-dev libprotobuf-c-dev protobuf-c-compiler zlib1g-dev clang libclang-rt-14-dev postgresql redis-server default-jre-headless maven
 python3-pytest python3-pytest-xdist python3-psycopg2 python3-requests curl procps chromium nodejs
-wrk kcat"
+wrk kcat bsdutils"
 
 say() { printf 'install-deps: %s\n' "$*" >&2; }
 

@@ -70,7 +70,7 @@ COMPONENTS = INFRA + SERVICE_ORDER
 ACTIONS = ("start", "stop", "restart")
 
 PREFERRED = {"kafka": 9092, "kafka-controller": 9093, "redis": 6390, "postgres": 5440,
-             "control": 8090}
+             "control": 8090, "syslog": 5514}
 CHAOS_TARGETS = ["kafka", "enricher", "consumer", "postgres", "redis"]
 CHAOS_INTERVAL = 10.0      # seconds between chaos actions
 CHAOS_MAX_DOWN = 30.0      # a target chaos stopped is started after this long
@@ -617,6 +617,8 @@ class Runner:
         for name in SERVICE_ORDER:
             p[name] = self._port(name, infra.SERVICE_PORTS[name])
         p["control"] = self._port("control", self.args.control_port)
+        # The producer's syslog receiver (TCP and UDP; docs/syslog.md).
+        p["syslog"] = self._port("syslog", PREFERRED["syslog"])
 
         kafka = infra.Kafka(base, p["kafka"], p["kafka-controller"])
         redis = infra.Redis(base, p["redis"])
@@ -640,6 +642,8 @@ class Runner:
                 # Whose disk use the pipeline view shows.
                 extra["pipeline.kafka_data_dir"] = str(kafka.data_dir)
                 extra["pipeline.pg_data_dir"] = str(pg.data_dir)
+            if name == "producer":
+                extra["syslog.listen"] = f"127.0.0.1:{p['syslog']}"
             env = infra.service_env(name, svc_ports, addrs, log_level=self.args.log_level,
                                     extra=extra)
             env.update(overrides[name])
@@ -740,6 +744,8 @@ class Runner:
             f"  {'postgres':<10} {c['postgres'].address}",
             f"  {'control':<10} http://127.0.0.1:{self.ports['control']}/control/status   "
             f"(POST /control/<component>/stop|start|restart, /chaos/enable)",
+            f"  {'syslog':<10} {'127.0.0.1:' + str(self.ports['syslog']):<28} TCP and UDP, "
+            f"into the producer (docs/syslog.md)",
             f"  {'logs':<10} {self.base / 'logs'}/",
             "",
         ]
@@ -754,6 +760,8 @@ class Runner:
             "try: curl -s -X POST " + c["gateway"].address + "/api/logs -H 'Content-Type: "
             "application/json' -d '{\"service\":\"demo\",\"level\":\"INFO\","
             "\"message\":\"hello from curl\"}'",
+            f"     logger --rfc5424 -T -n 127.0.0.1 -P {self.ports['syslog']} -t demo "
+            "'hello from syslog'",
             "",
         ]
         with _say_lock:
