@@ -781,10 +781,7 @@ static void handle_ingest_health(struct lp_http_req *r, void *ud)
 		      (json_int_t)s.policy.floor, "thresholds", "lag_normal",
 		      (json_int_t)s.policy.lag_normal, "lag_critical",
 		      (json_int_t)s.policy.lag_critical, "groups", groups, "lag_monitoring",
-		      s.enabled, "rate_limit_shared",
-		      /* Half-open is not shared yet: its trial call may fail again. */
-		      g->limiter && gw_limiter_breaker(g->limiter) &&
-			      lp_breaker_state(gw_limiter_breaker(g->limiter)) == LP_BREAKER_CLOSED);
+		      s.enabled, "rate_limit_shared", gw_limiter_shared(g->limiter));
 	if (s.updated_ms) {
 		lp_rfc3339(s.updated_ms, when);
 		json_object_set_new(o, "lag_read_at", json_string(when));

@@ -43,6 +43,7 @@
  * without bound. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +138,7 @@ struct gw_limiter {
 	void *on_lease_ud;
 	char *prefix;                   /* Redis key prefix (owned) */
 	struct lp_breaker *breaker;     /* "redis", NULL without Redis */
+	atomic_bool last_lease_failed;  /* the latest lease to end failed */
 	struct lp_redis *conns[MAX_CONNS]; /* Redis connections */
 	int nconns;
 	pthread_mutex_t sha_mu;         /* guards sha */
@@ -403,6 +405,7 @@ static void lease_done(struct gw_limiter *l, struct shard *s, struct entry *e, i
 		       long limit, long grant, long used, long ms_left, int64_t sent_us)
 {
 	e->fetching = false;
+	atomic_store(&l->last_lease_failed, rc < 0);
 	if (rc < 0) {
 		e->local_until_us = lp_now_us() + (int64_t)l->o.local_retry_ms * 1000;
 	} else {
@@ -705,6 +708,12 @@ void gw_limiter_free(struct gw_limiter *l)
 struct lp_breaker *gw_limiter_breaker(struct gw_limiter *l)
 {
 	return l->breaker;
+}
+
+bool gw_limiter_shared(struct gw_limiter *l)
+{
+	return l && l->breaker && lp_breaker_state(l->breaker) == LP_BREAKER_CLOSED &&
+	       !atomic_load(&l->last_lease_failed);
 }
 
 int gw_limiter_ping(struct gw_limiter *l)

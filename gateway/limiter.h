@@ -71,6 +71,10 @@ void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
 void gw_limiter_on_lease(struct gw_limiter *l, void (*fn)(void *ud), void *ud);
 /* The breaker guarding Redis, or NULL when Redis is not configured. */
 struct lp_breaker *gw_limiter_breaker(struct gw_limiter *l);
+/* Whether decisions are shared through Redis now: its breaker is closed
+ * (half-open's trial may fail again) and the latest lease did not fail
+ * (the breaker opens only after several failures). */
+bool gw_limiter_shared(struct gw_limiter *l);
 /* PING through the first connection: 0, -EIO, or -ENOENT without Redis. */
 int gw_limiter_ping(struct gw_limiter *l);
 
