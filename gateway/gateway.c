@@ -46,9 +46,13 @@
 #include "logpipe/util.h"
 #include "auth.h"
 #include "backpressure.h"
+#include "dashboard.h"
+#include "extra.h"
 #include "front.h"
 #include "gateway.h"
 #include "limiter.h"
+#include "pipeline.h"
+#include "route.h"
 #include "upstream.h"
 
 #include "logpipe/banned.h"
@@ -148,6 +152,8 @@ struct gateway {
 	struct gw_backpressure *bp;       /* lag reader and ingest limit */
 	struct lp_http_server *http;      /* CivetWeb: every route, or those the front declines */
 	struct gw_front *front;           /* the event front, NULL with http.front civetweb */
+	struct gw_pipeline *pl;           /* the pipeline view (extra.c's routes) */
+	struct gw_dashboard *dash;        /* the dashboard's control bridge */
 	struct route routes[MAX_ROUTES];  /* the route table */
 	size_t nroutes;
 	struct slot slots[MAX_SLOTS];     /* distinct patterns */
@@ -166,14 +172,9 @@ struct gateway {
 static const char *const upstream_names[NUPSTREAMS] = { "producer", "metadata", "enricher",
 							"consumer", "generator" };
 
-/* The RateLimit headers of this thread's current request (gateway_reply_headers). */
-static __thread char tl_headers[512];
+/* The RateLimit header lines of this thread's current request live in
+ * route.c (gw_reply_headers), where the gateway's own routes read them. */
 static __thread unsigned tl_seed; /* rand_r state for Retry-After jitter */
-
-const char *gateway_reply_headers(void)
-{
-	return tl_headers;
-}
 
 const char *gateway_listen(const struct gateway *g)
 {
@@ -287,7 +288,7 @@ static void reply_upstream_failure(struct gateway *g, struct lp_http_req *r,
 	struct lp_buf h = LP_BUF_INIT;
 	const char *kind = "failed";
 
-	lp_buf_adds(&h, tl_headers);
+	lp_buf_adds(&h, gw_reply_headers());
 	switch (res) {
 	case GW_CALL_OPEN: {
 		int64_t ms = lp_breaker_retry_after_ms(u->breaker);
@@ -387,7 +388,7 @@ static void hop_reply(struct gateway *g, struct lp_http_req *r, struct gw_upstre
 		reply_upstream_failure(g, r, u, res, &h->c);
 		return;
 	}
-	lp_buf_adds(&hdr, tl_headers);
+	lp_buf_adds(&hdr, gw_reply_headers());
 	add_forwarded(&hdr, &h->c.headers_out, limited);
 	lp_http_reply(r, h->c.status, h->c.content_type[0] ? h->c.content_type : NULL,
 		      h->c.body_out.buf, h->c.body_out.len, hdr.buf);
@@ -416,17 +417,18 @@ static void proxy(struct gateway *g, struct lp_http_req *r, struct gw_upstream *
 /* Auth and rate limit.  Returns 1 when the request may go on, 0 when it
  * has been answered, -EAGAIN (only with nowait) when the rate limit waits
  * for a lease: nothing was answered or counted, ask again after the
- * limiter's on_lease.  Fills tl_headers with the RateLimit fields. */
+ * limiter's on_lease.  Fills gw_reply_headers() with the RateLimit fields. */
 static int admit(struct gateway *g, struct lp_http_req *r, const struct route *rt,
 		 const struct gw_key **key, bool nowait)
 {
 	enum gw_auth_result ar;
 	struct gw_limit d;
 	const char *cls = rt->ingest ? "ingest" : "api";
-	char id[96], hdr[640];
+	char id[96], hdr[640], *rl;
+	size_t rl_len;
 	long limit;
 
-	tl_headers[0] = '\0';
+	gw_reply_headers_set(NULL);
 	ar = gw_auth_check(&g->auth, lp_http_header(r, "X-API-Key"),
 			   lp_http_header(r, "Authorization"), rt->scope, key);
 	switch (ar) {
@@ -459,7 +461,8 @@ static int admit(struct gateway *g, struct lp_http_req *r, const struct route *r
 		gw_limiter_take_wait(g->limiter, id, limit, &d);
 	if (d.pending)
 		return -EAGAIN;
-	gw_ratelimit_headers(&d, tl_headers, sizeof(tl_headers));
+	rl = gw_reply_headers_buf(&rl_len);
+	gw_ratelimit_headers(&d, rl, rl_len);
 	lp_series_set(cached_series(&g->permits_s[rt->ingest], g->permits, cls),
 		      (double)d.remaining);
 	if (d.allowed)
@@ -468,7 +471,7 @@ static int admit(struct gateway *g, struct lp_http_req *r, const struct route *r
 	if (!tl_seed)
 		tl_seed = (unsigned)lp_now_us() ^ (unsigned)(uintptr_t)&tl_seed;
 	lp_series_inc(lp_metric_series(g->limited, cls));
-	snprintf(hdr, sizeof(hdr), "%sRetry-After: %d\r\n", tl_headers,
+	snprintf(hdr, sizeof(hdr), "%sRetry-After: %d\r\n", gw_reply_headers(),
 		 gw_retry_after_s(d.reset_s, (int)g->s->rl_retry_jitter_s, &tl_seed));
 	lp_http_reply_error(r, 429, "rate_limited", hdr,
 			    "rate limit of %ld requests per second exceeded%s", d.limit,
@@ -528,7 +531,7 @@ static void dispatch(struct lp_http_req *r, void *ud)
 			rt->fn(r, rt->ud);
 	}
 	access_log(r, rt && rt->up ? rt->up->name : NULL, key ? key->tenant : NULL, trace_id, t0);
-	tl_headers[0] = '\0';
+	gw_reply_headers_set(NULL);
 	lp_buf_release(&allow);
 }
 
@@ -546,7 +549,7 @@ struct fast {
 	const char *label;         /* its pattern, the metrics label */
 	const struct gw_key *key;
 	char trace_id[33];
-	char limit_headers[512];   /* tl_headers after admit */
+	char limit_headers[512];   /* gw_reply_headers() after admit */
 	int64_t t0;                /* lp_now_us() when the request began */
 	int64_t call_t0_ms;        /* lp_now_ms() when the call began */
 	struct hop hop;
@@ -565,7 +568,7 @@ static void fast_end(struct gateway *g, struct fast *f)
 	access_log(&f->r, f->rt->up ? f->rt->up->name : NULL, f->key ? f->key->tenant : NULL,
 		   f->trace_id, f->t0);
 	lp_http_front_end(g->http, &f->r, f->label, f->t0);
-	tl_headers[0] = '\0';
+	gw_reply_headers_set(NULL);
 	free(f);
 }
 
@@ -609,7 +612,7 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 		return GW_FRONT_REPLY;
 	default: /* a rate-limit lease in flight: the loop must not wait for it */
 		lp_http_front_end(g->http, &f->r, NULL, 0);
-		tl_headers[0] = '\0';
+		gw_reply_headers_set(NULL);
 		free(f);
 		return GW_FRONT_LATER;
 	}
@@ -621,8 +624,8 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 		fast_end(g, f);
 		return GW_FRONT_REPLY;
 	}
-	lp_strlcpy(f->limit_headers, tl_headers, sizeof(f->limit_headers));
-	tl_headers[0] = '\0';
+	lp_strlcpy(f->limit_headers, gw_reply_headers(), sizeof(f->limit_headers));
+	gw_reply_headers_set(NULL);
 	lp_log_set_trace(NULL);
 	f->call_t0_ms = lp_now_ms();
 	q->target = u->target;
@@ -641,7 +644,7 @@ static void fast_finish(void *ud, struct gw_front_req *q, char *answer, size_t n
 	enum gw_call_result res;
 
 	lp_log_set_trace(f->r.request_id);
-	lp_strlcpy(tl_headers, f->limit_headers, sizeof(tl_headers));
+	gw_reply_headers_set(f->limit_headers);
 	res = gw_upstream_end(u, &f->hop.c, answer, n, io, err, f->call_t0_ms);
 	hop_reply(g, &f->r, u, &f->hop, res, g->limiter != NULL);
 	hop_release(&f->hop);
@@ -710,54 +713,57 @@ static int add_route(struct gateway *g, const char *method, const char *pattern,
 	return 0;
 }
 
-int gateway_route(struct gateway *g, const char *method, const char *pattern, unsigned scope,
-		  lp_http_handler fn, void *ud)
+/* struct gw_routes' add (route.h): a route of a module below, served by
+ * its own handler. */
+static int route_add(void *ctx, const char *method, const char *pattern, unsigned scope,
+		     lp_http_handler fn, void *ud)
 {
-	if (!g || !method || !pattern || !fn)
+	struct gateway *g = ctx;
+
+	if (!method || !pattern || !fn)
 		return -EINVAL;
 	return add_route(g, method, pattern, scope, false, NULL, fn, ud);
 }
 
-const struct gateway_settings *gateway_settings_of(const struct gateway *g)
+/* The pipeline view's source of the consumer lag: the lag reader. */
+static void lag_of(void *ud, struct gw_bp_snapshot *out)
 {
-	return g->s;
+	gw_bp_snapshot(ud, out);
 }
 
-void gateway_lag(struct gateway *g, struct gw_bp_snapshot *out)
+/* The routes of the modules below (dashboard.c, extra.c): registered
+ * before the proxied routes, so that their patterns take precedence. */
+static int add_local_routes(struct gateway *g, char *err, size_t errlen)
 {
-	gw_bp_snapshot(g->bp, out);
-}
+	const struct gateway_settings *s = g->s;
+	struct gw_routes reg = { route_add, g };
+	struct gw_pipeline_opts o = { 0 };
 
-int gateway_fetch(struct gateway *g, const char *upstream, const char *path_and_query,
-		  struct lp_buf *body)
-{
-	struct gw_upstream *u = NULL;
-	struct gw_call c;
-	struct lp_buf path = LP_BUF_INIT;
-	const char *q = strchr(path_and_query, '?');
-	int i, ret;
-
-	for (i = 0; i < NUPSTREAMS; i++)
-		if (strcmp(upstream_names[i], upstream) == 0)
-			u = &g->ups[i];
-	if (!u)
-		return -ENOENT;
-	lp_buf_add(&path, path_and_query, q ? (size_t)(q - path_and_query) : strlen(path_and_query));
-	memset(&c, 0, sizeof(c));
-	gw_call_init(&c);
-	c.method = "GET";
-	c.path = path.buf;
-	c.query = q ? q + 1 : NULL;
-	c.record = true;
-	if (gw_upstream_call(g->pool, u, &c) == GW_CALL_OK) {
-		ret = c.status;
-		lp_buf_add(body, c.body_out.buf, c.body_out.len);
-	} else {
-		ret = -EIO;
+	o.urls[GW_PL_PRODUCER] = s->up_producer;
+	o.urls[GW_PL_METADATA] = s->up_metadata;
+	o.urls[GW_PL_ENRICHER] = s->up_enricher;
+	o.urls[GW_PL_CONSUMER] = s->up_consumer;
+	o.urls[GW_PL_GENERATOR] = s->up_generator;
+	o.brokers = s->kafka_brokers;
+	o.topics[GW_PL_RAW] = s->topic_raw;
+	o.topics[GW_PL_COMPLETE] = s->topic_complete;
+	o.topics[GW_PL_PARTIAL] = s->topic_partial;
+	o.topics[GW_PL_DLQ] = s->topic_dlq;
+	o.groups = s->bp_groups;
+	o.kafka_data_dir = s->pl_kafka_data_dir;
+	o.pg_data_dir = s->pl_pg_data_dir;
+	o.sample_ms = (int)s->pl_sample_ms;
+	o.lag = lag_of;
+	o.lag_ud = g->bp;
+	g->pl = gw_pipeline_start(&o, err, errlen);
+	if (!g->pl)
+		return -EINVAL;
+	g->dash = gw_dashboard_new(s->up_control, g->auth.nkeys > 0);
+	if (gw_dashboard_routes(&reg, g->dash) < 0 || gw_extra_routes(&reg, g->pl) < 0) {
+		snprintf(err, errlen, "cannot register the routes");
+		return -ENOSPC;
 	}
-	gw_call_release(&c);
-	lp_buf_release(&path);
-	return ret;
+	return 0;
 }
 
 /* ---- GET /api/logs/health ----------------------------------------------- */
@@ -791,7 +797,7 @@ static void handle_ingest_health(struct lp_http_req *r, void *ud)
 		json_object_set_new(o, "lag_age_ms", json_integer(s.age_ms));
 	}
 	json_object_set_new(o, "error", s.error[0] ? json_string(s.error) : json_null());
-	lp_http_reply_json(r, 200, o, gateway_reply_headers());
+	lp_http_reply_json(r, 200, o, gw_reply_headers());
 }
 
 /* ---- health checks ------------------------------------------------------- */
@@ -1009,7 +1015,9 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 	g->http = lp_http_server_new(&ho, err, errlen);
 	if (!g->http)
 		goto fail;
-	if (gateway_register_extra_routes(g) < 0 || add_routes(g) < 0) {
+	if (add_local_routes(g, err, errlen) < 0)
+		goto fail;
+	if (add_routes(g) < 0) {
 		snprintf(err, errlen, "cannot register the routes");
 		goto fail;
 	}
@@ -1067,7 +1075,8 @@ void gateway_stop(struct gateway *g)
 	if (g->limiter)
 		gw_limiter_on_lease(g->limiter, NULL, NULL);
 	gw_front_stop(g->front);
-	gateway_release_extra_routes(g);
+	gw_pipeline_stop(g->pl);
+	gw_dashboard_free(g->dash);
 	gw_bp_stop(g->bp);
 	gw_limiter_free(g->limiter);
 	for (i = 0; i < NUPSTREAMS; i++) {
