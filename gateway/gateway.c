@@ -88,15 +88,15 @@ const struct lp_cfg_opt gateway_options[] = {
 	OPT("kafka.brokers", LP_CFG_STR, "127.0.0.1:9092", kafka_brokers, "Kafka bootstrap servers for the lag reader; empty: no backpressure", 0, 0),
 	OPT("auth.keys", LP_CFG_STR, "", auth_keys, "API keys \"KEY:TENANT:SCOPES;...\" (scopes ingest,read,admin); empty: auth off", 0, 0),
 	OPT("auth.allow_open", LP_CFG_BOOL, "false", auth_allow_open, "allow auth off on a non-loopback http.listen", 0, 0),
-	OPT("ratelimit.enabled", LP_CFG_BOOL, "true", rl_enabled, "limit requests per client", 0, 0),
-	OPT("ratelimit.rate", LP_CFG_INT, "1000", rl_rate, "requests per second per client (and the normal ingest limit)", 1, 100000000),
+	OPT("ratelimit.enabled", LP_CFG_BOOL, "true", rl_enabled, "limit requests (and ingested events) per client", 0, 0),
+	OPT("ratelimit.rate", LP_CFG_INT, "1000", rl_rate, "per client per second: requests (api), and the normal ingest limit in events (a batch costs its events)", 1, 100000000),
 	OPT("ratelimit.burst", LP_CFG_INT, "0", rl_burst, "local fallback bucket capacity; 0 = one second of rate", 0, 100000000),
 	OPT("ratelimit.instances", LP_CFG_INT, "1", rl_instances, "gateways sharing the limits; each enforces limit/instances while Redis is down", 1, 10000),
 	OPT("ratelimit.lease_divisor", LP_CFG_INT, "20", rl_lease_divisor, "an instance leases limit/this tokens from Redis at a time", 1, 100000),
 	OPT("ratelimit.retry_jitter_s", LP_CFG_INT, "1", rl_retry_jitter_s, "up to this many random seconds added to Retry-After of a 429", 0, 60),
 	OPT("backpressure.lag_normal", LP_CFG_INT, "10000", bp_lag_normal, "consumer lag below which ingest runs at ratelimit.rate", 0, 1000000000000LL),
 	OPT("backpressure.lag_critical", LP_CFG_INT, "50000", bp_lag_critical, "consumer lag above which ingest runs at backpressure.floor", 0, 1000000000000LL),
-	OPT("backpressure.floor", LP_CFG_INT, "100", bp_floor, "lowest ingest limit in requests per second", 1, 100000000),
+	OPT("backpressure.floor", LP_CFG_INT, "100", bp_floor, "lowest ingest limit in events per second per client", 1, 100000000),
 	OPT("backpressure.interval_ms", LP_CFG_INT, "1000", bp_interval_ms, "between two readings of the consumer lag", 100, 1000),
 	OPT("backpressure.groups", LP_CFG_STR, "logpipe-enricher=raw-logs,logpipe-consumer=enriched-logs-complete+enriched-logs-partial", bp_groups, "consumer groups whose lag is summed: GROUP=TOPIC+TOPIC,...", 0, 0),
 	OPT("upstream.control", LP_CFG_STR, "http://127.0.0.1:8090", up_control, "the local runner's control endpoint, for the dashboard's stop/start/chaos buttons; empty: none", 0, 0),
@@ -136,6 +136,7 @@ struct route {
 	struct slot *slot;       /* its HTTP registration */
 	unsigned scope;          /* GW_SCOPE_* needed */
 	bool ingest;             /* limited by the adaptive ingest limit */
+	enum gw_ingest_form form; /* how an ingest route carries its events (its cost) */
 	struct gw_upstream *up;  /* proxied to, or NULL for a local handler */
 	lp_http_handler fn;      /* local handler */
 	void *ud;                /* its user data */
@@ -426,7 +427,7 @@ static int admit(struct gateway *g, struct lp_http_req *r, const struct route *r
 	const char *cls = rt->ingest ? "ingest" : "api";
 	char id[96], hdr[640], *rl;
 	size_t rl_len;
-	long limit;
+	long limit, cost;
 
 	gw_reply_headers_set(NULL);
 	ar = gw_auth_check(&g->auth, lp_http_header(r, "X-API-Key"),
@@ -454,15 +455,18 @@ static int admit(struct gateway *g, struct lp_http_req *r, const struct route *r
 		return 1;
 
 	join3(id, sizeof(id), cls, *key ? ":k:" : ":ip:", *key ? (*key)->id : client_addr(r));
+	/* Ingest counts events (a request costs those it carries, told from
+	 * its body: gw_ingest_cost), the api class requests. */
 	limit = rt->ingest ? (long)gw_bp_current_limit(g->bp) : (long)g->s->rl_rate;
+	cost = rt->ingest ? gw_ingest_cost(rt->form, r->body, r->body_len) : 1;
 	if (nowait)
-		gw_limiter_take(g->limiter, id, limit, &d);
+		gw_limiter_take(g->limiter, id, limit, cost, &d);
 	else
-		gw_limiter_take_wait(g->limiter, id, limit, &d);
+		gw_limiter_take_wait(g->limiter, id, limit, cost, &d);
 	if (d.pending)
 		return -EAGAIN;
 	rl = gw_reply_headers_buf(&rl_len);
-	gw_ratelimit_headers(&d, rl, rl_len);
+	gw_ratelimit_headers(&d, rt->ingest ? "events" : "requests", rl, rl_len);
 	lp_series_set(cached_series(&g->permits_s[rt->ingest], g->permits, cls),
 		      (double)d.remaining);
 	if (d.allowed)
@@ -473,11 +477,31 @@ static int admit(struct gateway *g, struct lp_http_req *r, const struct route *r
 	lp_series_inc(lp_metric_series(g->limited, cls));
 	snprintf(hdr, sizeof(hdr), "%sRetry-After: %d\r\n", gw_reply_headers(),
 		 gw_retry_after_s(d.reset_s, (int)g->s->rl_retry_jitter_s, &tl_seed));
-	lp_http_reply_error(r, 429, "rate_limited", hdr,
-			    "rate limit of %ld requests per second exceeded%s", d.limit,
-			    rt->ingest && d.limit < g->s->rl_rate
-				    ? " (ingest reduced by backpressure; see GET /api/logs/health)"
-				    : "");
+	if (d.too_large) {
+		/* Retrying cannot help until the limit rises (the lag falls):
+		 * a 413 with Retry-After, not a 429 to retry every second. */
+		lp_http_reply_error(r, 413, "batch_over_rate_limit", hdr,
+				    "this request carries %ld events, more than the ingest limit "
+				    "of %ld events per second admits at once%s; send smaller "
+				    "batches",
+				    cost, d.limit,
+				    d.limit < g->s->rl_rate
+					    ? " (reduced by backpressure; see GET /api/logs/health)"
+					    : "");
+		return 0;
+	}
+	if (rt->ingest)
+		lp_http_reply_error(r, 429, "rate_limited", hdr,
+				    "rate limit of %ld events per second exceeded (this request "
+				    "carries %ld)%s",
+				    d.limit, cost,
+				    d.limit < g->s->rl_rate
+					    ? " (ingest reduced by backpressure; see GET "
+					      "/api/logs/health)"
+					    : "");
+	else
+		lp_http_reply_error(r, 429, "rate_limited", hdr,
+				    "rate limit of %ld requests per second exceeded", d.limit);
 	return 0;
 }
 
@@ -706,6 +730,9 @@ static int add_route(struct gateway *g, const char *method, const char *pattern,
 	rt->slot = sl;
 	rt->scope = scope;
 	rt->ingest = ingest;
+	rt->form = strcmp(pattern, "/api/logs/batch") == 0 ? GW_INGEST_BATCH
+		   : strcmp(pattern, "/v1/logs") == 0     ? GW_INGEST_OTLP
+							  : GW_INGEST_ONE;
 	rt->up = up;
 	rt->fn = fn;
 	rt->ud = ud;
@@ -857,7 +884,7 @@ static bool lag_healthy(void *ud, char *detail, size_t len)
 		snprintf(detail, len, "%s", s.error[0] ? s.error : "no reading yet");
 		return false;
 	}
-	snprintf(detail, len, "%s: lag %lld, ingest limit %lld req/s, read %lld ms ago%s%.100s",
+	snprintf(detail, len, "%s: lag %lld, ingest limit %lld events/s, read %lld ms ago%s%.100s",
 		 gw_bp_state_name(s.state), s.lag, s.limit, (long long)s.age_ms,
 		 s.error[0] ? "; last try: " : "", s.error);
 	return s.age_ms <= stale_ms;

@@ -49,7 +49,7 @@ struct gateway_settings {
 	char *auth_keys;               /* "KEY:TENANT:SCOPES;..." ("" = auth off) */
 	int auth_allow_open;           /* allow auth off on a non-loopback address */
 	int rl_enabled;                /* rate limiting on or off */
-	long long rl_rate;             /* requests per second per client (normal ingest limit) */
+	long long rl_rate;             /* per client per second: requests, and the normal ingest limit in events */
 	long long rl_burst;            /* local bucket capacity; 0 = rate */
 	long long rl_instances;        /* gateways sharing the limit (local fallback share) */
 	long long rl_lease_divisor;    /* lease limit / this many tokens at a time */
