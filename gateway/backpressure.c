@@ -68,6 +68,70 @@ long long gw_bp_limit(const struct gw_bp_policy *p, long long lag, enum gw_bp_st
 	return p->rate - (long long)((double)(p->rate - floor) * frac + 0.5);
 }
 
+long gw_ingest_cost(enum gw_ingest_form form, const char *body, size_t len)
+{
+	const char *p = body, *end = body ? body + len : body;
+	bool in_str = false, esc = false, array = false, want = false;
+	long depth = 0, n = 0;
+
+	if (form == GW_INGEST_ONE || !body)
+		return 1;
+	if (form == GW_INGEST_OTLP)
+		return len ? (long)((len + 1023) / 1024) : 1;
+	if (end - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
+		p += 3;
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+		p++;
+	/* One pass over the bytes, strings skipped: in an array an element
+	 * starts at the first non-blank byte after '[' or a comma of depth 1;
+	 * outside one, an object at each '{' of depth 0. */
+	array = p < end && *p == '[';
+	for (; p < end; p++) {
+		char c = *p;
+
+		if (in_str) {
+			if (esc)
+				esc = false;
+			else if (c == '\\')
+				esc = true;
+			else if (c == '"')
+				in_str = false;
+			continue;
+		}
+		if (want && depth == 1 && c != ' ' && c != '\t' && c != '\r' && c != '\n' &&
+		    c != ']') {
+			n++;
+			want = false;
+		}
+		switch (c) {
+		case '"':
+			in_str = true;
+			break;
+		case '{':
+			if (!array && depth == 0)
+				n++;
+			depth++;
+			break;
+		case '[':
+			depth++;
+			if (array && depth == 1)
+				want = true;
+			break;
+		case '}':
+		case ']':
+			depth--;
+			break;
+		case ',':
+			if (array && depth == 1)
+				want = true;
+			break;
+		default:
+			break;
+		}
+	}
+	return n > 0 ? n : 1;
+}
+
 const char *gw_bp_state_name(enum gw_bp_state s)
 {
 	switch (s) {
@@ -322,7 +386,7 @@ static void read_lag(struct gw_backpressure *b)
 		limit = gw_bp_limit(&b->policy, total, &state);
 		if (state != s->state || s->lag < 0)
 			lp_log(state == GW_BP_NORMAL ? LP_LOG_INFO : LP_LOG_WARN,
-			       "ingest backpressure %s: lag %lld, limit %lld req/s",
+			       "ingest backpressure %s: lag %lld, limit %lld events/s",
 			       gw_bp_state_name(state), total, limit);
 		s->state = state;
 		s->lag = total;
@@ -371,7 +435,7 @@ struct gw_backpressure *gw_bp_start(const struct gw_bp_opts *o, char *err, size_
 	b->lag_metric = lp_metric_new(reg, LP_GAUGE, "kafka_consumer_lag",
 				      "Messages not yet consumed, per consumer group", "group", NULL, 0);
 	b->limit_gauge = lp_gauge(reg, "gateway_ingest_limit",
-				  "Current ingest limit in requests per second (adaptive)");
+				  "Current ingest limit in events per second per client (adaptive)");
 	b->state_gauge = lp_gauge(reg, "gateway_backpressure_state",
 				  "Ingest state: 0 normal, 1 degraded, 2 critical");
 	lp_series_set(b->limit_gauge, (double)o->policy.rate);

@@ -2,7 +2,8 @@
  *
  * A thread reads, at a fixed interval (at least once a second), the lag of
  * each configured consumer group over its topics and
- * turns the total into the ingest limit (requests per second):
+ * turns the total into the ingest limit (events per second; a request
+ * costs the events it carries, gw_ingest_cost):
  *
  *   lag <  lag_normal                 NORMAL    limit = rate
  *   lag_normal <= lag <= lag_critical DEGRADED  limit falls linearly from
@@ -71,6 +72,24 @@ struct gw_bp_snapshot {
 	} groups[GW_BP_MAX_GROUPS];
 	struct gw_bp_policy policy;
 };
+
+/* How an ingest route carries its events. */
+enum gw_ingest_form {
+	GW_INGEST_ONE,   /* POST /api/logs: one event */
+	GW_INGEST_BATCH, /* POST /api/logs/batch: a JSON array or NDJSON */
+	GW_INGEST_OTLP,  /* POST /v1/logs: OTLP protobuf or JSON, maybe gzip'd */
+};
+
+/* What an ingest request costs, in tokens of the ingest limit (events),
+ * told from its body by a scan that parses nothing, at least 1:
+ *   ONE    1;
+ *   BATCH  the elements of a top-level JSON array (commas at depth 1),
+ *          else the top-level objects (NDJSON lines, or one object over
+ *          several lines, as the producer reads them);
+ *   OTLP   one per started KiB of the body as sent (its records are not
+ *          counted: that needs protobuf or inflating).
+ * Pure. */
+long gw_ingest_cost(enum gw_ingest_form form, const char *body, size_t len);
 
 struct gw_backpressure;
 

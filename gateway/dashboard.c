@@ -15,7 +15,7 @@
 #include "logpipe/util.h"
 #include "dashboard.h"
 #include "front.h"
-#include "gateway.h"
+#include "route.h"
 
 #include "logpipe/banned.h"
 
@@ -64,7 +64,7 @@ void gw_dashboard_page(struct lp_http_req *r, void *ud)
 {
 	struct lp_buf h = LP_BUF_INIT;
 
-	lp_buf_adds(&h, gateway_reply_headers());
+	lp_buf_adds(&h, gw_reply_headers());
 	lp_buf_adds(&h, page_headers);
 	lp_http_reply(r, 200, "text/html; charset=utf-8", gw__dashboard_html,
 		      (size_t)(gw__dashboard_html_end - gw__dashboard_html), h.buf);
@@ -193,7 +193,7 @@ static bool body_acceptable(struct lp_http_req *r, const char *hdrs)
  * "chaos/enable", "status"), to the runner. */
 static void control(struct lp_http_req *r, struct gw_dashboard *d, const char *param)
 {
-	const char *hdrs = gateway_reply_headers();
+	const char *hdrs = gw_reply_headers();
 	char addr_buf[48];
 	const char *addr = gw_front_client_addr(r, addr_buf);
 	bool post = strcmp(r->method, "POST") == 0;
@@ -289,4 +289,23 @@ void gw_dashboard_chaos(struct lp_http_req *r, void *ud)
 	 * longer one is no chaos action and fails the path check. */
 	snprintf(param, sizeof(param), "chaos/%s", r->param ? r->param : "");
 	control(r, ud, param);
+}
+
+int gw_dashboard_routes(const struct gw_routes *reg, struct gw_dashboard *d)
+{
+	int rc = 0;
+
+	if (!d)
+		return -EINVAL;
+	/* The page is open: it holds no data; what it shows comes from routes
+	 * that need the read scope, and acting needs admin. */
+	rc |= gw_route(reg, "GET", "/", GW_SCOPE_NONE, gw_dashboard_page, NULL);
+	rc |= gw_route(reg, "GET", "/api/v1/control/*", GW_SCOPE_READ, gw_dashboard_control, d);
+	rc |= gw_route(reg, "POST", "/api/v1/control/*", GW_SCOPE_ADMIN, gw_dashboard_control, d);
+	/* Seed 004's paths. */
+	rc |= gw_route(reg, "GET", "/control/*", GW_SCOPE_READ, gw_dashboard_control, d);
+	rc |= gw_route(reg, "POST", "/control/*", GW_SCOPE_ADMIN, gw_dashboard_control, d);
+	rc |= gw_route(reg, "GET", "/chaos/*", GW_SCOPE_READ, gw_dashboard_chaos, d);
+	rc |= gw_route(reg, "POST", "/chaos/*", GW_SCOPE_ADMIN, gw_dashboard_chaos, d);
+	return rc < 0 ? -ENOSPC : 0;
 }

@@ -14,9 +14,13 @@
  *   GET  /api/v1/control/chaos/status|history -> GET /chaos/...
  *   POST /api/v1/control/chaos/enable|disable -> POST /chaos/...
  *
- * Seed 004's own paths are served too, as aliases with the same scopes
- * (registered in extra.c): /control/... as /api/v1/control/... and
- * /chaos/ACTION as /api/v1/control/chaos/ACTION.
+ * Seed 004's own paths are served too, as aliases with the same scopes:
+ * /control/... as /api/v1/control/... and /chaos/ACTION as
+ * /api/v1/control/chaos/ACTION.
+ *
+ * The module sits below the gateway object: gateway.c makes the bridge and
+ * calls gw_dashboard_routes() with its struct gw_routes (route.h); nothing
+ * here calls into gateway.c.
  *
  * Without a runner (upstream.control empty or not answering), GET
  * /api/v1/control/status answers 200 {"available": false, "message": ...}
@@ -33,6 +37,7 @@
 #include <stddef.h>
 
 struct lp_http_req;
+struct gw_routes;
 
 /* The embedded page (dashboard_page.c): bytes [gw__dashboard_html,
  * gw__dashboard_html_end), followed by a NUL. */
@@ -55,6 +60,10 @@ void gw_dashboard_page(struct lp_http_req *r, void *ud);
 void gw_dashboard_control(struct lp_http_req *r, void *ud);
 /* GET and POST seed 004's /chaos/...: the same as /api/v1/control/chaos/.... */
 void gw_dashboard_chaos(struct lp_http_req *r, void *ud);
+
+/* Adds GET / and the bridge's routes (and seed 004's aliases) through reg,
+ * serving d (which must outlive the HTTP server).  Returns 0 or -errno. */
+int gw_dashboard_routes(const struct gw_routes *reg, struct gw_dashboard *d);
 
 /* The runner path for the part after /api/v1/control/ ("kafka/stop" ->
  * "/control/kafka/stop", "chaos/enable" -> "/chaos/enable", "status" ->

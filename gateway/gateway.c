@@ -46,9 +46,13 @@
 #include "logpipe/util.h"
 #include "auth.h"
 #include "backpressure.h"
+#include "dashboard.h"
+#include "extra.h"
 #include "front.h"
 #include "gateway.h"
 #include "limiter.h"
+#include "pipeline.h"
+#include "route.h"
 #include "upstream.h"
 
 #include "logpipe/banned.h"
@@ -84,15 +88,15 @@ const struct lp_cfg_opt gateway_options[] = {
 	OPT("kafka.brokers", LP_CFG_STR, "127.0.0.1:9092", kafka_brokers, "Kafka bootstrap servers for the lag reader; empty: no backpressure", 0, 0),
 	OPT("auth.keys", LP_CFG_STR, "", auth_keys, "API keys \"KEY:TENANT:SCOPES;...\" (scopes ingest,read,admin); empty: auth off", 0, 0),
 	OPT("auth.allow_open", LP_CFG_BOOL, "false", auth_allow_open, "allow auth off on a non-loopback http.listen", 0, 0),
-	OPT("ratelimit.enabled", LP_CFG_BOOL, "true", rl_enabled, "limit requests per client", 0, 0),
-	OPT("ratelimit.rate", LP_CFG_INT, "1000", rl_rate, "requests per second per client (and the normal ingest limit)", 1, 100000000),
+	OPT("ratelimit.enabled", LP_CFG_BOOL, "true", rl_enabled, "limit requests (and ingested events) per client", 0, 0),
+	OPT("ratelimit.rate", LP_CFG_INT, "1000", rl_rate, "per client per second: requests (api), and the normal ingest limit in events (a batch costs its events)", 1, 100000000),
 	OPT("ratelimit.burst", LP_CFG_INT, "0", rl_burst, "local fallback bucket capacity; 0 = one second of rate", 0, 100000000),
 	OPT("ratelimit.instances", LP_CFG_INT, "1", rl_instances, "gateways sharing the limits; each enforces limit/instances while Redis is down", 1, 10000),
 	OPT("ratelimit.lease_divisor", LP_CFG_INT, "20", rl_lease_divisor, "an instance leases limit/this tokens from Redis at a time", 1, 100000),
 	OPT("ratelimit.retry_jitter_s", LP_CFG_INT, "1", rl_retry_jitter_s, "up to this many random seconds added to Retry-After of a 429", 0, 60),
 	OPT("backpressure.lag_normal", LP_CFG_INT, "10000", bp_lag_normal, "consumer lag below which ingest runs at ratelimit.rate", 0, 1000000000000LL),
 	OPT("backpressure.lag_critical", LP_CFG_INT, "50000", bp_lag_critical, "consumer lag above which ingest runs at backpressure.floor", 0, 1000000000000LL),
-	OPT("backpressure.floor", LP_CFG_INT, "100", bp_floor, "lowest ingest limit in requests per second", 1, 100000000),
+	OPT("backpressure.floor", LP_CFG_INT, "100", bp_floor, "lowest ingest limit in events per second per client", 1, 100000000),
 	OPT("backpressure.interval_ms", LP_CFG_INT, "1000", bp_interval_ms, "between two readings of the consumer lag", 100, 1000),
 	OPT("backpressure.groups", LP_CFG_STR, "logpipe-enricher=raw-logs,logpipe-consumer=enriched-logs-complete+enriched-logs-partial", bp_groups, "consumer groups whose lag is summed: GROUP=TOPIC+TOPIC,...", 0, 0),
 	OPT("upstream.control", LP_CFG_STR, "http://127.0.0.1:8090", up_control, "the local runner's control endpoint, for the dashboard's stop/start/chaos buttons; empty: none", 0, 0),
@@ -132,6 +136,7 @@ struct route {
 	struct slot *slot;       /* its HTTP registration */
 	unsigned scope;          /* GW_SCOPE_* needed */
 	bool ingest;             /* limited by the adaptive ingest limit */
+	enum gw_ingest_form form; /* how an ingest route carries its events (its cost) */
 	struct gw_upstream *up;  /* proxied to, or NULL for a local handler */
 	lp_http_handler fn;      /* local handler */
 	void *ud;                /* its user data */
@@ -148,6 +153,8 @@ struct gateway {
 	struct gw_backpressure *bp;       /* lag reader and ingest limit */
 	struct lp_http_server *http;      /* CivetWeb: every route, or those the front declines */
 	struct gw_front *front;           /* the event front, NULL with http.front civetweb */
+	struct gw_pipeline *pl;           /* the pipeline view (extra.c's routes) */
+	struct gw_dashboard *dash;        /* the dashboard's control bridge */
 	struct route routes[MAX_ROUTES];  /* the route table */
 	size_t nroutes;
 	struct slot slots[MAX_SLOTS];     /* distinct patterns */
@@ -166,14 +173,9 @@ struct gateway {
 static const char *const upstream_names[NUPSTREAMS] = { "producer", "metadata", "enricher",
 							"consumer", "generator" };
 
-/* The RateLimit headers of this thread's current request (gateway_reply_headers). */
-static __thread char tl_headers[512];
+/* The RateLimit header lines of this thread's current request live in
+ * route.c (gw_reply_headers), where the gateway's own routes read them. */
 static __thread unsigned tl_seed; /* rand_r state for Retry-After jitter */
-
-const char *gateway_reply_headers(void)
-{
-	return tl_headers;
-}
 
 const char *gateway_listen(const struct gateway *g)
 {
@@ -287,7 +289,7 @@ static void reply_upstream_failure(struct gateway *g, struct lp_http_req *r,
 	struct lp_buf h = LP_BUF_INIT;
 	const char *kind = "failed";
 
-	lp_buf_adds(&h, tl_headers);
+	lp_buf_adds(&h, gw_reply_headers());
 	switch (res) {
 	case GW_CALL_OPEN: {
 		int64_t ms = lp_breaker_retry_after_ms(u->breaker);
@@ -387,7 +389,7 @@ static void hop_reply(struct gateway *g, struct lp_http_req *r, struct gw_upstre
 		reply_upstream_failure(g, r, u, res, &h->c);
 		return;
 	}
-	lp_buf_adds(&hdr, tl_headers);
+	lp_buf_adds(&hdr, gw_reply_headers());
 	add_forwarded(&hdr, &h->c.headers_out, limited);
 	lp_http_reply(r, h->c.status, h->c.content_type[0] ? h->c.content_type : NULL,
 		      h->c.body_out.buf, h->c.body_out.len, hdr.buf);
@@ -416,17 +418,18 @@ static void proxy(struct gateway *g, struct lp_http_req *r, struct gw_upstream *
 /* Auth and rate limit.  Returns 1 when the request may go on, 0 when it
  * has been answered, -EAGAIN (only with nowait) when the rate limit waits
  * for a lease: nothing was answered or counted, ask again after the
- * limiter's on_lease.  Fills tl_headers with the RateLimit fields. */
+ * limiter's on_lease.  Fills gw_reply_headers() with the RateLimit fields. */
 static int admit(struct gateway *g, struct lp_http_req *r, const struct route *rt,
 		 const struct gw_key **key, bool nowait)
 {
 	enum gw_auth_result ar;
 	struct gw_limit d;
 	const char *cls = rt->ingest ? "ingest" : "api";
-	char id[96], hdr[640];
-	long limit;
+	char id[96], hdr[640], *rl;
+	size_t rl_len;
+	long limit, cost;
 
-	tl_headers[0] = '\0';
+	gw_reply_headers_set(NULL);
 	ar = gw_auth_check(&g->auth, lp_http_header(r, "X-API-Key"),
 			   lp_http_header(r, "Authorization"), rt->scope, key);
 	switch (ar) {
@@ -452,14 +455,18 @@ static int admit(struct gateway *g, struct lp_http_req *r, const struct route *r
 		return 1;
 
 	join3(id, sizeof(id), cls, *key ? ":k:" : ":ip:", *key ? (*key)->id : client_addr(r));
+	/* Ingest counts events (a request costs those it carries, told from
+	 * its body: gw_ingest_cost), the api class requests. */
 	limit = rt->ingest ? (long)gw_bp_current_limit(g->bp) : (long)g->s->rl_rate;
+	cost = rt->ingest ? gw_ingest_cost(rt->form, r->body, r->body_len) : 1;
 	if (nowait)
-		gw_limiter_take(g->limiter, id, limit, &d);
+		gw_limiter_take(g->limiter, id, limit, cost, &d);
 	else
-		gw_limiter_take_wait(g->limiter, id, limit, &d);
+		gw_limiter_take_wait(g->limiter, id, limit, cost, &d);
 	if (d.pending)
 		return -EAGAIN;
-	gw_ratelimit_headers(&d, tl_headers, sizeof(tl_headers));
+	rl = gw_reply_headers_buf(&rl_len);
+	gw_ratelimit_headers(&d, rt->ingest ? "events" : "requests", rl, rl_len);
 	lp_series_set(cached_series(&g->permits_s[rt->ingest], g->permits, cls),
 		      (double)d.remaining);
 	if (d.allowed)
@@ -468,13 +475,33 @@ static int admit(struct gateway *g, struct lp_http_req *r, const struct route *r
 	if (!tl_seed)
 		tl_seed = (unsigned)lp_now_us() ^ (unsigned)(uintptr_t)&tl_seed;
 	lp_series_inc(lp_metric_series(g->limited, cls));
-	snprintf(hdr, sizeof(hdr), "%sRetry-After: %d\r\n", tl_headers,
+	snprintf(hdr, sizeof(hdr), "%sRetry-After: %d\r\n", gw_reply_headers(),
 		 gw_retry_after_s(d.reset_s, (int)g->s->rl_retry_jitter_s, &tl_seed));
-	lp_http_reply_error(r, 429, "rate_limited", hdr,
-			    "rate limit of %ld requests per second exceeded%s", d.limit,
-			    rt->ingest && d.limit < g->s->rl_rate
-				    ? " (ingest reduced by backpressure; see GET /api/logs/health)"
-				    : "");
+	if (d.too_large) {
+		/* Retrying cannot help until the limit rises (the lag falls):
+		 * a 413 with Retry-After, not a 429 to retry every second. */
+		lp_http_reply_error(r, 413, "batch_over_rate_limit", hdr,
+				    "this request carries %ld events, more than the ingest limit "
+				    "of %ld events per second admits at once%s; send smaller "
+				    "batches",
+				    cost, d.limit,
+				    d.limit < g->s->rl_rate
+					    ? " (reduced by backpressure; see GET /api/logs/health)"
+					    : "");
+		return 0;
+	}
+	if (rt->ingest)
+		lp_http_reply_error(r, 429, "rate_limited", hdr,
+				    "rate limit of %ld events per second exceeded (this request "
+				    "carries %ld)%s",
+				    d.limit, cost,
+				    d.limit < g->s->rl_rate
+					    ? " (ingest reduced by backpressure; see GET "
+					      "/api/logs/health)"
+					    : "");
+	else
+		lp_http_reply_error(r, 429, "rate_limited", hdr,
+				    "rate limit of %ld requests per second exceeded", d.limit);
 	return 0;
 }
 
@@ -528,7 +555,7 @@ static void dispatch(struct lp_http_req *r, void *ud)
 			rt->fn(r, rt->ud);
 	}
 	access_log(r, rt && rt->up ? rt->up->name : NULL, key ? key->tenant : NULL, trace_id, t0);
-	tl_headers[0] = '\0';
+	gw_reply_headers_set(NULL);
 	lp_buf_release(&allow);
 }
 
@@ -546,7 +573,7 @@ struct fast {
 	const char *label;         /* its pattern, the metrics label */
 	const struct gw_key *key;
 	char trace_id[33];
-	char limit_headers[512];   /* tl_headers after admit */
+	char limit_headers[512];   /* gw_reply_headers() after admit */
 	int64_t t0;                /* lp_now_us() when the request began */
 	int64_t call_t0_ms;        /* lp_now_ms() when the call began */
 	struct hop hop;
@@ -565,7 +592,7 @@ static void fast_end(struct gateway *g, struct fast *f)
 	access_log(&f->r, f->rt->up ? f->rt->up->name : NULL, f->key ? f->key->tenant : NULL,
 		   f->trace_id, f->t0);
 	lp_http_front_end(g->http, &f->r, f->label, f->t0);
-	tl_headers[0] = '\0';
+	gw_reply_headers_set(NULL);
 	free(f);
 }
 
@@ -609,7 +636,7 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 		return GW_FRONT_REPLY;
 	default: /* a rate-limit lease in flight: the loop must not wait for it */
 		lp_http_front_end(g->http, &f->r, NULL, 0);
-		tl_headers[0] = '\0';
+		gw_reply_headers_set(NULL);
 		free(f);
 		return GW_FRONT_LATER;
 	}
@@ -621,8 +648,8 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 		fast_end(g, f);
 		return GW_FRONT_REPLY;
 	}
-	lp_strlcpy(f->limit_headers, tl_headers, sizeof(f->limit_headers));
-	tl_headers[0] = '\0';
+	lp_strlcpy(f->limit_headers, gw_reply_headers(), sizeof(f->limit_headers));
+	gw_reply_headers_set(NULL);
 	lp_log_set_trace(NULL);
 	f->call_t0_ms = lp_now_ms();
 	q->target = u->target;
@@ -641,7 +668,7 @@ static void fast_finish(void *ud, struct gw_front_req *q, char *answer, size_t n
 	enum gw_call_result res;
 
 	lp_log_set_trace(f->r.request_id);
-	lp_strlcpy(tl_headers, f->limit_headers, sizeof(tl_headers));
+	gw_reply_headers_set(f->limit_headers);
 	res = gw_upstream_end(u, &f->hop.c, answer, n, io, err, f->call_t0_ms);
 	hop_reply(g, &f->r, u, &f->hop, res, g->limiter != NULL);
 	hop_release(&f->hop);
@@ -703,6 +730,9 @@ static int add_route(struct gateway *g, const char *method, const char *pattern,
 	rt->slot = sl;
 	rt->scope = scope;
 	rt->ingest = ingest;
+	rt->form = strcmp(pattern, "/api/logs/batch") == 0 ? GW_INGEST_BATCH
+		   : strcmp(pattern, "/v1/logs") == 0     ? GW_INGEST_OTLP
+							  : GW_INGEST_ONE;
 	rt->up = up;
 	rt->fn = fn;
 	rt->ud = ud;
@@ -710,54 +740,57 @@ static int add_route(struct gateway *g, const char *method, const char *pattern,
 	return 0;
 }
 
-int gateway_route(struct gateway *g, const char *method, const char *pattern, unsigned scope,
-		  lp_http_handler fn, void *ud)
+/* struct gw_routes' add (route.h): a route of a module below, served by
+ * its own handler. */
+static int route_add(void *ctx, const char *method, const char *pattern, unsigned scope,
+		     lp_http_handler fn, void *ud)
 {
-	if (!g || !method || !pattern || !fn)
+	struct gateway *g = ctx;
+
+	if (!method || !pattern || !fn)
 		return -EINVAL;
 	return add_route(g, method, pattern, scope, false, NULL, fn, ud);
 }
 
-const struct gateway_settings *gateway_settings_of(const struct gateway *g)
+/* The pipeline view's source of the consumer lag: the lag reader. */
+static void lag_of(void *ud, struct gw_bp_snapshot *out)
 {
-	return g->s;
+	gw_bp_snapshot(ud, out);
 }
 
-void gateway_lag(struct gateway *g, struct gw_bp_snapshot *out)
+/* The routes of the modules below (dashboard.c, extra.c): registered
+ * before the proxied routes, so that their patterns take precedence. */
+static int add_local_routes(struct gateway *g, char *err, size_t errlen)
 {
-	gw_bp_snapshot(g->bp, out);
-}
+	const struct gateway_settings *s = g->s;
+	struct gw_routes reg = { route_add, g };
+	struct gw_pipeline_opts o = { 0 };
 
-int gateway_fetch(struct gateway *g, const char *upstream, const char *path_and_query,
-		  struct lp_buf *body)
-{
-	struct gw_upstream *u = NULL;
-	struct gw_call c;
-	struct lp_buf path = LP_BUF_INIT;
-	const char *q = strchr(path_and_query, '?');
-	int i, ret;
-
-	for (i = 0; i < NUPSTREAMS; i++)
-		if (strcmp(upstream_names[i], upstream) == 0)
-			u = &g->ups[i];
-	if (!u)
-		return -ENOENT;
-	lp_buf_add(&path, path_and_query, q ? (size_t)(q - path_and_query) : strlen(path_and_query));
-	memset(&c, 0, sizeof(c));
-	gw_call_init(&c);
-	c.method = "GET";
-	c.path = path.buf;
-	c.query = q ? q + 1 : NULL;
-	c.record = true;
-	if (gw_upstream_call(g->pool, u, &c) == GW_CALL_OK) {
-		ret = c.status;
-		lp_buf_add(body, c.body_out.buf, c.body_out.len);
-	} else {
-		ret = -EIO;
+	o.urls[GW_PL_PRODUCER] = s->up_producer;
+	o.urls[GW_PL_METADATA] = s->up_metadata;
+	o.urls[GW_PL_ENRICHER] = s->up_enricher;
+	o.urls[GW_PL_CONSUMER] = s->up_consumer;
+	o.urls[GW_PL_GENERATOR] = s->up_generator;
+	o.brokers = s->kafka_brokers;
+	o.topics[GW_PL_RAW] = s->topic_raw;
+	o.topics[GW_PL_COMPLETE] = s->topic_complete;
+	o.topics[GW_PL_PARTIAL] = s->topic_partial;
+	o.topics[GW_PL_DLQ] = s->topic_dlq;
+	o.groups = s->bp_groups;
+	o.kafka_data_dir = s->pl_kafka_data_dir;
+	o.pg_data_dir = s->pl_pg_data_dir;
+	o.sample_ms = (int)s->pl_sample_ms;
+	o.lag = lag_of;
+	o.lag_ud = g->bp;
+	g->pl = gw_pipeline_start(&o, err, errlen);
+	if (!g->pl)
+		return -EINVAL;
+	g->dash = gw_dashboard_new(s->up_control, g->auth.nkeys > 0);
+	if (gw_dashboard_routes(&reg, g->dash) < 0 || gw_extra_routes(&reg, g->pl) < 0) {
+		snprintf(err, errlen, "cannot register the routes");
+		return -ENOSPC;
 	}
-	gw_call_release(&c);
-	lp_buf_release(&path);
-	return ret;
+	return 0;
 }
 
 /* ---- GET /api/logs/health ----------------------------------------------- */
@@ -788,7 +821,7 @@ static void handle_ingest_health(struct lp_http_req *r, void *ud)
 		json_object_set_new(o, "lag_age_ms", json_integer(s.age_ms));
 	}
 	json_object_set_new(o, "error", s.error[0] ? json_string(s.error) : json_null());
-	lp_http_reply_json(r, 200, o, gateway_reply_headers());
+	lp_http_reply_json(r, 200, o, gw_reply_headers());
 }
 
 /* ---- health checks ------------------------------------------------------- */
@@ -848,7 +881,7 @@ static bool lag_healthy(void *ud, char *detail, size_t len)
 		snprintf(detail, len, "%s", s.error[0] ? s.error : "no reading yet");
 		return false;
 	}
-	snprintf(detail, len, "%s: lag %lld, ingest limit %lld req/s, read %lld ms ago%s%.100s",
+	snprintf(detail, len, "%s: lag %lld, ingest limit %lld events/s, read %lld ms ago%s%.100s",
 		 gw_bp_state_name(s.state), s.lag, s.limit, (long long)s.age_ms,
 		 s.error[0] ? "; last try: " : "", s.error);
 	return s.age_ms <= stale_ms;
@@ -1006,7 +1039,9 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 	g->http = lp_http_server_new(&ho, err, errlen);
 	if (!g->http)
 		goto fail;
-	if (gateway_register_extra_routes(g) < 0 || add_routes(g) < 0) {
+	if (add_local_routes(g, err, errlen) < 0)
+		goto fail;
+	if (add_routes(g) < 0) {
 		snprintf(err, errlen, "cannot register the routes");
 		goto fail;
 	}
@@ -1064,7 +1099,8 @@ void gateway_stop(struct gateway *g)
 	if (g->limiter)
 		gw_limiter_on_lease(g->limiter, NULL, NULL);
 	gw_front_stop(g->front);
-	gateway_release_extra_routes(g);
+	gw_pipeline_stop(g->pl);
+	gw_dashboard_free(g->dash);
 	gw_bp_stop(g->bp);
 	gw_limiter_free(g->limiter);
 	for (i = 0; i < NUPSTREAMS; i++) {

@@ -6,18 +6,19 @@
  * for the requests in flight and frees everything.  main.c is only
  * arguments and signals, so tests can run the gateway in-process.
  *
- * Extra routes (the dashboard at GET / and GET /api/v1/pipeline) are added
- * by gateway_register_extra_routes() in extra.c, through gateway_route(),
- * which gives them the same auth, rate limiting and access log as the
- * proxied routes. */
+ * The gateway object is the top of the gateway's modules: the routes it
+ * serves itself beyond the proxied API (the dashboard at GET / and its
+ * control bridge, dashboard.c; the pipeline view at GET /api/v1/pipeline,
+ * extra.c) are modules below it, which gateway_start() makes and whose
+ * registration functions it calls with a struct gw_routes (route.h), so
+ * that they get the same auth, rate limiting and access log as the proxied
+ * routes without ever calling back into this file. */
 #ifndef LOGPIPE_GATEWAY_H
 #define LOGPIPE_GATEWAY_H
 
 #include <stddef.h>
 
-#include "logpipe/buf.h"
 #include "logpipe/config.h"
-#include "logpipe/http.h"
 
 struct gateway_settings {
 	char *http_listen;             /* the public address; "" = derived from auth */
@@ -48,7 +49,7 @@ struct gateway_settings {
 	char *auth_keys;               /* "KEY:TENANT:SCOPES;..." ("" = auth off) */
 	int auth_allow_open;           /* allow auth off on a non-loopback address */
 	int rl_enabled;                /* rate limiting on or off */
-	long long rl_rate;             /* requests per second per client (normal ingest limit) */
+	long long rl_rate;             /* per client per second: requests, and the normal ingest limit in events */
 	long long rl_burst;            /* local bucket capacity; 0 = rate */
 	long long rl_instances;        /* gateways sharing the limit (local fallback share) */
 	long long rl_lease_divisor;    /* lease limit / this many tokens at a time */
@@ -77,38 +78,5 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 void gateway_stop(struct gateway *g);
 /* The address actually listened on (derived when http.listen is ""). */
 const char *gateway_listen(const struct gateway *g);
-
-/* ---- for extra routes (extra.c) ---------------------------------------- */
-
-/* Scopes a route needs (see auth.h): 0 open, 1 ingest, 2 read, 4 admin. */
-enum { GATEWAY_OPEN = 0, GATEWAY_INGEST = 1, GATEWAY_READ = 2, GATEWAY_ADMIN = 4 };
-
-/* Registers a route served by the gateway itself, behind auth (scope) and
- * the per-client rate limit, with an access-log line.  Call only from
- * gateway_register_extra_routes.  The handler replies with lp_http_reply*
- * and should pass gateway_reply_headers() as extra headers so that the
- * RateLimit fields reach the client. */
-int gateway_route(struct gateway *g, const char *method, const char *pattern, unsigned scope,
-		  lp_http_handler fn, void *ud);
-/* The RateLimit header lines of the request being handled on this thread
- * ("" when none). */
-const char *gateway_reply_headers(void);
-/* GETs path_and_query from upstream "producer", "metadata", "enricher",
- * "consumer" or "generator" (through its breaker).  Returns the HTTP status,
- * or -ENOENT for an unknown name, -EIO when the call failed; body receives
- * the answer (caller releases). */
-int gateway_fetch(struct gateway *g, const char *upstream, const char *path_and_query,
-		  struct lp_buf *body);
-
-/* Adds GET / and GET /api/v1/pipeline (extra.c).  Returns 0 or -errno. */
-int gateway_register_extra_routes(struct gateway *g);
-/* Stops and frees what gateway_register_extra_routes made; called by
- * gateway_stop after the HTTP server stopped.  Safe when it never ran. */
-void gateway_release_extra_routes(struct gateway *g);
-/* The settings the gateway was started with. */
-const struct gateway_settings *gateway_settings_of(const struct gateway *g);
-struct gw_bp_snapshot;
-/* The lag reader's last reading (backpressure.h). */
-void gateway_lag(struct gateway *g, struct gw_bp_snapshot *out);
 
 #endif

@@ -158,14 +158,16 @@ long gw_lease_size(long limit, int divisor)
 	return n < 1 ? 1 : n;
 }
 
-size_t gw_ratelimit_headers(const struct gw_limit *d, char *out, size_t outlen)
+size_t gw_ratelimit_headers(const struct gw_limit *d, const char *unit, char *out,
+			    size_t outlen)
 {
 	/* Built by hand: this runs for every limited request, and snprintf
 	 * showed in its profile. */
 	char lim[24], rem[24], reset[24];
 	const char *parts[] = { "RateLimit-Limit: ", lim, "\r\nRateLimit-Remaining: ", rem,
 				"\r\nRateLimit-Reset: ", reset, "\r\nRateLimit-Policy: ", lim,
-				";w=1\r\nRateLimit: limit=", lim, ", remaining=", rem, ", reset=",
+				";w=1", unit ? ";qu=\"" : "", unit ? unit : "", unit ? "\"" : "",
+				"\r\nRateLimit: limit=", lim, ", remaining=", rem, ", reset=",
 				reset, "\r\n" };
 	size_t i, n = 0, k;
 
@@ -343,9 +345,9 @@ static int reset_seconds(int64_t until_us, int64_t now)
 	return s < 1 ? 1 : s;
 }
 
-/* The local token bucket's decision. */
-static void decide_locally(struct gw_limiter *l, struct entry *e, long limit, int64_t now,
-			   struct gw_limit *out)
+/* The local token bucket's decision on cost tokens. */
+static void decide_locally(struct gw_limiter *l, struct entry *e, long limit, long cost,
+			   int64_t now, struct gw_limit *out)
 {
 	double rate = (double)limit / (l->o.instances > 0 ? l->o.instances : 1);
 	double burst = rate * l->o.burst_ratio;
@@ -363,47 +365,71 @@ static void decide_locally(struct gw_limiter *l, struct entry *e, long limit, in
 	}
 	out->local = true;
 	out->limit = (long)(rate + 0.5) > 0 ? (long)(rate + 0.5) : 1;
-	out->allowed = lp_bucket_take_at(&e->bucket, 1, now);
+	/* The bucket never holds more than burst: a bigger cost would wait
+	 * for ever. */
+	out->too_large = (double)cost > burst;
+	out->allowed = !out->too_large && lp_bucket_take_at(&e->bucket, (double)cost, now);
 	out->remaining = (long)lp_bucket_available_at(&e->bucket, now);
-	wait = out->allowed ? 0 : lp_bucket_wait_us_at(&e->bucket, 1, now);
+	wait = out->allowed || out->too_large ? 0 : lp_bucket_wait_us_at(&e->bucket, (double)cost, now);
 	out->reset_s = reset_seconds(now + wait, now);
 }
 
 enum verdict { DECIDED, NEED_LEASE, IN_FLIGHT };
 
-/* Decides from what e holds (the shard locked), or tells what is missing. */
+/* Decides on cost tokens from what e holds (the shard locked), or tells
+ * what is missing. */
 static enum verdict decide(struct gw_limiter *l, struct shard *s, struct entry *e,
-			   struct lp_redis *r, long limit, int64_t now, struct gw_limit *out)
+			   struct lp_redis *r, long limit, long cost, int64_t now,
+			   struct gw_limit *out)
 {
 	if (now >= e->window_end_us) {
 		e->tokens = 0;
 		e->refused = false;
 	}
 	if (!r || e == &s->overflow || now < e->local_until_us) {
-		decide_locally(l, e, limit, now, out);
+		decide_locally(l, e, limit, cost, now, out);
 		return DECIDED;
 	}
-	if (e->tokens > 0) {
-		e->tokens--;
+	if (cost > limit) { /* no window ever grants that many */
+		out->allowed = false;
+		out->too_large = true;
+		out->remaining = e->global_left + e->tokens;
+		out->reset_s = 1;
+		return DECIDED;
+	}
+	if (e->tokens >= cost) {
+		e->tokens -= cost;
 		out->allowed = true;
 		out->remaining = e->global_left + e->tokens;
 		out->reset_s = reset_seconds(e->window_end_us, now);
 		return DECIDED;
 	}
-	if (e->refused) {
+	if (e->refused) { /* the window is spent; what is left serves smaller requests */
 		out->allowed = false;
-		out->remaining = 0;
+		out->remaining = e->tokens;
 		out->reset_s = reset_seconds(e->window_end_us, now);
 		return DECIDED;
 	}
 	return e->fetching ? IN_FLIGHT : NEED_LEASE;
 }
 
-/* A lease sent at sent_us ended (rc < 0: failed): e takes the result (the
- * shard locked) and the waiters are woken. */
-static void lease_done(struct gw_limiter *l, struct shard *s, struct entry *e, int rc,
-		       long limit, long grant, long used, long ms_left, int64_t sent_us)
+/* Tokens to lease for a request of cost while e holds some: the usual
+ * lease, or what is missing when that is more. */
+static long want_of(const struct gw_limiter *l, const struct entry *e, long limit, long cost)
 {
+	long want = gw_lease_size(limit, l->o.lease_divisor);
+
+	return cost - e->tokens > want ? cost - e->tokens : want;
+}
+
+/* A lease of want tokens sent at sent_us ended (rc < 0: failed): e takes
+ * the result (the shard locked) and the waiters are woken. */
+static void lease_done(struct gw_limiter *l, struct shard *s, struct entry *e, int rc,
+		       long limit, long want, long grant, long used, long ms_left,
+		       int64_t sent_us)
+{
+	int64_t end;
+
 	e->fetching = false;
 	atomic_store(&l->last_lease_failed, rc < 0);
 	if (rc < 0) {
@@ -411,10 +437,17 @@ static void lease_done(struct gw_limiter *l, struct shard *s, struct entry *e, i
 	} else {
 		if (ms_left < 1)
 			ms_left = 1;
-		e->window_end_us = sent_us + ms_left * 1000;
+		end = sent_us + ms_left * 1000;
+		/* Tokens kept for a bigger request belong to their own window:
+		 * a grant from the next one (Redis's second turned meanwhile)
+		 * must not let them be spent in it. */
+		if (end > e->window_end_us + 500000)
+			e->tokens = 0;
+		e->window_end_us = end;
 		e->tokens += grant;
 		e->global_left = limit - used > 0 ? limit - used : 0;
-		e->refused = grant == 0;
+		/* Less than asked: the window is spent. */
+		e->refused = grant < want;
 	}
 	pthread_cond_broadcast(&s->cv);
 }
@@ -446,7 +479,7 @@ static void *worker_main(void *arg)
 		sent_us = lp_now_us();
 		rc = lease(l, w->r, j->key, j->want, j->limit, &grant, &used, &ms_left);
 		pthread_mutex_lock(&j->s->mu);
-		lease_done(l, j->s, j->e, rc, j->limit, grant, used, ms_left, sent_us);
+		lease_done(l, j->s, j->e, rc, j->limit, j->want, grant, used, ms_left, sent_us);
 		pthread_mutex_unlock(&j->s->mu);
 		free(j->key);
 		free(j);
@@ -466,7 +499,8 @@ static struct lp_redis *redis_of(struct gw_limiter *l, uint64_t h, int *idx)
 	return l->conns[*idx];
 }
 
-void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct gw_limit *out)
+void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, long cost,
+		     struct gw_limit *out)
 {
 	uint64_t h = fnv1a(key);
 	struct shard *s = &l->shards[h % NSHARDS];
@@ -480,16 +514,18 @@ void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct g
 	out->limit = limit;
 	if (limit < 1)
 		limit = 1;
+	if (cost < 1)
+		cost = 1;
 	pthread_mutex_lock(&s->mu);
 	e = find_or_add(s, key, h, now);
 	e->last_us = now;
-	switch (decide(l, s, e, r, limit, now, out)) {
+	switch (decide(l, s, e, r, limit, cost, now, out)) {
 	case DECIDED:
 		break;
 	case NEED_LEASE:
 		if (!l->workers[idx].started) { /* no lease thread: as a failed lease */
-			lease_done(l, s, e, -EIO, limit, 0, 0, 0, now);
-			decide_locally(l, e, limit, now, out);
+			lease_done(l, s, e, -EIO, limit, 0, 0, 0, 0, now);
+			decide_locally(l, e, limit, cost, now, out);
 			break;
 		}
 		e->fetching = true; /* keeps e from the sweep until lease_done */
@@ -497,7 +533,7 @@ void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct g
 		j->s = s;
 		j->e = e;
 		j->key = lp_xstrdup(key);
-		j->want = gw_lease_size(limit, l->o.lease_divisor);
+		j->want = want_of(l, e, limit, cost);
 		j->limit = limit;
 		/* fall through */
 	case IN_FLIGHT:
@@ -523,7 +559,7 @@ void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct g
 		out->limit = limit;
 }
 
-void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
+void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit, long cost,
 			  struct gw_limit *out)
 {
 	uint64_t h = fnv1a(key);
@@ -532,7 +568,7 @@ void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
 	struct lp_redis *r = redis_of(l, h, &idx);
 	int64_t now = lp_now_us(), deadline;
 	struct entry *e;
-	long grant = 0, used = 0, ms_left = 0;
+	long grant = 0, used = 0, ms_left = 0, want;
 	bool leased = false;
 	int rc;
 
@@ -540,6 +576,8 @@ void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
 	out->limit = limit;
 	if (limit < 1)
 		limit = 1;
+	if (cost < 1)
+		cost = 1;
 	/* Long enough for the lease in flight, never unbounded. */
 	deadline = now + 2000LL * (l->o.redis_timeout_ms + 50);
 
@@ -547,7 +585,7 @@ void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
 	e = find_or_add(s, key, h, now);
 	e->last_us = now;
 	for (;;) {
-		enum verdict v = decide(l, s, e, r, limit, now, out);
+		enum verdict v = decide(l, s, e, r, limit, cost, now, out);
 
 		if (v == DECIDED)
 			break;
@@ -556,7 +594,7 @@ void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
 			int64_t wall = lp_wall_ms() + (deadline - now) / 1000;
 
 			if (now >= deadline) {
-				decide_locally(l, e, limit, now, out);
+				decide_locally(l, e, limit, cost, now, out);
 				break;
 			}
 			ts.tv_sec = wall / 1000;
@@ -569,11 +607,11 @@ void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
 		}
 		/* Lease outside the lock; the entry stays (fetching blocks the sweep). */
 		e->fetching = true;
+		want = want_of(l, e, limit, cost);
 		pthread_mutex_unlock(&s->mu);
-		rc = lease(l, r, key, gw_lease_size(limit, l->o.lease_divisor), limit, &grant, &used,
-			   &ms_left);
+		rc = lease(l, r, key, want, limit, &grant, &used, &ms_left);
 		pthread_mutex_lock(&s->mu);
-		lease_done(l, s, e, rc, limit, grant, used, ms_left, now);
+		lease_done(l, s, e, rc, limit, want, grant, used, ms_left, now);
 		leased = true;
 		now = lp_now_us();
 	}

@@ -1,7 +1,9 @@
 /* limiter.h - per-client rate limits shared by every gateway through Redis.
  *
  * Each limited client (an API key, or a client address when anonymous) has
- * a budget of `limit` requests per one-second window.  The windows live in
+ * a budget of `limit` tokens per one-second window; a request takes `cost`
+ * of them (the gateway: one per request in the api class, one per event
+ * in the ingest class).  The windows live in
  * Redis, so all gateway instances draw from the same budget, but an
  * instance does not ask Redis for every request: it leases a block of
  * tokens (max(1, limit / lease_divisor)) and spends them locally until they
@@ -41,11 +43,14 @@ struct gw_limiter_opts {
 struct gw_limit {
 	bool allowed;   /* the request may proceed */
 	bool local;     /* decided by the local fallback, not the shared window */
-	long limit;     /* requests per window */
-	long remaining; /* requests left in the window (estimate across instances) */
+	long limit;     /* tokens per window */
+	long remaining; /* tokens left in the window (estimate across instances) */
 	int reset_s;    /* seconds until the window (or bucket) refills, >= 1 */
 	bool pending;   /* gw_limiter_take: undecided until a lease in flight ends
 			 * (allowed is false): ask again after on_lease */
+	bool too_large; /* refused because the cost is more than a whole window
+			 * (the limit, or the local bucket's capacity) holds:
+			 * asking again cannot help while the limit stays */
 };
 
 struct gw_limiter;
@@ -53,16 +58,19 @@ struct gw_limiter;
 struct gw_limiter *gw_limiter_new(const struct gw_limiter_opts *o);
 /* NULL is a no-op. */
 void gw_limiter_free(struct gw_limiter *l);
-/* Counts one request of client `key` against `limit` per second, without
- * ever waiting for Redis (the event loops call it): when the client has no
- * leased token left, a lease is handed to a lease thread and out->pending
- * is set; ask again once on_lease was called.  Nothing is admitted without
- * a token meanwhile, so the shared limit holds. */
-void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, struct gw_limit *out);
+/* Takes cost tokens (at least 1) of client `key` against `limit` per
+ * second, all or none, without ever waiting for Redis (the event loops call
+ * it): when the client has fewer leased tokens than cost, a lease of the
+ * missing ones (at least the usual lease size) is handed to a lease thread
+ * and out->pending is set; ask again once on_lease was called.  Nothing is
+ * admitted without its tokens meanwhile, so the shared limit holds.  A
+ * cost above what one window can hold is refused with out->too_large. */
+void gw_limiter_take(struct gw_limiter *l, const char *key, long limit, long cost,
+		     struct gw_limit *out);
 /* The same, for a thread that may block: leases itself, or waits for the
  * lease in flight (bounded by twice the Redis timeout, then local).  Never
  * pending. */
-void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit,
+void gw_limiter_take_wait(struct gw_limiter *l, const char *key, long limit, long cost,
 			  struct gw_limit *out);
 /* fn(ud) is called (on a lease thread, or the thread of a
  * gw_limiter_take_wait) whenever a lease ended, so that pending requests
@@ -82,10 +90,13 @@ int gw_limiter_ping(struct gw_limiter *l);
 
 /* Tokens to lease at once for a limit. */
 long gw_lease_size(long limit, int divisor);
-/* Appends the RateLimit-* header lines for d to out (Kong's three fields
+/* Writes the RateLimit-* header lines for d to out (Kong's three fields
  * and the IETF draft-07 RateLimit-Policy / RateLimit fields, window 1 s).
- * Returns the length written, or 0 when outlen is too small. */
-size_t gw_ratelimit_headers(const struct gw_limit *d, char *out, size_t outlen);
+ * unit, when not NULL, names what the limit counts in the policy's quota
+ * unit parameter (qu, as in later drafts): RateLimit-Policy: 1000;w=1;
+ * qu="events".  Returns the length written, or 0 when outlen is too small. */
+size_t gw_ratelimit_headers(const struct gw_limit *d, const char *unit, char *out,
+			    size_t outlen);
 /* Retry-After for a refused request: reset_s plus 0..jitter_s seconds. */
 int gw_retry_after_s(int reset_s, int jitter_s, unsigned *seed);
 

@@ -154,7 +154,7 @@ GATEWAY = dashboard(
              ' / sum(rate(http_requests_total{job="gateway"}[$__rate_interval]))')],
           "percentunit"),
          ("429 /s", STAT, [q(rate("log_events_rate_limited_total", 'job="gateway"'))], "reqps"),
-         ("Ingest limit", STAT, [q('max(gateway_ingest_limit{job="gateway"})')], "reqps")],
+         ("Ingest limit (events/s)", STAT, [q('max(gateway_ingest_limit{job="gateway"})')], "none")],
         "Traffic",
         [("Requests by route /s", TS, [
             q(rate("http_requests_total", 'job="gateway"', "route, method"),
@@ -182,7 +182,7 @@ GATEWAY = dashboard(
              q('min by (class) (rate_limiter_available_permissions{job="gateway"})',
                "{{class}}")], "none")],
         [("Ingest limit and state", TS, [
-            q('max(gateway_ingest_limit{job="gateway"})', "limit req/s"),
+            q('max(gateway_ingest_limit{job="gateway"})', "limit events/s"),
             q('max(gateway_backpressure_state{job="gateway"})', "state (0 normal, 1 degraded, 2 critical)")],
           "none"),
          ("Redis lease calls /s", TS, [
@@ -282,7 +282,7 @@ KAFKA_LAG = dashboard(
           "none"),
          ("Backpressure state", STAT, [q('max(gateway_backpressure_state{job="gateway"})')],
           "none"),
-         ("Ingest limit", STAT, [q('max(gateway_ingest_limit{job="gateway"})')], "reqps"),
+         ("Ingest limit (events/s)", STAT, [q('max(gateway_ingest_limit{job="gateway"})')], "none"),
          ("Consumer's own lag", STAT, [q('sum(kafka_consumer_lag{job="consumer"})')],
           "none")],
         "Lag",
@@ -297,7 +297,7 @@ KAFKA_LAG = dashboard(
             q(rate("log_events_consumed_total", 'job="consumer"'), "read by the consumer")],
           "ops"),
          ("Ingest limit vs lag thresholds", TS, [
-             q('max(gateway_ingest_limit{job="gateway"})', "ingest limit req/s"),
+             q('max(gateway_ingest_limit{job="gateway"})', "ingest limit events/s"),
              q('max(gateway_backpressure_state{job="gateway"})', "state")], "none")],
         [("Kafka breakers", TS, [
             q('max by (job, name) (circuit_breaker_state{name=~".*kafka.*"})',

@@ -100,6 +100,33 @@ static void test_groups_parse(void **state)
 	assert_null(gw_bp_groups_parse("=t", err, sizeof(err)));
 }
 
+/* Issue #17 item 5: an ingest request costs the events it carries. */
+static void test_ingest_cost(void **state)
+{
+	static const char nd[] = "{\"message\":\"a\"}\n\n{\"message\":\"b, {c}\"}\n{\"m\":[1,2]}\n";
+	static const char pretty[] = "{\n  \"message\": \"one\",\n  \"level\": \"INFO\"\n}\n";
+	static const char arr[] = "\xef\xbb\xbf [ {\"message\":\"a,b\",\"x\":[1,2,{\"y\":\"]\"}]},"
+				  " {\"message\":\"\\\"},\"} ,{} ]";
+	char big[3000];
+
+	(void)state;
+	assert_int_equal(gw_ingest_cost(GW_INGEST_ONE, "[{},{}]", 7), 1);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_BATCH, arr, strlen(arr)), 3);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_BATCH, nd, strlen(nd)), 3);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_BATCH, pretty, strlen(pretty)), 1);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_BATCH, "[\"a\", 1, null]", 14), 3);
+	/* Nothing countable still costs one: the producer refuses it. */
+	assert_int_equal(gw_ingest_cost(GW_INGEST_BATCH, "[]", 2), 1);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_BATCH, "", 0), 1);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_BATCH, NULL, 0), 1);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_BATCH, "garbage", 7), 1);
+	memset(big, 'x', sizeof(big));
+	assert_int_equal(gw_ingest_cost(GW_INGEST_OTLP, big, 1024), 1);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_OTLP, big, 1025), 2);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_OTLP, big, sizeof(big)), 3);
+	assert_int_equal(gw_ingest_cost(GW_INGEST_OTLP, big, 0), 1);
+}
+
 static void test_without_kafka(void **state)
 {
 	struct gw_bp_opts o = { .brokers = "", .groups = "g=t", .interval_ms = 1000,
@@ -130,6 +157,7 @@ int main(void)
 		cmocka_unit_test(test_monotonic),
 		cmocka_unit_test(test_odd_policies),
 		cmocka_unit_test(test_groups_parse),
+		cmocka_unit_test(test_ingest_cost),
 		cmocka_unit_test(test_without_kafka),
 	};
 

@@ -540,6 +540,43 @@ static void test_rate_limit_headers_and_429(void **state)
 	resp_free(&r);
 }
 
+/* Issue #17 item 5: ingest counts events.  At 5 per second a batch of 3
+ * spends 3 of the window, one of 6 can never pass (413, not a 429 to
+ * retry for ever), and the policy names its unit. */
+static void test_ingest_limit_counts_events(void **state)
+{
+	struct env *e = *state;
+	static const char *const h[] = { "Content-Type: application/json", NULL };
+	struct resp r;
+	int64_t t0;
+
+	call(e, "POST", "/api/logs/batch", "[{\"m\":1},{\"m\":2},{\"m\":3},{},{},{}]", h, &r);
+	assert_status(&r, 413);
+	assert_contains(r.body.buf, "\"batch_over_rate_limit\"");
+	assert_contains(r.body.buf, "carries 6 events");
+	assert_contains(r.head.buf, "Retry-After: ");
+	assert_contains(r.head.buf, "RateLimit-Policy: 5;w=1;qu=\"events\"");
+	resp_free(&r);
+
+	t0 = lp_now_ms();
+	call(e, "POST", "/api/logs/batch", "{\"m\":1}\n{\"m\":2}\n{\"m\":3}\n", h, &r);
+	assert_status(&r, 202);
+	assert_contains(r.head.buf, "RateLimit-Remaining: 2\r\n");
+	resp_free(&r);
+	call(e, "POST", "/api/logs/batch", "[{},{},{}]", h, &r);
+	/* 3 more tokens take 200 ms to come back at 5 per second. */
+	if (lp_now_ms() - t0 < 200) {
+		assert_status(&r, 429);
+		assert_contains(r.body.buf, "5 events per second exceeded (this request carries 3)");
+	}
+	resp_free(&r);
+
+	/* The api class counts requests. */
+	call(e, "GET", "/api/logs", NULL, NULL, &r);
+	assert_contains(r.head.buf, "RateLimit-Policy: 5;w=1;qu=\"requests\"");
+	resp_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -550,6 +587,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_auth_matrix, setup_keys, teardown),
 		cmocka_unit_test_setup_teardown(test_rate_limit_headers_and_429, setup_limited,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_ingest_limit_counts_events, setup_limited,
 						teardown),
 	};
 

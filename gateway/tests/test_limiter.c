@@ -37,7 +37,7 @@ static void test_headers(void **state)
 	char out[512], tiny[40];
 	size_t n;
 
-	n = gw_ratelimit_headers(&d, out, sizeof(out));
+	n = gw_ratelimit_headers(&d, NULL, out, sizeof(out));
 	assert_int_equal(n, strlen(out));
 	assert_string_equal(out, "RateLimit-Limit: 1000\r\n"
 				 "RateLimit-Remaining: 998\r\n"
@@ -46,10 +46,19 @@ static void test_headers(void **state)
 				 "RateLimit: limit=1000, remaining=998, reset=1\r\n");
 	/* A negative estimate never shows. */
 	d.remaining = -3;
-	gw_ratelimit_headers(&d, out, sizeof(out));
+	gw_ratelimit_headers(&d, NULL, out, sizeof(out));
 	assert_non_null(strstr(out, "RateLimit-Remaining: 0\r\n"));
+	/* The unit of the limit, in the policy (issue #17 item 5). */
+	d.remaining = 998;
+	gw_ratelimit_headers(&d, "events", out, sizeof(out));
+	assert_string_equal(out, "RateLimit-Limit: 1000\r\n"
+				 "RateLimit-Remaining: 998\r\n"
+				 "RateLimit-Reset: 1\r\n"
+				 "RateLimit-Policy: 1000;w=1;qu=\"events\"\r\n"
+				 "RateLimit: limit=1000, remaining=998, reset=1\r\n");
+	d.remaining = -3;
 	/* Too small a buffer gives nothing rather than a cut header. */
-	assert_int_equal(gw_ratelimit_headers(&d, tiny, sizeof(tiny)), 0);
+	assert_int_equal(gw_ratelimit_headers(&d, NULL, tiny, sizeof(tiny)), 0);
 	assert_string_equal(tiny, "");
 }
 
@@ -74,7 +83,7 @@ static int take_n(struct gw_limiter *l, const char *key, long limit, int n, stru
 	int ok = 0, i;
 
 	for (i = 0; i < n; i++) {
-		gw_limiter_take_wait(l, key, limit, last);
+		gw_limiter_take_wait(l, key, limit, 1, last);
 		ok += last->allowed;
 	}
 	return ok;
@@ -98,6 +107,62 @@ static void test_local_only(void **state)
 	assert_in_range(d.reset_s, 1, 1);
 	/* Clients do not share budgets. */
 	assert_int_equal(take_n(l, "api:ip:10.0.0.2", 20, 20, &d), 20);
+	gw_limiter_free(l);
+}
+
+/* Issue #17 item 5: a request takes as many tokens as it costs (a batch
+ * its events), all or none; one costing more than the whole window is
+ * refused as too large rather than left to wait for ever. */
+static void test_take_costs_tokens(void **state)
+{
+	struct gw_limiter_opts o = { 0 };
+	struct gw_limiter *l = gw_limiter_new(&o);
+	struct gw_limit d;
+	int ok = 0, i;
+
+	(void)state;
+	for (i = 0; i < 20; i++) {
+		gw_limiter_take_wait(l, "ingest:k:batch", 1000, 100, &d);
+		ok += d.allowed;
+		assert_false(d.too_large);
+	}
+	/* 1000 tokens a second: ten batches of 100, not 1000 of them. */
+	assert_int_equal(ok, 10);
+	assert_int_equal(d.remaining, 0);
+	assert_false(d.allowed);
+	/* All or none: a partial take leaves the rest for a smaller request. */
+	gw_limiter_take_wait(l, "ingest:k:part", 100, 60, &d);
+	assert_true(d.allowed);
+	assert_int_equal(d.remaining, 40);
+	gw_limiter_take_wait(l, "ingest:k:part", 100, 60, &d);
+	assert_false(d.allowed);
+	assert_false(d.too_large);
+	assert_int_equal(d.remaining, 40);
+	gw_limiter_take_wait(l, "ingest:k:part", 100, 40, &d);
+	assert_true(d.allowed);
+	assert_int_equal(d.remaining, 0);
+	/* More than a window holds: too large, and nothing spent. */
+	gw_limiter_take_wait(l, "ingest:k:big", 100, 101, &d);
+	assert_false(d.allowed);
+	assert_true(d.too_large);
+	gw_limiter_take(l, "ingest:k:big", 100, 100, &d);
+	assert_true(d.allowed);
+	assert_false(d.too_large);
+	/* A cost below one is one. */
+	gw_limiter_take(l, "ingest:k:zero", 2, 0, &d);
+	gw_limiter_take(l, "ingest:k:zero", 2, -5, &d);
+	assert_true(d.allowed);
+	gw_limiter_take(l, "ingest:k:zero", 2, 0, &d);
+	assert_false(d.allowed);
+	gw_limiter_free(l);
+
+	/* The local share of 4 instances holds 25 of 100: 26 is too large. */
+	o.instances = 4;
+	l = gw_limiter_new(&o);
+	gw_limiter_take_wait(l, "ingest:k:share", 100, 26, &d);
+	assert_true(d.too_large);
+	gw_limiter_take_wait(l, "ingest:k:share", 100, 25, &d);
+	assert_true(d.allowed);
 	gw_limiter_free(l);
 }
 
@@ -171,7 +236,7 @@ static void test_take_never_waits_for_redis(void **state)
 	gw_limiter_on_lease(l, lease_ended, NULL);
 	for (i = 0; i < 50; i++) {
 		t0 = lp_now_ms();
-		gw_limiter_take(l, "ingest:k:slow", 100, &d);
+		gw_limiter_take(l, "ingest:k:slow", 100, 1, &d);
 		assert_true(lp_now_ms() - t0 < 100); /* a Redis call would take 1500 ms */
 		assert_false(d.allowed);
 		assert_true(d.pending);
@@ -182,7 +247,7 @@ static void test_take_never_waits_for_redis(void **state)
 	while (atomic_load(&leases_ended) == 0 && lp_now_ms() < end)
 		usleep(10 * 1000);
 	assert_int_equal(atomic_load(&leases_ended), 1);
-	gw_limiter_take(l, "ingest:k:slow", 100, &d);
+	gw_limiter_take(l, "ingest:k:slow", 100, 1, &d);
 	assert_true(d.local);
 	assert_true(d.allowed);
 	assert_false(d.pending);
@@ -197,6 +262,7 @@ int main(void)
 		cmocka_unit_test(test_headers),
 		cmocka_unit_test(test_retry_after_jitter),
 		cmocka_unit_test(test_local_only),
+		cmocka_unit_test(test_take_costs_tokens),
 		cmocka_unit_test(test_local_share_of_instances),
 		cmocka_unit_test(test_redis_down_falls_back),
 		cmocka_unit_test(test_take_never_waits_for_redis),

@@ -1,7 +1,7 @@
 """docs/openapi.yaml describes exactly the routes the gateway serves.
 
 The gateway's public API is read from the C sources, not from a list kept
-by hand: the route table built by add_route()/gateway_route() in gateway/*.c
+by hand: the route table built by add_route()/gw_route() in gateway/*.c
 (string literals, or every element of the static arrays its loops walk),
 the HTTP layer's built-in /health*, /metrics and /actuator/* routes
 (common/src/http.c), and, for each proxied row, the routes its upstream
@@ -70,7 +70,7 @@ def _values(arg, arrays):
     if m and m.group(1) in arrays:
         return arrays[m.group(1)]
     if re.fullmatch(r"\w+", arg):
-        return None  # a parameter passed on (gateway_route's own body)
+        return None  # a parameter passed on (route_add's own body)
     raise AssertionError(f"cannot read route argument {arg!r}")
 
 
@@ -95,10 +95,10 @@ def gateway_rows():
         arrays = _arrays(text)
         ups = {m.group(1): m.group(2).lower()
                for m in re.finditer(r"\*?(\w+)\s*=\s*&g->ups\[UP_(\w+)\]", text)}
-        for m in re.finditer(r"\b(add_route|gateway_route)\(([^;]*?)\)\s*;", text):
+        for m in re.finditer(r"\b(add_route|gw_route)\(([^;]*?)\)\s*;", text):
             args = _split_args(m.group(2))
-            if args[0].strip() != "g":
-                continue  # the definitions, or another object
+            if not re.fullmatch(r"\w+", args[0].strip()):
+                continue  # the definitions
             up = None
             if m.group(1) == "add_route":
                 up = ups.get(args[5].strip())  # NULL: a local handler
