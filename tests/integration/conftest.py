@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -247,3 +248,27 @@ def topics(infra):
 def pg_dsn(infra):
     """A fresh database, migrated."""
     return infra.postgres.create_database(f"t_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def kafkatool():
+    """tests/bench/kafkatool.c (produce, consume, count, create topics) built
+    into a temporary directory, once per session."""
+    tmp = Path(tempfile.mkdtemp(prefix="kafkatool-"))
+    out = tmp / "kafkatool"
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out),
+                        str(REPO / "tests" / "bench" / "kafkatool.c")] + flags,
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
+    yield str(out)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ktool(kafkatool):
+    """The same tool under the name test_metadata.py and its users know."""
+    return kafkatool

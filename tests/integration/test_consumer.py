@@ -31,11 +31,8 @@ rows are measured by tests/bench/storage_bench.py (make bench BENCH=storage).
 
 import base64
 import json
-import os
 import random
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import uuid
@@ -48,26 +45,11 @@ import requests
 
 
 REPO = Path(__file__).resolve().parents[2]
-KAFKATOOL_SRC = REPO / "tests" / "bench" / "kafkatool.c"
 LEVELS = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]
 
 
 # ---- helpers -------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def kafkatool():
-    """tests/bench/kafkatool.c built into a temporary directory."""
-    d = Path(tempfile.mkdtemp(prefix="kafkatool-"))
-    out = d / "kafkatool"
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out), str(KAFKATOOL_SRC)]
-                       + flags, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        shutil.rmtree(d, ignore_errors=True)
-        pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
-    yield str(out)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def rfc3339(dt):

@@ -36,7 +36,7 @@ import pytest
 import requests
 
 import infra as lp
-from test_metadata import (consume, consume_until, host_body, ktool, post, produce,  # noqa: F401
+from test_metadata import (consume, consume_until, host_body, post, produce,  # noqa: F401
                            uniq, wait_for)
 
 FIELDS = ("datacenter", "environment", "cost_center", "team", "owner", "tier")

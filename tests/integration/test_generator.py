@@ -18,38 +18,22 @@ the high watermarks; `consume`: the messages), compiled once per session.
 """
 
 import json
-import os
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-import pytest
 import requests
 
 import infra as lp
 
 REPO = Path(__file__).resolve().parents[2]
-KAFKATOOL_SRC = REPO / "tests" / "bench" / "kafkatool.c"
 
 REQUIRED = ("id", "schema_version", "timestamp", "received_at", "level", "message", "service",
             "host", "source_ip")
 LEVELS = {"TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"}
 
 
-@pytest.fixture(scope="session")
-def kafkatool():
-    """tests/bench/kafkatool.c built into a temporary directory."""
-    d = Path(tempfile.mkdtemp(prefix="kafkatool-"))
-    out = d / "kafkatool"
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out), str(KAFKATOOL_SRC)]
-                       + flags, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
-    return str(out)
 
 
 def topic_count(tool, brokers, topic):

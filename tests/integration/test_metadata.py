@@ -21,9 +21,7 @@ helpers below are shared with test_enricher.py.
 """
 
 import json
-import os
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -34,24 +32,11 @@ import requests
 import infra as lp
 
 REPO = Path(__file__).resolve().parents[2]
-KAFKATOOL_SRC = REPO / "tests" / "bench" / "kafkatool.c"
 JSON = {"Content-Type": "application/json"}
 
 
 # ---- helpers shared with test_enricher.py ------------------------------------------------
 
-@pytest.fixture(scope="session")
-def ktool():
-    """tests/bench/kafkatool.c built into a temporary directory."""
-    d = Path(tempfile.mkdtemp(prefix="kafkatool-"))
-    out = d / "kafkatool"
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out), str(KAFKATOOL_SRC)]
-                       + flags, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
-    return str(out)
 
 
 def consume(tool, brokers, topics, limit=0, idle_ms=500, wait_ms=20000):

@@ -29,7 +29,6 @@ import os
 import shutil
 import struct
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -41,7 +40,6 @@ import infra as lp
 
 BIN = lp.bin_dir()
 OTLP_DIR = Path(__file__).resolve().parents[1] / "otlp"
-KAFKATOOL_SRC = Path(__file__).resolve().parents[1] / "bench" / "kafkatool.c"
 TRACE = "5b8efff798038103d269b633813fc60c"
 SPAN = "eee19b7ec3c1b174"
 
@@ -327,22 +325,6 @@ def test_refusals_are_the_protocols(gw):
 
 
 # ---- trace context ---------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def kafkatool():
-    """tests/bench/kafkatool.c built into a temporary directory."""
-    d = Path(tempfile.mkdtemp(prefix="kafkatool-"))
-    out = d / "kafkatool"
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out), str(KAFKATOOL_SRC)]
-                       + flags, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        shutil.rmtree(d, ignore_errors=True)
-        pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
-    yield str(out)
-    shutil.rmtree(d, ignore_errors=True)
-
 
 def consume(tool, brokers, topic, wait_ms=5000):
     r = subprocess.run([tool, "consume", brokers, topic, "0", "500", str(wait_ms)],

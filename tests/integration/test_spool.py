@@ -24,39 +24,20 @@ when it fails.
 """
 
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
 import infra as lp
 
 SETTLE_TIMEOUT = 120.0
-KAFKATOOL_SRC = Path(__file__).resolve().parents[2] / "tests" / "bench" / "kafkatool.c"
 
 
-@pytest.fixture(scope="session")
-def kafkatool():
-    """tests/bench/kafkatool.c built into a temporary directory."""
-    d = Path(tempfile.mkdtemp(prefix="kafkatool-"))
-    out = d / "kafkatool"
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    r = subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(out), str(KAFKATOOL_SRC)]
-                       + flags, capture_output=True, text=True, timeout=120)
-    if r.returncode != 0:
-        shutil.rmtree(d, ignore_errors=True)
-        pytest.fail(f"cannot build kafkatool:\n{r.stderr}", pytrace=False)
-    yield str(out)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 def topic_values(tool, brokers, topic, wait_ms=20000):

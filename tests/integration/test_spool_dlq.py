@@ -18,7 +18,7 @@ import uuid
 import requests
 
 import infra as lp
-from test_metadata import consume, ktool, wait_for  # noqa: F401 (fixture)
+from test_metadata import consume, wait_for
 
 EVENTS = 3
 MESSAGE = "m" * 2000          # each event alone is over the topic's limit

@@ -25,7 +25,6 @@ with ldd and put before the shim.
 """
 
 import json
-import os
 import re
 import subprocess
 import threading

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 
-from test_spool import (Load, assert_stored_once, kafka_back, kafkatool,  # noqa: F401 (fixtures)
+from test_spool import (Load, assert_stored_once, kafka_back,  # noqa: F401 (fixtures)
                         metric, post, topic_values, wait_until)
 
 

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 import pytest
 
 import infra as lp
-from test_spool import kafkatool, metric, wait_until  # noqa: F401 (fixture)
+from test_spool import metric, wait_until
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/logger"),
                                 reason="logger (util-linux / bsdutils) is not installed")
