@@ -24,7 +24,9 @@ disturbed.  Everything is stopped at the end (the runner's own shutdown).
                the pipeline filling up is not a rate): the least-squares
                slopes of the generator's acknowledged count (status "sent")
                and the consumer's log_events_processed_total, sampled
-               together every 0.25 s;
+               together every 0.25 s (one-sided: stored at least 98 % of
+               generated; more is a backlog being worked off, which the
+               lag and stored-within-10-s checks judge);
              - the consumer lag at the end of the step (the gateway's
                /api/v1/pipeline stages.consumer.lag: committed offsets) is
                under two seconds' worth of events at that rate;
@@ -263,7 +265,10 @@ class Bench:
         if gen_rate < rate * (1 - RATE_TOLERANCE) or res["errors"] or res["rate_limited"]:
             why.append(f"generator made {gen_rate:,.0f}/s of {rate:,}/s "
                        f"(errors {res['errors']}, shed {res['rate_limited']})")
-        if abs(stored_rate - gen_rate) > RATE_TOLERANCE * gen_rate:
+        # One-sided: a stored rate above the generated one over the window
+        # is the pipeline catching up with what the warm-up or a stall left
+        # queued (a backlog it works off), not a failure to keep up.
+        if stored_rate < (1 - RATE_TOLERANCE) * gen_rate:
             why.append(f"stored {stored_rate:,.0f}/s vs generated {gen_rate:,.0f}/s")
         if lag is None:
             why.append("consumer lag unknown")
