@@ -50,7 +50,9 @@ disturbed.  Everything is stopped at the end (the runner's own shutdown).
            indexes, partitioned the same way, with today's partition), after
            a CHECKPOINT.  store_vs_copy = consumer rate / \\copy rate.
 
-Quick mode (--quick, or PIPELINE_STEP_S under 60): 15 s steps by default,
+Each step also prints the CPU each component used during it (cores, all
+threads; PostgreSQL with its backends), so a failing step shows who had the
+CPU.  Quick mode (--quick, or PIPELINE_STEP_S under 60): 15 s steps by default,
 two bisection steps, 100,000 drain events.  The machine's 1-minute load
 average is printed with every step: on the shared 2-CPU VM it moves the
 figures by a factor of two or more.  Last line:
@@ -126,6 +128,15 @@ def slope(points):
     mc = sum(c for _, c in points) / n
     den = sum((t - mt) ** 2 for t, _ in points)
     return sum((t - mt) * (c - mc) for t, c in points) / den if den else float("nan")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all threads), 0 when it is gone."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 class QuietRunner(rn.Runner):
@@ -219,6 +230,16 @@ class Bench:
                 raise RuntimeError(f"generator still {st['state']} after {timeout:.0f} s")
             time.sleep(0.1)
 
+    def cpu(self):
+        """CPU seconds so far of each component (PostgreSQL: with its backends)."""
+        out = {}
+        for name, comp in self.r.components.items():
+            pid = comp.obj.pid
+            if pid:
+                pids = [pid] + (lp._descendants(pid) if name == "postgres" else [])
+                out[name] = sum(cpu_seconds(p) for p in pids)
+        return out
+
     def processed(self):
         return metrics(self.url("consumer")).get("log_events_processed_total", 0.0)
 
@@ -232,6 +253,7 @@ class Bench:
         skip = min(5.0, S / 4)
         rows0, proc0 = self.rows(), self.processed()
         load0 = load_avg()
+        cpu0 = self.cpu()
         self.gen_start(rate, S)
         t0 = time.monotonic()
         # Both counters every 0.25 s; the rates are the least-squares slopes
@@ -247,6 +269,9 @@ class Bench:
         stored_rate = slope([(t, p) for t, _, p in samples])
         st = self.gen_wait_done(S + 30)
         t_end = time.monotonic()
+        # Who had the CPU during the step, in cores (of os.cpu_count()).
+        cpu1 = self.cpu()
+        cores = {n: (cpu1[n] - cpu0.get(n, 0)) / (t_end - t0) for n in cpu1}
         pl = self.pipeline()
         lag = (pl.get("stages") or {}).get("consumer", {}).get("lag")
         sent = st["sent"]
@@ -260,7 +285,8 @@ class Bench:
                "errors": st.get("errors", 0), "rate_limited": st.get("rate_limited", 0),
                "lag": lag, "unstored_end": unstored_end, "stored": stored,
                "store_s": store_s, "load0": load0, "load1": load_avg(),
-               "started_at": st.get("started_at"), "stopped_at": st.get("stopped_at")}
+               "started_at": st.get("started_at"), "stopped_at": st.get("stopped_at"),
+               "cores": cores}
         why = []
         if gen_rate < rate * (1 - RATE_TOLERANCE) or res["errors"] or res["rate_limited"]:
             why.append(f"generator made {gen_rate:,.0f}/s of {rate:,}/s "
@@ -283,6 +309,8 @@ class Bench:
             f"lag {lag if lag is not None else '?'} (unstored {unstored_end:,}) "
             f"all {sent:,} stored after {store_s:.1f} s  load {load0} -> {res['load1']}  "
             + ("PASS" if res["ok"] else "FAIL: " + res["why"]))
+        say("    CPU during the step, cores: " + ", ".join(
+            f"{n} {c:.2f}" for n, c in sorted(cores.items(), key=lambda kv: -kv[1])))
         if stored < sent:
             # The next step must start on an empty pipeline.
             deadline = time.monotonic() + 300
