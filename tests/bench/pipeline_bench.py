@@ -479,6 +479,9 @@ def main():
             f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms ({lat['n']:,} rows"
             + ("" if lat["step_ok"] else "; that step FAILED") + ")")
         dr = b.drain()
+    except BaseException:
+        say(f"pipeline_bench: failed; the services' logs are kept in {b.base / 'logs'}")
+        raise
     finally:
         b.stop()
     shutil.rmtree(b.base, ignore_errors=True)
