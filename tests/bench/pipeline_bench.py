@@ -1,0 +1,511 @@
+#!/usr/bin/python3
+"""pipeline_bench.py - the highest rate the whole pipeline sustains, end to
+end, on the stack `make run` starts (issue #15, item 1).
+
+    make bench BENCH=pipeline
+    PIPELINE_STEP_S=15 make bench BENCH=pipeline          # quick (smoke) run
+    /usr/bin/python3 tests/bench/pipeline_bench.py [--step-s S] [--start R]
+                     [--max-rate R] [--bisect K] [--drain-events N] [--quick]
+
+The stack is deploy/local/runner.py's, used as a library: Kafka, Redis and
+PostgreSQL and the six services, configured exactly as `make run` configures
+them (LOGPIPE_* settings in the environment apply as they do there), the
+generator's catalogue loaded into metadata-svc; but every port is a free one
+and the data live in a temporary directory, so a `make run` beside it is not
+disturbed.  Everything is stopped at the end (the runner's own shutdown).
+
+  ladder   the generator (POST /api/v1/generator/start {"rate", "duration_s"})
+           runs steps of S seconds (PIPELINE_STEP_S, default 60) at rates
+           START, 2xSTART, 4xSTART ... (default 2,500, so 10,000 is a step)
+           until a step fails, then bisects between the last passing and the
+           first failing rate (K more steps, default 3).  A step passes when
+             - the stored rate is within 2 % of the generated rate, both
+               measured over the step less its first quarter (at most 5 s:
+               the pipeline filling up is not a rate): the least-squares
+               slopes of the generator's acknowledged count (status "sent")
+               and the consumer's log_events_processed_total, sampled
+               together every 0.25 s (one-sided: stored at least 98 % of
+               generated; more is a backlog being worked off, which the
+               lag and stored-within-10-s checks judge);
+             - the consumer lag at the end of the step (the gateway's
+               /api/v1/pipeline stages.consumer.lag: committed offsets) is
+               under two seconds' worth of events at that rate;
+             - every acknowledged event of the step is a row in PostgreSQL
+               (count(*) of log_events) within 10 s after the step;
+             - and the generator did produce the rate (a generator that
+               cannot is a failed step too: the pipeline was not shown to
+               take it).
+           Between steps the pipeline is empty (the last check).
+  latency  stored_at - received_at (deploy/migrations/001: stored_at is the
+           row's DEFAULT now(), the storing transaction's start; received_at
+           the generator's wall clock when it made the event) of the rows of
+           the 10,000 events/s step: p50 / p99 / max.
+  drain    enricher and consumer stopped; N events (PIPELINE_DRAIN_EVENTS,
+           default 300,000, 100,000 in quick mode) generated into raw-logs;
+           the enricher alone enriches them all and is stopped again; then
+           the consumer alone stores them: events/s from its first stored
+           batch to the last.  The calibrator, in the same run: those very
+           rows exported with psql \\copy ... TO and loaded with \\copy into
+           a table of the same shape (LIKE log_events with its defaults and
+           indexes, partitioned the same way, with today's partition), after
+           a CHECKPOINT.  store_vs_copy = consumer rate / \\copy rate.
+
+Each step also prints the CPU each component used during it (cores, all
+threads; PostgreSQL with its backends), so a failing step shows who had the
+CPU.  Quick mode (--quick, or PIPELINE_STEP_S under 60): 15 s steps by default,
+two bisection steps, 100,000 drain events.  The machine's 1-minute load
+average is printed with every step: on the shared 2-CPU VM it moves the
+figures by a factor of two or more.  Last line:
+
+    pipeline: sustained=N e2e_p99_ms=N store_vs_copy=R
+
+Loopback only; bounded in time (every wait has a deadline).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "deploy" / "local"))
+import infra as lp  # noqa: E402
+import runner as rn  # noqa: E402
+
+COLUMNS = ("id, ts, received_at, level, level_rank, service, host, source_ip, tenant, "
+           "correlation_id, message, attributes, enrichment, enrichment_status, kafka_topic, "
+           "kafka_partition, kafka_offset")
+DRAIN_RATE = 20000        # events/s the backlog of the drain phase is generated at
+STORE_WITHIN_S = 10.0     # every event of a step stored within this long after it
+RATE_TOLERANCE = 0.02     # stored rate within 2 % of the generated rate
+LAG_SECONDS = 2.0         # consumer lag under this many seconds' worth of events
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def load_avg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def http(method, url, body=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def metrics(url):
+    """The unlabelled samples of a service's /metrics, by name."""
+    out = {}
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line and not line.startswith("#") and "{" not in line:
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+    return out
+
+
+def slope(points):
+    """Least-squares slope of [(t, count)]: events per second."""
+    n = len(points)
+    if n < 2:
+        return float("nan")
+    mt = sum(t for t, _ in points) / n
+    mc = sum(c for _, c in points) / n
+    den = sum((t - mt) ** 2 for t, _ in points)
+    return sum((t - mt) * (c - mc) for t, c in points) / den if den else float("nan")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time of a process (all threads), 0 when it is gone."""
+    try:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class QuietRunner(rn.Runner):
+    """The runner with every port a free one (make run prefers SPEC's)."""
+
+    def _port(self, key, preferred):
+        return lp.free_port()
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.base = Path(tempfile.mkdtemp(prefix="logpipe-pbench-"))
+        os.chmod(self.base, 0o755)
+        (self.base / "logs").mkdir()
+        ns = argparse.Namespace(base_dir=str(self.base), control_port=0, log_level="info",
+                                no_services=False, chaos=False)
+        self.r = QuietRunner(ns)
+        self.steps = []
+
+    # ---- the stack ----
+
+    def url(self, name):
+        return self.r.components[name].address
+
+    @property
+    def dsn(self):
+        return self.r.components["postgres"].obj.dsn
+
+    def psql(self, sql, timeout=600):
+        return lp.psql(self.dsn, sql, timeout=timeout)
+
+    def start(self):
+        r = self.r
+        lp.PDEATHSIG = signal.SIGTERM  # as the runner: services drain if we die
+        r.build()
+        for comp in r.components.values():
+            comp.thread.start()
+        if not r.start_infra():
+            raise RuntimeError("the infrastructure did not start")
+        r.start_services()
+        deadline = time.monotonic() + 60
+        while bad := {n: c.state for n, c in r.components.items() if c.state != "running"}:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not running: {bad}; logs in {self.base / 'logs'}")
+            time.sleep(0.2)
+        r.seed_metadata()
+        # The pipeline view answers once it has its first sample.
+        deadline = time.monotonic() + 60
+        while not self.pipeline().get("ready", True):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway's pipeline view never got ready")
+            time.sleep(0.5)
+
+    def stop(self):
+        self.r.shutdown()
+
+    def control(self, name, action):
+        reply = self.r.components[name].submit(action)
+        if not reply.wait(180) or reply.error:
+            raise RuntimeError(f"{action} {name}: {reply.error or 'timed out'}")
+        if action == "start":
+            deadline = time.monotonic() + 60
+            while not self.r.components[name].obj.live():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not live 60 s after its start")
+                time.sleep(0.1)
+
+    def pipeline(self):
+        status, body = http("GET", self.url("gateway") + "/api/v1/pipeline")
+        if status != 200:
+            raise RuntimeError(f"/api/v1/pipeline answered {status}: {body!r:.200}")
+        return body
+
+    def gen_status(self):
+        return http("GET", self.url("generator") + "/api/v1/generator/status")[1]
+
+    def gen_start(self, rate, seconds):
+        status, body = http("POST", self.url("generator") + "/api/v1/generator/start",
+                            {"rate": rate, "duration_s": seconds})
+        if status != 200:
+            raise RuntimeError(f"generator start answered {status}: {body!r:.300}")
+
+    def gen_wait_done(self, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.gen_status()
+            if st["state"] != "running" and st.get("in_flight", 0) == 0:
+                return st
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"generator still {st['state']} after {timeout:.0f} s")
+            time.sleep(0.1)
+
+    def cpu(self):
+        """CPU seconds so far of each component (PostgreSQL: with its backends)."""
+        out = {}
+        for name, comp in self.r.components.items():
+            pid = comp.obj.pid
+            if pid:
+                pids = [pid] + (lp._descendants(pid) if name == "postgres" else [])
+                out[name] = sum(cpu_seconds(p) for p in pids)
+        return out
+
+    def processed(self):
+        return metrics(self.url("consumer")).get("log_events_processed_total", 0.0)
+
+    def rows(self):
+        return int(self.psql("SELECT count(*) FROM log_events"))
+
+    # ---- one step of the ladder ----
+
+    def step(self, rate):
+        S = self.args.step_s
+        skip = min(5.0, S / 4)
+        rows0, proc0 = self.rows(), self.processed()
+        load0 = load_avg()
+        cpu0 = self.cpu()
+        self.gen_start(rate, S)
+        t0 = time.monotonic()
+        # Both counters every 0.25 s; the rates are the least-squares slopes
+        # over the step less its warm-up, so that the consumer's batches
+        # (up to batch.max_ms apart) do not make a staircase look like a rate.
+        samples = []
+        while (t := time.monotonic()) < t0 + S - 0.3:
+            if t >= t0 + skip:
+                g, p = self.gen_status()["sent"], self.processed()
+                samples.append(((t + time.monotonic()) / 2, g, p))
+            time.sleep(0.25)
+        gen_rate = slope([(t, g) for t, g, _ in samples])
+        stored_rate = slope([(t, p) for t, _, p in samples])
+        st = self.gen_wait_done(S + 30)
+        t_end = time.monotonic()
+        # Who had the CPU during the step, in cores (of os.cpu_count()).
+        cpu1 = self.cpu()
+        cores = {n: (cpu1[n] - cpu0.get(n, 0)) / (t_end - t0) for n in cpu1}
+        pl = self.pipeline()
+        lag = (pl.get("stages") or {}).get("consumer", {}).get("lag")
+        sent = st["sent"]
+        unstored_end = int(sent - (self.processed() - proc0))
+        # Every acknowledged event a row within 10 s.
+        deadline = t_end + STORE_WITHIN_S
+        while (stored := self.rows() - rows0) < sent and time.monotonic() < deadline:
+            time.sleep(0.25)
+        store_s = time.monotonic() - t_end
+        res = {"rate": rate, "gen_rate": gen_rate, "stored_rate": stored_rate, "sent": sent,
+               "errors": st.get("errors", 0), "rate_limited": st.get("rate_limited", 0),
+               "lag": lag, "unstored_end": unstored_end, "stored": stored,
+               "store_s": store_s, "load0": load0, "load1": load_avg(),
+               "started_at": st.get("started_at"), "stopped_at": st.get("stopped_at"),
+               "cores": cores}
+        why = []
+        if gen_rate < rate * (1 - RATE_TOLERANCE) or res["errors"] or res["rate_limited"]:
+            why.append(f"generator made {gen_rate:,.0f}/s of {rate:,}/s "
+                       f"(errors {res['errors']}, shed {res['rate_limited']})")
+        # One-sided: a stored rate above the generated one over the window
+        # is the pipeline catching up with what the warm-up or a stall left
+        # queued (a backlog it works off), not a failure to keep up.
+        if stored_rate < (1 - RATE_TOLERANCE) * gen_rate:
+            why.append(f"stored {stored_rate:,.0f}/s vs generated {gen_rate:,.0f}/s")
+        if lag is None:
+            why.append("consumer lag unknown")
+        elif lag >= LAG_SECONDS * rate:
+            why.append(f"consumer lag {lag:,} >= {LAG_SECONDS * rate:,.0f}")
+        if stored < sent:
+            why.append(f"{sent - stored:,} of {sent:,} not stored {STORE_WITHIN_S:.0f} s after")
+        res["ok"] = not why
+        res["why"] = "; ".join(why)
+        self.steps.append(res)
+        say(f"  step {rate:>7,}/s: generated {gen_rate:>9,.0f}/s stored {stored_rate:>9,.0f}/s "
+            f"lag {lag if lag is not None else '?'} (unstored {unstored_end:,}) "
+            f"all {sent:,} stored after {store_s:.1f} s  load {load0} -> {res['load1']}  "
+            + ("PASS" if res["ok"] else "FAIL: " + res["why"]))
+        say("    CPU during the step, cores: " + ", ".join(
+            f"{n} {c:.2f}" for n, c in sorted(cores.items(), key=lambda kv: -kv[1])))
+        if stored < sent:
+            # The next step must start on an empty pipeline.
+            deadline = time.monotonic() + 300
+            while self.rows() - rows0 < sent:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the pipeline did not empty in 5 minutes")
+                time.sleep(1)
+        return res
+
+    def ladder(self):
+        args = self.args
+        rate, last_ok, first_bad = args.start, None, None
+        say(f"ladder: {args.step_s:.0f} s steps from {args.start:,}/s, doubling, "
+            f"then {args.bisect} bisection steps")
+        while rate <= args.max_rate:
+            res = self.step(rate)
+            if not res["ok"]:
+                first_bad = rate
+                break
+            last_ok = rate
+            rate *= 2
+        if first_bad is None:
+            say(f"  every step up to {args.max_rate:,}/s passed (--max-rate)")
+            return last_ok
+        lo, hi = last_ok or 0, first_bad
+        for _ in range(args.bisect):
+            mid = int(round((lo + hi) / 2, -2))
+            if mid <= lo or mid >= hi:
+                break
+            if self.step(mid)["ok"]:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def e2e(self, rate=10000):
+        """p50/p99/max of stored_at - received_at of the rows of the step at rate."""
+        res = next((s for s in self.steps if s["rate"] == rate), None)
+        if res is None:
+            say(f"  no {rate:,}/s step on the ladder: running one")
+            res = self.step(rate)
+        q = self.psql(
+            "SELECT count(*), percentile_disc(0.5) WITHIN GROUP (ORDER BY d), "
+            "percentile_disc(0.99) WITHIN GROUP (ORDER BY d), max(d) FROM "
+            "(SELECT extract(epoch FROM stored_at - received_at) * 1000 AS d FROM log_events "
+            f"WHERE received_at >= '{res['started_at']}' AND "
+            f"received_at <= '{res['stopped_at']}') x")
+        n, p50, p99, mx = q.split("|")
+        return {"rate": rate, "n": int(n), "p50": float(p50), "p99": float(p99),
+                "max": float(mx), "step_ok": res["ok"]}
+
+    # ---- consumer drain vs \copy ----
+
+    def drain(self):
+        n = self.args.drain_events
+        say(f"drain: enricher and consumer stopped, {n:,} events generated at "
+            f"{DRAIN_RATE:,}/s into raw-logs")
+        self.control("consumer", "stop")
+        self.control("enricher", "stop")
+        self.gen_start(DRAIN_RATE, max(1, round(n / DRAIN_RATE)))
+        sent = self.gen_wait_done(n / DRAIN_RATE + 120)["sent"]
+        self.control("enricher", "start")
+        deadline = time.monotonic() + 600
+        while metrics(self.url("enricher")).get("kafka_messages_sent_total", 0) < sent:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the enricher did not enrich the backlog in 10 minutes")
+            time.sleep(0.2)
+        self.control("enricher", "stop")
+        say(f"  {sent:,} events enriched; enricher stopped, consumer alone now "
+            f"(load {load_avg()})")
+        self.psql("CHECKPOINT")
+        since = self.psql("SELECT now()")
+        rows0 = self.rows()
+        self.control("consumer", "start")
+        url = self.url("consumer")
+        deadline = time.monotonic() + 600
+        while (n0 := metrics(url).get("log_events_processed_total", 0)) == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the consumer stored nothing in 10 minutes")
+            time.sleep(0.005)
+        t0 = time.monotonic()
+        while (done := metrics(url).get("log_events_processed_total", 0)) < sent:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the consumer stored only {done:,.0f} of {sent:,}")
+            time.sleep(0.01)
+        wall = time.monotonic() - t0
+        store_rate = (done - n0) / wall
+        stored = self.rows() - rows0
+        say(f"  consumer alone: {store_rate:,.0f} events/s ({stored:,} rows, load {load_avg()})")
+        self.control("enricher", "start")
+
+        # The calibrator: the same rows, \copy into a table of the same shape.
+        rows_file = self.base / "rows.copy"
+        self.psql(f"\\copy (SELECT {COLUMNS} FROM log_events WHERE stored_at >= '{since}') "
+                  f"TO '{rows_file}'")
+        today = self.psql("SELECT (now() AT TIME ZONE 'UTC')::date")
+        self.psql(
+            "DROP TABLE IF EXISTS bench_copy;"
+            "CREATE TABLE bench_copy (LIKE log_events INCLUDING DEFAULTS INCLUDING INDEXES) "
+            "PARTITION BY RANGE (ts);"
+            "CREATE TABLE bench_copy_default PARTITION OF bench_copy DEFAULT;"
+            f"CREATE TABLE bench_copy_today PARTITION OF bench_copy FOR VALUES FROM "
+            f"('{today}'::timestamp AT TIME ZONE 'UTC') TO "
+            f"(('{today}'::date + 1)::timestamp AT TIME ZONE 'UTC');"
+            "CHECKPOINT")
+        t0 = time.monotonic()
+        self.psql(f"\\copy bench_copy ({COLUMNS}) FROM '{rows_file}'")
+        copy_s = time.monotonic() - t0
+        copied = int(self.psql("SELECT count(*) FROM bench_copy"))
+        copy_rate = copied / copy_s
+        say(f"  psql \\copy of the same {copied:,} rows: {copy_rate:,.0f} rows/s "
+            f"(load {load_avg()})")
+        self.psql("DROP TABLE bench_copy")
+        rows_file.unlink()
+        return {"events": sent, "store_rate": store_rate, "copy_rate": copy_rate,
+                "ratio": store_rate / copy_rate, "stored": stored, "copied": copied}
+
+
+def machine():
+    cpu = "unknown"
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return (f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"{platform.system()} {platform.release()}")
+
+
+def main():
+    # SIGTERM unwinds like ^C, so that everything started is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    env_step = os.environ.get("PIPELINE_STEP_S")
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 15 s steps, 2 bisection steps, 100,000 drain events")
+    ap.add_argument("--step-s", type=float, default=None, help="seconds per step (60)")
+    ap.add_argument("--start", type=int, default=2500, help="first rate of the ladder")
+    ap.add_argument("--max-rate", type=int, default=640000)
+    ap.add_argument("--bisect", type=int, default=None, help="bisection steps (3)")
+    ap.add_argument("--drain-events", type=int,
+                    default=int(os.environ.get("PIPELINE_DRAIN_EVENTS", 0)) or None)
+    args = ap.parse_args()
+    if args.step_s is None:
+        args.step_s = float(env_step) if env_step else (15.0 if args.quick else 60.0)
+    quick = args.quick or args.step_s < 60
+    if args.bisect is None:
+        args.bisect = 2 if quick else 3
+    if args.drain_events is None:
+        args.drain_events = 100000 if quick else 300000
+
+    for b in ("gateway", "producer", "enricher", "consumer", "metadata", "generator"):
+        if not (lp.bin_dir() / f"logpipe-{b}").exists():
+            say(f"pipeline_bench: {lp.bin_dir()}/logpipe-{b} is missing: build first (make)")
+            return 2
+    say(f"pipeline bench: {'quick mode, ' if quick else ''}{args.step_s:.0f} s steps; "
+        f"load {load_avg()}")
+    b = Bench(args)
+    t_start = time.monotonic()
+    try:
+        b.start()
+        say(f"stack up in {b.base} (load {load_avg()})")
+        sustained = b.ladder()
+        lat = b.e2e(10000)
+        say(f"e2e stored_at - received_at at 10,000/s: p50 {lat['p50']:.0f} ms, "
+            f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms ({lat['n']:,} rows"
+            + ("" if lat["step_ok"] else "; that step FAILED") + ")")
+        dr = b.drain()
+    except BaseException:
+        say(f"pipeline_bench: failed; the services' logs are kept in {b.base / 'logs'}")
+        raise
+    finally:
+        b.stop()
+    shutil.rmtree(b.base, ignore_errors=True)
+
+    say("\n== pipeline benchmark ==")
+    say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    say(f"machine   {machine()}")
+    say(f"setup     make run's stack (deploy/local/runner.py) on free ports, default settings; "
+        f"{args.step_s:.0f} s steps; took {time.monotonic() - t_start:.0f} s")
+    say(f"load      {load_avg()} (1, 5, 15-minute load average at the end)")
+    for s in b.steps:
+        say(f"step {s['rate']:>7,}/s  generated {s['gen_rate']:>9,.0f}/s  stored "
+            f"{s['stored_rate']:>9,.0f}/s  lag {s['lag'] if s['lag'] is not None else '?':>7}  "
+            f"stored all after {s['store_s']:4.1f} s  load {s['load0'].split()[0]}-"
+            f"{s['load1'].split()[0]}  " + ("pass" if s["ok"] else "FAIL (" + s["why"] + ")"))
+    say(f"sustained {sustained or 0:,} events/s (highest passing step)")
+    say(f"e2e       stored_at - received_at at 10,000/s: p50 {lat['p50']:.0f} ms, "
+        f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms")
+    say(f"drain     consumer alone {dr['store_rate']:,.0f} events/s, psql \\copy of the same "
+        f"{dr['copied']:,} rows {dr['copy_rate']:,.0f} rows/s: {dr['ratio']:.2f}")
+    say(f"pipeline: sustained={sustained or 0} e2e_p99_ms={lat['p99']:.0f} "
+        f"store_vs_copy={dr['ratio']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
