@@ -362,6 +362,11 @@ static void handle_tail(struct lp_http_req *r, void *ud)
 	const char *tenant = lp_http_header(r, "X-Tenant-ID");
 	char param[32], err[200];
 
+	if (strcmp(r->method, "HEAD") == 0) {
+		/* The head of a stream: no body, or HEAD would never end. */
+		lp_http_reply(r, 200, "text/event-stream", NULL, 0, NULL);
+		return;
+	}
 	if (atomic_fetch_add(&ta->clients, 1) >= ta->max_clients) {
 		atomic_fetch_sub(&ta->clients, 1);
 		lp_http_reply_error(r, 503, "too_many_tails", "Retry-After: 5\r\n",

@@ -38,7 +38,7 @@ def stored(dsn, service_prefix):
 class Tail:
     """An SSE client on a raw socket: frames are parsed as bytes arrive."""
 
-    def __init__(self, base, query="", last_id=None, rcvbuf=None, timeout=20.0):
+    def __init__(self, base, query="", last_id=None, rcvbuf=None, timeout=20.0, headers=None):
         u = urlparse(base)
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:
@@ -49,6 +49,8 @@ class Tail:
                f"Host: {u.netloc}\r\nAccept: text/event-stream\r\n")
         if last_id is not None:
             req += f"Last-Event-ID: {last_id}\r\n"
+        for k, v in (headers or {}).items():
+            req += f"{k}: {v}\r\n"
         self.sock.sendall((req + "\r\n").encode())
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
@@ -175,6 +177,16 @@ def test_tail_direct_and_through_gateway(infra, services, topics, pg_dsn, kafkat
     direct.close()
     via_gw.close()
 
+    # The gateway's X-Tenant-ID confines a tail as it does a query.
+    acme = Tail(cons, "", headers={"X-Tenant-ID": "acme"})
+    assert Tail(cons, "tenant=other", headers={"X-Tenant-ID": "acme"}).status == 403
+    acme.wait_connected()
+    mixed = batch(tag, 4, start=100, tenant="other") + batch(tag, 4, start=200, tenant="acme")
+    produce(kafkatool, brokers, topics["complete"], mixed)
+    got = acme.events(4)
+    assert sorted(f["json"]["id"] for f in got) == sorted(e["id"] for e in mixed[4:])
+    acme.close()
+
     # A bad filter is refused before the stream starts, through the gateway too.
     r = requests.get(gw + "/api/logs/tail?min_level=LOUD", timeout=10)
     assert r.status_code == 400 and "min_level" in r.text, r.text
@@ -243,3 +255,23 @@ def test_slow_client_gets_dropped(infra, services, topics, pg_dsn, kafkatool):
     assert ids == sorted(ids)
     assert len(got) + sum(x["count"] for x in notes) == n
     assert len(got) < n
+
+
+def test_tail_ends_when_the_client_goes_away(infra, services, topics, pg_dsn, kafkatool):
+    """Through the gateway, a client that closes frees its consumer slot
+    (found by the next heartbeat's failed write): with tail.max_clients 1 a
+    new tail is served again."""
+    cons, gw = start(services, topics, pg_dsn, gateway=True, max_clients=1, heartbeat_ms=200)
+    first = Tail(gw)
+    first.wait_connected()
+    r = requests.get(gw + "/api/logs/tail", timeout=10)
+    assert r.status_code == 503, r.status_code
+    first.close()
+
+    def served():
+        t = Tail(gw)
+        ok = t.status == 200
+        t.close()
+        return ok
+    wait_until("a new tail served once the first one's slot is free", served, timeout=20,
+               interval=0.3)
