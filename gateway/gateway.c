@@ -559,6 +559,7 @@ static void stream_proxy(struct gateway *g, struct lp_http_req *r, struct gw_ups
 	}
 	hdrs[n] = NULL;
 	sc.target = u->target;
+	sc.method = r->method;
 	sc.path = h->c.path;
 	sc.query = r->query;
 	sc.headers = hdrs;

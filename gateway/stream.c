@@ -177,7 +177,9 @@ enum gw_call_result gw_stream_proxy(struct lp_http_req *r, struct gw_stream_call
 	fd = dial(sc->target, sc->connect_timeout_ms, err, errlen);
 	if (fd < 0)
 		return GW_CALL_FAILED;
-	lp_buf_addf(&req, "GET %s%s%s HTTP/1.1\r\nHost: %s\r\n", sc->path, sc->query ? "?" : "",
+	lp_buf_addf(&req, "%s %s%s%s HTTP/1.1\r\nHost: %s\r\n",
+		    sc->method && strcmp(sc->method, "HEAD") == 0 ? "HEAD" : "GET", sc->path,
+		    sc->query ? "?" : "",
 		    sc->query ? sc->query : "", sc->target->authority);
 	for (i = 0; sc->headers && sc->headers[i]; i++)
 		lp_buf_addf(&req, "%s\r\n", sc->headers[i]);

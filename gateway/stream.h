@@ -29,6 +29,7 @@ struct lp_http_req;
 
 struct gw_stream_call {
 	const struct h1_target *target; /* the upstream */
+	const char *method;             /* "GET" or "HEAD" */
 	const char *path;               /* percent-encoded */
 	const char *query;              /* raw, without '?', or NULL */
 	const char *const *headers;     /* "Name: value", NULL-terminated */

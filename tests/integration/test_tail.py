@@ -262,6 +262,11 @@ def test_tail_ends_when_the_client_goes_away(infra, services, topics, pg_dsn, ka
     (found by the next heartbeat's failed write): with tail.max_clients 1 a
     new tail is served again."""
     cons, gw = start(services, topics, pg_dsn, gateway=True, max_clients=1, heartbeat_ms=200)
+    # HEAD: the head only, it does not stream (nor take the slot for long).
+    for base in (cons, gw):
+        r = requests.head(base + "/api/logs/tail", timeout=10)
+        assert r.status_code == 200, (base, r.status_code)
+        assert r.headers["Content-Type"].startswith("text/event-stream")
     first = Tail(gw)
     first.wait_connected()
     r = requests.get(gw + "/api/logs/tail", timeout=10)
