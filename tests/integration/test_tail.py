@@ -10,7 +10,10 @@ What is checked, with a real Kafka and PostgreSQL behind the consumer:
   * a client that does not read while more than tail.buffer events are
     stored gets `event: dropped` with a count, then the newest events, while
     every event is stored all the same;
-  * tail.max_clients: one client more gets 503.
+  * tail.max_clients: one client more gets 503; through the gateway, a client
+    that closes frees its slot; HEAD answers the head only;
+  * the gateway's auth: no key 401, an ingest key 403, a read key streams
+    its key's tenant only (direct: X-Tenant-ID confines, 403 for another).
 
 Events are written to the enriched topics with tests/bench/kafkatool.c.
 Every wait is bounded.
@@ -107,7 +110,7 @@ class Tail:
         self.sock.close()
 
 
-def start(services, topics, pg_dsn, gateway=False, **tail):
+def start(services, topics, pg_dsn, gateway=False, gateway_extra=None, **tail):
     cfg = {"batch.max_ms": 50}
     cfg.update({"tail." + k: v for k, v in tail.items()})
     names = ("consumer", "gateway") if gateway else ("consumer",)
@@ -118,6 +121,7 @@ def start(services, topics, pg_dsn, gateway=False, **tail):
             "backpressure.groups": (f"logpipe-consumer{suffix}="
                                     f"{topics['complete']}+{topics['partial']}"),
         }
+        config["gateway"].update(gateway_extra or {})
     services(*names, topics=topics, pg_dsn=pg_dsn, config=config)
     url = services.url("consumer")
     wait_until("consumer ready", lambda: requests.get(url + "/health/ready", timeout=5)
@@ -280,3 +284,22 @@ def test_tail_ends_when_the_client_goes_away(infra, services, topics, pg_dsn, ka
         return ok
     wait_until("a new tail served once the first one's slot is free", served, timeout=20,
                interval=0.3)
+
+
+def test_tail_needs_the_read_scope_and_keeps_to_the_keys_tenant(infra, services, topics,
+                                                                 pg_dsn, kafkatool):
+    keys = "ing-key-0001:acme:ingest;read-key-0001:acme:read"
+    cons, gw = start(services, topics, pg_dsn, gateway=True,
+                     gateway_extra={"auth.keys": keys})
+    assert Tail(gw).status == 401
+    assert Tail(gw, headers={"X-API-Key": "ing-key-0001"}).status == 403
+    # The key's tenant, not the one a client claims.
+    t = Tail(gw, headers={"X-API-Key": "read-key-0001", "X-Tenant-ID": "other"})
+    assert t.status == 200, t.status
+    t.wait_connected()
+    tag = "k" + uuid.uuid4().hex[:6]
+    evs = batch(tag, 3, tenant="other") + batch(tag, 3, start=3, tenant="acme")
+    produce(kafkatool, infra.kafka.bootstrap, topics["complete"], evs)
+    got = t.events(3)
+    assert sorted(f["json"]["id"] for f in got) == sorted(e["id"] for e in evs[3:])
+    t.close()
