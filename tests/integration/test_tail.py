@@ -285,6 +285,22 @@ def test_tail_ends_when_the_client_goes_away(infra, services, topics, pg_dsn, ka
     wait_until("a new tail served once the first one's slot is free", served, timeout=20,
                interval=0.3)
 
+    # Open tails do not hold a stop up: both services end them and exit cleanly.
+    def opened():
+        t = Tail(gw)
+        if t.status == 200:
+            return t
+        t.close()
+        return None
+    held = [wait_until("the slot free again (the last probe's)", opened, timeout=20,
+                       interval=0.3)]
+    held[0].wait_connected()
+    for name in ("gateway", "consumer"):
+        t0 = time.monotonic()
+        assert services[name].stop(timeout=8) == 0, name
+        assert time.monotonic() - t0 < 8, name
+    assert held[0].frame(time.monotonic() + 5) is None  # the stream ended
+
 
 def test_tail_needs_the_read_scope_and_keeps_to_the_keys_tenant(infra, services, topics,
                                                                  pg_dsn, kafkatool):
