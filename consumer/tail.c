@@ -10,6 +10,7 @@
 #include "logpipe/event.h"
 #include "logpipe/http.h"
 #include "logpipe/log.h"
+#include "logpipe/metrics.h"
 #include "logpipe/util.h"
 #include "query.h"
 #include "tail.h"
@@ -261,6 +262,9 @@ struct tail_api {
 	int heartbeat_ms;
 	atomic_int clients;     /* handlers streaming now */
 	atomic_bool stopping;
+	struct lp_series *open;    /* consumer_tail_clients */
+	struct lp_series *dropped; /* consumer_tail_dropped_total */
+	struct lp_series *refused; /* consumer_tail_refused_total */
 };
 
 struct tail_api *tail_api_new(struct tail_ring *ring, int max_clients, int heartbeat_ms)
@@ -272,6 +276,12 @@ struct tail_api *tail_api_new(struct tail_ring *ring, int max_clients, int heart
 	ta->heartbeat_ms = heartbeat_ms > 0 ? heartbeat_ms : 15000;
 	atomic_init(&ta->clients, 0);
 	atomic_init(&ta->stopping, false);
+	ta->open = lp_gauge(lp_registry_default(), "consumer_tail_clients",
+			    "Live tails (GET /api/logs/tail) streaming now");
+	ta->dropped = lp_counter(lp_registry_default(), "consumer_tail_dropped_total",
+				 "Events live-tail clients missed because they fell behind the ring");
+	ta->refused = lp_counter(lp_registry_default(), "consumer_tail_refused_total",
+				 "Live tails refused with 503 (tail.max_clients were open)");
 	return ta;
 }
 
@@ -333,7 +343,10 @@ static void stream(struct tail_api *ta, struct lp_http_req *r, const struct quer
 			break;
 		if (dropped) {
 			char d[96];
-			int dl = snprintf(d, sizeof(d), "event: dropped\ndata: {\"count\":%llu}\n\n",
+			int dl;
+
+			lp_series_add(ta->dropped, (double)dropped);
+			dl = snprintf(d, sizeof(d), "event: dropped\ndata: {\"count\":%llu}\n\n",
 					  (unsigned long long)dropped);
 
 			if (lp_http_stream_write(r, d, (size_t)dl) < 0)
@@ -369,6 +382,7 @@ static void handle_tail(struct lp_http_req *r, void *ud)
 	}
 	if (atomic_fetch_add(&ta->clients, 1) >= ta->max_clients) {
 		atomic_fetch_sub(&ta->clients, 1);
+		lp_series_inc(ta->refused);
 		lp_http_reply_error(r, 503, "too_many_tails", "Retry-After: 5\r\n",
 				    "%d live tails are open, the most tail.max_clients allows",
 				    ta->max_clients);
@@ -388,7 +402,9 @@ static void handle_tail(struct lp_http_req *r, void *ud)
 	} else {
 		if (tenant && *tenant)
 			lp_strlcpy(f->tenant, tenant, sizeof(f->tenant));
+		lp_series_add(ta->open, 1);
 		stream(ta, r, f);
+		lp_series_add(ta->open, -1);
 	}
 	free(f);
 	atomic_fetch_sub(&ta->clients, 1);

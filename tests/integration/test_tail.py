@@ -30,7 +30,7 @@ import psycopg2
 import pytest
 import requests
 
-from test_consumer import event, produce, sql, wait_until
+from test_consumer import event, metric, produce, sql, wait_until
 
 
 def stored(dsn, service_prefix):
@@ -252,6 +252,7 @@ def test_slow_client_gets_dropped(infra, services, topics, pg_dsn, kafkatool):
         elif "data" in f:
             f["json"] = json.loads(f["data"])
             got.append(f)
+    assert metric(cons, "consumer_tail_clients") == 1
     slow.close()
     assert notes and all(x["count"] > 0 for x in notes), notes
     # What came is in order, and with what was dropped adds up to every event.
@@ -259,6 +260,8 @@ def test_slow_client_gets_dropped(infra, services, topics, pg_dsn, kafkatool):
     assert ids == sorted(ids)
     assert len(got) + sum(x["count"] for x in notes) == n
     assert len(got) < n
+    assert metric(cons, "consumer_tail_dropped_total") == sum(x["count"] for x in notes)
+    assert metric(cons, "consumer_tail_refused_total") == 1
 
 
 def test_tail_ends_when_the_client_goes_away(infra, services, topics, pg_dsn, kafkatool):
