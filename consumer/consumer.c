@@ -71,6 +71,7 @@
 #include "consumer.h"
 #include "query.h"
 #include "store.h"
+#include "tail.h"
 
 #include "logpipe/banned.h"
 
@@ -97,6 +98,9 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("partitions.interval_s", LP_CFG_INT, "3600", partitions_interval_s, "seconds between passes that create partitions ahead and apply retention", 1, 86400),
 	OPT("store.dedup_by_id", LP_CFG_BOOL, "true", dedup_by_id, "also skip an event whose id is stored under another timestamp", 0, 0),
 	OPT("store.writers", LP_CFG_INT, "1", store_writers, "connections a fresh batch is copied with at once", 1, STORE_MAX_WRITERS),
+	OPT("tail.buffer", LP_CFG_INT, "10000", tail_buffer, "stored events kept in memory for GET /api/logs/tail; 0 turns the live tail off", 0, 10000000),
+	OPT("tail.max_clients", LP_CFG_INT, "8", tail_max_clients, "live tails served at once (each holds an HTTP worker thread); more get 503", 0, 1000),
+	OPT("tail.heartbeat_ms", LP_CFG_INT, "15000", tail_heartbeat_ms, "a comment line goes to a quiet live tail this often", 100, 600000),
 	LP_CFG_END,
 };
 
@@ -125,6 +129,7 @@ struct batch {
 	struct lp_buf copy;        /* COPY lines of the storable records, back to back */
 	size_t *line_off;          /* nrows + 1 offsets of the lines in copy */
 	size_t *row_msg;           /* for each line, its record's index in msgs */
+	struct tail_rec **tail;    /* for each line, its live-tail record or NULL */
 	size_t nrows, rowcap;
 	struct poison *bad;        /* records for the DLQ */
 	size_t nbad, badcap;
@@ -141,6 +146,8 @@ struct consumer {
 	struct store *store;               /* the write path (store thread only) */
 	struct store *probe;               /* store_probe() (loop thread only) */
 	struct query_api *qa;              /* GET /api/logs, /api/stats */
+	struct tail_ring *ring;            /* stored events for the live tail, or NULL */
+	struct tail_api *ta;               /* GET /api/logs/tail */
 	struct lp_breaker *pg_breaker;     /* "postgres" */
 	struct lp_http_server *http;       /* the HTTP front */
 	const char *topics[3];             /* complete, partial, NULL */
@@ -224,6 +231,7 @@ static void batch_init(struct batch *b)
 	b->rowcap = 64;
 	b->line_off = lp_xcalloc(b->rowcap + 1, sizeof(*b->line_off));
 	b->row_msg = lp_xcalloc(b->rowcap, sizeof(*b->row_msg));
+	b->tail = lp_xcalloc(b->rowcap, sizeof(*b->tail));
 }
 
 /* Destroys the records and empties the batch for reuse. */
@@ -235,6 +243,10 @@ static void batch_reset(struct batch *b)
 		rd_kafka_message_destroy(b->msgs[i]);
 	for (i = 0; i < b->nbad; i++)
 		free(b->bad[i].error);
+	for (i = 0; i < b->nrows; i++) {
+		free(b->tail[i]);
+		b->tail[i] = NULL;
+	}
 	b->nmsgs = b->nrows = b->nbad = 0;
 	b->line_off[0] = 0;
 	b->fresh = false;
@@ -248,6 +260,7 @@ static void batch_release(struct batch *b)
 	free(b->msgs);
 	free(b->line_off);
 	free(b->row_msg);
+	free(b->tail);
 	free(b->bad);
 }
 
@@ -305,8 +318,12 @@ static void batch_add(struct consumer *c, struct batch *b, rd_kafka_message_t *m
 			b->rowcap *= 2;
 			b->line_off = lp_xrealloc(b->line_off, (b->rowcap + 1) * sizeof(*b->line_off));
 			b->row_msg = lp_xrealloc(b->row_msg, b->rowcap * sizeof(*b->row_msg));
+			b->tail = lp_xrealloc(b->tail, b->rowcap * sizeof(*b->tail));
 		}
 		b->row_msg[b->nrows] = idx;
+		/* Made here, on the loop thread, so the store thread only has to
+		 * hand it to the ring once the row is committed. */
+		b->tail[b->nrows] = c->ring ? tail_rec_new(ev) : NULL;
 		b->line_off[++b->nrows] = b->copy.len;
 	}
 	json_decref(ev);
@@ -435,6 +452,12 @@ static int store_available(struct consumer *c, struct batch *b, size_t lo, size_
 		r = store_batch(c->store, data, len, hi - lo, fresh, &inserted, err, errlen);
 		lp_breaker_record(c->pg_breaker, r != STORE_UNAVAILABLE, (lp_now_us() - t0) / 1000);
 		if (r == STORE_OK) {
+			/* Committed: the live tail may show the rows now.  A row
+			 * the store found stored before (a replay) shows again. */
+			if (c->ring) {
+				tail_ring_append(c->ring, b->tail + lo, hi - lo);
+				memset(b->tail + lo, 0, (hi - lo) * sizeof(*b->tail));
+			}
 			lp_series_observe(c->store_time, (double)(lp_now_us() - t0) / 1e6);
 			lp_series_add(c->processed, (double)inserted);
 			lp_series_add(c->duplicates, (double)((long long)(hi - lo) - inserted));
@@ -988,6 +1011,10 @@ struct consumer *consumer_start(const struct consumer_settings *s, char *err, si
 			     (int)s->store_writers);
 	c->probe = store_new(c->wpool, s->dedup_by_id != 0, STORE_STATEMENT_TIMEOUT_MS, 1);
 	c->qa = query_api_new(c->qpool, c->pg_breaker, (int)s->query_timeout_ms);
+	if (s->tail_buffer > 0) {
+		c->ring = tail_ring_new((size_t)s->tail_buffer);
+		c->ta = tail_api_new(c->ring, (int)s->tail_max_clients, (int)s->tail_heartbeat_ms);
+	}
 
 	c->dlq = lp_kproducer_new(s->kafka_brokers, dlq_props, err, errlen);
 	if (!c->dlq)
@@ -1003,7 +1030,9 @@ struct consumer *consumer_start(const struct consumer_settings *s, char *err, si
 	c->http = lp_http_server_new(&ho, err, errlen);
 	if (!c->http)
 		goto fail;
-	if (query_api_routes(c->qa, c->http) < 0) {
+	/* Before the query API's /api/logs/{id}. */
+	if ((c->ta && tail_api_routes(c->ta, c->http) < 0) ||
+	    query_api_routes(c->qa, c->http) < 0) {
 		snprintf(err, errlen, "cannot register the query routes");
 		goto fail;
 	}
@@ -1029,6 +1058,7 @@ void consumer_stop(struct consumer *c)
 	if (!c)
 		return;
 	atomic_store(&c->stopping, true);
+	tail_api_stop(c->ta); /* live tails end, or the server would wait for them */
 	lp_http_server_free(c->http);
 	if (c->loop_started) {
 		pthread_join(c->loop_thread, NULL);
@@ -1056,6 +1086,8 @@ void consumer_stop(struct consumer *c)
 	store_free(c->store);
 	store_free(c->probe);
 	query_api_free(c->qa);
+	tail_api_free(c->ta);
+	tail_ring_free(c->ring);
 	lp_pgpool_free(c->qpool);
 	lp_pgpool_free(c->wpool);
 	lp_breaker_free(c->pg_breaker);

@@ -33,6 +33,9 @@ struct consumer_settings {
 	long long partitions_interval_s; /* seconds between partition and retention passes */
 	int dedup_by_id;             /* skip ids already stored under another ts */
 	long long store_writers;     /* connections of the direct path */
+	long long tail_buffer;       /* events the live tail keeps; 0 = off */
+	long long tail_max_clients;  /* live tails at once */
+	long long tail_heartbeat_ms; /* comment line to a quiet tail this often */
 };
 
 extern const struct lp_cfg_opt consumer_options[];

@@ -53,6 +53,7 @@
 #include "limiter.h"
 #include "pipeline.h"
 #include "route.h"
+#include "stream.h"
 #include "upstream.h"
 
 #include "logpipe/banned.h"
@@ -138,6 +139,7 @@ struct route {
 	bool ingest;             /* limited by the adaptive ingest limit */
 	enum gw_ingest_form form; /* how an ingest route carries its events (its cost) */
 	struct gw_upstream *up;  /* proxied to, or NULL for a local handler */
+	bool stream;             /* up's answer is passed on as it arrives (stream.h) */
 	lp_http_handler fn;      /* local handler */
 	void *ud;                /* its user data */
 };
@@ -146,6 +148,7 @@ struct gateway {
 	const struct gateway_settings *s; /* settings, owned by main */
 	char *listen;                     /* the effective listen address (owned) */
 	struct gw_auth auth;              /* API keys (none: auth off) */
+	atomic_bool stop_streams;         /* set by gateway_stop: streams end */
 	struct gw_pool *pool;             /* curl handles */
 	struct gw_upstream ups[NUPSTREAMS]; /* the services */
 	struct probe probes[NUPSTREAMS];  /* their health checks */
@@ -526,6 +529,53 @@ static const struct route *route_for(struct gateway *g, const struct slot *sl, c
 	return NULL;
 }
 
+/* A route whose answer streams (GET /api/logs/tail): the same headers as
+ * proxy, Last-Event-ID too, on a connection of its own (stream.h).  The
+ * breaker is asked first and fed with whether the answer's head came. */
+static void stream_proxy(struct gateway *g, struct lp_http_req *r, struct gw_upstream *u,
+			 const struct gw_key *key, const char *traceparent)
+{
+	struct hop *h = lp_xmalloc(sizeof(*h));
+	struct gw_stream_call sc = { 0 };
+	const char *hdrs[20], *v;
+	char last[96];
+	enum gw_call_result res;
+	size_t n = 0;
+
+	hop_prepare(h, r, key, traceparent);
+	if (!u->target || !lp_breaker_allow(u->breaker)) {
+		snprintf(h->c.error, sizeof(h->c.error), "%s", "not attempted");
+		reply_upstream_failure(g, r, u, u->target ? GW_CALL_OPEN : GW_CALL_FAILED,
+				       &h->c);
+		hop_release(h);
+		free(h);
+		return;
+	}
+	for (; h->hdrs[n] && n < LP_ARRAY_SIZE(hdrs) - 2; n++)
+		hdrs[n] = h->hdrs[n];
+	if ((v = lp_http_header(r, "Last-Event-ID")) && strlen(v) < 64) {
+		snprintf(last, sizeof(last), "Last-Event-ID: %s", v);
+		hdrs[n++] = last;
+	}
+	hdrs[n] = NULL;
+	sc.target = u->target;
+	sc.method = r->method;
+	sc.path = h->c.path;
+	sc.query = r->query;
+	sc.headers = hdrs;
+	sc.reply_headers = gw_reply_headers();
+	sc.connect_timeout_ms = u->connect_timeout_ms;
+	sc.head_timeout_ms = u->timeout_ms;
+	sc.stop = &g->stop_streams;
+	res = gw_stream_proxy(r, &sc, h->c.error, sizeof(h->c.error));
+	lp_breaker_record(u->breaker, res == GW_CALL_OK,
+			  res == GW_CALL_OK ? sc.head_ms : (lp_now_us() - h->t0) / 1000);
+	if (res != GW_CALL_OK)
+		reply_upstream_failure(g, r, u, res, &h->c);
+	hop_release(h);
+	free(h);
+}
+
 static void dispatch(struct lp_http_req *r, void *ud)
 {
 	struct slot *sl = ud;
@@ -549,7 +599,9 @@ static void dispatch(struct lp_http_req *r, void *ud)
 				    "%s is not allowed on %s; allowed: %s", r->method, r->path,
 				    allow.buf);
 	} else if (admit(g, r, rt, &key, false) > 0) {
-		if (rt->up)
+		if (rt->up && rt->stream)
+			stream_proxy(g, r, rt->up, key, traceparent);
+		else if (rt->up)
 			proxy(g, r, rt->up, key, traceparent, g->limiter != NULL);
 		else
 			rt->fn(r, rt->ud);
@@ -621,7 +673,8 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 	f->label = lp_http_find(g->http, q->method, f->r.path, &fn, &hud);
 	if (f->label && fn == dispatch)
 		f->rt = route_for(g, hud, q->method, NULL);
-	if (!f->rt || !f->rt->up || !f->rt->up->target) {
+	/* Streams are CivetWeb's: the front answers only whole answers. */
+	if (!f->rt || !f->rt->up || !f->rt->up->target || f->rt->stream) {
 		lp_http_front_end(g->http, &f->r, NULL, 0);
 		free(f);
 		return GW_FRONT_DECLINE;
@@ -908,6 +961,10 @@ static int add_routes(struct gateway *g)
 	rc |= add_route(g, "POST", "/api/logs/batch", GW_SCOPE_INGEST, true, prod, NULL, NULL);
 	/* OpenTelemetry's OTLP/HTTP logs export: ingest like the two above. */
 	rc |= add_route(g, "POST", "/v1/logs", GW_SCOPE_INGEST, true, prod, NULL, NULL);
+	/* The live tail, streamed (stream.h), before /api/logs/{id}. */
+	rc |= add_route(g, "GET", "/api/logs/tail", GW_SCOPE_READ, false, cons, NULL, NULL);
+	if (rc == 0)
+		g->routes[g->nroutes - 1].stream = true;
 	rc |= add_route(g, "GET", "/api/logs/*", GW_SCOPE_READ, false, cons, NULL, NULL);
 	rc |= add_route(g, "GET", "/api/stats", GW_SCOPE_READ, false, cons, NULL, NULL);
 	for (i = 0; i < LP_ARRAY_SIZE(meta_patterns); i++) {
@@ -1093,6 +1150,7 @@ void gateway_stop(struct gateway *g)
 	 * cancelling what a quiesce that timed out left; then CivetWeb's
 	 * requests (whose answers still flow through the front's tunnels);
 	 * then the front itself. */
+	atomic_store(&g->stop_streams, true); /* live tails would hold the server */
 	gw_front_quiesce(g->front, 10000);
 	gw_front_detach(g->front);
 	lp_http_server_free(g->http);

@@ -255,6 +255,36 @@ void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
 	lp_buf_release(&h);
 }
 
+int lp_http_stream_begin(struct lp_http_req *r, int status, const char *content_type,
+			 const char *extra_headers)
+{
+	struct lp_buf h = LP_BUF_INIT;
+	const char *text;
+
+	if (r->front || !r->conn || r->status != 0)
+		return -EINVAL;
+	r->status = status;
+	/* The body is delimited by the close. */
+	mg_disable_connection_keep_alive(r->conn);
+	text = mg_get_response_code_text(r->conn, status);
+	lp_buf_addf(&h, "HTTP/1.1 %d %s\r\n", status, text ? text : "");
+	if (content_type)
+		lp_buf_addf(&h, "Content-Type: %s\r\n", content_type);
+	lp_buf_addf(&h, "X-Request-ID: %s\r\nConnection: close\r\n%s\r\n", r->request_id,
+		    extra_headers ? extra_headers : "");
+	/* A failed write shows in the next lp_http_stream_write. */
+	(void)mg_write(r->conn, h.buf, h.len);
+	lp_buf_release(&h);
+	return 0;
+}
+
+int lp_http_stream_write(struct lp_http_req *r, const void *data, size_t len)
+{
+	if (len == 0)
+		return 0;
+	return mg_write(r->conn, data, len) == (int)len ? 0 : -EPIPE;
+}
+
 void lp_http_reply_json(struct lp_http_req *r, int status, json_t *body,
 			const char *extra_headers)
 {

@@ -178,6 +178,24 @@ async function main() {
     ok("the search box finds it", found, await page.textContent("#search-note"));
     if (found) ok("the result shows its level and service", /WARN/.test(found[0]) && /dashboard-test/.test(found[0]), found[0]);
 
+    /* Live: the search's filters on the live tail; an event posted after it
+       started shows up as a row, then Stop ends it. */
+    await page.click("#search-live");
+    const waiting = await waitFor(async () => /waiting for events/.test(await page.textContent("#search-note")), 15);
+    ok("the Live button opens a tail", waiting, await page.textContent("#search-note"));
+    const post2 = await page.request.post(args.url + "/api/logs", {
+      headers, data: { service: "dashboard-test", level: "ERROR", host: "web-1", message: "dashboard live " + word },
+    });
+    ok("a second event is accepted", post2.status() === 202, post2.status());
+    const liveRow = await waitFor(async () => {
+      const rows = await page.$$eval("#search-results tbody tr", (rs) => rs.map((r) => r.textContent));
+      return rows.some((r) => r.includes("dashboard live " + word)) ? rows : null;
+    }, 45);
+    ok("the live tail shows the event once stored", liveRow, await page.textContent("#search-note"));
+    await page.click("#search-live");
+    const stopped = await waitFor(async () => /live: stopped/.test(await page.textContent("#search-note")), 10);
+    ok("Stop ends the live tail", stopped, await page.textContent("#search-note"));
+
     if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true });
     ok("no script errors on the page", problems.length === 0, problems.slice(0, 5).join(" | "));
   } catch (e) {

@@ -105,6 +105,16 @@ void lp_http_reply_error(struct lp_http_req *r, int status, const char *code,
 			 const char *extra_headers, const char *fmt, ...)
 	__attribute__((format(printf, 5, 6)));
 
+/* Streamed replies (Server-Sent Events): the head goes out without a
+ * Content-Length and the body ends when the connection closes, after the
+ * handler returns.  Only for requests CivetWeb read (r->conn).  begin
+ * returns 0 or -EINVAL (another front's request, or a reply was sent);
+ * write returns 0, or -EPIPE when the client is gone or took no byte for
+ * the server's request_timeout_ms. */
+int lp_http_stream_begin(struct lp_http_req *r, int status, const char *content_type,
+			 const char *extra_headers);
+int lp_http_stream_write(struct lp_http_req *r, const void *data, size_t len);
+
 /* Request helpers. */
 const char *lp_http_header(struct lp_http_req *r, const char *name);
 /* The client's address as text ("127.0.0.1", "::1"). */
