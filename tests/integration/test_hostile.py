@@ -130,7 +130,10 @@ PATTERNS = {
                  "/api/metadata/services": {"GET", "POST"},
                  "/api/metadata/services/*": {"GET", "PUT", "PATCH", "DELETE"}},
     "enricher": {},
-    "consumer": {"/api/logs": {"GET"}, "/api/logs/*": {"GET"}, "/api/stats": {"GET"}},
+    # /api/logs/tail is swept for wrong methods only: a valid GET is a stream
+    # that does not end (test_tail.py checks its filters and refusals).
+    "consumer": {"/api/logs": {"GET"}, "/api/logs/*": {"GET"}, "/api/stats": {"GET"},
+                 "/api/logs/tail": {"GET"}},
     "generator": {"/api/v1/generator/start": {"POST"}, "/api/v1/generator/stop": {"POST"},
                   "/api/v1/generator/status": {"GET"}, "/api/v1/generator/catalog": {"GET"},
                   "/start": {"POST"}, "/stop": {"POST"}},
@@ -138,7 +141,7 @@ PATTERNS = {
                 "/api/v1/control/*": {"GET", "POST"},
                 "/api/logs/health": {"GET"}, "/api/logs": {"GET", "POST"},
                 "/api/logs/batch": {"POST"}, "/api/logs/*": {"GET"}, "/api/stats": {"GET"},
-                "/v1/logs": {"POST"},
+                "/v1/logs": {"POST"}, "/api/logs/tail": {"GET"},
                 "/api/metadata/hosts": {"GET", "POST", "PUT", "PATCH", "DELETE"},
                 "/api/metadata/hosts/*": {"GET", "POST", "PUT", "PATCH", "DELETE"},
                 "/api/metadata/services": {"GET", "POST", "PUT", "PATCH", "DELETE"},
