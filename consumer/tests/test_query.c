@@ -10,29 +10,13 @@
 
 #include "logpipe/util.h"
 #include "../query.h"
+#include "fake_req.h"
 
 #include "logpipe/banned.h"
 
 /* 2024-01-15T14:23:45.123Z */
 #define T0_MS 1705328625123LL
 
-/* A fake request: NULL-terminated name, value pairs. */
-static int fake_get(void *ud, const char *name, char *out, size_t outlen)
-{
-	const char *const *kv = ud;
-
-	for (; kv[0]; kv += 2) {
-		if (strcmp(kv[0], name) == 0) {
-			size_t n = strlen(kv[1]);
-
-			if (n + 1 > outlen)
-				return -ERANGE;
-			memcpy(out, kv[1], n + 1);
-			return (int)n;
-		}
-	}
-	return -ENOENT;
-}
 
 static char param[32], err[200];
 

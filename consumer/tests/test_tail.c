@@ -15,6 +15,7 @@
 #include "logpipe/buf.h"
 #include "logpipe/util.h"
 #include "../query.h"
+#include "fake_req.h"
 #include "../tail.h"
 
 #include "logpipe/banned.h"
@@ -35,22 +36,6 @@ static void push(struct tail_ring *t, struct tail_rec *r)
 	tail_ring_append(t, &r, 1);
 }
 
-static int fake_get(void *ud, const char *name, char *out, size_t outlen)
-{
-	const char *const *kv = ud;
-
-	for (; kv[0]; kv += 2) {
-		if (strcmp(kv[0], name) == 0) {
-			size_t n = strlen(kv[1]);
-
-			if (n + 1 > outlen)
-				return -ERANGE;
-			memcpy(out, kv[1], n + 1);
-			return (int)n;
-		}
-	}
-	return -ENOENT;
-}
 
 static void filter(struct query_filter *f, const char *const *kv)
 {

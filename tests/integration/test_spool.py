@@ -137,12 +137,33 @@ def assert_stored_once(dsn, ids, marks, others=(), timeout=SETTLE_TIMEOUT):
     assert not lost, f"{len(lost)} of {len(marks)} markers answered 202 are not stored: {lost[:5]}"
 
 
-class Load:
+class Senders:
+    """Threads running self._run(n) until stop(); subclasses send."""
+
+    def __init__(self, threads):
+        self.threads = threads
+        self._stop = threading.Event()
+        self._workers = []
+
+    def start(self):
+        for n in range(self.threads):
+            t = threading.Thread(target=self._run, args=(n,), daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def stop(self):
+        self._stop.set()
+        for t in self._workers:
+            t.join(60)
+
+
+class Load(Senders):
     """Threads posting single events and batches; keeps every id answered 202."""
 
     def __init__(self, url, threads=8, batch_every=5, tag="load", batch_size=10):
+        super().__init__(threads)
         self.url = url
-        self.threads = threads
         self.batch_every = batch_every
         self.batch_size = batch_size
         self.tag = tag
@@ -153,8 +174,6 @@ class Load:
         self.errors = []
         self.sent = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._workers = []
 
     def _record(self, status, ids, marks, others):
         with self._lock:
@@ -201,18 +220,6 @@ class Load:
                     self.errors.append(repr(e))
                     self.other_marks.extend(marks)
                 time.sleep(0.05)
-
-    def start(self):
-        for n in range(self.threads):
-            t = threading.Thread(target=self._run, args=(n,), daemon=True)
-            t.start()
-            self._workers.append(t)
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for t in self._workers:
-            t.join(60)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 
-from test_spool import (Load, assert_stored_once, kafka_back,  # noqa: F401 (fixtures)
+from test_spool import (Load, Senders, assert_stored_once, kafka_back,  # noqa: F401 (fixtures)
                         metric, post, topic_values, wait_until)
 
 
@@ -43,7 +43,7 @@ def test_sigterm_under_load_exits_zero_within_10s(services, topics, pg_dsn, kafk
           "all stored once")
 
 
-class SlowBatches:
+class SlowBatches(Senders):
     """Threads posting batches of one valid event and `padding` invalid items:
     the producer spends about a second on each before the event reaches the
     delivery step, so a SIGTERM finds such requests in flight."""
@@ -51,15 +51,13 @@ class SlowBatches:
     PAD = {"service": "slow", "level": "INFO", "attributes": {"k": "v"}}  # no message
 
     def __init__(self, url, tag, threads=2, padding=50000):
+        super().__init__(threads)
         self.url = url
         self.tag = tag
-        self.threads = threads
         self.tail = ("," + ",".join([json.dumps(self.PAD)] * padding) + "]").encode()
         self.ids = []
         self.statuses = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._workers = []
 
     def _run(self, n):
         i = 0
@@ -77,18 +75,6 @@ class SlowBatches:
             with self._lock:
                 self.statuses[status] = self.statuses.get(status, 0) + 1
                 self.ids.extend(ids)
-
-    def start(self):
-        for n in range(self.threads):
-            t = threading.Thread(target=self._run, args=(n,), daemon=True)
-            t.start()
-            self._workers.append(t)
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for t in self._workers:
-            t.join(60)
 
 
 def test_sigterm_under_load_with_kafka_up_leaves_the_spool_empty(services, topics, infra,
