@@ -17,7 +17,16 @@
  * exactly size_bytes long from GEN_MIN_EVENT_BYTES up, at the cost of two
  * memcpy's, and no JSON library is involved on this hot path.  Every
  * string written is either from the tables below (checked to need no
- * escaping), a number, or escaped with lp_buf_add_json_str. */
+ * escaping), a number, or escaped with lp_buf_add_json_str.
+ *
+ * Cost.  The generator is meant to run at what librdkafka can take, so
+ * writing an event must cost little next to producing it.  Nothing here
+ * goes through printf: numbers are written by put_u and put_hex, the tail
+ * is written once with the offsets where each optional field ends (a
+ * shorter tail is a prefix of the full one), and the timestamp's text is
+ * kept per writer and only its milliseconds rewritten within a second.
+ * Profiled at full speed, the printf-based first version spent two thirds
+ * of a worker's time formatting (docs/benchmarks.md, "Generator"). */
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +36,58 @@
 #include "logpipe/util.h"
 
 #include "logpipe/banned.h"
+
+/* ---- appending ----------------------------------------------------------
+ *
+ * lp_buf's own appenders are a call each and terminate the string after
+ * every piece; these are inlined and leave the terminating NUL to
+ * gen_event_write, which writes it once at the end. */
+
+static inline void put(struct lp_buf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->alloc)
+		lp_buf_grow(b, n);
+	memcpy(b->buf + b->len, s, n);
+	b->len += n;
+}
+
+/* A string literal, its length known at compile time. */
+#define PUTL(b, lit) put((b), (lit), sizeof(lit) - 1)
+
+static inline void puts_(struct lp_buf *b, const char *s)
+{
+	put(b, s, strlen(s));
+}
+
+/* v in decimal, zero-padded to at least width digits (printf's %0*llu). */
+static void put_u0(struct lp_buf *b, uint64_t v, int width)
+{
+	char d[24];
+	int n = 0;
+
+	do {
+		d[sizeof(d) - 1 - n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n < width && n < (int)sizeof(d))
+		d[sizeof(d) - 1 - n++] = '0';
+	put(b, d + sizeof(d) - n, (size_t)n);
+}
+
+static inline void put_u(struct lp_buf *b, uint64_t v)
+{
+	put_u0(b, v, 1);
+}
+
+/* x as 16 lower-case hex digits (printf's %016llx). */
+static void hex16(char out[16], uint64_t x)
+{
+	static const char digits[] = "0123456789abcdef";
+	int i;
+
+	for (i = 15; i >= 0; i--, x >>= 4)
+		out[i] = digits[x & 15];
+}
 
 /* ---- randomness -------------------------------------------------------- */
 
@@ -217,7 +278,9 @@ static void request_draw(struct request *q, struct gen_rng *r, const struct gen_
 	static const unsigned ok[] = { 200, 200, 200, 201, 204 };
 	static const unsigned bad[] = { 500, 502, 503, 504 };
 
-	snprintf(q->id, sizeof(q->id), "req_%016llx", (unsigned long long)gen_rng_next(r));
+	memcpy(q->id, "req_", 4);
+	hex16(q->id + 4, gen_rng_next(r));
+	q->id[20] = '\0';
 	q->endpoint = svc->endpoints[gen_rng_below(r, (uint32_t)svc->nendpoints)];
 	q->latency_ms = latency_for(r, l);
 	if (l == GEN_ERROR || l == GEN_FATAL)
@@ -228,7 +291,15 @@ static void request_draw(struct request *q, struct gen_rng *r, const struct gen_
 		q->status = PICK(r, ok);
 }
 
-/* A line service number si would log about its business at INFO. */
+/* Appends " request_id=req_...", which ends every message. */
+static void put_request_id(struct lp_buf *b, const struct request *q)
+{
+	PUTL(b, " request_id=");
+	put(b, q->id, 20);
+}
+
+/* A line service number si would log about its business at INFO.  The
+ * numbers are drawn in the order they are written. */
 static void business_message(struct lp_buf *b, struct gen_rng *r, size_t si,
 			     const struct request *q)
 {
@@ -236,42 +307,87 @@ static void business_message(struct lp_buf *b, struct gen_rng *r, size_t si,
 
 	switch (si) {
 	case SVC_PAYMENT:
-		lp_buf_addf(b, "payment pay_%06u authorized amount=%u.%02u %s in %ums", n,
-			    1 + gen_rng_below(r, 900), gen_rng_below(r, 100), PICK(r, currencies),
-			    q->latency_ms);
+		/* payment pay_%06u authorized amount=%u.%02u %s in %ums */
+		PUTL(b, "payment pay_");
+		put_u0(b, n, 6);
+		PUTL(b, " authorized amount=");
+		put_u(b, 1 + gen_rng_below(r, 900));
+		PUTL(b, ".");
+		put_u0(b, gen_rng_below(r, 100), 2);
+		PUTL(b, " ");
+		puts_(b, PICK(r, currencies));
+		PUTL(b, " in ");
+		put_u(b, q->latency_ms);
+		PUTL(b, "ms");
 		break;
 	case SVC_ORDER:
-		lp_buf_addf(b, "order ORD-%06u created items=%u total=%u.%02u customer=%u", n,
-			    1 + gen_rng_below(r, 9), 5 + gen_rng_below(r, 500), gen_rng_below(r, 100),
-			    gen_rng_below(r, 100000));
+		/* order ORD-%06u created items=%u total=%u.%02u customer=%u */
+		PUTL(b, "order ORD-");
+		put_u0(b, n, 6);
+		PUTL(b, " created items=");
+		put_u(b, 1 + gen_rng_below(r, 9));
+		PUTL(b, " total=");
+		put_u(b, 5 + gen_rng_below(r, 500));
+		PUTL(b, ".");
+		put_u0(b, gen_rng_below(r, 100), 2);
+		PUTL(b, " customer=");
+		put_u(b, gen_rng_below(r, 100000));
 		break;
 	case SVC_INVENTORY:
-		lp_buf_addf(b, "stock reserved sku=SKU-%05u qty=%u warehouse=wh-%u remaining=%u",
-			    n % 100000, 1 + gen_rng_below(r, 5), 1 + gen_rng_below(r, 4),
-			    gen_rng_below(r, 2000));
+		/* stock reserved sku=SKU-%05u qty=%u warehouse=wh-%u remaining=%u */
+		PUTL(b, "stock reserved sku=SKU-");
+		put_u0(b, n % 100000, 5);
+		PUTL(b, " qty=");
+		put_u(b, 1 + gen_rng_below(r, 5));
+		PUTL(b, " warehouse=wh-");
+		put_u(b, 1 + gen_rng_below(r, 4));
+		PUTL(b, " remaining=");
+		put_u(b, gen_rng_below(r, 2000));
 		break;
 	case SVC_NOTIFICATION:
-		lp_buf_addf(b, "%s notification queued template=order-confirmation user=%u",
-			    PICK(r, channels), n);
+		/* %s notification queued template=order-confirmation user=%u */
+		puts_(b, PICK(r, channels));
+		PUTL(b, " notification queued template=order-confirmation user=");
+		put_u(b, n);
 		break;
 	case SVC_AUTH:
-		lp_buf_addf(b, "access token issued user=%u scope=read:orders ttl=%us", n,
-			    600 * (1 + gen_rng_below(r, 6)));
+		/* access token issued user=%u scope=read:orders ttl=%us */
+		PUTL(b, "access token issued user=");
+		put_u(b, n);
+		PUTL(b, " scope=read:orders ttl=");
+		put_u(b, 600 * (1 + gen_rng_below(r, 6)));
+		PUTL(b, "s");
 		break;
 	case SVC_SHIPPING:
-		lp_buf_addf(b, "shipment SHP-%06u label created carrier=ups weight=%u.%ukg", n,
-			    gen_rng_below(r, 30), gen_rng_below(r, 10));
+		/* shipment SHP-%06u label created carrier=ups weight=%u.%ukg */
+		PUTL(b, "shipment SHP-");
+		put_u0(b, n, 6);
+		PUTL(b, " label created carrier=ups weight=");
+		put_u(b, gen_rng_below(r, 30));
+		PUTL(b, ".");
+		put_u(b, gen_rng_below(r, 10));
+		PUTL(b, "kg");
 		break;
 	case SVC_SEARCH:
-		lp_buf_addf(b, "search query answered hits=%u shards=%u took %ums", n % 5000,
-			    1 + gen_rng_below(r, 8), q->latency_ms);
+		/* search query answered hits=%u shards=%u took %ums */
+		PUTL(b, "search query answered hits=");
+		put_u(b, n % 5000);
+		PUTL(b, " shards=");
+		put_u(b, 1 + gen_rng_below(r, 8));
+		PUTL(b, " took ");
+		put_u(b, q->latency_ms);
+		PUTL(b, "ms");
 		break;
 	default:
-		lp_buf_addf(b, "user %u session refreshed, %u active sessions", n,
-			    1 + gen_rng_below(r, 5));
+		/* user %u session refreshed, %u active sessions */
+		PUTL(b, "user ");
+		put_u(b, n);
+		PUTL(b, " session refreshed, ");
+		put_u(b, 1 + gen_rng_below(r, 5));
+		PUTL(b, " active sessions");
 		break;
 	}
-	lp_buf_addf(b, " request_id=%s", q->id);
+	put_request_id(b, q);
 }
 
 static void message_write(struct lp_buf *b, struct gen_rng *r, size_t si, enum gen_level l,
@@ -279,44 +395,78 @@ static void message_write(struct lp_buf *b, struct gen_rng *r, size_t si, enum g
 {
 	switch (l) {
 	case GEN_TRACE:
-		lp_buf_addf(b, "entering handler %s request_id=%s", q->endpoint, q->id);
+		/* entering handler %s request_id=%s */
+		PUTL(b, "entering handler ");
+		puts_(b, q->endpoint);
 		break;
 	case GEN_DEBUG:
-		lp_buf_addf(b, "%s took %uus hit=%s request_id=%s", PICK(r, debug_what),
-			    10 + gen_rng_below(r, 2000), gen_rng_below(r, 4) ? "true" : "false", q->id);
+		/* %s took %uus hit=%s request_id=%s */
+		puts_(b, PICK(r, debug_what));
+		PUTL(b, " took ");
+		put_u(b, 10 + gen_rng_below(r, 2000));
+		PUTL(b, "us hit=");
+		if (gen_rng_below(r, 4))
+			PUTL(b, "true");
+		else
+			PUTL(b, "false");
 		break;
 	case GEN_INFO:
-		if (gen_rng_below(r, 2))
+		if (gen_rng_below(r, 2)) {
 			business_message(b, r, si, q);
-		else
-			lp_buf_addf(b, "%s completed status=%u latency_ms=%u request_id=%s",
-				    q->endpoint, q->status, q->latency_ms, q->id);
+			return;
+		}
+		/* %s completed status=%u latency_ms=%u request_id=%s */
+		puts_(b, q->endpoint);
+		PUTL(b, " completed status=");
+		put_u(b, q->status);
+		PUTL(b, " latency_ms=");
+		put_u(b, q->latency_ms);
 		break;
 	case GEN_WARN:
 		switch (gen_rng_below(r, 3)) {
 		case 0:
-			lp_buf_addf(b, "slow request %s took %ums (threshold 500ms) request_id=%s",
-				    q->endpoint, q->latency_ms, q->id);
+			/* slow request %s took %ums (threshold 500ms) request_id=%s */
+			PUTL(b, "slow request ");
+			puts_(b, q->endpoint);
+			PUTL(b, " took ");
+			put_u(b, q->latency_ms);
+			PUTL(b, "ms (threshold 500ms)");
 			break;
 		case 1:
-			lp_buf_addf(b, "retrying call to %s attempt %u/3 after %ums request_id=%s",
-				    gen_services[gen_rng_below(r, (uint32_t)gen_nservices)].name,
-				    1 + gen_rng_below(r, 3), q->latency_ms, q->id);
+			/* retrying call to %s attempt %u/3 after %ums request_id=%s */
+			PUTL(b, "retrying call to ");
+			puts_(b, gen_services[gen_rng_below(r, (uint32_t)gen_nservices)].name);
+			PUTL(b, " attempt ");
+			put_u(b, 1 + gen_rng_below(r, 3));
+			PUTL(b, "/3 after ");
+			put_u(b, q->latency_ms);
+			PUTL(b, "ms");
 			break;
 		default:
-			lp_buf_addf(b, "connection pool %u%% used (%u of 50 connections) request_id=%s",
-				    80 + gen_rng_below(r, 20), 40 + gen_rng_below(r, 10), q->id);
+			/* connection pool %u%% used (%u of 50 connections) request_id=%s */
+			PUTL(b, "connection pool ");
+			put_u(b, 80 + gen_rng_below(r, 20));
+			PUTL(b, "% used (");
+			put_u(b, 40 + gen_rng_below(r, 10));
+			PUTL(b, " of 50 connections)");
 			break;
 		}
 		break;
 	case GEN_ERROR:
-		lp_buf_addf(b, "%s failed status=%u: %s request_id=%s", q->endpoint, q->status,
-			    PICK(r, failure_reasons), q->id);
+		/* %s failed status=%u: %s request_id=%s */
+		puts_(b, q->endpoint);
+		PUTL(b, " failed status=");
+		put_u(b, q->status);
+		PUTL(b, ": ");
+		puts_(b, PICK(r, failure_reasons));
 		break;
 	default:
-		lp_buf_addf(b, "fatal: %s request_id=%s", PICK(r, fatal_reasons), q->id);
+		/* fatal: %s request_id=%s */
+		PUTL(b, "fatal: ");
+		puts_(b, PICK(r, fatal_reasons));
 		break;
 	}
+	put_request_id(b, q);
 }
 
 /* ---- events ------------------------------------------------------------ */
@@ -334,13 +484,16 @@ static const char filler[] =
 /* Shortest message kept when an event is trimmed to size. */
 #define MIN_MESSAGE 32
 
-/* How much of the optional tail to write. */
-enum tail_detail { TAIL_FULL, TAIL_NO_ATTRIBUTES, TAIL_NO_CORRELATION, TAIL_BARE };
+/* How much of the optional tail to write: each level drops one more
+ * optional field, the last written first. */
+enum tail_detail { TAIL_FULL, TAIL_NO_ATTRIBUTES, TAIL_NO_CORRELATION, TAIL_BARE, TAIL_NDETAIL };
 
 void gen_writer_init(struct gen_writer *w)
 {
+	memset(w, 0, sizeof(*w));
 	lp_buf_init(&w->out, 1024);
 	lp_buf_init(&w->tail, 512);
+	w->ts_sec = -1;
 }
 
 void gen_writer_release(struct gen_writer *w)
@@ -349,45 +502,48 @@ void gen_writer_release(struct gen_writer *w)
 	lp_buf_release(&w->tail);
 }
 
-/* The values of the fields after the message, drawn once per event. */
-struct tail_values {
-	const struct gen_service *svc;
-	const struct gen_host *host;
-	const char *tenant;
-	char trace_id[33];
-	const struct request *q;
-	const struct gen_event_spec *s;
-};
-
-static void tail_write(struct lp_buf *b, const struct tail_values *v, enum tail_detail d)
+/* Writes the full tail (without its closing brace) into b and, in
+ * end[d], its length at each detail d: a shorter tail is a prefix of it,
+ * because the optional fields are written in the order they are kept. */
+static void tail_write(struct lp_buf *b, size_t end[TAIL_NDETAIL], const struct gen_service *svc,
+		       const struct gen_host *host, const char *tenant, struct gen_rng *r,
+		       const struct request *q, const struct gen_event_spec *s)
 {
-	lp_buf_reset(b);
-	lp_buf_adds(b, "\",\"service\":\"");
-	lp_buf_adds(b, v->svc->name);
-	lp_buf_adds(b, "\",\"host\":\"");
-	lp_buf_adds(b, v->host->name);
-	lp_buf_adds(b, "\",\"source_ip\":\"");
-	lp_buf_adds(b, v->host->ip);
-	lp_buf_addch(b, '"');
-	if (d <= TAIL_NO_CORRELATION) {
-		lp_buf_adds(b, ",\"tenant\":\"");
-		lp_buf_adds(b, v->tenant);
-		lp_buf_addch(b, '"');
-	}
-	if (d <= TAIL_NO_ATTRIBUTES) {
-		lp_buf_adds(b, ",\"correlation_id\":\"");
-		lp_buf_adds(b, v->trace_id);
-		lp_buf_addch(b, '"');
-	}
-	if (d == TAIL_FULL) {
-		lp_buf_addf(b,
-			    ",\"attributes\":{\"request_id\":\"%s\",\"endpoint\":\"%s\","
-			    "\"http_status\":%u,\"latency_ms\":%u,\"generator\":",
-			    v->q->id, v->q->endpoint, v->q->status, v->q->latency_ms);
-		lp_buf_add_json_str(b, v->s->instance_id ? v->s->instance_id : "");
-		lp_buf_addf(b, ",\"seq\":%llu}", (unsigned long long)v->s->seq);
-	}
-	lp_buf_addch(b, '}');
+	char trace[32];
+
+	b->len = 0;
+	PUTL(b, "\",\"service\":\"");
+	puts_(b, svc->name);
+	PUTL(b, "\",\"host\":\"");
+	puts_(b, host->name);
+	PUTL(b, "\",\"source_ip\":\"");
+	puts_(b, host->ip);
+	PUTL(b, "\"");
+	end[TAIL_BARE] = b->len;
+	PUTL(b, ",\"tenant\":\"");
+	puts_(b, tenant);
+	PUTL(b, "\"");
+	end[TAIL_NO_CORRELATION] = b->len;
+	hex16(trace, gen_rng_next(r));
+	hex16(trace + 16, gen_rng_next(r));
+	PUTL(b, ",\"correlation_id\":\"");
+	put(b, trace, sizeof(trace));
+	PUTL(b, "\"");
+	end[TAIL_NO_ATTRIBUTES] = b->len;
+	PUTL(b, ",\"attributes\":{\"request_id\":\"");
+	put(b, q->id, 20);
+	PUTL(b, "\",\"endpoint\":\"");
+	puts_(b, q->endpoint);
+	PUTL(b, "\",\"http_status\":");
+	put_u(b, q->status);
+	PUTL(b, ",\"latency_ms\":");
+	put_u(b, q->latency_ms);
+	PUTL(b, ",\"generator\":");
+	lp_buf_add_json_str(b, s->instance_id ? s->instance_id : "");
+	PUTL(b, ",\"seq\":");
+	put_u(b, s->seq);
+	PUTL(b, "}");
+	end[TAIL_FULL] = b->len;
 }
 
 /* Appends n bytes of filler words to b. */
@@ -399,9 +555,40 @@ static void pad(struct lp_buf *b, size_t n)
 	while (n > 0) {
 		size_t k = n < len ? n : len;
 
-		lp_buf_add(b, filler, k);
+		put(b, filler, k);
 		n -= k;
 	}
+}
+
+/* The last instant whose text has four digits of year (lp_rfc3339 clamps
+ * there, so its milliseconds may not be rewritten). */
+#define MAX_CACHED_MS 253402300799999LL
+
+/* Appends the RFC 3339 text of ms (lp_rfc3339's), formatting it in full
+ * only when the second changes. */
+static void put_time(struct lp_buf *b, struct gen_writer *w, int64_t ms)
+{
+	int64_t sec = ms / 1000;
+	unsigned frac = (unsigned)(ms % 1000);
+
+	if (ms < 0 || ms > MAX_CACHED_MS) {
+		/* Not a time the generator makes; no cache for it. */
+		lp_rfc3339(ms, w->ts);
+		w->ts_len = strlen(w->ts);
+		w->ts_sec = -1;
+		put(b, w->ts, w->ts_len);
+		return;
+	}
+	if (sec != w->ts_sec) {
+		lp_rfc3339(ms, w->ts);
+		w->ts_len = strlen(w->ts);
+		w->ts_sec = sec;
+	}
+	/* "...:SS.mmmZ": the milliseconds are the three digits before 'Z'. */
+	w->ts[w->ts_len - 4] = (char)('0' + frac / 100);
+	w->ts[w->ts_len - 3] = (char)('0' + frac / 10 % 10);
+	w->ts[w->ts_len - 2] = (char)('0' + frac % 10);
+	put(b, w->ts, w->ts_len);
 }
 
 const struct gen_service *gen_event_write(struct gen_writer *w, struct gen_rng *r,
@@ -411,53 +598,59 @@ const struct gen_service *gen_event_write(struct gen_writer *w, struct gen_rng *
 	const struct gen_service *svc = &gen_services[si];
 	enum gen_level l = gen_level_draw(r, (int)si == s->burst_service ? gen_burst_mix
 									  : gen_level_mix);
+	const struct gen_host *host;
+	const char *tenant;
 	struct request q;
-	struct tail_values v;
-	char id[37], ts[32];
-	size_t msg_start, msg_len, total;
-	enum tail_detail d;
+	struct lp_buf *out = &w->out;
+	size_t end[TAIL_NDETAIL];
+	size_t msg_start, msg_len, total, tail_len;
+	char id[37];
+	int d;
 
 	request_draw(&q, r, svc, l);
-	v.svc = svc;
-	v.host = &gen_hosts[svc->hosts[gen_rng_below(r, (uint32_t)svc->nhosts)]];
-	v.tenant = PICK(r, tenants);
-	snprintf(v.trace_id, sizeof(v.trace_id), "%016llx%016llx",
-		 (unsigned long long)gen_rng_next(r), (unsigned long long)gen_rng_next(r));
-	v.q = &q;
-	v.s = s;
+	host = &gen_hosts[svc->hosts[gen_rng_below(r, (uint32_t)svc->nhosts)]];
+	tenant = PICK(r, tenants);
+	tail_write(&w->tail, end, svc, host, tenant, r, &q, s);
 
 	lp_uuid7(id);
-	lp_rfc3339(s->now_ms, ts);
-	lp_buf_reset(&w->out);
-	lp_buf_addf(&w->out,
-		    "{\"id\":\"%s\",\"schema_version\":%d,\"timestamp\":\"%s\",\"received_at\":\"%s\","
-		    "\"level\":\"%s\",\"message\":\"",
-		    id, LP_EVENT_SCHEMA_VERSION, ts, ts, gen_level_names[l]);
-	msg_start = w->out.len;
-	message_write(&w->out, r, si, l, &q);
-	msg_len = w->out.len - msg_start;
+	out->len = 0;
+	PUTL(out, "{\"id\":\"");
+	put(out, id, 36);
+	PUTL(out, "\",\"schema_version\":");
+	put_u(out, LP_EVENT_SCHEMA_VERSION);
+	PUTL(out, ",\"timestamp\":\"");
+	put_time(out, w, s->now_ms);
+	PUTL(out, "\",\"received_at\":\"");
+	put(out, w->ts, w->ts_len); /* the text put_time just wrote */
+	PUTL(out, "\",\"level\":\"");
+	puts_(out, gen_level_names[l]);
+	PUTL(out, "\",\"message\":\"");
+	msg_start = out->len;
+	message_write(out, r, si, l, &q);
+	msg_len = out->len - msg_start;
 
 	/* Drop optional fields until the event fits, then cut the message. */
 	for (d = TAIL_FULL;; d++) {
-		tail_write(&w->tail, &v, d);
-		total = w->out.len + w->tail.len;
+		tail_len = end[d] + 1; /* and the closing brace */
+		total = out->len + tail_len;
 		if (total <= s->size_bytes || d == TAIL_BARE)
 			break;
 	}
 	if (total < s->size_bytes) {
-		pad(&w->out, s->size_bytes - total);
+		pad(out, s->size_bytes - total);
 	} else if (total > s->size_bytes) {
 		size_t over = total - s->size_bytes;
 		size_t keep = msg_len > over ? msg_len - over : 0;
 
 		if (keep < MIN_MESSAGE)
 			keep = msg_len < MIN_MESSAGE ? msg_len : MIN_MESSAGE;
-		w->out.len = msg_start + keep;
+		out->len = msg_start + keep;
 		/* Show the cut as a reader expects it, with an ellipsis. */
 		if (keep < msg_len)
-			memcpy(w->out.buf + w->out.len - 3, "...", 3);
-		w->out.buf[w->out.len] = '\0';
+			memcpy(out->buf + out->len - 3, "...", 3);
 	}
-	lp_buf_add(&w->out, w->tail.buf, w->tail.len);
+	put(out, w->tail.buf, end[d]);
+	PUTL(out, "}");
+	out->buf[out->len] = '\0';
 	return svc;
 }

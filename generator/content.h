@@ -91,6 +91,9 @@ struct gen_event_spec {
 struct gen_writer {
 	struct lp_buf out;  /* the serialised event */
 	struct lp_buf tail; /* fields after the message, built apart */
+	int64_t ts_sec;     /* the second ts was formatted for, -1 for none */
+	char ts[32];        /* its RFC 3339 text; the milliseconds are rewritten */
+	size_t ts_len;      /* strlen(ts) */
 };
 
 void gen_writer_init(struct gen_writer *w);

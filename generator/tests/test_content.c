@@ -1,6 +1,7 @@
 /* test_content.c - the generator's events: level mix, catalogue, schema
  * and size. */
 #include <math.h>
+#include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -255,6 +256,161 @@ static void test_spread(void **state)
 	}
 }
 
+/* The timestamp's text is kept per writer and only its milliseconds are
+ * rewritten within a second: across seconds, days, years and a clock that
+ * steps back, both time fields stay lp_rfc3339's text of now_ms. */
+static void test_event_time(void **state)
+{
+	static const int64_t starts[] = { 1705328625123LL, 1704067198950LL, 0, 999,
+					  253402300799000LL };
+	struct gen_writer w;
+	struct gen_rng r, steps;
+	struct gen_event_spec s = { .size_bytes = 256, .burst_service = -1, .instance_id = "g" };
+	char want[32];
+	size_t i;
+	int k;
+
+	gen_writer_init(&w);
+	gen_rng_seed(&r, 6);
+	gen_rng_seed(&steps, 7);
+	for (i = 0; i < LP_ARRAY_SIZE(starts); i++) {
+		s.now_ms = starts[i];
+		for (k = 0; k < 3000; k++) {
+			json_t *ev;
+
+			gen_event_write(&w, &r, &s);
+			ev = parse_event(&w);
+			lp_rfc3339(s.now_ms, want);
+			if (strcmp(json_string_value(json_object_get(ev, "timestamp")), want) != 0 ||
+			    strcmp(json_string_value(json_object_get(ev, "received_at")), want) != 0)
+				fail_msg("now_ms %lld: want %s in %s", (long long)s.now_ms, want,
+					 w.out.buf);
+			json_decref(ev);
+			/* Mostly forward by up to 1.5 s, now and then back by one. */
+			if (gen_rng_below(&steps, 50) == 0 && s.now_ms >= 1000)
+				s.now_ms -= 1000;
+			else
+				s.now_ms += gen_rng_below(&steps, 1500);
+		}
+	}
+	gen_writer_release(&w);
+}
+
+/* Numbers are written without printf: the attributes carry them exactly,
+ * seq beyond 32 bits included. */
+static void test_event_numbers(void **state)
+{
+	static const uint64_t seqs[] = { 0, 9, 10, 4294967295ULL, 4294967296ULL,
+					 12345678901234567ULL };
+	struct gen_writer w;
+	struct gen_rng r;
+	struct gen_event_spec s = { .now_ms = 1705328625123LL, .size_bytes = 2048,
+				    .burst_service = -1, .instance_id = "g" };
+	size_t i;
+
+	gen_writer_init(&w);
+	gen_rng_seed(&r, 8);
+	for (i = 0; i < LP_ARRAY_SIZE(seqs); i++) {
+		json_t *ev, *attrs;
+		json_int_t st, lat;
+
+		s.seq = seqs[i];
+		gen_event_write(&w, &r, &s);
+		ev = parse_event(&w);
+		attrs = json_object_get(ev, "attributes");
+		assert_int_equal((uint64_t)json_integer_value(json_object_get(attrs, "seq")), seqs[i]);
+		st = json_integer_value(json_object_get(attrs, "http_status"));
+		lat = json_integer_value(json_object_get(attrs, "latency_ms"));
+		assert_in_range(st, 200, 504);
+		assert_in_range(lat, 2, 5000);
+		json_decref(ev);
+	}
+	gen_writer_release(&w);
+}
+
+#define RID " request_id=req_[0-9a-f]{16}$"
+#define EP "(GET|POST|PUT) /[a-z0-9/._-]+"
+
+/* What each level's messages look like, as the first version printed them
+ * with printf formats (%06u as [0-9]{6}, %02u as [0-9]{2}, ...). */
+static const struct {
+	enum gen_level level;
+	const char *re;
+} templates[] = {
+	{ GEN_TRACE, "^entering handler " EP RID },
+	{ GEN_DEBUG, "^(cache lookup|feature flag evaluation|SQL query|token validation|"
+		     "rate limit check|schema validation) took [0-9]+us hit=(true|false)" RID },
+	{ GEN_INFO, "^" EP " completed status=(200|201|204) latency_ms=[0-9]+" RID },
+	{ GEN_INFO, "^payment pay_[0-9]{6} authorized amount=[1-9][0-9]*\\.[0-9]{2} "
+		    "(EUR|USD|GBP|JPY) in [0-9]+ms" RID },
+	{ GEN_INFO, "^order ORD-[0-9]{6} created items=[1-9] total=[1-9][0-9]*\\.[0-9]{2} "
+		    "customer=[0-9]+" RID },
+	{ GEN_INFO, "^stock reserved sku=SKU-[0-9]{5} qty=[1-5] warehouse=wh-[1-4] "
+		    "remaining=[0-9]+" RID },
+	{ GEN_INFO, "^(email|sms|push) notification queued template=order-confirmation "
+		    "user=[0-9]+" RID },
+	{ GEN_INFO, "^access token issued user=[0-9]+ scope=read:orders ttl=[1-9][0-9]*00s" RID },
+	{ GEN_INFO, "^shipment SHP-[0-9]{6} label created carrier=ups weight=[0-9]+\\.[0-9]kg" RID },
+	{ GEN_INFO, "^search query answered hits=[0-9]+ shards=[1-8] took [0-9]+ms" RID },
+	{ GEN_INFO, "^user [0-9]+ session refreshed, [1-5] active sessions" RID },
+	{ GEN_WARN, "^slow request " EP " took [0-9]+ms \\(threshold 500ms\\)" RID },
+	{ GEN_WARN, "^retrying call to [a-z]+-service attempt [1-3]/3 after [0-9]+ms" RID },
+	{ GEN_WARN, "^connection pool (8|9)[0-9]% used \\(4[0-9] of 50 connections\\)" RID },
+	{ GEN_ERROR, "^" EP " failed status=50[0234]: [a-zA-Z0-9 ,:._-]+" RID },
+	{ GEN_FATAL, "^fatal: [a-zA-Z0-9 ,/._-]+" RID },
+};
+
+/* Every message reads as one of its level's templates (the filler that
+ * pads it to size taken off), and every template is used. */
+static void test_message_templates(void **state)
+{
+	regex_t re[LP_ARRAY_SIZE(templates)];
+	unsigned long used[LP_ARRAY_SIZE(templates)] = { 0 };
+	struct gen_writer w;
+	struct gen_rng r;
+	struct gen_event_spec s = { .now_ms = 1705328625123LL, .size_bytes = 1024,
+				    .burst_service = 2, .instance_id = "g" };
+	size_t i;
+	int k;
+
+	for (i = 0; i < LP_ARRAY_SIZE(templates); i++)
+		if (regcomp(&re[i], templates[i].re, REG_EXTENDED | REG_NOSUB) != 0)
+			fail_msg("bad pattern %s", templates[i].re);
+	gen_writer_init(&w);
+	gen_rng_seed(&r, 9);
+	for (k = 0; k < 50000; k++) {
+		json_t *ev;
+		const char *level;
+		char msg[1024], *filler;
+		bool matched = false;
+
+		gen_event_write(&w, &r, &s);
+		ev = parse_event(&w);
+		level = json_string_value(json_object_get(ev, "level"));
+		lp_strlcpy(msg, json_string_value(json_object_get(ev, "message")), sizeof(msg));
+		filler = strstr(msg, " lorem ipsum");
+		if (filler)
+			*filler = '\0';
+		for (i = 0; i < LP_ARRAY_SIZE(templates); i++) {
+			if (strcmp(gen_level_names[templates[i].level], level) != 0 ||
+			    regexec(&re[i], msg, 0, NULL, 0) != 0)
+				continue;
+			used[i]++;
+			matched = true;
+			break;
+		}
+		if (!matched)
+			fail_msg("%s message \"%s\" matches no template", level, msg);
+		json_decref(ev);
+	}
+	for (i = 0; i < LP_ARRAY_SIZE(templates); i++) {
+		if (!used[i])
+			fail_msg("template %s never used", templates[i].re);
+		regfree(&re[i]);
+	}
+	gen_writer_release(&w);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -266,6 +422,9 @@ int main(void)
 		cmocka_unit_test(test_event_small),
 		cmocka_unit_test(test_error_burst),
 		cmocka_unit_test(test_spread),
+		cmocka_unit_test(test_event_time),
+		cmocka_unit_test(test_event_numbers),
+		cmocka_unit_test(test_message_templates),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
