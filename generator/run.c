@@ -18,14 +18,20 @@
  * occasional error burst (one service logging mostly errors for a few
  * seconds) and ends the run when its duration is over.
  *
+ * Refusals.  While the sink refuses batches (its breaker is open), a
+ * worker sheds what falls due and sleeps a slice between asks, so the
+ * shed count is still what the rate asked for but no core is spent on it.
+ *
  * Deliveries.  Each batch gets a small tracker that every event of it
  * points to (the sink's token).  A delivery report counts the event sent
  * or failed; the last report of a batch tells the sink how the batch went
  * (the generator feeds its Kafka breaker with that) and frees the tracker.
- * in_flight counts events handed to the sink and not yet reported; it is
- * the last field a report touches, so a run whose in_flight is 0 after
+ * in_flight counts events handed to the sink and not yet reported (while a
+ * batch is being handed over it counts the whole batch); it is the last
+ * field a report touches, so a run whose in_flight is 0 after
  * its workers stopped can be freed. */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -232,26 +238,26 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
 		burst = -1;
 	b->run = r;
 	b->t0_ms = now;
-	atomic_store(&b->pending, 1);
 	spec.size_bytes = (size_t)r->params.size_bytes;
 	spec.burst_service = burst;
 	spec.instance_id = r->instance_id;
 	spec.seq = atomic_fetch_add(&r->seq, (unsigned long long)n);
+	/* Counted in for the whole batch at once, and the unsent part taken
+	 * off at the end: two atomic adds per batch instead of per event on
+	 * counters every worker and the delivery thread share. */
+	atomic_store(&b->pending, 1 + n);
+	atomic_fetch_add(&r->in_flight, (unsigned long long)n);
 	for (i = 0; i < n; i++, spec.seq++) {
 		const struct gen_service *svc;
 
 		spec.now_ms = lp_wall_ms();
 		svc = gen_event_write(w, rng, &spec);
-		atomic_fetch_add(&b->pending, 1);
-		atomic_fetch_add(&r->in_flight, 1);
 		rc = r->sink.send(r->sink.ud, svc->name, strlen(svc->name), w->out.buf, w->out.len,
 				  b);
 		if (rc == 0) {
 			sent++;
 			continue;
 		}
-		atomic_fetch_sub(&b->pending, 1);
-		atomic_fetch_sub(&r->in_flight, 1);
 		if (rc == -ENOBUFS) {
 			/* The sink is full: shed the rest of the batch. */
 			atomic_fetch_add(&r->rate_limited, (unsigned long long)(n - i));
@@ -263,9 +269,38 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
 		atomic_fetch_add(&b->failed, 1);
 		metric_add(M(r, errors), 1);
 	}
+	if (sent < n) {
+		atomic_fetch_sub(&b->pending, n - sent);
+		atomic_fetch_sub(&r->in_flight, (unsigned long long)(n - sent));
+	}
 	atomic_fetch_add(&r->generated, (unsigned long long)sent);
 	metric_add(M(r, generated), sent);
 	batch_release(b);
+}
+
+/* The sink refused a batch of n (its breaker is open).  Sheds it, and
+ * the events falling due in the next slice with it, then sleeps that
+ * slice: asking again at once would spin through the bucket (at a high
+ * rate it holds 100 ms of events) and take a core from the rest of the
+ * process while nothing can be sent anyway. */
+static void shed_while_refused(struct gen_run *r, int n)
+{
+	int64_t wait = SLICE_US, left;
+	double due;
+
+	/* Not past the end of the run: what falls due after it is not due. */
+	if (r->deadline_us) {
+		left = r->deadline_us - lp_now_us();
+		if (left < wait)
+			wait = left;
+	}
+	if (wait > 0)
+		sleep_us(wait);
+	due = floor(lp_bucket_available(&r->bucket));
+	if (due > 0 && !lp_bucket_take(&r->bucket, due))
+		due = 0; /* another worker took them and counts them */
+	atomic_fetch_add(&r->rate_limited, (unsigned long long)n + (unsigned long long)due);
+	metric_add(M(r, rate_limited), (double)n + due);
 }
 
 /* Hands each worker its number. */
@@ -290,8 +325,7 @@ static void *worker_main(void *arg)
 		if (!pace(r, n))
 			break;
 		if (r->sink.allow && !r->sink.allow(r->sink.ud)) {
-			atomic_fetch_add(&r->rate_limited, (unsigned long long)n);
-			metric_add(M(r, rate_limited), n);
+			shed_while_refused(r, n);
 			continue;
 		}
 		send_batch(r, &w, &rng, n);

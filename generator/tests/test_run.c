@@ -30,6 +30,7 @@ struct fake {
 	_Atomic int batches_ok, batches_failed;
 	_Atomic int bad_keys;        /* keys that are not a service name */
 	_Atomic int finished;        /* calls of finished() */
+	_Atomic unsigned long asks;  /* calls of allow() */
 	pthread_mutex_t mu;          /* guards held */
 	void **held;
 	size_t nheld, cap;
@@ -37,7 +38,10 @@ struct fake {
 
 static bool fake_allow(void *ud)
 {
-	return ((struct fake *)ud)->allow;
+	struct fake *f = ud;
+
+	atomic_fetch_add(&f->asks, 1);
+	return f->allow;
 }
 
 static int fake_send(void *ud, const char *key, size_t keylen, const char *val, size_t vallen,
@@ -251,6 +255,31 @@ static void test_refused_batches_are_shed(void **state)
 	fake_release(&f);
 }
 
+/* While the sink refuses, the workers do not spin: at a rate whose bucket
+ * holds 100,000 events they ask once per slice (20 ms) each, not once per
+ * batch, and still count everything due as shed. */
+static void test_refused_does_not_spin(void **state)
+{
+	struct fake f;
+	struct gen_run_stats st;
+	unsigned long asks;
+
+	fake_init(&f);
+	f.allow = false;
+	run_through(&f, 1000000, 2, 0.5, &st);
+	asks = atomic_load(&f.asks);
+	/* 2 threads x 0.5 s / 20 ms = 50 asks; before, one per batch of 10:
+	 * 50,000. */
+	if (asks > 200)
+		fail_msg("allow() asked %lu times in 0.5 s", asks);
+	assert_int_equal(st.generated, 0);
+	/* The bucket fills from just before the run's clock starts: at this
+	 * rate a millisecond is 1,000 events. */
+	if ((double)st.rate_limited < AT_LEAST(500000) || st.rate_limited > 501000)
+		fail_msg("%llu shed, 500000 due", st.rate_limited);
+	fake_release(&f);
+}
+
 /* A full queue sheds the rest of the batch; other failures are errors. */
 static void test_send_failures(void **state)
 {
@@ -356,6 +385,7 @@ int main(void)
 		cmocka_unit_test(test_low_rate_not_bunched),
 		cmocka_unit_test(test_share),
 		cmocka_unit_test(test_refused_batches_are_shed),
+		cmocka_unit_test(test_refused_does_not_spin),
 		cmocka_unit_test(test_send_failures),
 		cmocka_unit_test(test_stop_and_late_deliveries),
 		cmocka_unit_test(test_bad_params),
