@@ -22,6 +22,7 @@ struct generator_settings {
 	long long kafka_timeout_ms;  /* how long an event may wait for Kafka */
 	long long kafka_queue_max;   /* events queued locally before shedding */
 	char *kafka_compression;     /* none, lz4, snappy, zstd, gzip */
+	long long kafka_linger_ms;   /* librdkafka's linger.ms: how long a batch fills */
 	char *redis_url;             /* where instances register */
 	char *instance_id;           /* this instance's name; empty: host and port */
 	double rate;                 /* default events/s, shared by all instances */

@@ -8,6 +8,16 @@
 #   max      rate 10,000,000/s (no pacing), 256-byte events, then 1 KiB ones:
 #            events/s generated, events/s acknowledged by Kafka, and a check
 #            that the topic holds exactly the events counted sent;
+#   kcat     the calibrator: GENBENCH_PAIRS (default 3) pairs of runs, kcat
+#            and the generator taking turns at going first, on the same
+#            topic: kcat -P (enable.idempotence, acks=all, linger.ms=5 and
+#            the generator's compression, as the generator's own client)
+#            pushing the generator's own 256-byte events with their keys,
+#            read back from the max phase; the generator at full speed for
+#            SECONDS.  Both counted by the topic's end offsets over the time
+#            until the last acknowledgement, with the CPU per event and the
+#            1-minute load average; the median ratio is printed last as
+#            generator_vs_kcat=R;
 #   accuracy rate 1,000, 10,000, 50,000 (seed 000's promise) and 90 % of the
 #            measured maximum: the achieved average and the worst one-second
 #            window, as a deviation from the target.
@@ -15,19 +25,23 @@
 # Kafka and Redis: LOGPIPE_BENCH_BROKERS and LOGPIPE_BENCH_REDIS to use
 # running ones, otherwise a private single-node Kafka and a Redis are started
 # with deploy/local/infra.py (the same as the integration tests) and stopped
-# at the end. Builds build/bin/logpipe-generator if it is missing. Loopback
-# only; everything it starts is stopped on exit.
+# at the end. Builds build/bin/logpipe-generator if it is missing. Needs
+# kcat (make deps) for the kcat phase, which is skipped without it.
+# Loopback only; everything it starts is stopped on exit.
 set -eu
 cd "$(dirname "$0")/../.."
 [ -x build/bin/logpipe-generator ] || make --no-print-directory build/bin/logpipe-generator
 exec /usr/bin/python3 - "${1:-15}" <<'EOF'
-import json, os, platform, subprocess, sys, tempfile, time, urllib.request, uuid
+import json, os, platform, shutil, subprocess, sys, tempfile, time, urllib.request, uuid
 from pathlib import Path
 
 sys.path.insert(0, "deploy/local")
 import infra as lp
 
 SECONDS = float(sys.argv[1])
+PAIRS = int(os.environ.get("GENBENCH_PAIRS", "3"))
+COMPRESSION = "lz4"  # the generator's kafka.compression, set below; kcat uses the same
+TCK = os.sysconf("SC_CLK_TCK")
 tmp = Path(tempfile.mkdtemp(prefix="genbench-"))
 os.chmod(tmp, 0o711)
 started = []
@@ -86,7 +100,8 @@ try:
     url = f"http://127.0.0.1:{port}/api/v1/generator"
     env = lp.service_env("generator", {"generator": port}, {"kafka.brokers": brokers,
                          "redis.url": redis_url, "pg.dsn": None}, log_level="warn",
-                         extra={"generator.registry_key": f"logpipe:bench:{uuid.uuid4().hex[:8]}"})
+                         extra={"generator.registry_key": f"logpipe:bench:{uuid.uuid4().hex[:8]}",
+                                "kafka.compression": COMPRESSION})
     gen = lp.ServiceProc("generator", env, tmp / "generator.log", port, cwd=tmp / "gen")
     started.append(gen)
 
@@ -101,15 +116,22 @@ try:
         return int(subprocess.run([tool, "count", brokers, bench_topic], capture_output=True,
                                   text=True, check=True).stdout.split()[0])
 
+    def ticks(pid):
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(f[11]) + int(f[12])
+
+    def load():
+        return os.getloadavg()[0]
+
     def run(params):
         """One run; returns its final status, 1-s rate samples, the time until
         the last acknowledgement and how many messages the topic gained."""
         before = count()
-        http("POST", url + "/start", dict(params, duration_s=SECONDS))
         t0 = time.monotonic()
+        http("POST", url + "/start", dict(params, duration_s=SECONDS))
         points = []  # (elapsed_ms, generated) by the run's own clock
         while True:
-            time.sleep(0.25)
+            time.sleep(0.25 if time.monotonic() - t0 < SECONDS else 0.05)
             st = http("GET", url + "/status")
             if st["state"] == "running":
                 points.append((st["elapsed_ms"], st["generated"]))
@@ -144,6 +166,55 @@ try:
         if size == 256:
             best = gen_rate
     say("")
+    ratio = None
+    if not shutil.which("kcat"):
+        say("kcat phase skipped: no kcat (make deps)")
+    else:
+        # kcat's input: the generator's own 256-byte events, key TAB value,
+        # as the max phase wrote them (about 600,000, repeated if fewer).
+        dump = subprocess.run(["kcat", "-C", "-b", brokers, "-t", bench_topic, "-e", "-q",
+                               "-c", "600000", "-f", "%k\t%s\n"], capture_output=True,
+                              check=True, timeout=300).stdout
+        kin = tmp / "kcat.in"
+        lines = max(dump.count(b"\n"), 1)
+        kin.write_bytes(dump * max(1, 600000 // lines))
+        nk = lines * max(1, 600000 // lines)
+
+        def run_kcat():
+            before, c0, t0 = count(), os.times(), time.monotonic()
+            with open(kin, "rb") as f:
+                subprocess.run(["kcat", "-P", "-K", "\t", "-b", brokers, "-t", bench_topic,
+                                "-X", "enable.idempotence=true", "-X", "acks=all",
+                                "-X", "linger.ms=5", "-X", f"compression.type={COMPRESSION}"],
+                               stdin=f, check=True, timeout=600)
+            dt, c1 = time.monotonic() - t0, os.times()
+            n = count() - before
+            cpu = c1.children_user + c1.children_system - c0.children_user - c0.children_system
+            return n / dt, 1e6 * cpu / max(n, 1)
+
+        def run_gen():
+            c0 = ticks(gen.pid)
+            st, _, acked_s, landed = run({"rate": 10000000, "size_bytes": 256, "threads": 4,
+                                          "batch_size": 100})
+            return landed / acked_s, 1e6 * (ticks(gen.pid) - c0) / TCK / max(landed, 1)
+
+        say(f"kcat calibrator: {nk:,} of the generator's 256 B events with their keys, "
+            f"idempotent, acks=all, linger.ms=5, compression {COMPRESSION}; rates by the "
+            "topic's end offsets until the last acknowledgement")
+        ratios = []
+        for i in range(PAIRS):
+            res = {}
+            for who in (("kcat", "generator") if i % 2 == 0 else ("generator", "kcat")):
+                la = load()
+                rate, us = run_kcat() if who == "kcat" else run_gen()
+                res[who] = (rate, us, la)
+            k, g = res["kcat"], res["generator"]
+            ratios.append(g[0] / k[0])
+            say(f"pair {i + 1}: kcat {k[0]:,.0f} events/s ({k[1]:.1f} us CPU/event, load {k[2]:.1f})"
+                f", generator {g[0]:,.0f} events/s ({g[1]:.1f} us CPU/event, load {g[2]:.1f})"
+                f": {g[0] / k[0]:.2f}")
+        ratio = sorted(ratios)[len(ratios) // 2]
+    say("")
     targets = [1000, 10000, 50000]
     if best * 0.9 > 1000:
         targets.append(int(best * 0.9 // 1000 * 1000))
@@ -158,12 +229,14 @@ try:
         check = "= sent" if landed == st["sent"] else f"{landed} != sent {st['sent']}"
         say(f"{label}: achieved {avg:,.1f} events/s ({dev:+.2f} %), worst 1-s window "
             f"{(worst - rate) / rate * 100:+.2f} %, shed {st['rate_limited']}, topic {check}")
+    if ratio is not None:
+        say("")
+        say(f"generator_vs_kcat={ratio:.2f} (median of {PAIRS} pairs)")
 finally:
     for c in reversed(started):
         try:
             c.stop()
         except Exception as e:  # noqa: BLE001
             print(f"stopping {getattr(c, 'name', c)}: {e}", file=sys.stderr)
-    import shutil
     shutil.rmtree(tmp, ignore_errors=True)
 EOF
