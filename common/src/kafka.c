@@ -468,6 +468,88 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 	return ret;
 }
 
+/* lp_kproducer_send_many hands librdkafka this many messages at a time,
+ * from arrays on the stack. */
+#define SEND_MANY_SLICE 64
+
+/* One slice of lp_kproducer_send_many (n <= SEND_MANY_SLICE). */
+static size_t send_slice(rd_kafka_topic_t *rkt, const char *topic, struct lp_kmsg *msgs,
+			 size_t n, int64_t deadline, lp_kdone_fn done)
+{
+	struct timespec nap = { 0, 2 * 1000 * 1000 };
+	rd_kafka_message_t rm[SEND_MANY_SLICE];
+	size_t idx[SEND_MANY_SLICE]; /* rm[j] is msgs[idx[j]] */
+	size_t i, j, todo = n, sent = 0;
+	struct kmsg *km;
+
+	for (i = 0; i < n; i++)
+		idx[i] = i;
+	while (todo > 0) {
+		size_t again = 0;
+
+		memset(rm, 0, todo * sizeof(rm[0]));
+		for (j = 0; j < todo; j++) {
+			struct lp_kmsg *m = &msgs[idx[j]];
+
+			km = lp_xmalloc(sizeof(*km));
+			km->done = done;
+			km->opaque = m->opaque;
+			rm[j].payload = (void *)m->val;
+			rm[j].len = m->vallen;
+			rm[j].key = (void *)m->key;
+			rm[j].key_len = m->key ? m->keylen : 0;
+			rm[j]._private = km;
+		}
+		sent += (size_t)rd_kafka_produce_batch(rkt, RD_KAFKA_PARTITION_UA,
+						       RD_KAFKA_MSG_F_COPY, rm, (int)todo);
+		/* The refused keep their record: it is ours to free. */
+		for (j = 0; j < todo; j++) {
+			if (!rm[j].err)
+				continue;
+			free(rm[j]._private);
+			if (rm[j].err == RD_KAFKA_RESP_ERR__QUEUE_FULL && lp_now_ms() < deadline) {
+				idx[again++] = idx[j];
+				continue;
+			}
+			msgs[idx[j]].rc = err_to_errno(rm[j].err);
+			if (rm[j].err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+				lp_warn("cannot produce to \"%s\": %s", topic,
+					rd_kafka_err2str(rm[j].err));
+		}
+		todo = again;
+		if (todo > 0)
+			nanosleep(&nap, NULL); /* as lp_kproducer_send: sleep, not poll */
+	}
+	return sent;
+}
+
+size_t lp_kproducer_send_many(struct lp_kproducer *p, const char *topic, struct lp_kmsg *msgs,
+			      size_t n, int block_ms, lp_kdone_fn done)
+{
+	int64_t deadline = lp_now_ms() + (block_ms > 0 ? block_ms : 0);
+	size_t i, sent = 0;
+	rd_kafka_topic_t *rkt;
+	struct khandle *h;
+	int rc;
+
+	for (i = 0; i < n; i++)
+		msgs[i].rc = 0;
+	h = kh_get(p);
+	rkt = rd_kafka_topic_new(h->rk, topic, NULL);
+	if (!rkt) {
+		rc = err_to_errno(rd_kafka_last_error());
+		for (i = 0; i < n; i++)
+			msgs[i].rc = rc;
+	}
+	for (i = 0; rkt && i < n; i += SEND_MANY_SLICE)
+		sent += send_slice(rkt, topic, msgs + i,
+				   n - i < SEND_MANY_SLICE ? n - i : SEND_MANY_SLICE, deadline, done);
+	if (rkt)
+		rd_kafka_topic_destroy(rkt);
+	kh_put(p, h);
+	return sent;
+}
+
 int lp_kproducer_outq(struct lp_kproducer *p)
 {
 	struct khandle *h = kh_get(p);
