@@ -126,26 +126,6 @@ static int sink_send(void *ud, const char *key, size_t keylen, const char *val, 
 				 SEND_BLOCK_MS, delivered, token);
 }
 
-/* A chunk of a batch in one call (lp_kproducer_send_many): one topic
- * lookup, one handle reference and one rd_kafka_produce_batch for up to
- * GEN_CHUNK_EVENTS events, where sink_send takes the producer's lock
- * twice and looks the topic up for every event, which the workers then
- * contend for (docs/benchmarks.md, "Generator"). */
-static void sink_send_many(void *ud, struct gen_event_ref *ev, size_t n, void *token)
-{
-	struct generator *g = ud;
-	struct lp_kmsg m[GEN_CHUNK_EVENTS];
-	size_t i;
-
-	for (i = 0; i < n; i++)
-		m[i] = (struct lp_kmsg){ .key = ev[i].key, .keylen = ev[i].keylen,
-					 .val = ev[i].val, .vallen = ev[i].vallen,
-					 .opaque = token };
-	lp_kproducer_send_many(g->kp, g->s->topic_raw, m, n, SEND_BLOCK_MS, delivered);
-	for (i = 0; i < n; i++)
-		ev[i].rc = m[i].rc;
-}
-
 static void sink_batch_done(void *ud, bool ok, int64_t elapsed_ms)
 {
 	struct generator *g = ud;
@@ -206,7 +186,6 @@ static int run_replace(struct generator *g, const struct gen_params *p, bool *re
 	o.instance_id = g->instance_id;
 	o.sink.allow = sink_allow;
 	o.sink.send = sink_send;
-	o.sink.send_many = sink_send_many;
 	o.sink.batch_done = sink_batch_done;
 	o.sink.peers = sink_peers;
 	o.sink.finished = sink_finished;

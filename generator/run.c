@@ -224,75 +224,14 @@ static bool pace(struct gen_run *r, int n)
 	}
 }
 
-/* A worker's scratch space: its event writer and, for send_many, the
- * chunk of events being gathered. */
-struct worker_buf {
-	struct gen_writer w;                            /* writes one event */
-	struct lp_buf data;                             /* the chunk's events, back to back */
-	size_t off[GEN_CHUNK_EVENTS];                   /* where each starts in data */
-	const struct gen_service *svc[GEN_CHUNK_EVENTS]; /* and its service */
-	struct gen_event_ref ev[GEN_CHUNK_EVENTS];      /* what send_many is given */
-};
-
-/* Accounts for one event the sink did not take (rc < 0).  Returns true
- * when the rest of the batch is to be shed (a full queue). */
-static bool refused(struct gen_run *r, struct batch *b, int rc, int rest)
-{
-	atomic_fetch_add(&b->failed, 1);
-	if (rc == -ENOBUFS) {
-		atomic_fetch_add(&r->rate_limited, (unsigned long long)rest);
-		metric_add(M(r, rate_limited), rest);
-		return true;
-	}
-	atomic_fetch_add(&r->errors, 1);
-	metric_add(M(r, errors), 1);
-	return false;
-}
-
-/* Hands the gathered chunk of k events to send_many; i is the batch's
- * index of the event after the chunk, n the batch's size.  Returns how
- * many were sent, and sets *shed when the rest is to be shed. */
-static int flush_chunk(struct gen_run *r, struct worker_buf *wb, struct batch *b, int k, int i,
-		       int n, bool *shed)
-{
-	int j, sent = 0;
-
-	for (j = 0; j < k; j++) {
-		wb->ev[j].key = wb->svc[j]->name;
-		wb->ev[j].keylen = strlen(wb->svc[j]->name);
-		wb->ev[j].val = wb->data.buf + wb->off[j];
-		wb->ev[j].vallen = (j + 1 < k ? wb->off[j + 1] : wb->data.len) - wb->off[j];
-		wb->ev[j].rc = 0;
-	}
-	r->sink.send_many(r->sink.ud, wb->ev, (size_t)k, b);
-	for (j = 0; j < k; j++) {
-		if (wb->ev[j].rc == 0) {
-			sent++;
-			continue;
-		}
-		/* A refused event of the chunk is shed alone; the events
-		 * not yet written with it. */
-		if (refused(r, b, wb->ev[j].rc, 1))
-			*shed = true;
-	}
-	if (*shed && i < n) {
-		atomic_fetch_add(&r->rate_limited, (unsigned long long)(n - i));
-		metric_add(M(r, rate_limited), n - i);
-	}
-	wb->data.len = 0;
-	return sent;
-}
-
 /* Generates and hands over one batch of n events. */
-static void send_batch(struct gen_run *r, struct worker_buf *wb, struct gen_rng *rng, int n)
+static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *rng, int n)
 {
 	struct batch *b = lp_xcalloc(1, sizeof(*b));
 	struct gen_event_spec spec = { 0 };
-	struct gen_writer *w = &wb->w;
 	int64_t now = lp_now_ms();
 	int burst = atomic_load(&r->burst_service);
-	bool shed = false;
-	int i, k = 0, rc;
+	int i, rc;
 	int sent = 0;
 
 	if (burst >= 0 && now >= atomic_load(&r->burst_until_ms))
@@ -308,27 +247,27 @@ static void send_batch(struct gen_run *r, struct worker_buf *wb, struct gen_rng 
 	 * counters every worker and the delivery thread share. */
 	atomic_store(&b->pending, 1 + n);
 	atomic_fetch_add(&r->in_flight, (unsigned long long)n);
-	for (i = 0; i < n && !shed; i++, spec.seq++) {
+	for (i = 0; i < n; i++, spec.seq++) {
 		const struct gen_service *svc;
 
 		spec.now_ms = lp_wall_ms();
 		svc = gen_event_write(w, rng, &spec);
-		if (r->sink.send_many) {
-			wb->off[k] = wb->data.len;
-			wb->svc[k++] = svc;
-			lp_buf_add(&wb->data, w->out.buf, w->out.len);
-			if (k == GEN_CHUNK_EVENTS || wb->data.len >= GEN_CHUNK_BYTES || i + 1 == n) {
-				sent += flush_chunk(r, wb, b, k, i + 1, n, &shed);
-				k = 0;
-			}
-			continue;
-		}
 		rc = r->sink.send(r->sink.ud, svc->name, strlen(svc->name), w->out.buf, w->out.len,
 				  b);
-		if (rc == 0)
+		if (rc == 0) {
 			sent++;
-		else
-			shed = refused(r, b, rc, n - i);
+			continue;
+		}
+		if (rc == -ENOBUFS) {
+			/* The sink is full: shed the rest of the batch. */
+			atomic_fetch_add(&r->rate_limited, (unsigned long long)(n - i));
+			metric_add(M(r, rate_limited), n - i);
+			atomic_fetch_add(&b->failed, 1);
+			break;
+		}
+		atomic_fetch_add(&r->errors, 1);
+		atomic_fetch_add(&b->failed, 1);
+		metric_add(M(r, errors), 1);
 	}
 	if (sent < n) {
 		atomic_fetch_sub(&b->pending, n - sent);
@@ -374,13 +313,12 @@ static void *worker_main(void *arg)
 {
 	struct worker_arg *wa = arg;
 	struct gen_run *r = wa->run;
-	struct worker_buf *wb = lp_xcalloc(1, sizeof(*wb));
+	struct gen_writer w;
 	struct gen_rng rng;
 
 	gen_rng_seed(&rng, r->seed + (uint64_t)wa->index * 0x9e3779b97f4a7c15ULL);
 	free(wa);
-	gen_writer_init(&wb->w);
-	lp_buf_init(&wb->data, r->sink.send_many ? 64 * 1024 : 0);
+	gen_writer_init(&w);
 	for (;;) {
 		int n = atomic_load(&r->effective_batch);
 
@@ -390,11 +328,9 @@ static void *worker_main(void *arg)
 			shed_while_refused(r, n);
 			continue;
 		}
-		send_batch(r, wb, &rng, n);
+		send_batch(r, &w, &rng, n);
 	}
-	gen_writer_release(&wb->w);
-	lp_buf_release(&wb->data);
-	free(wb);
+	gen_writer_release(&w);
 	return NULL;
 }
 

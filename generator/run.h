@@ -19,20 +19,6 @@
 struct lp_series;
 struct gen_run;
 
-/* A batch goes to send_many in chunks of at most this many events, or of
- * about GEN_CHUNK_BYTES, whichever comes first. */
-#define GEN_CHUNK_EVENTS 256
-#define GEN_CHUNK_BYTES (1 << 20)
-
-/* One event of a chunk handed to gen_sink.send_many. */
-struct gen_event_ref {
-	const char *key;  /* the service name, the Kafka key */
-	size_t keylen;
-	const char *val;  /* the serialised event */
-	size_t vallen;
-	int rc;           /* set by the sink: what send would have returned */
-};
-
 /* Where a run's events go. */
 struct gen_sink {
 	/* Asked once per batch; false sheds the batch (counted as rate
@@ -45,11 +31,6 @@ struct gen_sink {
 	 * when the event is lost (counted as an error). */
 	int (*send)(void *ud, const char *key, size_t keylen, const char *val, size_t vallen,
 		    void *token);
-	/* Optional, used instead of send when set: enqueues up to
-	 * GEN_CHUNK_EVENTS events of one batch at once (one call into the
-	 * Kafka client instead of one per event) and sets each ev[i].rc as
-	 * send would have returned it. */
-	void (*send_many)(void *ud, struct gen_event_ref *ev, size_t n, void *token);
 	/* Called once per batch after its last delivery report: ok when every
 	 * event of it was delivered.  NULL: not needed. */
 	void (*batch_done)(void *ud, bool ok, int64_t elapsed_ms);

@@ -386,93 +386,6 @@ static void test_queue_full(void **state)
 	lp_kwait_release(&w);
 }
 
-/* What send_many's done callbacks report, per message. */
-struct many_seen {
-	int calls[NMSG];
-	rd_kafka_resp_err_t err[NMSG];
-	int32_t partition[NMSG];
-};
-
-static struct many_seen *many_seen_cur;
-
-static void many_done(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
-{
-	size_t i = (size_t)(uintptr_t)opaque;
-
-	many_seen_cur->calls[i]++;
-	many_seen_cur->err[i] = err;
-	many_seen_cur->partition[i] = partition;
-}
-
-/* Fills msgs with NMSG messages keyed "svc-(i % 3)", opaque i. */
-static void many_msgs(struct lp_kmsg *msgs, char keys[][16], char vals[][32], size_t n)
-{
-	size_t i;
-
-	for (i = 0; i < n; i++) {
-		snprintf(keys[i], 16, "svc-%zu", i % 3);
-		snprintf(vals[i], 32, "many-%zu", i);
-		msgs[i] = (struct lp_kmsg){ .key = keys[i], .keylen = strlen(keys[i]),
-					    .val = vals[i], .vallen = strlen(vals[i]),
-					    .opaque = (void *)(uintptr_t)i, .rc = 99 };
-	}
-}
-
-/* A batch is enqueued whole, each message reported once, and partitioned
- * by its key as single sends are. */
-static void test_send_many_acked(void **state)
-{
-	struct fixture *f = *state;
-	struct lp_kproducer *p = producer(f, "5000", NULL);
-	struct lp_kmsg msgs[NMSG];
-	char keys[NMSG][16], vals[NMSG][32];
-	struct many_seen seen = { 0 };
-	size_t i;
-
-	many_seen_cur = &seen;
-	many_msgs(msgs, keys, vals, NMSG);
-	assert_int_equal(lp_kproducer_send_many(p, TOPIC, msgs, NMSG, 1000, many_done), NMSG);
-	for (i = 0; i < NMSG; i++)
-		assert_int_equal(msgs[i].rc, 0);
-	assert_int_equal(lp_kproducer_free(p, 5000), 0);
-	for (i = 0; i < NMSG; i++) {
-		assert_int_equal(seen.calls[i], 1);
-		assert_int_equal(seen.err[i], RD_KAFKA_RESP_ERR_NO_ERROR);
-		assert_true(seen.partition[i] >= 0 && seen.partition[i] < 2);
-		/* Same key, same partition. */
-		assert_int_equal(seen.partition[i], seen.partition[i % 3]);
-	}
-}
-
-/* A full queue: what fits is enqueued, the rest waits block_ms and is
- * refused with -ENOBUFS, never reported, and its records do not leak. */
-static void test_send_many_queue_full(void **state)
-{
-	struct fixture *f = *state;
-	struct lp_kproducer *p = producer(f, "30000", "queue.buffering.max.messages=2");
-	struct lp_kmsg msgs[5];
-	char keys[5][16], vals[5][32];
-	struct many_seen seen = { 0 };
-	int64_t t0;
-	size_t i;
-
-	rd_kafka_mock_broker_set_down(f->mc, 1);
-	many_seen_cur = &seen;
-	many_msgs(msgs, keys, vals, 5);
-	t0 = lp_now_ms();
-	assert_int_equal(lp_kproducer_send_many(p, TOPIC, msgs, 5, 200, many_done), 2);
-	assert_true(lp_now_ms() - t0 >= 190);
-	assert_int_equal(msgs[0].rc, 0);
-	assert_int_equal(msgs[1].rc, 0);
-	for (i = 2; i < 5; i++)
-		assert_int_equal(msgs[i].rc, -ENOBUFS);
-	/* Free cannot deliver the two: it reports them, purged. */
-	assert_int_equal(lp_kproducer_free(p, 300), 2);
-	for (i = 0; i < 5; i++)
-		assert_int_equal(seen.calls[i], i < 2 ? 1 : 0);
-	assert_int_not_equal(seen.err[0], RD_KAFKA_RESP_ERR_NO_ERROR);
-}
-
 static void test_kwait_timeout(void **state)
 {
 	struct lp_kwait w;
@@ -647,8 +560,6 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fatal_error_renews_the_handle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handle_renewed_many_times, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_send_many_acked, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_send_many_queue_full, setup, teardown),
 		cmocka_unit_test(test_kwait_timeout),
 		cmocka_unit_test_setup_teardown(test_bad_property, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_consumer, setup, teardown),

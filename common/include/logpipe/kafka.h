@@ -50,24 +50,6 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 		      size_t keylen, const void *val, size_t vallen,
 		      rd_kafka_headers_t *headers, int block_ms, lp_kdone_fn done,
 		      void *opaque);
-/* One message of lp_kproducer_send_many. */
-struct lp_kmsg {
-	const void *key;  /* may be NULL */
-	size_t keylen;
-	const void *val;  /* copied */
-	size_t vallen;
-	void *opaque;     /* given to done with this message's report */
-	int rc;           /* set: 0 enqueued, or lp_kproducer_send's negative errno */
-};
-/* Enqueues msgs[0..n) to topic as lp_kproducer_send does each (copied,
- * keyed, partitioned by key, no headers), in one rd_kafka_produce_batch
- * call with one topic lookup and one handle reference: for callers that
- * send many messages at once (the generator).  Messages refused for a
- * full queue are tried again until block_ms has passed.  Sets msgs[i].rc;
- * done is called later for each message whose rc is 0, and never for the
- * others.  Returns how many were enqueued. */
-size_t lp_kproducer_send_many(struct lp_kproducer *p, const char *topic, struct lp_kmsg *msgs,
-			      size_t n, int block_ms, lp_kdone_fn done);
 /* Messages waiting in the local queue or in flight. */
 int lp_kproducer_outq(struct lp_kproducer *p);
 /* The librdkafka handle in use, borrowed: after a fatal error it is replaced
