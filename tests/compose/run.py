@@ -332,7 +332,10 @@ def containers():
 
 
 def long_running(cfg):
-    return sorted(n for n in cfg["services"] if n not in ONE_SHOTS)
+    """The services `up` starts and keeps running: not the one-shots, nor
+    those in a profile (none is activated: Grafana's stays off)."""
+    return sorted(n for n, s in cfg["services"].items()
+                  if n not in ONE_SHOTS and not s.get("profiles"))
 
 
 def state_line(c):
@@ -366,6 +369,10 @@ def wait_healthy(cfg, timeout=420):
                    for n in want)
     try:
         poll(f"every service healthy ({', '.join(want)})", all_healthy, timeout, 2)
+    except Fatal as e:
+        bad = [f"{n}: {last.get(n, 'no container')}" for n in want
+               if "health=healthy" not in last.get(n, "")]
+        raise Fatal(f"{e}; not healthy: {'; '.join(bad)}")
     finally:
         healthy = [n for n in want if "health=healthy" in last.get(n, "")]
         summary["services"], summary["healthy"] = len(want), len(healthy)
@@ -413,6 +420,20 @@ def check_ports():
         say("no docker-proxy listener (userland proxy off): the engine's view is the check")
 
 
+def ports_free():
+    """The host ports the stack publishes must be free before `up`."""
+    import socket
+    for hp in sorted(PUBLISHED):
+        host, port = hp.rsplit(":", 1)
+        with socket.socket() as sk:
+            try:
+                sk.bind((host, int(port)))
+            except OSError as e:
+                who = run(["ss", "-Hltnp", f"sport = :{port}"], 30, check=False).stdout.strip()
+                raise Fatal(f"{hp} is taken ({e.strerror}): {who or 'by an unknown process'}; "
+                            "the stack publishes it")
+
+
 # ---- 8. seeds ------------------------------------------------------------
 
 def seed_curls():
@@ -454,7 +475,7 @@ def run_seeds():
         r = subprocess.run(["bash", "-o", "pipefail", "-c", head], capture_output=True,
                            text=True, timeout=30)
         body, _, code = r.stdout.rpartition("\n")
-        first = cmd.splitlines()[0]
+        first = cmd.splitlines()[0].rstrip(" \\")
         ok = r.returncode == 0 and code.isdigit() and 200 <= int(code) < 300
         if ok and sep and shutil.which(pipe.split()[0]):
             p = subprocess.run(["bash", "-o", "pipefail", "-c", f"cat | {pipe}"], input=body,
@@ -560,6 +581,7 @@ def main():
         built = build_services(cfg)
         say(f"images built ({time.monotonic() - t:.0f}s)")
         image_sizes([tag for tag, _ in STANDINS.values()] + built)
+        ports_free()
         say("compose up -d")
         up = True
         t = time.monotonic()
