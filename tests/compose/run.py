@@ -235,7 +235,12 @@ def ensure_base():
         say("base images present: " + ", ".join(tags))
         return
     if not BASE_TAR.exists():
-        run([str(HERE / "mkbase.sh"), str(BASE_TAR)], 900)
+        say(f"making the base tarball {BASE_TAR.relative_to(REPO)} with debootstrap "
+            "(minutes; cached for later runs)")
+        t = time.monotonic()
+        run([str(HERE / "mkbase.sh"), str(BASE_TAR)], 1200)
+        say(f"base tarball made ({time.monotonic() - t:.0f}s, "
+            f"{BASE_TAR.stat().st_size / 1e6:.0f} MB)")
     else:
         say(f"base tarball cached: {BASE_TAR.relative_to(REPO)}")
     say("importing the debootstrap base as " + ", ".join(missing))
