@@ -23,7 +23,7 @@ UNIT_BIN := $(patsubst %.c,$(BUILD)/%,$(UNIT_SRC))
 TOOLS_SRC := $(wildcard tools/*.c)
 TOOLS     := $(patsubst tools/%.c,$(BUILD)/bin/%,$(TOOLS_SRC))
 
-.PHONY: all asan test unit integration run deps clean bench chaos fmt
+.PHONY: all asan test unit integration run deps clean bench chaos fmt test-compose
 all: $(BINS) $(TOOLS)
 
 asan:
@@ -177,6 +177,14 @@ integration: all
 test: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/test-all.sh
+
+# The compose stack for real (deploy/compose/compose.yaml on a Docker engine,
+# no image registry needed): builds every image, brings the stack up, checks
+# health, the seeds' curls, published ports, Prometheus, a producer crash,
+# and takes it down (tests/compose/run.py, docs/deployment.md).  Not inside
+# `make test` (its time budget): .ci/run runs it after.
+test-compose: deps
+	@/usr/bin/python3 tests/compose/run.py
 
 # The chaos drill of issue 6: kills and restarts services and infrastructure
 # under load, then checks every event answered 202 is stored exactly once.
