@@ -13,6 +13,10 @@ load, as tests/bench/ingest_bench.sh; no enricher or consumer):
   kcat      the calibrator: kcat -P (acks=all, idempotent, linger.ms=5)
             pushing the batch benchmark's event as fast as it can: what one
             client gets from this broker on this machine right now.
+  otlp_micro
+            tests/bench/otlp_micro.c on the same two bodies: the producer's
+            CPU per record of each stage of the OTLP path and of the batch
+            path's scanner, in-process (thread CPU clock).
   otlp vs batch
             wrk -t2 -c32, keep-alive, S seconds per run (default 8),
             alternately (N rounds, default 2): POST /api/logs/batch of 100
@@ -289,6 +293,15 @@ class Part1:
                     assert body == b"", f"partialSuccess in the reply: {body!r}"
         say(f"bodies: batch {batch.stat().st_size} bytes, OTLP protobuf "
             f"{otlp.stat().st_size} bytes, {PER_REQUEST} events each")
+        # CPU per record of the producer's stages, in-process (tests/bench/otlp_micro.c).
+        micro = self.base / "otlp_micro"
+        pb_objs = [str(x) for x in (REPO / "build" / "gen").rglob("*.pb-c.o")]
+        subprocess.run(["cc", "-O2", "-Icommon/include", "-Iproducer", "-Ibuild/gen", "-o",
+                        str(micro), "tests/bench/otlp_micro.c", "build/producer/otlp.o"] +
+                       pb_objs + ["build/liblogpipe.a", "-lprotobuf-c", "-lz", "-ljansson",
+                                  "-luuid", "-lcrypto", "-lm", "-pthread"], check=True, cwd=REPO)
+        say(subprocess.run([str(micro), str(otlp), str(batch), "1000"], capture_output=True,
+                           text=True).stdout.rstrip())
         sums = {"batch": [0, 0.0], "otlp": [0, 0.0]}
         ratios, sound = [], True
         for rnd in range(self.args.rounds):
