@@ -53,7 +53,11 @@ to 100,000 so that 1,000 events/s from one client is not throttled):
             send over every event received; also printed: the same from the
             event's received_at (the producer's clock, ms), how many of the
             accepted events arrived, `dropped` notices, and the CPU (cores)
-            each component used during the send.
+            each component used during the send, and the split at the row's
+            stored_at (the storing transaction's start): send -> stored_at
+            (producer, Kafka, enricher, consumer batching) and stored_at ->
+            SSE frame (commit, the ring, the consumer's and gateway's
+            streaming).
 
 The machine's load average is printed with every part: on the shared
 2-CPU VM it moves the figures a lot; repeat the run.  Last line:
@@ -423,7 +427,7 @@ with open(out, "w") as f:
                         d["received_at"].replace("Z", "+00:00")).timestamp()
                 except (KeyError, ValueError):
                     rcv = float("nan")
-                f.write(f"{d['id']} {now - sent:.6f} {now - rcv:.6f}\n")
+                f.write(f"{d['id']} {now - sent:.6f} {now - rcv:.6f} {now:.6f}\n")
             f.flush()
             event = ""
 """
@@ -540,6 +544,19 @@ def part2(args):
             f"{pct(0.5, pipe):.0f} ms, p99 {pct(0.99, pipe):.0f} ms); {args.tail_batch} events "
             f"per request; load {load0} -> {load_avg()}")
         say(f"tail cpu (cores during the send): {cpu}")
+        # Where the time goes: the row's stored_at (the storing transaction's
+        # start, PostgreSQL's clock = this machine's) against the event's send
+        # time and the frame's arrival.
+        arrival = {x[0]: float(x[3]) for x in got if x[0] != "dropped" and len(x) > 3}
+        sent_at = {x[0]: float(x[3]) - float(x[1]) for x in got if x[0] != "dropped" and len(x) > 3}
+        rows = b.psql("SELECT id, extract(epoch FROM stored_at) FROM log_events "
+                      f"WHERE service = '{svc}'")
+        stored = {ln.split("|")[0]: float(ln.split("|")[1]) for ln in rows.splitlines() if ln}
+        to_store = sorted((stored[k] - sent_at[k]) * 1000 for k in stored if k in sent_at)
+        to_tail = sorted((arrival[k] - stored[k]) * 1000 for k in stored if k in arrival)
+        say(f"tail split  sent -> stored_at p50 {pct(0.5, to_store):.0f} ms, p99 "
+            f"{pct(0.99, to_store):.0f} ms; stored_at -> SSE frame p50 {pct(0.5, to_tail):.0f} ms, "
+            f"p99 {pct(0.99, to_tail):.0f} ms ({len(stored)} rows)")
         return pct(0.99)
     finally:
         b.stop()
