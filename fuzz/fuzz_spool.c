@@ -2,7 +2,9 @@
  * damaged files: what a crash, a full disk or a bad sector leaves behind.
  *
  * The input becomes the records of segment 1 (after a valid segment
- * header); if it holds a NUL-separated tail of 28 bytes or more, those
+ * header), once as a segment of the first format ("LPSPOOL1", records
+ * without headers) and once of the second ("LPSPOOL2", records with a
+ * header block); if it holds a NUL-separated tail of 28 bytes or more, those
  * bytes become the checkpoint file.  The spool is then opened, drained
  * completely and reopened.  Checks: opening never fails on damaged
  * content; every record handed out lies inside the file; the counts agree
@@ -63,9 +65,9 @@ static void put(const char *name, const void *a, size_t alen, const void *b, siz
 	close(fd);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* One round on the input with the segment header hdr. */
+static void one(const uint8_t *data, size_t size, const unsigned char hdr[16])
 {
-	static const unsigned char hdr[16] = { 'L', 'P', 'S', 'P', 'O', 'O', 'L', '1', 1 };
 	struct spool_opts o = { dir, 1 << 20, 1 << 16, NULL };
 	struct spool_batch b = { 0 };
 	struct spool_stats st;
@@ -82,7 +84,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		seglen = (size_t)(nul - data);
 		put("checkpoint", nul + 1, 28, NULL, 0);
 	}
-	put("00000000000000000001.seg", hdr, sizeof(hdr), data, seglen);
+	put("00000000000000000001.seg", hdr, 16, data, seglen);
 
 	s = spool_open(&o, err, sizeof(err));
 	FUZZ_CHECK(s != NULL, "open failed: %s", err);
@@ -91,10 +93,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(st.discarded_bytes <= seglen, "discarded %llu of %zu bytes",
 		   (unsigned long long)st.discarded_bytes, seglen);
 	while ((n = spool_read(s, &b, 50, 4096)) > 0) {
-		for (int i = 0; i < n; i++)
-			FUZZ_CHECK(b.recs[i].val + b.recs[i].vallen <= b.buf + b.bufcap &&
-					   b.recs[i].key >= b.buf,
+		for (int i = 0; i < n; i++) {
+			const struct spool_rec *r = &b.recs[i];
+
+			FUZZ_CHECK(r->val + r->vallen <= b.buf + b.bufcap && r->key >= b.buf,
 				   "record %d outside the read buffer", i);
+			for (size_t k = 0; k < r->nhdrs; k++)
+				FUZZ_CHECK(r->hdrs[k].name >= b.buf && r->hdrs[k].val >= b.buf &&
+						   r->hdrs[k].name + r->hdrs[k].namelen <= r->val &&
+						   r->hdrs[k].val + r->hdrs[k].vallen <= r->val,
+					   "header %zu of record %d outside it", k, i);
+		}
 		FUZZ_CHECK(spool_commit(s, &b.end, (size_t)n) == 0, "commit failed");
 		drained += (uint64_t)n;
 	}
@@ -110,5 +119,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		   (unsigned long long)spool_pending(s));
 	spool_close(s);
 	clean();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static const unsigned char v1[16] = { 'L', 'P', 'S', 'P', 'O', 'O', 'L', '1', 1 };
+	static const unsigned char v2[16] = { 'L', 'P', 'S', 'P', 'O', 'O', 'L', '2', 1 };
+
+	one(data, size, v1);
+	one(data, size, v2);
 	return 0;
 }

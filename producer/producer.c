@@ -340,25 +340,56 @@ static size_t produce_wait(struct producer *p, const char *topic, struct outgoin
 	return ok;
 }
 
-/* Appends the given events to the spool; marks each spooled or failed. */
+/* The most headers an event's Kafka record carries (trace_headers). */
+#define SPOOL_MAX_HDRS 3
+
+/* Appends the given events to the spool, each with the Kafka headers a
+ * direct produce would give it, so the drain sends the same record; marks
+ * each spooled or failed. */
 static void spool_events(struct producer *p, struct outgoing *out, const size_t *idx, size_t n)
 {
 	struct spool_rec *recs;
+	struct spool_hdr *hdrs;
+	rd_kafka_headers_t **kh;
 	size_t i;
 	int rc;
 
 	if (n == 0)
 		return;
 	recs = lp_xcalloc(n, sizeof(*recs));
+	hdrs = lp_xcalloc(n * SPOOL_MAX_HDRS, sizeof(*hdrs));
+	kh = lp_xcalloc(n, sizeof(*kh));
 	for (i = 0; i < n; i++) {
-		recs[i].key = out[idx[i]].key;
-		recs[i].keylen = out[idx[i]].keylen;
-		recs[i].val = out[idx[i]].text;
-		recs[i].vallen = out[idx[i]].len;
+		struct outgoing *o = &out[idx[i]];
+		const char *name;
+		const void *val;
+		size_t size, j;
+
+		recs[i].key = o->key;
+		recs[i].keylen = o->keylen;
+		recs[i].val = o->text;
+		recs[i].vallen = o->len;
+		kh[i] = o->ev ? trace_headers(json_string_value(json_object_get(o->ev, "trace_id")),
+					      json_string_value(json_object_get(o->ev, "span_id")))
+			: o->trace[0] ? trace_headers(o->trace, o->span)
+				      : NULL;
+		recs[i].hdrs = hdrs + i * SPOOL_MAX_HDRS;
+		for (j = 0; kh[i] && j < SPOOL_MAX_HDRS &&
+			    rd_kafka_header_get_all(kh[i], j, &name, &val, &size) == 0;
+		     j++)
+			hdrs[i * SPOOL_MAX_HDRS + j] = (struct spool_hdr){
+				.name = name, .namelen = strlen(name), .val = val, .vallen = size
+			};
+		recs[i].nhdrs = j;
 	}
 	/* Before the append: from now on the spool's order is the order. */
 	atomic_store(&p->spool_mode, 1);
 	rc = spool_append(p->spool, recs, n);
+	for (i = 0; i < n; i++)
+		if (kh[i])
+			rd_kafka_headers_destroy(kh[i]);
+	free(kh);
+	free(hdrs);
 	free(recs);
 	for (i = 0; i < n; i++) {
 		struct outgoing *o = &out[idx[i]];
@@ -893,10 +924,26 @@ static void nap(struct producer *p, int64_t ms)
 		nanosleep(&ts, NULL);
 }
 
-/* Sends one spooled event Kafka refuses for good to the DLQ; true once acked. */
+/* A spooled record's Kafka headers (its trace context), with room for
+ * `extra` more; NULL when it has none and extra is 0. */
+static rd_kafka_headers_t *spooled_headers(const struct spool_rec *rec, size_t extra)
+{
+	rd_kafka_headers_t *h;
+
+	if (rec->nhdrs == 0 && extra == 0)
+		return NULL;
+	h = rd_kafka_headers_new(rec->nhdrs + extra);
+	for (size_t i = 0; i < rec->nhdrs; i++)
+		rd_kafka_header_add(h, rec->hdrs[i].name, (ssize_t)rec->hdrs[i].namelen,
+				    rec->hdrs[i].val, (ssize_t)rec->hdrs[i].vallen);
+	return h;
+}
+
+/* Sends one spooled event Kafka refuses for good to the DLQ, with its own
+ * headers and the reason; true once acked. */
 static bool dead_letter(struct producer *p, const struct spool_rec *rec, rd_kafka_resp_err_t why)
 {
-	rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+	rd_kafka_headers_t *h = spooled_headers(rec, 3);
 	rd_kafka_resp_err_t res = RD_KAFKA_RESP_ERR__FAIL;
 	const char *reason = rd_kafka_err2str(why);
 	struct lp_kwait w;
@@ -927,35 +974,66 @@ static bool dead_letter(struct producer *p, const struct spool_rec *rec, rd_kafk
 }
 
 /*
+ * Produces the spooled records b->recs[idx[0..m)] to the raw topic with
+ * their spooled headers and waits for every delivery report (res[i] for
+ * idx[i]).  Returns the number acknowledged.
+ */
+static size_t drain_produce(struct producer *p, const struct spool_batch *b, const size_t *idx,
+			    size_t m, rd_kafka_resp_err_t *res)
+{
+	struct lp_kwait w;
+	size_t i, ok = 0;
+	int rc;
+
+	lp_kwait_init(&w, res);
+	for (i = 0; i < m; i++) {
+		const struct spool_rec *rec = &b->recs[idx[i]];
+		rd_kafka_headers_t *h = spooled_headers(rec, 0);
+
+		lp_kwait_add(&w);
+		rc = lp_kproducer_send(p->kp, p->s->topic_raw, rec->key, rec->keylen, rec->val,
+				       rec->vallen, h, 1000, lp_kwait_done, lp_kwait_slot(&w, i));
+		if (rc < 0 && h)
+			rd_kafka_headers_destroy(h);
+		if (rc < 0)
+			lp_kwait_cancel(&w, i,
+					rc == -EMSGSIZE ? RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+					: rc == -ENOENT ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+							: RD_KAFKA_RESP_ERR__QUEUE_FULL);
+	}
+	/* Deliveries are bounded by message.timeout.ms (and the shutdown
+	 * purge), so this wait ends. */
+	if (lp_kwait_wait(&w, (int)p->s->kafka_timeout_ms + 5000) < 0)
+		lp_kwait_wait(&w, -1);
+	for (i = 0; i < m; i++)
+		ok += res[i] == RD_KAFKA_RESP_ERR_NO_ERROR;
+	lp_kwait_release(&w);
+	return ok;
+}
+
+/*
  * One round: produces the records of b not yet acknowledged (from *done_to
  * on, skipping acked[i]), waits, and commits the acknowledged prefix.
  * Returns true when the whole batch is drained.
  */
 static bool drain_round(struct producer *p, struct spool_batch *b, bool *acked, size_t *done_to)
 {
-	struct outgoing *out = lp_xcalloc(b->n, sizeof(*out));
+	rd_kafka_resp_err_t *res = lp_xcalloc(b->n, sizeof(*res));
 	size_t *idx = lp_xcalloc(b->n, sizeof(*idx));
 	size_t i, m = 0, k, ok;
 	bool retriable = false;
 	int64_t t0 = lp_now_ms();
 
-	for (i = *done_to; i < b->n; i++) {
-		if (acked[i])
-			continue;
-		/* Borrowed views of the batch's buffer, never freed here. */
-		out[i].key = b->recs[i].key;
-		out[i].keylen = b->recs[i].keylen;
-		out[i].text = (char *)b->recs[i].val;
-		out[i].len = b->recs[i].vallen;
-		idx[m++] = i;
-	}
-	ok = produce_wait(p, p->s->topic_raw, out, idx, m);
+	for (i = *done_to; i < b->n; i++)
+		if (!acked[i])
+			idx[m++] = i;
+	ok = drain_produce(p, b, idx, m, res);
 	for (i = 0; i < m; i++) {
 		size_t j = idx[i];
 
-		if (out[j].res == RD_KAFKA_RESP_ERR_NO_ERROR)
+		if (res[i] == RD_KAFKA_RESP_ERR_NO_ERROR)
 			acked[j] = true;
-		else if (!kafka_err_permanent(out[j].res))
+		else if (!kafka_err_permanent(res[i]))
 			retriable = true;
 	}
 	lp_breaker_record(p->breaker, !retriable, lp_now_ms() - t0);
@@ -964,8 +1042,8 @@ static bool drain_round(struct producer *p, struct spool_batch *b, bool *acked, 
 	for (i = 0; i < m && !retriable; i++) {
 		size_t j = idx[i];
 
-		if (!acked[j] && kafka_err_permanent(out[j].res))
-			acked[j] = dead_letter(p, &b->recs[j], out[j].res);
+		if (!acked[j] && kafka_err_permanent(res[i]))
+			acked[j] = dead_letter(p, &b->recs[j], res[i]);
 	}
 	for (k = *done_to; k < b->n && acked[k]; k++)
 		;
@@ -973,7 +1051,7 @@ static bool drain_round(struct producer *p, struct spool_batch *b, bool *acked, 
 		spool_commit(p->spool, &b->ends[k - 1], k - *done_to);
 		*done_to = k;
 	}
-	free(out);
+	free(res);
 	free(idx);
 	return *done_to == b->n;
 }

@@ -57,7 +57,8 @@
 
 #include "logpipe/banned.h"
 
-#define SEG_MAGIC "LPSPOOL1"
+#define SEG_MAGIC "LPSPOOL2"    /* records with headers (new segments) */
+#define SEG_MAGIC_V1 "LPSPOOL1" /* records without headers (read only) */
 #define CKP_MAGIC "LPSPCKP1"
 #define CKP_SIZE 28u
 #define CKP_NAME "checkpoint"
@@ -69,6 +70,7 @@
 struct seg {
 	uint64_t seq;  /* its number (file name) */
 	uint64_t size; /* bytes in the file, header included */
+	int ver;       /* record format: 2 (headers), or 1 (older segments) */
 };
 
 struct spool {
@@ -269,11 +271,63 @@ static int mkdir_p(const char *path)
 /* ---- records -------------------------------------------------------------- */
 
 /*
- * Checks the record starting at p, of which avail bytes are at hand.
- * Returns its whole size when it is complete and valid, 0 when more bytes
- * are needed (*need says how many in all), -1 when it is invalid.
+ * Walks a header block of len bytes (u32 namelen, name, u32 vallen, value,
+ * repeated).  Returns the number of headers, filling out[] when out is not
+ * NULL, or -1 when the block is malformed.
  */
-static long long rec_check(const unsigned char *p, size_t avail, uint64_t max_len, size_t *need)
+static long hdrs_walk(const unsigned char *p, uint64_t len, struct spool_hdr *out)
+{
+	uint64_t pos = 0, nl, vl;
+	long n = 0;
+
+	while (pos < len) {
+		if (len - pos < 8)
+			return -1;
+		nl = get32(p + pos);
+		if (nl > len - pos - 8)
+			return -1;
+		vl = get32(p + pos + 4 + nl);
+		if (vl > len - pos - 8 - nl)
+			return -1;
+		if (out) {
+			out[n].name = (const char *)p + pos + 4;
+			out[n].namelen = (size_t)nl;
+			out[n].val = (const char *)p + pos + 8 + nl;
+			out[n].vallen = (size_t)vl;
+		}
+		pos += 8 + nl + vl;
+		n++;
+	}
+	return n;
+}
+
+/*
+ * The layout of a checked record's body (after len and crc) in format ver:
+ * where its header block and value start.  The body is known to be valid.
+ */
+static void rec_layout(const unsigned char *p, int ver, uint64_t *hdroff, uint64_t *hdrlen,
+		       uint64_t *valoff)
+{
+	uint64_t keylen = get32(p + 8);
+
+	if (ver == 1) {
+		*hdroff = 12 + keylen;
+		*hdrlen = 0;
+	} else {
+		*hdroff = 16 + keylen;
+		*hdrlen = get32(p + 12 + keylen);
+	}
+	*valoff = *hdroff + *hdrlen;
+}
+
+/*
+ * Checks the record starting at p, of which avail bytes are at hand, in
+ * record format ver (1 or 2).  Returns its whole size when it is complete
+ * and valid, 0 when more bytes are needed (*need says how many in all), -1
+ * when it is invalid.
+ */
+static long long rec_check(const unsigned char *p, size_t avail, uint64_t max_len, int ver,
+			   size_t *need)
 {
 	uint32_t len, keylen;
 
@@ -291,7 +345,33 @@ static long long rec_check(const unsigned char *p, size_t avail, uint64_t max_le
 		return -1;
 	if (spool_crc32c(spool_crc32c(0, p, 4), p + 8, len) != get32(p + 4))
 		return -1;
+	if (ver != 1) {
+		uint64_t hdrlen;
+
+		if ((uint64_t)keylen + 8 > len)
+			return -1;
+		hdrlen = get32(p + 12 + keylen);
+		if (hdrlen > (uint64_t)len - 8 - keylen ||
+		    hdrs_walk(p + 16 + keylen, hdrlen, NULL) < 0)
+			return -1;
+	}
 	return (long long)*need;
+}
+
+/* The bytes of a record's header block. */
+static uint64_t hdrs_size(const struct spool_rec *r)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < r->nhdrs; i++)
+		n += 8 + (uint64_t)r->hdrs[i].namelen + r->hdrs[i].vallen;
+	return n;
+}
+
+/* The len field of a record, as written (format 2). */
+static uint64_t rec_len(const struct spool_rec *r)
+{
+	return 8 + (uint64_t)r->keylen + hdrs_size(r) + r->vallen;
 }
 
 /* The largest len field a new record may carry in a segment of this spool. */
@@ -304,16 +384,33 @@ static uint64_t max_rec_len(const struct spool *s)
  * a larger spool.segment_bytes than today's are still valid. */
 #define REC_LEN_LIMIT (SPOOL_SEG_MAX - SPOOL_SEG_HEADER - 8)
 
+/* Writes r at p in format 2 (rec_len(r) + 8 bytes); returns the bytes written. */
 static size_t rec_encode(unsigned char *p, const struct spool_rec *r)
 {
-	uint32_t len = (uint32_t)(4 + r->keylen + r->vallen);
+	uint32_t len = (uint32_t)rec_len(r);
+	size_t pos = 12;
 
 	put32(p, len);
 	put32(p + 8, (uint32_t)r->keylen);
 	if (r->keylen)
-		memcpy(p + 12, r->key, r->keylen);
+		memcpy(p + pos, r->key, r->keylen);
+	pos += r->keylen;
+	put32(p + pos, (uint32_t)hdrs_size(r));
+	pos += 4;
+	for (size_t i = 0; i < r->nhdrs; i++) {
+		const struct spool_hdr *h = &r->hdrs[i];
+
+		put32(p + pos, (uint32_t)h->namelen);
+		if (h->namelen)
+			memcpy(p + pos + 4, h->name, h->namelen);
+		pos += 4 + h->namelen;
+		put32(p + pos, (uint32_t)h->vallen);
+		if (h->vallen)
+			memcpy(p + pos + 4, h->val, h->vallen);
+		pos += 4 + h->vallen;
+	}
 	if (r->vallen)
-		memcpy(p + 12 + r->keylen, r->val, r->vallen);
+		memcpy(p + pos, r->val, r->vallen);
 	put32(p + 4, spool_crc32c(spool_crc32c(0, p, 4), p + 8, len));
 	return 8 + (size_t)len;
 }
@@ -331,7 +428,7 @@ static void gauges_locked(struct spool *s)
 
 /* ---- segments ------------------------------------------------------------- */
 
-static void segs_push(struct spool *s, uint64_t seq, uint64_t size)
+static void segs_push(struct spool *s, uint64_t seq, uint64_t size, int ver)
 {
 	if (s->nsegs == s->segcap) {
 		s->segcap = s->segcap ? s->segcap * 2 : 8;
@@ -339,6 +436,7 @@ static void segs_push(struct spool *s, uint64_t seq, uint64_t size)
 	}
 	s->segs[s->nsegs].seq = seq;
 	s->segs[s->nsegs].size = size;
+	s->segs[s->nsegs].ver = ver;
 	s->nsegs++;
 	s->bytes += size;
 }
@@ -388,7 +486,7 @@ static int seg_create(struct spool *s, uint64_t seq)
 		close(s->wfd);
 	s->wfd = fd;
 	s->synced_off = SPOOL_SEG_HEADER;
-	segs_push(s, seq, SPOOL_SEG_HEADER);
+	segs_push(s, seq, SPOOL_SEG_HEADER, 2);
 	return 0;
 }
 
@@ -502,7 +600,7 @@ static int cmp_u64(const void *a, const void *b)
  * (too short to hold a header: a creation cut by a crash), or -errno.
  */
 static int seg_recover(struct spool *s, uint64_t seq, uint64_t start, uint64_t *valid_end,
-		       uint64_t *count, char *err, size_t errlen)
+		       uint64_t *count, int *ver, char *err, size_t errlen)
 {
 	unsigned char hdr[SPOOL_SEG_HEADER];
 	unsigned char *buf = NULL;
@@ -524,11 +622,13 @@ static int seg_recover(struct spool *s, uint64_t seq, uint64_t start, uint64_t *
 		goto out;
 	}
 	if (pread_full(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
-	    memcmp(hdr, SEG_MAGIC, 8) != 0 || get64(hdr + 8) != seq) {
+	    (memcmp(hdr, SEG_MAGIC, 8) != 0 && memcmp(hdr, SEG_MAGIC_V1, 8) != 0) ||
+	    get64(hdr + 8) != seq) {
 		ret = -EINVAL;
 		snprintf(err, errlen, "\"%s/%s\" is not a spool segment", s->dir, name);
 		goto out;
 	}
+	*ver = memcmp(hdr, SEG_MAGIC_V1, 8) == 0 ? 1 : 2;
 	off = start < SPOOL_SEG_HEADER ? SPOOL_SEG_HEADER : start;
 	if (off > (uint64_t)st.st_size)
 		off = (uint64_t)st.st_size;
@@ -549,7 +649,7 @@ static int seg_recover(struct spool *s, uint64_t seq, uint64_t start, uint64_t *
 				 strerror((int)-got));
 			goto out;
 		}
-		while ((r = rec_check(buf + pos, (size_t)got - pos, REC_LEN_LIMIT, &need)) > 0) {
+		while ((r = rec_check(buf + pos, (size_t)got - pos, REC_LEN_LIMIT, *ver, &need)) > 0) {
 			pos += (size_t)r;
 			n++;
 		}
@@ -629,6 +729,7 @@ static int recover(struct spool *s, char *err, size_t errlen)
 	for (i = 0; i < nseqs; i++) {
 		uint64_t end = 0, count = 0, start;
 		char name[32];
+		int ver = 2;
 
 		seg_name(seqs[i], name);
 		if (seqs[i] > last)
@@ -638,7 +739,7 @@ static int recover(struct spool *s, char *err, size_t errlen)
 			continue;
 		}
 		start = seqs[i] == ckp.seg ? ckp.off : SPOOL_SEG_HEADER;
-		ret = seg_recover(s, seqs[i], start, &end, &count, err, errlen);
+		ret = seg_recover(s, seqs[i], start, &end, &count, &ver, err, errlen);
 		if (ret < 0)
 			goto out;
 		if (ret == 1 || count == 0) {
@@ -650,7 +751,7 @@ static int recover(struct spool *s, char *err, size_t errlen)
 			s->head.seg = seqs[i];
 			s->head.off = start < SPOOL_SEG_HEADER ? SPOOL_SEG_HEADER : start;
 		}
-		segs_push(s, seqs[i], end);
+		segs_push(s, seqs[i], end, ver);
 		s->events += count;
 	}
 	s->recovered = s->events;
@@ -829,7 +930,7 @@ int spool_append(struct spool *s, const struct spool_rec *recs, size_t n)
 	if (n == 0)
 		return 0;
 	for (i = 0; i < n; i++) {
-		uint64_t len = 4 + (uint64_t)recs[i].keylen + recs[i].vallen;
+		uint64_t len = rec_len(&recs[i]);
 
 		if (len > max_rec_len(s))
 			return -EMSGSIZE;
@@ -949,9 +1050,11 @@ void spool_stats(struct spool *s, struct spool_stats *st)
 
 /*
  * Finds, mu held, the first durable bytes after head: the segment, where
- * to start in it and the durable end.  Returns false if there are none.
+ * to start in it, the durable end and the segment's record format.
+ * Returns false if there are none.
  */
-static bool durable_span_locked(struct spool *s, uint64_t *seq, uint64_t *start, uint64_t *end)
+static bool durable_span_locked(struct spool *s, uint64_t *seq, uint64_t *start, uint64_t *end,
+				int *ver)
 {
 	size_t i;
 
@@ -967,6 +1070,7 @@ static bool durable_span_locked(struct spool *s, uint64_t *seq, uint64_t *start,
 			*seq = g->seq;
 			*start = a;
 			*end = b;
+			*ver = g->ver;
 			return true;
 		}
 	}
@@ -979,6 +1083,7 @@ bool spool_wait(struct spool *s, int timeout_ms)
 	uint64_t a, b, c;
 	unsigned wakes;
 	bool ready;
+	int ver;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += timeout_ms / 1000;
@@ -989,7 +1094,7 @@ bool spool_wait(struct spool *s, int timeout_ms)
 	}
 	pthread_mutex_lock(&s->mu);
 	wakes = s->wakes;
-	while (!(ready = durable_span_locked(s, &a, &b, &c)) && wakes == s->wakes) {
+	while (!(ready = durable_span_locked(s, &a, &b, &c, &ver)) && wakes == s->wakes) {
 		if (pthread_cond_timedwait(&s->data_cv, &s->mu, &ts) == ETIMEDOUT)
 			break;
 	}
@@ -1012,6 +1117,7 @@ void spool_batch_release(struct spool_batch *b)
 	free(b->recs);
 	free(b->ends);
 	free(b->buf);
+	free(b->hdrs);
 	memset(b, 0, sizeof(*b));
 }
 
@@ -1031,12 +1137,13 @@ int spool_read(struct spool *s, struct spool_batch *b, size_t max_recs, size_t m
 	ssize_t got;
 	long long r = 0;
 	char name[32];
+	int ver;
 
 	b->n = 0;
 	if (max_recs == 0)
 		max_recs = 1;
 	pthread_mutex_lock(&s->mu);
-	if (!durable_span_locked(s, &seq, &start, &end)) {
+	if (!durable_span_locked(s, &seq, &start, &end, &ver)) {
 		b->end = s->head;
 		pthread_mutex_unlock(&s->mu);
 		return 0;
@@ -1062,7 +1169,7 @@ int spool_read(struct spool *s, struct spool_batch *b, size_t max_recs, size_t m
 		got = pread_full(s->rfd, b->buf, want, start);
 		if (got < 0)
 			return (int)got;
-		r = rec_check((unsigned char *)b->buf, (size_t)got, REC_LEN_LIMIT, &need);
+		r = rec_check((unsigned char *)b->buf, (size_t)got, REC_LEN_LIMIT, ver, &need);
 		/* The first record is larger than what we read: read it whole. */
 		if (r == 0 && need > (size_t)got && (uint64_t)need <= end - start &&
 		    (size_t)got == want) {
@@ -1073,27 +1180,43 @@ int spool_read(struct spool *s, struct spool_batch *b, size_t max_recs, size_t m
 	}
 	b->end.seg = seq;
 	b->end.off = start;
+	b->nhdrs = 0;
 	while (b->n < max_recs &&
-	       (r = rec_check((unsigned char *)b->buf + pos, (size_t)got - pos, REC_LEN_LIMIT,
+	       (r = rec_check((unsigned char *)b->buf + pos, (size_t)got - pos, REC_LEN_LIMIT, ver,
 			      &need)) > 0) {
 		const unsigned char *p = (unsigned char *)b->buf + pos;
 		uint32_t len = get32(p), keylen = get32(p + 8);
+		uint64_t hdroff, hdrlen, valoff;
 		struct spool_rec *rec;
+		long nh;
 
 		if (b->n == b->cap) {
 			b->cap = b->cap ? b->cap * 2 : 256;
 			b->recs = lp_xrealloc(b->recs, b->cap * sizeof(*b->recs));
 			b->ends = lp_xrealloc(b->ends, b->cap * sizeof(*b->ends));
 		}
+		rec_layout(p, ver, &hdroff, &hdrlen, &valoff);
+		nh = hdrs_walk(p + hdroff, hdrlen, NULL); /* >= 0: rec_check walked it */
+		if (b->nhdrs + (size_t)nh > b->hdrcap) {
+			b->hdrcap = b->nhdrs + (size_t)nh > 2 * b->hdrcap ? b->nhdrs + (size_t)nh
+									   : 2 * b->hdrcap;
+			b->hdrs = lp_xrealloc(b->hdrs, b->hdrcap * sizeof(*b->hdrs));
+		}
+		hdrs_walk(p + hdroff, hdrlen, b->hdrs + b->nhdrs);
+		b->nhdrs += (size_t)nh;
 		rec = &b->recs[b->n];
 		rec->key = (const char *)p + 12;
 		rec->keylen = keylen;
-		rec->val = (const char *)p + 12 + keylen;
-		rec->vallen = len - 4 - keylen;
+		rec->val = (const char *)p + valoff;
+		rec->vallen = 8 + (size_t)len - (size_t)valoff;
+		rec->hdrs = NULL; /* pointed into b->hdrs below, once it stops moving */
+		rec->nhdrs = (size_t)nh;
 		pos += (size_t)r;
 		b->end.off = start + pos;
 		b->ends[b->n++] = b->end;
 	}
+	for (size_t i = 0, h = 0; i < b->n; h += b->recs[i].nhdrs, i++)
+		b->recs[i].hdrs = b->recs[i].nhdrs ? b->hdrs + h : NULL;
 	if (r < 0 && b->n == 0) {
 		/* Durable bytes that do not check: corruption after open.  Skip
 		 * the rest of what was durable in that segment. */
@@ -1109,7 +1232,7 @@ int spool_read(struct spool *s, struct spool_batch *b, size_t max_recs, size_t m
 int spool_commit(struct spool *s, const struct spool_pos *end, size_t nrecs)
 {
 	uint64_t a, b, c;
-	int ret;
+	int ret, ver;
 
 	ret = ckp_write(s, end);
 	if (ret < 0)
@@ -1130,7 +1253,7 @@ int spool_commit(struct spool *s, const struct spool_pos *end, size_t nrecs)
 			s->head.off = SPOOL_SEG_HEADER;
 		}
 	}
-	if (!durable_span_locked(s, &a, &b, &c) && s->written_lsn == s->synced_lsn) {
+	if (!durable_span_locked(s, &a, &b, &c, &ver) && s->written_lsn == s->synced_lsn) {
 		/* All drained: start a fresh segment and delete the old one, so
 		 * an idle spool does not keep drained bytes on disk. */
 		s->events = 0;

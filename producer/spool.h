@@ -13,11 +13,18 @@
  *   checkpoint             "LPSPCKP1", u64 segment, u64 offset, u32 CRC-32C
  *                          of the 24 bytes before it: the drained position
  *   00000000000000000007.seg
- *                          a segment: "LPSPOOL1", u64 its number (16 bytes),
+ *                          a segment: "LPSPOOL2", u64 its number (16 bytes),
  *                          then records back to back:
  *       u32 len            bytes of what follows the CRC
  *       u32 crc            CRC-32C of the len field and those bytes
- *       u32 keylen, key[keylen], value[len - 4 - keylen]
+ *       u32 keylen, key[keylen],
+ *       u32 hdrlen, headers[hdrlen]: Kafka record headers, each
+ *                          u32 namelen, name, u32 vallen, value,
+ *       value[the rest]
+ *
+ * Segments of the first format ("LPSPOOL1", written before the records
+ * carried headers: u32 keylen, key, value) are still recovered and
+ * drained, as records without headers; new segments are always "LPSPOOL2".
  *
  * Segments are numbered in order; only the newest one is written to, the
  * others are sealed.  spool_open() scans every segment from the
@@ -55,12 +62,22 @@ struct spool_opts {
 	struct lp_registry *metrics; /* where the logpipe_spool_* metrics go; NULL: none */
 };
 
-/* One record: the Kafka key and value of an event (borrowed). */
+/* One Kafka record header (borrowed; neither part is NUL-terminated). */
+struct spool_hdr {
+	const char *name;           /* header name */
+	size_t namelen;             /* bytes of name */
+	const char *val;            /* header value */
+	size_t vallen;              /* bytes of val */
+};
+
+/* One record: the Kafka key, value and headers of an event (borrowed). */
 struct spool_rec {
-	const char *key;
-	size_t keylen;
-	const char *val;
-	size_t vallen;
+	const char *key;            /* Kafka key */
+	size_t keylen;              /* bytes of key */
+	const char *val;            /* Kafka value */
+	size_t vallen;              /* bytes of val */
+	const struct spool_hdr *hdrs; /* its record headers, in order; NULL when none */
+	size_t nhdrs;               /* entries in hdrs */
 };
 
 /* A place in the spool: segment number and byte offset in that file. */
@@ -77,6 +94,9 @@ struct spool_batch {
 	size_t cap;              /* room in recs and ends */
 	char *buf;               /* the bytes read (recs point into it) */
 	size_t bufcap;           /* bytes allocated in buf */
+	struct spool_hdr *hdrs;  /* the headers of all recs (recs[i].hdrs point into it) */
+	size_t nhdrs;            /* entries used in hdrs */
+	size_t hdrcap;           /* room in hdrs */
 	struct spool_pos end;    /* position after the batch (== ends[n-1] when n > 0) */
 };
 

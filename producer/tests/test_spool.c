@@ -77,7 +77,7 @@ static void value_of(int i, char *out, size_t len)
 static int append_one(struct spool *s, int i)
 {
 	char val[128], key[32];
-	struct spool_rec r;
+	struct spool_rec r = { 0 };
 
 	value_of(i, val, sizeof(val));
 	snprintf(key, sizeof(key), "svc-%d", i % 3);
@@ -428,7 +428,7 @@ static void test_record_larger_than_segment(void **state)
 	struct fixture *f = *state;
 	char err[256] = "";
 	struct spool_batch b = { 0 };
-	struct spool_rec r = { "k", 1, NULL, 0 };
+	struct spool_rec r = { "k", 1, NULL, 0, NULL, 0 };
 	char *big = lp_xmalloc(70000);
 	struct spool *s = spool_open(&f->o, err, sizeof(err));
 
@@ -458,7 +458,7 @@ static void test_smaller_segment_size_keeps_records(void **state)
 	struct fixture *f = *state;
 	char err[256] = "";
 	struct spool_batch b = { 0 };
-	struct spool_rec r = { "k", 1, NULL, 0 };
+	struct spool_rec r = { "k", 1, NULL, 0, NULL, 0 };
 	char *big = lp_xmalloc(30000);
 	struct spool *s;
 	int i, n;
@@ -494,6 +494,154 @@ static void test_smaller_segment_size_keeps_records(void **state)
 	spool_batch_release(&b);
 	spool_close(s);
 	free(big);
+}
+
+/* The headers of event i: none for i % 3 == 0, one for 1, three for 2
+ * (the last value with a NUL byte inside and one empty). */
+static size_t headers_of(int i, struct spool_hdr *h, char *buf, size_t len)
+{
+	size_t n = (size_t)(i % 3 == 0 ? 0 : i % 3 == 1 ? 1 : 3);
+
+	snprintf(buf, len, "trace-%06d", i);
+	if (n >= 1)
+		h[0] = (struct spool_hdr){ "trace_id", 8, buf, strlen(buf) };
+	if (n >= 2) {
+		h[1] = (struct spool_hdr){ "bin", 3, "a\0b", 3 };
+		h[2] = (struct spool_hdr){ "empty", 5, "", 0 };
+	}
+	return n;
+}
+
+static void append_with_headers(struct spool *s, int from, int to)
+{
+	for (int i = from; i < to; i++) {
+		char val[128], key[32], hbuf[32];
+		struct spool_hdr h[3];
+		struct spool_rec r = { 0 };
+
+		value_of(i, val, sizeof(val));
+		snprintf(key, sizeof(key), "svc-%d", i % 3);
+		r.key = key;
+		r.keylen = strlen(key);
+		r.val = val;
+		r.vallen = strlen(val);
+		r.hdrs = h;
+		r.nhdrs = headers_of(i, h, hbuf, sizeof(hbuf));
+		assert_int_equal(spool_append(s, &r, 1), 0);
+	}
+}
+
+/* Reads and commits everything, checking values, keys and headers of
+ * events from..to-1 (headers as headers_of gives them when with_hdrs,
+ * none otherwise). */
+static void drain_expect_headers(struct spool *s, int from, int to, bool with_hdrs)
+{
+	struct spool_batch b = { 0 };
+	int next = from, n = 0;
+
+	while (next < to && (n = spool_read(s, &b, to - next < 5 ? (size_t)(to - next) : 5,
+					     200)) > 0) {
+		for (int i = 0; i < n; i++, next++) {
+			char want[128], hbuf[32];
+			struct spool_hdr h[3];
+			size_t nh = headers_of(next, h, hbuf, sizeof(hbuf));
+
+			value_of(next, want, sizeof(want));
+			assert_int_equal(b.recs[i].vallen, strlen(want));
+			assert_memory_equal(b.recs[i].val, want, strlen(want));
+			if (!with_hdrs)
+				nh = 0;
+			assert_int_equal(b.recs[i].nhdrs, nh);
+			for (size_t k = 0; k < nh; k++) {
+				assert_int_equal(b.recs[i].hdrs[k].namelen, h[k].namelen);
+				assert_memory_equal(b.recs[i].hdrs[k].name, h[k].name, h[k].namelen);
+				assert_int_equal(b.recs[i].hdrs[k].vallen, h[k].vallen);
+				if (h[k].vallen)
+					assert_memory_equal(b.recs[i].hdrs[k].val, h[k].val,
+							    h[k].vallen);
+			}
+			if (nh == 0)
+				assert_null(b.recs[i].hdrs);
+		}
+		assert_int_equal(spool_commit(s, &b.end, (size_t)n), 0);
+	}
+	assert_true(n >= 0);
+	assert_int_equal(next, to);
+	spool_batch_release(&b);
+}
+
+/* Records keep their headers (none, one, several, binary and empty values)
+ * when read back, and across a restart. */
+static void test_headers_round_trip(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	struct spool *s = spool_open(&f->o, err, sizeof(err));
+
+	assert_non_null(s);
+	append_with_headers(s, 0, 30);
+	drain_expect_headers(s, 0, 10, true); /* 10 of them... */
+	spool_close(s);
+	s = spool_open(&f->o, err, sizeof(err)); /* ...the rest after recovery */
+	assert_non_null(s);
+	assert_int_equal(spool_pending(s), 20);
+	append_with_headers(s, 30, 40);
+	drain_expect_headers(s, 10, 40, true);
+	spool_close(s);
+}
+
+/* A segment of the first format ("LPSPOOL1": no headers), left by an
+ * older producer, is recovered (torn tail cut) and drained as records
+ * without headers, ahead of new records, which keep theirs. */
+static void test_old_format_segment_is_drained(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "", path[256];
+	unsigned char rec[256];
+	struct spool_stats st;
+	struct spool *s;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%020d.seg", f->dir, 3);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	assert_true(fd >= 0);
+	memcpy(rec, "LPSPOOL1", 8);
+	memset(rec + 8, 0, 8);
+	rec[8] = 3;
+	assert_int_equal(write(fd, rec, 16), 16);
+	for (int i = 0; i < 12; i++) {
+		char val[128], key[32];
+		uint32_t kl, vl, len, crc;
+
+		value_of(i, val, sizeof(val));
+		snprintf(key, sizeof(key), "svc-%d", i % 3);
+		kl = (uint32_t)strlen(key);
+		vl = (uint32_t)strlen(val);
+		len = 4 + kl + vl;
+		for (int b = 0; b < 4; b++) {
+			rec[b] = (unsigned char)(len >> (8 * b));
+			rec[8 + b] = (unsigned char)(kl >> (8 * b));
+		}
+		memcpy(rec + 12, key, kl);
+		memcpy(rec + 12 + kl, val, vl);
+		crc = spool_crc32c(spool_crc32c(0, rec, 4), rec + 8, len);
+		for (int b = 0; b < 4; b++)
+			rec[4 + b] = (unsigned char)(crc >> (8 * b));
+		/* The last record torn: a crash in the middle of its write. */
+		assert_int_equal(write(fd, rec, i == 11 ? 10 : 8 + len), i == 11 ? 10 : 8 + len);
+	}
+	close(fd);
+
+	s = spool_open(&f->o, err, sizeof(err));
+	assert_non_null(s);
+	spool_stats(s, &st);
+	assert_int_equal(st.recovered, 11);
+	assert_int_equal(st.discarded_bytes, 10);
+	append_with_headers(s, 11, 20);
+	drain_expect_headers(s, 0, 11, false);
+	drain_expect_headers(s, 11, 20, true);
+	assert_int_equal(spool_pending(s), 0);
+	spool_close(s);
 }
 
 /* A segment that cannot be created (disk full for a moment; here a
@@ -571,7 +719,7 @@ static void *writer_main(void *arg)
 {
 	struct writer *w = arg;
 	char val[64];
-	struct spool_rec r = { "w", 1, val, 0 };
+	struct spool_rec r = { "w", 1, val, 0, NULL, 0 };
 
 	for (int i = 0; i < PER_WRITER; i++) {
 		snprintf(val, sizeof(val), "%02d:%04d", w->id, i);
@@ -646,6 +794,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_failed_segment_create_is_retried, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_directory_is_locked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_headers_round_trip, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_old_format_segment_is_drained, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_group_commit, setup, teardown),
 	};
 

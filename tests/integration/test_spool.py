@@ -48,10 +48,10 @@ def topic_values(tool, brokers, topic, wait_ms=20000):
     return [json.loads(line)["value"] for line in r.stdout.splitlines() if line.strip()]
 
 
-def post(url, body, content_type="application/json", timeout=30):
+def post(url, body, content_type="application/json", timeout=30, headers=None):
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST",
-                                 headers={"Content-Type": content_type})
+                                 headers=dict(headers or {}, **{"Content-Type": content_type}))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read(), dict(r.headers)
@@ -321,6 +321,58 @@ def test_kafka_down_spools_then_drains_exactly_once(services, topics, pg_dsn, ka
         ids.append(json.loads(raw)["id"])
     assert_stored_once(pg_dsn, ids, marks, load.other_marks)
     assert metric(prod, "logpipe_spool_written_total") == spooled
+
+
+def test_spooled_events_keep_their_trace_context(services, topics, pg_dsn, kafka_back,
+                                                 kafkatool):
+    """An event sent with a traceparent while Kafka is down is spooled; once
+    Kafka is back, its record on the raw topic carries the same trace headers
+    as a directly produced one, and it is stored with its trace_id.  Both
+    request paths (the scanned single event, the batch) and an event whose
+    body has a trace_id of its own (no span: trace_id header only)."""
+    procs = services("producer", "enricher", "consumer", topics=topics, pg_dsn=pg_dsn,
+                     config={"producer": {"kafka.timeout_ms": 2000}})
+    prod = procs["producer"]
+    trace = uuid.uuid4().hex
+    span = "00f067aa0ba902b7"
+    own = uuid.uuid4().hex
+    tp = {"traceparent": f"00-{trace}-{span}-01"}
+    kafka_back.stop()
+    ids = {}
+    status, raw, _ = post(prod.url + "/api/logs",
+                          {"message": "one", "service": "spooltrace"}, headers=tp)
+    assert status == 202, raw
+    ids[json.loads(raw)["id"]] = (trace, span)
+    status, raw, _ = post(prod.url + "/api/logs/batch",
+                          [{"message": "two", "service": "spooltrace"},
+                           {"message": "three", "service": "spooltrace", "trace_id": own}],
+                          headers=tp)
+    assert status == 202, raw
+    res = json.loads(raw)["results"]
+    ids[res[0]["id"]] = (trace, span)
+    ids[res[1]["id"]] = (own, None)
+    assert metric(prod, "logpipe_spool_written_total") == 3
+
+    kafka_back.start()
+    kafka_back.wait_ready(90)
+    wait_until("the spool to drain",
+               lambda: metric(prod, "logpipe_spool_events") == 0, SETTLE_TIMEOUT)
+    r = subprocess.run([kafkatool, "consume", kafka_back.bootstrap, topics["raw"], "0", "100",
+                        "5000"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    recs = {json.loads(m["value"])["id"]: m for m in map(json.loads, r.stdout.splitlines())}
+    assert set(recs) == set(ids), recs
+    for eid, (t, s) in ids.items():
+        want = {"trace_id": t}
+        if s:
+            want.update(span_id=s, traceparent=f"00-{t}-{s}-01")
+        assert recs[eid]["headers"] == want, recs[eid]
+    wait_until("the events stored",
+               lambda: len(stored_counts(pg_dsn, ids)) == len(ids), SETTLE_TIMEOUT)
+    out = lp.psql(pg_dsn, "SELECT id, trace_id, coalesce(span_id, '') FROM log_events "
+                          "WHERE service = 'spooltrace'")
+    got = {line.split("|")[0]: tuple(line.split("|")[1:]) for line in out.splitlines() if line}
+    assert got == {k: (t, s or "") for k, (t, s) in ids.items()}, got
 
 
 def test_kill9_while_spooled_then_restart_drains(services, topics, pg_dsn, kafka_back):
