@@ -1,4 +1,4 @@
-/* front.c - the gateway's event-driven front (see front.h).
+/* front.c - the event-driven HTTP front (see front.h).
  *
  * Each loop thread owns an epoll set, a listening socket of the public
  * address (SO_REUSEPORT: the kernel spreads new connections over the
@@ -15,7 +15,7 @@
  *   READ    collecting a request: head (reqhead.c) and Content-Length body;
  *   WAIT    the handler could not decide without waiting (a rate-limit
  *           lease in flight): the request stays in c->in and is offered
- *           again after gw_front_kick (or at the next sweep);
+ *           again after lp_front_kick (or at the next sweep);
  *   CALL    waiting for the upstream call the handler asked for;
  *   WRITE   writing the reply, then back to READ (kept alive);
  *   TUNNEL  passing bytes both ways to the CivetWeb server behind, until
@@ -30,7 +30,7 @@
  * An upstream call takes the most recently used idle socket of its target
  * (one idle longer than IDLE_MAX_MS is closed instead: CivetWeb drops idle
  * connections after its own keep-alive timeout), sends the request, and
- * reads until h1_parse_answer finds the answer whole.  When a reused socket
+ * reads until lp_h1_parse_answer finds the answer whole.  When a reused socket
  * ends or resets before any byte of the answer, the upstream had probably
  * closed it meanwhile, and the request is sent once more on a new
  * connection, as h1.c does, but only when that cannot act twice: when no
@@ -65,7 +65,7 @@
 #include "logpipe/http.h"
 #include "logpipe/log.h"
 #include "logpipe/util.h"
-#include "front.h"
+#include "logpipe/front.h"
 
 #include "logpipe/banned.h"
 
@@ -93,7 +93,7 @@ struct conn;
 
 /* The idle sockets of one upstream target in one loop. */
 struct bucket {
-	const struct h1_target *t;      /* the target (the handler's, long-lived) */
+	const struct lp_h1_target *t;      /* the target (the handler's, long-lived) */
 	struct sockaddr_storage addr;   /* its resolved address */
 	socklen_t alen;                 /* 0: not resolved */
 	int64_t resolved_ms;            /* when */
@@ -140,8 +140,8 @@ struct conn {
 	size_t out_pos;           /* bytes of out written */
 	struct lp_buf head;       /* a copy of the request head, NUL-terminated in parts */
 	struct lp_buf body;       /* a copy of the request body */
-	struct gw_rq rq;          /* the head, pointing into head */
-	struct gw_front_req q;    /* the request as the handler sees it */
+	struct lp_rq rq;          /* the head, pointing into head */
+	struct lp_front_req q;    /* the request as the handler sees it */
 	struct lp_buf call;       /* the upstream request */
 	size_t call_pos;          /* bytes of call sent */
 	struct lp_buf answer;     /* the upstream answer so far */
@@ -150,22 +150,22 @@ struct conn {
 	bool retried;             /* the call was sent again on a new connection */
 	bool continued;           /* "100 Continue" was sent for the request in c->in */
 	bool got_any;             /* some byte of the answer arrived */
-	int64_t call_deadline;    /* the call fails with H1_TIMEOUT after */
+	int64_t call_deadline;    /* the call fails with LP_H1_TIMEOUT after */
 	int64_t connect_deadline; /* the connect in progress times out after */
 	struct conn *prev, *next; /* the loop's connections */
 	struct conn *next_dead;   /* the loop's dead list */
 };
 
 struct loop {
-	struct gw_front *f;
+	struct lp_front *f;
 	int ep;                   /* epoll set */
 	struct ent listen;        /* K_LISTEN: this loop's listening socket */
 	struct ent wake;          /* K_WAKE: eventfd that stops the loop */
 	pthread_t th;
 	bool started;
-	atomic_bool stop;         /* gw_front_stop: end the loop */
+	atomic_bool stop;         /* lp_front_stop: end the loop */
 	atomic_bool detached;     /* the loop saw f->detach: the handler is not called again */
-	atomic_bool kicked;       /* gw_front_kick: offer the WAIT requests again */
+	atomic_bool kicked;       /* lp_front_kick: offer the WAIT requests again */
 	bool quiet;               /* quiescing: its listening socket is closed */
 	bool accept_later;        /* out of descriptors: the sweep accepts again */
 	bool accept_stuck;        /* that was logged */
@@ -177,10 +177,10 @@ struct loop {
 	size_t nb;
 };
 
-struct gw_front {
-	struct gw_front_opts o;
-	atomic_bool quiesce;      /* gw_front_quiesce was called */
-	atomic_bool detach;       /* gw_front_detach was called */
+struct lp_front {
+	struct lp_front_opts o;
+	atomic_bool quiesce;      /* lp_front_quiesce was called */
+	atomic_bool detach;       /* lp_front_detach was called */
 	struct sockaddr_storage inner; /* 127.0.0.1:inner_port */
 	int nloops;
 	struct loop loops[MAX_LOOPS];
@@ -213,7 +213,7 @@ static void peer_clear(int port)
 	pthread_mutex_unlock(&peers_mu);
 }
 
-const char *gw_front_client_addr(struct lp_http_req *r, char out[48])
+const char *lp_front_client_addr(struct lp_http_req *r, char out[48])
 {
 	const char *a = lp_http_remote_addr(r);
 	int port;
@@ -285,7 +285,7 @@ static bool idle_closed(int fd)
 	return true; /* EOF, or bytes nobody asked for */
 }
 
-static struct bucket *bucket_of(struct loop *l, const struct h1_target *t)
+static struct bucket *bucket_of(struct loop *l, const struct lp_h1_target *t)
 {
 	size_t i;
 
@@ -451,9 +451,9 @@ static void conn_free(struct conn *c)
 
 /* Ends the call in progress: the handler gets its outcome (and frees its
  * state); the upstream socket goes back to the pool when keep is set. */
-static void call_done(struct conn *c, enum h1_result io, size_t n, const char *err, bool keep)
+static void call_done(struct conn *c, enum lp_h1_result io, size_t n, const char *err, bool keep)
 {
-	struct gw_front *f = c->l->f;
+	struct lp_front *f = c->l->f;
 	struct upconn *u = c->up;
 
 	c->up = NULL;
@@ -478,7 +478,7 @@ static void conn_close(struct conn *c)
 
 	if (c->dead)
 		return;
-	/* Only gw_front_stop closes a connection waiting for its call; the
+	/* Only lp_front_stop closes a connection waiting for its call; the
 	 * server the handler would count the request in may be gone. */
 	if (c->st == C_CALL) {
 		if (c->up)
@@ -575,7 +575,7 @@ static void linger(struct conn *c);
 /* Passes the connection to CivetWeb, starting with what c->in holds. */
 static void to_tunnel(struct conn *c)
 {
-	struct gw_front *f = c->l->f;
+	struct lp_front *f = c->l->f;
 	struct sockaddr_in la;
 	socklen_t ll = sizeof(la);
 	int fd;
@@ -736,7 +736,7 @@ static char *to_head(struct conn *c, const char *p)
  * bytes after it: copies the head, NUL-terminates its parts. */
 static void take_request(struct conn *c, size_t body_len)
 {
-	struct gw_rq *rq = &c->rq;
+	struct lp_rq *rq = &c->rq;
 	size_t i;
 
 	lp_buf_reset(&c->head);
@@ -779,20 +779,20 @@ static void call_start(struct conn *c);
  * became a tunnel or was closed. */
 static int next_request(struct conn *c)
 {
-	struct gw_front *f = c->l->f;
-	enum gw_front_verdict v;
+	struct lp_front *f = c->l->f;
+	enum lp_front_verdict v;
 	size_t body_len;
 
 	if (c->in.len == 0)
 		return 0;
 	if (atomic_load_explicit(&c->l->detached, memory_order_relaxed)) {
-		to_tunnel(c); /* the handler is gone (gw_front_detach) */
+		to_tunnel(c); /* the handler is gone (lp_front_detach) */
 		return -1;
 	}
-	switch (gw_rq_parse(c->in.buf, c->in.len, &c->rq)) {
-	case GW_RQ_INCOMPLETE:
+	switch (lp_rq_parse(c->in.buf, c->in.len, &c->rq)) {
+	case LP_RQ_INCOMPLETE:
 		return 0;
-	case GW_RQ_OTHER:
+	case LP_RQ_OTHER:
 		to_tunnel(c);
 		return -1;
 	default:
@@ -821,16 +821,16 @@ static int next_request(struct conn *c)
 	lp_buf_reset(&c->call);
 	c->out_pos = 0;
 	v = f->o.handler.start(f->o.handler.ud, &c->q);
-	if (v == GW_FRONT_DECLINE) {
+	if (v == LP_FRONT_DECLINE) {
 		to_tunnel(c); /* c->in still holds the request as it came */
 		return -1;
 	}
-	if (v == GW_FRONT_LATER) {
+	if (v == LP_FRONT_LATER) {
 		c->st = C_WAIT; /* c->in still holds it; offered again when kicked */
 		return -1;
 	}
 	consume(c, c->rq.head_len + body_len);
-	if (v == GW_FRONT_REPLY) {
+	if (v == LP_FRONT_REPLY) {
 		c->st = C_WRITE;
 		c->deadline = lp_now_ms() + f->o.request_timeout_ms;
 	} else {
@@ -842,7 +842,7 @@ static int next_request(struct conn *c)
 /* Runs a client connection as far as it can go now. */
 static void client_run(struct conn *c)
 {
-	struct gw_front *f = c->l->f;
+	struct lp_front *f = c->l->f;
 
 	while (!c->dead) {
 		size_t before;
@@ -903,14 +903,14 @@ static void call_send(struct conn *c, bool fresh)
 	struct upconn *u = NULL;
 
 	if (!b) {
-		call_done(c, H1_FAILED, 0, "too many distinct upstreams", false);
+		call_done(c, LP_H1_FAILED, 0, "too many distinct upstreams", false);
 		return;
 	}
 	if (!fresh)
 		u = pool_pop(b, now);
 	/* Its close may not have been seen yet (an event later in this batch):
 	 * a request that will not be sent twice is not risked on it. */
-	while (u && !h1_idempotent(c->q.method) && idle_closed(u->e.fd)) {
+	while (u && !lp_h1_idempotent(c->q.method) && idle_closed(u->e.fd)) {
 		up_close(u);
 		u = pool_pop(b, now);
 	}
@@ -919,7 +919,7 @@ static void call_send(struct conn *c, bool fresh)
 	else
 		u->reused = true;
 	if (!u) {
-		call_done(c, H1_FAILED, 0, err, false);
+		call_done(c, LP_H1_FAILED, 0, err, false);
 		return;
 	}
 	u->owner = c;
@@ -933,7 +933,7 @@ static void call_send(struct conn *c, bool fresh)
 
 static void call_start(struct conn *c)
 {
-	struct gw_front *f = c->l->f;
+	struct lp_front *f = c->l->f;
 
 	c->st = C_CALL;
 	c->retried = false;
@@ -952,7 +952,7 @@ static bool call_retry(struct conn *c)
 {
 	if (!c->up->reused || c->got_any || c->retried)
 		return false;
-	if (c->call_pos > 0 && !h1_idempotent(c->q.method))
+	if (c->call_pos > 0 && !lp_h1_idempotent(c->q.method))
 		return false;
 	up_close(c->up);
 	c->up = NULL;
@@ -966,31 +966,31 @@ static void call_fail(struct conn *c, const char *what, int err_no)
 	char err[256];
 
 	snprintf(err, sizeof(err), "%s: %s", what, strerror(err_no));
-	call_done(c, H1_FAILED, 0, err, false);
+	call_done(c, LP_H1_FAILED, 0, err, false);
 }
 
 /* Parses what came of the answer; true when the call ended. */
 static bool call_answer(struct conn *c, bool eof)
 {
-	static const struct h1_req none;
+	static const struct lp_h1_req none;
 	char err[256];
 	size_t used;
 	bool keep;
 	int status;
-	enum h1_result r;
+	enum lp_h1_result r;
 
-	r = h1_parse_answer(&none, c->answer.buf, c->answer.len, eof, &status, &used, &keep, err,
+	r = lp_h1_parse_answer(&none, c->answer.buf, c->answer.len, eof, &status, &used, &keep, err,
 			    sizeof(err));
-	if (r == H1_AGAIN && c->answer.len < c->answer_max)
+	if (r == LP_H1_AGAIN && c->answer.len < c->answer_max)
 		return false;
-	if (r == H1_AGAIN) {
+	if (r == LP_H1_AGAIN) {
 		/* Hand over what there is: the handler's limit turns it into a
 		 * "too large" answer. */
-		call_done(c, H1_OK, c->answer.len, NULL, false);
-	} else if (r == H1_OK) {
-		call_done(c, H1_OK, used, NULL, keep && !eof);
+		call_done(c, LP_H1_OK, c->answer.len, NULL, false);
+	} else if (r == LP_H1_OK) {
+		call_done(c, LP_H1_OK, used, NULL, keep && !eof);
 	} else {
-		call_done(c, H1_FAILED, 0, err, false);
+		call_done(c, LP_H1_FAILED, 0, err, false);
 	}
 	return true;
 }
@@ -1157,7 +1157,7 @@ static void quiesce(struct loop *l)
 /* Closes what timed out. */
 static void sweep(struct loop *l, int64_t now)
 {
-	struct gw_front *f = l->f;
+	struct lp_front *f = l->f;
 	struct conn *c, *next;
 	size_t i;
 
@@ -1179,7 +1179,7 @@ static void sweep(struct loop *l, int64_t now)
 			conn_close(c);
 		} else if (c->st == C_CALL && (now >= c->call_deadline ||
 					       (c->connect_deadline && now >= c->connect_deadline))) {
-			call_done(c, H1_TIMEOUT, 0, "timed out", false);
+			call_done(c, LP_H1_TIMEOUT, 0, "timed out", false);
 			client_run(c);
 		}
 	}
@@ -1285,7 +1285,7 @@ static void on_event(struct loop *l, struct ent *e, uint32_t m)
 	}
 }
 
-/* gw_front_detach: the calls in flight are cancelled (their connections
+/* lp_front_detach: the calls in flight are cancelled (their connections
  * closed) and no request is offered to the handler from now on. */
 static void detach(struct loop *l)
 {
@@ -1342,7 +1342,7 @@ static void *loop_main(void *arg)
 		if (stop)
 			break;
 	}
-	atomic_store(&l->detached, true); /* gw_front_detach need not wait for it */
+	atomic_store(&l->detached, true); /* lp_front_detach need not wait for it */
 	return NULL;
 }
 
@@ -1417,9 +1417,9 @@ static int listen_on(const struct sockaddr_storage *sa, socklen_t len, bool reus
 	return fd;
 }
 
-struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t errlen)
+struct lp_front *lp_front_start(const struct lp_front_opts *o, char *err, size_t errlen)
 {
-	struct gw_front *f = lp_xcalloc(1, sizeof(*f));
+	struct lp_front *f = lp_xcalloc(1, sizeof(*f));
 	struct sockaddr_in *in = (struct sockaddr_in *)&f->inner;
 	struct sockaddr_storage sa;
 	socklen_t sl;
@@ -1486,11 +1486,11 @@ struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t
 	}
 	return f;
 fail:
-	gw_front_stop(f);
+	lp_front_stop(f);
 	return NULL;
 }
 
-void gw_front_quiesce(struct gw_front *f, int timeout_ms)
+void lp_front_quiesce(struct lp_front *f, int timeout_ms)
 {
 	int64_t end = lp_now_ms() + timeout_ms;
 	int i, busy;
@@ -1514,7 +1514,7 @@ void gw_front_quiesce(struct gw_front *f, int timeout_ms)
 			timeout_ms);
 }
 
-void gw_front_kick(struct gw_front *f)
+void lp_front_kick(struct lp_front *f)
 {
 	int i;
 
@@ -1529,7 +1529,7 @@ void gw_front_kick(struct gw_front *f)
 	}
 }
 
-void gw_front_detach(struct gw_front *f)
+void lp_front_detach(struct lp_front *f)
 {
 	int i;
 
@@ -1548,7 +1548,7 @@ void gw_front_detach(struct gw_front *f)
 	}
 }
 
-void gw_front_stop(struct gw_front *f)
+void lp_front_stop(struct lp_front *f)
 {
 	int i;
 	size_t j;
