@@ -203,9 +203,7 @@ static struct lp_series *cached_series(struct lp_series *_Atomic *slot, struct l
 /* The client's address, the real one for a request tunnelled by the front. */
 static const char *client_addr(struct lp_http_req *r)
 {
-	static __thread char addr[48];
-
-	return lp_front_client_addr(r, addr);
+	return lp_http_remote_addr(r);
 }
 
 /* a, b and c into dst, cut to fit. */
@@ -1009,6 +1007,7 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 	struct gateway *g = lp_xcalloc(1, sizeof(*g));
 	struct lp_registry *reg = lp_registry_default();
 	struct lp_http_opts ho = { 0 };
+	struct lp_front_handler fh = { 0 };
 	struct gw_bp_opts bo = { 0 };
 	int i;
 
@@ -1080,15 +1079,16 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 		g->limiter = gw_limiter_new(&lo);
 	}
 
-	if (strcmp(s->http_front, "events") == 0) {
-		ho.listen = "127.0.0.1:0"; /* behind the front */
-	} else if (strcmp(s->http_front, "civetweb") == 0) {
-		ho.listen = g->listen;
-	} else {
-		snprintf(err, errlen, "http.front \"%s\" is neither events nor civetweb",
-			 s->http_front);
-		goto fail;
-	}
+	/* The server's event front (http.front events) offers the proxied
+	 * routes to fast_start before it passes a request to CivetWeb. */
+	ho.listen = g->listen;
+	ho.front = s->http_front;
+	ho.front_loops = (int)s->http_loops;
+	fh.start = fast_start;
+	fh.finish = fast_finish;
+	fh.cancel = fast_cancel;
+	fh.ud = g;
+	ho.handler = &fh;
 	ho.threads = (int)s->http_threads;
 	ho.max_body = (size_t)s->http_max_body;
 	ho.request_timeout_ms = (int)s->http_timeout_ms;
@@ -1115,24 +1115,9 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 		lp_http_health(g->http, "kafka_lag", false, lag_healthy, g, NULL);
 	if (lp_http_start(g->http, err, errlen) < 0)
 		goto fail;
-	if (strcmp(s->http_front, "events") == 0) {
-		struct lp_front_opts fo = { 0 };
-
-		fo.listen = g->listen;
-		fo.loops = (int)s->http_loops;
-		fo.max_body = (size_t)s->http_max_body;
-		fo.request_timeout_ms = (int)s->http_timeout_ms;
-		fo.inner_port = lp_http_port(g->http);
-		fo.handler.start = fast_start;
-		fo.handler.finish = fast_finish;
-		fo.handler.cancel = fast_cancel;
-		fo.handler.ud = g;
-		g->front = lp_front_start(&fo, err, errlen);
-		if (!g->front)
-			goto fail;
-		if (g->limiter)
-			gw_limiter_on_lease(g->limiter, lease_ended, g->front);
-	}
+	g->front = lp_http_event_front(g->http);
+	if (g->front && g->limiter)
+		gw_limiter_on_lease(g->limiter, lease_ended, g->front);
 	return g;
 fail:
 	gateway_stop(g);
@@ -1145,18 +1130,18 @@ void gateway_stop(struct gateway *g)
 
 	if (!g)
 		return;
-	/* The front's requests first; then the front lets go of the handler
-	 * (fast_start reads CivetWeb's route table, fast_finish counts in it),
-	 * cancelling what a quiesce that timed out left; then CivetWeb's
-	 * requests (whose answers still flow through the front's tunnels);
-	 * then the front itself. */
+	/* lp_http_server_free stops in order: the front's requests first;
+	 * then the front lets go of the handler (fast_start reads CivetWeb's
+	 * route table, fast_finish counts in it), cancelling what a quiesce
+	 * that timed out left; then CivetWeb's requests (whose answers still
+	 * flow through the front's tunnels); then the front itself.  No lease
+	 * kicks the front from here on: the sweep offers waiting requests
+	 * again by itself. */
 	atomic_store(&g->stop_streams, true); /* live tails would hold the server */
-	lp_front_quiesce(g->front, 10000);
-	lp_front_detach(g->front);
-	lp_http_server_free(g->http);
 	if (g->limiter)
 		gw_limiter_on_lease(g->limiter, NULL, NULL);
-	lp_front_stop(g->front);
+	lp_http_server_free(g->http);
+	g->front = NULL;
 	gw_pipeline_stop(g->pl);
 	gw_dashboard_free(g->dash);
 	gw_bp_stop(g->bp);

@@ -17,6 +17,8 @@
  *           lease in flight): the request stays in c->in and is offered
  *           again after lp_front_kick (or at the next sweep);
  *   CALL    waiting for the upstream call the handler asked for;
+ *   DEFER   waiting for lp_front_answer from another thread: the answer
+ *           comes through the loop's done queue and its eventfd;
  *   WRITE   writing the reply, then back to READ (kept alive);
  *   TUNNEL  passing bytes both ways to the CivetWeb server behind, until
  *           either side ends (see front.h for what goes there);
@@ -42,12 +44,19 @@
  * first).  Idle pooled sockets stay in the epoll set; any event on one
  * (the upstream closing it) closes it.
  *
+ * A deferred request's handle (struct lp_front_later) lives apart from its
+ * connection: the client may go before the answer comes, and the front may
+ * stop before it.  The loop thread alone links the two (c->later, h->c);
+ * lp_front_answer only queues the handle on its loop under answer_mu, the
+ * one lock of the path, which also orders it against lp_front_stop: a
+ * handle still pending when the loops have stopped is marked orphan, and
+ * its answer, whenever it comes, frees it without touching the loop.
+ *
  * Objects closed while the loop is going through a batch of events are
  * freed after the batch, since a later event of the batch may point at
  * them.  Timeouts are checked every SWEEP_MS by walking the loop's
  * connections. */
 #include <arpa/inet.h>
-#include <civetweb.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -62,7 +71,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "logpipe/http.h"
 #include "logpipe/log.h"
 #include "logpipe/util.h"
 #include "logpipe/front.h"
@@ -116,7 +124,17 @@ struct upconn {
 	struct upconn *next;    /* the idle stack, or the loop's dead list */
 };
 
-enum cstate { C_READ, C_WAIT, C_CALL, C_WRITE, C_TUNNEL, C_LINGER };
+enum cstate { C_READ, C_WAIT, C_CALL, C_DEFER, C_WRITE, C_TUNNEL, C_LINGER };
+
+/* The handle of a deferred request (see the top of the file). */
+struct lp_front_later {
+	struct loop *l;                   /* the loop that owns the connection */
+	struct conn *c;                   /* the connection; NULL once it closed (loop only) */
+	struct lp_buf reply;              /* the answer, once given */
+	bool orphan;                      /* the front stopped first (answer_mu) */
+	struct lp_front_later *next_done; /* the loop's done queue (answer_mu) */
+	struct lp_front_later *prev, *next; /* the loop's pending list (loop only) */
+};
 
 /* A client connection. */
 struct conn {
@@ -147,6 +165,7 @@ struct conn {
 	struct lp_buf answer;     /* the upstream answer so far */
 	size_t answer_max;        /* read no further than this */
 	struct upconn *up;        /* the upstream connection of the call */
+	struct lp_front_later *later; /* DEFER: the handle, given to the handler */
 	bool retried;             /* the call was sent again on a new connection */
 	bool continued;           /* "100 Continue" was sent for the request in c->in */
 	bool got_any;             /* some byte of the answer arrived */
@@ -175,6 +194,8 @@ struct loop {
 	struct upconn *dead_ups;
 	struct bucket b[MAX_TARGETS];
 	size_t nb;
+	struct lp_front_later *pending; /* deferred, not answered or not taken yet */
+	struct lp_front_later *done;    /* answered, for the loop to take (answer_mu) */
 };
 
 struct lp_front {
@@ -186,7 +207,12 @@ struct lp_front {
 	struct loop loops[MAX_LOOPS];
 	char timeout_reply[384];  /* the 408 sent to a client too slow to send */
 	size_t timeout_reply_len;
+	int port;                 /* the public port */
 };
+
+/* Orders lp_front_answer against the loops taking answers and against
+ * lp_front_stop (see the top of the file). */
+static pthread_mutex_t answer_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- the peer table --------------------------------------------------------
  * CivetWeb sees a tunnelled request come from 127.0.0.1 and the tunnel's
@@ -213,21 +239,17 @@ static void peer_clear(int port)
 	pthread_mutex_unlock(&peers_mu);
 }
 
-const char *lp_front_client_addr(struct lp_http_req *r, char out[48])
+bool lp_front_peer_addr(int port, char out[48])
 {
-	const char *a = lp_http_remote_addr(r);
-	int port;
+	bool found = false;
 
-	if (!r->conn || !a || strcmp(a, "127.0.0.1") != 0)
-		return a;
-	port = mg_get_request_info(r->conn)->remote_port;
 	pthread_mutex_lock(&peers_mu);
 	if (peers && port > 0 && port <= 65535 && peers[port][0]) {
 		lp_strlcpy(out, peers[port], 48);
-		a = out;
+		found = true;
 	}
 	pthread_mutex_unlock(&peers_mu);
-	return a;
+	return found;
 }
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -500,6 +522,10 @@ static void conn_close(struct conn *c)
 		l->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	if (c->later) {
+		c->later->c = NULL; /* its answer finds nobody */
+		c->later = NULL;
+	}
 	c->dead = true;
 	c->next_dead = l->dead_conns;
 	l->dead_conns = c;
@@ -830,6 +856,21 @@ static int next_request(struct conn *c)
 		return -1;
 	}
 	consume(c, c->rq.head_len + body_len);
+	if (v == LP_FRONT_DEFER) {
+		if (!c->later) { /* a handler bug: nobody would answer */
+			lp_error("front: %s %s deferred without lp_front_defer", c->q.method,
+				 c->q.path);
+			conn_close(c);
+			return -1;
+		}
+		c->st = C_DEFER;
+		return -1;
+	}
+	if (c->later) { /* lp_front_defer, then a verdict that is not DEFER */
+		lp_error("front: %s %s took a handle and did not defer", c->q.method, c->q.path);
+		conn_close(c);
+		return -1;
+	}
 	if (v == LP_FRONT_REPLY) {
 		c->st = C_WRITE;
 		c->deadline = lp_now_ms() + f->o.request_timeout_ms;
@@ -856,7 +897,7 @@ static void client_run(struct conn *c)
 			drain_client(c);
 			return;
 		}
-		if (c->st == C_CALL || c->st == C_WAIT)
+		if (c->st == C_CALL || c->st == C_WAIT || c->st == C_DEFER)
 			return;
 		if (c->st == C_WRITE) {
 			if (!client_flush(c))
@@ -1073,6 +1114,180 @@ static void call_run(struct conn *c)
 	}
 }
 
+/* ---- answers given later ------------------------------------------------------------ */
+
+struct lp_front_later *lp_front_defer(struct lp_front_req *q)
+{
+	struct conn *c = (struct conn *)((char *)q - offsetof(struct conn, q));
+	struct lp_front_later *h;
+
+	if (c->later)
+		return c->later;
+	h = lp_xcalloc(1, sizeof(*h));
+	h->l = c->l;
+	h->c = c;
+	lp_buf_init(&h->reply, 0);
+	h->next = c->l->pending;
+	if (h->next)
+		h->next->prev = h;
+	c->l->pending = h;
+	c->later = h;
+	return h;
+}
+
+void lp_front_answer(struct lp_front_later *h, struct lp_buf *reply)
+{
+	uint64_t one = 1;
+
+	if (!h)
+		return;
+	pthread_mutex_lock(&answer_mu);
+	if (h->orphan) {
+		pthread_mutex_unlock(&answer_mu);
+		if (reply)
+			lp_buf_release(reply);
+		free(h);
+		return;
+	}
+	if (reply) {
+		h->reply = *reply;
+		lp_buf_init(reply, 0);
+	}
+	h->next_done = h->l->done;
+	h->l->done = h;
+	(void)!write(h->l->wake.fd, &one, sizeof(one));
+	pthread_mutex_unlock(&answer_mu);
+}
+
+static void later_unlink(struct loop *l, struct lp_front_later *h)
+{
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		l->pending = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	h->prev = h->next = NULL;
+}
+
+/* Writes the answers that came (in the order they came). */
+static void take_answers(struct loop *l)
+{
+	struct lp_front_later *h, *rev = NULL;
+
+	pthread_mutex_lock(&answer_mu);
+	h = l->done;
+	l->done = NULL;
+	pthread_mutex_unlock(&answer_mu);
+	while (h) { /* the queue is a stack: turn it over */
+		struct lp_front_later *next = h->next_done;
+
+		h->next_done = rev;
+		rev = h;
+		h = next;
+	}
+	while ((h = rev) != NULL) {
+		struct conn *c = h->c;
+
+		rev = h->next_done;
+		later_unlink(l, h);
+		if (c && !c->dead) {
+			c->later = NULL;
+			if (h->reply.len == 0) {
+				conn_close(c);
+			} else {
+				lp_buf_release(&c->out);
+				c->out = h->reply;
+				lp_buf_init(&h->reply, 0);
+				c->out_pos = 0;
+				c->st = C_WRITE;
+				c->deadline = lp_now_ms() + l->f->o.request_timeout_ms;
+				client_run(c);
+			}
+		}
+		lp_buf_release(&h->reply);
+		free(h);
+	}
+}
+
+/* The loops have stopped: answers queued are dropped, and the handles not
+ * answered yet are left to free themselves when answered. */
+static void orphan_pending(struct loop *l)
+{
+	struct lp_front_later *h;
+
+	pthread_mutex_lock(&answer_mu);
+	while ((h = l->done) != NULL) {
+		l->done = h->next_done;
+		later_unlink(l, h);
+		lp_buf_release(&h->reply);
+		free(h);
+	}
+	while ((h = l->pending) != NULL) {
+		later_unlink(l, h);
+		h->c = NULL;
+		h->orphan = true;
+	}
+	pthread_mutex_unlock(&answer_mu);
+}
+
+static void add_status_line(struct lp_buf *out, int status)
+{
+	const char *text;
+
+	switch (status) {
+	case 100: text = "Continue"; break;
+	case 200: text = "OK"; break;
+	case 201: text = "Created"; break;
+	case 202: text = "Accepted"; break;
+	case 204: text = "No Content"; break;
+	case 304: text = "Not Modified"; break;
+	case 400: text = "Bad Request"; break;
+	case 401: text = "Unauthorized"; break;
+	case 403: text = "Forbidden"; break;
+	case 404: text = "Not Found"; break;
+	case 405: text = "Method Not Allowed"; break;
+	case 408: text = "Request Timeout"; break;
+	case 409: text = "Conflict"; break;
+	case 413: text = "Payload Too Large"; break;
+	case 415: text = "Unsupported Media Type"; break;
+	case 422: text = "Unprocessable Entity"; break;
+	case 429: text = "Too Many Requests"; break;
+	case 500: text = "Internal Server Error"; break;
+	case 502: text = "Bad Gateway"; break;
+	case 503: text = "Service Unavailable"; break;
+	case 504: text = "Gateway Timeout"; break;
+	default: text = ""; break;
+	}
+	lp_buf_addf(out, "HTTP/1.1 %d %s\r\n", status, text);
+}
+
+void lp_front_reply(struct lp_buf *out, int status, const char *content_type,
+		    const char *extra_headers, const char *body, size_t len)
+{
+	add_status_line(out, status);
+	if (status < 200 || status == 204 || status == 304) {
+		len = 0;
+	} else {
+		if (content_type)
+			lp_buf_addf(out, "Content-Type: %s\r\n", content_type);
+		lp_buf_addf(out, "Content-Length: %zu\r\n", len);
+	}
+	if (extra_headers)
+		lp_buf_adds(out, extra_headers);
+	lp_buf_adds(out, "\r\n");
+	if (len > 0)
+		lp_buf_add(out, body, len);
+}
+
+void lp_front_reply_json(struct lp_buf *out, int status, const char *extra_headers,
+			 const char *json)
+{
+	if (!json)
+		json = "{}";
+	lp_front_reply(out, status, "application/json", extra_headers, json, strlen(json));
+}
+
 /* ---- the loop ---------------------------------------------------------------------- */
 
 /* Accepts every connection waiting.  The listening socket is
@@ -1242,6 +1457,12 @@ static void on_event(struct loop *l, struct ent *e, uint32_t m)
 		c->readable = c->readable || in;
 		c->writable = c->writable || out;
 		c->hup = c->hup || hup;
+		/* Reset or gone both ways while its answer is awaited: nobody
+		 * will read it (a client that only shut its sending side may). */
+		if (c->st == C_DEFER && (m & (EPOLLHUP | EPOLLERR))) {
+			conn_close(c);
+			break;
+		}
 		client_run(c);
 		break;
 	}
@@ -1327,6 +1548,7 @@ static void *loop_main(void *arg)
 
 				(void)!read(l->wake.fd, &v, sizeof(v));
 				stop = stop || atomic_load(&l->stop);
+				take_answers(l);
 				if (atomic_exchange(&l->kicked, false))
 					retry_waiting(l);
 			} else {
@@ -1396,6 +1618,26 @@ bad:
 	return -EINVAL;
 }
 
+static int sa_port(const struct sockaddr_storage *sa)
+{
+	if (sa->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+}
+
+static void sa_set_port(struct sockaddr_storage *sa, int port)
+{
+	if (sa->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+}
+
+int lp_front_port(const struct lp_front *f)
+{
+	return f && f->port > 0 ? f->port : -ENOTCONN;
+}
+
 /* A listening socket on sa; reuseport lets every loop have one. */
 static int listen_on(const struct sockaddr_storage *sa, socklen_t len, bool reuseport,
 		     char *err, size_t errlen)
@@ -1454,12 +1696,16 @@ struct lp_front *lp_front_start(const struct lp_front_opts *o, char *err, size_t
 
 	if (listen_addr(o->listen, &sa, &sl, err, errlen) < 0)
 		goto fail;
-	/* SO_REUSEPORT would let a second gateway share the port silently: a
-	 * plain bind first finds the port taken, by anyone. */
-	probe = listen_on(&sa, sl, false, err, errlen);
-	if (probe < 0)
-		goto fail;
-	close(probe);
+	/* SO_REUSEPORT would let a second server share the port silently: a
+	 * plain bind first finds the port taken, by anyone.  Port 0 needs no
+	 * probe: the first loop's socket gets a free port, the others take
+	 * the same (only sockets with SO_REUSEPORT can share it). */
+	if (sa_port(&sa) != 0) {
+		probe = listen_on(&sa, sl, false, err, errlen);
+		if (probe < 0)
+			goto fail;
+		close(probe);
+	}
 	for (i = 0; i < f->nloops; i++) {
 		struct loop *l = &f->loops[i];
 
@@ -1467,6 +1713,13 @@ struct lp_front *lp_front_start(const struct lp_front_opts *o, char *err, size_t
 		l->ep = epoll_create1(EPOLL_CLOEXEC);
 		l->listen.kind = K_LISTEN;
 		l->listen.fd = listen_on(&sa, sl, true, err, errlen);
+		if (l->listen.fd >= 0 && sa_port(&sa) == 0) {
+			struct sockaddr_storage got;
+			socklen_t gl = sizeof(got);
+
+			if (getsockname(l->listen.fd, (struct sockaddr *)&got, &gl) == 0)
+				sa_set_port(&sa, sa_port(&got));
+		}
 		l->wake.kind = K_WAKE;
 		l->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (l->ep < 0 || l->listen.fd < 0 || l->wake.fd < 0 || watch(l, &l->listen) < 0 ||
@@ -1477,6 +1730,7 @@ struct lp_front *lp_front_start(const struct lp_front_opts *o, char *err, size_t
 			goto fail;
 		}
 	}
+	f->port = sa_port(&sa);
 	for (i = 0; i < f->nloops; i++) {
 		if (pthread_create(&f->loops[i].th, NULL, loop_main, &f->loops[i]) != 0) {
 			snprintf(err, errlen, "cannot start event loop %d", i);
@@ -1566,6 +1820,7 @@ void lp_front_stop(struct lp_front *f)
 		}
 		while (l->conns)
 			conn_close(l->conns);
+		orphan_pending(l);
 		for (j = 0; j < l->nb; j++) {
 			while (l->b[j].idle) {
 				struct upconn *u = l->b[j].idle;

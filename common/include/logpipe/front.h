@@ -11,15 +11,19 @@
  * plus a share of an epoll_wait.
  *
  * Each request head is parsed by reqhead.c.  A plain HTTP/1.1 request is
- * offered to the handler (gateway.c), which either answers it at once
- * (an auth or rate-limit refusal), asks for an upstream call (the front
- * sends the request on a kept-alive non-blocking connection from its loop's
- * pool and gives the handler the whole answer), or declines it.  A declined
+ * offered to the handler (the gateway's proxy, or lp_http_server's routes
+ * served on the loop), which either answers it at once (an auth or
+ * rate-limit refusal), asks for an upstream call (the front sends the
+ * request on a kept-alive non-blocking connection from its loop's pool and
+ * gives the handler the whole answer), defers it (LP_FRONT_DEFER: another
+ * thread answers later with lp_front_answer, no thread waits for it), or
+ * declines it.  A declined
  * request, and anything the parser does not accept, turns its connection
  * into a byte tunnel to the CivetWeb server behind (on a loopback port),
  * which serves it exactly as it would have without the front: the local
  * routes, HEAD, chunked bodies, malformed requests and their errors.  The
- * CivetWeb side learns the client's real address from lp_front_client_addr.
+ * CivetWeb side learns the client's real address from lp_front_peer_addr
+ * (lp_http_remote_addr does that by itself).
  *
  * Timeouts: a request must arrive whole within request_timeout_ms of its
  * first byte (408 and close after), an idle kept-alive connection is closed
@@ -38,7 +42,7 @@
 #include "logpipe/h1.h"
 #include "logpipe/reqhead.h"
 
-struct lp_http_req;
+struct lp_front_later;
 
 /* A request the front read, as the handler sees it. */
 struct lp_front_req {
@@ -66,6 +70,10 @@ enum lp_front_verdict {
 	LP_FRONT_LATER,   /* cannot decide without waiting (a rate-limit lease in
 			   * flight); nothing kept: offer the same request
 			   * again after lp_front_kick */
+	LP_FRONT_DEFER,   /* taken: the handler called lp_front_defer(q) and
+			   * answers later, from any thread, with
+			   * lp_front_answer; the connection waits (its next
+			   * pipelined request too), no thread does */
 };
 
 struct lp_front_handler {
@@ -115,8 +123,40 @@ void lp_front_kick(struct lp_front *f);
 /* Stops the loops, closes every connection.  NULL is a no-op. */
 void lp_front_stop(struct lp_front *f);
 
-/* The address of the client of r: for a request CivetWeb read through a
- * tunnel, the real client's, copied into out; otherwise lp_http_remote_addr. */
-const char *lp_front_client_addr(struct lp_http_req *r, char out[48]);
+/* The port the front listens on (the one chosen for port 0), or -ENOTCONN. */
+int lp_front_port(const struct lp_front *f);
+
+/* The real client of a tunnel whose local port (as the server behind sees
+ * its peer: 127.0.0.1 and this port) is port: copies its address into out
+ * and returns true; false when no tunnel of any front has that port. */
+bool lp_front_peer_addr(int port, char out[48]);
+
+/* ---- answers given later ---------------------------------------------------
+ * A handler that cannot answer at once (it waits for Kafka's delivery
+ * report, say) takes a handle with lp_front_defer(q) and returns
+ * LP_FRONT_DEFER.  Whatever it needs of q (header values, the body) it must
+ * copy or use before it returns: q is not valid after.  Later, from any
+ * thread, lp_front_answer(h, reply) hands the whole reply to the loop that
+ * owns the connection and wakes it (an eventfd); the loop writes it, then
+ * goes on with the connection's next request.  Exactly one
+ * lp_front_answer per handle, which frees the handle: if the client has
+ * gone meanwhile, or the front has stopped, the reply is dropped.  The
+ * front does not time a deferred request out: the handler must answer.
+ * lp_front_quiesce waits for deferred requests like for any other. */
+
+/* In the handler's start, before it returns LP_FRONT_DEFER.  Never NULL. */
+struct lp_front_later *lp_front_defer(struct lp_front_req *q);
+/* Any thread, once per handle.  Takes reply's bytes (a whole HTTP/1.1
+ * reply; lp_front_reply builds one) and leaves *reply empty and
+ * initialised; reply NULL or empty: the connection is closed instead. */
+void lp_front_answer(struct lp_front_later *h, struct lp_buf *reply);
+/* Appends a whole reply to out: status line, Content-Type (when not NULL),
+ * Content-Length, extra_headers ("Name: value\r\n" lines, or NULL), the
+ * blank line and body[0, len).  1xx, 204 and 304 go without a body. */
+void lp_front_reply(struct lp_buf *out, int status, const char *content_type,
+		    const char *extra_headers, const char *body, size_t len);
+/* The same with a JSON body: json (a JSON text) or, when NULL, {}. */
+void lp_front_reply_json(struct lp_buf *out, int status, const char *extra_headers,
+			 const char *json);
 
 #endif
