@@ -194,6 +194,10 @@ struct async_req {
 	const struct lp_rq *head;    /* the header fields, NULL once deferred */
 	struct lp_front_req *q;      /* the front's request, until the handler returned */
 	struct lp_front_later *later; /* lp_http_defer's handle */
+	/* Deferred: the handler's return and lp_http_answer, in either order
+	 * and on different threads (the answer may come before the handler
+	 * returned): the second of the two sends the reply and frees. */
+	atomic_int parts;
 	struct lp_buf out;           /* the reply, built by lp_http_reply* */
 	char addr[48];               /* the client's address */
 	int64_t t0;                  /* lp_now_us() when it began */
@@ -1176,6 +1180,21 @@ static const char *async_header(void *ud, const char *name)
 	return a->head ? lp_rq_header(a->head, name, &len) : NULL;
 }
 
+/* Hands a deferred request's reply to the front, counts it, frees it. */
+static void async_send(struct async_req *a)
+{
+	char status[24];
+
+	lp_front_answer(a->later, &a->out);
+	lp_fmt_u64(status, (uint64_t)a->r.status);
+	lp_series_inc(lp_metric_series(a->requests, a->route, method_label(a->method), status));
+	lp_series_observe(lp_metric_series(a->duration, a->route),
+			  (double)(lp_now_us() - a->t0) / 1e6);
+	lp_http_front_end(NULL, &a->r, NULL, 0); /* frees the path */
+	lp_buf_release(&a->out);
+	free(a);
+}
+
 int lp_http_defer(struct lp_http_req *r)
 {
 	if (r->front) {
@@ -1184,6 +1203,7 @@ int lp_http_defer(struct lp_http_req *r)
 		if (r->front->header != async_header || !a->q || a->later)
 			return -EINVAL;
 		a->later = lp_front_defer(a->q);
+		atomic_store(&a->parts, 2);
 		return 0;
 	} else {
 		struct req_state *st = state_of(r);
@@ -1208,17 +1228,8 @@ void lp_http_answer(struct lp_http_req *r)
 	if (r->front) {
 		struct async_req *a = (struct async_req *)r;
 
-		char status[24];
-
-		lp_front_answer(a->later, &a->out);
-		lp_fmt_u64(status, (uint64_t)r->status);
-		lp_series_inc(lp_metric_series(a->requests, a->route, method_label(a->method),
-					       status));
-		lp_series_observe(lp_metric_series(a->duration, a->route),
-				  (double)(lp_now_us() - a->t0) / 1e6);
-		lp_http_front_end(NULL, &a->r, NULL, 0); /* frees the path */
-		lp_buf_release(&a->out);
-		free(a);
+		if (atomic_fetch_sub(&a->parts, 1) == 1)
+			async_send(a);
 	} else {
 		struct req_state *st = state_of(r);
 
@@ -1290,12 +1301,15 @@ static enum lp_front_verdict front_start(void *ud, struct lp_front_req *q)
 	rt->fn(&a->r, rt->ud);
 	a->q = NULL;
 	if (a->later) {
-		/* What pointed into the connection's buffers is gone with it. */
+		/* What pointed into the connection's buffers is gone with it
+		 * (the answer, if it came already, used none of it). */
 		a->head = NULL;
 		a->r.body = NULL;
 		a->r.body_len = 0;
 		a->r.query = NULL;
 		a->r.param = NULL;
+		if (atomic_fetch_sub(&a->parts, 1) == 1)
+			async_send(a); /* answered during the handler: sent on the next wake */
 		return LP_FRONT_DEFER;
 	}
 	if (a->r.status == 0) {

@@ -3,8 +3,8 @@
  * service serves.
  *
  * A service creates a server, registers routes and health checks, then
- * starts it.  Handlers run on CivetWeb's worker threads, so they must be
- * thread-safe.  Every server answers, without registration:
+ * starts it.  Handlers run on CivetWeb's worker threads (async routes on
+ * the event front's loops too), so they must be thread-safe.  Every server answers, without registration:
  *   GET /health/live   200 {"status":"UP"} while the process serves;
  *   GET /health/ready  200, or 503 with the failing required checks;
  *   GET /health        both, with each check's state and breaker state;
@@ -135,7 +135,10 @@ void lp_http_server_free(struct lp_http_server *s);
  * with lp_http_reply* and returns, or calls lp_http_defer(r) and returns;
  * then, once, from any thread: lp_http_reply* on r (lp_http_reply_json
  * with "Retry-After: 1\r\n" as extra_headers, say), and lp_http_answer(r),
- * which sends the reply and frees r.  After the handler returns, a deferred
+ * which sends the reply and frees r (this may happen before the handler
+ * returned, on its own thread or another: done callbacks that complete at
+ * once are fine; the handler must not touch r after lp_http_answer).
+ * After the handler returns, a deferred
  * r keeps only method, path, route, request_id and the reply functions:
  * the body, query, param, headers and remote address must be used or
  * copied before.  If the client went meanwhile the reply is dropped.
@@ -197,8 +200,9 @@ bool lp_http_is_json_type(const char *ct);
 
 /* ---- requests read by another front ---------------------------------------
  *
- * The gateway serves its proxied routes from an event loop of its own and
- * hands everything else to CivetWeb (gateway/front.h).  A request the loop
+ * The event front (front.h) serves the async routes, and the gateway's
+ * proxied routes, from its loops and hands everything else to CivetWeb.  A
+ * request a loop
  * read goes through the same helpers as a CivetWeb one: it describes itself
  * with a struct lp_http_front, and the reply functions append the whole
  * reply (head and body) to out instead of writing to a connection. */
