@@ -263,6 +263,14 @@ static bool read_replies(int fd, struct lp_buf *out, int count, int ms)
 	}
 }
 
+/* Waits (at most 3 s) until n answers were given. */
+static void wait_answered(struct answerer *a, int n)
+{
+	for (int i = 0; i < 3000 && atomic_load(&a->answered) < n; i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&a->answered), n);
+}
+
 static bool nothing_to_read(int fd)
 {
 	char ch;
@@ -377,7 +385,7 @@ static void test_many_in_flight_on_one_loop(void **state)
 		assert_contains(out.buf, want);
 		close(fds[i]);
 	}
-	assert_int_equal(atomic_load(&a.answered), MANY);
+	wait_answered(&a, MANY);
 	lp_http_server_free(e.s);
 	answerer_stop(&a);
 	lp_buf_release(&out);
@@ -410,9 +418,7 @@ static void test_client_gone_before_the_answer(void **state)
 	assert_false(read_replies(fd2, &out, 1, 3000));
 	assert_contains(out.buf, "HTTP/1.1 200 ");
 	answerer_release(&a);
-	for (int i = 0; i < 3000 && atomic_load(&a.answered) < 1; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&a.answered), 1);
+	wait_answered(&a, 1);
 	lp_buf_reset(&out);
 	send_defer(fd2, "after");
 	assert_false(read_replies(fd2, &out, 1, 3000));
@@ -501,9 +507,7 @@ static void test_stop_gives_up_then_late_answer(void **state)
 	assert_true(read_replies(fd, &out, 1, 3000)); /* closed, unanswered */
 	assert_int_equal(out.len, 0);
 	answerer_release(&a); /* answers into nothing */
-	for (int i = 0; i < 3000 && atomic_load(&a.answered) < 1; i++)
-		usleep(1000);
-	assert_int_equal(atomic_load(&a.answered), 1);
+	wait_answered(&a, 1);
 	close(fd);
 	answerer_stop(&a);
 	lp_buf_release(&out);
@@ -528,7 +532,7 @@ static void test_defer_on_a_civetweb_worker(void **state)
 	assert_contains(out.buf, "HTTP/1.1 202 ");
 	assert_contains(out.buf, "Retry-After: 1\r\n");
 	assert_contains(out.buf, "{\"tag\":\"chunked\"}");
-	assert_int_equal(atomic_load(&a.answered), 1);
+	wait_answered(&a, 1);
 	close(fd);
 	lp_http_server_free(e.s);
 	answerer_stop(&a);
