@@ -162,12 +162,13 @@ struct env {
 	int port;
 };
 
-static void server_start(struct env *e, struct answerer *a, int loops, int stop_ms,
-			 int timeout_ms)
+static void server_start_as(struct env *e, struct answerer *a, const char *front, int loops,
+			    int stop_ms, int timeout_ms)
 {
 	struct lp_http_opts o = { 0 };
 	char err[256] = "";
 
+	o.front = front;
 	o.listen = "127.0.0.1:0";
 	o.threads = 4;
 	o.front_loops = loops;
@@ -182,7 +183,16 @@ static void server_start(struct env *e, struct answerer *a, int loops, int stop_
 		fail_msg("lp_http_start: %s", err);
 	e->port = lp_http_port(e->s);
 	assert_true(e->port > 0);
-	assert_non_null(lp_http_event_front(e->s));
+	if (front && strcmp(front, "civetweb") == 0)
+		assert_null(lp_http_event_front(e->s));
+	else
+		assert_non_null(lp_http_event_front(e->s));
+}
+
+static void server_start(struct env *e, struct answerer *a, int loops, int stop_ms,
+			 int timeout_ms)
+{
+	server_start_as(e, a, NULL, loops, stop_ms, timeout_ms);
 }
 
 /* A connection from local address from ("127.0.0.1", "127.0.0.2", ...). */
@@ -539,6 +549,38 @@ static void test_defer_on_a_civetweb_worker(void **state)
 	lp_buf_release(&out);
 }
 
+/* http.front civetweb: no front; the async route runs on a worker, which
+ * waits for the answer; the address is the client's own. */
+static void test_civetweb_alone(void **state)
+{
+	static struct answerer a;
+	struct env e;
+	struct lp_buf out = LP_BUF_INIT;
+	struct lp_http_opts o = { 0 };
+	char err[256] = "";
+	int fd;
+
+	(void)state;
+	o.listen = "0";
+	o.front = "sideways";
+	assert_null(lp_http_server_new(&o, err, sizeof(err)));
+	assert_contains(err, "neither events nor civetweb");
+	answerer_start(&a, 0, false);
+	server_start_as(&e, &a, "civetweb", 1, 5000, 5000);
+	fd = dial(&e, "127.0.0.3");
+	send_defer(fd, "cw");
+	assert_false(read_replies(fd, &out, 1, 3000));
+	assert_contains(out.buf, "{\"tag\":\"cw\"}");
+	lp_buf_reset(&out);
+	send_all(fd, "GET /who HTTP/1.1\r\nHost: x\r\n\r\n");
+	assert_false(read_replies(fd, &out, 1, 3000));
+	assert_contains(out.buf, "\r\n\r\n127.0.0.3");
+	close(fd);
+	lp_http_server_free(e.s);
+	answerer_stop(&a);
+	lp_buf_release(&out);
+}
+
 /* A request the front passes to CivetWeb sees the real client address. */
 static void test_client_address_through_the_tunnel(void **state)
 {
@@ -679,6 +721,7 @@ int main(void)
 		cmocka_unit_test(test_stop_gives_up_then_late_answer),
 		cmocka_unit_test(test_defer_on_a_civetweb_worker),
 		cmocka_unit_test(test_client_address_through_the_tunnel),
+		cmocka_unit_test(test_civetweb_alone),
 		cmocka_unit_test(test_half_heads_do_not_starve_health),
 		cmocka_unit_test(test_raw_front_defer),
 	};
