@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -644,12 +645,17 @@ static void test_half_heads_do_not_starve_health(void **state)
 struct raw {
 	struct lp_front_later *h; /* the deferred request */
 	atomic_int started;
+	bool reply;               /* answer at once instead */
 };
 
 static enum lp_front_verdict raw_start(void *ud, struct lp_front_req *q)
 {
 	struct raw *r = ud;
 
+	if (r->reply) {
+		lp_buf_adds(q->reply, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+		return LP_FRONT_REPLY;
+	}
 	r->h = lp_front_defer(q);
 	atomic_fetch_add(&r->started, 1);
 	return LP_FRONT_DEFER;
@@ -710,6 +716,69 @@ static void test_raw_front_defer(void **state)
 	lp_buf_release(&reply);
 }
 
+/* Issue #18: with the process out of descriptors, accept(2) fails and the
+ * connections stay in the backlog.  The listening socket is edge-triggered:
+ * no event comes for them until another connection does, so the front
+ * tries again by itself once descriptors are free. */
+static void test_backlog_served_after_emfile(void **state)
+{
+	static struct raw p;
+	struct lp_front_opts o = { 0 };
+	struct lp_front *f;
+	struct lp_buf out = LP_BUF_INIT;
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	struct rlimit saved, low;
+	char listen[64], err[256];
+	int fds[4], i, lowest;
+	int port = test_free_port();
+
+	(void)state;
+	memset(&p, 0, sizeof(p));
+	p.reply = true;
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+	o.listen = listen;
+	o.loops = 1;
+	o.max_body = 1 << 20;
+	o.request_timeout_ms = 5000;
+	o.inner_port = test_free_port();
+	o.handler.start = raw_start;
+	o.handler.finish = raw_finish;
+	o.handler.cancel = raw_cancel;
+	o.handler.ud = &p;
+	f = lp_front_start(&o, err, sizeof(err));
+	assert_non_null(f);
+	for (i = 0; i < 4; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
+		assert_true(fds[i] >= 0);
+	}
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	a.sin_port = htons((uint16_t)port);
+
+	/* No descriptor can be made while the limit is the lowest free one. */
+	lowest = dup(0);
+	assert_true(lowest >= 0);
+	close(lowest);
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+	low = saved;
+	low.rlim_cur = (rlim_t)lowest;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+	for (i = 0; i < 4; i++) /* the kernel completes them: they wait in the backlog */
+		assert_int_equal(connect(fds[i], (struct sockaddr *)&a, sizeof(a)), 0);
+	for (i = 0; i < 4; i++)
+		send_all(fds[i], "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
+	usleep(50 * 1000); /* the front meets EMFILE meanwhile (or not: then it passes anyway) */
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+
+	for (i = 0; i < 4; i++) {
+		lp_buf_reset(&out);
+		assert_false(read_replies(fds[i], &out, 1, 3000));
+		assert_contains(out.buf, "HTTP/1.1 200 ");
+		close(fds[i]);
+	}
+	lp_front_stop(f);
+	lp_buf_release(&out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -724,6 +793,7 @@ int main(void)
 		cmocka_unit_test(test_civetweb_alone),
 		cmocka_unit_test(test_half_heads_do_not_starve_health),
 		cmocka_unit_test(test_raw_front_defer),
+		cmocka_unit_test(test_backlog_served_after_emfile),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

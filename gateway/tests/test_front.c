@@ -773,69 +773,6 @@ static void test_detach_then_no_handler_call(void **state)
 	lp_buf_release(&out);
 }
 
-/* Issue #18: with the process out of descriptors, accept(2) fails and the
- * connections stay in the backlog.  The listening socket is edge-triggered:
- * no event comes for them until another connection does, so the front
- * tries again by itself once descriptors are free. */
-static void test_backlog_served_after_emfile(void **state)
-{
-	static struct probe p;
-	struct lp_front_opts o = { 0 };
-	struct lp_front *f;
-	struct lp_buf out = LP_BUF_INIT;
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	struct rlimit saved, low;
-	char listen[64], err[256];
-	int fds[4], i, lowest;
-	int port = test_free_port();
-
-	(void)state;
-	memset(&p, 0, sizeof(p));
-	p.reply = true;
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-	o.listen = listen;
-	o.loops = 1;
-	o.max_body = 1 << 20;
-	o.request_timeout_ms = 5000;
-	o.inner_port = test_free_port();
-	o.handler.start = probe_start;
-	o.handler.finish = probe_finish;
-	o.handler.cancel = probe_cancel;
-	o.handler.ud = &p;
-	f = lp_front_start(&o, err, sizeof(err));
-	assert_non_null(f);
-	for (i = 0; i < 4; i++) {
-		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-		assert_true(fds[i] >= 0);
-	}
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = htons((uint16_t)port);
-
-	/* No descriptor can be made while the limit is the lowest free one. */
-	lowest = dup(0);
-	assert_true(lowest >= 0);
-	close(lowest);
-	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
-	low = saved;
-	low.rlim_cur = (rlim_t)lowest;
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
-	for (i = 0; i < 4; i++) /* the kernel completes them: they wait in the backlog */
-		assert_int_equal(connect(fds[i], (struct sockaddr *)&a, sizeof(a)), 0);
-	for (i = 0; i < 4; i++)
-		send_all(fds[i], "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
-	usleep(50 * 1000); /* the front meets EMFILE meanwhile (or not: then it passes anyway) */
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
-
-	for (i = 0; i < 4; i++) {
-		lp_buf_reset(&out);
-		assert_false(read_replies(fds[i], &out, 1));
-		assert_contains(out.buf, "HTTP/1.1 200 ");
-		close(fds[i]);
-	}
-	lp_front_stop(f);
-	lp_buf_release(&out);
-}
-
 /* Issue #18: the rate limiter's lease waited for Redis on the event loop,
  * stalling every connection of that loop.  With a Redis that takes
  * connections and never answers (2 s timeout), one loop: a POST waits for
@@ -943,7 +880,6 @@ int main(void)
 						setup_one_loop, teardown),
 		cmocka_unit_test(test_written_post_not_resent),
 		cmocka_unit_test(test_detach_then_no_handler_call),
-		cmocka_unit_test(test_backlog_served_after_emfile),
 		cmocka_unit_test(test_lease_does_not_hold_the_loop),
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_body_gets_413_not_a_reset, setup,
