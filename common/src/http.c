@@ -1255,6 +1255,27 @@ int lp_http_route_async(struct lp_http_server *s, const char *method, const char
 	return rc;
 }
 
+/* Whether the raw path may be an async route's (a cheap look before the
+ * path is decoded: a path with escapes that decodes to one goes to CivetWeb,
+ * which serves it the same). */
+static bool async_candidate(struct lp_http_server *s, const char *raw_path)
+{
+	size_t i;
+
+	if (s->nasync == 0)
+		return false;
+	for (i = 0; i < s->nroutes; i++) {
+		const struct route *rt = &s->routes[i];
+
+		if (!rt->async)
+			continue;
+		if (rt->wildcard ? strncmp(rt->pattern, raw_path, rt->prefix_len) == 0
+				 : strcmp(rt->pattern, raw_path) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* The front's handler: an async route's request is served here, on the
  * loop; anything else goes to the outer handler (the gateway's), or to
  * CivetWeb behind. */
@@ -1266,7 +1287,7 @@ static enum lp_front_verdict front_start(void *ud, struct lp_front_req *q)
 	const struct route *rt = NULL, *other;
 	const char *param;
 
-	if (s->nasync == 0)
+	if (!async_candidate(s, q->path))
 		goto outer;
 	a = lp_xcalloc(1, sizeof(*a));
 	a->t0 = lp_now_us();
@@ -1525,8 +1546,15 @@ struct lp_http_server *lp_http_server_new(const struct lp_http_opts *opts, char 
 		lp_http_server_free(s);
 		return NULL;
 	}
-	for (i = 0; i < LP_ARRAY_SIZE(builtins); i++)
+	for (i = 0; i < LP_ARRAY_SIZE(builtins); i++) {
 		lp_http_route(s, "GET", builtins[i].pattern, builtins[i].fn, s);
+		/* Liveness is answered on the front's loop: it says the process
+		 * serves, whatever CivetWeb's workers are held by. */
+		if (builtins[i].fn == handle_live) {
+			s->routes[s->nroutes - 1].async = true;
+			s->nasync++;
+		}
+	}
 	return s;
 }
 

@@ -5,7 +5,8 @@
  * A service creates a server, registers routes and health checks, then
  * starts it.  Handlers run on CivetWeb's worker threads (async routes on
  * the event front's loops too), so they must be thread-safe.  Every server answers, without registration:
- *   GET /health/live   200 {"status":"UP"} while the process serves;
+ *   GET /health/live   200 {"status":"UP"} while the process serves (on the
+ *                      event front's loop: CivetWeb's workers may all be busy);
  *   GET /health/ready  200, or 503 with the failing required checks;
  *   GET /health        both, with each check's state and breaker state;
  *   GET /metrics       the default registry in Prometheus text format.
