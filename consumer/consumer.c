@@ -160,13 +160,14 @@ struct consumer {
 	/* Loop thread only. */
 	rd_kafka_message_t **stash;        /* polled while waiting, for the next batch */
 	size_t nstash, stashcap;
-	bool paused;                       /* partitions paused by wait_store_idle */
+	bool paused;                       /* partitions paused by wait_batch_done */
 	int64_t last_kafka_warn_ms;        /* rate limit for consumer error logs */
 
 	/* The hand-off between the two threads. */
 	pthread_mutex_t hmu;               /* guards the fields below */
 	pthread_cond_t hcv;                /* signalled on every change */
-	struct batch *handoff;                /* for the store thread; NULL when idle */
+	struct batch *handoff;             /* being stored; NULL when the store thread is idle */
+	struct batch *queued;              /* the next one, taken as soon as handoff is done */
 	struct batch *done;                /* finished by it, waiting for the commit */
 	int done_rc;                       /* 0 all safe, -ECANCELED abandoned */
 	bool store_quit;                   /* no more batches will come */
@@ -671,9 +672,17 @@ static void *store_main(void *arg)
 			rc = send_dead_letters(c, b);
 
 		pthread_mutex_lock(&c->hmu);
-		c->handoff = NULL;
+		/* Offsets are committed in order: the batch before must have
+		 * been taken for its commit (it is, at once, unless the loop
+		 * thread is busy gathering). */
+		while (c->done)
+			pthread_cond_wait(&c->hcv, &c->hmu);
 		c->done = b;
 		c->done_rc = rc;
+		/* The next batch, when the loop thread queued one, is started
+		 * right away, without waiting for that thread to be scheduled. */
+		c->handoff = c->queued;
+		c->queued = NULL;
 		pthread_cond_broadcast(&c->hcv);
 	}
 	pthread_mutex_unlock(&c->hmu);
@@ -697,7 +706,9 @@ static void commit_batch(struct consumer *c, struct batch *b, int rc)
 	batch_reset(b);
 }
 
-/* Commits the batch the store thread finished, if any, and empties it. */
+/* Commits the batch the store thread finished, if any, and empties it.
+ * The slot is freed first (the store thread may be waiting to put the
+ * next finished batch there); the batch is this thread's from then on. */
 static void finish_done(struct consumer *c)
 {
 	struct batch *b;
@@ -707,28 +718,26 @@ static void finish_done(struct consumer *c)
 	b = c->done;
 	rc = c->done_rc;
 	c->done = NULL;
+	if (b)
+		pthread_cond_broadcast(&c->hcv);
 	pthread_mutex_unlock(&c->hmu);
 	commit_batch(c, b, rc);
 }
 
-/* Hands b to the idle store thread, then commits the batch it finished
- * before: the Kafka commit's round trip overlaps with storing b instead of
- * holding the store thread up.  The finished batch is taken in the same
- * critical section, before the store thread can finish b and take its
- * place. */
+/* Gives b to the store thread: to store now when it is idle, or queued to
+ * be taken the moment it finishes the batch in hand.  The queue holds one:
+ * this thread queues a batch only once the one before the batch in hand is
+ * committed (wait_batch_done), by which time the store thread has taken
+ * whatever was queued. */
 static void hand_off(struct consumer *c, struct batch *b)
 {
-	struct batch *prev;
-	int rc;
-
 	pthread_mutex_lock(&c->hmu);
-	prev = c->done;
-	rc = c->done_rc;
-	c->done = NULL;
-	c->handoff = b;
+	if (!c->handoff)
+		c->handoff = b;
+	else
+		c->queued = b;
 	pthread_cond_broadcast(&c->hcv);
 	pthread_mutex_unlock(&c->hmu);
-	commit_batch(c, prev, rc);
 }
 
 /* Sets b->fresh (store_probe) while the store thread may still be writing
@@ -750,18 +759,26 @@ static void probe_batch(struct consumer *c, struct batch *b, const struct batch 
 		lp_debug("probe failed, the batch takes the staging path: %s", err);
 }
 
-/* Waits until the store thread is idle.  A short wait (a batch being
- * stored) just blocks; during an outage, or once the wait passes a second,
- * the partitions are paused and polled so the group keeps us. */
-static void wait_store_idle(struct consumer *c)
+/* Is b (NULL: any batch) being stored or queued? */
+static bool in_store(const struct consumer *c, const struct batch *b)
+{
+	return b ? c->handoff == b || c->queued == b : c->handoff || c->queued;
+}
+
+/* Waits until the store thread is done with b (NULL: with every batch) and
+ * commits the offsets of what it finished meanwhile, b included.  A short
+ * wait (a batch being stored) just blocks; during an outage, or once the
+ * wait passes a second, the partitions are paused and polled so the group
+ * keeps us. */
+static void wait_batch_done(struct consumer *c, const struct batch *b)
 {
 	int64_t t0 = lp_now_ms();
 	bool busy;
 
 	for (;;) {
 		pthread_mutex_lock(&c->hmu);
-		busy = c->handoff != NULL;
-		if (busy && !c->paused) {
+		busy = in_store(c, b);
+		if (busy && !c->done && !c->paused) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -771,9 +788,10 @@ static void wait_store_idle(struct consumer *c)
 				ts.tv_nsec -= 1000000000L;
 			}
 			pthread_cond_timedwait(&c->hcv, &c->hmu, &ts);
-			busy = c->handoff != NULL;
+			busy = in_store(c, b);
 		}
 		pthread_mutex_unlock(&c->hmu);
+		finish_done(c);
 		if (!busy)
 			break;
 		if (in_outage(c) || lp_now_ms() - t0 > 1000) {
@@ -804,16 +822,19 @@ static void *consume_main(void *arg)
 			continue;
 		}
 		lp_series_observe(c->batch_size, (double)b->nmsgs);
+		/* The other buffer holds the batch before b, which the store
+		 * thread may still be writing: b's ids are checked against it
+		 * in memory.  Every batch before that one is committed. */
 		probe_batch(c, b, &bufs[next ^ 1]);
-		/* The other buffer is free once its batch is committed, which
-		 * hand_off() does before this loop gathers into it. */
-		wait_store_idle(c);
 		hand_off(c, b);
+		/* The other buffer is free once its batch is stored and its
+		 * offsets committed; the store thread goes on with b meanwhile. */
+		wait_batch_done(c, &bufs[next ^ 1]);
 		next ^= 1;
 	}
-	/* Drain: the batch in the store thread finishes (or gives up when it
-	 * would have to wait for the database) and is committed. */
-	wait_store_idle(c);
+	/* Drain: the batches in the store thread finish (or give up when they
+	 * would have to wait for the database) and are committed. */
+	wait_batch_done(c, NULL);
 	finish_done(c);
 	pthread_mutex_lock(&c->hmu);
 	c->store_quit = true;
