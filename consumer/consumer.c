@@ -9,9 +9,11 @@
  *              batch.max_ms since the first one; each record becomes a COPY
  *              line (store_format_row) or, when it is not a storable event,
  *              is set aside for the dead-letter topic at once;
- *     hand off the batch to the store thread once it is idle, then
- *              commit the offsets of the batch it finished before (the
- *              commit overlaps with storing);
+ *     hand off the batch to the store thread: at once when it is idle,
+ *              otherwise queued (one place) for it to take the moment it
+ *              finishes the batch in hand, without waiting for this thread
+ *              to be scheduled; then wait for that batch and commit its
+ *              offsets (the commit overlaps with storing the next);
  *   store thread (owns the PostgreSQL write path and the DLQ producer)
  *     store    the lines in one transaction (store_batch); see below;
  *     dlq      every set-aside record to topics.dlq with the reason and its
@@ -20,9 +22,10 @@
  *              sent again cut to its first LP_DLQ_TRUNCATED_BYTES, header
  *              truncated, rather than retried for ever.
  *
- * Batches are stored and committed strictly in order (a hand-off slot of
- * one), and a batch's offsets are committed only when every record of it is
- * either in PostgreSQL or acknowledged on the DLQ.  A crash at any point
+ * Batches are stored and committed strictly in order (one batch in the
+ * store thread, at most one queued behind it, two buffers in all), and a
+ * batch's offsets are committed only when every record of it is either in
+ * PostgreSQL or acknowledged on the DLQ.  A crash at any point
  * therefore replays whole batches, and the idempotent insert makes the
  * replay harmless.
  *
