@@ -9,11 +9,9 @@
  *              batch.max_ms since the first one; each record becomes a COPY
  *              line (store_format_row) or, when it is not a storable event,
  *              is set aside for the dead-letter topic at once;
- *     hand off the batch to the store thread: at once when it is idle,
- *              otherwise queued (one place) for it to take the moment it
- *              finishes the batch in hand, without waiting for this thread
- *              to be scheduled; then wait for that batch and commit its
- *              offsets (the commit overlaps with storing the next);
+ *     hand off the batch to the store thread once it is idle, then
+ *              commit the offsets of the batch it finished before (the
+ *              commit overlaps with storing);
  *   store thread (owns the PostgreSQL write path and the DLQ producer)
  *     store    the lines in one transaction (store_batch); see below;
  *     dlq      every set-aside record to topics.dlq with the reason and its
@@ -22,10 +20,9 @@
  *              sent again cut to its first LP_DLQ_TRUNCATED_BYTES, header
  *              truncated, rather than retried for ever.
  *
- * Batches are stored and committed strictly in order (one batch in the
- * store thread, at most one queued behind it, two buffers in all), and a
- * batch's offsets are committed only when every record of it is either in
- * PostgreSQL or acknowledged on the DLQ.  A crash at any point
+ * Batches are stored and committed strictly in order (a hand-off slot of
+ * one), and a batch's offsets are committed only when every record of it is
+ * either in PostgreSQL or acknowledged on the DLQ.  A crash at any point
  * therefore replays whole batches, and the idempotent insert makes the
  * replay harmless.
  *
@@ -163,14 +160,13 @@ struct consumer {
 	/* Loop thread only. */
 	rd_kafka_message_t **stash;        /* polled while waiting, for the next batch */
 	size_t nstash, stashcap;
-	bool paused;                       /* partitions paused by wait_batch_done */
+	bool paused;                       /* partitions paused by wait_store_idle */
 	int64_t last_kafka_warn_ms;        /* rate limit for consumer error logs */
 
 	/* The hand-off between the two threads. */
 	pthread_mutex_t hmu;               /* guards the fields below */
 	pthread_cond_t hcv;                /* signalled on every change */
-	struct batch *handoff;             /* being stored; NULL when the store thread is idle */
-	struct batch *queued;              /* the next one, taken as soon as handoff is done */
+	struct batch *handoff;                /* for the store thread; NULL when idle */
 	struct batch *done;                /* finished by it, waiting for the commit */
 	int done_rc;                       /* 0 all safe, -ECANCELED abandoned */
 	bool store_quit;                   /* no more batches will come */
@@ -675,17 +671,9 @@ static void *store_main(void *arg)
 			rc = send_dead_letters(c, b);
 
 		pthread_mutex_lock(&c->hmu);
-		/* Offsets are committed in order: the batch before must have
-		 * been taken for its commit (it is, at once, unless the loop
-		 * thread is busy gathering). */
-		while (c->done)
-			pthread_cond_wait(&c->hcv, &c->hmu);
+		c->handoff = NULL;
 		c->done = b;
 		c->done_rc = rc;
-		/* The next batch, when the loop thread queued one, is started
-		 * right away, without waiting for that thread to be scheduled. */
-		c->handoff = c->queued;
-		c->queued = NULL;
 		pthread_cond_broadcast(&c->hcv);
 	}
 	pthread_mutex_unlock(&c->hmu);
@@ -709,9 +697,7 @@ static void commit_batch(struct consumer *c, struct batch *b, int rc)
 	batch_reset(b);
 }
 
-/* Commits the batch the store thread finished, if any, and empties it.
- * The slot is freed first (the store thread may be waiting to put the
- * next finished batch there); the batch is this thread's from then on. */
+/* Commits the batch the store thread finished, if any, and empties it. */
 static void finish_done(struct consumer *c)
 {
 	struct batch *b;
@@ -721,26 +707,28 @@ static void finish_done(struct consumer *c)
 	b = c->done;
 	rc = c->done_rc;
 	c->done = NULL;
-	if (b)
-		pthread_cond_broadcast(&c->hcv);
 	pthread_mutex_unlock(&c->hmu);
 	commit_batch(c, b, rc);
 }
 
-/* Gives b to the store thread: to store now when it is idle, or queued to
- * be taken the moment it finishes the batch in hand.  The queue holds one:
- * this thread queues a batch only once the one before the batch in hand is
- * committed (wait_batch_done), by which time the store thread has taken
- * whatever was queued. */
+/* Hands b to the idle store thread, then commits the batch it finished
+ * before: the Kafka commit's round trip overlaps with storing b instead of
+ * holding the store thread up.  The finished batch is taken in the same
+ * critical section, before the store thread can finish b and take its
+ * place. */
 static void hand_off(struct consumer *c, struct batch *b)
 {
+	struct batch *prev;
+	int rc;
+
 	pthread_mutex_lock(&c->hmu);
-	if (!c->handoff)
-		c->handoff = b;
-	else
-		c->queued = b;
+	prev = c->done;
+	rc = c->done_rc;
+	c->done = NULL;
+	c->handoff = b;
 	pthread_cond_broadcast(&c->hcv);
 	pthread_mutex_unlock(&c->hmu);
+	commit_batch(c, prev, rc);
 }
 
 /* Sets b->fresh (store_probe) while the store thread may still be writing
@@ -762,26 +750,18 @@ static void probe_batch(struct consumer *c, struct batch *b, const struct batch 
 		lp_debug("probe failed, the batch takes the staging path: %s", err);
 }
 
-/* Is b (NULL: any batch) being stored or queued? */
-static bool in_store(const struct consumer *c, const struct batch *b)
-{
-	return b ? c->handoff == b || c->queued == b : c->handoff || c->queued;
-}
-
-/* Waits until the store thread is done with b (NULL: with every batch) and
- * commits the offsets of what it finished meanwhile, b included.  A short
- * wait (a batch being stored) just blocks; during an outage, or once the
- * wait passes a second, the partitions are paused and polled so the group
- * keeps us. */
-static void wait_batch_done(struct consumer *c, const struct batch *b)
+/* Waits until the store thread is idle.  A short wait (a batch being
+ * stored) just blocks; during an outage, or once the wait passes a second,
+ * the partitions are paused and polled so the group keeps us. */
+static void wait_store_idle(struct consumer *c)
 {
 	int64_t t0 = lp_now_ms();
 	bool busy;
 
 	for (;;) {
 		pthread_mutex_lock(&c->hmu);
-		busy = in_store(c, b);
-		if (busy && !c->done && !c->paused) {
+		busy = c->handoff != NULL;
+		if (busy && !c->paused) {
 			struct timespec ts;
 
 			clock_gettime(CLOCK_REALTIME, &ts);
@@ -791,10 +771,9 @@ static void wait_batch_done(struct consumer *c, const struct batch *b)
 				ts.tv_nsec -= 1000000000L;
 			}
 			pthread_cond_timedwait(&c->hcv, &c->hmu, &ts);
-			busy = in_store(c, b);
+			busy = c->handoff != NULL;
 		}
 		pthread_mutex_unlock(&c->hmu);
-		finish_done(c);
 		if (!busy)
 			break;
 		if (in_outage(c) || lp_now_ms() - t0 > 1000) {
@@ -825,19 +804,16 @@ static void *consume_main(void *arg)
 			continue;
 		}
 		lp_series_observe(c->batch_size, (double)b->nmsgs);
-		/* The other buffer holds the batch before b, which the store
-		 * thread may still be writing: b's ids are checked against it
-		 * in memory.  Every batch before that one is committed. */
 		probe_batch(c, b, &bufs[next ^ 1]);
+		/* The other buffer is free once its batch is committed, which
+		 * hand_off() does before this loop gathers into it. */
+		wait_store_idle(c);
 		hand_off(c, b);
-		/* The other buffer is free once its batch is stored and its
-		 * offsets committed; the store thread goes on with b meanwhile. */
-		wait_batch_done(c, &bufs[next ^ 1]);
 		next ^= 1;
 	}
-	/* Drain: the batches in the store thread finish (or give up when they
-	 * would have to wait for the database) and are committed. */
-	wait_batch_done(c, NULL);
+	/* Drain: the batch in the store thread finishes (or gives up when it
+	 * would have to wait for the database) and is committed. */
+	wait_store_idle(c);
 	finish_done(c);
 	pthread_mutex_lock(&c->hmu);
 	c->store_quit = true;

@@ -336,9 +336,8 @@ static const char KEYS_DDL[] =
 	"FROM logpipe_stage_keys GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5 "       \
 	"ON CONFLICT ON CONSTRAINT " table "_key DO UPDATE SET n = c.n + excluded.n"
 
-/* ... and then COMMIT, sent as one string: one round trip. */
-static const char COUNTS_COMMIT_SQL[] = COUNT_INTO("log_events_minute", "minute", "logpipe_minute")
-	"; " COUNT_INTO("log_events_hour", "hour", "logpipe_hour") "; COMMIT";
+static const char COUNTS_SQL[] = COUNT_INTO("log_events_minute", "minute", "logpipe_minute")
+	"; " COUNT_INTO("log_events_hour", "hour", "logpipe_hour");
 
 /* The staging path's insert: the rows it inserted (not those ON CONFLICT
  * skipped) go into logpipe_stage_keys to be counted; it returns how many. */
@@ -787,21 +786,10 @@ out:
 }
 
 /* Adds the rows this transaction inserted, listed in logpipe_stage_keys,
- * to the per-minute and per-hour counts, and commits.  A transaction that
- * was already aborted would "commit" as ROLLBACK: that is a failure. */
-static enum store_result counts_commit(struct store *st, char *err, size_t errlen)
+ * to the per-minute and per-hour counts. */
+static enum store_result add_counts(struct store *st, char *err, size_t errlen)
 {
-	PGresult *res = PQexec(st->conn, COUNTS_COMMIT_SQL);
-
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
-		return failed(st, res, err, errlen);
-	if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
-		snprintf(err, errlen, "the batch transaction ended in %s", PQcmdStatus(res));
-		PQclear(res);
-		return STORE_TRANSIENT;
-	}
-	PQclear(res);
-	return STORE_OK;
+	return exec_cmd(st, COUNTS_SQL, err, errlen);
 }
 
 /* ---- the two paths ------------------------------------------------------- */
@@ -833,10 +821,11 @@ static void direct_copy(struct direct_part *p)
 		snprintf(p->err, sizeof(p->err), "%s", "a row is not in the consumer's COPY format");
 		p->r = STORE_REJECTED;
 	}
-	/* BEGIN travels with the COPY: one round trip fewer. */
 	if (p->r == STORE_OK)
-		p->r = copy_rows(st, "BEGIN; COPY log_events (" STAGE_COLUMNS ") FROM STDIN",
-				 p->data, p->len, &p->dup, p->err, sizeof(p->err));
+		p->r = exec_cmd(st, "BEGIN", p->err, sizeof(p->err));
+	if (p->r == STORE_OK)
+		p->r = copy_rows(st, "COPY log_events (" STAGE_COLUMNS ") FROM STDIN", p->data,
+				 p->len, &p->dup, p->err, sizeof(p->err));
 	if (p->r == STORE_OK)
 		p->r = copy_rows(st, "COPY logpipe_stage_keys (" KEY_COLUMNS ", n) FROM STDIN",
 				 keys.buf, keys.len, &kdup, p->err, sizeof(p->err));
@@ -926,11 +915,11 @@ static enum store_result store_direct(struct store *st, const char *data, size_t
 				exec_cmd(part[i].st, "ROLLBACK", part[i].err, sizeof(part[i].err));
 		return r;
 	}
-	/* The counts and the COMMIT in one round trip: when a count statement
-	 * fails, the server skips the rest of the string, COMMIT included, and
-	 * failed() rolls the transaction back. */
-	for (i = 0; i < n && r == STORE_OK; i++)
-		r = counts_commit(part[i].st, err, errlen);
+	for (i = 0; i < n && r == STORE_OK; i++) {
+		r = add_counts(part[i].st, err, errlen);
+		if (r == STORE_OK)
+			r = exec_cmd(part[i].st, "COMMIT", err, errlen);
+	}
 	if (r != STORE_OK) {
 		/* The parts not yet committed are rolled back; those committed
 		 * are skipped as duplicates when the batch is stored again. */
@@ -965,8 +954,10 @@ enum store_result store_batch(struct store *st, const char *data, size_t len, si
 	 * events already stored. */
 	r = prepare_session(st, err, errlen);
 	if (r == STORE_OK)
-		r = copy_rows(st, "BEGIN; COPY logpipe_stage (" STAGE_COLUMNS ") FROM STDIN", data,
-			      len, &dup, err, errlen);
+		r = exec_cmd(st, "BEGIN", err, errlen);
+	if (r == STORE_OK)
+		r = copy_rows(st, "COPY logpipe_stage (" STAGE_COLUMNS ") FROM STDIN", data, len,
+			      &dup, err, errlen);
 	if (r == STORE_OK) {
 		res = PQexec(st->conn, st->dedup_by_id ? INSERT_DEDUP_SQL : INSERT_SQL);
 		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
@@ -978,10 +969,12 @@ enum store_result store_batch(struct store *st, const char *data, size_t len, si
 		return r;
 	n = atoll(PQgetvalue(res, 0, 0));
 	PQclear(res);
+	r = add_counts(st, err, errlen);
 	/* A COMMIT that fails with the connection may or may not have committed;
 	 * the caller retries and the conflict clause makes that safe (the
 	 * counts were committed with the rows or not at all). */
-	r = counts_commit(st, err, errlen);
+	if (r == STORE_OK)
+		r = exec_cmd(st, "COMMIT", err, errlen);
 	if (r == STORE_OK)
 		*inserted = n;
 	return r;

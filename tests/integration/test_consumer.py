@@ -293,15 +293,15 @@ def test_kill9_mid_stream_loses_and_doubles_nothing(infra, services, topics, pg_
     assert_counts_match_rows(pg_dsn)
 
 
-def test_queued_batch_is_committed_only_once_stored(infra, services, topics, pg_dsn,
+def test_batches_in_flight_are_committed_only_once_stored(infra, services, topics, pg_dsn,
                                                     kafkatool):
-    """The loop thread queues the next batch while the store thread writes
-    one (consumer.c, hand_off), so two batches can be gathered and not yet
-    stored.  With the table locked against inserts, one is stuck in its
-    COPY and the next waits in the queue; a kill -9 then must find neither
+    """The loop thread gathers the next batch while the store thread writes
+    one (consumer.c), so two batches can be gathered and not yet stored.
+    With the table locked against inserts, one is stuck in its COPY and the
+    next waits for the store thread; a kill -9 then must find neither
     batch's offsets committed: after a restart every event is stored, once.
-    A batch whose offsets were committed when it was queued (or before its
-    transaction committed) would be lost here."""
+    A batch whose offsets were committed when it was handed over (or before
+    its transaction committed) would be lost here."""
     brokers = infra.kafka.bootstrap
     first = [event(message=f"before the lock {i}") for i in range(100)]
     stuck = [event(message=f"behind the lock {i}") for i in range(500)]
@@ -316,7 +316,7 @@ def test_queued_batch_is_committed_only_once_stored(infra, services, topics, pg_
         with lock.cursor() as cur:
             cur.execute("LOCK TABLE log_events IN SHARE MODE")  # inserts wait
         produce(kafkatool, brokers, topics["complete"], stuck)
-        # One batch in the store thread (waiting for the lock), one queued.
+        # One batch in the store thread (waiting for the lock), one waiting.
         wait_until("two more batches gathered",
                    lambda: metric(url, "log_events_consumed_total") >= 300)
         wait_until("the store thread waiting for the lock",
