@@ -6,6 +6,7 @@ the query API's latency per filter on a large log_events table.
                                                   [--rows M] [--runs K]
                                                   [--only store|query] [--case NAME]
                                                   [--variant KEY=VALUE ...] [--hold S]
+                                                  [--variant2 KEY=VALUE ...]
                                                   [--set KEY=VALUE ...]
 
 On a private Kafka and PostgreSQL started with deploy/local/infra.py (the
@@ -25,7 +26,8 @@ deploy/migrations:
                       with the same indexes: the ceiling.
             variant   with --variant: the consumer again with those
                       settings on top (e.g. store.writers=1; bin_dir=DIR
-                      runs DIR/logpipe-consumer), after \\copy.
+                      runs DIR/logpipe-consumer), after \\copy;
+            variant2  with --variant2: a second one, after the first.
           The best of each and their ratio, and the median of the rounds'
           ratios (a round's two runs follow each other, so the load they
           ran under is alike).  Each consumer run also prints its batches,
@@ -246,7 +248,7 @@ class Bench:
         psql(self.dsn, f"\\copy log_events ({COLUMNS}) FROM '{path}'")
         return time.monotonic() - t0
 
-    def store(self, tool, n, rounds, variant=None):
+    def store(self, tool, n, rounds, variant=None, variant2=None):
         say(f"writing {n} events to {self.topics['complete']} ...")
         text = event_lines(n)
         r = subprocess.run([tool, "produce", self.inf.kafka.bootstrap, self.topics["complete"]],
@@ -255,7 +257,7 @@ class Bench:
             raise RuntimeError(r.stdout + r.stderr)
         del text
         rows = self.tmp / "rows.copy"
-        cons, copy, var = [], [], []
+        cons, copy, var, var2 = [], [], [], []
         for i in range(rounds):
             cons.append(self.consumer_run(n))
             say(f"  consumer round {i + 1}: {n / cons[-1]:,.0f} events/s  (load {load_avg()})")
@@ -266,6 +268,9 @@ class Bench:
             if variant:
                 var.append(self.consumer_run(n, variant))
                 say(f"  variant round {i + 1}:  {n / var[-1]:,.0f} events/s  (load {load_avg()})")
+            if variant2:
+                var2.append(self.consumer_run(n, variant2))
+                say(f"  variant2 round {i + 1}: {n / var2[-1]:,.0f} events/s  (load {load_avg()})")
         # On a shared machine the load drifts between rounds: besides the
         # best of each, the median of the ratios of each round's two runs,
         # which were taken one right after the other.
@@ -279,6 +284,11 @@ class Bench:
             out.update({"variant": n / min(var), "variant_ratio": p / min(var),
                         "variant_pair_ratio": vpairs[len(vpairs) // 2],
                         "variant_runs": [n / x for x in var]})
+        if var2:
+            vpairs = sorted(pc / vc for vc, pc in zip(var2, copy))
+            out.update({"variant2": n / min(var2), "variant2_ratio": p / min(var2),
+                        "variant2_pair_ratio": vpairs[len(vpairs) // 2],
+                        "variant2_runs": [n / x for x in var2]})
         return out
 
     # ---- query latency ----
@@ -428,6 +438,8 @@ def main():
     ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
                     help="store: also run, in each round after \\copy, a consumer with "
                          "these settings on top")
+    ap.add_argument("--variant2", action="append", default=[], metavar="KEY=VALUE",
+                    help="store: a second variant, run after the first in each round")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to keep PostgreSQL up at the end, for a look at it")
     args = ap.parse_args()
@@ -454,7 +466,8 @@ def main():
         if args.only != "query":
             say("== store rate ==")
             store = b.store(tool, args.events, args.rounds,
-                            dict(kv.split("=", 1) for kv in args.variant))
+                            dict(kv.split("=", 1) for kv in args.variant),
+                            dict(kv.split("=", 1) for kv in args.variant2))
         if args.only != "store":
             say("== query latency ==")
             query = b.query(args.rows, args.runs, args.case)
@@ -479,6 +492,11 @@ def main():
                     f"ratio {store['variant_ratio']:.0%} (median of the rounds' ratios "
                     f"{store['variant_pair_ratio']:.0%}; runs "
                     + ", ".join(f"{x:,.0f}" for x in store["variant_runs"]) + ")")
+            if "variant2" in store:
+                say(f"variant2  {', '.join(args.variant2)}: {store['variant2']:,.0f} events/s, "
+                    f"ratio {store['variant2_ratio']:.0%} (median of the rounds' ratios "
+                    f"{store['variant2_pair_ratio']:.0%}; runs "
+                    + ", ".join(f"{x:,.0f}" for x in store["variant2_runs"]) + ")")
         if query:
             say(f"query     {args.rows:,} rows, through the consumer's HTTP API")
             say("| filter | p50 ms | p99 ms | failed |")

@@ -293,6 +293,48 @@ def test_kill9_mid_stream_loses_and_doubles_nothing(infra, services, topics, pg_
     assert_counts_match_rows(pg_dsn)
 
 
+def test_batches_in_flight_are_committed_only_once_stored(infra, services, topics, pg_dsn,
+                                                    kafkatool):
+    """The loop thread gathers the next batch while the store thread writes
+    one (consumer.c), so two batches can be gathered and not yet stored.
+    With the table locked against inserts, one is stuck in its COPY and the
+    next waits for the store thread; a kill -9 then must find neither
+    batch's offsets committed: after a restart every event is stored, once.
+    A batch whose offsets were committed when it was handed over (or before
+    its transaction committed) would be lost here."""
+    brokers = infra.kafka.bootstrap
+    first = [event(message=f"before the lock {i}") for i in range(100)]
+    stuck = [event(message=f"behind the lock {i}") for i in range(500)]
+    # No probe (dedup_by_id off): the loop thread never touches the table,
+    # so it gathers and queues while the store thread waits for the lock.
+    proc, url = start_consumer(services, topics, pg_dsn, batch_max_events=100,
+                               batch_max_ms=2000, store_dedup_by_id="false")
+    produce(kafkatool, brokers, topics["complete"], first)
+    wait_until("the first batch stored", lambda: stored_count(pg_dsn)[0] == 100)
+    lock = psycopg2.connect(pg_dsn)
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE log_events IN SHARE MODE")  # inserts wait
+        produce(kafkatool, brokers, topics["complete"], stuck)
+        # One batch in the store thread (waiting for the lock), one waiting.
+        wait_until("two more batches gathered",
+                   lambda: metric(url, "log_events_consumed_total") >= 300)
+        wait_until("the store thread waiting for the lock",
+                   lambda: sql(pg_dsn, "SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE wait_event_type = 'Lock' "
+                                       "AND query LIKE '%%COPY log_events%%'")[0][0] == 1)
+        proc.kill9()
+    finally:
+        lock.rollback()
+        lock.close()
+    proc.start()
+    proc.wait_ready(20)
+    wait_until("all 600 stored", lambda: stored_count(pg_dsn)[0] >= 600, timeout=60)
+    time.sleep(0.5)
+    assert stored_count(pg_dsn) == (600, 600)
+    assert_counts_match_rows(pg_dsn)
+
+
 def test_a_stored_row_in_one_writers_part_rolls_back_every_part(infra, services, topics,
                                                                 pg_dsn, kafkatool):
     """The direct path COPYs a batch on two connections at once (store.writers
