@@ -325,7 +325,7 @@ static void batch_add(struct consumer *c, struct batch *b, rd_kafka_message_t *m
 		b->row_msg[b->nrows] = idx;
 		/* Made here, on the loop thread, so the store thread only has to
 		 * hand it to the ring once the row is committed. */
-		b->tail[b->nrows] = c->ring ? tail_rec_new(ev) : NULL;
+		b->tail[b->nrows] = c->ring ? tail_rec_new(ev, m->payload, m->len) : NULL;
 		b->line_off[++b->nrows] = b->copy.len;
 	}
 	json_decref(ev);

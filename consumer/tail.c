@@ -29,30 +29,42 @@ static const char *str_of(json_t *ev, const char *key)
 	return s ? s : "";
 }
 
-struct tail_rec *tail_rec_new(json_t *ev)
+struct tail_rec *tail_rec_new(json_t *ev, const char *text, size_t len)
 {
 	static const char *const keys[] = { "service", "host", "tenant", "trace_id", "message" };
-	const char *vals[5], *canon;
+	const char *vals[5], *canon, *level;
 	size_t lens[5], total, i;
 	struct tail_rec *rec;
-	char *json, *p;
+	char *json = NULL, *p;
 
-	/* The level as stored: "warning" is WARN. */
-	canon = lp_level_canonical(str_of(ev, "level"));
-	if (canon)
-		json_object_set_new(ev, "level", json_string(canon));
-	json = json_dumps(ev, JSON_COMPACT);
-	if (!json)
-		return NULL;
-	total = strlen(json) + 1;
+	/* The level as stored: "warning" is WARN.  When the record's text
+	 * already says what the stored row says (the enricher's records
+	 * always do), it is the tail's text as it is: a second serialisation
+	 * of every event would cost the store as much CPU as its COPY.  A
+	 * text with a line break is serialised anyway: an SSE data line
+	 * cannot hold one. */
+	level = str_of(ev, "level");
+	canon = lp_level_canonical(level);
+	if (!text || memchr(text, '\n', len) || memchr(text, '\r', len) ||
+	    (canon && strcmp(canon, level) != 0)) {
+		if (canon)
+			json_object_set_new(ev, "level", json_string(canon));
+		json = json_dumps(ev, JSON_COMPACT);
+		if (!json)
+			return NULL;
+		text = json;
+		len = strlen(json);
+	}
+	total = len + 1;
 	for (i = 0; i < LP_ARRAY_SIZE(keys); i++) {
 		vals[i] = str_of(ev, keys[i]);
 		lens[i] = strlen(vals[i]);
 		total += lens[i] + 1;
 	}
 	rec = lp_xmalloc(sizeof(*rec) + total);
-	rec->json_len = strlen(json);
-	memcpy(rec->json, json, rec->json_len + 1);
+	rec->json_len = len;
+	memcpy(rec->json, text, len);
+	rec->json[len] = '\0';
 	free(json);
 	p = rec->json + rec->json_len + 1;
 	for (i = 0; i < LP_ARRAY_SIZE(keys); i++) {

@@ -41,8 +41,10 @@ struct tail_rec {
 };
 
 /* A record of event ev (a stored event object: level canonical or not),
- * or NULL when it has no JSON form. */
-struct tail_rec *tail_rec_new(json_t *ev);
+ * or NULL when it has no JSON form.  text[0, len) is ev's compact JSON
+ * text as received (NULL: none); the record keeps it as its JSON when its
+ * level is already canonical, and serialises ev otherwise. */
+struct tail_rec *tail_rec_new(json_t *ev, const char *text, size_t len);
 
 /* True when rec passes f's service, host, tenant, trace_id, level,
  * min_level and text filters (text: every word of it occurs as a word of

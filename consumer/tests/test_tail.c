@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "logpipe/buf.h"
+#include "logpipe/json.h"
 #include "logpipe/util.h"
 #include "../query.h"
 #include "fake_req.h"
@@ -24,11 +25,47 @@ static struct tail_rec *rec(const char *service, const char *level, const char *
 {
 	json_t *ev = json_pack("{s:s, s:s, s:s, s:s}", "service", service, "level", level,
 			       "message", message, "host", "web-1");
-	struct tail_rec *r = tail_rec_new(ev);
+	struct tail_rec *r = tail_rec_new(ev, NULL, 0);
 
 	json_decref(ev);
 	assert_non_null(r);
 	return r;
+}
+
+/* The record keeps the received text when it says what the row says, and
+ * serialises the event when the level must change or a line break would
+ * split the SSE frame. */
+static void test_rec_text(void **state)
+{
+	static const char canon[] = "{\"level\":\"WARN\",\"message\":\"m\",\"service\":\"s\"}";
+	static const char loose[] = "{\"level\":\"warning\",\"message\":\"m\",\"service\":\"s\"}";
+	static const char broken[] = "{\"level\":\"WARN\",\n\"message\":\"m\",\"service\":\"s\"}";
+	json_error_t je;
+	json_t *ev;
+	struct tail_rec *r;
+
+	(void)state;
+	ev = lp_json_loads(canon, 0, &je);
+	/* A text that differs from ev's serialisation shows which was kept. */
+	r = tail_rec_new(ev, "{\"level\":\"WARN\", \"x\":1}", 23);
+	assert_string_equal(r->json, "{\"level\":\"WARN\", \"x\":1}");
+	assert_int_equal(r->json_len, 23);
+	assert_string_equal(r->service, "s");
+	free(r);
+	json_decref(ev);
+
+	ev = lp_json_loads(loose, 0, &je);
+	r = tail_rec_new(ev, loose, strlen(loose));
+	assert_string_equal(r->json, canon);
+	assert_int_equal(r->level_rank, 3);
+	free(r);
+	json_decref(ev);
+
+	ev = lp_json_loads(broken, 0, &je);
+	r = tail_rec_new(ev, broken, strlen(broken));
+	assert_string_equal(r->json, canon);
+	free(r);
+	json_decref(ev);
 }
 
 static void push(struct tail_ring *t, struct tail_rec *r)
@@ -225,6 +262,7 @@ static void test_wakes_on_append_and_close(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_rec_text),
 		cmocka_unit_test(test_order_and_ids),
 		cmocka_unit_test(test_filters),
 		cmocka_unit_test(test_filtered_read_skips),
