@@ -1,0 +1,488 @@
+#!/usr/bin/python3
+"""queries_bench.py - the query API's latency on two data sets of ten million
+rows, through the consumer's HTTP API (issue 15, items 3 and 4).
+
+    make bench BENCH=queries
+    /usr/bin/python3 tests/bench/queries_bench.py [--rows N] [--runs K]
+        [--sets synth,gen] [--case NAME] [--dir DIR] [--fresh] [--keep]
+        [--write-costs] [--explain]
+
+Data sets, each in its own database of one private PostgreSQL 15 (stock
+settings, fsync on, started like the integration tests' with
+deploy/local/infra.py), made reproducibly:
+
+  synth  the storage bench's rows (tests/bench/storage_bench.py) made by
+         PostgreSQL with generate_series: 60 ms apart back from the load's
+         time, 20 services, 50 hosts, 5 tenants, levels 5/15/60/12/7/1 %
+         TRACE..FATAL, eight words out of forty and "reqN" shared by one row
+         in 100,000; here one row in ten also has a trace id (shared by four
+         rows in a row).
+  gen    the generator's own content: tests/bench/gencopy.c, linked with
+         generator/content.c, prints the rows logpipe-generator's events
+         become once stored (256-byte events, as `make run` makes them),
+         seven days before the load's time with a daily rhythm and error
+         bursts; loaded with COPY.
+
+The indexes of the migrations are dropped for the load and built again
+after it (a bulk load's way), the per-minute and per-hour counts rebuilt,
+VACUUM ANALYZE.  A database already loaded with N rows in DIR (default
+/tmp/logpipe-qbench, kept between runs unless --fresh; --keep leaves the
+cluster's files there at the end, otherwise they are deleted) is reused
+when its load is less than --max-age-h hours old (default 12; the cases are
+relative to the load's time): loading both sets takes 20-40 minutes on the
+shared 2-CPU machine.  Migrations added since the load are applied to it.
+
+Then, per data set, one consumer (Kafka unreachable: only its query API is
+used) answers K (default 20) requests per case after 3 warm-up ones: p50,
+p99, max.  /api/stats of the last day must equal a count of its rows, and a
+common word's page must equal the plain query's.  --write-costs also
+measures, per index of log_events, COPY of 200,000 of the gen set's rows
+into a table with the primary key and that index against the primary key
+alone, with an index-free table as the calibrator; --explain prints
+EXPLAIN ANALYZE of each case's statement.
+
+Last line: `queries: rows=N worst_p99_ms=N` (the worst p99 of every case of
+both sets).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "deploy" / "local"))
+import infra as lp  # noqa: E402
+
+COLUMNS = ("id, ts, received_at, stored_at, level, level_rank, service, host, source_ip, "
+           "tenant, correlation_id, message, attributes, enrichment, enrichment_status, "
+           "kafka_topic, kafka_partition, kafka_offset, trace_id, span_id")
+
+# The storage bench's rows (storage_bench.py LOAD_SQL), with a trace id on
+# one row in ten.
+SYNTH_SQL = """
+INSERT INTO log_events (id, ts, received_at, level, level_rank, service, host, source_ip,
+                        tenant, correlation_id, message, attributes, enrichment,
+                        enrichment_status, kafka_topic, kafka_partition, kafka_offset,
+                        trace_id, span_id)
+SELECT gen_random_uuid(), t, t, (ARRAY['TRACE','DEBUG','INFO','WARN','ERROR','FATAL'])[r + 1],
+       r, 'svc-' || (g % 20), 'host-' || (g % 50), '10.0.0.' || (g % 250), 't' || (g % 5),
+       'c-' || g,
+       w[1 + (g * 7) % 40] || ' ' || w[1 + (g * 13) % 40] || ' ' || w[1 + (g * 17) % 40] || ' ' ||
+       w[1 + (g * 29) % 40] || ' ' || w[1 + (g * 31) % 40] || ' ' || w[1 + (g * 37) % 40] || ' ' ||
+       w[1 + (g * 41) % 40] || ' ' || w[1 + (g * 43) % 40] || ' req' || (g % 100000),
+       jsonb_build_object('i', g, 'path', '/api/v1/x'),
+       '{"status":"complete","team":"core","datacenter":"dc1"}', 'complete', 'bench', g % 6, g,
+       CASE WHEN g % 40 < 4 THEN md5('trace' || (g / 40)) END,
+       CASE WHEN g % 40 < 4 THEN substr(md5('span' || g), 1, 16) END
+FROM generate_series(1, {rows}) g,
+     LATERAL (SELECT {now} - g * interval '60 ms' AS t,
+                     CASE WHEN (g * 31) % 100 < 5 THEN 0 WHEN (g * 31) % 100 < 20 THEN 1
+                          WHEN (g * 31) % 100 < 80 THEN 2 WHEN (g * 31) % 100 < 92 THEN 3
+                          WHEN (g * 31) % 100 < 99 THEN 4 ELSE 5 END AS r) x,
+     (SELECT string_to_array('user login request payment order timeout database cache miss '
+             'hit retry failed succeeded connection refused started stopped disk memory cpu '
+             'latency queue worker job scheduled completed error warning upstream downstream '
+             'session token expired invalid checkout cart search index shard replica', ' ')
+             AS w) words;
+"""
+
+SETS = ("synth", "gen")
+
+
+def say(*a):
+    print(*a, flush=True)
+
+
+def load_avg():
+    return " ".join(open("/proc/loadavg").read().split()[:3])
+
+
+def psql(dsn, sql, timeout=7200):
+    r = subprocess.run([lp._psql(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                        "-d", dsn, "-c", sql], capture_output=True, text=True,
+                       timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"psql failed: {r.stderr.strip()}\n{sql[:300]}")
+    return r.stdout.strip()
+
+
+def rfc3339(dt):
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def build_gencopy(out):
+    """tests/bench/gencopy.c linked with the generator's content and liblogpipe."""
+    lib = REPO / "build" / "liblogpipe.a"
+    if not lib.exists():
+        subprocess.run(["make", "--no-print-directory", "build/liblogpipe.a"], cwd=REPO,
+                       check=True)
+    subprocess.run([os.environ.get("CC", "cc"), "-std=c11", "-D_GNU_SOURCE", "-O2", "-Wall",
+                    "-Wextra", "-Werror", "-I" + str(REPO / "common" / "include"), "-o", str(out),
+                    str(REPO / "tests" / "bench" / "gencopy.c"),
+                    str(REPO / "generator" / "content.c"), str(lib),
+                    "-ljansson", "-luuid", "-lcrypto", "-lm", "-pthread"], check=True)
+    return out
+
+
+def index_defs(dsn):
+    """(name, CREATE INDEX ...) of log_events's indexes but the primary key."""
+    rows = psql(dsn, "SELECT indexname || '|' || indexdef FROM pg_indexes "
+                     "WHERE schemaname = 'public' AND tablename = 'log_events' "
+                     "AND indexname <> 'log_events_pkey' ORDER BY 1").splitlines()
+    # pg_indexes spells a partitioned index "ON ONLY", which would build it
+    # for the parent alone.
+    return [(r.split("|", 1)[0], r.split("|", 1)[1].replace(" ON ONLY ", " ON "))
+            for r in rows if r]
+
+
+class DataSet:
+    def __init__(self, pg, name, rows, tool):
+        self.pg = pg
+        self.name = name
+        self.rows = rows
+        self.tool = tool
+        self.dsn = pg.dsn_for(name)
+
+    def loaded_at(self):
+        """The load's time (epoch s) when this set holds self.rows rows, else None."""
+        if psql(self.pg.dsn_for("postgres"),
+                f"SELECT 1 FROM pg_database WHERE datname = '{self.name}'") != "1":
+            return None
+        if psql(self.dsn, "SELECT to_regclass('public.bench_load') IS NOT NULL") != "t":
+            return None
+        got = psql(self.dsn, "SELECT rows || '|' || extract(epoch FROM loaded_at)::bigint "
+                             "FROM bench_load")
+        if not got or int(got.split("|")[0]) != self.rows:
+            return None
+        return int(got.split("|")[1])
+
+    def load(self):
+        say(f"[{self.name}] loading {self.rows:,} rows (load {load_avg()}) ...")
+        t0 = time.monotonic()
+        admin = self.pg.dsn_for("postgres")
+        psql(admin, f"DROP DATABASE IF EXISTS {self.name}")
+        self.pg.create_database(self.name)
+        idx = index_defs(self.dsn)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
+        psql(self.dsn, "SELECT logpipe_ensure_partitions(8, 1);" +
+             "".join(f"DROP INDEX {n};" for n, _ in idx) +
+             "ALTER TABLE log_events DROP CONSTRAINT log_events_pkey;")
+        if self.name == "synth":
+            psql(self.dsn, SYNTH_SQL.replace("{rows}", str(self.rows))
+                 .replace("{now}", f"timestamptz '{now.isoformat()}'"))
+        else:
+            gen = subprocess.Popen([str(self.tool), "--rows", str(self.rows), "--now-ms",
+                                    str(int(now.timestamp() * 1000)), "--seed", "15"],
+                                   stdout=subprocess.PIPE)
+            r = subprocess.run([lp._psql(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dsn,
+                                "-c", f"COPY log_events ({COLUMNS}) FROM STDIN"],
+                               stdin=gen.stdout, capture_output=True, text=True)
+            gen.stdout.close()
+            if gen.wait() != 0 or r.returncode != 0:
+                raise RuntimeError(f"loading {self.name} failed: {r.stderr.strip()}")
+        say(f"[{self.name}]   rows in {time.monotonic() - t0:.0f} s (load {load_avg()}); "
+            "building the indexes ...")
+        psql(self.dsn, "SET maintenance_work_mem = '512MB';"
+             "ALTER TABLE log_events ADD PRIMARY KEY (id, ts);" +
+             "".join(d + ";" for _, d in idx))
+        psql(self.dsn, "SELECT logpipe_counts_rebuild('-infinity', 'infinity')")
+        for t in ("log_events", "log_events_minute", "log_events_hour"):
+            psql(self.dsn, f"VACUUM ANALYZE {t}")
+        psql(self.dsn, "CREATE TABLE bench_load (rows bigint, loaded_at timestamptz);"
+                       f"INSERT INTO bench_load VALUES ({self.rows}, '{now.isoformat()}')")
+        say(f"[{self.name}]   loaded and indexed in {time.monotonic() - t0:.0f} s "
+            f"(load {load_avg()})")
+
+    def ensure(self, max_age_h, fresh):
+        at = None if fresh else self.loaded_at()
+        if at is not None and time.time() - at < max_age_h * 3600:
+            applied = lp.apply_migrations(self.dsn)
+            if applied:
+                say(f"[{self.name}] migrations {', '.join(applied)} applied to the loaded set")
+                psql(self.dsn, "VACUUM ANALYZE log_events")
+            say(f"[{self.name}] reusing the set loaded at "
+                f"{datetime.fromtimestamp(at, timezone.utc):%Y-%m-%d %H:%M} UTC")
+            return at
+        self.load()
+        return self.loaded_at()
+
+
+def cases_for(ds, at):
+    """(name, path, params) of the query table for data set ds loaded at at."""
+    now = datetime.fromtimestamp(at, timezone.utc)
+    hour = {"from": rfc3339(now - timedelta(days=3, hours=1)),
+            "to": rfc3339(now - timedelta(days=3))}
+    trace = psql(ds.dsn, "SELECT trace_id FROM log_events WHERE trace_id IS NOT NULL AND "
+                         f"ts < '{rfc3339(now - timedelta(days=3))}' LIMIT 1")
+    if ds.name == "synth":
+        svc, lvl, common, rare = "svc-7", "ERROR", "timeout", "req12345"
+        both = {"service": "svc-3", "level": "ERROR"}
+    else:
+        svc, lvl, common = "payment-service", "ERROR", "authorized"
+        # The issue's service+level case (checkout-api is not in this
+        # catalogue): a critical service's warnings.
+        both = {"service": "order-service", "level": "WARN"}
+        # A user number that a few rows mention.
+        rare = psql(ds.dsn, "SELECT split_part(message, ' ', 2) FROM log_events WHERE "
+                            "service = 'user-service' AND message LIKE 'user %' AND "
+                            f"ts < '{rfc3339(now - timedelta(days=2))}' LIMIT 1")
+    return [
+        ("newest 50", "/api/logs", {}),
+        ("service=", "/api/logs", {"service": svc}),
+        (f"level={lvl}", "/api/logs", {"level": lvl}),
+        ("service+level", "/api/logs", both),
+        (f"text= common ({common})", "/api/logs", {"text": common}),
+        (f"text= rare ({rare})", "/api/logs", {"text": rare}),
+        ("text= no match", "/api/logs", {"text": "zzzznomatch"}),
+        ("trace_id=", "/api/logs", {"trace_id": trace}),
+        ("time range (1 h, 3 days ago)", "/api/logs", hour),
+        ("cursor, page 2", "/api/logs", {"cursor": "@page1"}),
+        ("cursor, 3 days back", "/api/logs", {"cursor": "@deep"}),
+        ("cursor, common word page 2", "/api/logs", {"text": common, "cursor": "@word1"}),
+        ("/api/stats 24 h", "/api/stats", {}),
+    ]
+
+
+class Api:
+    def __init__(self, port):
+        self.base = f"http://127.0.0.1:{port}"
+
+    def get(self, path, params):
+        url = self.base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        t0 = time.monotonic()
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                body = r.read()
+        except urllib.error.HTTPError as e:
+            say(f"  {url}: {e.code} {e.read()[:300]!r}")
+            return None, None
+        return (time.monotonic() - t0) * 1000, json.loads(body)
+
+
+def start_consumer(ds, tmp):
+    port = lp.free_port()
+    env = {lp.env_name(k): str(v) for k, v in {
+        "http.listen": port, "pg.dsn": ds.dsn, "retention.days": 0,
+        # Only the query API is used: no Kafka.
+        "kafka.brokers": f"127.0.0.1:{lp.free_port()}", "log.level": "warn",
+        "kafka.group": f"qbench-{ds.name}"}.items()}
+    p = lp.ServiceProc("consumer", env, tmp / f"consumer-{ds.name}.log", port,
+                       cwd=tmp / f"consumer-{ds.name}")
+    p.start()
+    p.wait_ready(30)
+    return p
+
+
+def pct(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * q))]
+
+
+def measure(ds, at, runs, only, tmp, explain):
+    p = start_consumer(ds, tmp)
+    api = Api(p.port)
+    now = datetime.fromtimestamp(at, timezone.utc)
+    out = []
+    try:
+        # /api/stats of the last day is the count of its rows.
+        day = {"from": rfc3339(now - timedelta(days=1)), "to": rfc3339(now)}
+        got = api.get("/api/stats", day)[1]
+        want = int(psql(ds.dsn, f"SELECT count(*) FROM log_events WHERE ts >= "
+                                f"'{day['from']}' AND ts < '{day['to']}'"))
+        if got is None or got["total"] != want:
+            raise RuntimeError(f"[{ds.name}] /api/stats total {got and got['total']}, "
+                               f"the rows {want}")
+        cases = cases_for(ds, at)
+        common = [c for c in cases if c[0].startswith("text= common")][0][2]["text"]
+        cursors = {
+            "@page1": api.get("/api/logs", {})[1]["next_cursor"],
+            "@deep": api.get("/api/logs", {"to": rfc3339(now - timedelta(days=3)),
+                                           "limit": 1})[1]["next_cursor"],
+            "@word1": api.get("/api/logs", {"text": common})[1]["next_cursor"],
+        }
+        # The common word's first two pages are those of the plain query.
+        check_word_pages(ds, api, common)
+        if only:
+            cases = [c for c in cases if only in c[0]]
+        for name, path, params in cases:
+            params = {k: cursors.get(v, v) for k, v in params.items()}
+            took, failed, rows = [], 0, None
+            for i in range(runs + 3):
+                ms, body = api.get(path, params)
+                if ms is None:
+                    failed += 1
+                    continue
+                if i >= 3:
+                    took.append(ms)
+                rows = body.get("count", body.get("total"))
+            if not took:
+                out.append({"set": ds.name, "name": name, "failed": failed})
+                say(f"  [{ds.name}] {name:34s} every request failed")
+                continue
+            r = {"set": ds.name, "name": name, "runs": len(took), "p50": pct(took, 0.5),
+                 "p99": pct(took, 0.99), "max": max(took), "failed": failed, "rows": rows,
+                 "load": load_avg()}
+            out.append(r)
+            say(f"  [{ds.name}] {name:34s} p50 {r['p50']:7.1f}  p99 {r['p99']:7.1f}  "
+                f"max {r['max']:7.1f} ms  ({r['runs']} runs, {failed} failed, rows {rows}, "
+                f"load {r['load']})")
+            if explain and path == "/api/logs":
+                print_explain(ds, params)
+    finally:
+        p.stop()
+    return out
+
+
+def check_word_pages(ds, api, word):
+    """The API's first two pages of a common word = the plain SQL's 100 rows."""
+    want = psql(ds.dsn, "SELECT id FROM log_events WHERE to_tsvector('simple', message) @@ "
+                        f"plainto_tsquery('simple', '{word}') ORDER BY ts DESC, id DESC "
+                        "LIMIT 100").split()
+    p1 = api.get("/api/logs", {"text": word})[1]
+    p2 = api.get("/api/logs", {"text": word, "cursor": p1["next_cursor"]})[1]
+    got = [e["id"] for e in p1["logs"] + p2["logs"]]
+    if got != want:
+        raise RuntimeError(f"[{ds.name}] text={word}: the API's pages differ from the "
+                           "plain query's")
+
+
+def print_explain(ds, params):
+    """EXPLAIN ANALYZE of what query.c sends for params (built the same way)."""
+    conds = ["true"]
+    for k, v in params.items():
+        if k in ("service", "host", "tenant", "trace_id"):
+            conds.append(f"{k} = '{v}'")
+        elif k == "level":
+            rank = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"].index(v)
+            conds.append(f"level_rank = {rank}")
+        elif k == "text":
+            conds.append(f"to_tsvector('simple', message) @@ plainto_tsquery('simple', '{v}')")
+        elif k == "from":
+            conds.append(f"ts >= '{v}'")
+        elif k == "to":
+            conds.append(f"ts < '{v}'")
+    plan = psql(ds.dsn, "SET jit = off; EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT id FROM "
+                        "log_events WHERE " + " AND ".join(conds) +
+                " ORDER BY ts DESC, id DESC LIMIT 51")
+    for line in plan.splitlines()[:14]:
+        say("      " + line)
+
+
+# ---- write cost per index ------------------------------------------------------
+
+def write_costs(ds, tmp, n=200000, rounds=3):
+    """COPY of n of the set's rows into a table with the primary key and one
+    index, against the primary key alone and no index at all (the
+    calibrator), each on a fresh table, rounds times in turn; best of each."""
+    rows = tmp / "costs.copy"
+    psql(ds.dsn, f"\\copy (SELECT {COLUMNS} FROM log_events WHERE ts >= (SELECT max(ts) FROM "
+                 f"log_events) - interval '2 days' ORDER BY ts LIMIT {n}) TO '{rows}'")
+    idx = [(name, d) for name, d in index_defs(ds.dsn)]
+    variants = [("no index", []), ("primary key only", ["PK"])] + \
+        [(name, ["PK", d]) for name, d in idx] + [("all (today's set)", ["PK"] + [d for _, d in idx])]
+    best = {}
+    for rnd in range(rounds):
+        for name, parts in variants:
+            sql = ["DROP TABLE IF EXISTS wc; CREATE TABLE wc (LIKE log_events INCLUDING DEFAULTS)"]
+            for d in parts:
+                if d == "PK":
+                    sql.append("ALTER TABLE wc ADD PRIMARY KEY (id, ts)")
+                else:
+                    sql.append(d.replace(" ON public.log_events ", " ON wc ")
+                               .replace(" ON log_events ", " ON wc ")
+                               .replace("INDEX " + d.split()[2] + " ", "INDEX "))
+            psql(ds.dsn, "; ".join(sql) + "; CHECKPOINT")
+            t0 = time.monotonic()
+            psql(ds.dsn, f"\\copy wc ({COLUMNS}) FROM '{rows}'")
+            rate = n / (time.monotonic() - t0)
+            best[name] = max(best.get(name, 0), rate)
+            say(f"  [{ds.name}] round {rnd + 1} {name:36s} {rate:9,.0f} rows/s "
+                f"(load {load_avg()})")
+    psql(ds.dsn, "DROP TABLE IF EXISTS wc")
+    rows.unlink()
+    return best
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--sets", default="synth,gen")
+    ap.add_argument("--case", help="only the cases whose name has this")
+    ap.add_argument("--dir", default=os.environ.get("QUERIES_BENCH_DIR", "/tmp/logpipe-qbench"))
+    ap.add_argument("--fresh", action="store_true", help="load the data sets again")
+    ap.add_argument("--keep", action="store_true",
+                    help="leave the loaded cluster in --dir for the next run")
+    ap.add_argument("--max-age-h", type=float, default=12)
+    ap.add_argument("--write-costs", action="store_true")
+    ap.add_argument("--explain", action="store_true")
+    args = ap.parse_args()
+
+    if not (lp.bin_dir() / "logpipe-consumer").exists():
+        subprocess.run(["make", "--no-print-directory", "build/bin/logpipe-consumer"],
+                       cwd=REPO, check=True)
+    base = Path(args.dir)
+    base.mkdir(parents=True, exist_ok=True)
+    os.chmod(base, 0o711)
+    tmp = base / "run"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tool = build_gencopy(tmp / "gencopy")
+    lp.reap_stale(base, log=say)
+    pg = lp.Postgres(base)
+    results, costs = [], {}
+    t0 = time.monotonic()
+    say(f"queries bench: {args.rows:,} rows per set, cluster in {base} (load {load_avg()})")
+    try:
+        pg.start()
+        pg.wait_ready(120)
+        for name in args.sets.split(","):
+            ds = DataSet(pg, name, args.rows, tool)
+            at = ds.ensure(args.max_age_h, args.fresh)
+            if args.write_costs and name == "gen":
+                costs = write_costs(ds, tmp)
+            results += measure(ds, at, args.runs, args.case, tmp, args.explain)
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                capture_output=True, text=True).stdout.strip()
+        say("\n== query benchmark ==")
+        say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, commit {commit}, "
+            f"took {time.monotonic() - t0:.0f} s")
+        say(f"setup     PostgreSQL {psql(pg.dsn_for('postgres'), 'SHOW server_version')} "
+            "(stock settings, fsync on); one consumer, default settings; "
+            f"{args.runs} requests per case after 3 warm-up ones")
+        say(f"load      {load_avg()} (load average at the end)")
+        if costs:
+            base_rate = costs["primary key only"]
+            say("| index (with the primary key) | COPY rows/s | vs primary key only |")
+            say("|---|---:|---:|")
+            for k, v in costs.items():
+                say(f"| {k} | {v:,.0f} | {v / base_rate:.2f} |")
+        say("| set | case | p50 ms | p99 ms | max ms | rows | load |")
+        say("|---|---|---:|---:|---:|---:|---|")
+        for r in results:
+            if "p50" in r:
+                say(f"| {r['set']} | {r['name']} | {r['p50']:.1f} | {r['p99']:.1f} | "
+                    f"{r['max']:.1f} | {r['rows']} | {r['load']} |")
+            else:
+                say(f"| {r['set']} | {r['name']} | failed | | | | |")
+        worst = max((r.get("p99", float("inf")) for r in results), default=float("nan"))
+        say(f"queries: rows={args.rows} worst_p99_ms={worst:.0f}")
+    finally:
+        pg.stop()
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
