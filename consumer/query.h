@@ -88,6 +88,18 @@ void query_sql_release(struct query_sql *q);
 void query_build_list(const struct query_filter *f, struct query_sql *q);
 /* One event by id ($1), of tenant ($2) when tenant is not NULL. */
 void query_build_get(const char *id, const char *tenant, struct query_sql *q);
+/* The walk (query.c): the page among the newest query_walk_rows(f) rows
+ * of the one field filter (or none) an index in page order serves, with
+ * the time range and the cursor; the other filters are applied to those
+ * rows only.  When it returns limit + 1 rows they are the page's (every
+ * matching row is among the rows walked, in the same order); fewer prove
+ * nothing, and the page is then run in full. */
+void query_build_walk(const struct query_filter *f, struct query_sql *q);
+/* Rows the walk reads: QUERY_WALK_PER_ROW per row of the page and one
+ * more, at most QUERY_WALK_MAX. */
+int query_walk_rows(const struct query_filter *f);
+#define QUERY_WALK_PER_ROW 100
+#define QUERY_WALK_MAX 20000
 /* The race's probe for a page (query.c): how many rows match, counted up
  * to query_probe_cap(f) and no further. */
 void query_build_probe(const struct query_filter *f, struct query_sql *q);
