@@ -19,6 +19,14 @@
  * for another is 403, an event of another is 404).  Without the header -
  * the consumer's own port, which is internal - nothing is confined.
  *
+ * The walk.  Such pages (query_needs_plan_race, below) first read the
+ * newest rows of one index in page order - the one filter it answers
+ * exactly, with the time range and the cursor - at most 100 per row of the
+ * page, and apply the other filters to those rows alone.  A full page from
+ * it is the page; common words and common pairs of fields, whose bitmaps
+ * are huge, are answered that way at a cost that does not grow with the
+ * table.  Otherwise the race below runs.
+ *
  * Plan racing.  For a page ordered by ts with a LIMIT, the planner picks
  * between walking the ts index and filtering (fast when matches are
  * common) and collecting every match through the other indexes, then
