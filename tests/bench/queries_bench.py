@@ -283,6 +283,9 @@ class DataSet:
             psql(self.pg.dsn_for("postgres"), f"DROP DATABASE IF EXISTS {self.name}")
         at = self.loaded_at()
         if at is not None and time.time() - at < max_age_h * 3600:
+            # The indexes of migrations added since the load, built the fast
+            # way first (the migration then finds them).
+            self.build_indexes(jobs)
             applied = lp.apply_migrations(self.dsn)
             if applied:
                 say(f"[{self.name}] migrations {', '.join(applied)} applied to the loaded set")
@@ -470,6 +473,11 @@ def write_costs(ds, tmp, n=200000, rounds=3):
     gin = [d for name, d in idx if "USING gin" in d]
     # Candidates beside the migrations' indexes.
     extra = [("candidate: BRIN (ts)", ["PK", "CREATE INDEX ON log_events USING brin (ts)"]),
+             ("candidate: (tenant, ts desc, id desc) WHERE tenant IS NOT NULL",
+              ["PK", "CREATE INDEX ON log_events (tenant, ts DESC, id DESC) "
+                     "WHERE tenant IS NOT NULL"]),
+             ("candidate: (tenant, ts desc, id desc), full",
+              ["PK", "CREATE INDEX ON log_events (tenant, ts DESC, id DESC)"]),
              ("candidate: (service, level_rank, ts desc, id desc)",
               ["PK", "CREATE INDEX ON log_events (service, level_rank, ts DESC, id DESC)"])]
     if gin:
