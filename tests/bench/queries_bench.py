@@ -289,7 +289,6 @@ class DataSet:
             applied = lp.apply_migrations(self.dsn)
             if applied:
                 say(f"[{self.name}] migrations {', '.join(applied)} applied to the loaded set")
-                psql(self.dsn, "VACUUM ANALYZE log_events")
             say(f"[{self.name}] reusing the set loaded at "
                 f"{datetime.fromtimestamp(at, timezone.utc):%Y-%m-%d %H:%M} UTC")
             return at
