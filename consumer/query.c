@@ -397,11 +397,13 @@ void query_sql_init(struct query_sql *q)
 {
 	memset(q, 0, sizeof(*q));
 	lp_buf_init(&q->sql, 512);
+	lp_buf_init(&q->words, 0);
 }
 
 void query_sql_release(struct query_sql *q)
 {
 	lp_buf_release(&q->sql);
+	lp_buf_release(&q->words);
 }
 
 /* Adds a parameter and returns its number. */
@@ -530,6 +532,33 @@ void query_build_walk(const struct query_filter *f, struct query_sql *q)
 		    " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $%d) AS log_events",
 		    param_int(q, query_walk_rows(f)));
 	build_where_parts(f, q, W_FILTERS & ~(driver | W_TIME));
+	if (f->text[0]) {
+		/* A cheap test before to_tsvector: each run of ASCII letters and
+		 * digits of the text occurs in a matching message, in any case
+		 * (ILIKE lowers both sides as to_tsvector lowers words). */
+		const char *p = f->text;
+		int runs = 0;
+
+		lp_buf_addch(&q->words, '{');
+		while (*p) {
+			size_t n = 0;
+
+			while (p[n] && isascii((unsigned char)p[n]) && isalnum((unsigned char)p[n]))
+				n++;
+			if (n > 0) {
+				lp_buf_adds(&q->words, runs++ ? ",%" : "%");
+				lp_buf_add(&q->words, p, n);
+				lp_buf_addch(&q->words, '%');
+				p += n;
+			} else {
+				p++;
+			}
+		}
+		lp_buf_addch(&q->words, '}');
+		if (runs > 0)
+			lp_buf_addf(&q->sql, " AND message ILIKE ALL ($%d::text[])",
+				    param_str(q, q->words.buf));
+	}
 	lp_buf_addf(&q->sql, " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $%d",
 		    param_int(q, f->limit + 1));
 }

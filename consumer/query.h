@@ -78,6 +78,7 @@ struct query_sql {
 	const char *params[QUERY_MAX_PARAMS]; /* $1 .. $n */
 	char vals[QUERY_MAX_PARAMS][48];      /* storage for numbers and times */
 	int nparams;                          /* n */
+	struct lp_buf words;                  /* storage for the walk's word patterns */
 };
 
 void query_sql_init(struct query_sql *q);
@@ -93,7 +94,11 @@ void query_build_get(const char *id, const char *tenant, struct query_sql *q);
  * the time range and the cursor; the other filters are applied to those
  * rows only.  When it returns limit + 1 rows they are the page's (every
  * matching row is among the rows walked, in the same order); fewer prove
- * nothing, and the page is then run in full. */
+ * nothing, and the page is then run in full.  A text filter is checked
+ * there by `message ILIKE ALL ($n::text[])` first, '%run%' for each run of
+ * ASCII letters and digits of the text (every word a matching message has
+ * contains them), so that to_tsvector runs only on the rows that may match:
+ * it costs about ten times as much. */
 void query_build_walk(const struct query_filter *f, struct query_sql *q);
 /* Rows the walk reads: QUERY_WALK_PER_ROW per row of the page and one
  * more, at most QUERY_WALK_MAX. */

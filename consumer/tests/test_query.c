@@ -467,13 +467,30 @@ static void test_walk(void **state)
 			    " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $5) AS log_events"
 			    " WHERE true AND level_rank = $6::smallint"
 			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $7)"
-			    " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $8");
-	assert_int_equal(q.nparams, 8);
+			    " AND message ILIKE ALL ($8::text[])"
+			    " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $9");
+	assert_int_equal(q.nparams, 9);
 	assert_string_equal(q.params[0], "api");
 	assert_string_equal(q.params[4], "1100");
 	assert_string_equal(q.params[5], "3");
 	assert_string_equal(q.params[6], "disk");
-	assert_string_equal(q.params[7], "11");
+	assert_string_equal(q.params[7], "{%disk%}");
+	assert_string_equal(q.params[8], "11");
+	query_sql_release(&q);
+
+	/* The runs of ASCII letters and digits of the text, as they are. */
+	assert_int_equal(parse(&f, (const char *[]){"text", "Disk-full, \xc3\x9c" "ber_x 50%", NULL},
+			       false),
+			 0);
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	assert_string_equal(q.params[q.nparams - 2], "{%Disk%,%full%,%ber%,%x%,%50%}");
+	query_sql_release(&q);
+	/* None: no such test. */
+	assert_int_equal(parse(&f, (const char *[]){"text", "\xc3\x9c--", NULL}, false), 0);
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	assert_null(strstr(q.sql.buf, "ILIKE"));
 	query_sql_release(&q);
 
 	/* Text alone walks the newest rows; the budget has a ceiling. */
