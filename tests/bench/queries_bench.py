@@ -5,7 +5,7 @@ rows, through the consumer's HTTP API (issue 15, items 3 and 4).
     make bench BENCH=queries
     /usr/bin/python3 tests/bench/queries_bench.py [--rows N] [--runs K]
         [--sets synth,gen] [--case NAME] [--dir DIR] [--fresh] [--keep]
-        [--write-costs] [--explain]
+        [--write-costs ROUNDS] [--explain] [--jobs J]
 
 Data sets, each in its own database of one private PostgreSQL 15 (stock
 settings, fsync on, started like the integration tests' with
@@ -35,11 +35,13 @@ shared 2-CPU machine.  Migrations added since the load are applied to it.
 Then, per data set, one consumer (Kafka unreachable: only its query API is
 used) answers K (default 20) requests per case after 3 warm-up ones: p50,
 p99, max.  /api/stats of the last day must equal a count of its rows, and a
-common word's page must equal the plain query's.  --write-costs also
-measures, per index of log_events, COPY of 200,000 of the gen set's rows
-into a table with the primary key and that index against the primary key
-alone, with an index-free table as the calibrator; --explain prints
-EXPLAIN ANALYZE of each case's statement.
+common word's page must equal the plain query's.  --write-costs R also
+measures, per index of log_events (and a few candidates), COPY of 200,000
+of the gen set's rows into a table with the primary key and that index
+against the primary key alone, with an index-free table as the calibrator:
+rows/s and the COPY backend's CPU time per row (R rounds, best of each);
+--runs 0 skips the queries.  --explain prints EXPLAIN ANALYZE of each
+case's plain statement (without the walk or the race, within 20 s).
 
 Last line: `queries: rows=N worst_p99_ms=N` (the worst p99 of every case of
 both sets).
@@ -466,12 +468,45 @@ def print_explain(ds, params):
 
 # ---- write cost per index ------------------------------------------------------
 
-def write_costs(ds, tmp, n=200000, rounds=3):
-    # (the table is made LIKE log_events INCLUDING DEFAULTS: no index but
-    # those added; the rows are the newest of the set, in time order)
-    """COPY of n of the set's rows into a table with the primary key and one
-    index, against the primary key alone and no index at all (the
-    calibrator), each on a fresh table, rounds times in turn; best of each."""
+class Session:
+    """One psql session on a pipe, so that its backend's CPU time can be read
+    around a statement (/proc/PID/stat of the server process: the server
+    runs on this machine)."""
+
+    def __init__(self, dsn):
+        self.p = subprocess.Popen([lp._psql(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+                                   "-d", dsn], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.pid = int(self.run("SELECT pg_backend_pid();")[0])
+
+    def run(self, sql):
+        """Runs sql; returns its output lines (waits for a marker)."""
+        self.p.stdin.write(sql + "\n\\echo __done__\n")
+        self.p.stdin.flush()
+        out = []
+        while True:
+            line = self.p.stdout.readline()
+            if not line:
+                raise RuntimeError("psql ended: " + "".join(out))
+            if line.strip() == "__done__":
+                return out
+            out.append(line.strip())
+
+    def cpu(self):
+        f = open(f"/proc/{self.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self):
+        self.p.stdin.close()
+        self.p.wait()
+
+
+def write_costs(ds, tmp, n=200000, rounds=1):
+    """COPY of n of the set's rows (the newest, in time order) into a fresh
+    table with the primary key and one index, against the primary key alone
+    and no index at all (the calibrator): wall-clock rows/s and the COPY
+    backend's CPU time per row, which the machine's load moves far less;
+    rounds times in turn, best of each."""
     rows = tmp / "costs.copy"
     psql(ds.dsn, f"\\copy (SELECT {COLUMNS} FROM log_events WHERE ts >= (SELECT max(ts) FROM "
                  f"log_events) - interval '2 days' ORDER BY ts LIMIT {n}) TO '{rows}'")
@@ -493,25 +528,32 @@ def write_costs(ds, tmp, n=200000, rounds=3):
         [(name, ["PK", d]) for name, d in idx] + extra + \
         [("all (the migrations' set)", ["PK"] + [d for _, d in idx])]
     best = {}
-    for rnd in range(rounds):
-        for name, parts in variants:
-            sql = ["DROP TABLE IF EXISTS wc; CREATE TABLE wc (LIKE log_events INCLUDING DEFAULTS)"]
-            for d in parts:
-                if d == "PK":
-                    sql.append("ALTER TABLE wc ADD PRIMARY KEY (id, ts)")
-                else:
+    sess = Session(ds.dsn)
+    try:
+        for rnd in range(rounds):
+            for name, parts in variants:
+                sql = ["DROP TABLE IF EXISTS wc",
+                       "CREATE TABLE wc (LIKE log_events INCLUDING DEFAULTS)"]
+                for d in parts:
+                    if d == "PK":
+                        sql.append("ALTER TABLE wc ADD PRIMARY KEY (id, ts)")
+                        continue
                     if d.split()[2] != "ON":  # unnamed: each table names its own
                         d = d.replace("INDEX " + d.split()[2] + " ", "INDEX ", 1)
                     sql.append(d.replace(" ON public.log_events ", " ON wc ")
                                .replace(" ON log_events ", " ON wc "))
-            psql(ds.dsn, "; ".join(sql) + "; CHECKPOINT")
-            t0 = time.monotonic()
-            psql(ds.dsn, f"\\copy wc ({COLUMNS}) FROM '{rows}'")
-            rate = n / (time.monotonic() - t0)
-            best[name] = max(best.get(name, 0), rate)
-            say(f"  [{ds.name}] round {rnd + 1} {name:36s} {rate:9,.0f} rows/s "
-                f"(load {load_avg()})")
-    psql(ds.dsn, "DROP TABLE IF EXISTS wc")
+                sess.run("; ".join(sql) + "; CHECKPOINT;")
+                c0, t0 = sess.cpu(), time.monotonic()
+                sess.run(f"\\copy wc ({COLUMNS}) FROM '{rows}'")
+                wall, cpu = time.monotonic() - t0, sess.cpu() - c0
+                rate, us = n / wall, cpu / n * 1e6
+                old = best.get(name)
+                best[name] = (max(rate, old[0]) if old else rate, min(us, old[1]) if old else us)
+                say(f"  [{ds.name}] round {rnd + 1} {name:56s} {rate:9,.0f} rows/s  "
+                    f"{us:5.1f} us CPU/row (load {load_avg()})")
+        sess.run("DROP TABLE IF EXISTS wc;")
+    finally:
+        sess.close()
     rows.unlink()
     return best
 
@@ -530,7 +572,8 @@ def main():
     ap.add_argument("--max-age-h", type=float, default=12)
     ap.add_argument("--jobs", type=int, default=3,
                     help="connections building the indexes after a load")
-    ap.add_argument("--write-costs", action="store_true")
+    ap.add_argument("--write-costs", type=int, default=0, metavar="ROUNDS",
+                    help="measure each index's write cost, ROUNDS rounds (gen set)")
     ap.add_argument("--explain", action="store_true")
     args = ap.parse_args()
 
@@ -556,8 +599,9 @@ def main():
             ds = DataSet(pg, name, args.rows, tool)
             at = ds.ensure(args.max_age_h, args.fresh, args.jobs)
             if args.write_costs and name == "gen":
-                costs = write_costs(ds, tmp)
-            results += measure(ds, at, args.runs, args.case, tmp, args.explain)
+                costs = write_costs(ds, tmp, rounds=args.write_costs)
+            if args.runs > 0:
+                results += measure(ds, at, args.runs, args.case, tmp, args.explain)
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                 capture_output=True, text=True).stdout.strip()
         say("\n== query benchmark ==")
@@ -568,15 +612,14 @@ def main():
             f"{args.runs} requests per case after 3 warm-up ones")
         say(f"load      {load_avg()} (load average at the end)")
         if costs:
-            base_rate = costs["primary key only"]
-            say("write cost: COPY of 200,000 gen rows into a fresh table, best of 3 rounds; "
-                "calibrator = no index")
+            base_rate, base_cpu = costs["primary key only"]
+            say("write cost: COPY of 200,000 gen rows into a fresh table; calibrator = "
+                "no index, same run")
             say("| index (with the primary key) | COPY rows/s | vs primary key only | "
-                "µs per row added |")
-            say("|---|---:|---:|---:|")
-            for k, v in costs.items():
-                say(f"| {k} | {v:,.0f} | {v / base_rate:.2f} | "
-                    f"{(1 / v - 1 / base_rate) * 1e6:.1f} |")
+                "backend CPU µs/row | CPU added by the index, µs/row |")
+            say("|---|---:|---:|---:|---:|")
+            for k, (v, c) in costs.items():
+                say(f"| {k} | {v:,.0f} | {v / base_rate:.2f} | {c:.1f} | {c - base_cpu:+.1f} |")
         say("| set | case | p50 ms | p99 ms | max ms | rows | load |")
         say("|---|---|---:|---:|---:|---:|---|")
         for r in results:
@@ -585,8 +628,9 @@ def main():
                     f"{r['max']:.1f} | {r['rows']} | {r['load']} |")
             else:
                 say(f"| {r['set']} | {r['name']} | failed | | | | |")
-        worst = max((r.get("p99", float("inf")) for r in results), default=float("nan"))
-        say(f"queries: rows={args.rows} worst_p99_ms={worst:.0f}")
+        if results:
+            worst = max(r.get("p99", float("inf")) for r in results)
+            say(f"queries: rows={args.rows} worst_p99_ms={worst:.0f}")
     finally:
         pg.stop()
         if not args.keep:
