@@ -575,6 +575,19 @@ void query_build_probe(const struct query_filter *f, struct query_sql *q)
 	lp_buf_addf(&q->sql, " LIMIT $%d) AS m", param_int(q, query_probe_cap(f)));
 }
 
+void query_build_estimate(const struct query_filter *f, struct query_sql *q)
+{
+	lp_buf_adds(&q->sql, "EXPLAIN SELECT 1 FROM log_events");
+	build_page_where(f, q);
+}
+
+double query_estimate_rows(const char *plan_line)
+{
+	const char *p = plan_line ? strstr(plan_line, " rows=") : NULL;
+
+	return p ? strtod(p + 6, NULL) : -1;
+}
+
 void query_build_get(const char *id, const char *tenant, struct query_sql *q)
 {
 	lp_buf_addf(&q->sql, "SELECT " QUERY_ROW_COLUMNS " FROM log_events WHERE id = $%d::uuid",
@@ -806,7 +819,9 @@ static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms,
 	return PQexecParams(c, q->sql.buf, q->nparams, NULL, q->params, NULL, NULL, 0);
 }
 
-/* The page of a race (query.h).  First the walk, when given: the newest
+/* The page of a race (query.h).  First the walk, when given and the
+ * planner's estimate of the matches (estimate: an EXPLAIN, planning only)
+ * is at least the probe's cap: the newest
  * rows of the one filter an index in page order serves, at most
  * query_walk_rows(f) of them, with the other filters applied to those
  * alone.  A full page from it is the page (want rows: limit + 1); it costs
@@ -825,13 +840,26 @@ static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms,
  * the ordered plan, which reads the whole table for them (2 s instead of
  * 0.6 s on ten million rows). */
 static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q,
-		      const struct query_sql *walk, int want, const struct query_sql *probe, int cap)
+		      const struct query_sql *walk, const struct query_sql *estimate, int want,
+		      const struct query_sql *probe, int cap)
 {
 	int budget = qa->timeout_ms / 4 < 1000 ? qa->timeout_ms / 4 : 1000;
 	int64_t t0 = lp_now_ms();
 	PGresult *res;
 	long long found = -1;
 
+	if (walk && estimate) {
+		/* The walk only for pages with many matches, as the planner
+		 * judges them; rare ones go to the probe at once. */
+		double rows = -1;
+
+		res = exec_plan(c, estimate, budget, PLAN_ANY);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
+			rows = query_estimate_rows(PQgetvalue(res, 0, 0));
+		PQclear(res);
+		if (rows >= 0 && rows < cap)
+			walk = NULL;
+	}
 	if (walk) {
 		res = exec_plan(c, walk, budget, PLAN_WALK);
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= want)
@@ -864,7 +892,8 @@ static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q
  * not NULL, makes it a race (see race()) with that cap, after walk (when
  * not NULL) if that does not return want rows. */
 static PGresult *run(struct query_api *qa, struct lp_http_req *r, const struct query_sql *q,
-		     const struct query_sql *walk, int want, const struct query_sql *probe, int cap)
+		     const struct query_sql *walk, const struct query_sql *estimate, int want,
+		     const struct query_sql *probe, int cap)
 {
 	char err[256];
 	int64_t t0 = lp_now_ms();
@@ -884,7 +913,7 @@ static PGresult *run(struct query_api *qa, struct lp_http_req *r, const struct q
 	}
 	store_quiet_notices(c);
 	if (probe)
-		res = race(qa, c, q, walk, want, probe, cap);
+		res = race(qa, c, q, walk, estimate, want, probe, cap);
 	else
 		res = exec_plan(c, q, qa->timeout_ms, PLAN_ANY);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
@@ -1013,7 +1042,7 @@ static void handle_list(struct lp_http_req *r, void *ud)
 {
 	struct query_api *qa = ud;
 	struct query_filter *f = lp_xmalloc(sizeof(*f));
-	struct query_sql q, probe, walk;
+	struct query_sql q, probe, walk, estimate;
 	PGresult *res = NULL;
 	json_t *logs, *next = json_null();
 	int i, n;
@@ -1025,13 +1054,16 @@ static void handle_list(struct lp_http_req *r, void *ud)
 	if (query_needs_plan_race(f)) {
 		query_sql_init(&walk);
 		query_build_walk(f, &walk);
+		query_sql_init(&estimate);
+		query_build_estimate(f, &estimate);
 		query_sql_init(&probe);
 		query_build_probe(f, &probe);
-		res = run(qa, r, &q, &walk, f->limit + 1, &probe, query_probe_cap(f));
+		res = run(qa, r, &q, &walk, &estimate, f->limit + 1, &probe, query_probe_cap(f));
 		query_sql_release(&probe);
+		query_sql_release(&estimate);
 		query_sql_release(&walk);
 	} else {
-		res = run(qa, r, &q, NULL, 0, NULL, 0);
+		res = run(qa, r, &q, NULL, NULL, 0, NULL, 0);
 	}
 	if (!res)
 		goto out;
@@ -1074,7 +1106,7 @@ static void handle_get(struct lp_http_req *r, void *ud)
 	}
 	query_sql_init(&q);
 	query_build_get(id, scoped_tenant(r), &q);
-	res = run(qa, r, &q, NULL, 0, NULL, 0);
+	res = run(qa, r, &q, NULL, NULL, 0, NULL, 0);
 	if (res) {
 		if (PQntuples(res) == 0)
 			lp_http_reply_error(r, 404, "not_found", NULL, "no log event with id '%s'",
@@ -1105,7 +1137,7 @@ static void handle_stats(struct lp_http_req *r, void *ud)
 	if (!parse_request(r, f, true))
 		goto out;
 	query_build_stats(f, &q);
-	res = run(qa, r, &q, NULL, 0, NULL, 0);
+	res = run(qa, r, &q, NULL, NULL, 0, NULL, 0);
 	if (!res)
 		goto out;
 	by_level = json_object();

@@ -100,6 +100,13 @@ void query_build_get(const char *id, const char *tenant, struct query_sql *q);
  * contains them), so that to_tsvector runs only on the rows that may match:
  * it costs about ten times as much. */
 void query_build_walk(const struct query_filter *f, struct query_sql *q);
+/* EXPLAIN of the rows the page's filters (and cursor) match, planning
+ * only: the race walks first only when the planner expects at least
+ * query_probe_cap(f) of them (a rare word would make the walk read its
+ * whole budget for nothing).  query_estimate_rows reads the rows= of the
+ * plan's first line, -1 when there is none. */
+void query_build_estimate(const struct query_filter *f, struct query_sql *q);
+double query_estimate_rows(const char *plan_line);
 /* Rows the walk reads: QUERY_WALK_PER_ROW per row of the page and one
  * more, at most QUERY_WALK_MAX. */
 int query_walk_rows(const struct query_filter *f);

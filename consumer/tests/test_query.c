@@ -526,6 +526,28 @@ static void test_walk(void **state)
 	query_sql_release(&q);
 }
 
+static void test_estimate(void **state)
+{
+	struct query_filter f;
+	struct query_sql q;
+
+	(void)state;
+	assert_int_equal(parse(&f, (const char *[]){"text", "disk", "service", "api", NULL}, false),
+			 0);
+	query_sql_init(&q);
+	query_build_estimate(&f, &q);
+	assert_string_equal(q.sql.buf,
+			    "EXPLAIN SELECT 1 FROM log_events WHERE true AND service = $1"
+			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $2)");
+	query_sql_release(&q);
+	assert_true(query_estimate_rows("Gather  (cost=1000.00..759751.24 rows=414574 width=4)") ==
+		    414574.0);
+	assert_true(query_estimate_rows("Append  (cost=0.00..5860.43 rows=1392 width=4)") == 1392.0);
+	assert_true(query_estimate_rows("Result  (cost=0.00..0.00 rows=0 width=0)") == 0.0);
+	assert_true(query_estimate_rows("no plan") < 0);
+	assert_true(query_estimate_rows(NULL) < 0);
+}
+
 static void test_get(void **state)
 {
 	struct query_sql q;
@@ -561,6 +583,7 @@ int main(void)
 		cmocka_unit_test(test_plan_race),
 		cmocka_unit_test(test_probe),
 		cmocka_unit_test(test_walk),
+		cmocka_unit_test(test_estimate),
 		cmocka_unit_test(test_get),
 	};
 
