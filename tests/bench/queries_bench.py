@@ -34,7 +34,9 @@ shared 2-CPU machine.  Migrations added since the load are applied to it.
 
 Then, per data set, one consumer (Kafka unreachable: only its query API is
 used) answers K (default 20) requests per case after 3 warm-up ones: p50,
-p99, max.  /api/stats of the last day must equal a count of its rows, and a
+p99, max, beside a calibrator from the same run: COPY of 100,000 of the
+set's rows into an index-free table (rows/s and the backend's CPU per
+row).  /api/stats of the last day must equal a count of its rows, and a
 common word's page must equal the plain query's.  --write-costs R also
 measures, per index of log_events (and a few candidates), COPY of 200,000
 of the gen set's rows into a table with the primary key and that index
@@ -369,6 +371,26 @@ def pct(xs, q):
     return xs[min(len(xs) - 1, int(len(xs) * q))]
 
 
+def calibrate(ds, tmp, n=100000):
+    """COPY of n of the set's rows into an index-free table, in this run:
+    rows/s (and the backend's CPU µs per row) tell how fast the machine was
+    when the latencies were taken."""
+    rows = tmp / "cal.copy"
+    psql(ds.dsn, f"\\copy (SELECT {COLUMNS} FROM log_events WHERE ts >= (SELECT max(ts) FROM "
+                 f"log_events) - interval '2 days' ORDER BY ts LIMIT {n}) TO '{rows}'")
+    sess = Session(ds.dsn)
+    try:
+        sess.run("DROP TABLE IF EXISTS cal; CREATE TABLE cal (LIKE log_events INCLUDING DEFAULTS);")
+        c0, t0 = sess.cpu(), time.monotonic()
+        sess.run(f"\\copy cal ({COLUMNS}) FROM '{rows}'")
+        wall, cpu = time.monotonic() - t0, sess.cpu() - c0
+        sess.run("DROP TABLE cal;")
+    finally:
+        sess.close()
+    rows.unlink()
+    return {"set": ds.name, "rows_s": n / wall, "cpu_us": cpu / n * 1e6, "load": load_avg()}
+
+
 def measure(ds, at, runs, only, tmp, explain):
     p = start_consumer(ds, tmp)
     api = Api(p.port)
@@ -589,7 +611,7 @@ def main():
     tool = build_gencopy(tmp / "gencopy")
     lp.reap_stale(base, log=say)
     pg = lp.Postgres(base)
-    results, costs = [], {}
+    results, costs, cals = [], {}, []
     t0 = time.monotonic()
     say(f"queries bench: {args.rows:,} rows per set, cluster in {base} (load {load_avg()})")
     try:
@@ -601,6 +623,10 @@ def main():
             if args.write_costs and name == "gen":
                 costs = write_costs(ds, tmp, rounds=args.write_costs)
             if args.runs > 0:
+                cals.append(calibrate(ds, tmp))
+                say(f"[{name}] calibrator: COPY into an index-free table "
+                    f"{cals[-1]['rows_s']:,.0f} rows/s, {cals[-1]['cpu_us']:.1f} us CPU/row "
+                    f"(load {cals[-1]['load']})")
                 results += measure(ds, at, args.runs, args.case, tmp, args.explain)
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                                 capture_output=True, text=True).stdout.strip()
@@ -611,6 +637,9 @@ def main():
             "(stock settings, fsync on); one consumer, default settings; "
             f"{args.runs} requests per case after 3 warm-up ones")
         say(f"load      {load_avg()} (load average at the end)")
+        for c in cals:
+            say(f"calibrator [{c['set']}] COPY of 100,000 of its rows into an index-free table: "
+                f"{c['rows_s']:,.0f} rows/s, {c['cpu_us']:.1f} us CPU/row (load {c['load']})")
         if costs:
             base_rate, base_cpu = costs["primary key only"]
             say("write cost: COPY of 200,000 gen rows into a fresh table; calibrator = "
