@@ -581,6 +581,17 @@ void query_build_estimate(const struct query_filter *f, struct query_sql *q)
 	build_page_where(f, q);
 }
 
+bool query_walk_worth(double rows, double total, int limit, int cap)
+{
+	struct query_filter f = {.limit = limit};
+
+	(void)cap;
+	if (rows < 0 || total <= 0)
+		return true; /* no estimate: the walk is bounded anyway */
+	/* Expected matches among the rows walked: at least a page's. */
+	return rows / total * query_walk_rows(&f) >= limit + 1;
+}
+
 double query_estimate_rows(const char *plan_line)
 {
 	const char *p = plan_line ? strstr(plan_line, " rows=") : NULL;
@@ -849,15 +860,21 @@ static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q
 	long long found = -1;
 
 	if (walk && estimate) {
-		/* The walk only for pages with many matches, as the planner
-		 * judges them; rare ones go to the probe at once. */
-		double rows = -1;
+		/* The walk only for pages whose matches are dense enough, as the
+		 * planner judges them; rare ones go to the probe at once. */
+		double rows = -1, total = -1;
 
 		res = exec_plan(c, estimate, budget, PLAN_ANY);
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
 			rows = query_estimate_rows(PQgetvalue(res, 0, 0));
 		PQclear(res);
-		if (rows >= 0 && rows < cap)
+		res = PQexec(c, "SELECT sum(c.reltuples) FROM pg_inherits i JOIN pg_class c "
+				"ON c.oid = i.inhrelid WHERE i.inhparent = 'log_events'::regclass");
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+		    !PQgetisnull(res, 0, 0))
+			total = strtod(PQgetvalue(res, 0, 0), NULL);
+		PQclear(res);
+		if (!query_walk_worth(rows, total, want - 1, cap))
 			walk = NULL;
 	}
 	if (walk) {
