@@ -581,6 +581,12 @@ void query_build_estimate(const struct query_filter *f, struct query_sql *q)
 	build_page_where(f, q);
 }
 
+void query_build_estimate_walked(const struct query_filter *f, struct query_sql *q)
+{
+	lp_buf_adds(&q->sql, "EXPLAIN SELECT 1 FROM log_events");
+	build_where_parts(f, q, walk_driver(f) | W_TIME | W_CURSOR);
+}
+
 bool query_walk_worth(double rows, double total, int limit, int cap)
 {
 	struct query_filter f = {.limit = limit};
@@ -831,8 +837,9 @@ static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms,
 }
 
 /* The page of a race (query.h).  First the walk, when given and the
- * planner's estimate of the matches (estimate: an EXPLAIN, planning only)
- * is at least the probe's cap: the newest
+ * planner's estimates (EXPLAINs, planning only) of the matches (estimate)
+ * and of the rows the walk reads from (driver) make a page likely among
+ * the rows walked (query_walk_worth): the newest
  * rows of the one filter an index in page order serves, at most
  * query_walk_rows(f) of them, with the other filters applied to those
  * alone.  A full page from it is the page (want rows: limit + 1); it costs
@@ -851,15 +858,15 @@ static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms,
  * the ordered plan, which reads the whole table for them (2 s instead of
  * 0.6 s on ten million rows). */
 static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q,
-		      const struct query_sql *walk, const struct query_sql *estimate, int want,
-		      const struct query_sql *probe, int cap)
+		      const struct query_sql *walk, const struct query_sql *estimate,
+		      const struct query_sql *driver, int want, const struct query_sql *probe, int cap)
 {
 	int budget = qa->timeout_ms / 4 < 1000 ? qa->timeout_ms / 4 : 1000;
 	int64_t t0 = lp_now_ms();
 	PGresult *res;
 	long long found = -1;
 
-	if (walk && estimate) {
+	if (walk && estimate && driver) {
 		/* The walk only for pages whose matches are dense enough, as the
 		 * planner judges them; rare ones go to the probe at once. */
 		double rows = -1, total = -1;
@@ -868,11 +875,9 @@ static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
 			rows = query_estimate_rows(PQgetvalue(res, 0, 0));
 		PQclear(res);
-		res = PQexec(c, "SELECT sum(c.reltuples) FROM pg_inherits i JOIN pg_class c "
-				"ON c.oid = i.inhrelid WHERE i.inhparent = 'log_events'::regclass");
-		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-		    !PQgetisnull(res, 0, 0))
-			total = strtod(PQgetvalue(res, 0, 0), NULL);
+		res = exec_plan(c, driver, budget, PLAN_ANY);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
+			total = query_estimate_rows(PQgetvalue(res, 0, 0));
 		PQclear(res);
 		if (!query_walk_worth(rows, total, want - 1, cap))
 			walk = NULL;
@@ -909,8 +914,8 @@ static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q
  * not NULL, makes it a race (see race()) with that cap, after walk (when
  * not NULL) if that does not return want rows. */
 static PGresult *run(struct query_api *qa, struct lp_http_req *r, const struct query_sql *q,
-		     const struct query_sql *walk, const struct query_sql *estimate, int want,
-		     const struct query_sql *probe, int cap)
+		     const struct query_sql *walk, const struct query_sql *estimate,
+		     const struct query_sql *driver, int want, const struct query_sql *probe, int cap)
 {
 	char err[256];
 	int64_t t0 = lp_now_ms();
@@ -930,7 +935,7 @@ static PGresult *run(struct query_api *qa, struct lp_http_req *r, const struct q
 	}
 	store_quiet_notices(c);
 	if (probe)
-		res = race(qa, c, q, walk, estimate, want, probe, cap);
+		res = race(qa, c, q, walk, estimate, driver, want, probe, cap);
 	else
 		res = exec_plan(c, q, qa->timeout_ms, PLAN_ANY);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
@@ -1059,7 +1064,7 @@ static void handle_list(struct lp_http_req *r, void *ud)
 {
 	struct query_api *qa = ud;
 	struct query_filter *f = lp_xmalloc(sizeof(*f));
-	struct query_sql q, probe, walk, estimate;
+	struct query_sql q, probe, walk, estimate, walked;
 	PGresult *res = NULL;
 	json_t *logs, *next = json_null();
 	int i, n;
@@ -1073,14 +1078,18 @@ static void handle_list(struct lp_http_req *r, void *ud)
 		query_build_walk(f, &walk);
 		query_sql_init(&estimate);
 		query_build_estimate(f, &estimate);
+		query_sql_init(&walked);
+		query_build_estimate_walked(f, &walked);
 		query_sql_init(&probe);
 		query_build_probe(f, &probe);
-		res = run(qa, r, &q, &walk, &estimate, f->limit + 1, &probe, query_probe_cap(f));
+		res = run(qa, r, &q, &walk, &estimate, &walked, f->limit + 1, &probe,
+			  query_probe_cap(f));
 		query_sql_release(&probe);
 		query_sql_release(&estimate);
+		query_sql_release(&walked);
 		query_sql_release(&walk);
 	} else {
-		res = run(qa, r, &q, NULL, NULL, 0, NULL, 0);
+		res = run(qa, r, &q, NULL, NULL, NULL, 0, NULL, 0);
 	}
 	if (!res)
 		goto out;
@@ -1123,7 +1132,7 @@ static void handle_get(struct lp_http_req *r, void *ud)
 	}
 	query_sql_init(&q);
 	query_build_get(id, scoped_tenant(r), &q);
-	res = run(qa, r, &q, NULL, NULL, 0, NULL, 0);
+	res = run(qa, r, &q, NULL, NULL, NULL, 0, NULL, 0);
 	if (res) {
 		if (PQntuples(res) == 0)
 			lp_http_reply_error(r, 404, "not_found", NULL, "no log event with id '%s'",
@@ -1154,7 +1163,7 @@ static void handle_stats(struct lp_http_req *r, void *ud)
 	if (!parse_request(r, f, true))
 		goto out;
 	query_build_stats(f, &q);
-	res = run(qa, r, &q, NULL, NULL, 0, NULL, 0);
+	res = run(qa, r, &q, NULL, NULL, NULL, 0, NULL, 0);
 	if (!res)
 		goto out;
 	by_level = json_object();

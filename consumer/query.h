@@ -106,9 +106,12 @@ void query_build_walk(const struct query_filter *f, struct query_sql *q);
  * whole budget for nothing).  query_estimate_rows reads the rows= of the
  * plan's first line, -1 when there is none. */
 void query_build_estimate(const struct query_filter *f, struct query_sql *q);
-/* Whether to walk first: at the density the planner expects (rows of
- * total; -1 unknown: walk), a page of limit + 1 matches among the rows
- * walked (cap is not used).  A word outside ANALYZE's most-common list is estimated
+/* The same for the rows the walk reads from: its one field filter (or
+ * none), the time range and the cursor. */
+void query_build_estimate_walked(const struct query_filter *f, struct query_sql *q);
+/* Whether to walk first: at the density the planner expects (rows of the
+ * total the walk reads from; -1 unknown: walk), a page of limit + 1
+ * matches among the rows walked (cap is not used).  A word outside ANALYZE's most-common list is estimated
  * at 0.5 % of the rows at most, under the walk's 1 %: such words go to the
  * probe. */
 bool query_walk_worth(double rows, double total, int limit, int cap);

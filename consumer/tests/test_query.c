@@ -540,6 +540,10 @@ static void test_estimate(void **state)
 			    "EXPLAIN SELECT 1 FROM log_events WHERE true AND service = $1"
 			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $2)");
 	query_sql_release(&q);
+	query_sql_init(&q);
+	query_build_estimate_walked(&f, &q);
+	assert_string_equal(q.sql.buf, "EXPLAIN SELECT 1 FROM log_events WHERE true AND service = $1");
+	query_sql_release(&q);
 	assert_true(query_estimate_rows("Gather  (cost=1000.00..759751.24 rows=414574 width=4)") ==
 		    414574.0);
 	assert_true(query_estimate_rows("Append  (cost=0.00..5860.43 rows=1392 width=4)") == 1392.0);
