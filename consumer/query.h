@@ -101,8 +101,8 @@ void query_build_get(const char *id, const char *tenant, struct query_sql *q);
  * it costs about ten times as much. */
 void query_build_walk(const struct query_filter *f, struct query_sql *q);
 /* EXPLAIN of the rows the page's filters (and cursor) match, planning
- * only: the race walks first only when the planner expects at least
- * query_probe_cap(f) of them (a rare word would make the walk read its
+ * only: with query_build_estimate_walked's, it tells the race whether to
+ * walk first (query_walk_worth; a rare word would make the walk read its
  * whole budget for nothing).  query_estimate_rows reads the rows= of the
  * plan's first line, -1 when there is none. */
 void query_build_estimate(const struct query_filter *f, struct query_sql *q);
