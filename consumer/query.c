@@ -587,11 +587,10 @@ void query_build_estimate_walked(const struct query_filter *f, struct query_sql 
 	build_where_parts(f, q, walk_driver(f) | W_TIME | W_CURSOR);
 }
 
-bool query_walk_worth(double rows, double total, int limit, int cap)
+bool query_walk_worth(double rows, double total, int limit)
 {
 	struct query_filter f = {.limit = limit};
 
-	(void)cap;
 	if (rows < 0 || total <= 0)
 		return true; /* no estimate: the walk is bounded anyway */
 	/* Expected matches among the rows walked: at least a page's. */
@@ -879,7 +878,7 @@ static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
 			total = query_estimate_rows(PQgetvalue(res, 0, 0));
 		PQclear(res);
-		if (!query_walk_worth(rows, total, want - 1, cap))
+		if (!query_walk_worth(rows, total, want - 1))
 			walk = NULL;
 	}
 	if (walk) {

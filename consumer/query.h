@@ -111,10 +111,10 @@ void query_build_estimate(const struct query_filter *f, struct query_sql *q);
 void query_build_estimate_walked(const struct query_filter *f, struct query_sql *q);
 /* Whether to walk first: at the density the planner expects (rows of the
  * total the walk reads from; -1 unknown: walk), a page of limit + 1
- * matches among the rows walked (cap is not used).  A word outside ANALYZE's most-common list is estimated
- * at 0.5 % of the rows at most, under the walk's 1 %: such words go to the
- * probe. */
-bool query_walk_worth(double rows, double total, int limit, int cap);
+ * matches among the rows walked.  A word outside ANALYZE's most-common
+ * list is estimated at 0.5 % of the rows at most, under the walk's 1 %:
+ * such words go to the probe. */
+bool query_walk_worth(double rows, double total, int limit);
 double query_estimate_rows(const char *plan_line);
 /* Rows the walk reads: QUERY_WALK_PER_ROW per row of the page and one
  * more, at most QUERY_WALK_MAX. */

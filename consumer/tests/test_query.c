@@ -552,15 +552,15 @@ static void test_estimate(void **state)
 	assert_true(query_estimate_rows(NULL) < 0);
 
 	/* Walk first: many matches, dense enough for a page in 5,100 rows. */
-	assert_true(query_walk_worth(414574, 1e7, 50, 2000));    /* a common word, 4 % */
-	assert_true(query_walk_worth(150987, 1e7, 50, 2000));    /* a service and a level, 1.5 % */
-	assert_false(query_walk_worth(50009, 1e7, 50, 2000));    /* the 0.5 % default */
-	assert_false(query_walk_worth(1392, 1e7, 50, 2000));     /* rare */
-	assert_true(query_walk_worth(150, 450, 1, 2000));        /* a third of a small table */
-	assert_false(query_walk_worth(4, 450, 1, 2000));         /* 4 of them: 1.8 in 200 */
-	assert_true(query_walk_worth(-1, 1e7, 50, 2000));        /* no estimate */
-	assert_true(query_walk_worth(5000, -1, 50, 2000));       /* no total */
-	assert_false(query_walk_worth(414574, 1e7, 1000, 2000)); /* 4 % of 20,000 < 1001 */
+	assert_true(query_walk_worth(414574, 1e7, 50));    /* a common word, 4 % */
+	assert_true(query_walk_worth(150987, 1e7, 50));    /* a service and a level, 1.5 % */
+	assert_false(query_walk_worth(50009, 1e7, 50));    /* the 0.5 % default */
+	assert_false(query_walk_worth(1392, 1e7, 50));     /* rare */
+	assert_true(query_walk_worth(150, 450, 1));        /* a third of a small table */
+	assert_false(query_walk_worth(4, 450, 1));         /* 4 of them: 1.8 in 200 */
+	assert_true(query_walk_worth(-1, 1e7, 50));        /* no estimate */
+	assert_true(query_walk_worth(5000, -1, 50));       /* no total */
+	assert_false(query_walk_worth(414574, 1e7, 1000)); /* 4 % of 20,000 < 1001 */
 }
 
 static void test_get(void **state)
