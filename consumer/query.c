@@ -19,6 +19,14 @@
  * for another is 403, an event of another is 404).  Without the header -
  * the consumer's own port, which is internal - nothing is confined.
  *
+ * The walk.  Such pages (query_needs_plan_race, below) first read the
+ * newest rows of one index in page order - the one filter it answers
+ * exactly, with the time range and the cursor - at most 100 per row of the
+ * page, and apply the other filters to those rows alone.  A full page from
+ * it is the page; common words and common pairs of fields, whose bitmaps
+ * are huge, are answered that way at a cost that does not grow with the
+ * table.  Otherwise the race below runs.
+ *
  * Plan racing.  For a page ordered by ts with a LIMIT, the planner picks
  * between walking the ts index and filtering (fast when matches are
  * common) and collecting every match through the other indexes, then
@@ -389,11 +397,13 @@ void query_sql_init(struct query_sql *q)
 {
 	memset(q, 0, sizeof(*q));
 	lp_buf_init(&q->sql, 512);
+	lp_buf_init(&q->words, 0);
 }
 
 void query_sql_release(struct query_sql *q)
 {
 	lp_buf_release(&q->sql);
+	lp_buf_release(&q->words);
 }
 
 /* Adds a parameter and returns its number. */
@@ -415,36 +425,45 @@ static int param_ts(struct query_sql *q, int64_t us)
 	return param_str(q, q->vals[q->nparams]);
 }
 
-static void build_where(const struct query_filter *f, struct query_sql *q)
+/* Parts of a WHERE clause (build_where_parts), so that the walk can split
+ * the filters between its inner and outer statement. */
+enum {
+	W_SERVICE = 1 << 0,
+	W_HOST = 1 << 1,
+	W_TENANT = 1 << 2,
+	W_TRACE = 1 << 3,
+	W_LEVEL = 1 << 4,
+	W_MIN_LEVEL = 1 << 5,
+	W_TEXT = 1 << 6,
+	W_TIME = 1 << 7,   /* from and to */
+	W_CURSOR = 1 << 8, /* after the cursor's (ts, id) */
+	W_FILTERS = W_SERVICE | W_HOST | W_TENANT | W_TRACE | W_LEVEL | W_MIN_LEVEL | W_TEXT | W_TIME,
+};
+
+static void build_where_parts(const struct query_filter *f, struct query_sql *q, unsigned parts)
 {
 	lp_buf_adds(&q->sql, " WHERE true");
-	if (f->service[0])
+	if ((parts & W_SERVICE) && f->service[0])
 		lp_buf_addf(&q->sql, " AND service = $%d", param_str(q, f->service));
-	if (f->host[0])
+	if ((parts & W_HOST) && f->host[0])
 		lp_buf_addf(&q->sql, " AND host = $%d", param_str(q, f->host));
-	if (f->tenant[0])
+	if ((parts & W_TENANT) && f->tenant[0])
 		lp_buf_addf(&q->sql, " AND tenant = $%d", param_str(q, f->tenant));
-	if (f->trace_id[0])
+	if ((parts & W_TRACE) && f->trace_id[0])
 		lp_buf_addf(&q->sql, " AND trace_id = $%d", param_str(q, f->trace_id));
-	if (f->level_rank >= 0)
+	if ((parts & W_LEVEL) && f->level_rank >= 0)
 		lp_buf_addf(&q->sql, " AND level_rank = $%d::smallint", param_int(q, f->level_rank));
-	if (f->min_rank >= 0)
+	if ((parts & W_MIN_LEVEL) && f->min_rank >= 0)
 		lp_buf_addf(&q->sql, " AND level_rank >= $%d::smallint", param_int(q, f->min_rank));
-	if (f->text[0])
+	if ((parts & W_TEXT) && f->text[0])
 		lp_buf_addf(&q->sql,
 			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $%d)",
 			    param_str(q, f->text));
-	if (f->has_from)
+	if ((parts & W_TIME) && f->has_from)
 		lp_buf_addf(&q->sql, " AND ts >= $%d::timestamptz", param_ts(q, f->from_us));
-	if (f->has_to)
+	if ((parts & W_TIME) && f->has_to)
 		lp_buf_addf(&q->sql, " AND ts < $%d::timestamptz", param_ts(q, f->to_us));
-}
-
-/* The filters and the cursor: the rows a page and its probe look at. */
-static void build_page_where(const struct query_filter *f, struct query_sql *q)
-{
-	build_where(f, q);
-	if (f->has_cursor) {
+	if ((parts & W_CURSOR) && f->has_cursor) {
 		int t = param_ts(q, f->cursor_ts_us);
 		int i = param_str(q, f->cursor_id);
 
@@ -452,6 +471,17 @@ static void build_page_where(const struct query_filter *f, struct query_sql *q)
 			    " AND ts <= $%d::timestamptz AND (ts < $%d::timestamptz OR id < $%d::uuid)",
 			    t, t, i);
 	}
+}
+
+static void build_where(const struct query_filter *f, struct query_sql *q)
+{
+	build_where_parts(f, q, W_FILTERS);
+}
+
+/* The filters and the cursor: the rows a page and its probe look at. */
+static void build_page_where(const struct query_filter *f, struct query_sql *q)
+{
+	build_where_parts(f, q, W_FILTERS | W_CURSOR);
 }
 
 /* ORDER BY names the table's columns: a bare "id" would mean the output
@@ -466,6 +496,73 @@ void query_build_list(const struct query_filter *f, struct query_sql *q)
 		    param_int(q, f->limit + 1));
 }
 
+int query_walk_rows(const struct query_filter *f)
+{
+	int n = QUERY_WALK_PER_ROW * (f->limit + 1);
+
+	return n < QUERY_WALK_MAX ? n : QUERY_WALK_MAX;
+}
+
+/* The one field filter an index in page order serves exactly, with the
+ * time range: the walk's inner statement reads that index.  The most
+ * selective first, as far as a fixed order can tell: a trace has a few
+ * events, a service or a host a share of them, a level or a tenant more. */
+static unsigned walk_driver(const struct query_filter *f)
+{
+	if (f->trace_id[0])
+		return W_TRACE;
+	if (f->service[0])
+		return W_SERVICE;
+	if (f->host[0])
+		return W_HOST;
+	if (f->level_rank >= 0)
+		return W_LEVEL;
+	if (f->tenant[0])
+		return W_TENANT;
+	return 0;
+}
+
+void query_build_walk(const struct query_filter *f, struct query_sql *q)
+{
+	unsigned driver = walk_driver(f);
+
+	lp_buf_adds(&q->sql, "SELECT " QUERY_ROW_COLUMNS " FROM (SELECT * FROM log_events");
+	build_where_parts(f, q, driver | W_TIME | W_CURSOR);
+	lp_buf_addf(&q->sql,
+		    " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $%d) AS log_events",
+		    param_int(q, query_walk_rows(f)));
+	build_where_parts(f, q, W_FILTERS & ~(driver | W_TIME));
+	if (f->text[0]) {
+		/* A cheap test before to_tsvector: each run of ASCII letters and
+		 * digits of the text occurs in a matching message, in any case
+		 * (ILIKE lowers both sides as to_tsvector lowers words). */
+		const char *p = f->text;
+		int runs = 0;
+
+		lp_buf_addch(&q->words, '{');
+		while (*p) {
+			size_t n = 0;
+
+			while (p[n] && isascii((unsigned char)p[n]) && isalnum((unsigned char)p[n]))
+				n++;
+			if (n > 0) {
+				lp_buf_adds(&q->words, runs++ ? ",%" : "%");
+				lp_buf_add(&q->words, p, n);
+				lp_buf_addch(&q->words, '%');
+				p += n;
+			} else {
+				p++;
+			}
+		}
+		lp_buf_addch(&q->words, '}');
+		if (runs > 0)
+			lp_buf_addf(&q->sql, " AND message ILIKE ALL ($%d::text[])",
+				    param_str(q, q->words.buf));
+	}
+	lp_buf_addf(&q->sql, " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $%d",
+		    param_int(q, f->limit + 1));
+}
+
 int query_probe_cap(const struct query_filter *f)
 {
 	return 2 * (f->limit + 1) > 2000 ? 2 * (f->limit + 1) : 2000;
@@ -476,6 +573,35 @@ void query_build_probe(const struct query_filter *f, struct query_sql *q)
 	lp_buf_adds(&q->sql, "SELECT count(*) FROM (SELECT 1 FROM log_events");
 	build_page_where(f, q);
 	lp_buf_addf(&q->sql, " LIMIT $%d) AS m", param_int(q, query_probe_cap(f)));
+}
+
+void query_build_estimate(const struct query_filter *f, struct query_sql *q)
+{
+	lp_buf_adds(&q->sql, "EXPLAIN SELECT 1 FROM log_events");
+	build_page_where(f, q);
+}
+
+void query_build_estimate_walked(const struct query_filter *f, struct query_sql *q)
+{
+	lp_buf_adds(&q->sql, "EXPLAIN SELECT 1 FROM log_events");
+	build_where_parts(f, q, walk_driver(f) | W_TIME | W_CURSOR);
+}
+
+bool query_walk_worth(double rows, double total, int limit)
+{
+	struct query_filter f = {.limit = limit};
+
+	if (rows < 0 || total <= 0)
+		return true; /* no estimate: the walk is bounded anyway */
+	/* Expected matches among the rows walked: at least a page's. */
+	return rows / total * query_walk_rows(&f) >= limit + 1;
+}
+
+double query_estimate_rows(const char *plan_line)
+{
+	const char *p = plan_line ? strstr(plan_line, " rows=") : NULL;
+
+	return p ? strtod(p + 6, NULL) : -1;
 }
 
 void query_build_get(const char *id, const char *tenant, struct query_sql *q)
@@ -674,12 +800,19 @@ static bool timed_out(const PGresult *res)
 	return state && strcmp(state, "57014") == 0;
 }
 
-/* Runs q with a statement timeout; index_scans false leaves the planner
- * the bitmap plans only (no plain index or sequential scans). */
-static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms, bool index_scans)
+/* The plans a statement may run with (exec_plan). */
+enum plan {
+	PLAN_ANY,    /* the planner's choice */
+	PLAN_BITMAP, /* bitmap scans only: no plain index or sequential scans */
+	PLAN_WALK,   /* no bitmap scans: the walk reads an index in page order */
+};
+
+/* Runs q under plan with a statement timeout. */
+static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms, enum plan plan)
 {
-	char sql[200];
+	char sql[256];
 	PGresult *res;
+	bool bitmap_only = plan == PLAN_BITMAP;
 
 	/* What is left of a budget may be nothing; 0 would mean no limit. */
 	if (timeout_ms < 1)
@@ -691,9 +824,10 @@ static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms,
 	 * a few; the API's queries are better off without it. */
 	snprintf(sql, sizeof(sql),
 		 "SET statement_timeout = %d; SET enable_indexscan = %s; SET enable_seqscan = %s; "
-		 "SET max_parallel_workers_per_gather = %s; SET jit = off",
-		 timeout_ms, index_scans ? "on" : "off", index_scans ? "on" : "off",
-		 index_scans ? "DEFAULT" : "0");
+		 "SET enable_bitmapscan = %s; SET max_parallel_workers_per_gather = %s; "
+		 "SET jit = off",
+		 timeout_ms, bitmap_only ? "off" : "on", bitmap_only ? "off" : "on",
+		 plan == PLAN_WALK ? "off" : "on", bitmap_only ? "0" : "DEFAULT");
 	res = PQexec(c, sql);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		return res;
@@ -701,7 +835,19 @@ static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms,
 	return PQexecParams(c, q->sql.buf, q->nparams, NULL, q->params, NULL, NULL, 0);
 }
 
-/* The page of a race (query.h): a probe counts the matches, up to a cap,
+/* The page of a race (query.h).  First the walk, when given and the
+ * planner's estimates (EXPLAINs, planning only) of the matches (estimate)
+ * and of the rows the walk reads from (driver) make a page likely among
+ * the rows walked (query_walk_worth): the newest
+ * rows of the one filter an index in page order serves, at most
+ * query_walk_rows(f) of them, with the other filters applied to those
+ * alone.  A full page from it is the page (want rows: limit + 1); it costs
+ * the same whatever the table's size or the machine's load, and answers the
+ * common words and the common pairs of fields, for which the probe below
+ * builds large bitmaps (1.4 s for a word in one row in 25 of the 5.4 M rows
+ * of issue 15; 84-195 ms on the bench's 10 M rows spread over eight days).
+ *
+ * Otherwise a probe counts the matches, up to a cap,
  * through the bitmap plans alone, within the budget.  None: an empty page.
  * Few: the bitmap plan fetches and sorts them.  Many, or a probe that takes
  * too long (its bitmaps are huge, so matches are likely not rare): the
@@ -712,13 +858,39 @@ static PGresult *exec_plan(PGconn *c, const struct query_sql *q, int timeout_ms,
  * the ordered plan, which reads the whole table for them (2 s instead of
  * 0.6 s on ten million rows). */
 static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q,
-		      const struct query_sql *probe, int cap)
+		      const struct query_sql *walk, const struct query_sql *estimate,
+		      const struct query_sql *driver, int want, const struct query_sql *probe, int cap)
 {
 	int budget = qa->timeout_ms / 4 < 1000 ? qa->timeout_ms / 4 : 1000;
 	int64_t t0 = lp_now_ms();
-	PGresult *res = exec_plan(c, probe, budget, false);
+	PGresult *res;
 	long long found = -1;
 
+	if (walk && estimate && driver) {
+		/* The walk only for pages whose matches are dense enough, as the
+		 * planner judges them; rare ones go to the probe at once. */
+		double rows = -1, total = -1;
+
+		res = exec_plan(c, estimate, budget, PLAN_ANY);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
+			rows = query_estimate_rows(PQgetvalue(res, 0, 0));
+		PQclear(res);
+		res = exec_plan(c, driver, budget, PLAN_ANY);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
+			total = query_estimate_rows(PQgetvalue(res, 0, 0));
+		PQclear(res);
+		if (!query_walk_worth(rows, total, want - 1))
+			walk = NULL;
+	}
+	if (walk) {
+		res = exec_plan(c, walk, budget, PLAN_WALK);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) >= want)
+			return res;
+		if (PQresultStatus(res) != PGRES_TUPLES_OK && !timed_out(res))
+			return res; /* a real failure: report it */
+		PQclear(res);
+	}
+	res = exec_plan(c, probe, budget, PLAN_BITMAP);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
 		found = atoll(PQgetvalue(res, 0, 0));
 	else if (!timed_out(res))
@@ -728,20 +900,22 @@ static PGresult *race(struct query_api *qa, PGconn *c, const struct query_sql *q
 	if (found == 0)
 		return PQmakeEmptyPGresult(c, PGRES_TUPLES_OK);
 	if (found > 0 && found < cap)
-		return exec_plan(c, q, qa->timeout_ms - (int)(lp_now_ms() - t0), false);
-	res = exec_plan(c, q, budget, true);
+		return exec_plan(c, q, qa->timeout_ms - (int)(lp_now_ms() - t0), PLAN_BITMAP);
+	res = exec_plan(c, q, budget, PLAN_ANY);
 	if (timed_out(res)) {
 		lp_debug("query: the ordered plan took over %d ms, trying bitmap scans", budget);
 		PQclear(res);
-		res = exec_plan(c, q, qa->timeout_ms - (int)(lp_now_ms() - t0), false);
+		res = exec_plan(c, q, qa->timeout_ms - (int)(lp_now_ms() - t0), PLAN_BITMAP);
 	}
 	return res;
 }
 
 /* Runs q; on failure replies (503 or 500) and returns NULL.  probe, when
- * not NULL, makes it a race (see race()) with that cap. */
+ * not NULL, makes it a race (see race()) with that cap, after walk (when
+ * not NULL) if that does not return want rows. */
 static PGresult *run(struct query_api *qa, struct lp_http_req *r, const struct query_sql *q,
-		     const struct query_sql *probe, int cap)
+		     const struct query_sql *walk, const struct query_sql *estimate,
+		     const struct query_sql *driver, int want, const struct query_sql *probe, int cap)
 {
 	char err[256];
 	int64_t t0 = lp_now_ms();
@@ -761,9 +935,9 @@ static PGresult *run(struct query_api *qa, struct lp_http_req *r, const struct q
 	}
 	store_quiet_notices(c);
 	if (probe)
-		res = race(qa, c, q, probe, cap);
+		res = race(qa, c, q, walk, estimate, driver, want, probe, cap);
 	else
-		res = exec_plan(c, q, qa->timeout_ms, true);
+		res = exec_plan(c, q, qa->timeout_ms, PLAN_ANY);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK) {
 		lp_breaker_record(qa->br, true, lp_now_ms() - t0);
 		lp_pgpool_put(qa->pool, c, false);
@@ -890,7 +1064,7 @@ static void handle_list(struct lp_http_req *r, void *ud)
 {
 	struct query_api *qa = ud;
 	struct query_filter *f = lp_xmalloc(sizeof(*f));
-	struct query_sql q, probe;
+	struct query_sql q, probe, walk, estimate, walked;
 	PGresult *res = NULL;
 	json_t *logs, *next = json_null();
 	int i, n;
@@ -900,12 +1074,22 @@ static void handle_list(struct lp_http_req *r, void *ud)
 		goto out;
 	query_build_list(f, &q);
 	if (query_needs_plan_race(f)) {
+		query_sql_init(&walk);
+		query_build_walk(f, &walk);
+		query_sql_init(&estimate);
+		query_build_estimate(f, &estimate);
+		query_sql_init(&walked);
+		query_build_estimate_walked(f, &walked);
 		query_sql_init(&probe);
 		query_build_probe(f, &probe);
-		res = run(qa, r, &q, &probe, query_probe_cap(f));
+		res = run(qa, r, &q, &walk, &estimate, &walked, f->limit + 1, &probe,
+			  query_probe_cap(f));
 		query_sql_release(&probe);
+		query_sql_release(&estimate);
+		query_sql_release(&walked);
+		query_sql_release(&walk);
 	} else {
-		res = run(qa, r, &q, NULL, 0);
+		res = run(qa, r, &q, NULL, NULL, NULL, 0, NULL, 0);
 	}
 	if (!res)
 		goto out;
@@ -948,7 +1132,7 @@ static void handle_get(struct lp_http_req *r, void *ud)
 	}
 	query_sql_init(&q);
 	query_build_get(id, scoped_tenant(r), &q);
-	res = run(qa, r, &q, NULL, 0);
+	res = run(qa, r, &q, NULL, NULL, NULL, 0, NULL, 0);
 	if (res) {
 		if (PQntuples(res) == 0)
 			lp_http_reply_error(r, 404, "not_found", NULL, "no log event with id '%s'",
@@ -979,7 +1163,7 @@ static void handle_stats(struct lp_http_req *r, void *ud)
 	if (!parse_request(r, f, true))
 		goto out;
 	query_build_stats(f, &q);
-	res = run(qa, r, &q, NULL, 0);
+	res = run(qa, r, &q, NULL, NULL, NULL, 0, NULL, 0);
 	if (!res)
 		goto out;
 	by_level = json_object();

@@ -78,6 +78,7 @@ struct query_sql {
 	const char *params[QUERY_MAX_PARAMS]; /* $1 .. $n */
 	char vals[QUERY_MAX_PARAMS][48];      /* storage for numbers and times */
 	int nparams;                          /* n */
+	struct lp_buf words;                  /* storage for the walk's word patterns */
 };
 
 void query_sql_init(struct query_sql *q);
@@ -88,6 +89,38 @@ void query_sql_release(struct query_sql *q);
 void query_build_list(const struct query_filter *f, struct query_sql *q);
 /* One event by id ($1), of tenant ($2) when tenant is not NULL. */
 void query_build_get(const char *id, const char *tenant, struct query_sql *q);
+/* The walk (query.c): the page among the newest query_walk_rows(f) rows
+ * of the one field filter (or none) an index in page order serves, with
+ * the time range and the cursor; the other filters are applied to those
+ * rows only.  When it returns limit + 1 rows they are the page's (every
+ * matching row is among the rows walked, in the same order); fewer prove
+ * nothing, and the page is then run in full.  A text filter is checked
+ * there by `message ILIKE ALL ($n::text[])` first, '%run%' for each run of
+ * ASCII letters and digits of the text (every word a matching message has
+ * contains them), so that to_tsvector runs only on the rows that may match:
+ * it costs about ten times as much. */
+void query_build_walk(const struct query_filter *f, struct query_sql *q);
+/* EXPLAIN of the rows the page's filters (and cursor) match, planning
+ * only: with query_build_estimate_walked's, it tells the race whether to
+ * walk first (query_walk_worth; a rare word would make the walk read its
+ * whole budget for nothing).  query_estimate_rows reads the rows= of the
+ * plan's first line, -1 when there is none. */
+void query_build_estimate(const struct query_filter *f, struct query_sql *q);
+/* The same for the rows the walk reads from: its one field filter (or
+ * none), the time range and the cursor. */
+void query_build_estimate_walked(const struct query_filter *f, struct query_sql *q);
+/* Whether to walk first: at the density the planner expects (rows of the
+ * total the walk reads from; -1 unknown: walk), a page of limit + 1
+ * matches among the rows walked.  A word outside ANALYZE's most-common
+ * list is estimated at 0.5 % of the rows at most, under the walk's 1 %:
+ * such words go to the probe. */
+bool query_walk_worth(double rows, double total, int limit);
+double query_estimate_rows(const char *plan_line);
+/* Rows the walk reads: QUERY_WALK_PER_ROW per row of the page and one
+ * more, at most QUERY_WALK_MAX. */
+int query_walk_rows(const struct query_filter *f);
+#define QUERY_WALK_PER_ROW 100
+#define QUERY_WALK_MAX 20000
 /* The race's probe for a page (query.c): how many rows match, counted up
  * to query_probe_cap(f) and no further. */
 void query_build_probe(const struct query_filter *f, struct query_sql *q);

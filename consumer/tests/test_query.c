@@ -440,6 +440,129 @@ static void test_probe(void **state)
 	assert_int_equal(query_probe_cap(&f), 2002);
 }
 
+static void test_walk(void **state)
+{
+	const char *kv[] = {"text", "disk", "level", "warn", "service", "api", "limit", "10",
+			    "from", "1705328625000",
+			    "cursor", "1705328625123000:0190f3a2-7c4e-7d2a-9b1c-0123456789ab", NULL};
+	struct query_filter f;
+	struct query_sql q;
+
+	(void)state;
+	assert_int_equal(parse(&f, kv, false), 0);
+	assert_int_equal(query_walk_rows(&f), 1100);
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	/* The service drives the inner walk (with the time range and the
+	 * cursor); level and text filter the rows it read. */
+	assert_string_equal(q.sql.buf,
+			    "SELECT id::text, (extract(epoch FROM ts) * 1000000)::bigint, "
+			    "(extract(epoch FROM received_at) * 1000000)::bigint, "
+			    "(extract(epoch FROM stored_at) * 1000000)::bigint, level, service, host, "
+			    "source_ip, tenant, correlation_id, message, attributes::text, "
+			    "enrichment::text, enrichment_status, trace_id, span_id"
+			    " FROM (SELECT * FROM log_events WHERE true AND service = $1"
+			    " AND ts >= $2::timestamptz"
+			    " AND ts <= $3::timestamptz AND (ts < $3::timestamptz OR id < $4::uuid)"
+			    " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $5) AS log_events"
+			    " WHERE true AND level_rank = $6::smallint"
+			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $7)"
+			    " AND message ILIKE ALL ($8::text[])"
+			    " ORDER BY log_events.ts DESC, log_events.id DESC LIMIT $9");
+	assert_int_equal(q.nparams, 9);
+	assert_string_equal(q.params[0], "api");
+	assert_string_equal(q.params[4], "1100");
+	assert_string_equal(q.params[5], "3");
+	assert_string_equal(q.params[6], "disk");
+	assert_string_equal(q.params[7], "{%disk%}");
+	assert_string_equal(q.params[8], "11");
+	query_sql_release(&q);
+
+	/* The runs of ASCII letters and digits of the text, as they are. */
+	assert_int_equal(parse(&f, (const char *[]){"text", "Disk-full, \xc3\x9c" "ber_x 50%", NULL},
+			       false),
+			 0);
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	assert_string_equal(q.params[q.nparams - 2], "{%Disk%,%full%,%ber%,%x%,%50%}");
+	query_sql_release(&q);
+	/* None: no such test. */
+	assert_int_equal(parse(&f, (const char *[]){"text", "\xc3\x9c--", NULL}, false), 0);
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	assert_null(strstr(q.sql.buf, "ILIKE"));
+	query_sql_release(&q);
+
+	/* Text alone walks the newest rows; the budget has a ceiling. */
+	assert_int_equal(parse(&f, (const char *[]){"q", "disk", "limit", "1000", NULL}, false), 0);
+	assert_int_equal(query_walk_rows(&f), QUERY_WALK_MAX);
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	assert_non_null(strstr(q.sql.buf, "FROM (SELECT * FROM log_events WHERE true ORDER BY"));
+	query_sql_release(&q);
+
+	/* A trace id drives before a service, a host before a level or a tenant. */
+	assert_int_equal(parse(&f, (const char *[]){"tenant", "t", "level", "error", "host", "h",
+						  "trace_id", "0123456789abcdef0123456789abcdef",
+						  "service", "s", NULL},
+			       false),
+			 0);
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	assert_non_null(strstr(q.sql.buf, "FROM (SELECT * FROM log_events WHERE true AND "
+					  "trace_id = $1 ORDER BY"));
+	query_sql_release(&q);
+	f.trace_id[0] = '\0';
+	f.service[0] = '\0';
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	assert_non_null(strstr(q.sql.buf, "WHERE true AND host = $1 ORDER BY"));
+	query_sql_release(&q);
+	f.host[0] = '\0';
+	query_sql_init(&q);
+	query_build_walk(&f, &q);
+	assert_non_null(strstr(q.sql.buf, "WHERE true AND level_rank = $1::smallint ORDER BY"));
+	assert_non_null(strstr(q.sql.buf, "AS log_events WHERE true AND tenant = $3 ORDER BY"));
+	query_sql_release(&q);
+}
+
+static void test_estimate(void **state)
+{
+	struct query_filter f;
+	struct query_sql q;
+
+	(void)state;
+	assert_int_equal(parse(&f, (const char *[]){"text", "disk", "service", "api", NULL}, false),
+			 0);
+	query_sql_init(&q);
+	query_build_estimate(&f, &q);
+	assert_string_equal(q.sql.buf,
+			    "EXPLAIN SELECT 1 FROM log_events WHERE true AND service = $1"
+			    " AND to_tsvector('simple', message) @@ plainto_tsquery('simple', $2)");
+	query_sql_release(&q);
+	query_sql_init(&q);
+	query_build_estimate_walked(&f, &q);
+	assert_string_equal(q.sql.buf, "EXPLAIN SELECT 1 FROM log_events WHERE true AND service = $1");
+	query_sql_release(&q);
+	assert_true(query_estimate_rows("Gather  (cost=1000.00..759751.24 rows=414574 width=4)") ==
+		    414574.0);
+	assert_true(query_estimate_rows("Append  (cost=0.00..5860.43 rows=1392 width=4)") == 1392.0);
+	assert_true(query_estimate_rows("Result  (cost=0.00..0.00 rows=0 width=0)") == 0.0);
+	assert_true(query_estimate_rows("no plan") < 0);
+	assert_true(query_estimate_rows(NULL) < 0);
+
+	/* Walk first: many matches, dense enough for a page in 5,100 rows. */
+	assert_true(query_walk_worth(414574, 1e7, 50));    /* a common word, 4 % */
+	assert_true(query_walk_worth(150987, 1e7, 50));    /* a service and a level, 1.5 % */
+	assert_false(query_walk_worth(50009, 1e7, 50));    /* the 0.5 % default */
+	assert_false(query_walk_worth(1392, 1e7, 50));     /* rare */
+	assert_true(query_walk_worth(150, 450, 1));        /* a third of a small table */
+	assert_false(query_walk_worth(4, 450, 1));         /* 4 of them: 1.8 in 200 */
+	assert_true(query_walk_worth(-1, 1e7, 50));        /* no estimate */
+	assert_true(query_walk_worth(5000, -1, 50));       /* no total */
+	assert_false(query_walk_worth(414574, 1e7, 1000)); /* 4 % of 20,000 < 1001 */
+}
+
 static void test_get(void **state)
 {
 	struct query_sql q;
@@ -474,6 +597,8 @@ int main(void)
 		cmocka_unit_test(test_stats),
 		cmocka_unit_test(test_plan_race),
 		cmocka_unit_test(test_probe),
+		cmocka_unit_test(test_walk),
+		cmocka_unit_test(test_estimate),
 		cmocka_unit_test(test_get),
 	};
 

@@ -548,6 +548,59 @@ def test_pages_walk_everything_once_under_inserts(stored_set, infra, topics, kaf
     assert body["logs"][0]["id"] != last["id"]
 
 
+def test_walk_and_its_fallback_give_the_plain_querys_pages(infra, services, topics, pg_dsn,
+                                                         kafkatool):
+    """Pages with a word or two fields first walk the newest rows of one
+    index (query.c, the walk: 100 rows per row of the page and one more);
+    a page the walk cannot fill is run in full.  Both must give exactly the
+    rows, order and cursors of the plain query.  450 events: a page of 1 walks
+    200 rows, so "alpha" (every third event) and api+WARN fill it from the
+    walk, "omega" (the 4 oldest) and api+FATAL (rare) go to the race."""
+    rnd = random.Random(11)
+    base = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
+    events = []
+    for i in range(450):
+        # Pairs share a timestamp now and then, so the id breaks the tie.
+        ts = base + timedelta(seconds=(i // 2) * 20 if i % 5 == 0 else i * 10)
+        words = ["alpha"] if i % 3 == 0 else []
+        words += ["omega"] if i < 4 else []
+        words += rnd.sample(["disk", "cache", "login", "queue"], 2)
+        level = "FATAL" if i in (7, 300) else rnd.choice(["INFO", "WARN", "ERROR"])
+        events.append(event(ts, service=rnd.choice(["api", "web"]), level=level,
+                            host=rnd.choice(["h1", "h2", "h3"]),
+                            message=" ".join(words) + f" n{i}"))
+    _, url = start_consumer(services, topics, pg_dsn)
+    produce(kafkatool, infra.kafka.bootstrap, topics["complete"], events)
+    wait_until("450 stored", lambda: stored_count(pg_dsn)[0] == 450)
+    # Statistics, so that the planner's estimate sends the dense filters to
+    # the walk and the rare ones to the race (query_walk_worth).
+    sql(pg_dsn, "ANALYZE log_events")
+    cases = [
+        ({"text": "alpha"}, lambda e: "alpha" in e["message"].split()),
+        ({"text": "omega"}, lambda e: "omega" in e["message"].split()),
+        ({"text": "alpha disk"},
+         lambda e: {"alpha", "disk"} <= set(e["message"].split())),
+        ({"service": "api", "level": "WARN"},
+         lambda e: e["service"] == "api" and e["level"] == "WARN"),
+        ({"service": "api", "level": "FATAL"},
+         lambda e: e["service"] == "api" and e["level"] == "FATAL"),
+        ({"host": "h2", "min_level": "ERROR", "text": "cache"},
+         lambda e: e["host"] == "h2" and e["level"] in ("ERROR", "FATAL")
+         and "cache" in e["message"].split()),
+    ]
+    for params, keep in cases:
+        want = [e["id"] for e in newest_first([e for e in events if keep(e)])]
+        assert want, params
+        for page in (1, 3, 50):
+            ids, pages = walk(url, page, **params)
+            assert ids == want, (params, page)
+            assert pages == max(1, -(-len(want) // page)), (params, page, pages)
+        # The first page of "alpha" comes from the walk, the whole of "omega"
+        # from the fallback; the answer is the same as without a walk.
+        body = get_logs(url, limit=2, **params)
+        assert [e["id"] for e in body["logs"]] == want[:2], params
+
+
 def test_get_by_id_and_stats(stored_set):
     url, events, _ = stored_set
     e = events[17]
