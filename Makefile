@@ -119,7 +119,7 @@ FUZZ_SRC_fuzz_apikeys   := gateway/auth.c
 FUZZ_SRC_fuzz_genparams := generator/params.c
 FUZZ_SRC_fuzz_metadata  := metadata-svc/record.c
 FUZZ_SRC_fuzz_spool     := producer/spool.c
-FUZZ_SRC_fuzz_reqhead   := gateway/reqhead.c
+FUZZ_SRC_fuzz_reqhead   :=
 FUZZ_SRC_fuzz_otlp      := producer/otlp.c
 FUZZ_SRC_fuzz_syslog    := producer/syslog.c
 # fuzz_otlp also links the generated OTLP messages (see PB_OBJ above).

@@ -1,5 +1,5 @@
-/* fuzz_reqhead.c - the event front's request head parser (gw_rq_parse,
- * gw_rq_header).
+/* fuzz_reqhead.c - the event front's request head parser (lp_rq_parse,
+ * lp_rq_header).
  *
  * Input: the bytes a client sent, parsed from a heap copy of exactly their
  * size so that ASan sees any read past the end; prefixes are parsed from
@@ -10,11 +10,11 @@
  * shorter than an accepted head is incomplete (all of them for short
  * heads, a sample for long ones) and every longer one is accepted the
  * same; a refused prefix means a refused input (monotonicity, checked on
- * the first half); gw_rq_header finds each header's name again. */
+ * the first half); lp_rq_header finds each header's name again. */
 #include <stdbool.h>
 
 #include "fuzz.h"
-#include "../gateway/reqhead.h"
+#include "logpipe/reqhead.h"
 
 #include "logpipe/banned.h"
 
@@ -51,14 +51,14 @@ static bool same_name(const char *a, const char *b, size_t n)
 	return true;
 }
 
-static void check_accepted(const struct gw_rq *rq, const char *buf, size_t n)
+static void check_accepted(const struct lp_rq *rq, const char *buf, size_t n)
 {
 	static const char *const methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE" };
-	char name[GW_RQ_MAX_HEAD + 1];
+	char name[LP_RQ_MAX_HEAD + 1];
 	const char *v;
 	size_t i, len, m;
 
-	FUZZ_CHECK(rq->head_len >= 18 && rq->head_len <= n && rq->head_len <= GW_RQ_MAX_HEAD,
+	FUZZ_CHECK(rq->head_len >= 18 && rq->head_len <= n && rq->head_len <= LP_RQ_MAX_HEAD,
 		   "head_len %zu of %zu", rq->head_len, n);
 	FUZZ_CHECK(memcmp(buf + rq->head_len - 4, "\r\n\r\n", 4) == 0, "no CRLF CRLF at the end");
 	FUZZ_CHECK(memmem(buf, rq->head_len - 2, "\r\n\r\n", 4) == NULL, "an earlier blank line");
@@ -86,11 +86,11 @@ static void check_accepted(const struct gw_rq *rq, const char *buf, size_t n)
 		FUZZ_CHECK(rq->query_len == 0, "query_len %zu without a query", rq->query_len);
 	}
 
-	FUZZ_CHECK(rq->nheaders <= GW_RQ_MAX_HEADERS, "%zu headers", rq->nheaders);
+	FUZZ_CHECK(rq->nheaders <= LP_RQ_MAX_HEADERS, "%zu headers", rq->nheaders);
 	FUZZ_CHECK(rq->content_length >= -1 && rq->content_length <= 999999999999999999LL,
 		   "content_length %lld", rq->content_length);
 	for (i = 0; i < rq->nheaders; i++) {
-		const struct gw_rq_header *h = &rq->headers[i];
+		const struct lp_rq_header *h = &rq->headers[i];
 
 		FUZZ_CHECK(inside(h->name, h->name_len, buf, rq->head_len) && h->name_len > 0,
 			   "header %zu's name outside the head", i);
@@ -108,7 +108,7 @@ static void check_accepted(const struct gw_rq *rq, const char *buf, size_t n)
 		memcpy(name, h->name, h->name_len);
 		name[h->name_len] = '\0';
 		len = (size_t)-1;
-		v = gw_rq_header(rq, name, &len);
+		v = lp_rq_header(rq, name, &len);
 		FUZZ_CHECK(v != NULL, "header %zu not found by its name", i);
 		for (m = 0; m <= i; m++)
 			if (rq->headers[m].value == v)
@@ -122,26 +122,26 @@ static void check_accepted(const struct gw_rq *rq, const char *buf, size_t n)
 
 /* Parses data[0, k) from the end of tail (size bytes), so that reading past
  * k is reading past the allocation. */
-static enum gw_rq_result parse_prefix(const uint8_t *data, size_t size, size_t k, char *tail,
-				      struct gw_rq *rq)
+static enum lp_rq_result parse_prefix(const uint8_t *data, size_t size, size_t k, char *tail,
+				      struct lp_rq *rq)
 {
 	memcpy(tail + size - k, data, k);
-	return gw_rq_parse(tail + size - k, k, rq);
+	return lp_rq_parse(tail + size - k, k, rq);
 }
 
 static void check_prefix_incomplete(const uint8_t *data, size_t size, size_t k, char *tail)
 {
-	struct gw_rq rq;
-	enum gw_rq_result res = parse_prefix(data, size, k, tail, &rq);
+	struct lp_rq rq;
+	enum lp_rq_result res = parse_prefix(data, size, k, tail, &rq);
 
-	FUZZ_CHECK(res == GW_RQ_INCOMPLETE, "prefix %zu of an accepted head: %d", k, res);
+	FUZZ_CHECK(res == LP_RQ_INCOMPLETE, "prefix %zu of an accepted head: %d", k, res);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *buf = malloc(size ? size : 1), *tail = malloc(size ? size : 1);
-	struct gw_rq rq, before, half;
-	enum gw_rq_result res, hres;
+	struct lp_rq rq, before, half;
+	enum lp_rq_result res, hres;
 	size_t k, step;
 
 	if (!buf || !tail)
@@ -150,11 +150,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		memcpy(buf, data, size);
 	memset(&rq, 0x5a, sizeof(rq));
 	before = rq;
-	res = gw_rq_parse(buf, size, &rq);
-	FUZZ_CHECK(res == GW_RQ_OK || res == GW_RQ_INCOMPLETE || res == GW_RQ_OTHER, "result %d",
+	res = lp_rq_parse(buf, size, &rq);
+	FUZZ_CHECK(res == LP_RQ_OK || res == LP_RQ_INCOMPLETE || res == LP_RQ_OTHER, "result %d",
 		   res);
 
-	if (res == GW_RQ_OK) {
+	if (res == LP_RQ_OK) {
 		check_accepted(&rq, buf, size);
 		if (rq.head_len <= ALL_PREFIXES_UP_TO) {
 			for (k = 0; k < rq.head_len; k++)
@@ -167,21 +167,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		/* A longer prefix holds the same head. */
 		k = rq.head_len + (size - rq.head_len) / 2;
-		FUZZ_CHECK(parse_prefix(data, size, k, tail, &half) == GW_RQ_OK &&
+		FUZZ_CHECK(parse_prefix(data, size, k, tail, &half) == LP_RQ_OK &&
 				   half.head_len == rq.head_len && half.nheaders == rq.nheaders,
 			   "prefix %zu of an input accepted with head_len %zu", k, rq.head_len);
 	} else {
 		FUZZ_CHECK(memcmp(&rq, &before, sizeof(rq)) == 0, "result written on %d", res);
-		if (res == GW_RQ_INCOMPLETE)
-			FUZZ_CHECK(size < GW_RQ_MAX_HEAD, "incomplete at %zu bytes", size);
+		if (res == LP_RQ_INCOMPLETE)
+			FUZZ_CHECK(size < LP_RQ_MAX_HEAD, "incomplete at %zu bytes", size);
 	}
 
 	/* Monotonicity: once refused, refused whatever follows. */
 	hres = parse_prefix(data, size, size / 2, tail, &half);
-	if (hres == GW_RQ_OTHER)
-		FUZZ_CHECK(res == GW_RQ_OTHER, "first half refused, the whole %d", res);
-	else if (hres == GW_RQ_OK)
-		FUZZ_CHECK(res == GW_RQ_OK, "first half accepted, the whole %d", res);
+	if (hres == LP_RQ_OTHER)
+		FUZZ_CHECK(res == LP_RQ_OTHER, "first half refused, the whole %d", res);
+	else if (hres == LP_RQ_OK)
+		FUZZ_CHECK(res == LP_RQ_OK, "first half accepted, the whole %d", res);
 
 	free(tail);
 	free(buf);

@@ -14,7 +14,7 @@
 #include "logpipe/log.h"
 #include "logpipe/util.h"
 #include "dashboard.h"
-#include "front.h"
+#include "logpipe/front.h"
 #include "route.h"
 
 #include "logpipe/banned.h"
@@ -194,8 +194,7 @@ static bool body_acceptable(struct lp_http_req *r, const char *hdrs)
 static void control(struct lp_http_req *r, struct gw_dashboard *d, const char *param)
 {
 	const char *hdrs = gw_reply_headers();
-	char addr_buf[48];
-	const char *addr = gw_front_client_addr(r, addr_buf);
+	const char *addr = lp_http_remote_addr(r);
 	bool post = strcmp(r->method, "POST") == 0;
 	struct lp_buf url = LP_BUF_INIT, body = LP_BUF_INIT, h = LP_BUF_INIT;
 	struct curl_slist *sl = NULL;

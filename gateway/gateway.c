@@ -48,7 +48,7 @@
 #include "backpressure.h"
 #include "dashboard.h"
 #include "extra.h"
-#include "front.h"
+#include "logpipe/front.h"
 #include "gateway.h"
 #include "limiter.h"
 #include "pipeline.h"
@@ -155,7 +155,7 @@ struct gateway {
 	struct gw_limiter *limiter;       /* per-client limits, NULL when disabled */
 	struct gw_backpressure *bp;       /* lag reader and ingest limit */
 	struct lp_http_server *http;      /* CivetWeb: every route, or those the front declines */
-	struct gw_front *front;           /* the event front, NULL with http.front civetweb */
+	struct lp_front *front;           /* the event front, NULL with http.front civetweb */
 	struct gw_pipeline *pl;           /* the pipeline view (extra.c's routes) */
 	struct gw_dashboard *dash;        /* the dashboard's control bridge */
 	struct route routes[MAX_ROUTES];  /* the route table */
@@ -203,9 +203,7 @@ static struct lp_series *cached_series(struct lp_series *_Atomic *slot, struct l
 /* The client's address, the real one for a request tunnelled by the front. */
 static const char *client_addr(struct lp_http_req *r)
 {
-	static __thread char addr[48];
-
-	return gw_front_client_addr(r, addr);
+	return lp_http_remote_addr(r);
 }
 
 /* a, b and c into dst, cut to fit. */
@@ -635,7 +633,7 @@ static const char *fast_header(void *ud, const char *name)
 {
 	size_t len;
 
-	return gw_rq_header(ud, name, &len);
+	return lp_rq_header(ud, name, &len);
 }
 
 /* Logs and counts f's request and frees f. */
@@ -648,7 +646,7 @@ static void fast_end(struct gateway *g, struct fast *f)
 	free(f);
 }
 
-static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
+static enum lp_front_verdict fast_start(void *ud, struct lp_front_req *q)
 {
 	struct gateway *g = ud;
 	struct fast *f = lp_xmalloc(sizeof(*f));
@@ -668,7 +666,7 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 	if (lp_http_front_begin(&f->r, &f->fr, q->method, q->path, q->query, q->body,
 				q->body_len) < 0) {
 		free(f);
-		return GW_FRONT_DECLINE;
+		return LP_FRONT_DECLINE;
 	}
 	f->label = lp_http_find(g->http, q->method, f->r.path, &fn, &hud);
 	if (f->label && fn == dispatch)
@@ -677,7 +675,7 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 	if (!f->rt || !f->rt->up || !f->rt->up->target || f->rt->stream) {
 		lp_http_front_end(g->http, &f->r, NULL, 0);
 		free(f);
-		return GW_FRONT_DECLINE;
+		return LP_FRONT_DECLINE;
 	}
 	u = f->rt->up;
 	gw_traceparent(lp_http_header(&f->r, "traceparent"), traceparent, f->trace_id);
@@ -686,12 +684,12 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 		break;
 	case 0:
 		fast_end(g, f);
-		return GW_FRONT_REPLY;
+		return LP_FRONT_REPLY;
 	default: /* a rate-limit lease in flight: the loop must not wait for it */
 		lp_http_front_end(g->http, &f->r, NULL, 0);
 		gw_reply_headers_set(NULL);
 		free(f);
-		return GW_FRONT_LATER;
+		return LP_FRONT_LATER;
 	}
 	hop_prepare(&f->hop, &f->r, f->key, traceparent);
 	res = gw_upstream_begin(u, &f->hop.c, q->call);
@@ -699,7 +697,7 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 		hop_reply(g, &f->r, u, &f->hop, res, g->limiter != NULL);
 		hop_release(&f->hop);
 		fast_end(g, f);
-		return GW_FRONT_REPLY;
+		return LP_FRONT_REPLY;
 	}
 	lp_strlcpy(f->limit_headers, gw_reply_headers(), sizeof(f->limit_headers));
 	gw_reply_headers_set(NULL);
@@ -709,11 +707,11 @@ static enum gw_front_verdict fast_start(void *ud, struct gw_front_req *q)
 	q->timeout_ms = u->timeout_ms;
 	q->connect_timeout_ms = u->connect_timeout_ms;
 	q->state = f;
-	return GW_FRONT_CALL;
+	return LP_FRONT_CALL;
 }
 
-static void fast_finish(void *ud, struct gw_front_req *q, char *answer, size_t n,
-			enum h1_result io, const char *err)
+static void fast_finish(void *ud, struct lp_front_req *q, char *answer, size_t n,
+			enum lp_h1_result io, const char *err)
 {
 	struct gateway *g = ud;
 	struct fast *f = q->state;
@@ -731,10 +729,10 @@ static void fast_finish(void *ud, struct gw_front_req *q, char *answer, size_t n
 /* A rate-limit lease ended: the requests waiting for one are offered again. */
 static void lease_ended(void *ud)
 {
-	gw_front_kick(ud);
+	lp_front_kick(ud);
 }
 
-static void fast_cancel(void *ud, struct gw_front_req *q)
+static void fast_cancel(void *ud, struct lp_front_req *q)
 {
 	struct fast *f = q->state;
 
@@ -1009,6 +1007,7 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 	struct gateway *g = lp_xcalloc(1, sizeof(*g));
 	struct lp_registry *reg = lp_registry_default();
 	struct lp_http_opts ho = { 0 };
+	struct lp_front_handler fh = { 0 };
 	struct gw_bp_opts bo = { 0 };
 	int i;
 
@@ -1080,15 +1079,16 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 		g->limiter = gw_limiter_new(&lo);
 	}
 
-	if (strcmp(s->http_front, "events") == 0) {
-		ho.listen = "127.0.0.1:0"; /* behind the front */
-	} else if (strcmp(s->http_front, "civetweb") == 0) {
-		ho.listen = g->listen;
-	} else {
-		snprintf(err, errlen, "http.front \"%s\" is neither events nor civetweb",
-			 s->http_front);
-		goto fail;
-	}
+	/* The server's event front (http.front events) offers the proxied
+	 * routes to fast_start before it passes a request to CivetWeb. */
+	ho.listen = g->listen;
+	ho.front = s->http_front;
+	ho.front_loops = (int)s->http_loops;
+	fh.start = fast_start;
+	fh.finish = fast_finish;
+	fh.cancel = fast_cancel;
+	fh.ud = g;
+	ho.handler = &fh;
 	ho.threads = (int)s->http_threads;
 	ho.max_body = (size_t)s->http_max_body;
 	ho.request_timeout_ms = (int)s->http_timeout_ms;
@@ -1115,24 +1115,9 @@ struct gateway *gateway_start(const struct gateway_settings *s, char *err, size_
 		lp_http_health(g->http, "kafka_lag", false, lag_healthy, g, NULL);
 	if (lp_http_start(g->http, err, errlen) < 0)
 		goto fail;
-	if (strcmp(s->http_front, "events") == 0) {
-		struct gw_front_opts fo = { 0 };
-
-		fo.listen = g->listen;
-		fo.loops = (int)s->http_loops;
-		fo.max_body = (size_t)s->http_max_body;
-		fo.request_timeout_ms = (int)s->http_timeout_ms;
-		fo.inner_port = lp_http_port(g->http);
-		fo.handler.start = fast_start;
-		fo.handler.finish = fast_finish;
-		fo.handler.cancel = fast_cancel;
-		fo.handler.ud = g;
-		g->front = gw_front_start(&fo, err, errlen);
-		if (!g->front)
-			goto fail;
-		if (g->limiter)
-			gw_limiter_on_lease(g->limiter, lease_ended, g->front);
-	}
+	g->front = lp_http_event_front(g->http);
+	if (g->front && g->limiter)
+		gw_limiter_on_lease(g->limiter, lease_ended, g->front);
 	return g;
 fail:
 	gateway_stop(g);
@@ -1145,18 +1130,18 @@ void gateway_stop(struct gateway *g)
 
 	if (!g)
 		return;
-	/* The front's requests first; then the front lets go of the handler
-	 * (fast_start reads CivetWeb's route table, fast_finish counts in it),
-	 * cancelling what a quiesce that timed out left; then CivetWeb's
-	 * requests (whose answers still flow through the front's tunnels);
-	 * then the front itself. */
+	/* lp_http_server_free stops in order: the front's requests first;
+	 * then the front lets go of the handler (fast_start reads CivetWeb's
+	 * route table, fast_finish counts in it), cancelling what a quiesce
+	 * that timed out left; then CivetWeb's requests (whose answers still
+	 * flow through the front's tunnels); then the front itself.  No lease
+	 * kicks the front from here on: the sweep offers waiting requests
+	 * again by itself. */
 	atomic_store(&g->stop_streams, true); /* live tails would hold the server */
-	gw_front_quiesce(g->front, 10000);
-	gw_front_detach(g->front);
-	lp_http_server_free(g->http);
 	if (g->limiter)
 		gw_limiter_on_lease(g->limiter, NULL, NULL);
-	gw_front_stop(g->front);
+	lp_http_server_free(g->http);
+	g->front = NULL;
 	gw_pipeline_stop(g->pl);
 	gw_dashboard_free(g->dash);
 	gw_bp_stop(g->bp);

@@ -40,7 +40,7 @@ static int wait_fd(int fd, short events, int64_t deadline_ms)
 	}
 }
 
-static int dial(const struct h1_target *t, long timeout_ms, char *err, size_t errlen)
+static int dial(const struct lp_h1_target *t, long timeout_ms, char *err, size_t errlen)
 {
 	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai, *a;
 	int fd = -1, rc;

@@ -22,13 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "h1.h"
+#include "logpipe/h1.h"
 #include "upstream.h"
 
 struct lp_http_req;
 
 struct gw_stream_call {
-	const struct h1_target *target; /* the upstream */
+	const struct lp_h1_target *target; /* the upstream */
 	const char *method;             /* "GET" or "HEAD" */
 	const char *path;               /* percent-encoded */
 	const char *query;              /* raw, without '?', or NULL */

@@ -26,7 +26,7 @@
 #include "logpipe/log.h"
 #include "logpipe/util.h"
 #include "auth.h"
-#include "h1.h"
+#include "logpipe/h1.h"
 #include "upstream.h"
 
 #include "logpipe/banned.h"
@@ -37,7 +37,7 @@ struct gw_pool {
 	pthread_mutex_t mu; /* guards the stack */
 	CURL **free;        /* idle handles */
 	size_t nfree, cap;
-	struct h1_pool *h1; /* kept-alive sockets of plain http:// upstreams */
+	struct lp_h1_pool *h1; /* kept-alive sockets of plain http:// upstreams */
 };
 
 /* Per-call state the curl callbacks see. */
@@ -60,7 +60,7 @@ struct gw_pool *gw_pool_new(void)
 
 	pthread_once(&curl_once, curl_init_once);
 	pthread_mutex_init(&p->mu, NULL);
-	p->h1 = h1_pool_new();
+	p->h1 = lp_h1_pool_new();
 	return p;
 }
 
@@ -73,7 +73,7 @@ void gw_pool_free(struct gw_pool *p)
 	for (i = 0; i < p->nfree; i++)
 		curl_easy_cleanup(p->free[i]);
 	free(p->free);
-	h1_pool_free(p->h1);
+	lp_h1_pool_free(p->h1);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
 }
@@ -305,7 +305,7 @@ static enum xfer_end perform_curl(struct gw_pool *p, struct gw_upstream *u, stru
 }
 
 /* The request of c for the small client, without deadline or sinks. */
-static void h1_req_of(const struct gw_call *c, struct h1_req *rq)
+static void lp_h1_req_of(const struct gw_call *c, struct lp_h1_req *rq)
 {
 	memset(rq, 0, sizeof(*rq));
 	rq->method = c->method;
@@ -318,21 +318,21 @@ static void h1_req_of(const struct gw_call *c, struct h1_req *rq)
 
 /* The transfer on the small client (plain http:// upstreams). */
 static enum xfer_end perform_h1(struct gw_pool *p, struct gw_upstream *u, struct gw_call *c,
-				const struct h1_target *t, struct xfer *x, long timeout_ms,
+				const struct lp_h1_target *t, struct xfer *x, long timeout_ms,
 				char *err, size_t errlen)
 {
-	struct h1_req rq;
+	struct lp_h1_req rq;
 
-	h1_req_of(c, &rq);
+	lp_h1_req_of(c, &rq);
 	rq.deadline_ms = lp_now_ms() + timeout_ms;
 	rq.connect_timeout_ms = u->connect_timeout_ms;
 	rq.on_header = on_header;
 	rq.on_body = on_body;
 	rq.ud = x;
-	switch (h1_perform(p->h1, t, &rq, &c->status, err, errlen)) {
-	case H1_OK:
+	switch (lp_h1_perform(p->h1, t, &rq, &c->status, err, errlen)) {
+	case LP_H1_OK:
 		return XFER_OK;
-	case H1_TIMEOUT:
+	case LP_H1_TIMEOUT:
 		return XFER_TIMEOUT;
 	default:
 		return XFER_FAILED;
@@ -341,9 +341,9 @@ static enum xfer_end perform_h1(struct gw_pool *p, struct gw_upstream *u, struct
 
 void gw_upstream_prepare(struct gw_upstream *u)
 {
-	struct h1_target t;
+	struct lp_h1_target t;
 
-	if (!u->target && h1_target_parse(u->base, &t) == 0) {
+	if (!u->target && lp_h1_target_parse(u->base, &t) == 0) {
 		u->target = lp_xmalloc(sizeof(*u->target));
 		*u->target = t;
 	}
@@ -403,7 +403,7 @@ enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
 	struct xfer x = { c, max_response(u), false };
 	long timeout_ms = call_timeout(u, c);
 	char err[GW_ERROR_LEN - 40] = "";
-	struct h1_target t;
+	struct lp_h1_target t;
 	enum xfer_end end;
 	int64_t t0;
 
@@ -414,7 +414,7 @@ enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
 	t0 = lp_now_ms();
 	if (u->target)
 		end = perform_h1(p, u, c, u->target, &x, timeout_ms, err, sizeof(err));
-	else if (h1_target_parse(u->base, &t) == 0)
+	else if (lp_h1_target_parse(u->base, &t) == 0)
 		end = perform_h1(p, u, c, &t, &x, timeout_ms, err, sizeof(err));
 	else
 		end = perform_curl(p, u, c, &x, timeout_ms, err, sizeof(err));
@@ -426,35 +426,35 @@ enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
 enum gw_call_result gw_upstream_begin(struct gw_upstream *u, struct gw_call *c,
 				      struct lp_buf *out)
 {
-	struct h1_req rq;
+	struct lp_h1_req rq;
 
 	if (c->record && !lp_breaker_allow(u->breaker)) {
 		snprintf(c->error, sizeof(c->error), "circuit breaker of %s is open", u->name);
 		return GW_CALL_OPEN;
 	}
-	h1_req_of(c, &rq);
-	h1_build_request(u->target, &rq, out);
+	lp_h1_req_of(c, &rq);
+	lp_h1_build_request(u->target, &rq, out);
 	return GW_CALL_OK;
 }
 
 enum gw_call_result gw_upstream_end(struct gw_upstream *u, struct gw_call *c, char *answer,
-				    size_t n, enum h1_result io, const char *io_err, int64_t t0_ms)
+				    size_t n, enum lp_h1_result io, const char *io_err, int64_t t0_ms)
 {
 	struct xfer x = { c, max_response(u), false };
 	char err[GW_ERROR_LEN - 40] = "";
-	enum xfer_end end = io == H1_TIMEOUT ? XFER_TIMEOUT : XFER_FAILED;
-	struct h1_req rq;
+	enum xfer_end end = io == LP_H1_TIMEOUT ? XFER_TIMEOUT : XFER_FAILED;
+	struct lp_h1_req rq;
 	size_t used;
 	bool keep;
 
-	if (io == H1_OK) {
+	if (io == LP_H1_OK) {
 		memset(&rq, 0, sizeof(rq));
 		rq.on_header = on_header;
 		rq.on_body = on_body;
 		rq.ud = &x;
-		io = h1_parse_answer(&rq, answer, n, true, &c->status, &used, &keep, err,
+		io = lp_h1_parse_answer(&rq, answer, n, true, &c->status, &used, &keep, err,
 				     sizeof(err));
-		end = io == H1_OK ? XFER_OK : XFER_FAILED;
+		end = io == LP_H1_OK ? XFER_OK : XFER_FAILED;
 	} else {
 		lp_strlcpy(err, io_err ? io_err : "failed", sizeof(err));
 	}

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "logpipe/buf.h"
-#include "h1.h"
+#include "logpipe/h1.h"
 
 
 struct lp_breaker;
@@ -31,7 +31,7 @@ struct gw_upstream {
 	long connect_timeout_ms;   /* TCP connect timeout */
 	size_t max_response;       /* larger upstream bodies give 502 */
 	struct lp_breaker *breaker; /* one per upstream */
-	struct h1_target *target;  /* base parsed for the HTTP/1.1 client (owned),
+	struct lp_h1_target *target;  /* base parsed for the HTTP/1.1 client (owned),
 				    * NULL: parsed on each call */
 };
 
@@ -84,15 +84,15 @@ enum gw_call_result gw_upstream_call(struct gw_pool *p, struct gw_upstream *u,
  * (the gateway's event front; only for an upstream whose target is set,
  * a plain http:// one).  gw_upstream_begin asks the breaker (GW_CALL_OPEN,
  * with c->error, when it refuses) and appends the whole request to out:
- * the head, then c->body when the method sends one.  The caller sends it, receives the whole answer (h1_parse_answer with NULL sinks tells
- * where it ends), and hands it to gw_upstream_end with io H1_OK, or tells
- * it the call failed (io H1_TIMEOUT or H1_FAILED, io_err the cause).
+ * the head, then c->body when the method sends one.  The caller sends it, receives the whole answer (lp_h1_parse_answer with NULL sinks tells
+ * where it ends), and hands it to gw_upstream_end with io LP_H1_OK, or tells
+ * it the call failed (io LP_H1_TIMEOUT or LP_H1_FAILED, io_err the cause).
  * gw_upstream_end fills c as gw_upstream_call does and feeds the breaker;
  * t0_ms is lp_now_ms() when the call began. */
 enum gw_call_result gw_upstream_begin(struct gw_upstream *u, struct gw_call *c,
 				      struct lp_buf *out);
 enum gw_call_result gw_upstream_end(struct gw_upstream *u, struct gw_call *c, char *answer,
-				    size_t n, enum h1_result io, const char *io_err, int64_t t0_ms);
+				    size_t n, enum lp_h1_result io, const char *io_err, int64_t t0_ms);
 
 /* True for response headers worth passing to the client (Retry-After,
  * Location, RateLimit*, ...); hop-by-hop and framing headers are not. */

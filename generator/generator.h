@@ -16,6 +16,8 @@
 struct generator_settings {
 	char *http_listen;           /* CivetWeb listening_ports value */
 	long long http_threads;      /* HTTP worker threads */
+	char *http_front;            /* events or civetweb: who listens (http.h) */
+	long long http_loops;        /* the event front's loop threads */
 	char *log_level;             /* debug, info, warn, error */
 	char *kafka_brokers;         /* bootstrap servers */
 	char *topic_raw;             /* where generated events go */

@@ -56,6 +56,8 @@
 const struct lp_cfg_opt metadata_options[] = {
 	OPT("http.listen", LP_CFG_STR, "8082", http_listen, "address:port or port to serve HTTP on", 0, 0),
 	OPT("http.threads", LP_CFG_INT, "16", http_threads, "HTTP worker threads", 1, 1024),
+	OPT("http.front", LP_CFG_STR, "events", http_front, "events: an event loop front takes the connections (slow clients hold no thread) and passes requests to CivetWeb behind it; civetweb: CivetWeb threads serve everything", 0, 0),
+	OPT("http.event_loops", LP_CFG_INT, "1", http_loops, "event loop threads of the events front; 0: one per CPU, at most 8", 0, 8),
 	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
 	OPT("pg.dsn", LP_CFG_STR, "postgresql://postgres@127.0.0.1:5432/logpipe", pg_dsn, "PostgreSQL connection string", 0, 0),
 	OPT("pg.pool_size", LP_CFG_INT, "8", pg_pool_size, "PostgreSQL connections in the pool", 1, 256),
@@ -705,6 +707,8 @@ struct metadata *metadata_start(const struct metadata_settings *s, char *err, si
 
 	ho.listen = s->http_listen;
 	ho.threads = (int)s->http_threads;
+	ho.front = s->http_front;
+	ho.front_loops = (int)s->http_loops;
 	ho.service = "metadata";
 	m->http = lp_http_server_new(&ho, err, errlen);
 	if (!m->http)

@@ -15,6 +15,8 @@
 struct metadata_settings {
 	char *http_listen;          /* CivetWeb listening_ports value */
 	long long http_threads;     /* HTTP worker threads */
+	char *http_front;           /* events or civetweb: who listens (http.h) */
+	long long http_loops;       /* the event front's loop threads */
 	char *log_level;            /* debug, info, warn, error */
 	char *pg_dsn;               /* libpq connection string or URI */
 	long long pg_pool_size;     /* connections in the pool */

@@ -85,6 +85,8 @@
 const struct lp_cfg_opt producer_options[] = {
 	OPT("http.listen", LP_CFG_STR, "8081", http_listen, "address:port or port to serve HTTP on", 0, 0),
 	OPT("http.threads", LP_CFG_INT, "32", http_threads, "HTTP worker threads", 1, 1024),
+	OPT("http.front", LP_CFG_STR, "events", http_front, "events: an event loop front takes the connections (slow clients hold no thread) and passes requests to CivetWeb behind it; civetweb: CivetWeb threads serve everything", 0, 0),
+	OPT("http.event_loops", LP_CFG_INT, "0", http_loops, "event loop threads of the events front; 0: one per CPU, at most 8", 0, 8),
 	OPT("http.max_body", LP_CFG_INT, "1048576", http_max_body, "largest request body in bytes (413 above)", 1024, 67108864),
 	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
 	OPT("kafka.brokers", LP_CFG_STR, "127.0.0.1:9092", kafka_brokers, "Kafka bootstrap servers", 0, 0),
@@ -1249,6 +1251,8 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 
 	ho.listen = s->http_listen;
 	ho.threads = (int)s->http_threads;
+	ho.front = s->http_front;
+	ho.front_loops = (int)s->http_loops;
 	ho.max_body = (size_t)s->http_max_body;
 	ho.service = "producer";
 	p->http = lp_http_server_new(&ho, err, errlen);

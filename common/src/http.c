@@ -74,6 +74,7 @@
 #include "logpipe/breaker.h"
 #include "logpipe/buf.h"
 #include "logpipe/event.h"
+#include "logpipe/front.h"
 #include "logpipe/http.h"
 #include "logpipe/json.h"
 #include "logpipe/log.h"
@@ -98,6 +99,7 @@ struct route {
 	bool wildcard;       /* the last segment is a lone '*' */
 	lp_http_handler fn;  /* the handler */
 	void *ud;            /* its user data */
+	bool async;          /* lp_http_route_async: the front's loops serve it too */
 };
 
 struct check {
@@ -128,6 +130,13 @@ struct lp_http_server {
 	bool watchdog_on;           /* the watchdog thread was started */
 	atomic_bool serving;        /* on_request is registered with CivetWeb */
 	pthread_t watchdog;         /* cuts off bodies past their deadline */
+	char *public_listen;        /* the service's address (the front's, or CivetWeb's) */
+	bool events;                /* http.front events: the front listens, CivetWeb behind */
+	int front_loops;            /* its loop threads, 0: one per CPU */
+	int stop_timeout_ms;        /* lp_http_server_free waits this long for answers */
+	struct lp_front_handler outer; /* another handler of the front's requests (the gateway's) */
+	size_t nasync;              /* routes registered with lp_http_route_async */
+	struct lp_front *front;     /* the running front, NULL before start or with civetweb */
 };
 
 /* An IP address in binary, an IPv4-mapped IPv6 address as IPv4, so that
@@ -166,12 +175,47 @@ struct req_state {
 	struct lp_http_server *s; /* the server */
 	bool head;                /* HEAD: reply without a body */
 	bool close;               /* close the connection after the reply */
+	char peer[48];            /* the real client of a tunnelled request */
+	/* lp_http_defer on a request CivetWeb read: the reply is built into
+	 * capture by whichever thread answers, and the worker, waiting on cv
+	 * until answered, writes it. */
+	bool deferred;
+	bool answered;            /* under mu */
+	struct lp_buf capture;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+};
+
+/* A request of an async route read by the front (see lp_http_route_async). */
+struct async_req {
+	struct lp_http_req r;        /* what the handler sees; must stay first */
+	struct lp_http_front fr;     /* r's view of the front's connection */
+	struct lp_http_server *s;
+	const struct lp_rq *head;    /* the header fields, NULL once deferred */
+	struct lp_front_req *q;      /* the front's request, until the handler returned */
+	struct lp_front_later *later; /* lp_http_defer's handle */
+	/* Deferred: the handler's return and lp_http_answer, in either order
+	 * and on different threads (the answer may come before the handler
+	 * returned): the second of the two sends the reply and frees. */
+	atomic_int parts;
+	struct lp_buf out;           /* the reply, built by lp_http_reply* */
+	char addr[48];               /* the client's address */
+	int64_t t0;                  /* lp_now_us() when it began */
+	/* Copies, so that an answer after lp_http_server_free (it gave up
+	 * waiting) touches nothing of the server: the route, the method and
+	 * the metrics (the registry's, which outlive it). */
+	char route[128];
+	char method[16];
+	struct lp_metric *requests, *duration;
 };
 
 static struct req_state *state_of(struct lp_http_req *r)
 {
 	return (struct req_state *)r;
 }
+
+static void wait_answer(struct req_state *st);
+static int inner_port_of(struct lp_http_server *s);
 
 /* ---- replies ------------------------------------------------------------ */
 
@@ -199,7 +243,8 @@ void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
 {
 	/* A request of another front is never HEAD and has no req_state. */
 	struct req_state *st = r->front ? NULL : state_of(r);
-	struct lp_buf h = LP_BUF_INIT, *out = r->front ? r->front->out : &h;
+	bool buffered = r->front || st->deferred;
+	struct lp_buf h = LP_BUF_INIT, *out = r->front ? r->front->out : st->deferred ? &st->capture : &h;
 	bool send_body = !st || !st->head, keep;
 	const char *text;
 
@@ -215,7 +260,7 @@ void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
 	text = mg_get_response_code_text(r->conn, status);
 	/* Sized for the header and a small body at once, and built without
 	 * printf: this runs for every request of every service. */
-	if (!r->front)
+	if (!buffered)
 		lp_buf_init(&h, 384 + (send_body && len <= 64 * 1024 ? len : 0));
 	lp_buf_adds(out, "HTTP/1.1 ");
 	add_uint(out, (uint64_t)status);
@@ -242,12 +287,12 @@ void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
 	if (extra_headers)
 		lp_buf_adds(out, extra_headers);
 	lp_buf_adds(out, "\r\n");
-	if (send_body && len > 0 && (r->front || len <= 64 * 1024)) {
+	if (send_body && len > 0 && (buffered || len <= 64 * 1024)) {
 		/* One write for small replies: fewer packets, no Nagle delay. */
 		lp_buf_add(out, body, len);
 		len = 0;
 	}
-	if (r->front)
+	if (buffered)
 		return;
 	mg_write(r->conn, h.buf, h.len);
 	if (send_body && len > 0)
@@ -334,9 +379,19 @@ const char *lp_http_header(struct lp_http_req *r, const char *name)
 
 const char *lp_http_remote_addr(struct lp_http_req *r)
 {
+	const struct mg_request_info *ri;
+	struct req_state *st;
+
 	if (r->front)
 		return r->front->remote_addr;
-	return mg_get_request_info(r->conn)->remote_addr;
+	ri = mg_get_request_info(r->conn);
+	st = state_of(r);
+	/* Through the front's tunnel: the real client, known by the port. */
+	if (st->s && st->s->events && strcmp(ri->remote_addr, "127.0.0.1") == 0) {
+		if (st->peer[0] || lp_front_peer_addr(ri->remote_port, st->peer))
+			return st->peer;
+	}
+	return ri->remote_addr;
 }
 
 int lp_http_query(struct lp_http_req *r, const char *name, char *out, size_t outlen)
@@ -1067,6 +1122,8 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 		lp_http_reply_error(r, 404, "not_found", NULL, "no resource at %s", r->path);
 	} else {
 		rt->fn(r, rt->ud);
+		if (st.deferred)
+			wait_answer(&st);
 		if (r->status == 0) {
 			lp_error("handler for %s %s did not reply", r->method, rt->pattern);
 			lp_http_reply_error(r, 500, "internal", NULL, "the handler did not reply");
@@ -1085,7 +1142,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 		lp_log_kv(LP_LOG_DEBUG,
 			  (const char *[]){ "method", r->method, "path", r->path, "route",
 					    route_label, "status", status_label, "duration_ms", ms,
-					    "remote", ri->remote_addr, NULL },
+					    "remote", lp_http_remote_addr(r), NULL },
 			  "request");
 	}
 	lp_log_set_trace(NULL);
@@ -1093,6 +1150,215 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 	free(r->body);
 	free(path);
 	return r->status;
+}
+
+/* ---- answers given later ------------------------------------------------------ */
+
+/* The worker of a deferred request CivetWeb read: waits for lp_http_answer,
+ * then writes what was built. */
+static void wait_answer(struct req_state *st)
+{
+	struct lp_http_req *r = &st->pub;
+
+	pthread_mutex_lock(&st->mu);
+	while (!st->answered)
+		pthread_cond_wait(&st->cv, &st->mu);
+	pthread_mutex_unlock(&st->mu);
+	pthread_mutex_destroy(&st->mu);
+	pthread_cond_destroy(&st->cv);
+	st->deferred = false;
+	if (st->capture.len)
+		mg_write(r->conn, st->capture.buf, st->capture.len);
+	lp_buf_release(&st->capture);
+}
+
+static const char *async_header(void *ud, const char *name)
+{
+	struct async_req *a = ud;
+	size_t len;
+
+	return a->head ? lp_rq_header(a->head, name, &len) : NULL;
+}
+
+/* Hands a deferred request's reply to the front, counts it, frees it. */
+static void async_send(struct async_req *a)
+{
+	char status[24];
+
+	lp_front_answer(a->later, &a->out);
+	lp_fmt_u64(status, (uint64_t)a->r.status);
+	lp_series_inc(lp_metric_series(a->requests, a->route, method_label(a->method), status));
+	lp_series_observe(lp_metric_series(a->duration, a->route),
+			  (double)(lp_now_us() - a->t0) / 1e6);
+	lp_http_front_end(NULL, &a->r, NULL, 0); /* frees the path */
+	lp_buf_release(&a->out);
+	free(a);
+}
+
+int lp_http_defer(struct lp_http_req *r)
+{
+	if (r->front) {
+		struct async_req *a = (struct async_req *)r;
+
+		if (r->front->header != async_header || !a->q || a->later)
+			return -EINVAL;
+		a->later = lp_front_defer(a->q);
+		atomic_store(&a->parts, 2);
+		return 0;
+	} else {
+		struct req_state *st = state_of(r);
+
+		if (!r->conn || st->deferred || r->status != 0)
+			return -EINVAL;
+		pthread_mutex_init(&st->mu, NULL);
+		pthread_cond_init(&st->cv, NULL);
+		lp_buf_init(&st->capture, 0);
+		st->answered = false;
+		st->deferred = true;
+		return 0;
+	}
+}
+
+void lp_http_answer(struct lp_http_req *r)
+{
+	if (r->status == 0) {
+		lp_error("deferred %s %s answered without a reply", r->method, r->path);
+		lp_http_reply_error(r, 500, "internal", NULL, "the handler did not reply");
+	}
+	if (r->front) {
+		struct async_req *a = (struct async_req *)r;
+
+		if (atomic_fetch_sub(&a->parts, 1) == 1)
+			async_send(a);
+	} else {
+		struct req_state *st = state_of(r);
+
+		pthread_mutex_lock(&st->mu);
+		st->answered = true;
+		pthread_cond_signal(&st->cv);
+		pthread_mutex_unlock(&st->mu);
+	}
+}
+
+int lp_http_route_async(struct lp_http_server *s, const char *method, const char *pattern,
+			lp_http_handler fn, void *ud)
+{
+	int rc;
+
+	if (!method)
+		return -EINVAL; /* the front matches one method */
+	rc = lp_http_route(s, method, pattern, fn, ud);
+	if (rc == 0) {
+		s->routes[s->nroutes - 1].async = true;
+		s->nasync++;
+	}
+	return rc;
+}
+
+/* Whether the raw path may be an async route's (a cheap look before the
+ * path is decoded: a path with escapes that decodes to one goes to CivetWeb,
+ * which serves it the same). */
+static bool async_candidate(struct lp_http_server *s, const char *raw_path)
+{
+	size_t i;
+
+	if (s->nasync == 0)
+		return false;
+	for (i = 0; i < s->nroutes; i++) {
+		const struct route *rt = &s->routes[i];
+
+		if (!rt->async)
+			continue;
+		if (rt->wildcard ? strncmp(rt->pattern, raw_path, rt->prefix_len) == 0
+				 : strcmp(rt->pattern, raw_path) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The front's handler: an async route's request is served here, on the
+ * loop; anything else goes to the outer handler (the gateway's), or to
+ * CivetWeb behind. */
+static enum lp_front_verdict front_start(void *ud, struct lp_front_req *q)
+{
+	struct lp_http_server *s = ud;
+	struct async_req *a;
+	struct lp_buf allow = LP_BUF_INIT;
+	const struct route *rt = NULL, *other;
+	const char *param;
+
+	if (!async_candidate(s, q->path))
+		goto outer;
+	a = lp_xcalloc(1, sizeof(*a));
+	a->t0 = lp_now_us();
+	a->s = s;
+	a->head = q->head;
+	a->q = q;
+	lp_strlcpy(a->addr, q->remote_addr, sizeof(a->addr));
+	lp_buf_init(&a->out, 0);
+	a->fr.header = async_header;
+	a->fr.ud = a;
+	a->fr.remote_addr = a->addr;
+	a->fr.keep_alive = true;
+	a->fr.out = &a->out;
+	if (lp_http_front_begin(&a->r, &a->fr, q->method, q->path, q->query, q->body,
+				q->body_len) == 0)
+		rt = find_route(s, q->method, a->r.path, &param, &allow, &other);
+	lp_buf_release(&allow);
+	if (!rt || !rt->async) {
+		if (a->r.path)
+			lp_http_front_end(s, &a->r, NULL, 0);
+		lp_buf_release(&a->out);
+		free(a);
+		goto outer;
+	}
+	lp_strlcpy(a->route, rt->pattern, sizeof(a->route));
+	lp_strlcpy(a->method, rt->method, sizeof(a->method));
+	a->requests = s->requests;
+	a->duration = s->duration;
+	a->r.route = a->route;
+	a->r.param = param;
+	a->r.method = a->method; /* outlives the connection's buffer */
+	rt->fn(&a->r, rt->ud);
+	a->q = NULL;
+	if (a->later) {
+		/* What pointed into the connection's buffers is gone with it
+		 * (the answer, if it came already, used none of it). */
+		a->head = NULL;
+		a->r.body = NULL;
+		a->r.body_len = 0;
+		a->r.query = NULL;
+		a->r.param = NULL;
+		if (atomic_fetch_sub(&a->parts, 1) == 1)
+			async_send(a); /* answered during the handler: sent on the next wake */
+		return LP_FRONT_DEFER;
+	}
+	if (a->r.status == 0) {
+		lp_error("handler for %s %s did not reply", a->r.method, rt->pattern);
+		lp_http_reply_error(&a->r, 500, "internal", NULL, "the handler did not reply");
+	}
+	lp_buf_release(q->reply);
+	*q->reply = a->out;
+	lp_http_front_end(s, &a->r, rt->pattern, a->t0);
+	free(a);
+	return LP_FRONT_REPLY;
+outer:
+	return s->outer.start ? s->outer.start(s->outer.ud, q) : LP_FRONT_DECLINE;
+}
+
+static void front_finish(void *ud, struct lp_front_req *q, char *answer, size_t n,
+			 enum lp_h1_result io, const char *err)
+{
+	struct lp_http_server *s = ud;
+
+	s->outer.finish(s->outer.ud, q, answer, n, io, err);
+}
+
+static void front_cancel(void *ud, struct lp_front_req *q)
+{
+	struct lp_http_server *s = ud;
+
+	s->outer.cancel(s->outer.ud, q);
 }
 
 /* ---- requests read by another front --------------------------------------- */
@@ -1249,10 +1515,22 @@ struct lp_http_server *lp_http_server_new(const struct lp_http_opts *opts, char 
 		snprintf(err, errlen, "negative thread count or timeout");
 		return NULL;
 	}
+	if (opts->front && strcmp(opts->front, "events") != 0 &&
+	    strcmp(opts->front, "civetweb") != 0) {
+		snprintf(err, errlen, "http.front \"%s\" is neither events nor civetweb", opts->front);
+		return NULL;
+	}
 	s = lp_xcalloc(1, sizeof(*s));
 	pthread_mutex_init(&s->reads_mu, NULL);
 	pthread_cond_init(&s->reads_cv, NULL);
-	s->listen = lp_xstrdup(opts->listen);
+	s->events = !opts->front || strcmp(opts->front, "events") == 0;
+	s->front_loops = opts->front_loops;
+	s->stop_timeout_ms = opts->stop_timeout_ms > 0 ? opts->stop_timeout_ms : 10000;
+	if (opts->handler)
+		s->outer = *opts->handler;
+	s->public_listen = lp_xstrdup(opts->listen);
+	/* Behind the front, CivetWeb takes only the front's tunnels. */
+	s->listen = lp_xstrdup(s->events ? "127.0.0.1:0" : opts->listen);
 	s->service = lp_xstrdup(opts->service ? opts->service : "logpipe");
 	s->threads = opts->threads ? opts->threads : DEFAULT_THREADS;
 	s->max_body = opts->max_body ? opts->max_body : DEFAULT_MAX_BODY;
@@ -1268,8 +1546,15 @@ struct lp_http_server *lp_http_server_new(const struct lp_http_opts *opts, char 
 		lp_http_server_free(s);
 		return NULL;
 	}
-	for (i = 0; i < LP_ARRAY_SIZE(builtins); i++)
+	for (i = 0; i < LP_ARRAY_SIZE(builtins); i++) {
 		lp_http_route(s, "GET", builtins[i].pattern, builtins[i].fn, s);
+		/* Liveness is answered on the front's loop: it says the process
+		 * serves, whatever CivetWeb's workers are held by. */
+		if (builtins[i].fn == handle_live) {
+			s->routes[s->nroutes - 1].async = true;
+			s->nasync++;
+		}
+	}
 	return s;
 }
 
@@ -1333,10 +1618,33 @@ int lp_http_start(struct lp_http_server *s, char *err, size_t errlen)
 	 * request. */
 	mg_set_auth_handler(s->ctx, "/", allow_all, NULL);
 	atomic_store(&s->serving, true);
+	if (s->events) {
+		struct lp_front_opts fo = { 0 };
+
+		fo.listen = s->public_listen;
+		fo.loops = s->front_loops;
+		fo.max_body = s->max_body;
+		fo.request_timeout_ms = s->request_timeout_ms;
+		fo.inner_port = inner_port_of(s);
+		fo.handler.start = front_start;
+		fo.handler.finish = front_finish;
+		fo.handler.cancel = front_cancel;
+		fo.handler.ud = s;
+		s->front = lp_front_start(&fo, text, sizeof(text));
+		if (!s->front) {
+			snprintf(err, errlen, "cannot listen on \"%s\": %s", s->public_listen, text);
+			atomic_store(&s->serving, false);
+			mg_stop(s->ctx);
+			s->ctx = NULL;
+			stop_watchdog(s);
+			return strstr(err, "in use") ? -EADDRINUSE : -EINVAL;
+		}
+	}
 	return 0;
 }
 
-int lp_http_port(struct lp_http_server *s)
+/* The port CivetWeb listens on (behind the front, with events). */
+static int inner_port_of(struct lp_http_server *s)
 {
 	struct mg_server_port p;
 
@@ -1345,14 +1653,35 @@ int lp_http_port(struct lp_http_server *s)
 	return p.port;
 }
 
+int lp_http_port(struct lp_http_server *s)
+{
+	if (s && s->front)
+		return lp_front_port(s->front);
+	return inner_port_of(s);
+}
+
+struct lp_front *lp_http_event_front(struct lp_http_server *s)
+{
+	return s ? s->front : NULL;
+}
+
 void lp_http_server_free(struct lp_http_server *s)
 {
 	size_t i;
 
 	if (!s)
 		return;
+	/* The front's requests first (deferred ones included: answered by
+	 * other threads, for at most stop_timeout_ms); then the front lets go
+	 * of the handler, which reads the route table; then CivetWeb's
+	 * requests, whose answers still flow through the front's tunnels;
+	 * then the front itself. */
+	lp_front_quiesce(s->front, s->stop_timeout_ms);
+	lp_front_detach(s->front);
 	if (s->ctx)
 		mg_stop(s->ctx); /* waits for the handlers in flight */
+	lp_front_stop(s->front);
+	s->front = NULL;
 	stop_watchdog(s);
 	pthread_mutex_destroy(&s->reads_mu);
 	pthread_cond_destroy(&s->reads_cv);
@@ -1365,6 +1694,7 @@ void lp_http_server_free(struct lp_http_server *s)
 		free(s->checks[i].name);
 	free(s->checks);
 	free(s->listen);
+	free(s->public_listen);
 	free(s->service);
 	free(s);
 }

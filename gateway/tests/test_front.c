@@ -32,7 +32,7 @@
 #include "logpipe/log.h"
 #include "logpipe/util.h"
 #include "../../common/tests/testutil.h"
-#include "../front.h"
+#include "logpipe/front.h"
 #include "../gateway.h"
 
 #include "logpipe/banned.h"
@@ -654,7 +654,7 @@ static void test_written_post_not_resent(void **state)
 /* ---- the front alone, with a handler that tells when it is called late -- */
 
 struct probe {
-	struct h1_target t;
+	struct lp_h1_target t;
 	bool reply;          /* answer at once instead of calling t */
 	atomic_bool gone;    /* what the handler uses was freed */
 	atomic_int late;     /* handler calls after that */
@@ -667,25 +667,25 @@ static void probe_seen(struct probe *p)
 		atomic_fetch_add(&p->late, 1);
 }
 
-static enum gw_front_verdict probe_start(void *ud, struct gw_front_req *q)
+static enum lp_front_verdict probe_start(void *ud, struct lp_front_req *q)
 {
 	struct probe *p = ud;
 
 	probe_seen(p);
 	if (p->reply) {
 		lp_buf_adds(q->reply, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-		return GW_FRONT_REPLY;
+		return LP_FRONT_REPLY;
 	}
 	q->target = &p->t;
 	q->timeout_ms = 10000;
 	q->connect_timeout_ms = 1000;
 	lp_buf_adds(q->call, "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
 	q->state = p;
-	return GW_FRONT_CALL;
+	return LP_FRONT_CALL;
 }
 
-static void probe_finish(void *ud, struct gw_front_req *q, char *answer, size_t n,
-			 enum h1_result io, const char *err)
+static void probe_finish(void *ud, struct lp_front_req *q, char *answer, size_t n,
+			 enum lp_h1_result io, const char *err)
 {
 	struct probe *p = ud;
 
@@ -695,7 +695,7 @@ static void probe_finish(void *ud, struct gw_front_req *q, char *answer, size_t 
 	lp_buf_adds(q->reply, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
 }
 
-static void probe_cancel(void *ud, struct gw_front_req *q)
+static void probe_cancel(void *ud, struct lp_front_req *q)
 {
 	struct probe *p = ud;
 
@@ -707,7 +707,7 @@ static void probe_cancel(void *ud, struct gw_front_req *q)
 /* Issue #18: gateway_stop freed the CivetWeb server while the loops could
  * still call the handler, which reads its route table (a request on a
  * kept-alive connection) and counts in it (a call answered after a quiesce
- * that timed out).  After gw_front_detach the handler is never called:
+ * that timed out).  After lp_front_detach the handler is never called:
  * the call in flight is cancelled, its answer coming later finds nobody,
  * and a new request goes to the server behind. */
 static void test_detach_then_no_handler_call(void **state)
@@ -717,8 +717,8 @@ static void test_detach_then_no_handler_call(void **state)
 	};
 	static struct script sc;
 	static struct probe p;
-	struct gw_front_opts o = { 0 };
-	struct gw_front *f;
+	struct lp_front_opts o = { 0 };
+	struct lp_front *f;
 	struct lp_buf out = LP_BUF_INIT;
 	struct env e = { 0 };
 	char listen[64], base[64], err[256];
@@ -729,7 +729,7 @@ static void test_detach_then_no_handler_call(void **state)
 	memset(&p, 0, sizeof(p));
 	script_start(&sc, steps, 1);
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", sc.port);
-	assert_int_equal(h1_target_parse(base, &p.t), 0);
+	assert_int_equal(lp_h1_target_parse(base, &p.t), 0);
 	e.gw_port = test_free_port();
 	snprintf(listen, sizeof(listen), "127.0.0.1:%d", e.gw_port);
 	o.listen = listen;
@@ -741,7 +741,7 @@ static void test_detach_then_no_handler_call(void **state)
 	o.handler.finish = probe_finish;
 	o.handler.cancel = probe_cancel;
 	o.handler.ud = &p;
-	f = gw_front_start(&o, err, sizeof(err));
+	f = lp_front_start(&o, err, sizeof(err));
 	assert_non_null(f);
 
 	fd = dial(&e, "127.0.0.1");
@@ -752,8 +752,8 @@ static void test_detach_then_no_handler_call(void **state)
 	assert_int_equal(atomic_load(&sc.served), 1); /* the call is at the upstream */
 	fd2 = dial(&e, "127.0.0.1");                  /* and an idle connection */
 
-	gw_front_quiesce(f, 50); /* times out: the upstream holds its answer */
-	gw_front_detach(f);
+	lp_front_quiesce(f, 50); /* times out: the upstream holds its answer */
+	lp_front_detach(f);
 	atomic_store(&p.gone, true); /* gateway_stop frees the CivetWeb server here */
 	atomic_store(&sc.release, true);
 	send_all(fd2, "POST /api/logs HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}");
@@ -763,76 +763,13 @@ static void test_detach_then_no_handler_call(void **state)
 	assert_int_equal(out.len, 0);
 	assert_true(read_replies(fd2, &out, 1));
 	assert_int_equal(out.len, 0);
-	gw_front_stop(f);
+	lp_front_stop(f);
 	script_stop(&sc);
 	assert_int_equal(atomic_load(&p.late), 0);
 	assert_int_equal(atomic_load(&p.finishes), 0);
 	assert_int_equal(atomic_load(&p.cancels), 1);
 	close(fd);
 	close(fd2);
-	lp_buf_release(&out);
-}
-
-/* Issue #18: with the process out of descriptors, accept(2) fails and the
- * connections stay in the backlog.  The listening socket is edge-triggered:
- * no event comes for them until another connection does, so the front
- * tries again by itself once descriptors are free. */
-static void test_backlog_served_after_emfile(void **state)
-{
-	static struct probe p;
-	struct gw_front_opts o = { 0 };
-	struct gw_front *f;
-	struct lp_buf out = LP_BUF_INIT;
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	struct rlimit saved, low;
-	char listen[64], err[256];
-	int fds[4], i, lowest;
-	int port = test_free_port();
-
-	(void)state;
-	memset(&p, 0, sizeof(p));
-	p.reply = true;
-	snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
-	o.listen = listen;
-	o.loops = 1;
-	o.max_body = 1 << 20;
-	o.request_timeout_ms = 5000;
-	o.inner_port = test_free_port();
-	o.handler.start = probe_start;
-	o.handler.finish = probe_finish;
-	o.handler.cancel = probe_cancel;
-	o.handler.ud = &p;
-	f = gw_front_start(&o, err, sizeof(err));
-	assert_non_null(f);
-	for (i = 0; i < 4; i++) {
-		fds[i] = socket(AF_INET, SOCK_STREAM, 0);
-		assert_true(fds[i] >= 0);
-	}
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	a.sin_port = htons((uint16_t)port);
-
-	/* No descriptor can be made while the limit is the lowest free one. */
-	lowest = dup(0);
-	assert_true(lowest >= 0);
-	close(lowest);
-	assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
-	low = saved;
-	low.rlim_cur = (rlim_t)lowest;
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
-	for (i = 0; i < 4; i++) /* the kernel completes them: they wait in the backlog */
-		assert_int_equal(connect(fds[i], (struct sockaddr *)&a, sizeof(a)), 0);
-	for (i = 0; i < 4; i++)
-		send_all(fds[i], "GET /x HTTP/1.1\r\nHost: x\r\n\r\n");
-	usleep(50 * 1000); /* the front meets EMFILE meanwhile (or not: then it passes anyway) */
-	assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
-
-	for (i = 0; i < 4; i++) {
-		lp_buf_reset(&out);
-		assert_false(read_replies(fds[i], &out, 1));
-		assert_contains(out.buf, "HTTP/1.1 200 ");
-		close(fds[i]);
-	}
-	gw_front_stop(f);
 	lp_buf_release(&out);
 }
 
@@ -943,7 +880,6 @@ int main(void)
 						setup_one_loop, teardown),
 		cmocka_unit_test(test_written_post_not_resent),
 		cmocka_unit_test(test_detach_then_no_handler_call),
-		cmocka_unit_test(test_backlog_served_after_emfile),
 		cmocka_unit_test(test_lease_does_not_hold_the_loop),
 		cmocka_unit_test_setup_teardown(test_expect_continue, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oversized_body_gets_413_not_a_reset, setup,

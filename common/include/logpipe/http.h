@@ -3,9 +3,10 @@
  * service serves.
  *
  * A service creates a server, registers routes and health checks, then
- * starts it.  Handlers run on CivetWeb's worker threads, so they must be
- * thread-safe.  Every server answers, without registration:
- *   GET /health/live   200 {"status":"UP"} while the process serves;
+ * starts it.  Handlers run on CivetWeb's worker threads (async routes on
+ * the event front's loops too), so they must be thread-safe.  Every server answers, without registration:
+ *   GET /health/live   200 {"status":"UP"} while the process serves (on the
+ *                      event front's loop: CivetWeb's workers may all be busy);
  *   GET /health/ready  200, or 503 with the failing required checks;
  *   GET /health        both, with each check's state and breaker state;
  *   GET /metrics       the default registry in Prometheus text format.
@@ -44,12 +45,34 @@ struct mg_connection;
 struct lp_breaker;
 struct lp_http_server;
 
+struct lp_front_handler;
+struct lp_front;
+
+/* Who listens on the service's address (http.front):
+ *   "events" (NULL too): the event front (front.h) takes every connection
+ *     on epoll loops; it reads request heads itself (a client that sends
+ *     half a head holds no thread and gets 408 after request_timeout_ms),
+ *     serves the async routes (lp_http_route_async) on its loops and passes
+ *     every other request, byte for byte, to CivetWeb on an ephemeral
+ *     127.0.0.1 port behind it; the handlers see the real client address
+ *     (lp_http_remote_addr);
+ *   "civetweb": CivetWeb listens on the address itself, a worker thread per
+ *     connection (the async routes then hold their worker until answered). */
 struct lp_http_opts {
-	const char *listen;      /* "8081", "127.0.0.1:8081" (CivetWeb syntax) */
+	const char *listen;      /* "8081", "127.0.0.1:8081" (CivetWeb syntax; with the
+				  * event front PORT, HOST:PORT or [V6]:PORT) */
 	int threads;             /* worker threads (default 16) */
 	size_t max_body;         /* bytes; larger bodies get 413 (default 1 MiB) */
 	int request_timeout_ms;  /* slow or idle clients are cut off (default 10000) */
 	const char *service;     /* name shown by /health */
+	const char *front;       /* "events" (default) or "civetweb", see above */
+	int front_loops;         /* the event front's loop threads; 0: one per CPU, at most 8 */
+	int stop_timeout_ms;     /* lp_http_server_free waits this long for the front's
+				  * requests in flight, deferred ones too (default 10000) */
+	/* The front's requests that no async route takes go to this handler
+	 * first (the gateway's proxy), then to CivetWeb if it declines; NULL:
+	 * straight to CivetWeb.  Copied; its finish and cancel must be set. */
+	const struct lp_front_handler *handler;
 };
 
 struct lp_http_front;
@@ -91,8 +114,48 @@ int lp_http_start(struct lp_http_server *s, char *err, size_t errlen);
 /* The port of the first listening address (the one chosen for port 0), or
  * -ENOTCONN before lp_http_start. */
 int lp_http_port(struct lp_http_server *s);
-/* Stops accepting, waits for handlers in flight, frees the server. */
+/* The event front, or NULL (http.front civetweb, or before lp_http_start):
+ * for lp_front_kick. */
+struct lp_front *lp_http_event_front(struct lp_http_server *s);
+/* Stops accepting, waits for handlers in flight (the front's deferred
+ * requests for at most stop_timeout_ms), frees the server. */
 void lp_http_server_free(struct lp_http_server *s);
+
+/* ---- routes answered later ------------------------------------------------
+ *
+ * lp_http_route_async registers a route (one method, a pattern as
+ * lp_http_route's) whose handler may answer later, from another thread,
+ * without holding one meanwhile.  With the event front, the handler runs
+ * on a loop thread for the requests the front reads (plain HTTP/1.1 with a
+ * Content-Length body), and on a CivetWeb worker for the others (chunked,
+ * HTTP/1.0, ...), which then waits for the answer; with http.front
+ * civetweb always on a worker.  It must not block either way.
+ *
+ * The handler sees a normal request (lp_http_header, lp_http_query,
+ * lp_http_remote_addr, r->body, r->request_id) and either replies at once
+ * with lp_http_reply* and returns, or calls lp_http_defer(r) and returns;
+ * then, once, from any thread: lp_http_reply* on r (lp_http_reply_json
+ * with "Retry-After: 1\r\n" as extra_headers, say), and lp_http_answer(r),
+ * which sends the reply and frees r (this may happen before the handler
+ * returned, on its own thread or another: done callbacks that complete at
+ * once are fine; the handler must not touch r after lp_http_answer).
+ * After the handler returns, a deferred
+ * r keeps only method, path, route, request_id and the reply functions:
+ * the body, query, param, headers and remote address must be used or
+ * copied before.  If the client went meanwhile the reply is dropped.
+ * Requests pipelined on the connection wait for the answer, in order.
+ * lp_http_server_free waits (stop_timeout_ms) for deferred requests: the
+ * service must answer them, and must not free what its answers use
+ * before lp_http_server_free returns. */
+int lp_http_route_async(struct lp_http_server *s, const char *method, const char *pattern,
+			lp_http_handler fn, void *ud);
+/* In the handler: the reply comes later (lp_http_answer).  0, or -EINVAL
+ * (a reply was sent, deferred already, or a request of the gateway's own
+ * front). */
+int lp_http_defer(struct lp_http_req *r);
+/* Any thread, once after lp_http_defer, after a reply function (without
+ * one: 500).  r is freed (or handed back to its worker). */
+void lp_http_answer(struct lp_http_req *r);
 
 /* Replies.  extra_headers is NULL or "Name: value\r\n" lines. */
 void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
@@ -117,7 +180,8 @@ int lp_http_stream_write(struct lp_http_req *r, const void *data, size_t len);
 
 /* Request helpers. */
 const char *lp_http_header(struct lp_http_req *r, const char *name);
-/* The client's address as text ("127.0.0.1", "::1"). */
+/* The client's address as text ("127.0.0.1", "::1"): the real client's for
+ * a request the event front passed to CivetWeb through its tunnel. */
 const char *lp_http_remote_addr(struct lp_http_req *r);
 /* Copies the decoded value of query parameter name into out (always
  * NUL-terminated); returns its length, -ENOENT when absent, -ERANGE when
@@ -137,8 +201,9 @@ bool lp_http_is_json_type(const char *ct);
 
 /* ---- requests read by another front ---------------------------------------
  *
- * The gateway serves its proxied routes from an event loop of its own and
- * hands everything else to CivetWeb (gateway/front.h).  A request the loop
+ * The event front (front.h) serves the async routes, and the gateway's
+ * proxied routes, from its loops and hands everything else to CivetWeb.  A
+ * request a loop
  * read goes through the same helpers as a CivetWeb one: it describes itself
  * with a struct lp_http_front, and the reply functions append the whole
  * reply (head and body) to out instead of writing to a connection. */

@@ -20,7 +20,7 @@
 
 #include "logpipe/buf.h"
 #include "logpipe/util.h"
-#include "../h1.h"
+#include "logpipe/h1.h"
 
 #include "logpipe/banned.h"
 
@@ -164,16 +164,16 @@ static size_t on_body(char *d, size_t size, size_t n, void *ud)
 }
 
 /* One call to the test server. */
-static enum h1_result call(struct h1_pool *p, const struct server *s, const char *method,
+static enum lp_h1_result call(struct lp_h1_pool *p, const struct server *s, const char *method,
 			   const char *body, long timeout_ms, struct got *g, int *status, char *err)
 {
 	static const char *const hdrs[] = { "X-Request-ID: abc", "Content-Type:", NULL };
-	struct h1_target t;
-	struct h1_req rq;
+	struct lp_h1_target t;
+	struct lp_h1_req rq;
 	char base[64];
 
 	snprintf(base, sizeof(base), "http://127.0.0.1:%d", s->port);
-	assert_int_equal(h1_target_parse(base, &t), 0);
+	assert_int_equal(lp_h1_target_parse(base, &t), 0);
 	memset(&rq, 0, sizeof(rq));
 	rq.method = method;
 	rq.path = "/api/logs";
@@ -188,7 +188,7 @@ static enum h1_result call(struct h1_pool *p, const struct server *s, const char
 	rq.ud = g;
 	lp_buf_reset(&g->head);
 	lp_buf_reset(&g->body);
-	return h1_perform(p, &t, &rq, status, err, 256);
+	return lp_h1_perform(p, &t, &rq, status, err, 256);
 }
 
 static void got_release(struct got *g)
@@ -204,7 +204,7 @@ static void test_length_and_reuse(void **state)
 		    "Retry-After: 3\r\nContent-Length: 11\r\n\r\n{\"ok\":true}" } },
 		{ .parts = { "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe", "llo" } },
 	};
-	struct h1_pool *p = h1_pool_new();
+	struct lp_h1_pool *p = lp_h1_pool_new();
 	struct got g = { LP_BUF_INIT, LP_BUF_INIT, 0 };
 	struct server s;
 	char err[256];
@@ -212,7 +212,7 @@ static void test_length_and_reuse(void **state)
 
 	(void)state;
 	server_start(&s, script, 2);
-	assert_int_equal(call(p, &s, "POST", "hello", 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "POST", "hello", 2000, &g, &status, err), LP_H1_OK);
 	assert_int_equal(status, 202);
 	assert_string_equal(g.body.buf, "{\"ok\":true}");
 	assert_non_null(strstr(g.head.buf, "HTTP/1.1 202 Accepted\r\n"));
@@ -225,12 +225,12 @@ static void test_length_and_reuse(void **state)
 	assert_null(strstr(s.last, "Content-Type"));
 	assert_null(strstr(s.last, "Expect"));
 
-	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), LP_H1_OK);
 	assert_int_equal(status, 200);
 	assert_string_equal(g.body.buf, "hello");
 	assert_non_null(strstr(s.last, "GET /api/logs?a=1 HTTP/1.1\r\n"));
 	assert_null(strstr(s.last, "Content-Length"));
-	h1_pool_free(p);
+	lp_h1_pool_free(p);
 	server_stop(&s);
 	assert_int_equal(s.accepts, 1); /* one connection, kept alive */
 	got_release(&g);
@@ -246,7 +246,7 @@ static void test_chunked_1xx_and_close_delimited(void **state)
 		{ .parts = { "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil ", "the end" },
 		  .close_after = true },
 	};
-	struct h1_pool *p = h1_pool_new();
+	struct lp_h1_pool *p = lp_h1_pool_new();
 	struct got g = { LP_BUF_INIT, LP_BUF_INIT, 0 };
 	struct server s;
 	char err[256];
@@ -254,17 +254,17 @@ static void test_chunked_1xx_and_close_delimited(void **state)
 
 	(void)state;
 	server_start(&s, script, 3);
-	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), LP_H1_OK);
 	assert_int_equal(status, 200);
 	assert_string_equal(g.body.buf, "hello world");
 	/* The header sink starts again at the final status line. */
 	assert_non_null(strstr(g.head.buf, "X-Total-Count: 2\r\n"));
-	assert_int_equal(call(p, &s, "DELETE", NULL, 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "DELETE", NULL, 2000, &g, &status, err), LP_H1_OK);
 	assert_int_equal(status, 204);
 	assert_int_equal(g.body.len, 0);
-	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), LP_H1_OK);
 	assert_string_equal(g.body.buf, "until the end");
-	h1_pool_free(p);
+	lp_h1_pool_free(p);
 	server_stop(&s);
 	assert_int_equal(s.accepts, 1);
 	got_release(&g);
@@ -278,7 +278,7 @@ static void test_closed_idle_connection_is_replaced(void **state)
 		{ .parts = { "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na" }, .close_after = true },
 		{ .parts = { "HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nb" } },
 	};
-	struct h1_pool *p = h1_pool_new();
+	struct lp_h1_pool *p = lp_h1_pool_new();
 	struct got g = { LP_BUF_INIT, LP_BUF_INIT, 0 };
 	struct server s;
 	char err[256];
@@ -286,13 +286,13 @@ static void test_closed_idle_connection_is_replaced(void **state)
 
 	(void)state;
 	server_start(&s, script, 2);
-	assert_int_equal(call(p, &s, "POST", "x", 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "POST", "x", 2000, &g, &status, err), LP_H1_OK);
 	usleep(20000);
-	assert_int_equal(call(p, &s, "POST", "y", 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "POST", "y", 2000, &g, &status, err), LP_H1_OK);
 	assert_int_equal(status, 201);
 	assert_string_equal(g.body.buf, "b");
 	assert_non_null(strstr(s.last, "\r\n\r\ny"));
-	h1_pool_free(p);
+	lp_h1_pool_free(p);
 	server_stop(&s);
 	assert_int_equal(s.accepts, 2);
 	got_release(&g);
@@ -312,7 +312,7 @@ static void test_written_post_is_not_sent_twice(void **state)
 		{ .drop = true },
 		{ .parts = { "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nc" } },
 	};
-	struct h1_pool *p = h1_pool_new();
+	struct lp_h1_pool *p = lp_h1_pool_new();
 	struct got g = { LP_BUF_INIT, LP_BUF_INIT, 0 };
 	struct server s;
 	char err[256];
@@ -320,18 +320,18 @@ static void test_written_post_is_not_sent_twice(void **state)
 
 	(void)state;
 	server_start(&s, script, 5);
-	assert_int_equal(call(p, &s, "POST", "x", 2000, &g, &status, err), H1_OK);
-	assert_int_equal(call(p, &s, "POST", "y", 2000, &g, &status, err), H1_FAILED);
+	assert_int_equal(call(p, &s, "POST", "x", 2000, &g, &status, err), LP_H1_OK);
+	assert_int_equal(call(p, &s, "POST", "y", 2000, &g, &status, err), LP_H1_FAILED);
 	assert_non_null(strstr(err, "closed"));
 	assert_int_equal(s.served, 2); /* "y" arrived once */
 	/* A new connection for the next call; its GET meets the same end
 	 * and is sent again. */
-	assert_int_equal(call(p, &s, "POST", "z", 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "POST", "z", 2000, &g, &status, err), LP_H1_OK);
 	assert_string_equal(g.body.buf, "b");
-	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), LP_H1_OK);
 	assert_int_equal(status, 200);
 	assert_string_equal(g.body.buf, "c");
-	h1_pool_free(p);
+	lp_h1_pool_free(p);
 	server_stop(&s);
 	assert_int_equal(s.served, 5);
 	assert_int_equal(s.accepts, 3);
@@ -349,7 +349,7 @@ static void test_reset_idle_connection_still_retried(void **state)
 		  .reset_after = true },
 		{ .parts = { "HTTP/1.1 201 Created\r\nContent-Length: 1\r\n\r\nc" } },
 	};
-	struct h1_pool *p = h1_pool_new();
+	struct lp_h1_pool *p = lp_h1_pool_new();
 	struct got g = { LP_BUF_INIT, LP_BUF_INIT, 0 };
 	struct server s;
 	char err[256];
@@ -357,16 +357,16 @@ static void test_reset_idle_connection_still_retried(void **state)
 
 	(void)state;
 	server_start(&s, script, 3);
-	assert_int_equal(call(p, &s, "POST", "x", 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "POST", "x", 2000, &g, &status, err), LP_H1_OK);
 	usleep(20000);
-	assert_int_equal(call(p, &s, "POST", "y", 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "POST", "y", 2000, &g, &status, err), LP_H1_OK);
 	assert_int_equal(status, 201);
 	assert_non_null(strstr(s.last, "\r\n\r\ny"));
 	usleep(20000);
 	/* A GET idle for less than the peek threshold: its write fails. */
-	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_OK);
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), LP_H1_OK);
 	assert_string_equal(g.body.buf, "c");
-	h1_pool_free(p);
+	lp_h1_pool_free(p);
 	server_stop(&s);
 	assert_int_equal(s.served, 3);
 	assert_int_equal(s.accepts, 3);
@@ -381,7 +381,7 @@ static void test_timeout_abort_and_errors(void **state)
 		{ .parts = { "garbage\r\n\r\n" } },
 		{ .parts = { "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123" }, .close_after = true },
 	};
-	struct h1_pool *p = h1_pool_new();
+	struct lp_h1_pool *p = lp_h1_pool_new();
 	struct got g = { LP_BUF_INIT, LP_BUF_INIT, 0 };
 	struct server s, dead;
 	char err[256];
@@ -391,51 +391,51 @@ static void test_timeout_abort_and_errors(void **state)
 	(void)state;
 	server_start(&s, script, 4);
 	t0 = lp_now_ms();
-	assert_int_equal(call(p, &s, "GET", NULL, 150, &g, &status, err), H1_TIMEOUT);
+	assert_int_equal(call(p, &s, "GET", NULL, 150, &g, &status, err), LP_H1_TIMEOUT);
 	assert_true(lp_now_ms() - t0 >= 140 && lp_now_ms() - t0 < 1000);
 	g.body_limit = 5;
-	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_ABORTED);
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), LP_H1_ABORTED);
 	g.body_limit = 0;
-	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_FAILED);
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), LP_H1_FAILED);
 	assert_non_null(strstr(err, "status line"));
 	/* Closed in the middle of the body: an error, not a short answer. */
-	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), H1_FAILED);
+	assert_int_equal(call(p, &s, "GET", NULL, 2000, &g, &status, err), LP_H1_FAILED);
 	assert_non_null(strstr(err, "closed"));
 	server_stop(&s);
 
 	/* Nothing listens on a port that was just closed. */
 	server_start(&dead, script, 0);
 	server_stop(&dead);
-	assert_int_equal(call(p, &dead, "GET", NULL, 2000, &g, &status, err), H1_FAILED);
+	assert_int_equal(call(p, &dead, "GET", NULL, 2000, &g, &status, err), LP_H1_FAILED);
 	assert_non_null(strstr(err, "cannot connect"));
-	h1_pool_free(p);
+	lp_h1_pool_free(p);
 	got_release(&g);
 }
 
 static void test_target_parse(void **state)
 {
-	struct h1_target t;
+	struct lp_h1_target t;
 
 	(void)state;
-	assert_int_equal(h1_target_parse("http://127.0.0.1:8081", &t), 0);
+	assert_int_equal(lp_h1_target_parse("http://127.0.0.1:8081", &t), 0);
 	assert_string_equal(t.host, "127.0.0.1");
 	assert_string_equal(t.port, "8081");
 	assert_string_equal(t.authority, "127.0.0.1:8081");
-	assert_int_equal(h1_target_parse("HTTP://producer/", &t), 0);
+	assert_int_equal(lp_h1_target_parse("HTTP://producer/", &t), 0);
 	assert_string_equal(t.host, "producer");
 	assert_string_equal(t.port, "80");
-	assert_int_equal(h1_target_parse("http://[::1]:9000", &t), 0);
+	assert_int_equal(lp_h1_target_parse("http://[::1]:9000", &t), 0);
 	assert_string_equal(t.host, "::1");
 	assert_string_equal(t.port, "9000");
 	assert_string_equal(t.authority, "[::1]:9000");
-	assert_int_equal(h1_target_parse("https://producer:8081", &t), -EINVAL);
-	assert_int_equal(h1_target_parse("http://producer:8081/prefix", &t), -EINVAL);
-	assert_int_equal(h1_target_parse("http://user@producer", &t), -EINVAL);
-	assert_int_equal(h1_target_parse("http://producer:0", &t), -EINVAL);
-	assert_int_equal(h1_target_parse("http://producer:65536", &t), -EINVAL);
-	assert_int_equal(h1_target_parse("http://producer:80x", &t), -EINVAL);
-	assert_int_equal(h1_target_parse("http://", &t), -EINVAL);
-	assert_int_equal(h1_target_parse("http://:80", &t), -EINVAL);
+	assert_int_equal(lp_h1_target_parse("https://producer:8081", &t), -EINVAL);
+	assert_int_equal(lp_h1_target_parse("http://producer:8081/prefix", &t), -EINVAL);
+	assert_int_equal(lp_h1_target_parse("http://user@producer", &t), -EINVAL);
+	assert_int_equal(lp_h1_target_parse("http://producer:0", &t), -EINVAL);
+	assert_int_equal(lp_h1_target_parse("http://producer:65536", &t), -EINVAL);
+	assert_int_equal(lp_h1_target_parse("http://producer:80x", &t), -EINVAL);
+	assert_int_equal(lp_h1_target_parse("http://", &t), -EINVAL);
+	assert_int_equal(lp_h1_target_parse("http://:80", &t), -EINVAL);
 }
 
 int main(void)

@@ -1,11 +1,11 @@
-/* reqhead.c - the request head parser of the gateway's event front (see reqhead.h).
+/* reqhead.c - the request head parser of the event front (see reqhead.h).
  *
- * One forward pass over at most GW_RQ_MAX_HEAD bytes, with no allocation
+ * One forward pass over at most LP_RQ_MAX_HEAD bytes, with no allocation
  * and no copy: every byte is classified through one 128-entry table, and
  * each field is recorded as a pointer and a length into the caller's
  * buffer.  Every rule is checked as soon as the bytes it depends on are
- * there, so the answer for a prefix is exact: GW_RQ_INCOMPLETE means that
- * some continuation would be accepted, GW_RQ_OTHER that none would.  This
+ * there, so the answer for a prefix is exact: LP_RQ_INCOMPLETE means that
+ * some continuation would be accepted, LP_RQ_OTHER that none would.  This
  * is what lets the front decide while a request is still arriving, and
  * makes the answers monotonic: once a prefix is refused, every longer
  * input is refused too.  A header value is the one place that needs a
@@ -13,14 +13,14 @@
  * values the parser checks itself (Content-Length, Connection, Expect) are checked
  * again, as a possible beginning, when the buffer ends inside them.
  *
- * The results are written to a local struct gw_rq and copied to the
- * caller's only on GW_RQ_OK (the headers in use, not the whole array), so
+ * The results are written to a local struct lp_rq and copied to the
+ * caller's only on LP_RQ_OK (the headers in use, not the whole array), so
  * a refused or incomplete head leaves *rq as it was. */
 #include <stdbool.h>
 #include <stddef.h>
 #include <string.h>
 
-#include "reqhead.h"
+#include "logpipe/reqhead.h"
 
 #include "logpipe/banned.h"
 
@@ -213,13 +213,13 @@ static bool value_ok(enum hdr_kind k, const unsigned char *v, size_t len, bool w
 
 /* ---- the parser -------------------------------------------------------- */
 
-enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
+enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 {
 	const unsigned char *s = (const unsigned char *)buf;
 	/* Nothing past the limit can belong to an accepted head. */
-	size_t end = n < GW_RQ_MAX_HEAD ? n : GW_RQ_MAX_HEAD;
+	size_t end = n < LP_RQ_MAX_HEAD ? n : LP_RQ_MAX_HEAD;
 	size_t i = 0, seg, name, name_len, val, vend;
-	struct gw_rq r;
+	struct lp_rq r;
 	enum hdr_kind kind;
 	long long length;
 	bool have_length = false;
@@ -228,9 +228,9 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 	while (i < end && i <= METHOD_MAX && s[i] != ' ')
 		i++;
 	if (i == end)
-		return method_ok(s, i, false) ? GW_RQ_INCOMPLETE : GW_RQ_OTHER;
+		return method_ok(s, i, false) ? LP_RQ_INCOMPLETE : LP_RQ_OTHER;
 	if (s[i] != ' ' || !method_ok(s, i, true))
-		return GW_RQ_OTHER;
+		return LP_RQ_OTHER;
 	r.method = buf;
 	r.method_len = i++;
 
@@ -238,7 +238,7 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 	if (i == end)
 		goto more;
 	if (s[i] != '/')
-		return GW_RQ_OTHER;
+		return LP_RQ_OTHER;
 	r.path = buf + i;
 	seg = ++i;
 	for (;; i++) {
@@ -248,27 +248,27 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 			continue;
 		if (s[i] == '/') {
 			if (i == seg || dot_segment(s + seg, i - seg))
-				return GW_RQ_OTHER;
+				return LP_RQ_OTHER;
 			seg = i + 1;
 		} else if (s[i] == '%') {
 			if (i + 1 == end)
 				goto more;
 			if (!(byte_class(s[i + 1]) & C_HEX))
-				return GW_RQ_OTHER;
+				return LP_RQ_OTHER;
 			if (i + 2 == end)
 				goto more;
 			if (!(byte_class(s[i + 2]) & C_HEX))
-				return GW_RQ_OTHER;
+				return LP_RQ_OTHER;
 			i += 2;
 		} else if (s[i] == '?' || s[i] == ' ') {
 			break;
 		} else {
-			return GW_RQ_OTHER;
+			return LP_RQ_OTHER;
 		}
 	}
 	/* The last segment may be empty ("/", "/a/") but not a dot one. */
 	if (dot_segment(s + seg, i - seg))
-		return GW_RQ_OTHER;
+		return LP_RQ_OTHER;
 	r.path_len = (size_t)(buf + i - r.path);
 
 	/* The query, possibly empty, then one SP. */
@@ -281,7 +281,7 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 		if (i == end)
 			goto more;
 		if (s[i] != ' ')
-			return GW_RQ_OTHER;
+			return LP_RQ_OTHER;
 		r.query_len = (size_t)(buf + i - r.query);
 	}
 	i++;
@@ -292,7 +292,7 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 		size_t want = sizeof(version) - 1, have = end - i < want ? end - i : want;
 
 		if (memcmp(s + i, version, have) != 0)
-			return GW_RQ_OTHER;
+			return LP_RQ_OTHER;
 		if (have < want)
 			goto more;
 		i += want;
@@ -308,8 +308,8 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 		if (s[i] == '\r')
 			break;
 		/* A blank here would be obs-fold; a bare LF is no line end. */
-		if (!(byte_class(s[i]) & C_TOKEN) || r.nheaders == GW_RQ_MAX_HEADERS)
-			return GW_RQ_OTHER;
+		if (!(byte_class(s[i]) & C_TOKEN) || r.nheaders == LP_RQ_MAX_HEADERS)
+			return LP_RQ_OTHER;
 
 		name = i;
 		while (i < end && (byte_class(s[i]) & C_TOKEN))
@@ -317,11 +317,11 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 		if (i == end)
 			goto more;
 		if (s[i] != ':')
-			return GW_RQ_OTHER;
+			return LP_RQ_OTHER;
 		name_len = i - name;
 		kind = hdr_kind(s + name, name_len);
 		if (kind == HDR_REFUSED || (kind == HDR_LENGTH && have_length))
-			return GW_RQ_OTHER;
+			return LP_RQ_OTHER;
 		i++;
 
 		while (i < end && is_blank(s[i]))
@@ -331,15 +331,15 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 			i++;
 		if (i == end) {
 			if (!value_ok(kind, s + val, i - val, false, &length))
-				return GW_RQ_OTHER;
+				return LP_RQ_OTHER;
 			goto more;
 		}
 		if (s[i] != '\r' || !value_ok(kind, s + val, i - val, true, &length))
-			return GW_RQ_OTHER;
+			return LP_RQ_OTHER;
 		if (i + 1 == end)
 			goto more;
 		if (s[i + 1] != '\n')
-			return GW_RQ_OTHER;
+			return LP_RQ_OTHER;
 
 		vend = i;
 		while (vend > val && is_blank(s[vend - 1]))
@@ -361,7 +361,7 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 	if (i + 1 == end)
 		goto more;
 	if (s[i + 1] != '\n')
-		return GW_RQ_OTHER;
+		return LP_RQ_OTHER;
 	r.head_len = i + 2;
 
 	rq->method = r.method;
@@ -375,20 +375,20 @@ enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq)
 	rq->head_len = r.head_len;
 	rq->content_length = r.content_length;
 	rq->expect_continue = r.expect_continue;
-	return GW_RQ_OK;
+	return LP_RQ_OK;
 
 more:
 	/* The bytes so far could begin an accepted head, unless the limit
 	 * cut them off. */
-	return n >= GW_RQ_MAX_HEAD ? GW_RQ_OTHER : GW_RQ_INCOMPLETE;
+	return n >= LP_RQ_MAX_HEAD ? LP_RQ_OTHER : LP_RQ_INCOMPLETE;
 }
 
-const char *gw_rq_header(const struct gw_rq *rq, const char *name, size_t *len)
+const char *lp_rq_header(const struct lp_rq *rq, const char *name, size_t *len)
 {
 	size_t nlen = strlen(name), i, j;
 
 	for (i = 0; i < rq->nheaders; i++) {
-		const struct gw_rq_header *h = &rq->headers[i];
+		const struct lp_rq_header *h = &rq->headers[i];
 
 		if (h->name_len != nlen)
 			continue;

@@ -5,13 +5,13 @@
  * reads the answer with blocking recv(2) calls into a buffer on its stack
  * (the socket's SO_RCVTIMEO keeps each wait within the call's deadline, and
  * is set again only when the time left moves away from it): the header section must fit
- * in it (H1_BUF), the body streams through to the caller's sink.  The
+ * in it (LP_H1_BUF), the body streams through to the caller's sink.  The
  * socket goes back to the pool when the answer was complete and the
  * upstream did not ask to close.
  *
  * An idle socket may have been closed by the upstream meanwhile (CivetWeb
  * drops idle connections after its keep-alive timeout).  One idle for more
- * than H1_PEEK_AFTER_MS is checked with a non-blocking MSG_PEEK before use;
+ * than LP_H1_PEEK_AFTER_MS is checked with a non-blocking MSG_PEEK before use;
  * a request whose method is not idempotent is checked whatever its idle
  * time.  The remaining race (closed while the request was on its way) is
  * caught by sending again on a new connection when nothing of the answer
@@ -40,32 +40,32 @@
 
 #include "logpipe/buf.h"
 #include "logpipe/util.h"
-#include "h1.h"
+#include "logpipe/h1.h"
 
 #include "logpipe/banned.h"
 
-#define H1_BUCKETS 16          /* distinct upstreams in one pool */
-#define H1_MAX_IDLE 128        /* idle sockets kept per upstream */
-#define H1_IDLE_MAX_MS 2000    /* idle longer: closed instead of used */
-#define H1_PEEK_AFTER_MS 50    /* idle longer: checked before use */
-#define H1_BUF 16384           /* read buffer: bounds the header section */
-#define H1_TMO_SLACK_MS 200    /* SO_RCVTIMEO is left alone within this */
+#define LP_H1_BUCKETS 16          /* distinct upstreams in one pool */
+#define LP_H1_MAX_IDLE 128        /* idle sockets kept per upstream */
+#define LP_H1_IDLE_MAX_MS 2000    /* idle longer: closed instead of used */
+#define LP_H1_PEEK_AFTER_MS 50    /* idle longer: checked before use */
+#define LP_H1_BUF 16384           /* read buffer: bounds the header section */
+#define LP_H1_TMO_SLACK_MS 200    /* SO_RCVTIMEO is left alone within this */
 
-struct h1_idle {
+struct lp_h1_idle {
 	int fd;
 	int64_t since_ms; /* back in the pool at */
 	long rcvtimeo_ms; /* its SO_RCVTIMEO */
 };
 
-struct h1_bucket {
+struct lp_h1_bucket {
 	char key[272];         /* "host port" */
-	struct h1_idle *idle;  /* a stack: the most recently used on top */
+	struct lp_h1_idle *idle;  /* a stack: the most recently used on top */
 	size_t n, cap;
 };
 
-struct h1_pool {
+struct lp_h1_pool {
 	pthread_mutex_t mu; /* guards the buckets */
-	struct h1_bucket b[H1_BUCKETS];
+	struct lp_h1_bucket b[LP_H1_BUCKETS];
 	size_t nb;
 };
 
@@ -73,7 +73,7 @@ struct h1_pool {
 enum body_mode { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_EOF };
 
 /* One call's connection and read state. */
-struct h1_io {
+struct lp_h1_io {
 	int fd;
 	long rcvtimeo_ms;     /* the socket's SO_RCVTIMEO, 0 for none */
 	bool reused;          /* came from the pool */
@@ -82,12 +82,12 @@ struct h1_io {
 	bool mem;             /* the whole answer is in buf: no socket to read */
 	bool ended;           /* mem: the parser wanted more than buf holds */
 	size_t pos, len;      /* unread bytes are buf[pos, len) */
-	char *buf;            /* H1_BUF bytes on h1_perform's stack, or the answer */
+	char *buf;            /* LP_H1_BUF bytes on lp_h1_perform's stack, or the answer */
 	size_t cap;           /* size of buf */
 };
 
 /* The answer's framing, from its header section. */
-struct h1_head {
+struct lp_h1_head {
 	int status;
 	int minor;           /* HTTP/1.minor */
 	bool close;          /* Connection: close */
@@ -96,15 +96,15 @@ struct h1_head {
 	unsigned long long length;
 };
 
-struct h1_pool *h1_pool_new(void)
+struct lp_h1_pool *lp_h1_pool_new(void)
 {
-	struct h1_pool *p = lp_xcalloc(1, sizeof(*p));
+	struct lp_h1_pool *p = lp_xcalloc(1, sizeof(*p));
 
 	pthread_mutex_init(&p->mu, NULL);
 	return p;
 }
 
-void h1_pool_free(struct h1_pool *p)
+void lp_h1_pool_free(struct lp_h1_pool *p)
 {
 	size_t i, j;
 
@@ -121,7 +121,7 @@ void h1_pool_free(struct h1_pool *p)
 
 /* ---- the pool ------------------------------------------------------------- */
 
-static void target_key(const struct h1_target *t, char key[272])
+static void target_key(const struct lp_h1_target *t, char key[272])
 {
 	size_t n = strlen(t->host), k = strlen(t->port);
 
@@ -132,32 +132,32 @@ static void target_key(const struct h1_target *t, char key[272])
 }
 
 /* The bucket of key, created when create is set and there is room. */
-static struct h1_bucket *bucket(struct h1_pool *p, const char *key, bool create)
+static struct lp_h1_bucket *bucket(struct lp_h1_pool *p, const char *key, bool create)
 {
 	size_t i;
 
 	for (i = 0; i < p->nb; i++)
 		if (strcmp(p->b[i].key, key) == 0)
 			return &p->b[i];
-	if (!create || p->nb == H1_BUCKETS)
+	if (!create || p->nb == LP_H1_BUCKETS)
 		return NULL;
 	lp_strlcpy(p->b[p->nb].key, key, sizeof(p->b[p->nb].key));
 	return &p->b[p->nb++];
 }
 
 /* Pops the most recently used idle socket of key, or -1. */
-static int pool_take(struct h1_pool *p, const char *key, int64_t *idle_ms, long *rcvtimeo_ms)
+static int pool_take(struct lp_h1_pool *p, const char *key, int64_t *idle_ms, long *rcvtimeo_ms)
 {
-	struct h1_bucket *b;
+	struct lp_h1_bucket *b;
 	int64_t now = lp_now_ms();
 	int fd = -1;
 
 	pthread_mutex_lock(&p->mu);
 	b = bucket(p, key, false);
 	while (b && b->n > 0 && fd < 0) {
-		struct h1_idle *i = &b->idle[--b->n];
+		struct lp_h1_idle *i = &b->idle[--b->n];
 
-		if (now - i->since_ms > H1_IDLE_MAX_MS) {
+		if (now - i->since_ms > LP_H1_IDLE_MAX_MS) {
 			close(i->fd);
 			continue;
 		}
@@ -173,11 +173,11 @@ static int pool_take(struct h1_pool *p, const char *key, int64_t *idle_ms, long 
  * have been idle too long: after a burst, the sockets the quieter traffic
  * never reaches again would otherwise stay open (and closed by the peer)
  * for good. */
-static void sweep(struct h1_bucket *b, int64_t now)
+static void sweep(struct lp_h1_bucket *b, int64_t now)
 {
 	size_t k = 0;
 
-	while (k < b->n && now - b->idle[k].since_ms > H1_IDLE_MAX_MS)
+	while (k < b->n && now - b->idle[k].since_ms > LP_H1_IDLE_MAX_MS)
 		close(b->idle[k++].fd);
 	if (k > 0) {
 		memmove(b->idle, b->idle + k, (b->n - k) * sizeof(*b->idle));
@@ -185,15 +185,15 @@ static void sweep(struct h1_bucket *b, int64_t now)
 	}
 }
 
-static void pool_give(struct h1_pool *p, const char *key, int fd, long rcvtimeo_ms)
+static void pool_give(struct lp_h1_pool *p, const char *key, int fd, long rcvtimeo_ms)
 {
-	struct h1_bucket *b;
+	struct lp_h1_bucket *b;
 
 	pthread_mutex_lock(&p->mu);
 	b = bucket(p, key, true);
 	if (b)
 		sweep(b, lp_now_ms());
-	if (b && b->n < H1_MAX_IDLE) {
+	if (b && b->n < LP_H1_MAX_IDLE) {
 		if (b->n == b->cap) {
 			b->cap = b->cap ? b->cap * 2 : 16;
 			b->idle = lp_xrealloc(b->idle, b->cap * sizeof(*b->idle));
@@ -222,7 +222,7 @@ static bool idle_dead(int fd)
 
 /* ---- the target ----------------------------------------------------------- */
 
-int h1_target_parse(const char *base, struct h1_target *t)
+int lp_h1_target_parse(const char *base, struct lp_h1_target *t)
 {
 	const char *a, *h, *rest, *end;
 	size_t n, hn;
@@ -331,7 +331,7 @@ static int connect_one(const struct addrinfo *a, int64_t deadline, int *err_no, 
 }
 
 /* A new connection to t, or -1 with *res and err set. */
-static int h1_connect(const struct h1_target *t, const struct h1_req *rq, enum h1_result *res,
+static int lp_h1_connect(const struct lp_h1_target *t, const struct lp_h1_req *rq, enum lp_h1_result *res,
 		      char *err, size_t errlen)
 {
 	struct addrinfo hints, *ai = NULL, *a;
@@ -348,7 +348,7 @@ static int h1_connect(const struct h1_target *t, const struct h1_req *rq, enum h
 	rc = getaddrinfo(t->host, t->port, &hints, &ai);
 	if (rc != 0) {
 		snprintf(err, errlen, "cannot resolve %s: %s", t->host, gai_strerror(rc));
-		*res = H1_FAILED;
+		*res = LP_H1_FAILED;
 		return -1;
 	}
 	for (a = ai; a && fd < 0 && !timed_out; a = a->ai_next)
@@ -357,7 +357,7 @@ static int h1_connect(const struct h1_target *t, const struct h1_req *rq, enum h
 	if (fd < 0) {
 		snprintf(err, errlen, "cannot connect to %s port %s: %s", t->host, t->port,
 			 timed_out ? "timed out" : strerror(e));
-		*res = timed_out ? H1_TIMEOUT : H1_FAILED;
+		*res = timed_out ? LP_H1_TIMEOUT : LP_H1_FAILED;
 	}
 	return fd;
 }
@@ -411,7 +411,7 @@ static int send_all(int fd, struct iovec *iov, int iovcnt, int64_t deadline, siz
  * only when the socket's value would pass the deadline or is far below
  * the time left, so calls with the same timeout leave it alone.  Returns
  * 0, -ETIMEDOUT when the deadline has passed, or -errno. */
-static int bound_recv(struct h1_io *io)
+static int bound_recv(struct lp_h1_io *io)
 {
 	int64_t left = io->deadline_ms - lp_now_ms();
 	struct timeval tv;
@@ -420,9 +420,9 @@ static int bound_recv(struct h1_io *io)
 	if (left <= 0)
 		return -ETIMEDOUT;
 	if (io->rcvtimeo_ms > 0 && io->rcvtimeo_ms <= left &&
-	    io->rcvtimeo_ms + H1_TMO_SLACK_MS >= left)
+	    io->rcvtimeo_ms + LP_H1_TMO_SLACK_MS >= left)
 		return 0;
-	tmo = (long)(left > 2 * H1_TMO_SLACK_MS ? left - H1_TMO_SLACK_MS / 2 : left);
+	tmo = (long)(left > 2 * LP_H1_TMO_SLACK_MS ? left - LP_H1_TMO_SLACK_MS / 2 : left);
 	tv.tv_sec = tmo / 1000;
 	tv.tv_usec = (tmo % 1000) * 1000;
 	if (setsockopt(io->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) < 0)
@@ -434,7 +434,7 @@ static int bound_recv(struct h1_io *io)
 /* Reads more of the answer after the unread bytes (moved to the front).
  * Returns the count read, 0 at EOF, -ENOBUFS when the buffer is full of
  * unread bytes, -ETIMEDOUT or -errno. */
-static ssize_t fill(struct h1_io *io)
+static ssize_t fill(struct lp_h1_io *io)
 {
 	ssize_t n;
 	int rc;
@@ -515,7 +515,7 @@ static int parse_length(const char *v, size_t n, unsigned long long *out)
 
 /* Parses one header section at buf[0, n) (CRLF CRLF included), handing
  * each line to the header sink. */
-static enum h1_result parse_head(const struct h1_req *rq, char *buf, size_t n, struct h1_head *hd,
+static enum lp_h1_result parse_head(const struct lp_h1_req *rq, char *buf, size_t n, struct lp_h1_head *hd,
 				 char *err, size_t errlen)
 {
 	char *line = buf, *eol;
@@ -528,20 +528,20 @@ static enum h1_result parse_head(const struct h1_req *rq, char *buf, size_t n, s
 	    line[7] > '9' || line[8] != ' ' || line[9] < '1' || line[9] > '5' || line[10] < '0' ||
 	    line[10] > '9' || line[11] < '0' || line[11] > '9') {
 		snprintf(err, errlen, "malformed status line in the answer");
-		return H1_FAILED;
+		return LP_H1_FAILED;
 	}
 	hd->minor = line[7] - '0';
 	hd->status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
 	for (;;) {
 		ln = (size_t)(eol - line) + 2;
 		if (ln == 2)
-			return H1_OK; /* the blank line */
+			return LP_H1_OK; /* the blank line */
 		if (rq->on_header && rq->on_header(line, 1, ln, rq->ud) != ln)
-			return H1_ABORTED;
+			return LP_H1_ABORTED;
 		if (header_is(line, ln - 2, "Content-Length", &v, &vn)) {
 			if (parse_length(v, vn, &hd->length) < 0) {
 				snprintf(err, errlen, "malformed Content-Length in the answer");
-				return H1_FAILED;
+				return LP_H1_FAILED;
 			}
 			hd->has_length = true;
 		} else if (header_is(line, ln - 2, "Transfer-Encoding", &v, &vn)) {
@@ -556,69 +556,69 @@ static enum h1_result parse_head(const struct h1_req *rq, char *buf, size_t n, s
 			break;
 	}
 	snprintf(err, errlen, "malformed header section in the answer");
-	return H1_FAILED;
+	return LP_H1_FAILED;
 }
 
-static enum h1_result io_error(ssize_t rc, const char *what, char *err, size_t errlen)
+static enum lp_h1_result io_error(ssize_t rc, const char *what, char *err, size_t errlen)
 {
 	if (rc == -ETIMEDOUT) {
 		snprintf(err, errlen, "timed out %s", what);
-		return H1_TIMEOUT;
+		return LP_H1_TIMEOUT;
 	}
 	if (rc == 0)
 		snprintf(err, errlen, "connection closed by the upstream %s", what);
 	else if (rc == -ENOBUFS)
-		snprintf(err, errlen, "answer header section larger than %d bytes", H1_BUF);
+		snprintf(err, errlen, "answer header section larger than %d bytes", LP_H1_BUF);
 	else
 		snprintf(err, errlen, "%s: %s", what, strerror((int)-rc));
-	return H1_FAILED;
+	return LP_H1_FAILED;
 }
 
 /* Passes up to want bytes of the unread buffer to the body sink. */
-static enum h1_result sink(const struct h1_req *rq, struct h1_io *io, size_t want)
+static enum lp_h1_result sink(const struct lp_h1_req *rq, struct lp_h1_io *io, size_t want)
 {
 	size_t k = io->len - io->pos < want ? io->len - io->pos : want;
 
 	if (k > 0 && rq->on_body && rq->on_body(io->buf + io->pos, 1, k, rq->ud) != k)
-		return H1_ABORTED;
+		return LP_H1_ABORTED;
 	io->pos += k;
-	return H1_OK;
+	return LP_H1_OK;
 }
 
-static enum h1_result body_length(const struct h1_req *rq, struct h1_io *io,
+static enum lp_h1_result body_length(const struct lp_h1_req *rq, struct lp_h1_io *io,
 				  unsigned long long left, char *err, size_t errlen)
 {
-	enum h1_result r;
+	enum lp_h1_result r;
 	size_t before;
 	ssize_t rc;
 
 	for (;;) {
 		before = io->pos;
 		r = sink(rq, io, left > SIZE_MAX ? SIZE_MAX : (size_t)left);
-		if (r != H1_OK)
+		if (r != LP_H1_OK)
 			return r;
 		left -= io->pos - before;
 		if (left == 0)
-			return H1_OK;
+			return LP_H1_OK;
 		rc = fill(io);
 		if (rc <= 0)
 			return io_error(rc, "reading the body", err, errlen);
 	}
 }
 
-static enum h1_result body_eof(const struct h1_req *rq, struct h1_io *io, char *err,
+static enum lp_h1_result body_eof(const struct lp_h1_req *rq, struct lp_h1_io *io, char *err,
 			       size_t errlen)
 {
-	enum h1_result r;
+	enum lp_h1_result r;
 	ssize_t rc;
 
 	for (;;) {
 		r = sink(rq, io, SIZE_MAX);
-		if (r != H1_OK)
+		if (r != LP_H1_OK)
 			return r;
 		rc = fill(io);
 		if (rc == 0)
-			return H1_OK;
+			return LP_H1_OK;
 		if (rc < 0)
 			return io_error(rc, "reading the body", err, errlen);
 	}
@@ -626,7 +626,7 @@ static enum h1_result body_eof(const struct h1_req *rq, struct h1_io *io, char *
 
 /* The next CRLF-terminated line of the unread buffer, reading more as
  * needed; *n excludes the CRLF, which is consumed. */
-static enum h1_result next_line(struct h1_io *io, char **line, size_t *n, char *err,
+static enum lp_h1_result next_line(struct lp_h1_io *io, char **line, size_t *n, char *err,
 				size_t errlen)
 {
 	char *eol;
@@ -638,7 +638,7 @@ static enum h1_result next_line(struct h1_io *io, char **line, size_t *n, char *
 			*line = io->buf + io->pos;
 			*n = (size_t)(eol - *line);
 			io->pos += *n + 2;
-			return H1_OK;
+			return LP_H1_OK;
 		}
 		rc = fill(io);
 		if (rc <= 0)
@@ -646,18 +646,18 @@ static enum h1_result next_line(struct h1_io *io, char **line, size_t *n, char *
 	}
 }
 
-static enum h1_result body_chunked(const struct h1_req *rq, struct h1_io *io, char *err,
+static enum lp_h1_result body_chunked(const struct lp_h1_req *rq, struct lp_h1_io *io, char *err,
 				   size_t errlen)
 {
 	unsigned long long size;
-	enum h1_result r;
+	enum lp_h1_result r;
 	char *line;
 	size_t n, i;
 	int d;
 
 	for (;;) {
 		r = next_line(io, &line, &n, err, errlen);
-		if (r != H1_OK)
+		if (r != LP_H1_OK)
 			return r;
 		size = 0;
 		for (i = 0; i < n && line[i] != ';' && line[i] != ' '; i++) {
@@ -667,41 +667,41 @@ static enum h1_result body_chunked(const struct h1_req *rq, struct h1_io *io, ch
 				: c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 			if (d < 0 || i >= 15) {
 				snprintf(err, errlen, "malformed chunk size in the answer");
-				return H1_FAILED;
+				return LP_H1_FAILED;
 			}
 			size = size * 16 + (unsigned long long)d;
 		}
 		if (i == 0) {
 			snprintf(err, errlen, "malformed chunk size in the answer");
-			return H1_FAILED;
+			return LP_H1_FAILED;
 		}
 		if (size == 0)
 			break;
 		r = body_length(rq, io, size, err, errlen);
-		if (r != H1_OK)
+		if (r != LP_H1_OK)
 			return r;
 		r = next_line(io, &line, &n, err, errlen);
-		if (r != H1_OK)
+		if (r != LP_H1_OK)
 			return r;
 		if (n != 0) {
 			snprintf(err, errlen, "malformed chunk end in the answer");
-			return H1_FAILED;
+			return LP_H1_FAILED;
 		}
 	}
 	do { /* trailers, up to the blank line */
 		r = next_line(io, &line, &n, err, errlen);
-		if (r != H1_OK)
+		if (r != LP_H1_OK)
 			return r;
 	} while (n != 0);
-	return H1_OK;
+	return LP_H1_OK;
 }
 
 /* Reads one whole answer; *keep tells whether the socket may be reused. */
-static enum h1_result read_answer(const struct h1_req *rq, struct h1_io *io, int *status,
+static enum lp_h1_result read_answer(const struct lp_h1_req *rq, struct lp_h1_io *io, int *status,
 				  bool *keep, char *err, size_t errlen)
 {
-	struct h1_head hd;
-	enum h1_result r;
+	struct lp_h1_head hd;
+	enum lp_h1_result r;
 	enum body_mode mode;
 	char *end;
 	ssize_t rc;
@@ -716,7 +716,7 @@ static enum h1_result read_answer(const struct h1_req *rq, struct h1_io *io, int
 		}
 		r = parse_head(rq, io->buf + io->pos, (size_t)(end + 4 - (io->buf + io->pos)), &hd,
 			       err, errlen);
-		if (r != H1_OK)
+		if (r != LP_H1_OK)
 			return r;
 		io->pos = (size_t)(end + 4 - io->buf);
 		if (hd.status >= 200 || hd.status == 101)
@@ -725,7 +725,7 @@ static enum h1_result read_answer(const struct h1_req *rq, struct h1_io *io, int
 	}
 	if (hd.status == 101) {
 		snprintf(err, errlen, "unexpected protocol switch in the answer");
-		return H1_FAILED;
+		return LP_H1_FAILED;
 	}
 	*status = hd.status;
 	if (hd.status == 204 || hd.status == 304)
@@ -738,10 +738,10 @@ static enum h1_result read_answer(const struct h1_req *rq, struct h1_io *io, int
 		mode = BODY_EOF;
 	switch (mode) {
 	case BODY_NONE:
-		r = H1_OK;
+		r = LP_H1_OK;
 		break;
 	case BODY_LENGTH:
-		r = hd.length ? body_length(rq, io, hd.length, err, errlen) : H1_OK;
+		r = hd.length ? body_length(rq, io, hd.length, err, errlen) : LP_H1_OK;
 		break;
 	case BODY_CHUNKED:
 		r = body_chunked(rq, io, err, errlen);
@@ -750,7 +750,7 @@ static enum h1_result read_answer(const struct h1_req *rq, struct h1_io *io, int
 		r = body_eof(rq, io, err, errlen);
 		break;
 	}
-	*keep = r == H1_OK && mode != BODY_EOF && !hd.close && hd.minor >= 1 && io->pos == io->len;
+	*keep = r == LP_H1_OK && mode != BODY_EOF && !hd.close && hd.minor >= 1 && io->pos == io->len;
 	return r;
 }
 
@@ -772,7 +772,7 @@ static bool skip_header(const char *h)
 /* Whether the request carries a body (and a Content-Length): as libcurl
  * sends them, never for GET (HEAD goes as GET), always for POST, PUT and
  * PATCH, and for other methods when there is one. */
-static bool sends_body(const struct h1_req *rq)
+static bool sends_body(const struct lp_h1_req *rq)
 {
 	const char *m = rq->method;
 
@@ -782,7 +782,7 @@ static bool sends_body(const struct h1_req *rq)
 	       strcmp(m, "PATCH") == 0;
 }
 
-void h1_build_head(const struct h1_target *t, const struct h1_req *rq, struct lp_buf *h)
+void lp_h1_build_head(const struct lp_h1_target *t, const struct lp_h1_req *rq, struct lp_buf *h)
 {
 	const char *m = strcmp(rq->method, "HEAD") == 0 ? "GET" : rq->method;
 	bool accept = false, body = sends_body(rq);
@@ -812,7 +812,7 @@ void h1_build_head(const struct h1_target *t, const struct h1_req *rq, struct lp
 	lp_buf_adds(h, "\r\n");
 }
 
-bool h1_idempotent(const char *method)
+bool lp_h1_idempotent(const char *method)
 {
 	static const char *const m[] = { "GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE" };
 	size_t i;
@@ -827,8 +827,8 @@ bool h1_idempotent(const char *method)
  * and sending once more on a new connection cannot act twice: nothing of
  * the request left (the write itself was refused), or it did but the
  * method is idempotent. */
-static bool stale(const struct h1_req *rq, const struct h1_io *io, int send_rc, size_t sent,
-		  enum h1_result r, const char *err)
+static bool stale(const struct lp_h1_req *rq, const struct lp_h1_io *io, int send_rc, size_t sent,
+		  enum lp_h1_result r, const char *err)
 {
 	bool closed;
 
@@ -837,21 +837,21 @@ static bool stale(const struct h1_req *rq, const struct h1_io *io, int send_rc, 
 	closed = send_rc == -EPIPE || send_rc == -ECONNRESET;
 	if (closed && sent == 0)
 		return true;
-	if (!h1_idempotent(rq->method))
+	if (!lp_h1_idempotent(rq->method))
 		return false;
-	return closed || (r == H1_FAILED && (strstr(err, "closed by the upstream") ||
+	return closed || (r == LP_H1_FAILED && (strstr(err, "closed by the upstream") ||
 					     strstr(err, strerror(ECONNRESET))));
 }
 
-static enum h1_result attempt(struct h1_pool *p, const struct h1_target *t,
-			      const struct h1_req *rq, const char *key, struct lp_buf *head,
-			      struct h1_io *io, bool fresh, int *status, bool *retry, char *err,
+static enum lp_h1_result attempt(struct lp_h1_pool *p, const struct lp_h1_target *t,
+			      const struct lp_h1_req *rq, const char *key, struct lp_buf *head,
+			      struct lp_h1_io *io, bool fresh, int *status, bool *retry, char *err,
 			      size_t errlen)
 {
 	struct iovec iov[2];
-	enum h1_result r = H1_FAILED;
+	enum lp_h1_result r = LP_H1_FAILED;
 	int64_t idle_ms = 0;
-	bool keep = false, once = !h1_idempotent(rq->method);
+	bool keep = false, once = !lp_h1_idempotent(rq->method);
 	size_t sent = 0;
 	int rc;
 
@@ -859,14 +859,14 @@ static enum h1_result attempt(struct h1_pool *p, const struct h1_target *t,
 	/* A request that must not go twice is not sent on a socket known
 	 * closed, however briefly it was idle: it would not be sent again. */
 	while (!fresh && (io->fd = pool_take(p, key, &idle_ms, &io->rcvtimeo_ms)) >= 0 &&
-	       (once || idle_ms > H1_PEEK_AFTER_MS) && idle_dead(io->fd)) {
+	       (once || idle_ms > LP_H1_PEEK_AFTER_MS) && idle_dead(io->fd)) {
 		close(io->fd);
 		io->fd = -1;
 	}
 	io->reused = io->fd >= 0;
 	if (!io->reused) {
 		io->rcvtimeo_ms = 0;
-		io->fd = h1_connect(t, rq, &r, err, errlen);
+		io->fd = lp_h1_connect(t, rq, &r, err, errlen);
 		if (io->fd < 0)
 			return r;
 	}
@@ -879,7 +879,7 @@ static enum h1_result attempt(struct h1_pool *p, const struct h1_target *t,
 		r = io_error(rc, "sending the request", err, errlen);
 	else
 		r = read_answer(rq, io, status, &keep, err, errlen);
-	*retry = r != H1_OK && stale(rq, io, rc, sent, r, err);
+	*retry = r != LP_H1_OK && stale(rq, io, rc, sent, r, err);
 	if (keep)
 		pool_give(p, key, io->fd, io->rcvtimeo_ms);
 	else
@@ -888,20 +888,20 @@ static enum h1_result attempt(struct h1_pool *p, const struct h1_target *t,
 	return r;
 }
 
-enum h1_result h1_perform(struct h1_pool *p, const struct h1_target *t, const struct h1_req *rq,
+enum lp_h1_result lp_h1_perform(struct lp_h1_pool *p, const struct lp_h1_target *t, const struct lp_h1_req *rq,
 			  int *status, char *err, size_t errlen)
 {
 	struct lp_buf head;
-	struct h1_io io;
-	enum h1_result r;
-	char key[272], space[H1_BUF];
+	struct lp_h1_io io;
+	enum lp_h1_result r;
+	char key[272], space[LP_H1_BUF];
 	bool retry = false;
 
 	*status = 0;
 	err[0] = '\0';
 	target_key(t, key);
 	lp_buf_init(&head, 512);
-	h1_build_head(t, rq, &head);
+	lp_h1_build_head(t, rq, &head);
 	memset(&io, 0, sizeof(io));
 	io.buf = space;
 	io.cap = sizeof(space);
@@ -919,18 +919,18 @@ enum h1_result h1_perform(struct h1_pool *p, const struct h1_target *t, const st
 	return r;
 }
 
-void h1_build_request(const struct h1_target *t, const struct h1_req *rq, struct lp_buf *out)
+void lp_h1_build_request(const struct lp_h1_target *t, const struct lp_h1_req *rq, struct lp_buf *out)
 {
-	h1_build_head(t, rq, out);
+	lp_h1_build_head(t, rq, out);
 	if (rq->body && sends_body(rq))
 		lp_buf_add(out, rq->body, rq->body_len);
 }
 
-enum h1_result h1_parse_answer(const struct h1_req *rq, char *buf, size_t n, bool eof,
+enum lp_h1_result lp_h1_parse_answer(const struct lp_h1_req *rq, char *buf, size_t n, bool eof,
 			       int *status, size_t *used, bool *keep, char *err, size_t errlen)
 {
-	struct h1_io io;
-	enum h1_result r;
+	struct lp_h1_io io;
+	enum lp_h1_result r;
 
 	*status = 0;
 	*used = 0;
@@ -943,9 +943,9 @@ enum h1_result h1_parse_answer(const struct h1_req *rq, char *buf, size_t n, boo
 	io.cap = n;
 	io.len = n;
 	r = read_answer(rq, &io, status, keep, err, errlen);
-	if (io.ended && !eof && r != H1_ABORTED) {
+	if (io.ended && !eof && r != LP_H1_ABORTED) {
 		err[0] = '\0';
-		return H1_AGAIN; /* it ran out of bytes: the answer goes on */
+		return LP_H1_AGAIN; /* it ran out of bytes: the answer goes on */
 	}
 	*used = io.pos;
 	*keep = *keep && io.pos == n;

@@ -1,15 +1,15 @@
-/* reqhead.h - the request head parser of the gateway's event front.
+/* reqhead.h - the request head parser of the event front (front.h).
  *
  * The event front (front.c) serves the proxied routes itself and hands
  * every other request to the CivetWeb server behind it, unchanged.  This
  * parser decides which is which: it accepts only the plain, unambiguous
  * HTTP/1.1 requests that CivetWeb would read the same way, and answers
- * GW_RQ_OTHER for anything else (HTTP/1.0, obs-fold, a bare LF, chunked,
+ * LP_RQ_OTHER for anything else (HTTP/1.0, obs-fold, a bare LF, chunked,
  * an Expect other than 100-continue, a duplicated Content-Length, a dot segment or "//" in the
  * path, ...), so that CivetWeb keeps refusing or serving those exactly as
  * it does now.  It never copies: every pointer points into the buffer.
  *
- * Accepted (GW_RQ_OK) means all of:
+ * Accepted (LP_RQ_OK) means all of:
  *   - a request line "METHOD SP TARGET SP HTTP/1.1 CRLF", METHOD one of
  *     GET, POST, PUT, PATCH, DELETE;
  *   - TARGET in origin form: '/' then path characters (RFC 3986 pchar and
@@ -19,57 +19,57 @@
  *   - header lines "NAME: VALUE CRLF", NAME a token (RFC 9110 tchar),
  *     no blank before the colon, VALUE of bytes 0x20-0x7E and HTAB
  *     (optional blanks around it are not part of it), at most
- *     GW_RQ_MAX_HEADERS lines, then a CRLF;
+ *     LP_RQ_MAX_HEADERS lines, then a CRLF;
  *   - no Transfer-Encoding or Upgrade header; at most one
  *     Content-Length, of 1-18 decimal digits; a Connection header, if
  *     any, equal to "keep-alive" (any case); an Expect header, if any,
  *     equal to "100-continue" (any case);
- *   - the head (request line to the blank line) within GW_RQ_MAX_HEAD
+ *   - the head (request line to the blank line) within LP_RQ_MAX_HEAD
  *     bytes.
  */
-#ifndef LOGPIPE_GATEWAY_REQHEAD_H
-#define LOGPIPE_GATEWAY_REQHEAD_H
+#ifndef LOGPIPE_REQHEAD_H
+#define LOGPIPE_REQHEAD_H
 
 #include <stdbool.h>
 #include <stddef.h>
 
-#define GW_RQ_MAX_HEADERS 48
-#define GW_RQ_MAX_HEAD 8192
+#define LP_RQ_MAX_HEADERS 48
+#define LP_RQ_MAX_HEAD 8192
 
-struct gw_rq_header {
+struct lp_rq_header {
 	const char *name;   /* into the buffer, not NUL-terminated */
 	size_t name_len;
 	const char *value;  /* leading and trailing blanks excluded */
 	size_t value_len;
 };
 
-struct gw_rq {
+struct lp_rq {
 	const char *method;  /* into the buffer */
 	size_t method_len;
 	const char *path;    /* from the '/' to before '?' or the SP */
 	size_t path_len;
 	const char *query;   /* after the '?', NULL when there is no '?' */
 	size_t query_len;
-	struct gw_rq_header headers[GW_RQ_MAX_HEADERS];
+	struct lp_rq_header headers[LP_RQ_MAX_HEADERS];
 	size_t nheaders;
 	size_t head_len;           /* bytes of the head, the final CRLF CRLF included */
 	long long content_length;  /* -1 when there is no Content-Length */
 	bool expect_continue;      /* "Expect: 100-continue" was sent */
 };
 
-enum gw_rq_result {
-	GW_RQ_INCOMPLETE = 0, /* a valid beginning; more bytes needed */
-	GW_RQ_OK = 1,         /* a whole head, accepted; rq is filled */
-	GW_RQ_OTHER = -1,     /* not for the fast path: hand it to CivetWeb */
+enum lp_rq_result {
+	LP_RQ_INCOMPLETE = 0, /* a valid beginning; more bytes needed */
+	LP_RQ_OK = 1,         /* a whole head, accepted; rq is filled */
+	LP_RQ_OTHER = -1,     /* not for the fast path: hand it to CivetWeb */
 };
 
-/* Parses the head at buf[0, n).  rq is filled only on GW_RQ_OK.  Returns
- * GW_RQ_INCOMPLETE when buf holds no blank line yet and nothing refused so
- * far (and n < GW_RQ_MAX_HEAD). */
-enum gw_rq_result gw_rq_parse(const char *buf, size_t n, struct gw_rq *rq);
+/* Parses the head at buf[0, n).  rq is filled only on LP_RQ_OK.  Returns
+ * LP_RQ_INCOMPLETE when buf holds no blank line yet and nothing refused so
+ * far (and n < LP_RQ_MAX_HEAD). */
+enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq);
 
 /* The value of the first header named name (any case), or NULL; *len
  * receives its length. */
-const char *gw_rq_header(const struct gw_rq *rq, const char *name, size_t *len);
+const char *lp_rq_header(const struct lp_rq *rq, const char *name, size_t *len);
 
 #endif

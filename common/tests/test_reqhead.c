@@ -13,31 +13,31 @@
 
 #include <cmocka.h>
 
-#include "../reqhead.h"
+#include "logpipe/reqhead.h"
 
 #include "logpipe/banned.h"
 
 /* Parses s[0, n) from a heap copy of exactly n bytes, so that a sanitizer
  * build sees any read past the end, and checks that a head that is not
  * accepted leaves rq alone. */
-static enum gw_rq_result parse_n(const char *s, size_t n)
+static enum lp_rq_result parse_n(const char *s, size_t n)
 {
-	struct gw_rq rq, before;
-	enum gw_rq_result res;
+	struct lp_rq rq, before;
+	enum lp_rq_result res;
 	char *copy = malloc(n ? n : 1);
 
 	assert_non_null(copy);
 	memcpy(copy, s, n);
 	memset(&rq, 0xa5, sizeof(rq));
 	before = rq;
-	res = gw_rq_parse(copy, n, &rq);
-	if (res != GW_RQ_OK)
+	res = lp_rq_parse(copy, n, &rq);
+	if (res != LP_RQ_OK)
 		assert_memory_equal(&rq, &before, sizeof(rq));
 	free(copy);
 	return res;
 }
 
-static enum gw_rq_result parse_s(const char *s)
+static enum lp_rq_result parse_s(const char *s)
 {
 	return parse_n(s, strlen(s));
 }
@@ -67,9 +67,9 @@ static void test_post_every_field(void **state)
 				  "\r\n"
 				  "{\"message\":\"hi!\"}";
 	size_t head = strlen(req) - 17, len = 99;
-	struct gw_rq rq;
+	struct lp_rq rq;
 
-	assert_int_equal(gw_rq_parse(req, sizeof(req) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(req, sizeof(req) - 1, &rq), LP_RQ_OK);
 	assert_ptr_equal(rq.method, req);
 	assert_field(rq.method, rq.method_len, "POST");
 	assert_ptr_equal(rq.path, req + 5);
@@ -92,46 +92,46 @@ static void test_post_every_field(void **state)
 	assert_int_equal(rq.content_length, 17);
 
 	/* Lookup: any case, same length, the first of its name. */
-	assert_field(gw_rq_header(&rq, "x-api-key", &len), len, "k-1");
-	assert_field(gw_rq_header(&rq, "CONTENT-TYPE", &len), len, "application/json");
-	assert_ptr_equal(gw_rq_header(&rq, "Host", NULL), rq.headers[0].value);
-	assert_null(gw_rq_header(&rq, "X-API-Ke", &len));
+	assert_field(lp_rq_header(&rq, "x-api-key", &len), len, "k-1");
+	assert_field(lp_rq_header(&rq, "CONTENT-TYPE", &len), len, "application/json");
+	assert_ptr_equal(lp_rq_header(&rq, "Host", NULL), rq.headers[0].value);
+	assert_null(lp_rq_header(&rq, "X-API-Ke", &len));
 	assert_int_equal(len, 0);
-	assert_null(gw_rq_header(&rq, "X-API-Keys", &len));
-	assert_null(gw_rq_header(&rq, "", &len));
+	assert_null(lp_rq_header(&rq, "X-API-Keys", &len));
+	assert_null(lp_rq_header(&rq, "", &len));
 }
 
 static void test_get_with_query(void **state)
 {
 	static const char req[] = "GET /api/v1/logs?service=web&q=a%20b&from=2024-01-01T00:00:00Z"
 				  " HTTP/1.1\r\nHost: x\r\nhost: y\r\n\r\n";
-	struct gw_rq rq;
+	struct lp_rq rq;
 	size_t len;
 
-	assert_int_equal(gw_rq_parse(req, sizeof(req) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(req, sizeof(req) - 1, &rq), LP_RQ_OK);
 	assert_field(rq.method, rq.method_len, "GET");
 	assert_field(rq.path, rq.path_len, "/api/v1/logs");
 	assert_field(rq.query, rq.query_len, "service=web&q=a%20b&from=2024-01-01T00:00:00Z");
 	assert_int_equal(rq.content_length, -1);
 	assert_int_equal(rq.head_len, sizeof(req) - 1);
 	assert_int_equal(rq.nheaders, 2);
-	assert_field(gw_rq_header(&rq, "HOST", &len), len, "x");
+	assert_field(lp_rq_header(&rq, "HOST", &len), len, "x");
 }
 
 static void test_empty_query_and_no_query(void **state)
 {
 	static const char q[] = "GET /x? HTTP/1.1\r\n\r\n";
 	static const char none[] = "DELETE / HTTP/1.1\r\n\r\n";
-	struct gw_rq rq;
+	struct lp_rq rq;
 
-	assert_int_equal(gw_rq_parse(q, sizeof(q) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(q, sizeof(q) - 1, &rq), LP_RQ_OK);
 	assert_field(rq.path, rq.path_len, "/x");
 	assert_ptr_equal(rq.query, q + 7);
 	assert_int_equal(rq.query_len, 0);
 	assert_int_equal(rq.nheaders, 0);
 	assert_int_equal(rq.head_len, sizeof(q) - 1);
 
-	assert_int_equal(gw_rq_parse(none, sizeof(none) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(none, sizeof(none) - 1, &rq), LP_RQ_OK);
 	assert_field(rq.method, rq.method_len, "DELETE");
 	assert_field(rq.path, rq.path_len, "/");
 	assert_null(rq.query);
@@ -154,13 +154,13 @@ static void test_every_prefix_is_incomplete(void **state)
 	for (i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
 		len = strlen(heads[i]);
 		for (k = 0; k < len; k++) {
-			if (parse_n(heads[i], k) != GW_RQ_INCOMPLETE) {
+			if (parse_n(heads[i], k) != LP_RQ_INCOMPLETE) {
 				print_error("prefix %zu of \"%s\" is not incomplete\n", k,
 					    heads[i]);
 				fail();
 			}
 		}
-		if (parse_n(heads[i], len) != GW_RQ_OK) {
+		if (parse_n(heads[i], len) != LP_RQ_OK) {
 			print_error("\"%s\" is not accepted\n", heads[i]);
 			fail();
 		}
@@ -297,14 +297,14 @@ static void test_refused_whole(void **state)
 	size_t i;
 
 	for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
-		if (parse_s(refused[i]) != GW_RQ_OTHER) {
+		if (parse_s(refused[i]) != LP_RQ_OTHER) {
 			print_error("refused[%zu] \"%s\" is not refused\n", i, refused[i]);
 			fail();
 		}
 	}
 	/* A NUL byte is no method character. */
-	assert_int_equal(parse_n("G\0T / HTTP/1.1\r\n\r\n", 18), GW_RQ_OTHER);
-	assert_int_equal(parse_n("GET / HTTP/1.1\r\nA: \0\r\n\r\n", 24), GW_RQ_OTHER);
+	assert_int_equal(parse_n("G\0T / HTTP/1.1\r\n\r\n", 18), LP_RQ_OTHER);
+	assert_int_equal(parse_n("GET / HTTP/1.1\r\nA: \0\r\n\r\n", 24), LP_RQ_OTHER);
 }
 
 /* Beginnings that no continuation can make acceptable: refused at once. */
@@ -348,18 +348,18 @@ static void test_refused_as_soon_as_seen(void **state)
 
 	for (i = 0; i < sizeof(refused_early) / sizeof(refused_early[0]); i++) {
 		n = strlen(refused_early[i]);
-		if (parse_s(refused_early[i]) != GW_RQ_OTHER) {
+		if (parse_s(refused_early[i]) != LP_RQ_OTHER) {
 			print_error("\"%s\" is not refused at once\n", refused_early[i]);
 			fail();
 		}
 		/* One byte less is still a possible beginning. */
-		if (parse_n(refused_early[i], n - 1) != GW_RQ_INCOMPLETE) {
+		if (parse_n(refused_early[i], n - 1) != LP_RQ_INCOMPLETE) {
 			print_error("\"%.*s\" is not incomplete\n", (int)(n - 1), refused_early[i]);
 			fail();
 		}
 		/* And what follows changes nothing. */
 		snprintf(longer, sizeof(longer), "%s\r\n\r\n", refused_early[i]);
-		assert_int_equal(parse_s(longer), GW_RQ_OTHER);
+		assert_int_equal(parse_s(longer), LP_RQ_OTHER);
 	}
 }
 
@@ -376,11 +376,11 @@ static void test_content_length(void **state)
 		  999999999999999999LL },
 		{ "GET / HTTP/1.1\r\nX-Content-Length: 5\r\nContent-Lengths: 6\r\n\r\n", -1 },
 	};
-	struct gw_rq rq;
+	struct lp_rq rq;
 	size_t i;
 
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		assert_int_equal(gw_rq_parse(cases[i].req, strlen(cases[i].req), &rq), GW_RQ_OK);
+		assert_int_equal(lp_rq_parse(cases[i].req, strlen(cases[i].req), &rq), LP_RQ_OK);
 		assert_int_equal(rq.content_length, cases[i].want);
 	}
 }
@@ -388,18 +388,18 @@ static void test_content_length(void **state)
 static void test_percent_escapes(void **state)
 {
 	static const char ok[] = "GET /a%20b/%7e%7E/%41%2F/a%2eb/%2e%2e%2e HTTP/1.1\r\n\r\n";
-	struct gw_rq rq;
+	struct lp_rq rq;
 
-	assert_int_equal(gw_rq_parse(ok, sizeof(ok) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(ok, sizeof(ok) - 1, &rq), LP_RQ_OK);
 	assert_field(rq.path, rq.path_len, "/a%20b/%7e%7E/%41%2F/a%2eb/%2e%2e%2e");
-	assert_int_equal(parse_s("GET /%aF%Af%09 HTTP/1.1\r\n\r\n"), GW_RQ_OK);
+	assert_int_equal(parse_s("GET /%aF%Af%09 HTTP/1.1\r\n\r\n"), LP_RQ_OK);
 	/* Escapes cut by the end of the buffer wait for their digits. */
-	assert_int_equal(parse_s("GET /%"), GW_RQ_INCOMPLETE);
-	assert_int_equal(parse_s("GET /%a"), GW_RQ_INCOMPLETE);
-	assert_int_equal(parse_s("GET /%g"), GW_RQ_OTHER);
-	assert_int_equal(parse_s("GET /%ag"), GW_RQ_OTHER);
+	assert_int_equal(parse_s("GET /%"), LP_RQ_INCOMPLETE);
+	assert_int_equal(parse_s("GET /%a"), LP_RQ_INCOMPLETE);
+	assert_int_equal(parse_s("GET /%g"), LP_RQ_OTHER);
+	assert_int_equal(parse_s("GET /%ag"), LP_RQ_OTHER);
 	/* A query is not checked for escapes. */
-	assert_int_equal(parse_s("GET /?%zz%%=/./ HTTP/1.1\r\n\r\n"), GW_RQ_OK);
+	assert_int_equal(parse_s("GET /?%zz%%=/./ HTTP/1.1\r\n\r\n"), LP_RQ_OK);
 }
 
 static void test_values_without_blanks(void **state)
@@ -411,17 +411,17 @@ static void test_values_without_blanks(void **state)
 				  "X-D:v\r\n"
 				  "X-E: \"q\" (c) {} \r\n"
 				  "\r\n";
-	struct gw_rq rq;
+	struct lp_rq rq;
 	size_t len = 99;
 
-	assert_int_equal(gw_rq_parse(req, sizeof(req) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(req, sizeof(req) - 1, &rq), LP_RQ_OK);
 	assert_int_equal(rq.nheaders, 5);
 	assert_field(rq.headers[0].value, rq.headers[0].value_len, "v a\tl");
 	assert_field(rq.headers[1].value, rq.headers[1].value_len, "");
 	assert_field(rq.headers[2].value, rq.headers[2].value_len, "");
 	assert_field(rq.headers[3].value, rq.headers[3].value_len, "v");
 	assert_field(rq.headers[4].value, rq.headers[4].value_len, "\"q\" (c) {}");
-	assert_non_null(gw_rq_header(&rq, "x-b", &len));
+	assert_non_null(lp_rq_header(&rq, "x-b", &len));
 	assert_int_equal(len, 0);
 }
 
@@ -444,34 +444,34 @@ static char *head_of_size(size_t size, size_t extra)
 
 static void test_max_head(void **state)
 {
-	struct gw_rq rq;
+	struct lp_rq rq;
 	char *h;
 
-	/* Exactly GW_RQ_MAX_HEAD bytes: accepted, with or without more after. */
-	h = head_of_size(GW_RQ_MAX_HEAD, 100);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD), GW_RQ_OK);
-	assert_int_equal(gw_rq_parse(h, GW_RQ_MAX_HEAD + 100, &rq), GW_RQ_OK);
-	assert_int_equal(rq.head_len, GW_RQ_MAX_HEAD);
-	assert_int_equal(rq.headers[0].value_len, GW_RQ_MAX_HEAD - 23);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD - 1), GW_RQ_INCOMPLETE);
+	/* Exactly LP_RQ_MAX_HEAD bytes: accepted, with or without more after. */
+	h = head_of_size(LP_RQ_MAX_HEAD, 100);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD), LP_RQ_OK);
+	assert_int_equal(lp_rq_parse(h, LP_RQ_MAX_HEAD + 100, &rq), LP_RQ_OK);
+	assert_int_equal(rq.head_len, LP_RQ_MAX_HEAD);
+	assert_int_equal(rq.headers[0].value_len, LP_RQ_MAX_HEAD - 23);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD - 1), LP_RQ_INCOMPLETE);
 	free(h);
 
 	/* One byte more: refused once the limit is reached, whatever follows. */
-	h = head_of_size(GW_RQ_MAX_HEAD + 1, 100);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD - 1), GW_RQ_INCOMPLETE);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD), GW_RQ_OTHER);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD + 1), GW_RQ_OTHER);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD + 100), GW_RQ_OTHER);
+	h = head_of_size(LP_RQ_MAX_HEAD + 1, 100);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD - 1), LP_RQ_INCOMPLETE);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD), LP_RQ_OTHER);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD + 1), LP_RQ_OTHER);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD + 100), LP_RQ_OTHER);
 	free(h);
 
 	/* A long path counts the same. */
-	h = malloc(GW_RQ_MAX_HEAD + 1);
+	h = malloc(LP_RQ_MAX_HEAD + 1);
 	assert_non_null(h);
 	memcpy(h, "GET /", 5);
-	memset(h + 5, 'a', GW_RQ_MAX_HEAD - 4);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD - 1), GW_RQ_INCOMPLETE);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD), GW_RQ_OTHER);
-	assert_int_equal(parse_n(h, GW_RQ_MAX_HEAD + 1), GW_RQ_OTHER);
+	memset(h + 5, 'a', LP_RQ_MAX_HEAD - 4);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD - 1), LP_RQ_INCOMPLETE);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD), LP_RQ_OTHER);
+	assert_int_equal(parse_n(h, LP_RQ_MAX_HEAD + 1), LP_RQ_OTHER);
 	free(h);
 }
 
@@ -491,40 +491,40 @@ static size_t many_headers(char *out, size_t cap, size_t n)
 static void test_max_headers(void **state)
 {
 	char req[2048];
-	struct gw_rq rq;
+	struct lp_rq rq;
 	size_t len;
 
-	len = many_headers(req, sizeof(req), GW_RQ_MAX_HEADERS);
-	assert_int_equal(gw_rq_parse(req, len, &rq), GW_RQ_OK);
-	assert_int_equal(rq.nheaders, GW_RQ_MAX_HEADERS);
-	assert_field(rq.headers[GW_RQ_MAX_HEADERS - 1].name,
-		     rq.headers[GW_RQ_MAX_HEADERS - 1].name_len, "H47");
-	assert_field(gw_rq_header(&rq, "h47", &len), len, "v47");
+	len = many_headers(req, sizeof(req), LP_RQ_MAX_HEADERS);
+	assert_int_equal(lp_rq_parse(req, len, &rq), LP_RQ_OK);
+	assert_int_equal(rq.nheaders, LP_RQ_MAX_HEADERS);
+	assert_field(rq.headers[LP_RQ_MAX_HEADERS - 1].name,
+		     rq.headers[LP_RQ_MAX_HEADERS - 1].name_len, "H47");
+	assert_field(lp_rq_header(&rq, "h47", &len), len, "v47");
 
-	len = many_headers(req, sizeof(req), GW_RQ_MAX_HEADERS + 1);
-	assert_int_equal(parse_n(req, len), GW_RQ_OTHER);
+	len = many_headers(req, sizeof(req), LP_RQ_MAX_HEADERS + 1);
+	assert_int_equal(parse_n(req, len), LP_RQ_OTHER);
 	/* Refused from the first byte of the line one too many. */
-	len = many_headers(req, sizeof(req), GW_RQ_MAX_HEADERS);
-	assert_int_equal(parse_n(req, len - 2), GW_RQ_INCOMPLETE);
+	len = many_headers(req, sizeof(req), LP_RQ_MAX_HEADERS);
+	assert_int_equal(parse_n(req, len - 2), LP_RQ_INCOMPLETE);
 	req[len - 2] = 'H';
-	assert_int_equal(parse_n(req, len - 1), GW_RQ_OTHER);
+	assert_int_equal(parse_n(req, len - 1), LP_RQ_OTHER);
 }
 
 static void test_pipelined_bytes_after_the_head(void **state)
 {
 	static const char two[] = "GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
 	static const char junk[] = "POST /e HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc\r\n\r\n\n\xff";
-	struct gw_rq rq;
+	struct lp_rq rq;
 
-	assert_int_equal(gw_rq_parse(two, sizeof(two) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(two, sizeof(two) - 1, &rq), LP_RQ_OK);
 	assert_int_equal(rq.head_len, 28);
 	assert_field(rq.path, rq.path_len, "/a");
 	assert_int_equal(rq.nheaders, 1);
-	assert_int_equal(gw_rq_parse(two + 28, sizeof(two) - 1 - 28, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(two + 28, sizeof(two) - 1 - 28, &rq), LP_RQ_OK);
 	assert_field(rq.path, rq.path_len, "/b");
 	assert_int_equal(rq.head_len, sizeof(two) - 1 - 28);
 
-	assert_int_equal(gw_rq_parse(junk, sizeof(junk) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(junk, sizeof(junk) - 1, &rq), LP_RQ_OK);
 	assert_int_equal(rq.head_len, 39);
 	assert_int_equal(rq.content_length, 3);
 	assert_memory_equal(junk + rq.head_len, "abc", 3);
@@ -535,16 +535,16 @@ static void test_expect_continue(void **state)
 	static const char yes[] = "POST /api/logs/batch HTTP/1.1\r\nContent-Length: 5000\r\n"
 				  "Expect: 100-Continue \r\n\r\n";
 	static const char no[] = "POST /api/logs HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}";
-	struct gw_rq rq;
+	struct lp_rq rq;
 
-	assert_int_equal(gw_rq_parse(yes, sizeof(yes) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(yes, sizeof(yes) - 1, &rq), LP_RQ_OK);
 	assert_true(rq.expect_continue);
 	assert_int_equal(rq.content_length, 5000);
-	assert_int_equal(gw_rq_parse(no, sizeof(no) - 1, &rq), GW_RQ_OK);
+	assert_int_equal(lp_rq_parse(no, sizeof(no) - 1, &rq), LP_RQ_OK);
 	assert_false(rq.expect_continue);
-	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-continue"), GW_RQ_INCOMPLETE);
-	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-con"), GW_RQ_INCOMPLETE);
-	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-cont1"), GW_RQ_OTHER);
+	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-continue"), LP_RQ_INCOMPLETE);
+	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-con"), LP_RQ_INCOMPLETE);
+	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-cont1"), LP_RQ_OTHER);
 }
 
 int main(void)

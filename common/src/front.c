@@ -1,4 +1,4 @@
-/* front.c - the gateway's event-driven front (see front.h).
+/* front.c - the event-driven HTTP front (see front.h).
  *
  * Each loop thread owns an epoll set, a listening socket of the public
  * address (SO_REUSEPORT: the kernel spreads new connections over the
@@ -15,8 +15,10 @@
  *   READ    collecting a request: head (reqhead.c) and Content-Length body;
  *   WAIT    the handler could not decide without waiting (a rate-limit
  *           lease in flight): the request stays in c->in and is offered
- *           again after gw_front_kick (or at the next sweep);
+ *           again after lp_front_kick (or at the next sweep);
  *   CALL    waiting for the upstream call the handler asked for;
+ *   DEFER   waiting for lp_front_answer from another thread: the answer
+ *           comes through the loop's done queue and its eventfd;
  *   WRITE   writing the reply, then back to READ (kept alive);
  *   TUNNEL  passing bytes both ways to the CivetWeb server behind, until
  *           either side ends (see front.h for what goes there);
@@ -30,7 +32,7 @@
  * An upstream call takes the most recently used idle socket of its target
  * (one idle longer than IDLE_MAX_MS is closed instead: CivetWeb drops idle
  * connections after its own keep-alive timeout), sends the request, and
- * reads until h1_parse_answer finds the answer whole.  When a reused socket
+ * reads until lp_h1_parse_answer finds the answer whole.  When a reused socket
  * ends or resets before any byte of the answer, the upstream had probably
  * closed it meanwhile, and the request is sent once more on a new
  * connection, as h1.c does, but only when that cannot act twice: when no
@@ -42,12 +44,19 @@
  * first).  Idle pooled sockets stay in the epoll set; any event on one
  * (the upstream closing it) closes it.
  *
+ * A deferred request's handle (struct lp_front_later) lives apart from its
+ * connection: the client may go before the answer comes, and the front may
+ * stop before it.  The loop thread alone links the two (c->later, h->c);
+ * lp_front_answer only queues the handle on its loop under answer_mu, the
+ * one lock of the path, which also orders it against lp_front_stop: a
+ * handle still pending when the loops have stopped is marked orphan, and
+ * its answer, whenever it comes, frees it without touching the loop.
+ *
  * Objects closed while the loop is going through a batch of events are
  * freed after the batch, since a later event of the batch may point at
  * them.  Timeouts are checked every SWEEP_MS by walking the loop's
  * connections. */
 #include <arpa/inet.h>
-#include <civetweb.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -62,10 +71,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "logpipe/http.h"
 #include "logpipe/log.h"
 #include "logpipe/util.h"
-#include "front.h"
+#include "logpipe/front.h"
 
 #include "logpipe/banned.h"
 
@@ -93,7 +101,7 @@ struct conn;
 
 /* The idle sockets of one upstream target in one loop. */
 struct bucket {
-	const struct h1_target *t;      /* the target (the handler's, long-lived) */
+	const struct lp_h1_target *t;      /* the target (the handler's, long-lived) */
 	struct sockaddr_storage addr;   /* its resolved address */
 	socklen_t alen;                 /* 0: not resolved */
 	int64_t resolved_ms;            /* when */
@@ -116,7 +124,17 @@ struct upconn {
 	struct upconn *next;    /* the idle stack, or the loop's dead list */
 };
 
-enum cstate { C_READ, C_WAIT, C_CALL, C_WRITE, C_TUNNEL, C_LINGER };
+enum cstate { C_READ, C_WAIT, C_CALL, C_DEFER, C_WRITE, C_TUNNEL, C_LINGER };
+
+/* The handle of a deferred request (see the top of the file). */
+struct lp_front_later {
+	struct loop *l;                   /* the loop that owns the connection */
+	struct conn *c;                   /* the connection; NULL once it closed (loop only) */
+	struct lp_buf reply;              /* the answer, once given */
+	bool orphan;                      /* the front stopped first (answer_mu) */
+	struct lp_front_later *next_done; /* the loop's done queue (answer_mu) */
+	struct lp_front_later *prev, *next; /* the loop's pending list (loop only) */
+};
 
 /* A client connection. */
 struct conn {
@@ -140,32 +158,33 @@ struct conn {
 	size_t out_pos;           /* bytes of out written */
 	struct lp_buf head;       /* a copy of the request head, NUL-terminated in parts */
 	struct lp_buf body;       /* a copy of the request body */
-	struct gw_rq rq;          /* the head, pointing into head */
-	struct gw_front_req q;    /* the request as the handler sees it */
+	struct lp_rq rq;          /* the head, pointing into head */
+	struct lp_front_req q;    /* the request as the handler sees it */
 	struct lp_buf call;       /* the upstream request */
 	size_t call_pos;          /* bytes of call sent */
 	struct lp_buf answer;     /* the upstream answer so far */
 	size_t answer_max;        /* read no further than this */
 	struct upconn *up;        /* the upstream connection of the call */
+	struct lp_front_later *later; /* DEFER: the handle, given to the handler */
 	bool retried;             /* the call was sent again on a new connection */
 	bool continued;           /* "100 Continue" was sent for the request in c->in */
 	bool got_any;             /* some byte of the answer arrived */
-	int64_t call_deadline;    /* the call fails with H1_TIMEOUT after */
+	int64_t call_deadline;    /* the call fails with LP_H1_TIMEOUT after */
 	int64_t connect_deadline; /* the connect in progress times out after */
 	struct conn *prev, *next; /* the loop's connections */
 	struct conn *next_dead;   /* the loop's dead list */
 };
 
 struct loop {
-	struct gw_front *f;
+	struct lp_front *f;
 	int ep;                   /* epoll set */
 	struct ent listen;        /* K_LISTEN: this loop's listening socket */
 	struct ent wake;          /* K_WAKE: eventfd that stops the loop */
 	pthread_t th;
 	bool started;
-	atomic_bool stop;         /* gw_front_stop: end the loop */
+	atomic_bool stop;         /* lp_front_stop: end the loop */
 	atomic_bool detached;     /* the loop saw f->detach: the handler is not called again */
-	atomic_bool kicked;       /* gw_front_kick: offer the WAIT requests again */
+	atomic_bool kicked;       /* lp_front_kick: offer the WAIT requests again */
 	bool quiet;               /* quiescing: its listening socket is closed */
 	bool accept_later;        /* out of descriptors: the sweep accepts again */
 	bool accept_stuck;        /* that was logged */
@@ -175,18 +194,25 @@ struct loop {
 	struct upconn *dead_ups;
 	struct bucket b[MAX_TARGETS];
 	size_t nb;
+	struct lp_front_later *pending; /* deferred, not answered or not taken yet */
+	struct lp_front_later *done;    /* answered, for the loop to take (answer_mu) */
 };
 
-struct gw_front {
-	struct gw_front_opts o;
-	atomic_bool quiesce;      /* gw_front_quiesce was called */
-	atomic_bool detach;       /* gw_front_detach was called */
+struct lp_front {
+	struct lp_front_opts o;
+	atomic_bool quiesce;      /* lp_front_quiesce was called */
+	atomic_bool detach;       /* lp_front_detach was called */
 	struct sockaddr_storage inner; /* 127.0.0.1:inner_port */
 	int nloops;
 	struct loop loops[MAX_LOOPS];
 	char timeout_reply[384];  /* the 408 sent to a client too slow to send */
 	size_t timeout_reply_len;
+	int port;                 /* the public port */
 };
+
+/* Orders lp_front_answer against the loops taking answers and against
+ * lp_front_stop (see the top of the file). */
+static pthread_mutex_t answer_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* ---- the peer table --------------------------------------------------------
  * CivetWeb sees a tunnelled request come from 127.0.0.1 and the tunnel's
@@ -213,21 +239,17 @@ static void peer_clear(int port)
 	pthread_mutex_unlock(&peers_mu);
 }
 
-const char *gw_front_client_addr(struct lp_http_req *r, char out[48])
+bool lp_front_peer_addr(int port, char out[48])
 {
-	const char *a = lp_http_remote_addr(r);
-	int port;
+	bool found = false;
 
-	if (!r->conn || !a || strcmp(a, "127.0.0.1") != 0)
-		return a;
-	port = mg_get_request_info(r->conn)->remote_port;
 	pthread_mutex_lock(&peers_mu);
 	if (peers && port > 0 && port <= 65535 && peers[port][0]) {
 		lp_strlcpy(out, peers[port], 48);
-		a = out;
+		found = true;
 	}
 	pthread_mutex_unlock(&peers_mu);
-	return a;
+	return found;
 }
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -285,7 +307,7 @@ static bool idle_closed(int fd)
 	return true; /* EOF, or bytes nobody asked for */
 }
 
-static struct bucket *bucket_of(struct loop *l, const struct h1_target *t)
+static struct bucket *bucket_of(struct loop *l, const struct lp_h1_target *t)
 {
 	size_t i;
 
@@ -451,9 +473,9 @@ static void conn_free(struct conn *c)
 
 /* Ends the call in progress: the handler gets its outcome (and frees its
  * state); the upstream socket goes back to the pool when keep is set. */
-static void call_done(struct conn *c, enum h1_result io, size_t n, const char *err, bool keep)
+static void call_done(struct conn *c, enum lp_h1_result io, size_t n, const char *err, bool keep)
 {
-	struct gw_front *f = c->l->f;
+	struct lp_front *f = c->l->f;
 	struct upconn *u = c->up;
 
 	c->up = NULL;
@@ -478,7 +500,7 @@ static void conn_close(struct conn *c)
 
 	if (c->dead)
 		return;
-	/* Only gw_front_stop closes a connection waiting for its call; the
+	/* Only lp_front_stop closes a connection waiting for its call; the
 	 * server the handler would count the request in may be gone. */
 	if (c->st == C_CALL) {
 		if (c->up)
@@ -500,6 +522,10 @@ static void conn_close(struct conn *c)
 		l->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
+	if (c->later) {
+		c->later->c = NULL; /* its answer finds nobody */
+		c->later = NULL;
+	}
 	c->dead = true;
 	c->next_dead = l->dead_conns;
 	l->dead_conns = c;
@@ -575,7 +601,7 @@ static void linger(struct conn *c);
 /* Passes the connection to CivetWeb, starting with what c->in holds. */
 static void to_tunnel(struct conn *c)
 {
-	struct gw_front *f = c->l->f;
+	struct lp_front *f = c->l->f;
 	struct sockaddr_in la;
 	socklen_t ll = sizeof(la);
 	int fd;
@@ -736,7 +762,7 @@ static char *to_head(struct conn *c, const char *p)
  * bytes after it: copies the head, NUL-terminates its parts. */
 static void take_request(struct conn *c, size_t body_len)
 {
-	struct gw_rq *rq = &c->rq;
+	struct lp_rq *rq = &c->rq;
 	size_t i;
 
 	lp_buf_reset(&c->head);
@@ -779,20 +805,20 @@ static void call_start(struct conn *c);
  * became a tunnel or was closed. */
 static int next_request(struct conn *c)
 {
-	struct gw_front *f = c->l->f;
-	enum gw_front_verdict v;
+	struct lp_front *f = c->l->f;
+	enum lp_front_verdict v;
 	size_t body_len;
 
 	if (c->in.len == 0)
 		return 0;
 	if (atomic_load_explicit(&c->l->detached, memory_order_relaxed)) {
-		to_tunnel(c); /* the handler is gone (gw_front_detach) */
+		to_tunnel(c); /* the handler is gone (lp_front_detach) */
 		return -1;
 	}
-	switch (gw_rq_parse(c->in.buf, c->in.len, &c->rq)) {
-	case GW_RQ_INCOMPLETE:
+	switch (lp_rq_parse(c->in.buf, c->in.len, &c->rq)) {
+	case LP_RQ_INCOMPLETE:
 		return 0;
-	case GW_RQ_OTHER:
+	case LP_RQ_OTHER:
 		to_tunnel(c);
 		return -1;
 	default:
@@ -821,16 +847,31 @@ static int next_request(struct conn *c)
 	lp_buf_reset(&c->call);
 	c->out_pos = 0;
 	v = f->o.handler.start(f->o.handler.ud, &c->q);
-	if (v == GW_FRONT_DECLINE) {
+	if (v == LP_FRONT_DECLINE) {
 		to_tunnel(c); /* c->in still holds the request as it came */
 		return -1;
 	}
-	if (v == GW_FRONT_LATER) {
+	if (v == LP_FRONT_LATER) {
 		c->st = C_WAIT; /* c->in still holds it; offered again when kicked */
 		return -1;
 	}
 	consume(c, c->rq.head_len + body_len);
-	if (v == GW_FRONT_REPLY) {
+	if (v == LP_FRONT_DEFER) {
+		if (!c->later) { /* a handler bug: nobody would answer */
+			lp_error("front: %s %s deferred without lp_front_defer", c->q.method,
+				 c->q.path);
+			conn_close(c);
+			return -1;
+		}
+		c->st = C_DEFER;
+		return -1;
+	}
+	if (c->later) { /* lp_front_defer, then a verdict that is not DEFER */
+		lp_error("front: %s %s took a handle and did not defer", c->q.method, c->q.path);
+		conn_close(c);
+		return -1;
+	}
+	if (v == LP_FRONT_REPLY) {
 		c->st = C_WRITE;
 		c->deadline = lp_now_ms() + f->o.request_timeout_ms;
 	} else {
@@ -842,7 +883,7 @@ static int next_request(struct conn *c)
 /* Runs a client connection as far as it can go now. */
 static void client_run(struct conn *c)
 {
-	struct gw_front *f = c->l->f;
+	struct lp_front *f = c->l->f;
 
 	while (!c->dead) {
 		size_t before;
@@ -856,7 +897,7 @@ static void client_run(struct conn *c)
 			drain_client(c);
 			return;
 		}
-		if (c->st == C_CALL || c->st == C_WAIT)
+		if (c->st == C_CALL || c->st == C_WAIT || c->st == C_DEFER)
 			return;
 		if (c->st == C_WRITE) {
 			if (!client_flush(c))
@@ -903,14 +944,14 @@ static void call_send(struct conn *c, bool fresh)
 	struct upconn *u = NULL;
 
 	if (!b) {
-		call_done(c, H1_FAILED, 0, "too many distinct upstreams", false);
+		call_done(c, LP_H1_FAILED, 0, "too many distinct upstreams", false);
 		return;
 	}
 	if (!fresh)
 		u = pool_pop(b, now);
 	/* Its close may not have been seen yet (an event later in this batch):
 	 * a request that will not be sent twice is not risked on it. */
-	while (u && !h1_idempotent(c->q.method) && idle_closed(u->e.fd)) {
+	while (u && !lp_h1_idempotent(c->q.method) && idle_closed(u->e.fd)) {
 		up_close(u);
 		u = pool_pop(b, now);
 	}
@@ -919,7 +960,7 @@ static void call_send(struct conn *c, bool fresh)
 	else
 		u->reused = true;
 	if (!u) {
-		call_done(c, H1_FAILED, 0, err, false);
+		call_done(c, LP_H1_FAILED, 0, err, false);
 		return;
 	}
 	u->owner = c;
@@ -933,7 +974,7 @@ static void call_send(struct conn *c, bool fresh)
 
 static void call_start(struct conn *c)
 {
-	struct gw_front *f = c->l->f;
+	struct lp_front *f = c->l->f;
 
 	c->st = C_CALL;
 	c->retried = false;
@@ -952,7 +993,7 @@ static bool call_retry(struct conn *c)
 {
 	if (!c->up->reused || c->got_any || c->retried)
 		return false;
-	if (c->call_pos > 0 && !h1_idempotent(c->q.method))
+	if (c->call_pos > 0 && !lp_h1_idempotent(c->q.method))
 		return false;
 	up_close(c->up);
 	c->up = NULL;
@@ -966,31 +1007,31 @@ static void call_fail(struct conn *c, const char *what, int err_no)
 	char err[256];
 
 	snprintf(err, sizeof(err), "%s: %s", what, strerror(err_no));
-	call_done(c, H1_FAILED, 0, err, false);
+	call_done(c, LP_H1_FAILED, 0, err, false);
 }
 
 /* Parses what came of the answer; true when the call ended. */
 static bool call_answer(struct conn *c, bool eof)
 {
-	static const struct h1_req none;
+	static const struct lp_h1_req none;
 	char err[256];
 	size_t used;
 	bool keep;
 	int status;
-	enum h1_result r;
+	enum lp_h1_result r;
 
-	r = h1_parse_answer(&none, c->answer.buf, c->answer.len, eof, &status, &used, &keep, err,
+	r = lp_h1_parse_answer(&none, c->answer.buf, c->answer.len, eof, &status, &used, &keep, err,
 			    sizeof(err));
-	if (r == H1_AGAIN && c->answer.len < c->answer_max)
+	if (r == LP_H1_AGAIN && c->answer.len < c->answer_max)
 		return false;
-	if (r == H1_AGAIN) {
+	if (r == LP_H1_AGAIN) {
 		/* Hand over what there is: the handler's limit turns it into a
 		 * "too large" answer. */
-		call_done(c, H1_OK, c->answer.len, NULL, false);
-	} else if (r == H1_OK) {
-		call_done(c, H1_OK, used, NULL, keep && !eof);
+		call_done(c, LP_H1_OK, c->answer.len, NULL, false);
+	} else if (r == LP_H1_OK) {
+		call_done(c, LP_H1_OK, used, NULL, keep && !eof);
 	} else {
-		call_done(c, H1_FAILED, 0, err, false);
+		call_done(c, LP_H1_FAILED, 0, err, false);
 	}
 	return true;
 }
@@ -1071,6 +1112,180 @@ static void call_run(struct conn *c)
 			return;
 		}
 	}
+}
+
+/* ---- answers given later ------------------------------------------------------------ */
+
+struct lp_front_later *lp_front_defer(struct lp_front_req *q)
+{
+	struct conn *c = (struct conn *)((char *)q - offsetof(struct conn, q));
+	struct lp_front_later *h;
+
+	if (c->later)
+		return c->later;
+	h = lp_xcalloc(1, sizeof(*h));
+	h->l = c->l;
+	h->c = c;
+	lp_buf_init(&h->reply, 0);
+	h->next = c->l->pending;
+	if (h->next)
+		h->next->prev = h;
+	c->l->pending = h;
+	c->later = h;
+	return h;
+}
+
+void lp_front_answer(struct lp_front_later *h, struct lp_buf *reply)
+{
+	uint64_t one = 1;
+
+	if (!h)
+		return;
+	pthread_mutex_lock(&answer_mu);
+	if (h->orphan) {
+		pthread_mutex_unlock(&answer_mu);
+		if (reply)
+			lp_buf_release(reply);
+		free(h);
+		return;
+	}
+	if (reply) {
+		h->reply = *reply;
+		lp_buf_init(reply, 0);
+	}
+	h->next_done = h->l->done;
+	h->l->done = h;
+	(void)!write(h->l->wake.fd, &one, sizeof(one));
+	pthread_mutex_unlock(&answer_mu);
+}
+
+static void later_unlink(struct loop *l, struct lp_front_later *h)
+{
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		l->pending = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	h->prev = h->next = NULL;
+}
+
+/* Writes the answers that came (in the order they came). */
+static void take_answers(struct loop *l)
+{
+	struct lp_front_later *h, *rev = NULL;
+
+	pthread_mutex_lock(&answer_mu);
+	h = l->done;
+	l->done = NULL;
+	pthread_mutex_unlock(&answer_mu);
+	while (h) { /* the queue is a stack: turn it over */
+		struct lp_front_later *next = h->next_done;
+
+		h->next_done = rev;
+		rev = h;
+		h = next;
+	}
+	while ((h = rev) != NULL) {
+		struct conn *c = h->c;
+
+		rev = h->next_done;
+		later_unlink(l, h);
+		if (c && !c->dead) {
+			c->later = NULL;
+			if (h->reply.len == 0) {
+				conn_close(c);
+			} else {
+				lp_buf_release(&c->out);
+				c->out = h->reply;
+				lp_buf_init(&h->reply, 0);
+				c->out_pos = 0;
+				c->st = C_WRITE;
+				c->deadline = lp_now_ms() + l->f->o.request_timeout_ms;
+				client_run(c);
+			}
+		}
+		lp_buf_release(&h->reply);
+		free(h);
+	}
+}
+
+/* The loops have stopped: answers queued are dropped, and the handles not
+ * answered yet are left to free themselves when answered. */
+static void orphan_pending(struct loop *l)
+{
+	struct lp_front_later *h;
+
+	pthread_mutex_lock(&answer_mu);
+	while ((h = l->done) != NULL) {
+		l->done = h->next_done;
+		later_unlink(l, h);
+		lp_buf_release(&h->reply);
+		free(h);
+	}
+	while ((h = l->pending) != NULL) {
+		later_unlink(l, h);
+		h->c = NULL;
+		h->orphan = true;
+	}
+	pthread_mutex_unlock(&answer_mu);
+}
+
+static void add_status_line(struct lp_buf *out, int status)
+{
+	const char *text;
+
+	switch (status) {
+	case 100: text = "Continue"; break;
+	case 200: text = "OK"; break;
+	case 201: text = "Created"; break;
+	case 202: text = "Accepted"; break;
+	case 204: text = "No Content"; break;
+	case 304: text = "Not Modified"; break;
+	case 400: text = "Bad Request"; break;
+	case 401: text = "Unauthorized"; break;
+	case 403: text = "Forbidden"; break;
+	case 404: text = "Not Found"; break;
+	case 405: text = "Method Not Allowed"; break;
+	case 408: text = "Request Timeout"; break;
+	case 409: text = "Conflict"; break;
+	case 413: text = "Payload Too Large"; break;
+	case 415: text = "Unsupported Media Type"; break;
+	case 422: text = "Unprocessable Entity"; break;
+	case 429: text = "Too Many Requests"; break;
+	case 500: text = "Internal Server Error"; break;
+	case 502: text = "Bad Gateway"; break;
+	case 503: text = "Service Unavailable"; break;
+	case 504: text = "Gateway Timeout"; break;
+	default: text = ""; break;
+	}
+	lp_buf_addf(out, "HTTP/1.1 %d %s\r\n", status, text);
+}
+
+void lp_front_reply(struct lp_buf *out, int status, const char *content_type,
+		    const char *extra_headers, const char *body, size_t len)
+{
+	add_status_line(out, status);
+	if (status < 200 || status == 204 || status == 304) {
+		len = 0;
+	} else {
+		if (content_type)
+			lp_buf_addf(out, "Content-Type: %s\r\n", content_type);
+		lp_buf_addf(out, "Content-Length: %zu\r\n", len);
+	}
+	if (extra_headers)
+		lp_buf_adds(out, extra_headers);
+	lp_buf_adds(out, "\r\n");
+	if (len > 0)
+		lp_buf_add(out, body, len);
+}
+
+void lp_front_reply_json(struct lp_buf *out, int status, const char *extra_headers,
+			 const char *json)
+{
+	if (!json)
+		json = "{}";
+	lp_front_reply(out, status, "application/json", extra_headers, json, strlen(json));
 }
 
 /* ---- the loop ---------------------------------------------------------------------- */
@@ -1157,7 +1372,7 @@ static void quiesce(struct loop *l)
 /* Closes what timed out. */
 static void sweep(struct loop *l, int64_t now)
 {
-	struct gw_front *f = l->f;
+	struct lp_front *f = l->f;
 	struct conn *c, *next;
 	size_t i;
 
@@ -1179,7 +1394,7 @@ static void sweep(struct loop *l, int64_t now)
 			conn_close(c);
 		} else if (c->st == C_CALL && (now >= c->call_deadline ||
 					       (c->connect_deadline && now >= c->connect_deadline))) {
-			call_done(c, H1_TIMEOUT, 0, "timed out", false);
+			call_done(c, LP_H1_TIMEOUT, 0, "timed out", false);
 			client_run(c);
 		}
 	}
@@ -1242,6 +1457,12 @@ static void on_event(struct loop *l, struct ent *e, uint32_t m)
 		c->readable = c->readable || in;
 		c->writable = c->writable || out;
 		c->hup = c->hup || hup;
+		/* Reset or gone both ways while its answer is awaited: nobody
+		 * will read it (a client that only shut its sending side may). */
+		if (c->st == C_DEFER && (m & (EPOLLHUP | EPOLLERR))) {
+			conn_close(c);
+			break;
+		}
 		client_run(c);
 		break;
 	}
@@ -1285,7 +1506,7 @@ static void on_event(struct loop *l, struct ent *e, uint32_t m)
 	}
 }
 
-/* gw_front_detach: the calls in flight are cancelled (their connections
+/* lp_front_detach: the calls in flight are cancelled (their connections
  * closed) and no request is offered to the handler from now on. */
 static void detach(struct loop *l)
 {
@@ -1327,6 +1548,7 @@ static void *loop_main(void *arg)
 
 				(void)!read(l->wake.fd, &v, sizeof(v));
 				stop = stop || atomic_load(&l->stop);
+				take_answers(l);
 				if (atomic_exchange(&l->kicked, false))
 					retry_waiting(l);
 			} else {
@@ -1342,7 +1564,7 @@ static void *loop_main(void *arg)
 		if (stop)
 			break;
 	}
-	atomic_store(&l->detached, true); /* gw_front_detach need not wait for it */
+	atomic_store(&l->detached, true); /* lp_front_detach need not wait for it */
 	return NULL;
 }
 
@@ -1396,6 +1618,26 @@ bad:
 	return -EINVAL;
 }
 
+static int sa_port(const struct sockaddr_storage *sa)
+{
+	if (sa->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+}
+
+static void sa_set_port(struct sockaddr_storage *sa, int port)
+{
+	if (sa->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+}
+
+int lp_front_port(const struct lp_front *f)
+{
+	return f && f->port > 0 ? f->port : -ENOTCONN;
+}
+
 /* A listening socket on sa; reuseport lets every loop have one. */
 static int listen_on(const struct sockaddr_storage *sa, socklen_t len, bool reuseport,
 		     char *err, size_t errlen)
@@ -1417,9 +1659,9 @@ static int listen_on(const struct sockaddr_storage *sa, socklen_t len, bool reus
 	return fd;
 }
 
-struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t errlen)
+struct lp_front *lp_front_start(const struct lp_front_opts *o, char *err, size_t errlen)
 {
-	struct gw_front *f = lp_xcalloc(1, sizeof(*f));
+	struct lp_front *f = lp_xcalloc(1, sizeof(*f));
 	struct sockaddr_in *in = (struct sockaddr_in *)&f->inner;
 	struct sockaddr_storage sa;
 	socklen_t sl;
@@ -1454,12 +1696,16 @@ struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t
 
 	if (listen_addr(o->listen, &sa, &sl, err, errlen) < 0)
 		goto fail;
-	/* SO_REUSEPORT would let a second gateway share the port silently: a
-	 * plain bind first finds the port taken, by anyone. */
-	probe = listen_on(&sa, sl, false, err, errlen);
-	if (probe < 0)
-		goto fail;
-	close(probe);
+	/* SO_REUSEPORT would let a second server share the port silently: a
+	 * plain bind first finds the port taken, by anyone.  Port 0 needs no
+	 * probe: the first loop's socket gets a free port, the others take
+	 * the same (only sockets with SO_REUSEPORT can share it). */
+	if (sa_port(&sa) != 0) {
+		probe = listen_on(&sa, sl, false, err, errlen);
+		if (probe < 0)
+			goto fail;
+		close(probe);
+	}
 	for (i = 0; i < f->nloops; i++) {
 		struct loop *l = &f->loops[i];
 
@@ -1467,6 +1713,13 @@ struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t
 		l->ep = epoll_create1(EPOLL_CLOEXEC);
 		l->listen.kind = K_LISTEN;
 		l->listen.fd = listen_on(&sa, sl, true, err, errlen);
+		if (l->listen.fd >= 0 && sa_port(&sa) == 0) {
+			struct sockaddr_storage got;
+			socklen_t gl = sizeof(got);
+
+			if (getsockname(l->listen.fd, (struct sockaddr *)&got, &gl) == 0)
+				sa_set_port(&sa, sa_port(&got));
+		}
 		l->wake.kind = K_WAKE;
 		l->wake.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 		if (l->ep < 0 || l->listen.fd < 0 || l->wake.fd < 0 || watch(l, &l->listen) < 0 ||
@@ -1477,6 +1730,7 @@ struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t
 			goto fail;
 		}
 	}
+	f->port = sa_port(&sa);
 	for (i = 0; i < f->nloops; i++) {
 		if (pthread_create(&f->loops[i].th, NULL, loop_main, &f->loops[i]) != 0) {
 			snprintf(err, errlen, "cannot start event loop %d", i);
@@ -1486,11 +1740,11 @@ struct gw_front *gw_front_start(const struct gw_front_opts *o, char *err, size_t
 	}
 	return f;
 fail:
-	gw_front_stop(f);
+	lp_front_stop(f);
 	return NULL;
 }
 
-void gw_front_quiesce(struct gw_front *f, int timeout_ms)
+void lp_front_quiesce(struct lp_front *f, int timeout_ms)
 {
 	int64_t end = lp_now_ms() + timeout_ms;
 	int i, busy;
@@ -1514,7 +1768,7 @@ void gw_front_quiesce(struct gw_front *f, int timeout_ms)
 			timeout_ms);
 }
 
-void gw_front_kick(struct gw_front *f)
+void lp_front_kick(struct lp_front *f)
 {
 	int i;
 
@@ -1529,7 +1783,7 @@ void gw_front_kick(struct gw_front *f)
 	}
 }
 
-void gw_front_detach(struct gw_front *f)
+void lp_front_detach(struct lp_front *f)
 {
 	int i;
 
@@ -1548,7 +1802,7 @@ void gw_front_detach(struct gw_front *f)
 	}
 }
 
-void gw_front_stop(struct gw_front *f)
+void lp_front_stop(struct lp_front *f)
 {
 	int i;
 	size_t j;
@@ -1566,6 +1820,7 @@ void gw_front_stop(struct gw_front *f)
 		}
 		while (l->conns)
 			conn_close(l->conns);
+		orphan_pending(l);
 		for (j = 0; j < l->nb; j++) {
 			while (l->b[j].idle) {
 				struct upconn *u = l->b[j].idle;
