@@ -101,6 +101,10 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "topic accepted events are written to", 0, 0),
 	OPT("topics.dlq", LP_CFG_STR, "logs-dlq", topic_dlq, "where spooled events Kafka refuses for good, and syslog messages refused as malformed, go, with the reason in a header", 0, 0),
 	OPT("kafka.timeout_ms", LP_CFG_INT, "5000", kafka_timeout_ms, "delivery timeout before an event is spooled (or answered 503)", 100, 600000),
+	OPT("kafka.linger_ms", LP_CFG_INT, "5", kafka_linger_ms, "librdkafka linger.ms: how long a batch waits for more events (latency against batching; docs/benchmarks.md)", 0, 1000),
+	OPT("kafka.batch_size", LP_CFG_INT, "1000000", kafka_batch_size, "librdkafka batch.size: most bytes in one partition's batch", 1024, 100000000),
+	OPT("kafka.max_in_flight", LP_CFG_INT, "5", kafka_max_in_flight, "librdkafka max.in.flight.requests.per.connection (the idempotent producer allows at most 5)", 1, 5),
+	OPT("kafka.nodelay", LP_CFG_BOOL, "false", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
 	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
 	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
 	OPT("limits.batch_max_items", LP_CFG_INT, "1000", batch_max_items, "most events in one batch request (413 above)", 1, 100000),
@@ -1644,8 +1648,10 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 	struct producer *p = lp_xcalloc(1, sizeof(*p));
 	struct lp_registry *reg = lp_registry_default();
 	struct lp_http_opts ho = { 0 };
-	char timeout[32];
-	const char *props[] = { "message.timeout.ms", timeout, NULL };
+	char timeout[32], linger[32], batch[32], inflight[32];
+	const char *props[] = { "message.timeout.ms", timeout, "linger.ms", linger,
+				"batch.size", batch, "max.in.flight.requests.per.connection", inflight,
+				"socket.nagle.disable", s->kafka_nodelay ? "true" : "false", NULL };
 
 	p->s = s;
 	pthread_mutex_init(&p->sq_mu, NULL);
@@ -1683,6 +1689,9 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 	}
 
 	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
+	snprintf(linger, sizeof(linger), "%lld", s->kafka_linger_ms);
+	snprintf(batch, sizeof(batch), "%lld", s->kafka_batch_size);
+	snprintf(inflight, sizeof(inflight), "%lld", s->kafka_max_in_flight);
 	p->kp = lp_kproducer_new(s->kafka_brokers, props, err, errlen);
 	if (!p->kp)
 		goto fail;

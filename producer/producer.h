@@ -22,6 +22,10 @@ struct producer_settings {
 	char *topic_raw;           /* where accepted events go */
 	char *topic_dlq;           /* where spooled events Kafka refuses for good go */
 	long long kafka_timeout_ms; /* delivery timeout before spooling (or 503) */
+	long long kafka_linger_ms; /* librdkafka linger.ms */
+	long long kafka_batch_size; /* librdkafka batch.size (bytes per partition batch) */
+	long long kafka_max_in_flight; /* max.in.flight.requests.per.connection (idempotent: <= 5) */
+	int kafka_nodelay;         /* socket.nagle.disable on the broker connections */
 	long long max_message;     /* bytes of `message` */
 	long long max_attributes;  /* keys under `attributes` */
 	long long batch_max_items; /* events per batch request */
