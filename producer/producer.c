@@ -21,8 +21,10 @@
  * request and hands its events on; the thread that decides the last
  * event's fate (the caller's for a 4xx, the delivery-report thread, the
  * spool writer) builds the reply and calls the submitter's done.  The
- * CivetWeb handlers below are thin: submit, then wait for done on a
- * condition variable (see "delivery" and "requests" below).
+ * HTTP routes are async (lp_http_route_async): the handler defers the
+ * request and submits, and done writes the reply into it and answers it,
+ * which wakes the event front's loop that sends it (see "the HTTP routes"
+ * below).
  *
  * The spool is used while Kafka is unreachable: when the "kafka" breaker
  * is open, for the events whose delivery failed or timed out (they may be
@@ -1253,14 +1255,34 @@ int producer_submit(struct producer *p, const struct producer_input *in, produce
 
 /* ---- the HTTP routes -----------------------------------------------------------
  *
- * CivetWeb's handlers submit and wait for the answer on a condition
- * variable: a worker thread is held per request, as before the submission
- * core (the event-driven front will call producer_submit and answer from
- * done instead).  They count themselves in flight until the reply is
- * written: producer_stop stops the server only then, because CivetWeb
- * stops writing responses as soon as it is told to stop. */
+ * The three routes are async (lp_http_route_async): with the event front
+ * the handler runs on a front loop, copies what producer_submit needs
+ * from the request, defers it and submits; whichever thread finishes the
+ * submission (the handler's own for a 4xx, librdkafka's delivery-report
+ * thread, the spool writer after its fdatasync) writes the reply into the
+ * deferred request and answers it, which wakes the loop that sends it.  No
+ * thread waits per request in flight.  lp_http_server_free waits for the
+ * deferred requests, and producer_stop frees the server before Kafka and
+ * the spool, so their done() can still run during the wait.
+ *
+ * A request CivetWeb read (http.front civetweb, or one the front passes on:
+ * chunked, HTTP/1.0) is answered on its worker as before: submit, wait for
+ * done on a condition variable, reply.  The worker is held either way (a
+ * deferred one waits inside the server), and replying from the handler
+ * keeps the reply written before the request leaves the in-flight count:
+ * producer_stop stops the server only then, because CivetWeb stops writing
+ * responses as soon as it is told to stop. */
 
-/* One handler's wait for its answer, and the answer copied. */
+/* done of a deferred request: the reply goes straight into it. */
+static void http_answer_done(void *ud, const struct producer_reply *rep)
+{
+	struct lp_http_req *r = ud;
+
+	lp_http_reply(r, rep->status, rep->content_type, rep->body, rep->len, rep->headers);
+	lp_http_answer(r); /* r is gone from here on */
+}
+
+/* One worker's wait for its answer, and the answer copied. */
 struct http_wait {
 	pthread_mutex_t mu;   /* guards done */
 	pthread_cond_t cv;    /* signalled when done is set */
@@ -1289,24 +1311,16 @@ static void http_done(void *ud, const struct producer_reply *r)
 	pthread_mutex_unlock(&w->mu);
 }
 
-static void handle_route(struct producer *p, struct lp_http_req *r, enum producer_route route)
+/* A request CivetWeb read: submit, wait for the answer, reply. */
+static void submit_and_wait(struct producer *p, struct lp_http_req *r,
+			    const struct producer_input *in)
 {
-	struct producer_input in = {
-		.route = route,
-		.body = r->body,
-		.len = r->body_len,
-		.content_type = lp_http_header(r, "Content-Type"),
-		.content_encoding = lp_http_header(r, "Content-Encoding"),
-		.traceparent = lp_http_header(r, "traceparent"),
-		.tenant = lp_http_header(r, "X-Tenant-ID"),
-		.request_id = r->request_id,
-	};
 	struct http_wait w = { .done = false };
 
 	atomic_fetch_add(&p->inflight, 1);
 	pthread_mutex_init(&w.mu, NULL);
 	pthread_cond_init(&w.cv, NULL);
-	producer_submit(p, &in, http_done, &w);
+	producer_submit(p, in, http_done, &w);
 	pthread_mutex_lock(&w.mu);
 	while (!w.done)
 		pthread_cond_wait(&w.cv, &w.mu);
@@ -1317,6 +1331,29 @@ static void handle_route(struct producer *p, struct lp_http_req *r, enum produce
 	pthread_mutex_destroy(&w.mu);
 	pthread_cond_destroy(&w.cv);
 	atomic_fetch_sub(&p->inflight, 1);
+}
+
+static void handle_route(struct producer *p, struct lp_http_req *r, enum producer_route route)
+{
+	/* The header values and the body stay valid until the handler
+	 * returns, even once answered: producer_submit copies what it keeps. */
+	struct producer_input in = {
+		.route = route,
+		.body = r->body,
+		.len = r->body_len,
+		.content_type = lp_http_header(r, "Content-Type"),
+		.content_encoding = lp_http_header(r, "Content-Encoding"),
+		.traceparent = lp_http_header(r, "traceparent"),
+		.tenant = lp_http_header(r, "X-Tenant-ID"),
+		.request_id = r->request_id,
+	};
+
+	/* Deferred before the submission: done may run before it returns. */
+	if (r->conn || lp_http_defer(r) < 0) {
+		submit_and_wait(p, r, &in);
+		return;
+	}
+	producer_submit(p, &in, http_answer_done, r);
 }
 
 static void handle_one(struct lp_http_req *r, void *ud)
@@ -1721,9 +1758,9 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 	p->http = lp_http_server_new(&ho, err, errlen);
 	if (!p->http)
 		goto fail;
-	lp_http_route(p->http, "POST", "/api/logs", handle_one, p);
-	lp_http_route(p->http, "POST", "/api/logs/batch", handle_batch, p);
-	lp_http_route(p->http, "POST", "/v1/logs", handle_otlp, p);
+	lp_http_route_async(p->http, "POST", "/api/logs", handle_one, p);
+	lp_http_route_async(p->http, "POST", "/api/logs/batch", handle_batch, p);
+	lp_http_route_async(p->http, "POST", "/v1/logs", handle_otlp, p);
 	/* With a spool, Kafka being down does not stop ingest: the spool's
 	 * room decides readiness. */
 	lp_http_health(p->http, "kafka", p->spool == NULL, kafka_healthy, p, p->breaker);

@@ -1,0 +1,82 @@
+"""test_producer_async.py - the producer's ingest routes hold no thread per request (issue 14, item 2).
+
+POST /api/logs, /api/logs/batch and /v1/logs are async routes: the event
+front's loop defers the request and librdkafka's delivery-report thread (or
+the spool writer after its fdatasync) answers it.  So a producer with only
+4 HTTP worker threads and kafka.linger_ms = 1000 (every acknowledgement
+takes about a second) answers 200 concurrent single-event POSTs, all 202,
+in a few seconds: they wait for Kafka together.  Were each request to hold
+a worker until Kafka's acknowledgement, 4 workers would take 200 / 4
+lingers, about 50 s, and the clients below would time out.
+
+Every 202's event must be on the raw topic: the 202 still comes only after
+Kafka's acknowledgement.
+"""
+
+import http.client
+import json
+import threading
+import time
+
+from test_spool import topic_values
+
+CLIENTS = 200
+THREADS = 4
+LINGER_MS = 1000
+# All 200 go in one or two lingers when nothing holds a thread; held
+# threads would need CLIENTS / THREADS lingers (50 s).
+DEADLINE_S = 15.0
+
+
+def _post_one(port, i, barrier, results):
+    body = json.dumps({"service": "async-wire", "level": "INFO",
+                       "message": f"concurrent event {i}"}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=DEADLINE_S + 5)
+    try:
+        conn.connect()
+        barrier.wait(timeout=30)
+        conn.request("POST", "/api/logs", body=body,
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        results[i] = (r.status, r.read(), time.monotonic())
+    except Exception as e:  # a timeout is the failure this test looks for
+        results[i] = (None, repr(e).encode(), time.monotonic())
+    finally:
+        conn.close()
+
+
+def test_200_concurrent_posts_with_4_threads_all_202(services, topics, infra, kafkatool):
+    procs = services("producer", topics=topics, log_level="info",
+                     config={"producer": {"http.threads": THREADS,
+                                          "kafka.linger_ms": LINGER_MS}})
+    assert procs["producer"].alive()
+    port = services.ports["producer"]
+    results = [None] * CLIENTS
+    barrier = threading.Barrier(CLIENTS + 1)
+    threads = [threading.Thread(target=_post_one, args=(port, i, barrier, results), daemon=True)
+               for i in range(CLIENTS)]
+    for t in threads:
+        t.start()
+    barrier.wait(timeout=30)
+    t0 = time.monotonic()
+    for t in threads:
+        t.join(timeout=DEADLINE_S + 30)
+    assert all(res is not None for res in results), "a client thread did not finish"
+    statuses = {}
+    for st, _, _ in results:
+        statuses[st] = statuses.get(st, 0) + 1
+    assert statuses == {202: CLIENTS}, (statuses, [r for r in results if r[0] != 202][:3])
+    took = max(res[2] for res in results) - t0
+    assert took < DEADLINE_S, f"200 requests took {took:.1f} s with {THREADS} threads"
+
+    ids = {json.loads(body)["id"] for _, body, _ in results}
+    assert len(ids) == CLIENTS
+    found = set()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not ids <= found:
+        for v in topic_values(kafkatool, infra.kafka.bootstrap, topics["raw"], wait_ms=5000):
+            found.add(json.loads(v).get("id"))
+    missing = ids - found
+    assert not missing, f"{len(missing)} events answered 202 are not on the raw topic"
+    print(f"\n{CLIENTS} concurrent POSTs, {THREADS} HTTP threads, linger {LINGER_MS} ms: "
+          f"all 202 in {took:.2f} s, all on the raw topic")
