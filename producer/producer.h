@@ -91,7 +91,8 @@ enum producer_route {
  * pointer may be freed once it returned (events are copied out). */
 struct producer_input {
 	enum producer_route route;
-	const char *body;             /* request body (need not be NUL-terminated) */
+	const char *body;             /* request body: len bytes, no NUL needed after them
+	                               * (test_submit passes none, under ASan too) */
 	size_t len;                   /* bytes of body */
 	const char *content_type;     /* Content-Type header, NULL when absent */
 	const char *content_encoding; /* Content-Encoding (OTLP: gzip), NULL when absent */

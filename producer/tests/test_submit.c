@@ -173,18 +173,24 @@ static void event(char *buf, size_t len, const char *svc, int i)
 		 svc);
 }
 
+/* Submits body from a buffer of exactly its length (no NUL after it, so a
+ * sanitizer build catches a read past len), freed once submit returned. */
 static void submit(struct fixture *f, enum producer_route route, const char *body,
 		   const char *ctype, struct answer *a)
 {
+	size_t len = strlen(body);
+	char *copy = lp_xmalloc(len ? len : 1);
 	struct producer_input in = {
 		.route = route,
-		.body = body,
-		.len = strlen(body),
+		.body = copy,
+		.len = len,
 		.content_type = ctype,
 		.request_id = "test-request",
 	};
 
+	memcpy(copy, body, len);
 	assert_int_equal(producer_submit(f->p, &in, on_done, a), 0);
+	free(copy);
 }
 
 /* Submits one event and waits for its answer. */
@@ -223,11 +229,12 @@ static void test_acked(void **state)
 
 /* Refusals are answered at once, on the caller's thread, before submit
  * returns: invalid JSON (400), a wrong Content-Type (415), a batch of
- * only invalid items (400), an OTLP body that does not decode (400). */
+ * only invalid items (400, as an array and as NDJSON), an OTLP body that
+ * does not decode (400). */
 static void test_refused_at_once(void **state)
 {
 	struct fixture *f = *state;
-	struct answer a[4] = { 0 };
+	struct answer a[5] = { 0 };
 
 	start(f);
 	submit(f, PRODUCER_ONE, "{\"message\":", "application/json", &a[0]);
@@ -249,9 +256,15 @@ static void test_refused_at_once(void **state)
 	submit(f, PRODUCER_OTLP, "not json", "application/json", &a[3]);
 	assert_int_equal(atomic_load(&a[3].calls), 1);
 	assert_int_equal(a[3].status, 400);
+
+	submit(f, PRODUCER_BATCH, "{\"level\":\"INFO\"}\n{\"message\":\"m\"}",
+	       "application/x-ndjson", &a[4]);
+	assert_int_equal(atomic_load(&a[4].calls), 1);
+	assert_int_equal(a[4].status, 400);
+	assert_contains(a[4].body, "\"rejected\":2");
 	producer_stop(f->p);
 	f->p = NULL;
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < 5; i++)
 		assert_int_equal(atomic_load(&a[i].calls), 1);
 }
 
