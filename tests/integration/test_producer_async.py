@@ -80,3 +80,54 @@ def test_200_concurrent_posts_with_4_threads_all_202(services, topics, infra, ka
     assert not missing, f"{len(missing)} events answered 202 are not on the raw topic"
     print(f"\n{CLIENTS} concurrent POSTs, {THREADS} HTTP threads, linger {LINGER_MS} ms: "
           f"all 202 in {took:.2f} s, all on the raw topic")
+
+
+def _post(port, path, body, ctype="application/json", close=False):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": ctype}
+        if close:
+            headers["Connection"] = "close"
+        conn.request("POST", path, body=json.dumps(body).encode(), headers=headers)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"{}")
+    finally:
+        conn.close()
+
+
+OTLP_ONE = {"resourceLogs": [{"resource": {"attributes": [
+    {"key": "service.name", "value": {"stringValue": "async-otlp"}}]},
+    "scopeLogs": [{"logRecords": [{"severityText": "INFO",
+                                   "body": {"stringValue": "otlp event"}}]}]}]}
+
+
+def test_the_routes_on_either_front(services, topics, infra, kafkatool):
+    """The same three routes answer the same with http.front = civetweb (a
+    worker waits for the answer), and with the event front whether the front
+    serves the request (kept alive) or passes it to CivetWeb (Connection:
+    close); every accepted event is on the raw topic."""
+    want = set()
+    for front in ("civetweb", "events"):
+        procs = services("producer", topics=topics, log_level="info",
+                         config={"producer": {"http.front": front, "http.threads": 2}})
+        port = services.ports["producer"]
+        for close in (False, True):
+            tag = f"{front}-{'close' if close else 'kept'}"
+            st, doc = _post(port, "/api/logs", {"service": "async-wire", "message": tag},
+                            close=close)
+            assert st == 202, (tag, st, doc)
+            want.add(doc["id"])
+            st, doc = _post(port, "/api/logs/batch",
+                            [{"service": "async-wire", "message": f"{tag} {k}"} for k in range(3)]
+                            + [{"service": "async-wire"}], close=close)
+            assert st == 207, (tag, st, doc)
+            want.update(r["id"] for r in doc["results"] if "id" in r)
+            st, doc = _post(port, "/api/logs", {"service": "async-wire"}, close=close)
+            assert st == 400, (tag, st, doc)
+            st, doc = _post(port, "/v1/logs", OTLP_ONE, close=close)
+            assert st == 200, (tag, st, doc)
+        assert procs["producer"].stop(timeout=15) == 0
+    assert len(want) == 16
+    found = {json.loads(v).get("id")
+             for v in topic_values(kafkatool, infra.kafka.bootstrap, topics["raw"], wait_ms=5000)}
+    assert want <= found, want - found
