@@ -9,11 +9,22 @@
  * case: it writes exactly the bytes of the full path, no JSON tree), else
  * by lp_event_normalize and json_dumps, which also word every refusal.  It is then made durable in one of two ways before the 202:
  *
- *   Kafka   produced to the raw topic keyed by its service; the handler
- *           blocks on an lp_kwait until librdkafka reports the delivery
- *           (acks=all, idempotent producer).
- *   spool   appended to the disk spool (spool.c) and fdatasync'd, with
- *           concurrent requests sharing one sync.
+ *   Kafka   produced to the raw topic keyed by its service; the request
+ *           is answered from librdkafka's delivery-report thread once the
+ *           last of its events is acknowledged (acks=all, idempotent
+ *           producer).
+ *   spool   appended to the disk spool (spool.c) and fdatasync'd by the
+ *           spool writer thread, which appends what every request queued
+ *           meanwhile with one sync.
+ *
+ * No thread waits for either: producer_submit (producer.h) validates a
+ * request and hands its events on; the thread that decides the last
+ * event's fate (the caller's for a 4xx, the delivery-report thread, the
+ * spool writer) builds the reply and calls the submitter's done.  The
+ * HTTP routes are async (lp_http_route_async): the handler defers the
+ * request and submits, and done writes the reply into it and answers it,
+ * which wakes the event front's loop that sends it (see "the HTTP routes"
+ * below).
  *
  * The spool is used while Kafka is unreachable: when the "kafka" breaker
  * is open, for the events whose delivery failed or timed out (they may be
@@ -43,6 +54,7 @@
  * responses as soon as it is told to stop. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -93,6 +105,10 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "topic accepted events are written to", 0, 0),
 	OPT("topics.dlq", LP_CFG_STR, "logs-dlq", topic_dlq, "where spooled events Kafka refuses for good, and syslog messages refused as malformed, go, with the reason in a header", 0, 0),
 	OPT("kafka.timeout_ms", LP_CFG_INT, "5000", kafka_timeout_ms, "delivery timeout before an event is spooled (or answered 503)", 100, 600000),
+	OPT("kafka.linger_ms", LP_CFG_INT, "1", kafka_linger_ms, "librdkafka linger.ms: how long a batch waits for more events (latency against batching; measured in docs/benchmarks.md)", 0, 1000),
+	OPT("kafka.batch_size", LP_CFG_INT, "1000000", kafka_batch_size, "librdkafka batch.size: most bytes in one partition's batch", 1024, 100000000),
+	OPT("kafka.max_in_flight", LP_CFG_INT, "5", kafka_max_in_flight, "librdkafka max.in.flight.requests.per.connection (the idempotent producer allows at most 5)", 1, 5),
+	OPT("kafka.nodelay", LP_CFG_BOOL, "false", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
 	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
 	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
 	OPT("limits.batch_max_items", LP_CFG_INT, "1000", batch_max_items, "most events in one batch request (413 above)", 1, 100000),
@@ -111,6 +127,8 @@ const struct lp_cfg_opt producer_options[] = {
 	LP_CFG_END,
 };
 
+struct delivery;
+
 struct producer {
 	const struct producer_settings *s; /* settings, owned by main */
 	struct lp_event_limits limits;     /* event validation limits */
@@ -126,6 +144,12 @@ struct producer {
 	atomic_int inflight;               /* requests being handled */
 	pthread_t drainer;                 /* drains the spool into Kafka */
 	bool drainer_started;              /* drainer was created (join it) */
+	pthread_t spooler;                 /* writes deliveries to the spool */
+	bool spooler_started;              /* spooler was created (join it) */
+	pthread_mutex_t sq_mu;             /* guards the spooler's queue and sq_stop */
+	pthread_cond_t sq_cv;              /* signalled when one is queued or sq_stop set */
+	struct delivery *sq_head, *sq_tail; /* deliveries waiting for the spooler */
+	bool sq_stop;                      /* the spooler ends once its queue is empty */
 	struct lp_series *received;        /* log_events_received_total */
 	struct lp_series *rejected;        /* events refused as invalid */
 	struct lp_series *sent;            /* kafka_messages_sent_total */
@@ -157,6 +181,7 @@ struct outgoing {
 	const char *code;         /* OUT_FAILED: error code */
 	const char *why;          /* OUT_FAILED: message */
 	char trace[33], span[17]; /* a scanned event's trace context, "" if none */
+	struct delivery *d;       /* the delivery it is part of, once produced */
 };
 
 static void outgoing_release(struct outgoing *o)
@@ -409,18 +434,146 @@ static void spool_events(struct producer *p, struct outgoing *out, const size_t 
 	}
 }
 
-/*
- * Makes the events durable: Kafka when it is up, the spool when not.  Sets
- * each out[i].outcome.  Events already failed are skipped.
- */
-static void deliver(struct producer *p, struct outgoing *out, size_t n)
-{
-	size_t *idx = lp_xcalloc(n ? n : 1, sizeof(*idx));
-	size_t i, m = 0, ok;
-	bool direct, retriable = false;
-	int64_t t0;
+/* ---- delivery ----------------------------------------------------------------
+ *
+ * A delivery is one group of events (a request's, or a syslog batch's) on
+ * its way to durability, decided without a thread waiting for it:
+ *
+ *   deliver_start      serialises, refuses what Kafka would refuse (413),
+ *                      then produces the rest (each message's completion is
+ *                      on_delivered) or, in spool mode, hands them to the
+ *                      spool writer;
+ *   on_delivered       librdkafka's delivery-report thread; the last report
+ *                      of the group runs delivery_reported;
+ *   delivery_reported  records the outcome (breaker, counters) and hands the
+ *                      events Kafka did not take (retriably) to the spool
+ *                      writer, or finishes;
+ *   spooler_main       the spool writer thread: appends and fsyncs, then
+ *                      finishes.
+ *
+ * Why a spool writer thread of its own: an fdatasync takes milliseconds and
+ * the delivery-report thread serves every message of the process (the
+ * spool drain's, syslog's, every request's), so syncing there would hold
+ * all of them back; the drain thread waits on Kafka for seconds while
+ * Kafka is down, just when the spool is written.  The writer takes every
+ * delivery queued since its last round and appends them with one
+ * spool_append (one fdatasync for all: the group commit that concurrent
+ * appends from request threads used to share), falling back to one append
+ * per delivery when the whole does not fit (each stays all or nothing, as
+ * before).  Its queue holds deliveries whose events are already in memory,
+ * so it is bounded by the requests in flight.
+ *
+ * d->finish runs exactly once, when every event has its outcome, on the
+ * thread that decided the last of them. */
 
-	for (i = 0; i < n; i++) {
+struct delivery {
+	struct producer *p;          /* whose Kafka and spool */
+	struct outgoing *out;        /* the events (owned by the delivery's owner) */
+	size_t n;                    /* events in out */
+	size_t *idx;                 /* events produced, then those for the spool */
+	size_t m;                    /* entries of idx in use */
+	atomic_size_t pending;       /* delivery reports due, +1 while still sending */
+	int64_t t0_ms;               /* when produced (the breaker's call duration) */
+	void (*finish)(struct delivery *d); /* every outcome decided */
+	struct delivery *next;       /* the spool writer's queue */
+};
+
+static void delivery_finish(struct delivery *d)
+{
+	free(d->idx);
+	d->idx = NULL;
+	d->finish(d);
+}
+
+/* Events of d->idx[0..m) could not go to Kafka: spool them, or refuse them
+ * without a spool. */
+static void spool_or_fail(struct delivery *d)
+{
+	struct producer *p = d->p;
+	size_t i;
+
+	if (!p->spool) {
+		for (i = 0; i < d->m; i++)
+			fail(&d->out[d->idx[i]], 503, "kafka_unavailable",
+			     "the event could not be made durable; retry later");
+		delivery_finish(d);
+		return;
+	}
+	/* From now on the spool's order is the order (set before the append,
+	 * as spool_events does). */
+	atomic_store(&p->spool_mode, 1);
+	pthread_mutex_lock(&p->sq_mu);
+	d->next = NULL;
+	if (p->sq_tail)
+		p->sq_tail->next = d;
+	else
+		p->sq_head = d;
+	p->sq_tail = d;
+	pthread_cond_signal(&p->sq_cv);
+	pthread_mutex_unlock(&p->sq_mu);
+}
+
+/* Every delivery report of d is in: decide each event's outcome. */
+static void delivery_reported(struct delivery *d)
+{
+	struct producer *p = d->p;
+	size_t i, ok = 0, nspool = 0;
+	bool retriable = false;
+
+	for (i = 0; i < d->m; i++) {
+		struct outgoing *o = &d->out[d->idx[i]];
+
+		if (o->res == RD_KAFKA_RESP_ERR_NO_ERROR) {
+			o->outcome = OUT_KAFKA;
+			ok++;
+		} else if (kafka_err_permanent(o->res)) {
+			fail(o, o->res == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? 413 : 503,
+			     o->res == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? "too_large"
+									    : "kafka_refused",
+			     rd_kafka_err2str(o->res));
+		} else {
+			retriable = true;
+			d->idx[nspool++] = d->idx[i]; /* kept in order for the spool */
+		}
+	}
+	/* Refusals of one message say nothing about the broker's health. */
+	lp_breaker_record(p->breaker, !retriable, lp_now_ms() - d->t0_ms);
+	lp_series_add(p->sent, (double)ok);
+	lp_series_add(p->errors, (double)(d->m - ok));
+	d->m = nspool;
+	if (nspool == 0)
+		delivery_finish(d);
+	else
+		spool_or_fail(d);
+}
+
+/* lp_kproducer_send's completion: opaque is the event. */
+static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
+{
+	struct outgoing *o = opaque;
+	struct delivery *d = o->d;
+
+	(void)partition;
+	(void)offset;
+	o->res = err;
+	if (atomic_fetch_sub(&d->pending, 1) == 1)
+		delivery_reported(d);
+}
+
+/*
+ * Makes d's events durable: Kafka when it is up, the spool when not.  Sets
+ * each event's outcome (events already failed are skipped), then calls
+ * d->finish, from this thread or a later one.  d must stay put until then.
+ */
+static void deliver_start(struct delivery *d)
+{
+	struct producer *p = d->p;
+	struct outgoing *out = d->out;
+	size_t i, m = 0;
+	bool direct;
+
+	d->idx = lp_xcalloc(d->n ? d->n : 1, sizeof(*d->idx));
+	for (i = 0; i < d->n; i++) {
 		struct outgoing *o = &out[i];
 
 		if (o->outcome != OUT_PENDING)
@@ -441,74 +594,158 @@ static void deliver(struct producer *p, struct outgoing *out, size_t n)
 			fail(o, 413, "too_large", "the serialised event is larger than Kafka takes");
 			continue;
 		}
-		idx[m++] = i;
+		d->idx[m++] = i;
 	}
-	if (m == 0)
-		goto out;
+	d->m = m;
+	if (m == 0) {
+		delivery_finish(d);
+		return;
+	}
 
 	if (p->spool && (atomic_load(&p->spool_mode) || atomic_load(&p->stopping)))
 		direct = false;
 	else
 		direct = lp_breaker_allow(p->breaker);
+	if (!direct) {
+		spool_or_fail(d);
+		return;
+	}
 
-	if (direct) {
-		size_t nspool = 0;
+	d->t0_ms = lp_now_ms();
+	/* One more than the reports due: no report can finish d while the
+	 * loop still reads it. */
+	atomic_store(&d->pending, m + 1);
+	for (i = 0; i < m; i++) {
+		struct outgoing *o = &out[d->idx[i]];
+		rd_kafka_headers_t *h =
+			o->ev ? trace_headers(json_string_value(json_object_get(o->ev, "trace_id")),
+					      json_string_value(json_object_get(o->ev, "span_id")))
+			: o->trace[0] ? trace_headers(o->trace, o->span)
+				      : NULL;
+		int rc;
 
-		t0 = lp_now_ms();
-		ok = produce_wait(p, p->s->topic_raw, out, idx, m);
-		for (i = 0; i < m; i++) {
-			struct outgoing *o = &out[idx[i]];
+		o->d = d;
+		rc = lp_kproducer_send(p->kp, p->s->topic_raw, o->key, o->keylen, o->text, o->len,
+				       h, 1000, on_delivered, o);
+		if (rc < 0) {
+			if (h)
+				rd_kafka_headers_destroy(h);
+			o->res = rc == -EMSGSIZE ? RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
+				 : rc == -ENOENT ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+						 : RD_KAFKA_RESP_ERR__QUEUE_FULL;
+			atomic_fetch_sub(&d->pending, 1); /* never the last: the +1 holds */
+		}
+	}
+	/* d may be finished (and gone) by another thread as soon as this
+	 * drops the +1: nothing of it is touched afterwards. */
+	if (atomic_fetch_sub(&d->pending, 1) == 1)
+		delivery_reported(d);
+}
 
-			if (o->res == RD_KAFKA_RESP_ERR_NO_ERROR) {
-				o->outcome = OUT_KAFKA;
-			} else if (kafka_err_permanent(o->res)) {
-				fail(o, o->res == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? 413 : 503,
-				     o->res == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ? "too_large"
-										    : "kafka_refused",
-				     rd_kafka_err2str(o->res));
-			} else {
-				retriable = true;
-				idx[nspool++] = idx[i]; /* kept in order for the spool */
+/* The spool writer's round: appends the events of every delivery in list
+ * (linked by next) with one fdatasync when they fit together, else one
+ * delivery at a time; then finishes them in order. */
+static void spool_deliveries(struct producer *p, struct delivery *list)
+{
+	struct delivery *d, *next;
+	struct spool_rec *recs;
+	size_t i, n = 0, k = 0;
+	int rc;
+
+	for (d = list; d; d = d->next)
+		n += d->m;
+	if (list && list->next) {
+		recs = lp_xcalloc(n, sizeof(*recs));
+		for (d = list; d; d = d->next) {
+			for (i = 0; i < d->m; i++, k++) {
+				struct outgoing *o = &d->out[d->idx[i]];
+
+				recs[k].key = o->key;
+				recs[k].keylen = o->keylen;
+				recs[k].val = o->text;
+				recs[k].vallen = o->len;
 			}
 		}
-		/* Refusals of one message say nothing about the broker's health. */
-		lp_breaker_record(p->breaker, !retriable, lp_now_ms() - t0);
-		lp_series_add(p->sent, (double)ok);
-		lp_series_add(p->errors, (double)(m - ok));
-		m = nspool;
-	}
-	if (m == 0)
-		goto out;
-	if (p->spool) {
-		spool_events(p, out, idx, m);
+		rc = spool_append(p->spool, recs, n);
+		free(recs);
+		if (rc == 0) {
+			for (d = list; d; d = d->next)
+				for (i = 0; i < d->m; i++)
+					d->out[d->idx[i]].outcome = OUT_SPOOLED;
+		}
 	} else {
-		for (i = 0; i < m; i++)
-			fail(&out[idx[i]], 503, "kafka_unavailable",
-			     "the event could not be made durable; retry later");
+		rc = -1; /* one delivery: appended on its own below */
 	}
-out:
-	free(idx);
+	for (d = list; d; d = next) {
+		next = d->next;
+		if (rc != 0)
+			spool_events(p, d->out, d->idx, d->m);
+		delivery_finish(d);
+	}
 }
 
-/*
- * Counts the request in flight; false (after answering 503) when the
- * producer is stopping.  Every true must be paired with request_end().
- */
-static bool request_begin(struct producer *p, struct lp_http_req *r)
+static void *spooler_main(void *arg)
 {
-	atomic_fetch_add(&p->inflight, 1);
-	if (!atomic_load(&p->stopping))
-		return true;
-	lp_http_reply_error(r, 503, "shutting_down", "Retry-After: 1\r\nConnection: close\r\n",
-			    "the producer is shutting down; retry on another instance");
-	atomic_fetch_sub(&p->inflight, 1);
-	return false;
+	struct producer *p = arg;
+	struct delivery *list;
+
+	pthread_mutex_lock(&p->sq_mu);
+	for (;;) {
+		while (!p->sq_head && !p->sq_stop)
+			pthread_cond_wait(&p->sq_cv, &p->sq_mu);
+		if (!p->sq_head)
+			break; /* stopping, and nothing left */
+		list = p->sq_head;
+		p->sq_head = p->sq_tail = NULL;
+		pthread_mutex_unlock(&p->sq_mu);
+		spool_deliveries(p, list);
+		pthread_mutex_lock(&p->sq_mu);
+	}
+	pthread_mutex_unlock(&p->sq_mu);
+	return NULL;
 }
 
-static void request_end(struct producer *p)
+/* A delivery a thread waits for (syslog's batches). */
+struct delivery_wait {
+	struct delivery d;   /* first: finish gets &d */
+	pthread_mutex_t mu;  /* guards done */
+	pthread_cond_t cv;   /* signalled when done is set */
+	bool done;           /* finish ran */
+};
+
+static void delivery_wait_finish(struct delivery *d)
 {
-	atomic_fetch_sub(&p->inflight, 1);
+	struct delivery_wait *w = (struct delivery_wait *)d;
+
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
 }
+
+/* Makes the events durable and returns once each has its outcome. */
+static void deliver(struct producer *p, struct outgoing *out, size_t n)
+{
+	struct delivery_wait w = { .d = { .p = p, .out = out, .n = n,
+					  .finish = delivery_wait_finish } };
+
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	deliver_start(&w.d);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+}
+
+/* ---- requests ----------------------------------------------------------------
+ *
+ * producer_submit (producer.h) parses and validates a request into a
+ * struct preq: its events and, for batches and OTLP, a result per item.
+ * The events go out as one delivery; the delivery's finish builds the
+ * route's reply and passes it to done. */
 
 /*
  * Whether a body of Content-Type ct is one the handler parses: none given
@@ -551,58 +788,13 @@ static void tree_event(json_t *ev, struct outgoing *o)
 	lp_strlcpy(o->id, json_string_value(json_object_get(ev, "id")), sizeof(o->id));
 }
 
-static void handle_one_inner(struct producer *p, struct lp_http_req *r)
-{
-	struct lp_event_error e;
-	struct outgoing out = { 0 };
-	const char *tenant = lp_http_header(r, "X-Tenant-ID");
-	int64_t t0 = lp_now_us(), now_ms;
-	char hdr[64];
-	json_t *reply, *ev;
-
-	if (!is_json_type(lp_http_header(r, "Content-Type"), false)) {
-		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
-				    "expected Content-Type application/json, got \"%.100s\"",
-				    lp_http_header(r, "Content-Type"));
-		return;
-	}
-	lp_series_inc(p->received);
-	tenant = tenant && *tenant ? tenant : NULL;
-	now_ms = lp_wall_ms();
-	if (!scan_event(p, r->body, r->body_len, now_ms, tenant, &out)) {
-		ev = lp_event_parse(r->body, r->body_len, &p->limits, now_ms, tenant, &e);
-		if (!ev) {
-			lp_series_inc(p->rejected);
-			lp_http_reply_error(r, e.status, e.code, NULL, "%s", e.message);
-			return;
-		}
-		tree_event(ev, &out);
-		trace_from_header(out.ev, lp_http_header(r, "traceparent"));
-	} else {
-		trace_from_header_text(&out, lp_http_header(r, "traceparent"));
-	}
-	deliver(p, &out, 1);
-	if (out.outcome == OUT_FAILED) {
-		lp_http_reply_error(r, out.status, out.code,
-				    out.status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL,
-				    "%s", out.why);
-		outgoing_release(&out);
-		return;
-	}
-	reply = json_pack("{s:s, s:s, s:s}", "status", "success", "id", out.id, "message",
-			  "Log event queued for processing");
-	outgoing_release(&out);
-	lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
-	lp_http_reply_json(r, 202, reply, NULL);
-}
-
 /* State threaded through lp_batch_split's callback. */
 struct batch_ctx {
 	struct producer *p;
 	const char *tenant;
-	const char *traceparent;  /* the request's header, or NULL */
+	const char *traceparent;  /* the request's header, or NULL (valid while parsing) */
 	int64_t now_ms;
-	json_t *results;          /* array, one object per item */
+	json_t *results;          /* array, one object per item (NULL for one event) */
 	struct outgoing *out;     /* accepted events */
 	size_t *out_index;        /* their indexes in results */
 	size_t nout, cap;
@@ -669,44 +861,122 @@ static int batch_item(void *ud, size_t index, json_t *item, const char *error)
 	return 0;
 }
 
-static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
-{
-	const char *tenant = lp_http_header(r, "X-Tenant-ID");
-	struct batch_ctx b = { 0 };
-	size_t i, accepted = 0, rejected, total, unavailable = 0;
-	int64_t t0 = lp_now_us();
-	char err[200], hdr[64];
-	long n;
-	int status;
+/* One submission between producer_submit and its done. */
+struct preq {
+	struct delivery d;          /* its events' way to durability (first: finish
+	                             * gets &d) */
+	enum producer_route route;  /* which reply to build */
+	enum otlp_encoding enc;     /* OTLP: the request's encoding */
+	producer_done_fn done;      /* the caller's completion */
+	void *ud;                   /* its argument */
+	int64_t t0_us;              /* when submitted (log_event_processing_time) */
+	pthread_t submitter;        /* the thread in producer_submit */
+	char request_id[64];        /* for log lines on the completing thread */
+	struct batch_ctx b;         /* the events and per-item results */
+};
 
-	if (!is_json_type(lp_http_header(r, "Content-Type"), true)) {
-		lp_http_reply_error(r, 415, "unsupported_media_type", NULL,
-				    "expected Content-Type application/json, application/x-ndjson, "
-				    "application/ndjson or application/jsonl, got \"%.100s\"",
-				    lp_http_header(r, "Content-Type"));
+/* Passes a reply to done. */
+static void answer(producer_done_fn done, void *ud, int status, const char *content_type,
+		   const char *body, size_t len, const char *headers)
+{
+	struct producer_reply r = {
+		.status = status,
+		.content_type = content_type,
+		.body = body,
+		.len = len,
+		.headers = headers,
+	};
+
+	done(ud, &r);
+}
+
+/* Serialises and json_decref's body (as lp_http_reply_json does). */
+static void answer_json(producer_done_fn done, void *ud, int status, json_t *body,
+			const char *headers);
+
+/* {"status":"error","error":{"code":code,"message":...}}, as
+ * lp_http_reply_error words it. */
+static void __attribute__((format(printf, 6, 7)))
+answer_error(producer_done_fn done, void *ud, int status, const char *code, const char *headers,
+	     const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	json_t *c, *m;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	c = json_string(code);
+	m = json_string(msg);
+	answer_json(done, ud, status,
+		    json_pack("{s:s, s:{s:o, s:o}}", "status", "error", "error", "code",
+			      c ? c : json_string("(message not valid UTF-8)"), "message",
+			      m ? m : json_string("(message not valid UTF-8)")),
+		    headers);
+}
+
+static void answer_json(producer_done_fn done, void *ud, int status, json_t *body,
+			const char *headers)
+{
+	char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+	json_decref(body);
+	if (!text) {
+		answer_error(done, ud, 500, "internal", NULL, "the reply could not be serialised");
 		return;
 	}
-	b.p = p;
-	b.tenant = tenant && *tenant ? tenant : NULL;
-	b.traceparent = lp_http_header(r, "traceparent");
-	b.now_ms = lp_wall_ms();
-	b.results = json_array();
-	n = lp_batch_split_raw(r->body, r->body_len, (size_t)p->s->batch_max_items, batch_raw,
-			       batch_item, &b, err, sizeof(err));
-	if (n == -E2BIG) {
-		lp_http_reply_error(r, 413, "too_many_items", NULL,
-				    "a batch holds at most %lld events", p->s->batch_max_items);
-		goto out;
+	answer(done, ud, status, "application/json", text, strlen(text), headers);
+	free(text);
+}
+
+/* gRPC status codes the OTLP Status bodies carry. */
+#define GRPC_INVALID_ARGUMENT 3
+#define GRPC_RESOURCE_EXHAUSTED 8
+#define GRPC_UNAVAILABLE 14
+
+static void answer_otlp_status(producer_done_fn done, void *ud, enum otlp_encoding enc,
+			       int status, int code, const char *headers, const char *msg)
+{
+	char *body;
+	size_t len;
+
+	otlp_status(enc, code, msg, &body, &len);
+	answer(done, ud, status, otlp_content_type(enc), body, len, headers);
+	free(body);
+}
+
+/* POST /api/logs's reply. */
+static void reply_one(struct producer *p, struct preq *q)
+{
+	struct outgoing *o = &q->b.out[0];
+	char hdr[64];
+
+	if (o->outcome == OUT_FAILED) {
+		answer_error(q->done, q->ud, o->status, o->code,
+			     o->status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL,
+			     "%s", o->why);
+		return;
 	}
-	if (n < 0) {
-		lp_http_reply_error(r, 400, "invalid_batch", NULL, "%s", err);
-		goto out;
-	}
-	if (b.nout > 0)
-		deliver(p, b.out, b.nout);
-	for (i = 0; i < b.nout; i++) {
-		json_t *res = json_array_get(b.results, b.out_index[i]);
-		struct outgoing *o = &b.out[i];
+	lp_series_observe(p->latency, (double)(lp_now_us() - q->t0_us) / 1e6);
+	answer_json(q->done, q->ud, 202,
+		    json_pack("{s:s, s:s, s:s}", "status", "success", "id", o->id, "message",
+			      "Log event queued for processing"),
+		    NULL);
+}
+
+/* POST /api/logs/batch's reply: 202 all accepted, 207 some, 503 none for
+ * want of Kafka and spool, 400 none valid. */
+static void reply_batch(struct producer *p, struct preq *q)
+{
+	struct batch_ctx *b = &q->b;
+	size_t i, accepted = 0, rejected, total, unavailable = 0;
+	char hdr[64];
+	int status;
+
+	for (i = 0; i < b->nout; i++) {
+		json_t *res = json_array_get(b->results, b->out_index[i]);
+		struct outgoing *o = &b->out[i];
 
 		if (o->outcome != OUT_FAILED) {
 			json_object_set_new(res, "id", json_string(o->id));
@@ -720,7 +990,7 @@ static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
 		if (o->status == 503)
 			unavailable++;
 	}
-	total = json_array_size(b.results);
+	total = json_array_size(b->results);
 	rejected = total - accepted - unavailable;
 	if (accepted == total && total > 0) {
 		status = 202;
@@ -733,131 +1003,27 @@ static void handle_batch_inner(struct producer *p, struct lp_http_req *r)
 		status = 400;
 	}
 	if (accepted > 0)
-		lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
-	lp_http_reply_json(r, status,
-			   json_pack("{s:s, s:I, s:I, s:I, s:O}", "status",
-				     status == 202 ? "success" : (status == 207 ? "partial" : "error"),
-				     "accepted", (json_int_t)accepted, "rejected",
-				     (json_int_t)rejected, "failed", (json_int_t)unavailable,
-				     "results", b.results),
-			   status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL);
-out:
-	for (i = 0; i < b.nout; i++)
-		outgoing_release(&b.out[i]);
-	free(b.out);
-	free(b.out_index);
-	json_decref(b.results);
+		lp_series_observe(p->latency, (double)(lp_now_us() - q->t0_us) / 1e6);
+	answer_json(q->done, q->ud, status,
+		    json_pack("{s:s, s:I, s:I, s:I, s:O}", "status",
+			      status == 202 ? "success" : (status == 207 ? "partial" : "error"),
+			      "accepted", (json_int_t)accepted, "rejected", (json_int_t)rejected,
+			      "failed", (json_int_t)unavailable, "results", b->results),
+		    status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL);
 }
 
-static void handle_one(struct lp_http_req *r, void *ud)
+/* POST /v1/logs's reply: 200 with partialSuccess for records refused,
+ * 503 when a record could not be made durable. */
+static void reply_otlp(struct producer *p, struct preq *q)
 {
-	struct producer *p = ud;
-
-	if (!request_begin(p, r))
-		return;
-	handle_one_inner(p, r);
-	request_end(p);
-}
-
-static void handle_batch(struct lp_http_req *r, void *ud)
-{
-	struct producer *p = ud;
-
-	if (!request_begin(p, r))
-		return;
-	handle_batch_inner(p, r);
-	request_end(p);
-}
-
-/* ---- OTLP/HTTP logs ----------------------------------------------------------
- *
- * POST /v1/logs: each log record of the export request (otlp.c maps them)
- * goes the way of a batch item, through batch_item and deliver, so it is
- * durable as one is before the answer.  The answers are the protocol's:
- * 200 with an ExportLogsServiceResponse (partialSuccess counting the
- * records refused as invalid), 400 for a body that does not decode, 413
- * for too many records or a body inflating past http.max_body, 415 for
- * another Content-Type or Content-Encoding, 503 with Retry-After when a
- * record could not be made durable; errors carry a google.rpc.Status.  A
- * 503 asks the client to send the whole request again, so records of it
- * already durable arrive twice (OTLP records carry no id to dedupe on). */
-
-/* gRPC status codes the Status bodies carry. */
-#define GRPC_INVALID_ARGUMENT 3
-#define GRPC_RESOURCE_EXHAUSTED 8
-#define GRPC_UNAVAILABLE 14
-
-static void otlp_reply_status(struct lp_http_req *r, enum otlp_encoding enc, int status,
-			      int code, const char *extra, const char *msg)
-{
-	char *body;
-	size_t len;
-
-	otlp_status(enc, code, msg, &body, &len);
-	lp_http_reply(r, status, otlp_content_type(enc), body, len, extra);
-	free(body);
-}
-
-static void handle_otlp_inner(struct producer *p, struct lp_http_req *r)
-{
-	const char *tenant = lp_http_header(r, "X-Tenant-ID");
-	const char *ce = lp_http_header(r, "Content-Encoding");
-	int enc = otlp_encoding_of(lp_http_header(r, "Content-Type"));
-	struct batch_ctx b = { 0 };
-	size_t i, accepted = 0, unavailable = 0, total, len = r->body_len;
+	struct batch_ctx *b = &q->b;
+	size_t i, accepted = 0, unavailable = 0, total;
 	const char *first_error = NULL;
-	int64_t t0 = lp_now_us();
-	char err[200], hdr[64], msg[400], *inflated = NULL, *body = r->body, *reply;
+	char hdr[64], msg[400], *reply;
 	size_t reply_len;
-	long n;
 
-	if (enc < 0) {
-		otlp_reply_status(r, OTLP_JSON, 415, GRPC_INVALID_ARGUMENT, NULL,
-				  "expected Content-Type application/x-protobuf or application/json");
-		return;
-	}
-	if (ce && *ce && strcasecmp(ce, "identity") != 0) {
-		int rc;
-
-		if (strcasecmp(ce, "gzip") != 0) {
-			otlp_reply_status(r, enc, 415, GRPC_INVALID_ARGUMENT, NULL,
-					  "expected Content-Encoding gzip or none");
-			return;
-		}
-		rc = otlp_gunzip(r->body, r->body_len, (size_t)p->s->http_max_body, &inflated,
-				 &len);
-		if (rc == -E2BIG) {
-			snprintf(msg, sizeof(msg), "the body inflates to more than %lld bytes",
-				 p->s->http_max_body);
-			otlp_reply_status(r, enc, 413, GRPC_RESOURCE_EXHAUSTED, NULL, msg);
-			return;
-		}
-		if (rc < 0) {
-			otlp_reply_status(r, enc, 400, GRPC_INVALID_ARGUMENT, NULL,
-					  "the body is not valid gzip");
-			return;
-		}
-		body = inflated;
-	}
-	b.p = p;
-	b.tenant = tenant && *tenant ? tenant : NULL;
-	b.traceparent = lp_http_header(r, "traceparent");
-	b.now_ms = lp_wall_ms();
-	b.results = json_array();
-	n = otlp_decode(body, len, (enum otlp_encoding)enc, (size_t)p->s->otlp_max_records,
-			batch_item, &b, err, sizeof(err));
-	if (n == -E2BIG) {
-		otlp_reply_status(r, enc, 413, GRPC_RESOURCE_EXHAUSTED, NULL, err);
-		goto out;
-	}
-	if (n < 0) {
-		otlp_reply_status(r, enc, 400, GRPC_INVALID_ARGUMENT, NULL, err);
-		goto out;
-	}
-	if (b.nout > 0)
-		deliver(p, b.out, b.nout);
-	for (i = 0; i < b.nout; i++) {
-		struct outgoing *o = &b.out[i];
+	for (i = 0; i < b->nout; i++) {
+		struct outgoing *o = &b->out[i];
 
 		if (o->outcome != OUT_FAILED) {
 			accepted++;
@@ -868,19 +1034,19 @@ static void handle_otlp_inner(struct producer *p, struct lp_http_req *r)
 			continue;
 		}
 		/* Refused for good (too large for Kafka): as invalid. */
-		json_object_set_new(json_array_get(b.results, b.out_index[i]), "error",
+		json_object_set_new(json_array_get(b->results, b->out_index[i]), "error",
 				    json_pack("{s:s, s:s}", "code", o->code, "message", o->why));
 	}
-	total = json_array_size(b.results);
+	total = json_array_size(b->results);
 	if (unavailable > 0) {
 		snprintf(msg, sizeof(msg), "%zu of %zu log records could not be made durable; "
 					   "retry the request", unavailable, total);
-		otlp_reply_status(r, enc, 503, GRPC_UNAVAILABLE,
-				  retry_after_header(p, hdr, sizeof(hdr)), msg);
-		goto out;
+		answer_otlp_status(q->done, q->ud, q->enc, 503, GRPC_UNAVAILABLE,
+				   retry_after_header(p, hdr, sizeof(hdr)), msg);
+		return;
 	}
 	for (i = 0; i < total && !first_error; i++) {
-		json_t *e = json_object_get(json_array_get(b.results, i), "error");
+		json_t *e = json_object_get(json_array_get(b->results, i), "error");
 
 		if (e) {
 			first_error = json_string_value(json_object_get(e, "message"));
@@ -890,28 +1056,350 @@ static void handle_otlp_inner(struct producer *p, struct lp_http_req *r)
 		}
 	}
 	if (accepted > 0)
-		lp_series_observe(p->latency, (double)(lp_now_us() - t0) / 1e6);
-	otlp_response((enum otlp_encoding)enc, (long long)(total - accepted),
-		      total > accepted ? msg : NULL, &reply, &reply_len);
-	lp_http_reply(r, 200, otlp_content_type((enum otlp_encoding)enc), reply, reply_len, NULL);
+		lp_series_observe(p->latency, (double)(lp_now_us() - q->t0_us) / 1e6);
+	otlp_response(q->enc, (long long)(total - accepted), total > accepted ? msg : NULL, &reply,
+		      &reply_len);
+	answer(q->done, q->ud, 200, otlp_content_type(q->enc), reply, reply_len, NULL);
 	free(reply);
+}
+
+static void preq_free(struct preq *q)
+{
+	size_t i;
+
+	for (i = 0; i < q->b.nout; i++)
+		outgoing_release(&q->b.out[i]);
+	free(q->b.out);
+	free(q->b.out_index);
+	json_decref(q->b.results);
+	free(q);
+}
+
+/* The delivery's finish: the reply, then the request is over. */
+static void preq_finish(struct delivery *d)
+{
+	struct preq *q = (struct preq *)d;
+	struct producer *p = d->p;
+	/* Another thread's log lines name the request; the submitter's own
+	 * already do (the HTTP server set its trace). */
+	bool other = !pthread_equal(pthread_self(), q->submitter);
+
+	if (other && q->request_id[0])
+		lp_log_set_trace(q->request_id);
+	switch (q->route) {
+	case PRODUCER_ONE:
+		reply_one(p, q);
+		break;
+	case PRODUCER_BATCH:
+		reply_batch(p, q);
+		break;
+	case PRODUCER_OTLP:
+		reply_otlp(p, q);
+		break;
+	}
+	if (other && q->request_id[0])
+		lp_log_set_trace(NULL);
+	preq_free(q);
+	atomic_fetch_sub(&p->inflight, 1);
+}
+
+/* POST /api/logs: validates; true when q holds an event to deliver. */
+static bool submit_one(struct producer *p, const struct producer_input *in, struct preq *q)
+{
+	struct lp_event_error e;
+	struct outgoing *o;
+	int64_t now_ms;
+	json_t *ev;
+
+	if (!is_json_type(in->content_type, false)) {
+		answer_error(q->done, q->ud, 415, "unsupported_media_type", NULL,
+			     "expected Content-Type application/json, got \"%.100s\"",
+			     in->content_type);
+		return false;
+	}
+	lp_series_inc(p->received);
+	now_ms = lp_wall_ms();
+	o = batch_add(&q->b);
+	if (!scan_event(p, in->body, in->len, now_ms, q->b.tenant, o)) {
+		ev = lp_event_parse(in->body, in->len, &p->limits, now_ms, q->b.tenant, &e);
+		if (!ev) {
+			lp_series_inc(p->rejected);
+			answer_error(q->done, q->ud, e.status, e.code, NULL, "%s", e.message);
+			return false;
+		}
+		tree_event(ev, o);
+		trace_from_header(o->ev, in->traceparent);
+	} else {
+		trace_from_header_text(o, in->traceparent);
+	}
+	return true;
+}
+
+/* POST /api/logs/batch: splits and validates; true when q holds items to
+ * answer (accepted events to deliver, or none: a 400 of rejections). */
+static bool submit_batch(struct producer *p, const struct producer_input *in, struct preq *q)
+{
+	char err[200];
+	long n;
+
+	if (!is_json_type(in->content_type, true)) {
+		answer_error(q->done, q->ud, 415, "unsupported_media_type", NULL,
+			     "expected Content-Type application/json, application/x-ndjson, "
+			     "application/ndjson or application/jsonl, got \"%.100s\"",
+			     in->content_type);
+		return false;
+	}
+	q->b.now_ms = lp_wall_ms();
+	q->b.results = json_array();
+	n = lp_batch_split_raw(in->body, in->len, (size_t)p->s->batch_max_items, batch_raw,
+			       batch_item, &q->b, err, sizeof(err));
+	if (n == -E2BIG) {
+		answer_error(q->done, q->ud, 413, "too_many_items", NULL,
+			     "a batch holds at most %lld events", p->s->batch_max_items);
+		return false;
+	}
+	if (n < 0) {
+		answer_error(q->done, q->ud, 400, "invalid_batch", NULL, "%s", err);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * POST /v1/logs: each log record of the export request (otlp.c maps them)
+ * goes the way of a batch item, through batch_item and the delivery, so it
+ * is durable as one is before the answer.  The answers are the protocol's:
+ * 200 with an ExportLogsServiceResponse (partialSuccess counting the
+ * records refused as invalid), 400 for a body that does not decode, 413
+ * for too many records or a body inflating past http.max_body, 415 for
+ * another Content-Type or Content-Encoding, 503 with Retry-After when a
+ * record could not be made durable; errors carry a google.rpc.Status.  A
+ * 503 asks the client to send the whole request again, so records of it
+ * already durable arrive twice (OTLP records carry no id to dedupe on).
+ */
+static bool submit_otlp(struct producer *p, const struct producer_input *in, struct preq *q)
+{
+	const char *ce = in->content_encoding;
+	int enc = otlp_encoding_of(in->content_type);
+	char err[200], msg[400], *inflated = NULL;
+	const char *body = in->body;
+	size_t len = in->len;
+	bool ret = false;
+	long n;
+
+	if (enc < 0) {
+		answer_otlp_status(q->done, q->ud, OTLP_JSON, 415, GRPC_INVALID_ARGUMENT, NULL,
+				   "expected Content-Type application/x-protobuf or application/json");
+		return false;
+	}
+	q->enc = (enum otlp_encoding)enc;
+	if (ce && *ce && strcasecmp(ce, "identity") != 0) {
+		int rc;
+
+		if (strcasecmp(ce, "gzip") != 0) {
+			answer_otlp_status(q->done, q->ud, q->enc, 415, GRPC_INVALID_ARGUMENT, NULL,
+					   "expected Content-Encoding gzip or none");
+			return false;
+		}
+		rc = otlp_gunzip(in->body, in->len, (size_t)p->s->http_max_body, &inflated, &len);
+		if (rc == -E2BIG) {
+			snprintf(msg, sizeof(msg), "the body inflates to more than %lld bytes",
+				 p->s->http_max_body);
+			answer_otlp_status(q->done, q->ud, q->enc, 413, GRPC_RESOURCE_EXHAUSTED,
+					   NULL, msg);
+			return false;
+		}
+		if (rc < 0) {
+			answer_otlp_status(q->done, q->ud, q->enc, 400, GRPC_INVALID_ARGUMENT, NULL,
+					   "the body is not valid gzip");
+			return false;
+		}
+		body = inflated;
+	}
+	q->b.now_ms = lp_wall_ms();
+	q->b.results = json_array();
+	n = otlp_decode(body, len, q->enc, (size_t)p->s->otlp_max_records, batch_item, &q->b, err,
+			sizeof(err));
+	if (n == -E2BIG) {
+		answer_otlp_status(q->done, q->ud, q->enc, 413, GRPC_RESOURCE_EXHAUSTED, NULL, err);
+		goto out;
+	}
+	if (n < 0) {
+		answer_otlp_status(q->done, q->ud, q->enc, 400, GRPC_INVALID_ARGUMENT, NULL, err);
+		goto out;
+	}
+	ret = true;
 out:
-	for (i = 0; i < b.nout; i++)
-		outgoing_release(&b.out[i]);
-	free(b.out);
-	free(b.out_index);
-	json_decref(b.results);
 	free(inflated);
+	return ret;
+}
+
+int producer_submit(struct producer *p, const struct producer_input *in, producer_done_fn done,
+		    void *ud)
+{
+	struct preq *q;
+	bool go = false;
+
+	atomic_fetch_add(&p->inflight, 1);
+	if (atomic_load(&p->stopping)) {
+		answer_error(done, ud, 503, "shutting_down", "Retry-After: 1\r\nConnection: close\r\n",
+			     "the producer is shutting down; retry on another instance");
+		atomic_fetch_sub(&p->inflight, 1);
+		return 0;
+	}
+	q = lp_xcalloc(1, sizeof(*q));
+	q->d.p = p;
+	q->d.finish = preq_finish;
+	q->route = in->route;
+	q->done = done;
+	q->ud = ud;
+	q->t0_us = lp_now_us();
+	q->submitter = pthread_self();
+	lp_strlcpy(q->request_id, in->request_id ? in->request_id : "", sizeof(q->request_id));
+	q->b.p = p;
+	q->b.tenant = in->tenant && *in->tenant ? in->tenant : NULL;
+	q->b.traceparent = in->traceparent;
+	switch (in->route) {
+	case PRODUCER_ONE:
+		go = submit_one(p, in, q);
+		break;
+	case PRODUCER_BATCH:
+		go = submit_batch(p, in, q);
+		break;
+	case PRODUCER_OTLP:
+		go = submit_otlp(p, in, q);
+		break;
+	}
+	/* Borrowed from the caller, which may free it once this returns. */
+	q->b.tenant = NULL;
+	q->b.traceparent = NULL;
+	if (!go) {
+		preq_free(q);
+		atomic_fetch_sub(&p->inflight, 1);
+		return 0;
+	}
+	q->d.out = q->b.out;
+	q->d.n = q->b.nout;
+	deliver_start(&q->d); /* q belongs to the delivery from here on */
+	return 0;
+}
+
+/* ---- the HTTP routes -----------------------------------------------------------
+ *
+ * The three routes are async (lp_http_route_async): with the event front
+ * the handler runs on a front loop, copies what producer_submit needs
+ * from the request, defers it and submits; whichever thread finishes the
+ * submission (the handler's own for a 4xx, librdkafka's delivery-report
+ * thread, the spool writer after its fdatasync) writes the reply into the
+ * deferred request and answers it, which wakes the loop that sends it.  No
+ * thread waits per request in flight.  lp_http_server_free waits for the
+ * deferred requests, and producer_stop frees the server before Kafka and
+ * the spool, so their done() can still run during the wait.
+ *
+ * A request CivetWeb read (http.front civetweb, or one the front passes on:
+ * chunked, HTTP/1.0, Connection: close) is answered on its worker as before: submit, wait for
+ * done on a condition variable, reply.  The worker is held either way (a
+ * deferred one waits inside the server), and replying from the handler
+ * keeps the reply written before the request leaves the in-flight count:
+ * producer_stop stops the server only then, because CivetWeb stops writing
+ * responses as soon as it is told to stop. */
+
+/* done of a deferred request: the reply goes straight into it. */
+static void http_answer_done(void *ud, const struct producer_reply *rep)
+{
+	struct lp_http_req *r = ud;
+
+	lp_http_reply(r, rep->status, rep->content_type, rep->body, rep->len, rep->headers);
+	lp_http_answer(r); /* r is gone from here on */
+}
+
+/* One worker's wait for its answer, and the answer copied. */
+struct http_wait {
+	pthread_mutex_t mu;   /* guards done */
+	pthread_cond_t cv;    /* signalled when done is set */
+	bool done;            /* the answer is in */
+	int status;           /* the answer */
+	char ctype[64];       /* its Content-Type */
+	char *body;           /* its body (malloc'd) */
+	size_t len;           /* bytes of body */
+	char *headers;        /* its extra header lines (malloc'd), or NULL */
+};
+
+static void http_done(void *ud, const struct producer_reply *r)
+{
+	struct http_wait *w = ud;
+
+	w->status = r->status;
+	lp_strlcpy(w->ctype, r->content_type ? r->content_type : "", sizeof(w->ctype));
+	w->body = lp_xmalloc(r->len + 1);
+	memcpy(w->body, r->body, r->len);
+	w->body[r->len] = '\0';
+	w->len = r->len;
+	w->headers = r->headers ? lp_xstrdup(r->headers) : NULL;
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* A request CivetWeb read: submit, wait for the answer, reply. */
+static void submit_and_wait(struct producer *p, struct lp_http_req *r,
+			    const struct producer_input *in)
+{
+	struct http_wait w = { .done = false };
+
+	atomic_fetch_add(&p->inflight, 1);
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	producer_submit(p, in, http_done, &w);
+	pthread_mutex_lock(&w.mu);
+	while (!w.done)
+		pthread_cond_wait(&w.cv, &w.mu);
+	pthread_mutex_unlock(&w.mu);
+	lp_http_reply(r, w.status, w.ctype[0] ? w.ctype : NULL, w.body, w.len, w.headers);
+	free(w.body);
+	free(w.headers);
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	atomic_fetch_sub(&p->inflight, 1);
+}
+
+static void handle_route(struct producer *p, struct lp_http_req *r, enum producer_route route)
+{
+	/* The header values and the body stay valid until the handler
+	 * returns, even once answered: producer_submit copies what it keeps. */
+	struct producer_input in = {
+		.route = route,
+		.body = r->body,
+		.len = r->body_len,
+		.content_type = lp_http_header(r, "Content-Type"),
+		.content_encoding = lp_http_header(r, "Content-Encoding"),
+		.traceparent = lp_http_header(r, "traceparent"),
+		.tenant = lp_http_header(r, "X-Tenant-ID"),
+		.request_id = r->request_id,
+	};
+
+	/* Deferred before the submission: done may run before it returns. */
+	if (r->conn || lp_http_defer(r) < 0) {
+		submit_and_wait(p, r, &in);
+		return;
+	}
+	producer_submit(p, &in, http_answer_done, r);
+}
+
+static void handle_one(struct lp_http_req *r, void *ud)
+{
+	handle_route(ud, r, PRODUCER_ONE);
+}
+
+static void handle_batch(struct lp_http_req *r, void *ud)
+{
+	handle_route(ud, r, PRODUCER_BATCH);
 }
 
 static void handle_otlp(struct lp_http_req *r, void *ud)
 {
-	struct producer *p = ud;
-
-	if (!request_begin(p, r))
-		return;
-	handle_otlp_inner(p, r);
-	request_end(p);
+	handle_route(ud, r, PRODUCER_OTLP);
 }
 
 /* ---- the drain -------------------------------------------------------------- */
@@ -1277,10 +1765,14 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 	struct producer *p = lp_xcalloc(1, sizeof(*p));
 	struct lp_registry *reg = lp_registry_default();
 	struct lp_http_opts ho = { 0 };
-	char timeout[32];
-	const char *props[] = { "message.timeout.ms", timeout, NULL };
+	char timeout[32], linger[32], batch[32], inflight[32];
+	const char *props[] = { "message.timeout.ms", timeout, "linger.ms", linger,
+				"batch.size", batch, "max.in.flight.requests.per.connection", inflight,
+				"socket.nagle.disable", s->kafka_nodelay ? "true" : "false", NULL };
 
 	p->s = s;
+	pthread_mutex_init(&p->sq_mu, NULL);
+	pthread_cond_init(&p->sq_cv, NULL);
 	p->limits = lp_event_default_limits;
 	p->limits.max_message = (size_t)s->max_message;
 	p->limits.max_attributes = (size_t)s->max_attributes;
@@ -1314,12 +1806,20 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 	}
 
 	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
+	snprintf(linger, sizeof(linger), "%lld", s->kafka_linger_ms);
+	snprintf(batch, sizeof(batch), "%lld", s->kafka_batch_size);
+	snprintf(inflight, sizeof(inflight), "%lld", s->kafka_max_in_flight);
 	p->kp = lp_kproducer_new(s->kafka_brokers, props, err, errlen);
 	if (!p->kp)
 		goto fail;
 	p->max_msg = kafka_max_message(p->kp);
 
 	if (p->spool) {
+		if (pthread_create(&p->spooler, NULL, spooler_main, p) != 0) {
+			snprintf(err, errlen, "cannot start the spool writer thread");
+			goto fail;
+		}
+		p->spooler_started = true;
 		if (pthread_create(&p->drainer, NULL, drain_main, p) != 0) {
 			snprintf(err, errlen, "cannot start the spool drain thread");
 			goto fail;
@@ -1336,9 +1836,9 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 	p->http = lp_http_server_new(&ho, err, errlen);
 	if (!p->http)
 		goto fail;
-	lp_http_route(p->http, "POST", "/api/logs", handle_one, p);
-	lp_http_route(p->http, "POST", "/api/logs/batch", handle_batch, p);
-	lp_http_route(p->http, "POST", "/v1/logs", handle_otlp, p);
+	lp_http_route_async(p->http, "POST", "/api/logs", handle_one, p);
+	lp_http_route_async(p->http, "POST", "/api/logs/batch", handle_batch, p);
+	lp_http_route_async(p->http, "POST", "/v1/logs", handle_otlp, p);
 	/* With a spool, Kafka being down does not stop ingest: the spool's
 	 * room decides readiness. */
 	lp_http_health(p->http, "kafka", p->spool == NULL, kafka_healthy, p, p->breaker);
@@ -1499,7 +1999,19 @@ void producer_stop(struct producer *p)
 		if (left > 0)
 			lp_error("%d messages were not delivered at shutdown", left);
 	}
+	/* Every delivery report has run (the free purges what is left), so
+	 * nothing can be queued for the spool writer any more: it writes what
+	 * is queued, finishing the last submissions, and ends. */
+	if (p->spooler_started) {
+		pthread_mutex_lock(&p->sq_mu);
+		p->sq_stop = true;
+		pthread_cond_signal(&p->sq_cv);
+		pthread_mutex_unlock(&p->sq_mu);
+		pthread_join(p->spooler, NULL);
+	}
 	spool_close(p->spool);
 	lp_breaker_free(p->breaker);
+	pthread_mutex_destroy(&p->sq_mu);
+	pthread_cond_destroy(&p->sq_cv);
 	free(p);
 }

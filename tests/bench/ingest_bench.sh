@@ -10,7 +10,8 @@
 #   kcat       kcat -P (Debian's kcat; enable.idempotence, acks=all, as the
 #              producer's client) pushing the same event as fast as it can:
 #              the broker's ceiling for one client on this machine;
-#   producer   POST /api/logs straight to logpipe-producer, c32 and c256;
+#   producer   POST /api/logs straight to logpipe-producer, c32 and c256,
+#              and POST /api/logs/batch of 100 events at c32 (producer_batch);
 #   gateway    POST /api/logs through logpipe-gateway (auth, rate limit in
 #              Redis far above the load), c32 and c256;
 #   batch      POST /api/logs/batch of 100 events through the gateway, c32;
@@ -208,6 +209,8 @@ try:
     for c in (32, 256):
         row(f"producer_c{c}", {"producer": prod},
             lambda c=c: wrk(ports["producer"], "/api/logs", BODY, c, {}))
+    row("producer_batch", {"producer": prod},
+        lambda: wrk(ports["producer"], "/api/logs/batch", BATCH, 32, {}), per_request=100)
     for c in (32, 256):
         row(f"gateway_c{c}", {"gateway": gw, "producer": prod},
             lambda c=c: wrk(ports["gateway"], "/api/logs", BODY, c, H))

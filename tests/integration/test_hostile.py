@@ -37,7 +37,7 @@ The only answers recorded rather than failed are the deliberate
 Content-Type leniencies in KNOWN, each printed at the end.
 
 The route table below is checked against the sources (lp_http_route,
-add_route, gw_route calls, the built-ins of common/src/http.c, and the
+lp_http_route_async, add_route, gw_route calls, the built-ins of common/src/http.c, and the
 patterns metadata-svc builds from its record kinds), both ways, so a new
 route without hostile coverage, or a registration the check cannot read,
 fails test_route_table_covers_the_sources.
@@ -68,7 +68,7 @@ ANSWER_TIMEOUT = 20.0    # no answer within this is a hang
 HOST, SVC = "hostile-host", "hostile-svc"
 LOG_ID = str(uuid.uuid4())
 
-# ---- the endpoints (from lp_http_route / add_route / gw_route in the sources) ----------
+# ---- the endpoints (from lp_http_route[_async] / add_route / gw_route in the sources) ----------
 # (method, path, body kind).  Body kinds: event, batch, host, service, generator,
 # control; None: the endpoint takes no body.
 
@@ -609,7 +609,7 @@ def _struct_instances(folder):
 
 def source_routes(folder):
     """The route patterns the C sources in folder register (lp_http_route,
-    add_route, gw_route), plus a list of calls whose pattern could not be
+    lp_http_route_async, add_route, gw_route), plus a list of calls whose pattern could not be
     worked out.  A pattern argument may be a string literal, an element of a
     string array in the same file (meta_patterns[i]), a buffer filled by
     snprintf(buf, ..., "fmt", EXPR) in the same file, or a member of a struct
@@ -617,7 +617,7 @@ def source_routes(folder):
     one value, and an `if (co->k->FIELD >= 0)` right before the call is
     evaluated against the same instance.  A wrapper passing on its own
     `pattern` parameter is skipped: the calls of the wrapper are read."""
-    call = re.compile(r"\b(?:lp_http_route|add_route|gw_route)\(\s*[\w>.-]+\s*,\s*"
+    call = re.compile(r"\b(?:lp_http_route(?:_async)?|add_route|gw_route)\(\s*[\w>.-]+\s*,\s*"
                       r"(?:NULL|\"[A-Z]+\"|\w+\[\w+\])\s*,\s*([^,]+?)\s*,")
     inst = _struct_instances(folder)
     found, unknown = set(), []

@@ -13,6 +13,11 @@ a spool segment, inside a pwrite that a later sync of that file covers
 before the first byte of the reply was written.  Every id the client got a
 202 for must be among the replies the shim saw, or the check would be empty.
 
+Each runs twice: with urllib's clients ("Connection: close", which the event
+front passes to CivetWeb behind it, whose worker answers) and with kept-alive
+connections, whose requests the front serves on the producer's async routes
+(deferred, answered by the spool writer's done).
+
 The second test proves the check can fail: the shim's SYNC_TRACE_NOOP=1
 turns fdatasync() into a no-op (nothing synced, nothing logged), the defect
 a producer answering before its data is durable would have, and the check
@@ -24,6 +29,7 @@ build-san/bin) the ASan runtime must come first in LD_PRELOAD: it is found
 with ldd and put before the shim.
 """
 
+import http.client
 import json
 import re
 import subprocess
@@ -69,10 +75,28 @@ def post(url, body):
         return e.code, e.read()
 
 
-def run_producer(workdir, shim_path, noop, threads=6, per_thread=20):
+class KeptAlive:
+    """A client on one kept-alive connection (no "Connection: close", unlike
+    urllib): the event front serves its requests on the producer's async
+    routes itself, where urllib's go to CivetWeb behind it."""
+
+    def __init__(self, url):
+        host, port = url.split("//", 1)[1].split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=30)
+
+    def __call__(self, url, body):
+        path = "/" + url.split("//", 1)[1].split("/", 1)[1]
+        self.conn.request("POST", path, body=json.dumps(body).encode(),
+                          headers={"Content-Type": "application/json"})
+        r = self.conn.getresponse()
+        return r.status, r.read()
+
+
+def run_producer(workdir, shim_path, noop, threads=6, per_thread=20, keep_alive=False):
     """Starts the producer under the shim with Kafka unreachable, sends events
-    from several threads (single events and batches), stops it; returns
-    (ids answered 202, trace lines, spool directory)."""
+    from several threads (single events and batches; keep_alive: on one
+    kept-alive connection each, else urllib's connection per request), stops
+    it; returns (ids answered 202, trace lines, spool directory)."""
     ports = {n: lp.free_port() for n in lp.SERVICES}
     dead_kafka = f"127.0.0.1:{lp.free_port()}"
     env = lp.service_env("producer", ports, {"kafka.brokers": dead_kafka},
@@ -86,15 +110,16 @@ def run_producer(workdir, shim_path, noop, threads=6, per_thread=20):
     ids, statuses, lock = [], {}, threading.Lock()
 
     def worker(n):
+        send = KeptAlive(proc.url) if keep_alive else post
         for i in range(per_thread):
             if i % 5 == 4:
-                status, raw = post(proc.url + "/api/logs/batch",
+                status, raw = send(proc.url + "/api/logs/batch",
                                    [{"message": f"fsync {n}/{i}/{k}", "service": "dur"}
                                     for k in range(4)])
                 got = [r["id"] for r in json.loads(raw).get("results", []) if "id" in r] \
                     if status in (202, 207) else []
             else:
-                status, raw = post(proc.url + "/api/logs",
+                status, raw = send(proc.url + "/api/logs",
                                    {"message": f"fsync {n}/{i}", "service": "dur"})
                 got = [json.loads(raw)["id"]] if status == 202 else []
             with lock:
@@ -158,6 +183,11 @@ def check_trace(lines, ids, spool_dir):
         rids = [doc["id"]] if "id" in doc else [r["id"] for r in doc.get("results", [])
                                                   if "id" in r]
         for rid in rids:
+            # A reply CivetWeb wrote goes out twice (CivetWeb to the event
+            # front's tunnel, then the front to the client): the first,
+            # the earliest, is the one checked.
+            if rid in seen:
+                continue
             seen.add(rid)
             if rid not in where:
                 violations.append(f"202 for {rid}, which is in no spool segment")
@@ -182,8 +212,9 @@ def check_trace(lines, ids, spool_dir):
     return violations, checked
 
 
-def test_every_spool_202_follows_the_fdatasync_of_its_record(shim, tmp_path):
-    ids, lines, spool = run_producer(tmp_path, shim, noop=False)
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["civetweb", "front"])
+def test_every_spool_202_follows_the_fdatasync_of_its_record(shim, tmp_path, keep_alive):
+    ids, lines, spool = run_producer(tmp_path, shim, noop=False, keep_alive=keep_alive)
     assert len(ids) >= 100, len(ids)
     violations, checked = check_trace(lines, ids, spool)
     assert not violations, f"{len(violations)} of {len(ids)} events:\n" + "\n".join(violations[:10])
@@ -192,8 +223,10 @@ def test_every_spool_202_follows_the_fdatasync_of_its_record(shim, tmp_path):
           f"each after the fdatasync covering its record ({nsync} syncs)")
 
 
-def test_the_check_fails_when_fdatasync_is_a_no_op(shim, tmp_path):
-    ids, lines, spool = run_producer(tmp_path, shim, noop=True, threads=2, per_thread=10)
+@pytest.mark.parametrize("keep_alive", [False, True], ids=["civetweb", "front"])
+def test_the_check_fails_when_fdatasync_is_a_no_op(shim, tmp_path, keep_alive):
+    ids, lines, spool = run_producer(tmp_path, shim, noop=True, threads=2, per_thread=10,
+                                     keep_alive=keep_alive)
     assert ids
     violations, checked = check_trace(lines, ids, spool)
     assert checked > 0

@@ -1,0 +1,463 @@
+/* test_submit.c - the producer's submission core (producer_submit) against
+ * librdkafka's in-process mock cluster: done is called exactly once per
+ * submission, with the reply the route gives, for an acknowledged event, a
+ * refused one (at once, on the caller's thread), Kafka down (spooled, 202
+ * after the fsync; 503 without a spool), a broker refusing the produce
+ * requests of one partition in the middle of a batch (207), 1,000
+ * submissions in flight from one thread at once, and a stop with
+ * submissions in flight (each answered before producer_stop returns). */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "logpipe/buf.h"
+#include "logpipe/config.h"
+#include "logpipe/kafka.h"
+#include "logpipe/log.h"
+#include "logpipe/util.h"
+#include "../producer.h"
+#include "../spool.h"
+#include "../../common/tests/testutil.h"
+
+#include <librdkafka/rdkafka_mock.h> /* after rdkafka.h, which kafka.h includes */
+
+#include "logpipe/banned.h"
+
+#define TOPIC "raw-submit"
+#define PRODUCE_API_KEY 0 /* Kafka protocol ApiKey of ProduceRequest */
+#define WAIT_MS 20000     /* the longest any completion is waited for */
+
+struct fixture {
+	rd_kafka_t *owner;             /* handle the mock cluster hangs off */
+	rd_kafka_mock_cluster_t *mc;   /* two brokers; TOPIC's partition 0 on 1, 1 on 2 */
+	struct producer_settings s;    /* the producer's settings */
+	char dir[64];                  /* spool directory */
+	struct producer *p;            /* the producer under test, or NULL */
+};
+
+/* What done saw for one submission. */
+struct answer {
+	atomic_int calls;     /* times done was called */
+	int status;           /* the reply's */
+	char body[8192];      /* its body, cut to fit, NUL-terminated */
+	char headers[256];    /* its extra header lines */
+	pthread_t thread;     /* the thread done ran on */
+};
+
+/* Counts the answers of many submissions and lets a test wait for them. */
+struct tally {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;             /* submissions answered */
+};
+
+static struct tally tally = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0 };
+
+static void on_done(void *ud, const struct producer_reply *r)
+{
+	struct answer *a = ud;
+	size_t n = r->len < sizeof(a->body) - 1 ? r->len : sizeof(a->body) - 1;
+
+	a->status = r->status;
+	memcpy(a->body, r->body, n);
+	a->body[n] = '\0';
+	lp_strlcpy(a->headers, r->headers ? r->headers : "", sizeof(a->headers));
+	a->thread = pthread_self();
+	pthread_mutex_lock(&tally.mu);
+	atomic_fetch_add(&a->calls, 1);
+	tally.done++;
+	pthread_cond_broadcast(&tally.cv);
+	pthread_mutex_unlock(&tally.mu);
+}
+
+/* Waits (bounded) until n submissions in all were answered; returns how many were. */
+static int wait_done(int n)
+{
+	int64_t end = lp_now_ms() + WAIT_MS;
+	struct timespec ts;
+	int got;
+
+	pthread_mutex_lock(&tally.mu);
+	while (tally.done < n && lp_now_ms() < end) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 50 * 1000 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&tally.cv, &tally.mu, &ts);
+	}
+	got = tally.done;
+	pthread_mutex_unlock(&tally.mu);
+	return got;
+}
+
+static void set_str(char **field, const char *v)
+{
+	free(*field);
+	*field = lp_xstrdup(v);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	rd_kafka_conf_t *conf = rd_kafka_conf_new();
+	char err[256], listen[32];
+
+	rd_kafka_conf_set(conf, "log_level", "0", err, sizeof(err));
+	f->owner = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof(err));
+	assert_non_null(f->owner);
+	f->mc = rd_kafka_mock_cluster_new(f->owner, 2);
+	assert_non_null(f->mc);
+	assert_int_equal(rd_kafka_mock_topic_create(f->mc, TOPIC, 2, 1),
+			 RD_KAFKA_RESP_ERR_NO_ERROR);
+	rd_kafka_mock_partition_set_leader(f->mc, TOPIC, 0, 1);
+	rd_kafka_mock_partition_set_leader(f->mc, TOPIC, 1, 2);
+
+	assert_int_equal(lp_config_load(producer_options, &f->s, NULL, err, sizeof(err)), 0);
+	snprintf(f->dir, sizeof(f->dir), "/tmp/lp-submit-XXXXXX");
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(listen, sizeof(listen), "127.0.0.1:%d", test_free_port());
+	set_str(&f->s.http_listen, listen);
+	set_str(&f->s.kafka_brokers, rd_kafka_mock_cluster_bootstraps(f->mc));
+	set_str(&f->s.topic_raw, TOPIC);
+	set_str(&f->s.spool_dir, f->dir);
+	f->s.http_threads = 2;
+	f->s.kafka_timeout_ms = 1500;
+	pthread_mutex_lock(&tally.mu);
+	tally.done = 0;
+	pthread_mutex_unlock(&tally.mu);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	char cmd[128];
+
+	producer_stop(f->p);
+	rd_kafka_mock_cluster_destroy(f->mc);
+	rd_kafka_destroy(f->owner);
+	lp_config_release(producer_options, &f->s);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", f->dir);
+	assert_int_equal(system(cmd), 0);
+	free(f);
+	return 0;
+}
+
+static void start(struct fixture *f)
+{
+	char err[256] = "";
+
+	f->p = producer_start(&f->s, err, sizeof(err));
+	if (!f->p)
+		fail_msg("producer_start: %s", err);
+}
+
+/* An event of service svc (the Kafka key, so the partition). */
+static void event(char *buf, size_t len, const char *svc, int i)
+{
+	snprintf(buf, len, "{\"message\":\"event %d\",\"service\":\"%s\",\"level\":\"INFO\"}", i,
+		 svc);
+}
+
+/* Submits body from a buffer of exactly its length (no NUL after it, so a
+ * sanitizer build catches a read past len), freed once submit returned. */
+static void submit(struct fixture *f, enum producer_route route, const char *body,
+		   const char *ctype, struct answer *a)
+{
+	size_t len = strlen(body);
+	char *copy = lp_xmalloc(len ? len : 1);
+	struct producer_input in = {
+		.route = route,
+		.body = copy,
+		.len = len,
+		.content_type = ctype,
+		.request_id = "test-request",
+	};
+
+	memcpy(copy, body, len);
+	assert_int_equal(producer_submit(f->p, &in, on_done, a), 0);
+	free(copy);
+}
+
+/* Submits one event and waits for its answer. */
+static void submit_one_and_wait(struct fixture *f, struct answer *a)
+{
+	char body[128];
+	int before;
+
+	pthread_mutex_lock(&tally.mu);
+	before = tally.done;
+	pthread_mutex_unlock(&tally.mu);
+	event(body, sizeof(body), "svc-a", 0);
+	submit(f, PRODUCER_ONE, body, "application/json", a);
+	assert_int_equal(wait_done(before + 1), before + 1);
+	assert_int_equal(atomic_load(&a->calls), 1);
+}
+
+/* Acknowledged by Kafka: 202 with the id, from the delivery-report thread. */
+static void test_acked(void **state)
+{
+	struct fixture *f = *state;
+	struct answer *a = calloc(1, sizeof(*a));
+
+	start(f);
+	submit_one_and_wait(f, a);
+	assert_int_equal(a->status, 202);
+	assert_contains(a->body, "\"status\":\"success\"");
+	assert_contains(a->body, "\"id\":\"");
+	assert_false(pthread_equal(a->thread, pthread_self()));
+	producer_stop(f->p);
+	f->p = NULL;
+	/* Nothing was spooled: Kafka took it. */
+	assert_int_equal(atomic_load(&a->calls), 1);
+	free(a);
+}
+
+/* Refusals are answered at once, on the caller's thread, before submit
+ * returns: invalid JSON (400), a wrong Content-Type (415), a batch of
+ * only invalid items (400, as an array and as NDJSON), an OTLP body that
+ * does not decode (400). */
+static void test_refused_at_once(void **state)
+{
+	struct fixture *f = *state;
+	struct answer a[5] = { 0 };
+
+	start(f);
+	submit(f, PRODUCER_ONE, "{\"message\":", "application/json", &a[0]);
+	assert_int_equal(atomic_load(&a[0].calls), 1);
+	assert_int_equal(a[0].status, 400);
+	assert_contains(a[0].body, "\"status\":\"error\"");
+	assert_true(pthread_equal(a[0].thread, pthread_self()));
+
+	submit(f, PRODUCER_ONE, "{}", "text/plain", &a[1]);
+	assert_int_equal(atomic_load(&a[1].calls), 1);
+	assert_int_equal(a[1].status, 415);
+	assert_contains(a[1].body, "unsupported_media_type");
+
+	submit(f, PRODUCER_BATCH, "[{\"level\":\"INFO\"}, 7]", "application/json", &a[2]);
+	assert_int_equal(atomic_load(&a[2].calls), 1);
+	assert_int_equal(a[2].status, 400);
+	assert_contains(a[2].body, "\"rejected\":2");
+
+	submit(f, PRODUCER_OTLP, "not json", "application/json", &a[3]);
+	assert_int_equal(atomic_load(&a[3].calls), 1);
+	assert_int_equal(a[3].status, 400);
+
+	submit(f, PRODUCER_BATCH, "{\"level\":\"INFO\"}\n{\"message\":\"m\"}",
+	       "application/x-ndjson", &a[4]);
+	assert_int_equal(atomic_load(&a[4].calls), 1);
+	assert_int_equal(a[4].status, 400);
+	assert_contains(a[4].body, "\"rejected\":2");
+	producer_stop(f->p);
+	f->p = NULL;
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(atomic_load(&a[i].calls), 1);
+}
+
+/* Kafka down: the delivery times out, the events go to the spool and the
+ * answer (202) comes after the fsync, from the spool writer; once the
+ * breaker is open the next ones are spooled without waiting for Kafka.
+ * They are in the spool after the stop. */
+static void test_kafka_down_spooled(void **state)
+{
+	struct fixture *f = *state;
+	struct answer *a = calloc(6, sizeof(*a));
+	char body[128], err[256];
+	struct spool_opts so = { .dir = f->dir, .max_bytes = 1 << 30, .segment_bytes = 1 << 20 };
+	struct spool *sp;
+	int i;
+
+	start(f);
+	submit_one_and_wait(f, &a[0]); /* metadata known, Kafka up */
+	assert_int_equal(a[0].status, 202);
+	rd_kafka_mock_broker_set_down(f->mc, 1);
+	rd_kafka_mock_broker_set_down(f->mc, 2);
+	for (i = 1; i < 6; i++) {
+		event(body, sizeof(body), "svc-down", i);
+		submit(f, PRODUCER_ONE, body, "application/json", &a[i]);
+	}
+	assert_int_equal(wait_done(6), 6);
+	for (i = 1; i < 6; i++) {
+		assert_int_equal(atomic_load(&a[i].calls), 1);
+		assert_int_equal(a[i].status, 202);
+		assert_false(pthread_equal(a[i].thread, pthread_self()));
+	}
+	producer_stop(f->p);
+	f->p = NULL;
+	sp = spool_open(&so, err, sizeof(err));
+	assert_non_null(sp);
+	assert_int_equal(spool_pending(sp), 5);
+	spool_close(sp);
+	free(a);
+}
+
+/* Kafka down and no spool: 503 with Retry-After, never 202. */
+static void test_kafka_down_no_spool(void **state)
+{
+	struct fixture *f = *state;
+	struct answer *a = calloc(2, sizeof(*a));
+
+	f->s.spool_enabled = 0;
+	start(f);
+	submit_one_and_wait(f, &a[0]);
+	assert_int_equal(a[0].status, 202);
+	rd_kafka_mock_broker_set_down(f->mc, 1);
+	rd_kafka_mock_broker_set_down(f->mc, 2);
+	submit_one_and_wait(f, &a[1]);
+	assert_int_equal(a[1].status, 503);
+	assert_contains(a[1].headers, "Retry-After: ");
+	assert_contains(a[1].body, "kafka_unavailable");
+	free(a);
+}
+
+/* A batch over both partitions while the leader of partition 1 refuses
+ * produce requests for good (message too large): its events are rejected
+ * (413 in their results), the others accepted, one 207 for the request. */
+static void test_broker_error_mid_batch(void **state)
+{
+	struct fixture *f = *state;
+	struct answer *a = calloc(2, sizeof(*a));
+	struct lp_buf b = LP_BUF_INIT;
+	char ev[128];
+	int i;
+
+	start(f);
+	submit_one_and_wait(f, &a[0]);
+	assert_int_equal(a[0].status, 202);
+	rd_kafka_mock_broker_push_request_error_rtts(f->mc, 2, PRODUCE_API_KEY, 5,
+						     RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, 0,
+						     RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, 0,
+						     RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, 0,
+						     RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, 0,
+						     RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, 0);
+	lp_buf_addch(&b, '[');
+	for (i = 0; i < 100; i++) {
+		char svc[16];
+
+		snprintf(svc, sizeof(svc), "svc-%d", i % 20);
+		event(ev, sizeof(ev), svc, i);
+		if (i > 0)
+			lp_buf_addch(&b, ',');
+		lp_buf_adds(&b, ev);
+	}
+	lp_buf_addch(&b, ']');
+	submit(f, PRODUCER_BATCH, b.buf, "application/json", &a[1]);
+	assert_int_equal(wait_done(2), 2);
+	assert_int_equal(atomic_load(&a[1].calls), 1);
+	assert_int_equal(a[1].status, 207);
+	assert_contains(a[1].body, "\"status\":\"partial\"");
+	assert_contains(a[1].body, "\"code\":\"too_large\"");
+	assert_contains(a[1].body, "\"failed\":0");
+	lp_buf_release(&b);
+	free(a);
+}
+
+/* 1,000 submissions from one thread, none waited for: with every produce
+ * request answered 1 s late, none can be answered before the loop ends
+ * unless the loop itself took that long; all are answered, once each. */
+static void test_many_in_flight(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 1000 };
+	struct answer *a = calloc(N, sizeof(*a));
+	char body[128];
+	int64_t t0, loop_ms;
+	int i, at_end;
+
+	start(f);
+	submit_one_and_wait(f, &a[0]);
+	rd_kafka_mock_broker_set_rtt(f->mc, 1, 1000);
+	rd_kafka_mock_broker_set_rtt(f->mc, 2, 1000);
+	memset(&a[0], 0, sizeof(a[0]));
+	pthread_mutex_lock(&tally.mu);
+	tally.done = 0;
+	pthread_mutex_unlock(&tally.mu);
+	t0 = lp_now_ms();
+	for (i = 0; i < N; i++) {
+		char svc[16];
+
+		snprintf(svc, sizeof(svc), "svc-%d", i % 7);
+		event(body, sizeof(body), svc, i);
+		submit(f, PRODUCER_ONE, body, "application/json", &a[i]);
+	}
+	loop_ms = lp_now_ms() - t0;
+	pthread_mutex_lock(&tally.mu);
+	at_end = tally.done;
+	pthread_mutex_unlock(&tally.mu);
+	if (loop_ms < 900 && at_end != 0)
+		fail_msg("%d of %d answered %lld ms after the first submission", at_end, N,
+			 (long long)loop_ms);
+	assert_int_equal(wait_done(N), N);
+	for (i = 0; i < N; i++) {
+		if (atomic_load(&a[i].calls) != 1 || a[i].status != 202)
+			fail_msg("submission %d: %d calls, status %d", i,
+				 atomic_load(&a[i].calls), a[i].status);
+	}
+	print_message("1000 submissions issued in %lld ms, %d answered by then\n",
+		      (long long)loop_ms, at_end);
+	free(a);
+}
+
+/* producer_stop with submissions in flight (Kafka slow) answers every one
+ * of them before it returns: acknowledged, or spooled. */
+static void test_stop_answers_in_flight(void **state)
+{
+	struct fixture *f = *state;
+	enum { N = 200 };
+	struct answer *a = calloc(N, sizeof(*a));
+	char body[128];
+	int i;
+
+	start(f);
+	submit_one_and_wait(f, &a[0]);
+	memset(&a[0], 0, sizeof(a[0]));
+	pthread_mutex_lock(&tally.mu);
+	tally.done = 0;
+	pthread_mutex_unlock(&tally.mu);
+	rd_kafka_mock_broker_set_rtt(f->mc, 1, 800);
+	rd_kafka_mock_broker_set_rtt(f->mc, 2, 800);
+	for (i = 0; i < N; i++) {
+		event(body, sizeof(body), "svc-stop", i);
+		submit(f, PRODUCER_ONE, body, "application/json", &a[i]);
+	}
+	producer_stop(f->p);
+	f->p = NULL;
+	for (i = 0; i < N; i++) {
+		if (atomic_load(&a[i].calls) != 1 || a[i].status != 202)
+			fail_msg("submission %d: %d calls, status %d", i,
+				 atomic_load(&a[i].calls), a[i].status);
+	}
+	/* A submission after the stop began is refused: covered by the
+	 * HTTP tests (the producer is gone here). */
+	free(a);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_acked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_refused_at_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kafka_down_spooled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kafka_down_no_spool, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_broker_error_mid_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_many_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stop_answers_in_flight, setup, teardown),
+	};
+
+	lp_log_init("producer-test", LP_LOG_ERROR);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
