@@ -320,59 +320,50 @@ static rd_kafka_headers_t *trace_headers(const char *trace, const char *span)
 	return h;
 }
 
-/*
- * Produces the given events to topic and waits for every delivery report;
- * fills each out[idx[i]].res.  Returns the number acknowledged.
- */
-static size_t produce_wait(struct producer *p, const char *topic, struct outgoing *out,
-			   const size_t *idx, size_t n)
-{
-	rd_kafka_resp_err_t *results = lp_xcalloc(n ? n : 1, sizeof(*results));
-	struct lp_kwait w;
-	size_t i, ok = 0;
-	int rc;
-
-	lp_kwait_init(&w, results);
-	for (i = 0; i < n; i++) {
-		struct outgoing *o = &out[idx[i]];
-		/* The drain's events are text only: no headers for them. */
-		rd_kafka_headers_t *h =
-			o->ev ? trace_headers(json_string_value(json_object_get(o->ev, "trace_id")),
-					      json_string_value(json_object_get(o->ev, "span_id")))
-			: o->trace[0] ? trace_headers(o->trace, o->span)
-				      : NULL;
-
-		lp_kwait_add(&w);
-		rc = lp_kproducer_send(p->kp, topic, o->key, o->keylen, o->text, o->len, h, 1000,
-				       lp_kwait_done, lp_kwait_slot(&w, i));
-		if (rc < 0 && h)
-			rd_kafka_headers_destroy(h);
-		if (rc < 0)
-			lp_kwait_cancel(&w, i,
-					rc == -EMSGSIZE ? RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE
-					: rc == -ENOENT ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
-							: RD_KAFKA_RESP_ERR__QUEUE_FULL);
-	}
-	/* Deliveries are bounded by message.timeout.ms (and the shutdown
-	 * purge), so this wait ends. */
-	if (lp_kwait_wait(&w, (int)p->s->kafka_timeout_ms + 5000) < 0)
-		lp_kwait_wait(&w, -1);
-	for (i = 0; i < n; i++) {
-		out[idx[i]].res = results[i];
-		if (results[i] == RD_KAFKA_RESP_ERR_NO_ERROR)
-			ok++;
-	}
-	lp_kwait_release(&w);
-	free(results);
-	return ok;
-}
-
 /* The most headers an event's Kafka record carries (trace_headers). */
 #define SPOOL_MAX_HDRS 3
 
-/* Appends the given events to the spool, each with the Kafka headers a
- * direct produce would give it, so the drain sends the same record; marks
- * each spooled or failed. */
+/* Fills rec with o's key, value and the Kafka headers a direct produce
+ * would give it (in hdrs, SPOOL_MAX_HDRS entries, pointing into *kh, which
+ * the caller destroys after the append), so the drain sends the same
+ * record. */
+static void spool_rec_fill(const struct outgoing *o, struct spool_rec *rec,
+			   struct spool_hdr *hdrs, rd_kafka_headers_t **kh)
+{
+	const char *name;
+	const void *val;
+	size_t size, j;
+
+	rec->key = o->key;
+	rec->keylen = o->keylen;
+	rec->val = o->text;
+	rec->vallen = o->len;
+	*kh = o->ev ? trace_headers(json_string_value(json_object_get(o->ev, "trace_id")),
+				    json_string_value(json_object_get(o->ev, "span_id")))
+		: o->trace[0] ? trace_headers(o->trace, o->span)
+			      : NULL;
+	rec->hdrs = hdrs;
+	for (j = 0; *kh && j < SPOOL_MAX_HDRS &&
+		    rd_kafka_header_get_all(*kh, j, &name, &val, &size) == 0;
+	     j++)
+		hdrs[j] = (struct spool_hdr){
+			.name = name, .namelen = strlen(name), .val = val, .vallen = size
+		};
+	rec->nhdrs = j;
+}
+
+static void spool_kh_free(rd_kafka_headers_t **kh, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (kh[i])
+			rd_kafka_headers_destroy(kh[i]);
+	free(kh);
+}
+
+/* Appends the given events to the spool (spool_rec_fill); marks each
+ * spooled or failed. */
 static void spool_events(struct producer *p, struct outgoing *out, const size_t *idx, size_t n)
 {
 	struct spool_rec *recs;
@@ -386,36 +377,12 @@ static void spool_events(struct producer *p, struct outgoing *out, const size_t 
 	recs = lp_xcalloc(n, sizeof(*recs));
 	hdrs = lp_xcalloc(n * SPOOL_MAX_HDRS, sizeof(*hdrs));
 	kh = lp_xcalloc(n, sizeof(*kh));
-	for (i = 0; i < n; i++) {
-		struct outgoing *o = &out[idx[i]];
-		const char *name;
-		const void *val;
-		size_t size, j;
-
-		recs[i].key = o->key;
-		recs[i].keylen = o->keylen;
-		recs[i].val = o->text;
-		recs[i].vallen = o->len;
-		kh[i] = o->ev ? trace_headers(json_string_value(json_object_get(o->ev, "trace_id")),
-					      json_string_value(json_object_get(o->ev, "span_id")))
-			: o->trace[0] ? trace_headers(o->trace, o->span)
-				      : NULL;
-		recs[i].hdrs = hdrs + i * SPOOL_MAX_HDRS;
-		for (j = 0; kh[i] && j < SPOOL_MAX_HDRS &&
-			    rd_kafka_header_get_all(kh[i], j, &name, &val, &size) == 0;
-		     j++)
-			hdrs[i * SPOOL_MAX_HDRS + j] = (struct spool_hdr){
-				.name = name, .namelen = strlen(name), .val = val, .vallen = size
-			};
-		recs[i].nhdrs = j;
-	}
+	for (i = 0; i < n; i++)
+		spool_rec_fill(&out[idx[i]], &recs[i], hdrs + i * SPOOL_MAX_HDRS, &kh[i]);
 	/* Before the append: from now on the spool's order is the order. */
 	atomic_store(&p->spool_mode, 1);
 	rc = spool_append(p->spool, recs, n);
-	for (i = 0; i < n; i++)
-		if (kh[i])
-			rd_kafka_headers_destroy(kh[i]);
-	free(kh);
+	spool_kh_free(kh, n);
 	free(hdrs);
 	free(recs);
 	for (i = 0; i < n; i++) {
@@ -649,6 +616,8 @@ static void spool_deliveries(struct producer *p, struct delivery *list)
 {
 	struct delivery *d, *next;
 	struct spool_rec *recs;
+	struct spool_hdr *hdrs;
+	rd_kafka_headers_t **kh;
 	size_t i, n = 0, k = 0;
 	int rc;
 
@@ -656,17 +625,15 @@ static void spool_deliveries(struct producer *p, struct delivery *list)
 		n += d->m;
 	if (list && list->next) {
 		recs = lp_xcalloc(n, sizeof(*recs));
-		for (d = list; d; d = d->next) {
-			for (i = 0; i < d->m; i++, k++) {
-				struct outgoing *o = &d->out[d->idx[i]];
-
-				recs[k].key = o->key;
-				recs[k].keylen = o->keylen;
-				recs[k].val = o->text;
-				recs[k].vallen = o->len;
-			}
-		}
+		hdrs = lp_xcalloc(n * SPOOL_MAX_HDRS, sizeof(*hdrs));
+		kh = lp_xcalloc(n, sizeof(*kh));
+		for (d = list; d; d = d->next)
+			for (i = 0; i < d->m; i++, k++)
+				spool_rec_fill(&d->out[d->idx[i]], &recs[k],
+					       hdrs + k * SPOOL_MAX_HDRS, &kh[k]);
 		rc = spool_append(p->spool, recs, n);
+		spool_kh_free(kh, n);
+		free(hdrs);
 		free(recs);
 		if (rc == 0) {
 			for (d = list; d; d = d->next)

@@ -175,8 +175,8 @@ static void event(char *buf, size_t len, const char *svc, int i)
 
 /* Submits body from a buffer of exactly its length (no NUL after it, so a
  * sanitizer build catches a read past len), freed once submit returned. */
-static void submit(struct fixture *f, enum producer_route route, const char *body,
-		   const char *ctype, struct answer *a)
+static void submit_tp(struct fixture *f, enum producer_route route, const char *body,
+		      const char *ctype, const char *traceparent, struct answer *a)
 {
 	size_t len = strlen(body);
 	char *copy = lp_xmalloc(len ? len : 1);
@@ -185,12 +185,19 @@ static void submit(struct fixture *f, enum producer_route route, const char *bod
 		.body = copy,
 		.len = len,
 		.content_type = ctype,
+		.traceparent = traceparent,
 		.request_id = "test-request",
 	};
 
 	memcpy(copy, body, len);
 	assert_int_equal(producer_submit(f->p, &in, on_done, a), 0);
 	free(copy);
+}
+
+static void submit(struct fixture *f, enum producer_route route, const char *body,
+		   const char *ctype, struct answer *a)
+{
+	submit_tp(f, route, body, ctype, NULL, a);
 }
 
 /* Submits one event and waits for its answer. */
@@ -269,9 +276,10 @@ static void test_refused_at_once(void **state)
 }
 
 /* Kafka down: the delivery times out, the events go to the spool and the
- * answer (202) comes after the fsync, from the spool writer; once the
- * breaker is open the next ones are spooled without waiting for Kafka.
- * They are in the spool after the stop. */
+ * answer (202) comes after the fsync, from the spool writer (which appends
+ * the deliveries that failed together in one round); once the breaker is
+ * open the next ones are spooled without waiting for Kafka.  They are in
+ * the spool after the stop, each with the trace headers of its request. */
 static void test_kafka_down_spooled(void **state)
 {
 	struct fixture *f = *state;
@@ -279,6 +287,7 @@ static void test_kafka_down_spooled(void **state)
 	char body[128], err[256];
 	struct spool_opts so = { .dir = f->dir, .max_bytes = 1 << 30, .segment_bytes = 1 << 20 };
 	struct spool *sp;
+	struct spool_batch b = { 0 };
 	int i;
 
 	start(f);
@@ -287,8 +296,11 @@ static void test_kafka_down_spooled(void **state)
 	rd_kafka_mock_broker_set_down(f->mc, 1);
 	rd_kafka_mock_broker_set_down(f->mc, 2);
 	for (i = 1; i < 6; i++) {
+		char tp[56];
+
+		snprintf(tp, sizeof(tp), "00-%032d-%016d-01", i, i);
 		event(body, sizeof(body), "svc-down", i);
-		submit(f, PRODUCER_ONE, body, "application/json", &a[i]);
+		submit_tp(f, PRODUCER_ONE, body, "application/json", tp, &a[i]);
 	}
 	assert_int_equal(wait_done(6), 6);
 	for (i = 1; i < 6; i++) {
@@ -301,6 +313,31 @@ static void test_kafka_down_spooled(void **state)
 	sp = spool_open(&so, err, sizeof(err));
 	assert_non_null(sp);
 	assert_int_equal(spool_pending(sp), 5);
+	assert_int_equal(spool_read(sp, &b, 10, 1 << 20), 5);
+	for (i = 0; i < 5; i++) {
+		const struct spool_rec *r = &b.recs[i];
+		char want[56];
+		size_t j, found = 0;
+
+		const char *num = memmem(r->val, r->vallen, "\"message\":\"event ", 17);
+
+		/* The event's number is its trace id's. */
+		assert_non_null(num);
+		for (j = 0; j < r->nhdrs; j++) {
+			const struct spool_hdr *h = &r->hdrs[j];
+
+			if (h->namelen == 11 && memcmp(h->name, "traceparent", 11) == 0) {
+				int n = atoi(num + 17); /* stops at the closing quote */
+
+				snprintf(want, sizeof(want), "00-%032d-%016d-01", n, n);
+				assert_int_equal(h->vallen, strlen(want));
+				assert_memory_equal(h->val, want, h->vallen);
+				found++;
+			}
+		}
+		assert_int_equal(found, 1);
+	}
+	spool_batch_release(&b);
 	spool_close(sp);
 	free(a);
 }
