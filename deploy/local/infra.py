@@ -31,6 +31,7 @@ import ctypes
 import hashlib
 import http.client
 import os
+import random
 import re
 import shutil
 import signal
@@ -103,10 +104,40 @@ def port_is_free(port, host="127.0.0.1"):
 
 _handed_out = set()
 _port_lock = threading.Lock()
+_port_rng = random.Random()  # its own: a test may seed the global one
+
+
+def _pick_range():
+    """The ports free_port picks from: below the kernel's ephemeral range.
+
+    A port the kernel picks for bind(0) comes from the ephemeral range, the
+    same range every outgoing connection and every service's inner port
+    (the event front's CivetWeb, bound to port 0) is taken from.  Handed to
+    a component that starts a moment later, it may be taken meanwhile by
+    one of those, and what answers on it is then someone else (a health
+    check passes, a route is a 404).  Below that range only ports someone
+    chose are bound.  Two pytest-xdist workers get disjoint slices.
+    """
+    lo, hi = 10000, 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            hi = min(hi, int(f.read().split()[0]))
+    except (OSError, ValueError, IndexError):
+        pass
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    try:
+        count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        count = 1
+    if worker.startswith("gw") and worker[2:].isdigit() and count > 1:
+        span = (hi - lo) // count
+        lo += (int(worker[2:]) % count) * span
+        hi = lo + span
+    return lo, hi
 
 
 def free_port(preferred=None, host="127.0.0.1"):
-    """preferred when it is free, else a free port the kernel picks.
+    """preferred when it is free, else a free port below the ephemeral range.
 
     Ports this process already handed out are not handed out again, so that
     components picked before any of them started do not collide.
@@ -115,6 +146,13 @@ def free_port(preferred=None, host="127.0.0.1"):
         if preferred and preferred not in _handed_out and port_is_free(preferred, host):
             _handed_out.add(preferred)
             return preferred
+        lo, hi = _pick_range()
+        if hi - lo >= 100:
+            for _ in range(200):
+                port = _port_rng.randrange(lo, hi)
+                if port not in _handed_out and port_is_free(port, host):
+                    _handed_out.add(port)
+                    return port
         for _ in range(50):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                 s.bind((host, 0))
