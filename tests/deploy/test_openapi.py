@@ -5,7 +5,7 @@ by hand: the route table built by add_route()/gw_route() in gateway/*.c
 (string literals, or every element of the static arrays its loops walk),
 the HTTP layer's built-in /health*, /metrics and /actuator/* routes
 (common/src/http.c), and, for each proxied row, the routes its upstream
-registers (lp_http_route in producer/, consumer/, generator/, and
+registers (lp_http_route or lp_http_route_async in producer/, consumer/, generator/, and
 metadata-svc/'s per-kind table) that fall under the row's pattern.  A method
 the gateway forwards but no upstream serves (PUT /api/v1/generator/*) is
 not public.  Then every (method, path) of the spec must be one of those and
@@ -121,7 +121,7 @@ def builtin_routes():
 def _literal_routes(folder):
     routes = set()
     for f in sorted((REPO / folder).glob("*.c")):
-        for m in re.finditer(r'lp_http_route\(\s*[\w>.-]+\s*,\s*"(\w+)"\s*,\s*"([^"]+)"',
+        for m in re.finditer(r'lp_http_route(?:_async)?\(\s*[\w>.-]+\s*,\s*"(\w+)"\s*,\s*"([^"]+)"',
                              _c(f)):
             routes.add((m.group(1), m.group(2)))
     return routes
