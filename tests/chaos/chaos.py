@@ -676,7 +676,7 @@ class Faults:
         p = self.sys.procs["consumer"]
         return p.pid, metric_sum(p, "consumer_store_retries_total")
 
-    def _wait_consumer_storing(self, timeout=30.0):
+    def _wait_consumer_storing(self, timeout=60.0):
         """Until the consumer is storing rows (its processed count rises); bounded."""
         p = self.sys.procs["consumer"]
         t0, last = time.monotonic(), None
@@ -712,11 +712,15 @@ class Faults:
             how = "kill -9" if self.rng.random() < 0.35 else "stop"
             down = self.rng.uniform(1.0, 6.0)
             # In the opening PostgreSQL outage the service lane leaves the
-            # consumer alone, so that its retries show the batch it ran into.
+            # consumer alone, so that its retries show the batch it ran into,
+            # and the enricher too: each kill -9 of a group member stalls its
+            # group for up to a session timeout (10 s), and kills every few
+            # seconds on a loaded machine can keep batches from reaching the
+            # consumer for the whole wait below.
             held = {name}
             with self.sys.lock:
-                if name == "postgres" and opening and "consumer" not in self.sys.busy:
-                    held.add("consumer")
+                if name == "postgres" and opening:
+                    held |= {"consumer", "enricher"} - self.sys.busy
                 self.sys.busy |= held
             tw, tm = time.time(), time.monotonic()
             what = f"{how} {name} for {down:.1f} s"
