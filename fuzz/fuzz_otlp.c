@@ -75,7 +75,11 @@ static int record(void *ud, size_t index, json_t *in, const char *error)
 	c->calls++;
 	FUZZ_CHECK(c->calls <= MAX_RECORDS, "%zu records, more than %d", c->calls, MAX_RECORDS);
 	if (!in) {
+		char buf[300];
+
 		FUZZ_CHECK(error && *error, "a record with neither object nor error");
+		snprintf(buf, sizeof(buf), "unmapped %s", error);
+		c->out[index] = lp_xstrdup(buf);
 		return 0;
 	}
 	FUZZ_CHECK(json_is_object(in), "record %zu is not an object", index);
