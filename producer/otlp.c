@@ -901,7 +901,8 @@ invalid:
  * value), a record attribute named like one the mapping adds (otel.*), a
  * service that needs escaping (it is also the Kafka key, read from the
  * text), a tenant that is not valid UTF-8, and anything over the limits
- * (message, field, attribute count, nesting depth).  test_otlp.c compares
+ * (message, fields (the trace id is also the correlation id), attribute
+ * count, nesting depth).  test_otlp.c compares
  * the two paths over records of every kind, and fuzz_otlp.c on any input. */
 
 /* The attributes the mapping adds to a record's own. */
@@ -1289,8 +1290,10 @@ static bool fast_record(const struct otlp_fast *fast, const struct lp_event_limi
 		for (size_t k = 0; k < LP_ARRAY_SIZE(otel_keys); k++)
 			if (strcmp(r->attributes[i]->key, otel_keys[k]) == 0)
 				return false;
+	/* The trace id is also the correlation id, a text field. */
 	if (strlen(service) > lim->max_field || !plain(service) ||
-	    (fx->host && strlen(fx->host) > lim->max_field) || lim->max_depth < 2)
+	    (fx->host && strlen(fx->host) > lim->max_field) ||
+	    (ev->trace[0] && 32 > lim->max_field) || lim->max_depth < 2)
 		return false;
 	if (fast->tenant && *fast->tenant &&
 	    !lp_utf8_valid((const unsigned char *)fast->tenant, strlen(fast->tenant)))

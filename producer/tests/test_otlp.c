@@ -734,6 +734,7 @@ static void test_limits(void **state)
 	rec_attrs(R(), 1, kv("d", arr_(1, arr_(1, arr_(1, i_(1)))))); /* depth 3..5: fine */
 	rec_attrs(R(), 1, kv("d", arr_(1, arr_(1, arr_(1, arr_(1, i_(1))))))); /* 6: deep */
 	R()->body = kvl_(1, kv("d", arr_(1, arr_(1, arr_(1, i_(1)))))); /* otel.body deep */
+	rec_trace(R(), "0123456789abcdef", 16, "", 0); /* correlation_id: 32 > 8 */
 	recs[n] = NULL;
 #undef R
 	body = pack(&len, 2,
