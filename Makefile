@@ -66,8 +66,9 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: $(PROTO_DIR)/%.proto
 $(GEN)/%.o: $(GEN)/%.c $(PB_H)
 	$(call say,CC,$<)
 	$(Q)$(CC) $(LP_CFLAGS) -I$(GEN) -c $< -o $@
-$(BUILD)/producer/otlp.o $(BUILD)/fuzz/fuzz_otlp.o: $(PB_H)
-$(BUILD)/producer/otlp.o $(BUILD)/fuzz/fuzz_otlp.o: LP_CFLAGS += -I$(GEN)
+OTLP_USERS := $(BUILD)/producer/otlp.o $(BUILD)/fuzz/fuzz_otlp.o $(BUILD)/producer/tests/test_otlp.o
+$(OTLP_USERS): $(PB_H)
+$(OTLP_USERS): LP_CFLAGS += -I$(GEN)
 producer_OBJ += $(PB_OBJ)
 $(BUILD)/bin/logpipe-producer: $(PB_OBJ)
 

@@ -16,7 +16,11 @@
  * A record that cannot be mapped (an id of the wrong length, an attribute
  * value of the wrong type) is handed on as an error, to be counted in the
  * reply's partialSuccess; a body that does not decode at all is the
- * caller's 400. */
+ * caller's 400.
+ *
+ * The tree is the reference, not the hot path: otlp_decode_fast writes
+ * most protobuf records' normalised events straight from protobuf-c's
+ * structs, with the same bytes (see "protobuf straight to event text"). */
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -30,6 +34,7 @@
 #include <zlib.h>
 
 #include "google/rpc/status.pb-c.h"
+#include "logpipe/buf.h"
 #include "logpipe/http.h"
 #include "logpipe/json.h"
 #include "logpipe/util.h"
@@ -45,6 +50,7 @@ typedef Opentelemetry__Proto__Logs__V1__ScopeLogs pb_scope_logs;
 typedef Opentelemetry__Proto__Logs__V1__LogRecord pb_record;
 typedef Opentelemetry__Proto__Common__V1__AnyValue pb_any;
 typedef Opentelemetry__Proto__Common__V1__KeyValue pb_kv;
+typedef Opentelemetry__Proto__Common__V1__InstrumentationScope pb_scope;
 
 /* The JSON bracket depth allowed: what the HTTP layer allows any body. */
 #define JSON_MAX_DEPTH LP_HTTP_MAX_JSON_DEPTH
@@ -334,31 +340,46 @@ static json_t *pb_log_record(struct conv *c, const pb_record *r)
 	return o;
 }
 
+/* A ResourceLogs without its scopeLogs: {"resource": {"attributes": [...]}}. */
+static json_t *pb_resource_json(struct conv *c, const pb_resource_logs *rl)
+{
+	json_t *o = json_object();
+
+	if (rl->resource)
+		json_object_set_new(o, "resource",
+				    json_pack("{s:o}", "attributes",
+					      pb_kvs(c, rl->resource->n_attributes,
+						     rl->resource->attributes)));
+	return o;
+}
+
+/* A ScopeLogs without its logRecords: {"scope": {...}}. */
+static json_t *pb_scope_json(struct conv *c, const pb_scope_logs *sl)
+{
+	json_t *so = json_object();
+
+	if (sl->scope)
+		json_object_set_new(so, "scope",
+				    json_pack("{s:o, s:o, s:o}", "name",
+					      pb_string(c, sl->scope->name), "version",
+					      pb_string(c, sl->scope->version), "attributes",
+					      pb_kvs(c, sl->scope->n_attributes,
+						     sl->scope->attributes)));
+	return so;
+}
+
 static json_t *pb_tree(struct conv *c, const pb_request *req)
 {
 	json_t *rls = json_array();
 
 	for (size_t i = 0; i < req->n_resource_logs; i++) {
 		const pb_resource_logs *rl = req->resource_logs[i];
-		json_t *sls = json_array(), *o = json_object();
+		json_t *sls = json_array(), *o = pb_resource_json(c, rl);
 
-		if (rl->resource)
-			json_object_set_new(o, "resource",
-					    json_pack("{s:o}", "attributes",
-						      pb_kvs(c, rl->resource->n_attributes,
-							     rl->resource->attributes)));
 		for (size_t j = 0; j < rl->n_scope_logs; j++) {
 			const pb_scope_logs *sl = rl->scope_logs[j];
-			json_t *recs = json_array(), *so = json_object();
+			json_t *recs = json_array(), *so = pb_scope_json(c, sl);
 
-			if (sl->scope)
-				json_object_set_new(
-					so, "scope",
-					json_pack("{s:o, s:o, s:o}", "name",
-						  pb_string(c, sl->scope->name), "version",
-						  pb_string(c, sl->scope->version), "attributes",
-						  pb_kvs(c, sl->scope->n_attributes,
-							 sl->scope->attributes)));
 			for (size_t k = 0; k < sl->n_log_records; k++)
 				json_array_append_new(recs, pb_log_record(c, sl->log_records[k]));
 			json_object_set_new(so, "logRecords", recs);
@@ -858,8 +879,640 @@ invalid:
 	return ret;
 }
 
-long otlp_decode(const char *body, size_t len, enum otlp_encoding enc, size_t max_records,
-		 lp_batch_item_fn fn, void *ud, char *err, size_t errlen)
+/* ---- protobuf straight to event text ------------------------------------------
+ *
+ * The tree path above builds, per record, the OTLP JSON tree, the input
+ * object and (in the producer) the normalised event, then serialises it:
+ * three jansson trees and a json_dumps.  For a protobuf request the fast
+ * path writes the normalised event's text directly from protobuf-c's
+ * structs, byte for byte what lp_event_normalize() and json_dumps() give
+ * the record's input object: the same members in the same order, strings
+ * escaped as jansson escapes them (lp_buf_add_json_strn), integers, reals
+ * (17 significant digits, jansson's exponent form) and base64 as the tree
+ * path writes them.  The resource's and the scope's share of the event
+ * (service, host, otel.resource, otel.scope) is written once per resource
+ * and scope, not per record.
+ *
+ * Like the batch path's scanner, it declines what it is not sure of, and
+ * such a record takes the tree path, which also words any refusal: a
+ * severity or an id that the mapping refuses, a span id without a trace id
+ * (the producer's traceparent rule for that case is the tree's), duplicate
+ * keys in a list (jansson keeps the first one's place and the last one's
+ * value), a record attribute named like one the mapping adds (otel.*), a
+ * service that needs escaping (it is also the Kafka key, read from the
+ * text), a tenant that is not valid UTF-8, and anything over the limits
+ * (message, fields (the trace id is also the correlation id), attribute
+ * count, nesting depth).  test_otlp.c compares
+ * the two paths over records of every kind, and fuzz_otlp.c on any input. */
+
+/* The attributes the mapping adds to a record's own. */
+static const char *const otel_keys[] = { "otel.body", "otel.event_name", "otel.severity_text",
+					 "otel.resource", "otel.scope" };
+
+/* Keys of one list more than this are left to the tree path (checked for
+ * duplicates in quadratic time). */
+#define FAST_MAX_KEYS 128
+
+static bool utf8_ok(const char *s)
+{
+	return !s || lp_utf8_valid((const unsigned char *)s, strlen(s));
+}
+
+static bool kvs_utf8(size_t n, pb_kv **kv);
+
+static bool any_utf8(const pb_any *a)
+{
+	if (!a)
+		return true;
+	switch (a->value_case) {
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
+		return utf8_ok(a->string_value);
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE:
+		for (size_t i = 0; a->array_value && i < a->array_value->n_values; i++)
+			if (!any_utf8(a->array_value->values[i]))
+				return false;
+		return true;
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE:
+		return !a->kvlist_value ||
+		       kvs_utf8(a->kvlist_value->n_values, a->kvlist_value->values);
+	default:
+		return true;
+	}
+}
+
+static bool kvs_utf8(size_t n, pb_kv **kv)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!utf8_ok(kv[i]->key) || !any_utf8(kv[i]->value))
+			return false;
+	return true;
+}
+
+/* Whether every string of the request is valid UTF-8: what pb_tree checks
+ * (pb_string), so that the request is refused whole, as before. */
+static bool request_utf8(const pb_request *req)
+{
+	for (size_t i = 0; i < req->n_resource_logs; i++) {
+		const pb_resource_logs *rl = req->resource_logs[i];
+
+		if (rl->resource && !kvs_utf8(rl->resource->n_attributes, rl->resource->attributes))
+			return false;
+		for (size_t j = 0; j < rl->n_scope_logs; j++) {
+			const pb_scope_logs *sl = rl->scope_logs[j];
+
+			if (sl->scope && (!utf8_ok(sl->scope->name) || !utf8_ok(sl->scope->version) ||
+					  !kvs_utf8(sl->scope->n_attributes, sl->scope->attributes)))
+				return false;
+			for (size_t k = 0; k < sl->n_log_records; k++) {
+				const pb_record *r = sl->log_records[k];
+
+				if (!utf8_ok(r->severity_text) || !any_utf8(r->body) ||
+				    !kvs_utf8(r->n_attributes, r->attributes) ||
+				    !utf8_ok(r->event_name))
+					return false;
+			}
+		}
+	}
+	return true;
+}
+
+/* No two keys alike (and not too many to tell). */
+static bool kvs_unique(size_t n, pb_kv **kv)
+{
+	if (n > FAST_MAX_KEYS)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++)
+			if (strcmp(kv[i]->key, kv[j]->key) == 0)
+				return false;
+	return true;
+}
+
+/* A text writer that may decline. */
+struct fw {
+	struct lp_buf *b;
+	size_t max_depth; /* the deepest a container may sit (the event is 1) */
+	bool bad;         /* declined: the record takes the tree path */
+};
+
+static void fw_str(struct fw *w, const char *s)
+{
+	s = s ? s : "";
+	lp_buf_add_json_strn(w->b, s, strlen(s));
+}
+
+static void fw_int(struct fw *w, int64_t v)
+{
+	char s[24];
+	uint64_t u = (uint64_t)v;
+	size_t n = 0;
+
+	if (v < 0) {
+		s[n++] = '-';
+		u = 0 - u;
+	}
+	n += lp_fmt_u64(s + n, u);
+	lp_buf_add(w->b, s, n);
+}
+
+/* A double as jansson writes a real ("%.17g", ".0" when it would read as an
+ * integer, no '+' or leading zeros in the exponent); NaN and infinities as
+ * OTLP JSON spells them, strings. */
+static void fw_double(struct fw *w, double d)
+{
+	char s[48], *e;
+	int n;
+
+	if (isnan(d)) {
+		lp_buf_adds(w->b, "\"NaN\"");
+		return;
+	}
+	if (isinf(d)) {
+		lp_buf_adds(w->b, d > 0 ? "\"Infinity\"" : "\"-Infinity\"");
+		return;
+	}
+	n = snprintf(s, sizeof(s) - 2, "%.17g", d);
+	if (n < 0 || (size_t)n >= sizeof(s) - 2) {
+		w->bad = true;
+		return;
+	}
+	if (!strchr(s, '.') && !strchr(s, 'e')) {
+		s[n++] = '.';
+		s[n++] = '0';
+		s[n] = '\0';
+	}
+	if ((e = strchr(s, 'e'))) {
+		char *start = e + 1, *end = start + 1;
+
+		if (*start == '-')
+			start++;
+		while (*end == '0')
+			end++;
+		if (end != start) {
+			memmove(start, end, (size_t)(s + n - end) + 1);
+			n -= (int)(end - start);
+		}
+	}
+	lp_buf_add(w->b, s, (size_t)n);
+}
+
+static void fw_kvs(struct fw *w, size_t n, pb_kv **kv, size_t depth, const pb_kv *skip1,
+		   const pb_kv *skip2);
+
+/* An AnyValue as the plain JSON value it holds, at the given depth. */
+static void fw_any(struct fw *w, const pb_any *a, size_t depth)
+{
+	if (w->bad)
+		return;
+	switch (a ? a->value_case : OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE__NOT_SET) {
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE:
+		fw_str(w, a->string_value);
+		break;
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BOOL_VALUE:
+		lp_buf_adds(w->b, a->bool_value ? "true" : "false");
+		break;
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_INT_VALUE:
+		fw_int(w, a->int_value);
+		break;
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE:
+		fw_double(w, a->double_value);
+		break;
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_ARRAY_VALUE:
+		if (depth > w->max_depth) {
+			w->bad = true;
+			return;
+		}
+		lp_buf_addch(w->b, '[');
+		for (size_t i = 0; a->array_value && i < a->array_value->n_values && !w->bad; i++) {
+			if (i > 0)
+				lp_buf_addch(w->b, ',');
+			fw_any(w, a->array_value->values[i], depth + 1);
+		}
+		lp_buf_addch(w->b, ']');
+		break;
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_KVLIST_VALUE:
+		if (a->kvlist_value)
+			fw_kvs(w, a->kvlist_value->n_values, a->kvlist_value->values, depth, NULL,
+			       NULL);
+		else
+			fw_kvs(w, 0, NULL, depth, NULL, NULL);
+		break;
+	case OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BYTES_VALUE: {
+		size_t n = 4 * ((a->bytes_value.len + 2) / 3);
+		int m;
+
+		if (a->bytes_value.len > INT32_MAX / 2) {
+			w->bad = true;
+			return;
+		}
+		lp_buf_grow(w->b, n + 3);
+		w->b->buf[w->b->len++] = '"';
+		m = EVP_EncodeBlock((unsigned char *)w->b->buf + w->b->len, a->bytes_value.data,
+				    (int)a->bytes_value.len);
+		w->b->len += m > 0 ? (size_t)m : 0;
+		w->b->buf[w->b->len++] = '"';
+		w->b->buf[w->b->len] = '\0';
+		break;
+	}
+	default:
+		lp_buf_adds(w->b, "null"); /* an empty AnyValue */
+		break;
+	}
+}
+
+/* A KeyValue list as an object at the given depth, without skip1/skip2. */
+static void fw_kvs(struct fw *w, size_t n, pb_kv **kv, size_t depth, const pb_kv *skip1,
+		   const pb_kv *skip2)
+{
+	bool first = true;
+
+	if (w->bad)
+		return;
+	if (depth > w->max_depth || !kvs_unique(n, kv)) {
+		w->bad = true;
+		return;
+	}
+	lp_buf_addch(w->b, '{');
+	for (size_t i = 0; i < n && !w->bad; i++) {
+		if (kv[i] == skip1 || kv[i] == skip2)
+			continue;
+		if (!first)
+			lp_buf_addch(w->b, ',');
+		first = false;
+		fw_str(w, kv[i]->key);
+		lp_buf_addch(w->b, ':');
+		fw_any(w, kv[i]->value, depth + 1);
+	}
+	lp_buf_addch(w->b, '}');
+}
+
+/* What a resource and a scope give each of their records, written once. */
+struct fast_context {
+	const char *service;   /* service.name, or NULL (unknown_service) */
+	const char *host;      /* host.name, or NULL */
+	struct lp_buf resource; /* otel.resource's object, "" when it has no member */
+	struct lp_buf scope;    /* otel.scope's object, "" when there is none */
+	bool declined;          /* the records take the tree path */
+	char received_at[32];   /* now, RFC 3339 */
+};
+
+/* A non-empty string value, or NULL. */
+static const char *nonempty_string(const pb_any *a)
+{
+	if (a && a->value_case == OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_STRING_VALUE &&
+	    a->string_value && *a->string_value)
+		return a->string_value;
+	return NULL;
+}
+
+/* The resource's part of fx, as resource_context and map_record make it. */
+static void fast_resource(struct fast_context *fx, const pb_resource_logs *rl, size_t max_depth)
+{
+	size_t n = rl->resource ? rl->resource->n_attributes : 0, others = n;
+	pb_kv **kv = rl->resource ? rl->resource->attributes : NULL;
+	const pb_kv *svc = NULL, *host = NULL;
+	struct fw w = { &fx->resource, max_depth, false };
+
+	lp_buf_reset(&fx->resource);
+	fx->service = fx->host = NULL;
+	fx->declined = !kvs_unique(n, kv);
+	if (fx->declined)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(kv[i]->key, "service.name") == 0 && nonempty_string(kv[i]->value)) {
+			svc = kv[i];
+			fx->service = kv[i]->value->string_value;
+			others--;
+		} else if (strcmp(kv[i]->key, "host.name") == 0 && nonempty_string(kv[i]->value)) {
+			host = kv[i];
+			fx->host = kv[i]->value->string_value;
+			others--;
+		}
+	}
+	/* The event is depth 1, attributes 2, otel.resource 3. */
+	if (others > 0)
+		fw_kvs(&w, n, kv, 3, svc, host);
+	fx->declined = w.bad;
+}
+
+/* The scope's part of fx, as scope_context makes it. */
+static void fast_scope(struct fast_context *fx, const pb_scope_logs *sl, size_t max_depth)
+{
+	const pb_scope *sc = sl->scope;
+	struct fw w = { &fx->scope, max_depth, false };
+	bool first = true;
+
+	lp_buf_reset(&fx->scope);
+	if (!sc)
+		return;
+	if (3 > max_depth && ((sc->name && *sc->name) || (sc->version && *sc->version) ||
+			      sc->n_attributes > 0)) {
+		fx->declined = true;
+		return;
+	}
+	lp_buf_addch(w.b, '{');
+	if (sc->name && *sc->name) {
+		lp_buf_adds(w.b, "\"name\":");
+		fw_str(&w, sc->name);
+		first = false;
+	}
+	if (sc->version && *sc->version) {
+		lp_buf_adds(w.b, first ? "\"version\":" : ",\"version\":");
+		fw_str(&w, sc->version);
+		first = false;
+	}
+	if (sc->n_attributes > 0) {
+		lp_buf_adds(w.b, first ? "\"attributes\":" : ",\"attributes\":");
+		fw_kvs(&w, sc->n_attributes, sc->attributes, 4, NULL, NULL);
+		first = false;
+	}
+	lp_buf_addch(w.b, '}');
+	if (first)
+		lp_buf_reset(&fx->scope);
+	fx->declined |= w.bad;
+}
+
+/* Lower-case hex of an id of exactly want bytes into out: 1, or 0 when
+ * absent or all zero (no id), or -1 when of another length. */
+static int fast_id(const ProtobufCBinaryData *b, size_t want, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	bool zero = true;
+
+	out[0] = '\0';
+	if (b->len == 0)
+		return 0;
+	if (b->len != want)
+		return -1;
+	for (size_t i = 0; i < want; i++) {
+		out[2 * i] = digits[b->data[i] >> 4];
+		out[2 * i + 1] = digits[b->data[i] & 15];
+		zero &= b->data[i] == 0;
+	}
+	out[2 * want] = '\0';
+	if (zero)
+		out[0] = '\0';
+	return zero ? 0 : 1;
+}
+
+/* Whether s needs no escaping in JSON. */
+static bool plain(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == '"' || *s == '\\')
+			return false;
+	return true;
+}
+
+/* One record's event into ev; false when the fast path declines it.  tmp
+ * is scratch space. */
+static bool fast_record(const struct otlp_fast *fast, const struct lp_event_limits *lim,
+			const struct fast_context *fx, const pb_record *r, struct lp_buf *tmp,
+			struct otlp_event *ev)
+{
+	const char *level = NULL, *sevtext = r->severity_text, *name = r->event_name;
+	const char *service = fx->service ? fx->service : "unknown_service", *msg;
+	bool body_attr = false, name_attr, sev_attr, first = true;
+	size_t msg_len, nattrs, service_at;
+	struct lp_buf b;
+	struct fw w = { &b, lim->max_depth, false };
+	uint64_t ns;
+	char ts[32];
+	int sev = r->severity_number;
+
+	/* What the mapping or normalising refuses, or the tree decides. */
+	if (sev < 0 || sev > 24 || fast_id(&r->trace_id, 16, ev->trace) < 0 ||
+	    fast_id(&r->span_id, 8, ev->span) < 0 || (ev->span[0] && !ev->trace[0]))
+		return false;
+	if (!kvs_unique(r->n_attributes, r->attributes))
+		return false;
+	for (size_t i = 0; i < r->n_attributes; i++)
+		for (size_t k = 0; k < LP_ARRAY_SIZE(otel_keys); k++)
+			if (strcmp(r->attributes[i]->key, otel_keys[k]) == 0)
+				return false;
+	/* The trace id is also the correlation id, a text field. */
+	if (strlen(service) > lim->max_field || !plain(service) ||
+	    (fx->host && strlen(fx->host) > lim->max_field) ||
+	    (ev->trace[0] && 32 > lim->max_field) || lim->max_depth < 2)
+		return false;
+	if (fast->tenant && *fast->tenant &&
+	    !lp_utf8_valid((const unsigned char *)fast->tenant, strlen(fast->tenant)))
+		return false;
+
+	/* level: the number when given, else the text when it names one. */
+	sevtext = sevtext && *sevtext ? sevtext : NULL;
+	if (sev > 0)
+		level = severity_levels[(sev - 1) / 4];
+	else if (sevtext)
+		level = lp_level_canonical(sevtext);
+	sev_attr = sevtext && (!level || strcasecmp(sevtext, level) != 0);
+
+	/* message: a string body, else the body as JSON (kept as otel.body too),
+	 * else the event name, else a placeholder. */
+	name = name && *name ? name : NULL;
+	name_attr = name != NULL;
+	lp_buf_reset(tmp);
+	if (nonempty_string(r->body)) {
+		msg = r->body->string_value;
+		msg_len = strlen(msg);
+	} else if (r->body &&
+		   r->body->value_case != OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE__NOT_SET) {
+		struct fw bw = { tmp, lim->max_depth, false };
+		bool str;
+
+		/* Bytes (base64), NaN and the infinities are strings in the tree,
+		 * so a non-empty one is a string body. */
+		fw_any(&bw, r->body, 3);
+		if (bw.bad)
+			return false;
+		str = (r->body->value_case ==
+			       OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_BYTES_VALUE ||
+		       r->body->value_case ==
+			       OPENTELEMETRY__PROTO__COMMON__V1__ANY_VALUE__VALUE_DOUBLE_VALUE) &&
+		      tmp->len > 2 && tmp->buf[0] == '"';
+		msg = str ? tmp->buf + 1 : tmp->buf;
+		msg_len = str ? tmp->len - 2 : tmp->len;
+		body_attr = !str;
+	} else {
+		msg = name ? name : "(no body)";
+		msg_len = strlen(msg);
+	}
+	if (msg_len > lim->max_message)
+		return false;
+	nattrs = r->n_attributes + body_attr + name_attr + sev_attr + (fx->resource.len > 0) +
+		 (fx->scope.len > 0);
+	if (nattrs > lim->max_attributes)
+		return false;
+
+	/* time: when it happened, else when it was observed, else now. */
+	ns = r->time_unix_nano ? r->time_unix_nano : r->observed_time_unix_nano;
+	lp_rfc3339(ns ? (int64_t)(ns / 1000000) : fast->now_ms, ts);
+
+	lp_uuid7(ev->ev.id);
+	lp_buf_init(&b, 256 + msg_len + tmp->len + fx->resource.len + fx->scope.len);
+	lp_buf_addf(&b, "{\"id\":\"%s\",\"schema_version\":%d,\"timestamp\":\"%s\",\"received_at\":\"%s\","
+			"\"level\":\"%s\",\"message\":",
+		    ev->ev.id, LP_EVENT_SCHEMA_VERSION, ts, fx->received_at, level ? level : "INFO");
+	lp_buf_add_json_strn(&b, msg, msg_len);
+	lp_buf_adds(&b, ",\"service\":\"");
+	service_at = b.len;
+	lp_buf_adds(&b, service);
+	lp_buf_addch(&b, '"');
+	if (fx->host) {
+		lp_buf_adds(&b, ",\"host\":");
+		fw_str(&w, fx->host);
+	}
+	if (fast->tenant && *fast->tenant) {
+		lp_buf_adds(&b, ",\"tenant\":");
+		fw_str(&w, fast->tenant);
+	}
+	if (ev->trace[0])
+		lp_buf_addf(&b, ",\"correlation_id\":\"%s\",\"trace_id\":\"%s\"", ev->trace,
+			    ev->trace);
+	if (ev->span[0])
+		lp_buf_addf(&b, ",\"span_id\":\"%s\"", ev->span);
+	lp_buf_adds(&b, ",\"attributes\":{");
+	for (size_t i = 0; i < r->n_attributes && !w.bad; i++) {
+		if (!first)
+			lp_buf_addch(&b, ',');
+		first = false;
+		fw_str(&w, r->attributes[i]->key);
+		lp_buf_addch(&b, ':');
+		fw_any(&w, r->attributes[i]->value, 3);
+	}
+	if (w.bad) {
+		lp_buf_release(&b);
+		return false;
+	}
+#define ATTR(name) lp_buf_adds(&b, first ? "\"" name "\":" : ",\"" name "\":"), first = false
+	if (body_attr) {
+		ATTR("otel.body");
+		lp_buf_add(&b, tmp->buf, tmp->len);
+	}
+	if (name_attr) {
+		ATTR("otel.event_name");
+		fw_str(&w, name);
+	}
+	if (sev_attr) {
+		ATTR("otel.severity_text");
+		fw_str(&w, sevtext);
+	}
+	if (fx->resource.len > 0) {
+		ATTR("otel.resource");
+		lp_buf_add(&b, fx->resource.buf, fx->resource.len);
+	}
+	if (fx->scope.len > 0) {
+		ATTR("otel.scope");
+		lp_buf_add(&b, fx->scope.buf, fx->scope.len);
+	}
+#undef ATTR
+	lp_buf_adds(&b, "}}");
+	ev->ev.text = lp_buf_detach(&b, &ev->ev.len);
+	ev->ev.service = ev->ev.text + service_at;
+	ev->ev.service_len = strlen(service);
+	return true;
+}
+
+/* The tree path's state for one resource and scope, built when a record
+ * of theirs is first declined. */
+struct tree_context {
+	struct conv c;      /* always clean: the request's strings were checked */
+	struct context cx;  /* resource_context and scope_context's */
+	bool have_resource; /* cx holds the resource's part */
+	bool have_scope;    /* and the scope's */
+};
+
+/* A declined record through the tree path: map_record, then fn. */
+static int tree_record(struct tree_context *t, const pb_resource_logs *rl,
+		       const pb_scope_logs *sl, const pb_record *r, size_t index,
+		       lp_batch_item_fn fn, void *ud)
+{
+	const char *why = NULL;
+	json_t *tree, *in;
+	int stop;
+
+	if (!t->have_resource) {
+		tree = pb_resource_json(&t->c, rl);
+		if (resource_context(&t->cx, tree, &why) < 0)
+			fprintf(stderr, "otlp: %s\n", why); /* cannot happen for protobuf */
+		json_decref(tree);
+		t->have_resource = true;
+	}
+	if (!t->have_scope) {
+		tree = pb_scope_json(&t->c, sl);
+		if (scope_context(&t->cx, tree, &why) < 0)
+			fprintf(stderr, "otlp: %s\n", why);
+		json_decref(tree);
+		t->have_scope = true;
+	}
+	tree = pb_log_record(&t->c, r);
+	why = NULL;
+	in = map_record(&t->cx, tree, &why);
+	json_decref(tree);
+	stop = fn(ud, index, in, in ? NULL : why);
+	json_decref(in);
+	return stop;
+}
+
+/* The protobuf request's records: each through the fast path, or the tree
+ * path when it declines; what walk() returns for the same request. */
+static long pb_walk(const pb_request *req, size_t max_records, const struct otlp_fast *fast,
+		    lp_batch_item_fn fn, void *ud, char *err, size_t errlen)
+{
+	const struct lp_event_limits *lim = fast->lim ? fast->lim : &lp_event_default_limits;
+	struct fast_context fx = { .resource = LP_BUF_INIT, .scope = LP_BUF_INIT };
+	struct lp_buf tmp = LP_BUF_INIT;
+	size_t count = 0, index = 0;
+	int stop = 0;
+
+	if (!request_utf8(req)) {
+		snprintf(err, errlen, "a string field is not valid UTF-8");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < req->n_resource_logs; i++)
+		for (size_t j = 0; j < req->resource_logs[i]->n_scope_logs; j++)
+			count += req->resource_logs[i]->scope_logs[j]->n_log_records;
+	if (count > max_records) {
+		snprintf(err, errlen, "the request holds %zu log records, more than %zu", count,
+			 max_records);
+		return -E2BIG;
+	}
+	lp_rfc3339(fast->now_ms, fx.received_at);
+	for (size_t i = 0; i < req->n_resource_logs && !stop; i++) {
+		const pb_resource_logs *rl = req->resource_logs[i];
+		struct tree_context t = { 0 };
+
+		fast_resource(&fx, rl, lim->max_depth);
+		for (size_t j = 0; j < rl->n_scope_logs && !stop; j++) {
+			const pb_scope_logs *sl = rl->scope_logs[j];
+			bool declined = fx.declined;
+
+			fast_scope(&fx, sl, lim->max_depth);
+			for (size_t k = 0; k < sl->n_log_records && !stop; k++) {
+				const pb_record *r = sl->log_records[k];
+				struct otlp_event ev;
+
+				if (!fx.declined && fast_record(fast, lim, &fx, r, &tmp, &ev))
+					stop = fast->fn(ud, index++, &ev);
+				else
+					stop = tree_record(&t, rl, sl, r, index++, fn, ud);
+			}
+			fx.declined = declined; /* the scope's refusal ends with it */
+			json_decref(t.cx.scope);
+			t.cx.scope = NULL;
+			t.have_scope = false;
+		}
+		context_release(&t.cx);
+	}
+	lp_buf_release(&fx.resource);
+	lp_buf_release(&fx.scope);
+	lp_buf_release(&tmp);
+	return (long)index;
+}
+
+long otlp_decode_fast(const char *body, size_t len, enum otlp_encoding enc, size_t max_records,
+		      const struct otlp_fast *fast, lp_batch_item_fn fn, void *ud, char *err,
+		      size_t errlen)
 {
 	json_t *tree = NULL;
 	long ret;
@@ -896,6 +1549,12 @@ long otlp_decode(const char *body, size_t len, enum otlp_encoding enc, size_t ma
 			snprintf(err, errlen, "the body is not a protobuf ExportLogsServiceRequest");
 			return -EINVAL;
 		}
+		if (fast) {
+			ret = pb_walk(req, max_records, fast, fn, ud, err, errlen);
+			opentelemetry__proto__collector__logs__v1__export_logs_service_request__free_unpacked(
+				req, NULL);
+			return ret;
+		}
 		tree = pb_tree(&c, req);
 		opentelemetry__proto__collector__logs__v1__export_logs_service_request__free_unpacked(
 			req, NULL);
@@ -908,6 +1567,12 @@ long otlp_decode(const char *body, size_t len, enum otlp_encoding enc, size_t ma
 	ret = walk(tree, max_records, fn, ud, err, errlen);
 	json_decref(tree);
 	return ret;
+}
+
+long otlp_decode(const char *body, size_t len, enum otlp_encoding enc, size_t max_records,
+		 lp_batch_item_fn fn, void *ud, char *err, size_t errlen)
+{
+	return otlp_decode_fast(body, len, enc, max_records, NULL, fn, ud, err, errlen);
 }
 
 /* ---- replies ------------------------------------------------------------------ */

@@ -16,6 +16,7 @@
 #define LOGPIPE_OTLP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "logpipe/event.h"
 
@@ -47,6 +48,39 @@ int otlp_gunzip(const char *in, size_t len, size_t max, char **out, size_t *outl
  * stops the walk. */
 long otlp_decode(const char *body, size_t len, enum otlp_encoding enc, size_t max_records,
 		 lp_batch_item_fn fn, void *ud, char *err, size_t errlen);
+
+/* A log record's normalised event, written by otlp_decode_fast. */
+struct otlp_event {
+	struct lp_event_fast ev; /* as lp_event_scan_input's: text (malloc'd; the callee
+				  * owns it), id, and the service inside text */
+	char trace[33];          /* the event's trace_id, "" if it has none */
+	char span[17];           /* its span_id, "" if it has none */
+};
+
+/* Receives one record's event: returns non-zero to stop the walk. */
+typedef int (*otlp_event_fn)(void *ud, size_t index, struct otlp_event *ev);
+
+/* What otlp_decode_fast normalises with: the arguments the producer would
+ * give lp_event_normalize (lim NULL for lp_event_default_limits). */
+struct otlp_fast {
+	const struct lp_event_limits *lim;
+	int64_t now_ms;
+	const char *tenant;
+	otlp_event_fn fn; /* called with the records written here */
+};
+
+/* otlp_decode, but for a protobuf request, each record whose event is
+ * certain goes to fast->fn as the text lp_event_normalize and json_dumps
+ * (JSON_COMPACT) would make of the input object fn gets (a fresh UUIDv7
+ * as id): no JSON tree is built.  The others (a refusal, a limit, a case
+ * the writer leaves to the tree, docs in otlp.c) go to fn as from
+ * otlp_decode, in the same order, each index exactly once.  The events
+ * have no trace context from the request's traceparent: that is the
+ * caller's (an event with a span_id and no trace_id always goes to fn).
+ * fast NULL, or a JSON request: otlp_decode. */
+long otlp_decode_fast(const char *body, size_t len, enum otlp_encoding enc, size_t max_records,
+		      const struct otlp_fast *fast, lp_batch_item_fn fn, void *ud, char *err,
+		      size_t errlen);
 
 /* The 200 reply: an ExportLogsServiceResponse, with partialSuccess when
  * rejected > 0 or msg is non-empty.  *out is malloc'd (the caller frees

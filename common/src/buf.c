@@ -109,16 +109,17 @@ void lp_buf_vaddf(struct lp_buf *b, const char *fmt, va_list ap)
 	b->len += (size_t)n;
 }
 
-void lp_buf_add_json_str(struct lp_buf *b, const char *s)
+/* The escaping of both string writers: quotes, backslashes and control
+ * characters, the latter as \u00XX with hex digits from the given set;
+ * runs of other bytes (UTF-8 included) are copied at once. */
+static void add_json_str(struct lp_buf *b, const unsigned char *p, const unsigned char *end,
+			 const char *hex)
 {
-	static const char hex[] = "0123456789abcdef";
-	const unsigned char *p = (const unsigned char *)(s ? s : "");
 	const unsigned char *run = p;
 
+	lp_buf_grow(b, (size_t)(end - p) + 2);
 	lp_buf_addch(b, '"');
-	/* Copy runs of plain bytes at once; escape quotes, backslashes and
-	 * control characters.  Bytes >= 0x80 (UTF-8) pass through. */
-	for (; *p; p++) {
+	for (; p < end; p++) {
 		char esc;
 
 		if (*p >= 0x20 && *p != '"' && *p != '\\')
@@ -147,6 +148,20 @@ void lp_buf_add_json_str(struct lp_buf *b, const char *s)
 	}
 	lp_buf_add(b, run, (size_t)(p - run));
 	lp_buf_addch(b, '"');
+}
+
+void lp_buf_add_json_str(struct lp_buf *b, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+
+	add_json_str(b, p, p + strlen((const char *)p), "0123456789abcdef");
+}
+
+void lp_buf_add_json_strn(struct lp_buf *b, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	add_json_str(b, p, p + n, "0123456789ABCDEF");
 }
 
 void lp_buf_reset(struct lp_buf *b)

@@ -175,10 +175,9 @@ static void event(char *buf, size_t len, const char *svc, int i)
 
 /* Submits body from a buffer of exactly its length (no NUL after it, so a
  * sanitizer build catches a read past len), freed once submit returned. */
-static void submit_tp(struct fixture *f, enum producer_route route, const char *body,
-		      const char *ctype, const char *traceparent, struct answer *a)
+static void submit_bin(struct fixture *f, enum producer_route route, const char *body,
+		       size_t len, const char *ctype, const char *traceparent, struct answer *a)
 {
-	size_t len = strlen(body);
 	char *copy = lp_xmalloc(len ? len : 1);
 	struct producer_input in = {
 		.route = route,
@@ -192,6 +191,12 @@ static void submit_tp(struct fixture *f, enum producer_route route, const char *
 	memcpy(copy, body, len);
 	assert_int_equal(producer_submit(f->p, &in, on_done, a), 0);
 	free(copy);
+}
+
+static void submit_tp(struct fixture *f, enum producer_route route, const char *body,
+		      const char *ctype, const char *traceparent, struct answer *a)
+{
+	submit_bin(f, route, body, strlen(body), ctype, traceparent, a);
 }
 
 static void submit(struct fixture *f, enum producer_route route, const char *body,
@@ -336,6 +341,100 @@ static void test_kafka_down_spooled(void **state)
 			}
 		}
 		assert_int_equal(found, 1);
+	}
+	spool_batch_release(&b);
+	spool_close(sp);
+	free(a);
+}
+
+/* The Kafka header of name in r, or NULL; its length in *n. */
+static const char *spool_header(const struct spool_rec *r, const char *name, size_t *n)
+{
+	for (size_t j = 0; j < r->nhdrs; j++)
+		if (r->hdrs[j].namelen == strlen(name) &&
+		    memcmp(r->hdrs[j].name, name, r->hdrs[j].namelen) == 0) {
+			*n = r->hdrs[j].vallen;
+			return r->hdrs[j].val;
+		}
+	return NULL;
+}
+
+static void assert_header(const struct spool_rec *r, const char *name, const char *want)
+{
+	size_t n = 0;
+	const char *v = spool_header(r, name, &n);
+
+	if (!want) {
+		if (v)
+			fail_msg("header %s: \"%.*s\", want none", name, (int)n, v);
+		return;
+	}
+	if (!v)
+		fail_msg("header %s missing, want \"%s\"", name, want);
+	assert_int_equal(n, strlen(want));
+	assert_memory_equal(v, want, n);
+}
+
+/* OTLP protobuf records (written as text by otlp_decode_fast, or through
+ * the tree for a span id without a trace id) carry their own trace ids as
+ * Kafka headers, else the request's traceparent's: spooled (Kafka down)
+ * with the headers a direct produce gives. */
+static void test_otlp_trace_headers(void **state)
+{
+	/* service.name svc-otlp; records "otlp 0" trace 11.. span 22..,
+	 * "otlp 1" trace 33.., "otlp 2" no ids, "otlp 3" span 44.. alone. */
+	static const char body[] =
+		"\x0a\x88\x01\x0a\x1c\x0a\x1a\x0a\x0c\x73\x65\x72\x76\x69\x63\x65"
+		"\x2e\x6e\x61\x6d\x65\x12\x0a\x0a\x08\x73\x76\x63\x2d\x6f\x74\x6c"
+		"\x70\x12\x68\x12\x26\x2a\x08\x0a\x06\x6f\x74\x6c\x70\x20\x30\x4a"
+		"\x10\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11\x11"
+		"\x11\x52\x08\x22\x22\x22\x22\x22\x22\x22\x22\x12\x1c\x2a\x08\x0a"
+		"\x06\x6f\x74\x6c\x70\x20\x31\x4a\x10\x33\x33\x33\x33\x33\x33\x33"
+		"\x33\x33\x33\x33\x33\x33\x33\x33\x33\x12\x0a\x2a\x08\x0a\x06\x6f"
+		"\x74\x6c\x70\x20\x32\x12\x14\x2a\x08\x0a\x06\x6f\x74\x6c\x70\x20"
+		"\x33\x52\x08\x44\x44\x44\x44\x44\x44\x44\x44";
+	static const char tp[] = "00-55555555555555555555555555555555-6666666666666666-01";
+	static const char *const want[4][3] = {
+		/* trace_id, span_id, traceparent */
+		{ "11111111111111111111111111111111", "2222222222222222",
+		  "00-11111111111111111111111111111111-2222222222222222-01" },
+		{ "33333333333333333333333333333333", NULL, NULL },
+		{ "55555555555555555555555555555555", "6666666666666666", tp },
+		{ "55555555555555555555555555555555", "4444444444444444",
+		  "00-55555555555555555555555555555555-4444444444444444-01" },
+	};
+	struct fixture *f = *state;
+	struct answer *a = calloc(2, sizeof(*a));
+	struct spool_opts so = { .dir = f->dir, .max_bytes = 1 << 30, .segment_bytes = 1 << 20 };
+	struct spool_batch b = { 0 };
+	struct spool *sp;
+	char err[256];
+
+	start(f);
+	submit_one_and_wait(f, &a[0]); /* metadata known, Kafka up */
+	rd_kafka_mock_broker_set_down(f->mc, 1);
+	rd_kafka_mock_broker_set_down(f->mc, 2);
+	submit_bin(f, PRODUCER_OTLP, body, sizeof(body) - 1, "application/x-protobuf", tp, &a[1]);
+	assert_int_equal(wait_done(2), 2);
+	assert_int_equal(a[1].status, 200);
+	producer_stop(f->p);
+	f->p = NULL;
+	sp = spool_open(&so, err, sizeof(err));
+	assert_non_null(sp);
+	assert_int_equal(spool_read(sp, &b, 10, 1 << 20), 4);
+	for (int i = 0; i < 4; i++) {
+		const struct spool_rec *r = &b.recs[i];
+		char msg[32], trace[64];
+
+		snprintf(msg, sizeof(msg), "\"message\":\"otlp %d\"", i);
+		assert_non_null(memmem(r->val, r->vallen, msg, strlen(msg)));
+		snprintf(trace, sizeof(trace), "\"trace_id\":\"%s\"", want[i][0]);
+		assert_non_null(memmem(r->val, r->vallen, trace, strlen(trace)));
+		assert_int_equal(r->keylen, 8);
+		assert_memory_equal(r->key, "svc-otlp", 8);
+		assert_header(r, "trace_id", want[i][0]);
+		assert_header(r, "span_id", want[i][1]);
+		assert_header(r, "traceparent", want[i][2]);
 	}
 	spool_batch_release(&b);
 	spool_close(sp);
@@ -489,6 +588,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_refused_at_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kafka_down_spooled, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_otlp_trace_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kafka_down_no_spool, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broker_error_mid_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_in_flight, setup, teardown),

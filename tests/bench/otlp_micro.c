@@ -7,10 +7,14 @@
  * Rows:
  *   decode           otlp_decode with a callback that does nothing: protobuf-c
  *                    unpack, the OTLP JSON tree (pb_tree), the mapping
- *   + normalise      what the producer does with each mapped record today:
+ *   + normalise      what the producer did with each mapped record before
+ *                    otlp_decode_fast (and still does with a declined one):
  *                    lp_event_normalize on the tree, then json_dumps
  *   + dump, scan     the alternative: json_dumps of the mapped input, then the
  *                    batch path's one-pass scanner (lp_event_scan_input)
+ *   fast             what the producer does since otlp_decode_fast: protobuf-c
+ *                    unpack, each record's normalised event written as text
+ *                    straight from the structs (declined records: + normalise)
  *   batch scanner    the batch path per event: lp_json_array_spans over the
  *                    array, lp_event_scan_input per element
  * Built and run by tests/bench/protocols_bench.py; alone (after make):
@@ -30,10 +34,11 @@
 
 #define NOW_MS 1700000000000LL
 
-enum stage { DECODE, NORMALISE, DUMP_SCAN };
+enum stage { DECODE, NORMALISE, DUMP_SCAN, FAST };
 
 static enum stage stage; /* what the callback does with each record */
 static long failures;    /* records the stage could not make an event of */
+static long declined;    /* records the fast path left to the tree */
 
 static double cpu_ns(void)
 {
@@ -60,6 +65,9 @@ static int on_record(void *ud, size_t index, json_t *item, const char *error)
 	switch (stage) {
 	case DECODE:
 		break;
+	case FAST: /* a record the fast path declined */
+		declined++;
+		/* fall through */
 	case NORMALISE:
 		ev = lp_event_normalize(item, &lp_event_default_limits, NOW_MS, NULL, &er);
 		text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
@@ -77,6 +85,14 @@ static int on_record(void *ud, size_t index, json_t *item, const char *error)
 		free(text);
 		break;
 	}
+	return 0;
+}
+
+static int on_event(void *ud, size_t index, struct otlp_event *e)
+{
+	(void)ud;
+	(void)index;
+	free(e->ev.text);
 	return 0;
 }
 
@@ -104,8 +120,10 @@ static char *slurp(const char *path, size_t *len)
 
 int main(int argc, char **argv)
 {
-	static const char *const names[] = { "decode", "decode + normalise + dumps (today)",
-					     "decode + dumps + scanner" };
+	static const char *const names[] = { "decode", "decode + normalise + dumps (before)",
+					     "decode + dumps + scanner",
+					     "fast: decode + event text (now)" };
+	struct otlp_fast fast = { &lp_event_default_limits, NOW_MS, NULL, on_event };
 	struct lp_json_span spans[1000];
 	size_t pblen, jlen;
 	char *pb, *js, err[256];
@@ -120,18 +138,21 @@ int main(int argc, char **argv)
 	pb = slurp(argv[1], &pblen);
 	js = slurp(argv[2], &jlen);
 	rounds = argc > 3 ? atoi(argv[3]) : 1000;
-	for (stage = DECODE; stage <= DUMP_SCAN; stage++) {
+	for (stage = DECODE; stage <= FAST; stage++) {
 		failures = 0;
 		t = cpu_ns();
 		for (int r = 0; r < rounds; r++)
-			n = otlp_decode(pb, pblen, OTLP_PROTOBUF, 10000, on_record, NULL, err,
-					sizeof(err));
+			n = otlp_decode_fast(pb, pblen, OTLP_PROTOBUF, 10000,
+					     stage == FAST ? &fast : NULL, on_record, NULL, err,
+					     sizeof(err));
 		if (n <= 0) {
 			fprintf(stderr, "otlp_micro: %s\n", err);
 			return 1;
 		}
 		printf("otlp_micro: %-36s %6.2f us/record%s\n", names[stage],
 		       (cpu_ns() - t) / 1e3 / rounds / (double)n, failures ? "  FAILURES" : "");
+		if (stage == FAST && declined)
+			printf("otlp_micro: %ld records declined by the fast path\n", declined);
 	}
 	failures = 0;
 	t = cpu_ns();

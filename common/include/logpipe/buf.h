@@ -27,6 +27,11 @@ void lp_buf_addf(struct lp_buf *b, const char *fmt, ...)
 void lp_buf_vaddf(struct lp_buf *b, const char *fmt, va_list ap);
 /* Appends s as a JSON string literal, quotes included (NULL gives ""). */
 void lp_buf_add_json_str(struct lp_buf *b, const char *s);
+/* Appends the n bytes at s (valid UTF-8, NULs escaped like any control
+ * character) as a JSON string literal with exactly the bytes jansson's
+ * json_dumps writes for it: \u001F for control characters without a short
+ * escape, '/' and UTF-8 as they are. */
+void lp_buf_add_json_strn(struct lp_buf *b, const char *s, size_t n);
 void lp_buf_reset(struct lp_buf *b);
 /* Hands the storage to the caller (free() it) and re-initialises b. */
 char *lp_buf_detach(struct lp_buf *b, size_t *len);
