@@ -18,7 +18,8 @@
  *           again after lp_front_kick (or at the next sweep);
  *   CALL    waiting for the upstream call the handler asked for;
  *   DEFER   waiting for lp_front_answer from another thread: the answer
- *           comes through the loop's done queue and its eventfd;
+ *           comes through the loop's done queue and its eventfd (written
+ *           by the first answer of a batch only);
  *   WRITE   writing the reply, then back to READ (kept alive);
  *   TUNNEL  passing bytes both ways to the CivetWeb server behind, until
  *           either side ends (see front.h for what goes there);
@@ -1155,7 +1156,11 @@ void lp_front_answer(struct lp_front_later *h, struct lp_buf *reply)
 	}
 	h->next_done = h->l->done;
 	h->l->done = h;
-	(void)!write(h->l->wake.fd, &one, sizeof(one));
+	/* Only the first answer of a batch wakes the loop: it takes them all
+	 * (take_answers empties the queue under answer_mu), so an answer that
+	 * finds the queue non-empty is sure to be taken by a wake still due. */
+	if (!h->next_done)
+		(void)!write(h->l->wake.fd, &one, sizeof(one));
 	pthread_mutex_unlock(&answer_mu);
 }
 
