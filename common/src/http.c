@@ -1299,7 +1299,7 @@ static enum lp_front_verdict front_start(void *ud, struct lp_front_req *q)
 	a->fr.header = async_header;
 	a->fr.ud = a;
 	a->fr.remote_addr = a->addr;
-	a->fr.keep_alive = true;
+	a->fr.keep_alive = !q->close;
 	a->fr.out = &a->out;
 	if (lp_http_front_begin(&a->r, &a->fr, q->method, q->path, q->query, q->body,
 				q->body_len) == 0)
