@@ -1275,7 +1275,7 @@ int producer_submit(struct producer *p, const struct producer_input *in, produce
  * the spool, so their done() can still run during the wait.
  *
  * A request CivetWeb read (http.front civetweb, or one the front passes on:
- * chunked, HTTP/1.0, Connection: close) is answered on its worker as before: submit, wait for
+ * chunked, HTTP/1.0) is answered on its worker as before: submit, wait for
  * done on a condition variable, reply.  The worker is held either way (a
  * deferred one waits inside the server), and replying from the handler
  * keeps the reply written before the request leaves the in-flight count:
