@@ -765,13 +765,14 @@ struct batch_ctx {
 	struct outgoing *out;     /* accepted events */
 	size_t *out_index;        /* their indexes in results */
 	size_t nout, cap;
+	size_t first_cap;         /* room the first batch_add makes (0: 64) */
 };
 
 /* Room for one more accepted event; returns it, zeroed. */
 static struct outgoing *batch_add(struct batch_ctx *b)
 {
 	if (b->nout == b->cap) {
-		b->cap = b->cap ? b->cap * 2 : 64;
+		b->cap = b->cap ? b->cap * 2 : b->first_cap ? b->first_cap : 64;
 		b->out = lp_xrealloc(b->out, b->cap * sizeof(*b->out));
 		b->out_index = lp_xrealloc(b->out_index, b->cap * sizeof(*b->out_index));
 	}
@@ -1097,6 +1098,7 @@ static bool submit_one(struct producer *p, const struct producer_input *in, stru
 	}
 	lp_series_inc(p->received);
 	now_ms = lp_wall_ms();
+	q->b.first_cap = 1; /* not 64 outgoings (10 kB) for one event */
 	o = batch_add(&q->b);
 	if (!scan_event(p, in->body, in->len, now_ms, q->b.tenant, o)) {
 		ev = lp_event_parse(in->body, in->len, &p->limits, now_ms, q->b.tenant, &e);

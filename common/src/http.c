@@ -262,6 +262,9 @@ void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
 	 * printf: this runs for every request of every service. */
 	if (!buffered)
 		lp_buf_init(&h, 384 + (send_body && len <= 64 * 1024 ? len : 0));
+	else /* at once, not by half again five times over */
+		lp_buf_grow(out, 256 + strlen(r->request_id) + (extra_headers ? strlen(extra_headers) : 0) +
+				 (send_body ? len : 0));
 	lp_buf_adds(out, "HTTP/1.1 ");
 	add_uint(out, (uint64_t)status);
 	lp_buf_addch(out, ' ');
