@@ -87,6 +87,9 @@ static void check_accepted(const struct lp_rq *rq, const char *buf, size_t n)
 	}
 
 	FUZZ_CHECK(rq->nheaders <= LP_RQ_MAX_HEADERS, "%zu headers", rq->nheaders);
+	v = lp_rq_header(rq, "Connection", &len);
+	FUZZ_CHECK(rq->close == (v && len == 5 && same_name(v, "close", 5)),
+		   "close %d with Connection \"%.*s\"", rq->close, v ? (int)len : 0, v ? v : "");
 	FUZZ_CHECK(rq->content_length >= -1 && rq->content_length <= 999999999999999999LL,
 		   "content_length %lld", rq->content_length);
 	for (i = 0; i < rq->nheaders; i++) {

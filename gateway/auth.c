@@ -6,6 +6,7 @@
  * constant-time comparison are OpenSSL's (EVP_Digest, CRYPTO_memcmp):
  * reviewed, tested code instead of a hand-written copy. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,11 +46,24 @@ static void trim(const char **s, size_t *len)
 		(*len)--;
 }
 
+/* SHA-256 fetched from the provider once: EVP_sha256() makes EVP_Digest
+ * fetch it again on every call under OpenSSL 3, which cost as much as the
+ * hash of a key itself (perf, per request of the gateway). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+	sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 int gw_sha256(const void *data, size_t len, unsigned char out[GW_SHA256_LEN])
 {
 	unsigned int n = 0;
 
-	if (!EVP_Digest(data, len, out, &n, EVP_sha256(), NULL) || n != GW_SHA256_LEN) {
+	pthread_once(&sha256_once, sha256_fetch);
+	if (!EVP_Digest(data, len, out, &n, sha256_md ? sha256_md : EVP_sha256(), NULL) ||
+	    n != GW_SHA256_LEN) {
 		memset(out, 0, GW_SHA256_LEN);
 		return -EIO;
 	}

@@ -661,7 +661,7 @@ static enum lp_front_verdict fast_start(void *ud, struct lp_front_req *q)
 	f->fr.header = fast_header;
 	f->fr.ud = (void *)(uintptr_t)q->head;
 	f->fr.remote_addr = q->remote_addr;
-	f->fr.keep_alive = true;
+	f->fr.keep_alive = !q->close;
 	f->fr.out = q->reply;
 	if (lp_http_front_begin(&f->r, &f->fr, q->method, q->path, q->query, q->body,
 				q->body_len) < 0) {

@@ -18,8 +18,12 @@
  *           again after lp_front_kick (or at the next sweep);
  *   CALL    waiting for the upstream call the handler asked for;
  *   DEFER   waiting for lp_front_answer from another thread: the answer
- *           comes through the loop's done queue and its eventfd;
- *   WRITE   writing the reply, then back to READ (kept alive);
+ *           comes through the loop's done queue and its eventfd (written
+ *           by the first answer of a batch only);
+ *   WRITE   writing the reply, then back to READ (kept alive), or, after
+ *           a request with "Connection: close", LINGER (its shut side
+ *           tells the client the reply is whole; what it sent after that
+ *           request is dropped);
  *   TUNNEL  passing bytes both ways to the CivetWeb server behind, until
  *           either side ends (see front.h for what goes there);
  *   LINGER  CivetWeb closed its side (after a 413, say) while the client
@@ -168,6 +172,7 @@ struct conn {
 	struct lp_front_later *later; /* DEFER: the handle, given to the handler */
 	bool retried;             /* the call was sent again on a new connection */
 	bool continued;           /* "100 Continue" was sent for the request in c->in */
+	bool close_after;         /* the request served asked for "Connection: close" */
 	bool got_any;             /* some byte of the answer arrived */
 	int64_t call_deadline;    /* the call fails with LP_H1_TIMEOUT after */
 	int64_t connect_deadline; /* the connect in progress times out after */
@@ -673,6 +678,21 @@ static void linger(struct conn *c)
 	drain_client(c);
 }
 
+/* The reply to a "Connection: close" request was written: a graceful
+ * close, as after a 408 (closing with unread bytes would reset the
+ * connection and could destroy the reply before the client read it). */
+static void close_after_reply(struct conn *c)
+{
+	if (c->c_eof) {
+		conn_close(c);
+		return;
+	}
+	shutdown(c->e.fd, SHUT_WR);
+	c->st = C_LINGER;
+	c->deadline = lp_now_ms() + LINGER_MS;
+	drain_client(c);
+}
+
 /* Moves bytes both ways until neither side can take or give more. */
 static void tunnel_run(struct conn *c)
 {
@@ -796,6 +816,8 @@ static void take_request(struct conn *c, size_t body_len)
 	c->q.remote_addr = c->addr;
 	c->q.reply = &c->out;
 	c->q.call = &c->call;
+	c->q.close = rq->close;
+	c->close_after = rq->close;
 }
 
 static void call_start(struct conn *c);
@@ -902,6 +924,10 @@ static void client_run(struct conn *c)
 		if (c->st == C_WRITE) {
 			if (!client_flush(c))
 				return;
+			if (c->close_after) {
+				close_after_reply(c);
+				return;
+			}
 			c->st = C_READ;
 			lp_buf_reset(&c->out);
 			c->out_pos = 0;
@@ -1155,7 +1181,11 @@ void lp_front_answer(struct lp_front_later *h, struct lp_buf *reply)
 	}
 	h->next_done = h->l->done;
 	h->l->done = h;
-	(void)!write(h->l->wake.fd, &one, sizeof(one));
+	/* Only the first answer of a batch wakes the loop: it takes them all
+	 * (take_answers empties the queue under answer_mu), so an answer that
+	 * finds the queue non-empty is sure to be taken by a wake still due. */
+	if (!h->next_done)
+		(void)!write(h->l->wake.fd, &one, sizeof(one));
 	pthread_mutex_unlock(&answer_mu);
 }
 

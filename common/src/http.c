@@ -262,6 +262,9 @@ void lp_http_reply(struct lp_http_req *r, int status, const char *content_type,
 	 * printf: this runs for every request of every service. */
 	if (!buffered)
 		lp_buf_init(&h, 384 + (send_body && len <= 64 * 1024 ? len : 0));
+	else /* at once, not by half again five times over */
+		lp_buf_grow(out, 256 + strlen(r->request_id) + (extra_headers ? strlen(extra_headers) : 0) +
+				 (send_body ? len : 0));
 	lp_buf_adds(out, "HTTP/1.1 ");
 	add_uint(out, (uint64_t)status);
 	lp_buf_addch(out, ' ');
@@ -1299,7 +1302,7 @@ static enum lp_front_verdict front_start(void *ud, struct lp_front_req *q)
 	a->fr.header = async_header;
 	a->fr.ud = a;
 	a->fr.remote_addr = a->addr;
-	a->fr.keep_alive = true;
+	a->fr.keep_alive = !q->close;
 	a->fr.out = &a->out;
 	if (lp_http_front_begin(&a->r, &a->fr, q->method, q->path, q->query, q->body,
 				q->body_len) == 0)

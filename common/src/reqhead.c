@@ -145,7 +145,7 @@ enum hdr_kind {
 	HDR_PLAIN,   /* nothing */
 	HDR_REFUSED, /* Transfer-Encoding, Upgrade: the head is refused */
 	HDR_LENGTH,  /* Content-Length: 1-18 digits, once */
-	HDR_CONN,    /* Connection: "keep-alive" in any case */
+	HDR_CONN,    /* Connection: "keep-alive" or "close" in any case, once */
 	HDR_EXPECT,  /* Expect: "100-continue" in any case */
 };
 
@@ -170,6 +170,8 @@ static enum hdr_kind hdr_kind(const unsigned char *name, size_t len)
 #define LENGTH_DIGITS_MAX 18 /* fits a long long */
 #define KEEP_ALIVE "keep-alive"
 #define KEEP_ALIVE_LEN 10
+#define CLOSE "close"
+#define CLOSE_LEN 5
 #define CONTINUE "100-continue"
 #define CONTINUE_LEN 12
 
@@ -200,8 +202,10 @@ static bool value_ok(enum hdr_kind k, const unsigned char *v, size_t len, bool w
 		/* After a trailing blank only blanks may follow, so the value
 		 * is then as whole as it will get. */
 		if (whole || t < len)
-			return t == KEEP_ALIVE_LEN && ci_equal(v, KEEP_ALIVE, t);
-		return t <= KEEP_ALIVE_LEN && ci_equal(v, KEEP_ALIVE, t);
+			return (t == KEEP_ALIVE_LEN && ci_equal(v, KEEP_ALIVE, t)) ||
+			       (t == CLOSE_LEN && ci_equal(v, CLOSE, t));
+		return (t <= KEEP_ALIVE_LEN && ci_equal(v, KEEP_ALIVE, t)) ||
+		       (t <= CLOSE_LEN && ci_equal(v, CLOSE, t));
 	case HDR_EXPECT:
 		if (whole || t < len)
 			return t == CONTINUE_LEN && ci_equal(v, CONTINUE, t);
@@ -222,7 +226,7 @@ enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 	struct lp_rq r;
 	enum hdr_kind kind;
 	long long length;
-	bool have_length = false;
+	bool have_length = false, have_conn = false;
 
 	/* The method, then one SP. */
 	while (i < end && i <= METHOD_MAX && s[i] != ' ')
@@ -302,6 +306,7 @@ enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 	r.nheaders = 0;
 	r.content_length = -1;
 	r.expect_continue = false;
+	r.close = false;
 	for (;;) {
 		if (i == end)
 			goto more;
@@ -320,7 +325,8 @@ enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 			return LP_RQ_OTHER;
 		name_len = i - name;
 		kind = hdr_kind(s + name, name_len);
-		if (kind == HDR_REFUSED || (kind == HDR_LENGTH && have_length))
+		if (kind == HDR_REFUSED || (kind == HDR_LENGTH && have_length) ||
+		    (kind == HDR_CONN && have_conn))
 			return LP_RQ_OTHER;
 		i++;
 
@@ -354,6 +360,10 @@ enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 			have_length = true;
 		}
 		r.expect_continue = r.expect_continue || kind == HDR_EXPECT;
+		if (kind == HDR_CONN) {
+			have_conn = true;
+			r.close = vend - val == CLOSE_LEN; /* value_ok allowed two */
+		}
 		i += 2;
 	}
 
@@ -375,6 +385,7 @@ enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 	rq->head_len = r.head_len;
 	rq->content_length = r.content_length;
 	rq->expect_continue = r.expect_continue;
+	rq->close = r.close;
 	return LP_RQ_OK;
 
 more:

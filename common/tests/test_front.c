@@ -48,6 +48,7 @@ struct answerer {
 	bool reverse;                /* answer the newest first */
 	bool stop;
 	atomic_int handled, answered;
+	atomic_int on_front;         /* handled on a front loop, not a CivetWeb worker */
 	pthread_t th;
 };
 
@@ -128,6 +129,8 @@ static void handle_defer(struct lp_http_req *r, void *ud)
 	const char *tag = lp_http_header(r, "X-Tag");
 
 	atomic_fetch_add(&a->handled, 1);
+	if (r->front)
+		atomic_fetch_add(&a->on_front, 1);
 	if (!tag || strcmp(tag, "now") == 0) {
 		lp_http_reply(r, 200, "text/plain", "now", 3, NULL);
 		return;
@@ -330,6 +333,53 @@ static void test_defer_answered_from_another_thread(void **state)
 	assert_false(read_replies(fd, &out, 1, 3000));
 	assert_contains(out.buf, "HTTP/1.1 200 ");
 	close(fd);
+	lp_http_server_free(e.s);
+	answerer_stop(&a);
+	lp_buf_release(&out);
+}
+
+/* "Connection: close" on an async route: served on the front (no CivetWeb
+ * worker), answered later, the reply says close and the connection is
+ * closed after it; a request pipelined after it is not served.  The same
+ * for a reply given at once and one given before the handler returned. */
+static void test_connection_close_on_the_front(void **state)
+{
+	static struct answerer a;
+	static const char *const tags[] = { "t1", "inline", "now" };
+	struct env e;
+	struct lp_buf out = LP_BUF_INIT;
+	char req[512];
+	int fd;
+
+	(void)state;
+	answerer_start(&a, 1, false);
+	server_start(&e, &a, 1, 5000, 5000);
+	for (size_t i = 0; i < sizeof(tags) / sizeof(tags[0]); i++) {
+		int before = atomic_load(&a.handled);
+
+		fd = dial(&e, "127.0.0.1");
+		snprintf(req, sizeof(req),
+			 "POST /defer HTTP/1.1\r\nHost: x\r\nX-Tag: %s\r\nConnection: close\r\n"
+			 "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+			 "POST /defer HTTP/1.1\r\nHost: x\r\nX-Tag: after\r\n"
+			 "Content-Length: 2\r\n\r\n{}",
+			 tags[i]);
+		send_all(fd, req);
+		lp_buf_reset(&out);
+		/* The peer closes after one reply. */
+		assert_true(read_replies(fd, &out, 2, 3000));
+		assert_non_null(out.buf);
+		assert_contains(out.buf, "Connection: close\r\n");
+		assert_null(strstr(out.buf, "keep-alive"));
+		assert_null(strstr(strstr(out.buf, "\r\n\r\n") + 4, "HTTP/1.1"));
+		if (strcmp(tags[i], "now") == 0)
+			assert_contains(out.buf, "HTTP/1.1 200 ");
+		else
+			assert_contains(out.buf, "HTTP/1.1 202 ");
+		assert_int_equal(atomic_load(&a.handled), before + 1);
+		close(fd);
+	}
+	assert_int_equal(atomic_load(&a.on_front), 3);
 	lp_http_server_free(e.s);
 	answerer_stop(&a);
 	lp_buf_release(&out);
@@ -784,6 +834,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_defer_answered_from_another_thread),
 		cmocka_unit_test(test_pipelined_deferred_in_order),
+		cmocka_unit_test(test_connection_close_on_the_front),
 		cmocka_unit_test(test_many_in_flight_on_one_loop),
 		cmocka_unit_test(test_client_gone_before_the_answer),
 		cmocka_unit_test(test_stop_waits_for_deferred),

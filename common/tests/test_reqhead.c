@@ -283,7 +283,10 @@ static const char *const refused[] = {
 	"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
 	"POST / HTTP/1.1\r\ncontent-length: 5\r\nX: y\r\nCONTENT-LENGTH: 6\r\n\r\n",
 	/* Connection. */
-	"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nConnection: close, keep-alive\r\n\r\n",
+	"GET / HTTP/1.1\r\nConnection: closed\r\n\r\n",
+	"GET / HTTP/1.1\r\nConnection: close\r\nConnection: close\r\n\r\n",
+	"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: keep-alive\r\n\r\n",
 	"GET / HTTP/1.1\r\nConnection:\r\n\r\n",
 	"GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\n\r\n",
 	"GET / HTTP/1.1\r\nConnection: keep-alive,\r\n\r\n",
@@ -335,7 +338,10 @@ static const char *const refused_early[] = {
 	"GET / HTTP/1.1\r\nContent-Length: 1 2",
 	"GET / HTTP/1.1\r\nContent-Length: 1234567890123456789",
 	"GET / HTTP/1.1\r\nContent-Length: \r",
-	"GET / HTTP/1.1\r\nConnection: c",
+	"GET / HTTP/1.1\r\nConnection: x",
+	"GET / HTTP/1.1\r\nConnection: clo ",
+	"GET / HTTP/1.1\r\nConnection: close,",
+	"GET / HTTP/1.1\r\nConnection: close\r\nConnection:",
 	"GET / HTTP/1.1\r\nConnection: keep ",
 	"GET / HTTP/1.1\r\nConnection: keep-alive ,",
 	"GET / HTTP/1.1\r\nConnection: \r",
@@ -547,6 +553,35 @@ static void test_expect_continue(void **state)
 	assert_int_equal(parse_s("POST / HTTP/1.1\r\nExpect: 100-cont1"), LP_RQ_OTHER);
 }
 
+/* "Connection: close" (any case) is accepted and told; keep-alive and no
+ * Connection header keep the connection. */
+static void test_connection_close(void **state)
+{
+	static const char *const closing[] = {
+		"POST /api/logs HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		"Content-Length: 2\r\n\r\n{}",
+		"GET / HTTP/1.1\r\nConnection:CLOSE \r\n\r\n",
+		"GET / HTTP/1.1\r\nconnection:  Close\r\n\r\n",
+	};
+	static const char *const keeping[] = {
+		"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+	};
+	struct lp_rq rq;
+	size_t i;
+
+	for (i = 0; i < sizeof(closing) / sizeof(closing[0]); i++) {
+		memset(&rq, 0, sizeof(rq));
+		assert_int_equal(lp_rq_parse(closing[i], strlen(closing[i]), &rq), LP_RQ_OK);
+		assert_true(rq.close);
+	}
+	for (i = 0; i < sizeof(keeping) / sizeof(keeping[0]); i++) {
+		memset(&rq, 0xff, sizeof(rq));
+		assert_int_equal(lp_rq_parse(keeping[i], strlen(keeping[i]), &rq), LP_RQ_OK);
+		assert_false(rq.close);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -563,6 +598,7 @@ int main(void)
 		cmocka_unit_test(test_max_headers),
 		cmocka_unit_test(test_pipelined_bytes_after_the_head),
 		cmocka_unit_test(test_expect_continue),
+		cmocka_unit_test(test_connection_close),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,6 +8,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -123,6 +126,28 @@ static void test_fmt_u64(void **state)
 	assert_string_equal(d, "18446744073709551615");
 }
 
+/* The same text as gmtime_r and strftime give, over the whole range (a
+ * stride that visits every month, day and time of day in turn). */
+static void test_format_matches_gmtime(void **state)
+{
+	const int64_t lo = -62167219200000LL, hi = 253402300799999LL;
+	int64_t step = 8640000LL * 1000 + 3600000 * 7 + 60000 * 13 + 1000 * 17 + 389;
+
+	for (int64_t ms = lo; ms <= hi; ms += step) {
+		char out[32], want[40];
+		time_t t = (time_t)(ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000));
+		int64_t frac = ms - (int64_t)t * 1000;
+		struct tm tm;
+
+		assert_non_null(gmtime_r(&t, &tm));
+		snprintf(want, sizeof(want), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+			 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+		lp_rfc3339(ms, out);
+		if (strcmp(out, want) != 0)
+			fail_msg("%lld: %s, want %s", (long long)ms, out, want);
+	}
+}
+
 static void test_round_trip(void **state)
 {
 	for (int64_t ms = -86400000; ms < 4102444800000; ms += 987654321987) {
@@ -175,6 +200,7 @@ int main(void)
 		cmocka_unit_test(test_parse_valid),
 		cmocka_unit_test(test_parse_invalid),
 		cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_format_matches_gmtime),
 		cmocka_unit_test(test_fmt_u64),
 		cmocka_unit_test(test_sleep_stop),
 	};

@@ -399,6 +399,29 @@ static void test_pipelined_in_order(void **state)
 	lp_buf_release(&out);
 }
 
+/* "Connection: close" on a proxied route: one reply that says close, then
+ * the end of the connection; what was pipelined after is not served. */
+static void test_connection_close(void **state)
+{
+	struct env *e = *state;
+	struct lp_buf out = LP_BUF_INIT;
+	int fd = dial(e, "127.0.0.1");
+
+	send_all(fd, "POST /api/logs HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-a\r\n"
+		     "Connection: close\r\nContent-Type: application/json\r\n"
+		     "Content-Length: 2\r\n\r\n{}"
+		     "POST /api/logs HTTP/1.1\r\nHost: x\r\nX-Request-ID: req-b\r\n"
+		     "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}");
+	assert_true(read_replies(fd, &out, 2)); /* closed after the first */
+	assert_int_equal(count_of(out.buf, "HTTP/1.1 202 "), 1);
+	assert_contains(out.buf, "\"id\":\"req-a\"");
+	assert_null(strstr(out.buf, "req-b"));
+	assert_contains(out.buf, "Connection: close\r\n");
+	assert_null(strstr(out.buf, "keep-alive"));
+	close(fd);
+	lp_buf_release(&out);
+}
+
 static void test_fast_then_civetweb_on_one_connection(void **state)
 {
 	struct env *e = *state;
@@ -870,6 +893,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_pipelined_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fast_then_civetweb_on_one_connection, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_client_address_on_both_paths, setup, teardown),

@@ -13,10 +13,10 @@ a spool segment, inside a pwrite that a later sync of that file covers
 before the first byte of the reply was written.  Every id the client got a
 202 for must be among the replies the shim saw, or the check would be empty.
 
-Each runs twice: with urllib's clients ("Connection: close", which the event
-front passes to CivetWeb behind it, whose worker answers) and with kept-alive
-connections, whose requests the front serves on the producer's async routes
-(deferred, answered by the spool writer's done).
+Each runs twice: with HTTP/1.0 requests (which the event front passes to
+CivetWeb behind it, whose worker answers) and with kept-alive connections,
+whose requests the front serves on the producer's async routes (deferred,
+answered by the spool writer's done).
 
 The second test proves the check can fail: the shim's SYNC_TRACE_NOOP=1
 turns fdatasync() into a no-op (nothing synced, nothing logged), the defect
@@ -34,8 +34,6 @@ import json
 import re
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -65,20 +63,31 @@ def preload_for(binary, shim_path):
     return ":".join(runtimes + [str(shim_path)])
 
 
+class _Http10(http.client.HTTPConnection):
+    _http_vsn = 10
+    _http_vsn_str = "HTTP/1.0"
+
+
 def post(url, body):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    """One HTTP/1.0 request on a connection of its own: the event front
+    passes HTTP/1.0 to CivetWeb behind it (urllib's "Connection: close"
+    requests it serves itself)."""
+    host, rest = url.split("//", 1)[1].split("/", 1)
+    h, port = host.split(":")
+    conn = _Http10(h, int(port), timeout=30)
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        conn.request("POST", "/" + rest, body=json.dumps(body).encode(),
+                     headers={"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
 
 
 class KeptAlive:
-    """A client on one kept-alive connection (no "Connection: close", unlike
-    urllib): the event front serves its requests on the producer's async
-    routes itself, where urllib's go to CivetWeb behind it."""
+    """A client on one kept-alive connection: the event front serves its
+    requests on the producer's async routes itself, where post's (HTTP/1.0)
+    go to CivetWeb behind it."""
 
     def __init__(self, url):
         host, port = url.split("//", 1)[1].split(":")

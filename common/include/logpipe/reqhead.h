@@ -21,9 +21,10 @@
  *     (optional blanks around it are not part of it), at most
  *     LP_RQ_MAX_HEADERS lines, then a CRLF;
  *   - no Transfer-Encoding or Upgrade header; at most one
- *     Content-Length, of 1-18 decimal digits; a Connection header, if
- *     any, equal to "keep-alive" (any case); an Expect header, if any,
- *     equal to "100-continue" (any case);
+ *     Content-Length, of 1-18 decimal digits; at most one Connection
+ *     header, equal to "keep-alive" or "close" (any case; close is told
+ *     in lp_rq.close); an Expect header, if any, equal to "100-continue"
+ *     (any case);
  *   - the head (request line to the blank line) within LP_RQ_MAX_HEAD
  *     bytes.
  */
@@ -55,6 +56,7 @@ struct lp_rq {
 	size_t head_len;           /* bytes of the head, the final CRLF CRLF included */
 	long long content_length;  /* -1 when there is no Content-Length */
 	bool expect_continue;      /* "Expect: 100-continue" was sent */
+	bool close;                /* "Connection: close" was sent */
 };
 
 enum lp_rq_result {
