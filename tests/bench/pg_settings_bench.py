@@ -13,7 +13,9 @@ the migrations, fsync on) first gets N rows (default 1,000,000; the query
 benchmark's generate_series rows, every index in place), then R rounds
 (default 3) of, in alternation:
 
-  stock   PostgreSQL restarted with its stock settings; psql \\copy of LOAD
+  stock   PostgreSQL restarted with its stock settings (the boot values of
+          every setting --pg or infra.py's PG_SETTINGS name, set with ALTER
+          SYSTEM over what infra.py writes); psql \\copy of LOAD
           rows (default 500,000: more WAL than the stock max_wal_size lets
           pass between two checkpoints) in files of 100,000 rows, each its
           own transaction, into today's partition;
@@ -108,9 +110,14 @@ def main():
             files.append(f)
         psql(dsn, "DROP TABLE bench_src")
         say(f"  done  (load {load_avg()})")
+        names = ", ".join(f"'{k}'" for k in sorted(set(tuned) | set(lp.PG_SETTINGS)))
+        stock = dict(line.split("=", 1) for line in psql(
+            dsn, f"SELECT name || '=' || boot_val FROM pg_settings WHERE name IN ({names})")
+            .splitlines())
+        say(f"stock: {stock}")
         res = {"stock": [], "tuned": []}
         for r in range(args.rounds):
-            for name, settings in (("stock", {}), ("tuned", tuned)):
+            for name, settings in (("stock", stock), ("tuned", tuned)):
                 restart(pg, settings)
                 chunk, files = files[:nfiles], files[nfiles:]
                 rate, wal, ck = run(pg, chunk)

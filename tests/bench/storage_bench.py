@@ -32,8 +32,8 @@ deploy/migrations:
             pg        with --pg: PostgreSQL restarted with those settings
                       (ALTER SYSTEM), the consumer and \\copy again,
                       then the settings reset and PostgreSQL restarted
-                      stock for the next round; the ratios of each
-                      against the same round's stock runs.
+                      with infra.py's PG_SETTINGS for the next round; the
+                      ratios of each against the same round's first runs.
           The best of each and their ratio, and the median of the rounds'
           ratios (a round's two runs follow each other, so the load they
           ran under is alike).  Each consumer run also prints its batches,
@@ -271,7 +271,7 @@ class Bench:
         return took
 
     def pg_settings(self, settings):
-        """Restarts PostgreSQL with settings (ALTER SYSTEM), or stock when empty."""
+        """Restarts PostgreSQL with settings (ALTER SYSTEM); empty: infra.py's PG_SETTINGS."""
         psql(self.dsn, "ALTER SYSTEM RESET ALL")
         for k, v in settings.items():
             psql(self.dsn, f"ALTER SYSTEM SET {k} = '{v}'")
@@ -530,7 +530,7 @@ def main():
         say("\n== storage benchmark ==")
         say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         say(f"machine   {machine()}")
-        say(f"setup     PostgreSQL {version} (fsync on, stock settings), single-node Kafka "
+        say(f"setup     PostgreSQL {version} (fsync on, infra.py's PG_SETTINGS), single-node Kafka "
             "(KRaft); one consumer, "
             + (", ".join(args.set) if args.set else "default settings")
             + "; everything on loopback")
@@ -556,7 +556,7 @@ def main():
                 say(f"pg        {', '.join(args.pg)}: consumer {store['pg_consumer']:,.0f} "
                     f"events/s, \\copy {store['pg_copy']:,.0f} rows/s (best of each; "
                     f"median of the rounds' ratios {store['pg_pair_ratio']:.0%}); against the "
-                    f"same round's stock runs, median: consumer x"
+                    f"same round's first runs, median: consumer x"
                     f"{store['pg_consumer_gain']:.2f}, \\copy x{store['pg_copy_gain']:.2f}; runs "
                     + ", ".join(f"{x:,.0f}" for x in store["pg_consumer_runs"]) + " vs "
                     + ", ".join(f"{x:,.0f}" for x in store["pg_copy_runs"]) + ")")
