@@ -9,7 +9,8 @@ the same things the same way:
             created logpipe's topics and sees a leader for every partition.
   Redis     redis-server in the foreground, no persistence; ready on PING.
   Postgres  a private cluster made with initdb (as the postgres user when we
-            are root) and run by pg_ctl; ready when pg_isready answers, the
+            are root) and run by pg_ctl with PG_SETTINGS (checkpoints far
+            apart for the write path); ready when pg_isready answers, the
             logpipe database exists and deploy/migrations/ are applied.
   ServiceProc  one logpipe-* binary, configured by LOGPIPE_* environment
             variables (see service_env()); ready when GET /health/live is 200.
