@@ -780,11 +780,12 @@ def apply_migrations(dsn, directory=MIGRATIONS_DIR):
 # Server settings of every local cluster (make run, the tests, the benches),
 # written to DATA/logpipe.conf, which postgresql.conf includes, so that ALTER
 # SYSTEM (the benches' --pg) still overrides them.  Measured for the write
-# path (issue 15; docs/storage.md, "PostgreSQL settings"): checkpoints every
-# 1 GB of WAL at most (the stock max_wal_size) came every 15-20 s at the
-# pipeline's rates, each followed by full-page images of every index page the
-# next rows touch (WAL per row 1.5 KB -> 3 KB).  synchronous_commit stays on:
-# the consumer commits Kafka offsets after COMMIT returns.
+# path (issue 15; docs/storage.md, "PostgreSQL settings"): with the stock
+# max_wal_size (1 GB) a checkpoint comes after about 500 MB of WAL, every
+# 10-30 s at 10,000-30,000 events/s, each followed by full-page images of the
+# index pages the next rows touch (WAL per row 1.6 KB -> 2.9-6.3 KB on a table
+# of 2-3 M rows).  synchronous_commit stays on: the consumer commits Kafka
+# offsets after COMMIT returns.
 PG_SETTINGS = {
     "shared_buffers": "1GB",
     "wal_buffers": "64MB",
