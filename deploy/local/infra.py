@@ -9,7 +9,8 @@ the same things the same way:
             created logpipe's topics and sees a leader for every partition.
   Redis     redis-server in the foreground, no persistence; ready on PING.
   Postgres  a private cluster made with initdb (as the postgres user when we
-            are root) and run by pg_ctl; ready when pg_isready answers, the
+            are root) and run by pg_ctl with PG_SETTINGS (checkpoints far
+            apart for the write path); ready when pg_isready answers, the
             logpipe database exists and deploy/migrations/ are applied.
   ServiceProc  one logpipe-* binary, configured by LOGPIPE_* environment
             variables (see service_env()); ready when GET /health/live is 200.
@@ -776,6 +777,24 @@ def apply_migrations(dsn, directory=MIGRATIONS_DIR):
     return done
 
 
+# Server settings of every local cluster (make run, the tests, the benches),
+# written to DATA/logpipe.conf, which postgresql.conf includes, so that ALTER
+# SYSTEM (the benches' --pg) still overrides them.  Measured for the write
+# path (issue 15; docs/storage.md, "PostgreSQL settings"): with the stock
+# max_wal_size (1 GB) a checkpoint comes after about 500 MB of WAL, every
+# 10-30 s at 10,000-30,000 events/s, each followed by full-page images of the
+# index pages the next rows touch (WAL per row 1.6 KB -> 2.9-6.3 KB on a table
+# of 2-3 M rows).  synchronous_commit stays on: the consumer commits Kafka
+# offsets after COMMIT returns.
+PG_SETTINGS = {
+    "shared_buffers": "1GB",
+    "wal_buffers": "64MB",
+    "max_wal_size": "4GB",
+    "checkpoint_timeout": "15min",
+    "wal_compression": "lz4",
+}
+
+
 class Postgres:
     """A private PostgreSQL cluster under BASE/postgres, run by pg_ctl."""
 
@@ -843,6 +862,18 @@ class Postgres:
             self._run([str(pg_bindir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                        "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-instructions",
                        "--no-sync"], timeout=120)
+        self._write_settings()
+
+    def _write_settings(self):
+        """DATA/logpipe.conf from PG_SETTINGS, included by postgresql.conf."""
+        conf = self.data_dir / "logpipe.conf"
+        conf.write_text("# written by deploy/local/infra.py (PG_SETTINGS) at every start\n" +
+                        "".join(f"{k} = '{v}'\n" for k, v in PG_SETTINGS.items()))
+        self._chown(conf)
+        main = self.data_dir / "postgresql.conf"
+        if "include_if_exists = 'logpipe.conf'" not in main.read_text():
+            with open(main, "a") as f:
+                f.write("\ninclude_if_exists = 'logpipe.conf'\n")
 
     @property
     def pid(self):

@@ -634,7 +634,7 @@ def main():
         say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, commit {commit}, "
             f"took {time.monotonic() - t0:.0f} s")
         say(f"setup     PostgreSQL {psql(pg.dsn_for('postgres'), 'SHOW server_version')} "
-            "(stock settings, fsync on); one consumer, default settings; "
+            "(infra.py's PG_SETTINGS, fsync on); one consumer, default settings; "
             f"{args.runs} requests per case after 3 warm-up ones")
         say(f"load      {load_avg()} (load average at the end)")
         for c in cals:

@@ -8,6 +8,7 @@ the query API's latency per filter on a large log_events table.
                                                   [--variant KEY=VALUE ...] [--hold S]
                                                   [--variant2 KEY=VALUE ...]
                                                   [--set KEY=VALUE ...]
+                                                  [--pg NAME=VALUE ...]
 
 On a private Kafka and PostgreSQL started with deploy/local/infra.py (the
 integration tests' helpers), unique topics, the migrations of
@@ -28,6 +29,11 @@ deploy/migrations:
                       settings on top (e.g. store.writers=1; bin_dir=DIR
                       runs DIR/logpipe-consumer), after \\copy;
             variant2  with --variant2: a second one, after the first.
+            pg        with --pg: PostgreSQL restarted with those settings
+                      (ALTER SYSTEM), the consumer and \\copy again,
+                      then the settings reset and PostgreSQL restarted
+                      with infra.py's PG_SETTINGS for the next round; the
+                      ratios of each against the same round's first runs.
           The best of each and their ratio, and the median of the rounds'
           ratios (a round's two runs follow each other, so the load they
           ran under is alike).  Each consumer run also prints its batches,
@@ -209,6 +215,19 @@ class Bench:
     def empty_table(self):
         psql(self.dsn, "TRUNCATE log_events, log_events_minute, log_events_hour")
         psql(self.dsn, "CHECKPOINT")
+        self.wal0 = self.wal_state()
+
+    def wal_state(self):
+        """The WAL position and the number of checkpoints so far."""
+        lsn, ckpt = psql(self.dsn, "SELECT pg_current_wal_lsn(), checkpoints_timed + "
+                                   "checkpoints_req FROM pg_stat_bgwriter").split("|")
+        return lsn, int(ckpt)
+
+    def wal_note(self, n):
+        """WAL written per row and checkpoints since empty_table()."""
+        lsn, ckpt = self.wal_state()
+        wal = float(psql(self.dsn, f"SELECT pg_wal_lsn_diff('{lsn}', '{self.wal0[0]}')"))
+        return f"WAL {wal / n:,.0f} bytes/row, {ckpt - self.wal0[1]} checkpoints"
 
     def consumer_run(self, n, extra=None):
         self.empty_table()
@@ -237,6 +256,7 @@ class Bench:
             f"{store / wall:.0%} of the time; consumer CPU "
             f"{(cpu1 - cpu0) / (n - n0) * 1e6:.1f} us/event")
         self.stop_all()
+        say(f"    {self.wal_note(n)}")
         stored = psql(self.dsn, "SELECT count(*), count(DISTINCT id) FROM log_events")
         if stored != f"{n}|{n}":
             raise RuntimeError(f"stored (rows|ids) {stored}, expected {n}|{n}")
@@ -246,9 +266,21 @@ class Bench:
         self.empty_table()
         t0 = time.monotonic()
         psql(self.dsn, f"\\copy log_events ({COLUMNS}) FROM '{path}'")
-        return time.monotonic() - t0
+        took = time.monotonic() - t0
+        say(f"    {self.wal_note(int(psql(self.dsn, 'SELECT count(*) FROM log_events')))}")
+        return took
 
-    def store(self, tool, n, rounds, variant=None, variant2=None):
+    def pg_settings(self, settings):
+        """Restarts PostgreSQL with settings (ALTER SYSTEM); empty: infra.py's PG_SETTINGS."""
+        psql(self.dsn, "ALTER SYSTEM RESET ALL")
+        for k, v in settings.items():
+            psql(self.dsn, f"ALTER SYSTEM SET {k} = '{v}'")
+        self.inf.postgres.restart()
+        for k, v in settings.items():
+            got = psql(self.dsn, f"SHOW {k}")
+            say(f"    {k} = {got}")
+
+    def store(self, tool, n, rounds, variant=None, variant2=None, pg=None):
         say(f"writing {n} events to {self.topics['complete']} ...")
         text = event_lines(n)
         r = subprocess.run([tool, "produce", self.inf.kafka.bootstrap, self.topics["complete"]],
@@ -257,7 +289,7 @@ class Bench:
             raise RuntimeError(r.stdout + r.stderr)
         del text
         rows = self.tmp / "rows.copy"
-        cons, copy, var, var2 = [], [], [], []
+        cons, copy, var, var2, pgc, pgp = [], [], [], [], [], []
         for i in range(rounds):
             cons.append(self.consumer_run(n))
             say(f"  consumer round {i + 1}: {n / cons[-1]:,.0f} events/s  (load {load_avg()})")
@@ -271,6 +303,15 @@ class Bench:
             if variant2:
                 var2.append(self.consumer_run(n, variant2))
                 say(f"  variant2 round {i + 1}: {n / var2[-1]:,.0f} events/s  (load {load_avg()})")
+            if pg:
+                self.pg_settings(pg)
+                pgc.append(self.consumer_run(n))
+                say(f"  pg consumer round {i + 1}: {n / pgc[-1]:,.0f} events/s  "
+                    f"(load {load_avg()})")
+                pgp.append(self.copy_run(rows))
+                say(f"  pg \\copy round {i + 1}:   {n / pgp[-1]:,.0f} rows/s    "
+                    f"(load {load_avg()})")
+                self.pg_settings({})
         # On a shared machine the load drifts between rounds: besides the
         # best of each, the median of the ratios of each round's two runs,
         # which were taken one right after the other.
@@ -289,6 +330,16 @@ class Bench:
             out.update({"variant2": n / min(var2), "variant2_ratio": p / min(var2),
                         "variant2_pair_ratio": vpairs[len(vpairs) // 2],
                         "variant2_runs": [n / x for x in var2]})
+        if pgc:
+            def med(xs):
+                xs = sorted(xs)
+                return xs[len(xs) // 2]
+            out.update({"pg_consumer": n / min(pgc), "pg_copy": n / min(pgp),
+                        "pg_pair_ratio": med([pp / pc for pc, pp in zip(pgc, pgp)]),
+                        "pg_consumer_gain": med([c0 / c1 for c0, c1 in zip(cons, pgc)]),
+                        "pg_copy_gain": med([p0 / p1 for p0, p1 in zip(copy, pgp)]),
+                        "pg_consumer_runs": [n / x for x in pgc],
+                        "pg_copy_runs": [n / x for x in pgp]})
         return out
 
     # ---- query latency ----
@@ -440,6 +491,9 @@ def main():
                          "these settings on top")
     ap.add_argument("--variant2", action="append", default=[], metavar="KEY=VALUE",
                     help="store: a second variant, run after the first in each round")
+    ap.add_argument("--pg", action="append", default=[], metavar="NAME=VALUE",
+                    help="store: also run, in each round, the consumer and \\copy on "
+                         "PostgreSQL restarted with these settings")
     ap.add_argument("--hold", type=int, default=0,
                     help="seconds to keep PostgreSQL up at the end, for a look at it")
     args = ap.parse_args()
@@ -467,7 +521,8 @@ def main():
             say("== store rate ==")
             store = b.store(tool, args.events, args.rounds,
                             dict(kv.split("=", 1) for kv in args.variant),
-                            dict(kv.split("=", 1) for kv in args.variant2))
+                            dict(kv.split("=", 1) for kv in args.variant2),
+                            dict(kv.split("=", 1) for kv in args.pg))
         if args.only != "store":
             say("== query latency ==")
             query = b.query(args.rows, args.runs, args.case)
@@ -475,7 +530,7 @@ def main():
         say("\n== storage benchmark ==")
         say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         say(f"machine   {machine()}")
-        say(f"setup     PostgreSQL {version} (fsync on, stock settings), single-node Kafka "
+        say(f"setup     PostgreSQL {version} (fsync on, infra.py's PG_SETTINGS), single-node Kafka "
             "(KRaft); one consumer, "
             + (", ".join(args.set) if args.set else "default settings")
             + "; everything on loopback")
@@ -497,6 +552,14 @@ def main():
                     f"ratio {store['variant2_ratio']:.0%} (median of the rounds' ratios "
                     f"{store['variant2_pair_ratio']:.0%}; runs "
                     + ", ".join(f"{x:,.0f}" for x in store["variant2_runs"]) + ")")
+            if "pg_consumer" in store:
+                say(f"pg        {', '.join(args.pg)}: consumer {store['pg_consumer']:,.0f} "
+                    f"events/s, \\copy {store['pg_copy']:,.0f} rows/s (best of each; "
+                    f"median of the rounds' ratios {store['pg_pair_ratio']:.0%}); against the "
+                    f"same round's first runs, median: consumer x"
+                    f"{store['pg_consumer_gain']:.2f}, \\copy x{store['pg_copy_gain']:.2f}; runs "
+                    + ", ".join(f"{x:,.0f}" for x in store["pg_consumer_runs"]) + " vs "
+                    + ", ".join(f"{x:,.0f}" for x in store["pg_copy_runs"]) + ")")
         if query:
             say(f"query     {args.rows:,} rows, through the consumer's HTTP API")
             say("| filter | p50 ms | p99 ms | failed |")

@@ -192,3 +192,18 @@ def test_services_accept_their_compose_settings():
         if r.returncode != 0:
             problems.append(f"{name}: --check-config exit {r.returncode}: {r.stderr.strip()[:300]}")
     fail_list(problems, "services refusing their compose settings")
+
+
+def test_postgres_write_path_settings():
+    """The settings measured for the write path (docs/storage.md, "PostgreSQL
+    settings"), sized to the container's 1 GB; synchronous_commit is not
+    turned off (the consumer commits offsets after COMMIT returns)."""
+    pg = _c()["services"]["postgres"]
+    cmd = pg.get("command") or []
+    check(isinstance(cmd, list) and cmd[:1] == ["postgres"], f"postgres command {cmd!r}")
+    got = dict(a.split("=", 1) for a in cmd[2::2]) if isinstance(cmd, list) else {}
+    check(all(a == "-c" for a in cmd[1::2]), f"postgres command {cmd!r}: -c NAME=VALUE pairs")
+    want = {"shared_buffers": "256MB", "wal_buffers": "16MB", "max_wal_size": "2GB",
+            "checkpoint_timeout": "15min", "wal_compression": "lz4"}
+    check(got == want, f"postgres settings {got}, want {want}")
+    check(got.get("synchronous_commit", "on") == "on", "synchronous_commit must stay on")

@@ -370,3 +370,19 @@ def test_prod_images_are_pinned():
             img = c["image"]
             check(re.search(r"/.+:[\w.-]+$", img) and not img.endswith(":latest"),
                   f"prod/{name}: image {img} has no registry and version tag")
+
+
+def test_dev_postgres_write_path_settings():
+    """The dev PostgreSQL runs with the settings measured for the write path
+    (docs/storage.md, "PostgreSQL settings"), sized to its 1 Gi limit and
+    5 Gi volume; synchronous_commit is not turned off."""
+    sts = one("dev", "StatefulSet", "postgres")
+    c = sts["spec"]["template"]["spec"]["containers"][0]
+    args = c.get("args") or []
+    check(all(a == "-c" for a in args[0::2]), f"postgres args {args!r}: -c NAME=VALUE pairs")
+    got = dict(a.split("=", 1) for a in args[1::2])
+    want = {"shared_buffers": "256MB", "wal_buffers": "16MB", "max_wal_size": "2GB",
+            "checkpoint_timeout": "15min", "wal_compression": "lz4"}
+    check(got == want, f"postgres settings {got}, want {want}")
+    check(_quantity(c["resources"]["limits"]["memory"]) >= 4 * 256 * 2**20,
+          "shared_buffers is a quarter of the memory limit at most")
