@@ -23,10 +23,8 @@ import json
 import socket
 import time
 import uuid
-from datetime import datetime, timezone
 from urllib.parse import urlparse
 
-import psycopg2
 import pytest
 import requests
 
