@@ -231,6 +231,7 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
 	struct gen_event_spec spec = { 0 };
 	int64_t now = lp_now_ms();
 	int burst = atomic_load(&r->burst_service);
+	void *st; /* the sink's state for this batch, or NULL */
 	int i, rc;
 	int sent = 0;
 
@@ -247,13 +248,18 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
 	 * counters every worker and the delivery thread share. */
 	atomic_store(&b->pending, 1 + n);
 	atomic_fetch_add(&r->in_flight, (unsigned long long)n);
+	st = r->sink.open ? r->sink.open(r->sink.ud, b) : NULL;
 	for (i = 0; i < n; i++, spec.seq++) {
 		const struct gen_service *svc;
 
 		spec.now_ms = lp_wall_ms();
 		svc = gen_event_write(w, rng, &spec);
-		rc = r->sink.send(r->sink.ud, svc->name, strlen(svc->name), w->out.buf, w->out.len,
-				  b);
+		if (st)
+			rc = r->sink.send_open(st, svc->name, strlen(svc->name), w->out.buf,
+					       w->out.len);
+		else
+			rc = r->sink.send(r->sink.ud, svc->name, strlen(svc->name), w->out.buf,
+					  w->out.len, b);
 		if (rc == 0) {
 			sent++;
 			continue;
@@ -269,6 +275,8 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
 		atomic_fetch_add(&b->failed, 1);
 		metric_add(M(r, errors), 1);
 	}
+	if (st)
+		r->sink.close(st);
 	if (sent < n) {
 		atomic_fetch_sub(&b->pending, n - sent);
 		atomic_fetch_sub(&r->in_flight, (unsigned long long)(n - sent));
