@@ -26,6 +26,13 @@
  * replacements.  Without this, a service kept running but never produced
  * again.
  *
+ * A batch (lp_kbatch, the generator's workers) holds the handle and a
+ * topic object of it from begin to end and shares one record among its
+ * messages, counted (refs) so that the last report or the end frees it;
+ * its values are copied into chunks owned by that record and handed over
+ * without RD_KAFKA_MSG_F_COPY (kslab below).  A send that fails because
+ * the handle was replaced moves the batch to the new one.
+ *
  * lp_kwait counts the deliveries of a group.  Its per-message opaque is a
  * heap slot {w, index} that lp_kwait_done frees; when a send fails the
  * slot is freed by lp_kproducer_send itself (it recognises lp_kwait_done),
@@ -200,7 +207,56 @@ struct lp__kmsg {
 	lp_kdone_fn done;     /* called once per message with its delivery result */
 	void *opaque;         /* its argument */
 	atomic_int refs;      /* messages not reported yet, plus one while a batch is open */
+	struct kslab *slab;   /* a batch's copies of its values, newest chunk first */
 };
+
+/* Values of a batch up to KSLAB_MAX bytes are copied into chunks that the
+ * batch's record owns and frees with it, after the last report, and are
+ * handed to librdkafka without RD_KAFKA_MSG_F_COPY: its per-message
+ * allocation is then half the size, and one chunk takes a few hundred
+ * values.  Larger values are copied by librdkafka as usual (it may keep a
+ * reference to one above message.copy.max.bytes in a request buffer). */
+#define KSLAB_CHUNK (32 * 1024)
+#define KSLAB_MAX 4096
+
+struct kslab {
+	struct kslab *next;   /* the previous chunk */
+	size_t used;          /* bytes of data taken */
+	char data[KSLAB_CHUNK];
+};
+
+static void kmsg_free(struct lp__kmsg *km)
+{
+	struct kslab *c;
+
+	while ((c = km->slab) != NULL) {
+		km->slab = c->next;
+		free(c);
+	}
+	free(km);
+}
+
+/* A copy of val that lives as long as km, or NULL when too large. */
+static void *kslab_copy(struct lp__kmsg *km, const void *val, size_t len)
+{
+	struct kslab *c = km->slab;
+	void *dst;
+
+	if (len > KSLAB_MAX)
+		return NULL;
+	if (!c || KSLAB_CHUNK - c->used < len) {
+		c = lp_xmalloc(sizeof(*c));
+		c->next = km->slab;
+		c->used = 0;
+		km->slab = c;
+	}
+	dst = c->data + c->used;
+	memcpy(dst, val, len);
+	c->used += (len + 7) & ~(size_t)7;
+	if (c->used > KSLAB_CHUNK)
+		c->used = KSLAB_CHUNK;
+	return dst;
+}
 
 /* A lp_kwait completion: which group and which message in it. */
 struct kslot {
@@ -216,7 +272,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 		return;
 	km->done(km->opaque, m->err, m->partition, m->offset);
 	if (atomic_fetch_sub(&km->refs, 1) == 1)
-		free(km);
+		kmsg_free(km);
 }
 
 static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -426,6 +482,7 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 		km = lp_xmalloc(sizeof(*km));
 		km->done = done;
 		km->opaque = opaque;
+		km->slab = NULL;
 		atomic_init(&km->refs, 1);
 	}
 	vu[n].vtype = RD_KAFKA_VTYPE_TOPIC;
@@ -518,6 +575,7 @@ int lp_kbatch_begin(struct lp_kbatch *b, struct lp_kproducer *p, const char *top
 	km = lp_xmalloc(sizeof(*km));
 	km->done = done;
 	km->opaque = opaque;
+	km->slab = NULL;
 	atomic_init(&km->refs, 1); /* the batch's own, dropped by lp_kbatch_end */
 	b->km = km;
 	b->err = kbatch_attach(b);
@@ -530,6 +588,7 @@ int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const vo
 	struct timespec nap = { 0, 2 * 1000 * 1000 };
 	struct lp__kmsg *km = b->km;
 	rd_kafka_resp_err_t code;
+	void *copy;
 	int64_t deadline = 0;
 	bool renewed = false;
 
@@ -540,11 +599,15 @@ int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const vo
 		if (b->err < 0)
 			return b->err;
 	}
+	/* Only this thread adds to the slab: the delivery thread reads none of
+	 * it before the record's last reference goes, after lp_kbatch_end. */
+	copy = kslab_copy(km, val, vallen);
 	/* Counted before librdkafka has it: its report may come at once. */
 	atomic_fetch_add(&km->refs, 1);
 	for (;;) {
-		if (rd_kafka_produce(b->rkt, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
-				     (void *)val, vallen, key, key ? keylen : 0, km) == 0)
+		if (rd_kafka_produce(b->rkt, RD_KAFKA_PARTITION_UA,
+				     copy ? 0 : RD_KAFKA_MSG_F_COPY, copy ? copy : (void *)val,
+				     vallen, key, key ? keylen : 0, km) == 0)
 			return 0;
 		code = rd_kafka_last_error();
 		if (code == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
@@ -581,7 +644,7 @@ void lp_kbatch_end(struct lp_kbatch *b)
 {
 	kbatch_detach(b);
 	if (b->km && atomic_fetch_sub(&b->km->refs, 1) == 1)
-		free(b->km);
+		kmsg_free(b->km);
 	b->km = NULL;
 }
 

@@ -136,8 +136,15 @@ try:
         base_url = f"http://127.0.0.1:{bport}/api/v1/generator"
 
     def count():
-        return int(subprocess.run([tool, "count", brokers, bench_topic], capture_output=True,
-                                  text=True, check=True).stdout.split()[0])
+        # Tried again: on a loaded machine a metadata or watermark request
+        # of a topic just created can time out.
+        for attempt in range(5):
+            r = subprocess.run([tool, "count", brokers, bench_topic], capture_output=True,
+                               text=True)
+            if r.returncode == 0:
+                return int(r.stdout.split()[0])
+            time.sleep(1)
+        raise RuntimeError(f"kafkatool count: {r.stderr.strip()}")
 
     def ticks(pid):
         f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -76,7 +76,9 @@ int lp_kbatch_begin(struct lp_kbatch *b, struct lp_kproducer *p, const char *top
 /* Enqueues one message as lp_kproducer_send does (copied, keyed, no
  * headers), with the same return values; done(opaque, ...) is called once
  * for it later when it returns 0, never otherwise.  A handle replaced after
- * a fatal error is noticed and the send tried once on the new one. */
+ * a fatal error is noticed and the send tried once on the new one.  The
+ * copy of a value up to 4 KiB is kept by the batch until its last report
+ * (memory: a batch's values stay allocated until all are reported). */
 int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
 		   size_t vallen, int block_ms);
 /* Ends the batch: releases the handle.  Reports may still come later. */
