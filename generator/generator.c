@@ -12,8 +12,10 @@
  *      with the metadata metadata-svc should hold for them
  *
  * Events go straight to the raw topic, keyed by service, through the
- * idempotent producer (acks=all); an event counts as sent only when its
- * delivery report says the broker has it.  While Kafka is down events
+ * idempotent producer (acks=all), a batch at a time through one
+ * lp_kbatch (one handle reference, topic object and delivery record per
+ * batch); an event counts as sent only when its delivery report says the
+ * broker has it.  While Kafka is down events
  * wait in librdkafka's bounded queue (kafka.queue_max, up to
  * kafka.timeout_ms each) and flow when it returns; once the queue is full
  * or the breaker "kafka" has opened on failed batches, the batches due are

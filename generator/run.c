@@ -23,9 +23,12 @@
  * shed count is still what the rate asked for but no core is spent on it.
  *
  * Deliveries.  Each batch gets a small tracker that every event of it
- * points to (the sink's token).  A delivery report counts the event sent
- * or failed; the last report of a batch tells the sink how the batch went
- * (the generator feeds its Kafka breaker with that) and frees the tracker.
+ * points to (the sink's token).  A sink with open/send_open/close gets a
+ * batch's events between one open and one close on the worker's thread,
+ * so it can share its own costs per batch.  A delivery report counts the
+ * event sent or failed; the last report of a batch tells the sink how the
+ * batch went (the generator feeds its Kafka breaker with that) and frees
+ * the tracker.
  * in_flight counts events handed to the sink and not yet reported (while a
  * batch is being handed over it counts the whole batch); it is the last
  * field a report touches, so a run whose in_flight is 0 after
