@@ -12,8 +12,10 @@
  *      with the metadata metadata-svc should hold for them
  *
  * Events go straight to the raw topic, keyed by service, through the
- * idempotent producer (acks=all); an event counts as sent only when its
- * delivery report says the broker has it.  While Kafka is down events
+ * idempotent producer (acks=all), a batch at a time through one
+ * lp_kbatch (one handle reference, topic object and delivery record per
+ * batch); an event counts as sent only when its delivery report says the
+ * broker has it.  While Kafka is down events
  * wait in librdkafka's bounded queue (kafka.queue_max, up to
  * kafka.timeout_ms each) and flow when it returns; once the queue is full
  * or the breaker "kafka" has opened on failed batches, the batches due are
@@ -128,6 +130,30 @@ static int sink_send(void *ud, const char *key, size_t keylen, const char *val, 
 				 SEND_BLOCK_MS, delivered, token);
 }
 
+/* A batch through one lp_kbatch: one handle reference, topic lookup and
+ * delivery record for the whole batch instead of one per event. */
+static void *sink_open(void *ud, void *token)
+{
+	struct generator *g = ud;
+	struct lp_kbatch *kb = lp_xmalloc(sizeof(*kb));
+
+	/* A failed begin is retried by each send, which then reports. */
+	(void)lp_kbatch_begin(kb, g->kp, g->s->topic_raw, delivered, token);
+	return kb;
+}
+
+static int sink_send_open(void *state, const char *key, size_t keylen, const char *val,
+			  size_t vallen)
+{
+	return lp_kbatch_send(state, key, keylen, val, vallen, SEND_BLOCK_MS);
+}
+
+static void sink_close(void *state)
+{
+	lp_kbatch_end(state);
+	free(state);
+}
+
 static void sink_batch_done(void *ud, bool ok, int64_t elapsed_ms)
 {
 	struct generator *g = ud;
@@ -188,6 +214,9 @@ static int run_replace(struct generator *g, const struct gen_params *p, bool *re
 	o.instance_id = g->instance_id;
 	o.sink.allow = sink_allow;
 	o.sink.send = sink_send;
+	o.sink.open = sink_open;
+	o.sink.send_open = sink_send_open;
+	o.sink.close = sink_close;
 	o.sink.batch_done = sink_batch_done;
 	o.sink.peers = sink_peers;
 	o.sink.finished = sink_finished;

@@ -23,9 +23,12 @@
  * shed count is still what the rate asked for but no core is spent on it.
  *
  * Deliveries.  Each batch gets a small tracker that every event of it
- * points to (the sink's token).  A delivery report counts the event sent
- * or failed; the last report of a batch tells the sink how the batch went
- * (the generator feeds its Kafka breaker with that) and frees the tracker.
+ * points to (the sink's token).  A sink with open/send_open/close gets a
+ * batch's events between one open and one close on the worker's thread,
+ * so it can share its own costs per batch.  A delivery report counts the
+ * event sent or failed; the last report of a batch tells the sink how the
+ * batch went (the generator feeds its Kafka breaker with that) and frees
+ * the tracker.
  * in_flight counts events handed to the sink and not yet reported (while a
  * batch is being handed over it counts the whole batch); it is the last
  * field a report touches, so a run whose in_flight is 0 after
@@ -231,6 +234,7 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
 	struct gen_event_spec spec = { 0 };
 	int64_t now = lp_now_ms();
 	int burst = atomic_load(&r->burst_service);
+	void *st; /* the sink's state for this batch, or NULL */
 	int i, rc;
 	int sent = 0;
 
@@ -247,13 +251,18 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
 	 * counters every worker and the delivery thread share. */
 	atomic_store(&b->pending, 1 + n);
 	atomic_fetch_add(&r->in_flight, (unsigned long long)n);
+	st = r->sink.open ? r->sink.open(r->sink.ud, b) : NULL;
 	for (i = 0; i < n; i++, spec.seq++) {
 		const struct gen_service *svc;
 
 		spec.now_ms = lp_wall_ms();
 		svc = gen_event_write(w, rng, &spec);
-		rc = r->sink.send(r->sink.ud, svc->name, strlen(svc->name), w->out.buf, w->out.len,
-				  b);
+		if (st)
+			rc = r->sink.send_open(st, svc->name, strlen(svc->name), w->out.buf,
+					       w->out.len);
+		else
+			rc = r->sink.send(r->sink.ud, svc->name, strlen(svc->name), w->out.buf,
+					  w->out.len, b);
 		if (rc == 0) {
 			sent++;
 			continue;
@@ -269,6 +278,8 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
 		atomic_fetch_add(&b->failed, 1);
 		metric_add(M(r, errors), 1);
 	}
+	if (st)
+		r->sink.close(st);
 	if (sent < n) {
 		atomic_fetch_sub(&b->pending, n - sent);
 		atomic_fetch_sub(&r->in_flight, (unsigned long long)(n - sent));

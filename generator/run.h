@@ -31,6 +31,16 @@ struct gen_sink {
 	 * when the event is lost (counted as an error). */
 	int (*send)(void *ud, const char *key, size_t keylen, const char *val, size_t vallen,
 		    void *token);
+	/* Optional, for a sink that sends a batch cheaper than its events one
+	 * by one: open(ud, token) is called by a worker before a batch's first
+	 * send and returns the sink's state for that batch (NULL: use send);
+	 * send_open(state, ...) then replaces send, with the same contract and
+	 * the token given to open; close(state) is called after the batch's
+	 * last send, on the same thread.  All three or none. */
+	void *(*open)(void *ud, void *token);
+	int (*send_open)(void *state, const char *key, size_t keylen, const char *val,
+			 size_t vallen);
+	void (*close)(void *state);
 	/* Called once per batch after its last delivery report: ok when every
 	 * event of it was delivered.  NULL: not needed. */
 	void (*batch_done)(void *ud, bool ok, int64_t elapsed_ms);

@@ -26,6 +26,13 @@
  * replacements.  Without this, a service kept running but never produced
  * again.
  *
+ * A batch (lp_kbatch, the generator's workers) holds the handle and a
+ * topic object of it from begin to end and shares one record among its
+ * messages, counted (refs) so that the last report or the end frees it;
+ * its values are copied into chunks owned by that record and handed over
+ * without RD_KAFKA_MSG_F_COPY (kslab below).  A send that fails because
+ * the handle was replaced moves the batch to the new one.
+ *
  * lp_kwait counts the deliveries of a group.  Its per-message opaque is a
  * heap slot {w, index} that lp_kwait_done frees; when a send fails the
  * slot is freed by lp_kproducer_send itself (it recognises lp_kwait_done),
@@ -154,18 +161,18 @@ static rd_kafka_conf_t *make_conf(const char *brokers, const char *const *defaul
 int lp__kproducer_grace_ms = 30000;
 
 /* One librdkafka handle and who is using it. */
-struct khandle {
+struct lp__khandle {
 	rd_kafka_t *rk;       /* the handle */
 	int users;            /* sends and outq calls using it now (under p->mu) */
 	int64_t retired_ms;   /* when it was replaced (monotonic), 0 while in use */
-	struct khandle *next; /* the next retired handle */
+	struct lp__khandle *next; /* the next retired handle */
 };
 
 struct lp_kproducer {
 	pthread_mutex_t mu;       /* guards cur and every khandle's users */
-	struct khandle *cur;      /* the handle in use; replaced by the poller only */
+	struct lp__khandle *cur;      /* the handle in use; replaced by the poller only */
 	rd_kafka_conf_t *conf;    /* a copy, for a new handle after a fatal error */
-	struct khandle *retired;  /* replaced handles not destroyed yet (poller only) */
+	struct lp__khandle *retired;  /* replaced handles not destroyed yet (poller only) */
 	atomic_int nretired;      /* entries in retired */
 	atomic_bool fatal;        /* the handle in use raised a fatal error */
 	atomic_int renewals;      /* handles replaced so far */
@@ -176,9 +183,9 @@ struct lp_kproducer {
 
 /* The handle in use, held until kh_put: a replacement does not destroy it
  * meanwhile. */
-static struct khandle *kh_get(struct lp_kproducer *p)
+static struct lp__khandle *kh_get(struct lp_kproducer *p)
 {
-	struct khandle *h;
+	struct lp__khandle *h;
 
 	pthread_mutex_lock(&p->mu);
 	h = p->cur;
@@ -187,18 +194,69 @@ static struct khandle *kh_get(struct lp_kproducer *p)
 	return h;
 }
 
-static void kh_put(struct lp_kproducer *p, struct khandle *h)
+static void kh_put(struct lp_kproducer *p, struct lp__khandle *h)
 {
 	pthread_mutex_lock(&p->mu);
 	h->users--;
 	pthread_mutex_unlock(&p->mu);
 }
 
-/* What travels with each message as its msg_opaque. */
-struct kmsg {
-	lp_kdone_fn done;     /* called once with the delivery result */
+/* What travels with each message as its msg_opaque: one per message from
+ * lp_kproducer_send, one shared by every message of an lp_kbatch. */
+struct lp__kmsg {
+	lp_kdone_fn done;     /* called once per message with its delivery result */
 	void *opaque;         /* its argument */
+	atomic_int refs;      /* messages not reported yet, plus one while a batch is open */
+	struct kslab *slab;   /* a batch's copies of its values, newest chunk first */
 };
+
+/* Values of a batch up to KSLAB_MAX bytes are copied into chunks that the
+ * batch's record owns and frees with it, after the last report, and are
+ * handed to librdkafka without RD_KAFKA_MSG_F_COPY: its per-message
+ * allocation is then half the size, and one chunk takes a few hundred
+ * values.  Larger values are copied by librdkafka as usual (it may keep a
+ * reference to one above message.copy.max.bytes in a request buffer). */
+#define KSLAB_CHUNK (32 * 1024)
+#define KSLAB_MAX 4096
+
+struct kslab {
+	struct kslab *next;   /* the previous chunk */
+	size_t used;          /* bytes of data taken */
+	char data[KSLAB_CHUNK];
+};
+
+static void kmsg_free(struct lp__kmsg *km)
+{
+	struct kslab *c;
+
+	while ((c = km->slab) != NULL) {
+		km->slab = c->next;
+		free(c);
+	}
+	free(km);
+}
+
+/* A copy of val that lives as long as km, or NULL when too large. */
+static void *kslab_copy(struct lp__kmsg *km, const void *val, size_t len)
+{
+	struct kslab *c = km->slab;
+	void *dst;
+
+	if (len > KSLAB_MAX)
+		return NULL;
+	if (!c || KSLAB_CHUNK - c->used < len) {
+		c = lp_xmalloc(sizeof(*c));
+		c->next = km->slab;
+		c->used = 0;
+		km->slab = c;
+	}
+	dst = c->data + c->used;
+	memcpy(dst, val, len);
+	c->used += (len + 7) & ~(size_t)7;
+	if (c->used > KSLAB_CHUNK)
+		c->used = KSLAB_CHUNK;
+	return dst;
+}
 
 /* A lp_kwait completion: which group and which message in it. */
 struct kslot {
@@ -208,12 +266,13 @@ struct kslot {
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
-	struct kmsg *km = m->_private;
+	struct lp__kmsg *km = m->_private;
 
 	if (!km)
 		return;
 	km->done(km->opaque, m->err, m->partition, m->offset);
-	free(km);
+	if (atomic_fetch_sub(&km->refs, 1) == 1)
+		kmsg_free(km);
 }
 
 static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -236,7 +295,7 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
 static void renew(struct lp_kproducer *p)
 {
 	rd_kafka_conf_t *conf = rd_kafka_conf_dup(p->conf);
-	struct khandle *h, *old;
+	struct lp__khandle *h, *old;
 	rd_kafka_t *rk;
 	char why[512];
 	int left;
@@ -270,7 +329,7 @@ static void renew(struct lp_kproducer *p)
  * reference any more (poll thread only). */
 static void reap_retired(struct lp_kproducer *p)
 {
-	struct khandle **pp = &p->retired, *h;
+	struct lp__khandle **pp = &p->retired, *h;
 	int64_t now = lp_now_ms();
 	int users;
 
@@ -349,7 +408,7 @@ struct lp_kproducer *lp_kproducer_new(const char *brokers, const char *const *pr
 
 int lp_kproducer_free(struct lp_kproducer *p, int timeout_ms)
 {
-	struct khandle *h;
+	struct lp__khandle *h;
 	rd_kafka_t *rk;
 	int64_t deadline;
 	int left;
@@ -411,18 +470,20 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 {
 	rd_kafka_vu_t vu[6];
 	size_t n = 0;
-	struct kmsg *km = NULL;
+	struct lp__kmsg *km = NULL;
 	rd_kafka_error_t *e;
 	rd_kafka_resp_err_t code;
 	int64_t deadline = lp_now_ms() + (block_ms > 0 ? block_ms : 0);
 	struct timespec nap = { 0, 2 * 1000 * 1000 };
-	struct khandle *h;
+	struct lp__khandle *h;
 	int ret;
 
 	if (done) {
 		km = lp_xmalloc(sizeof(*km));
 		km->done = done;
 		km->opaque = opaque;
+		km->slab = NULL;
+		atomic_init(&km->refs, 1);
 	}
 	vu[n].vtype = RD_KAFKA_VTYPE_TOPIC;
 	vu[n++].u.cstr = topic;
@@ -468,9 +529,128 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 	return ret;
 }
 
+/* Takes the handle in use and a topic object of it for an lp_kbatch. */
+static int kbatch_attach(struct lp_kbatch *b)
+{
+	struct lp__khandle *h = kh_get(b->p);
+
+	b->rkt = rd_kafka_topic_new(h->rk, b->topic, NULL);
+	if (!b->rkt) {
+		kh_put(b->p, h);
+		return err_to_errno(rd_kafka_last_error());
+	}
+	b->h = h;
+	return 0;
+}
+
+static void kbatch_detach(struct lp_kbatch *b)
+{
+	if (b->rkt)
+		rd_kafka_topic_destroy(b->rkt);
+	if (b->h)
+		kh_put(b->p, b->h);
+	b->rkt = NULL;
+	b->h = NULL;
+}
+
+/* True when the poll thread replaced the handle the batch holds. */
+static bool kbatch_stale(struct lp_kbatch *b)
+{
+	bool stale;
+
+	pthread_mutex_lock(&b->p->mu);
+	stale = b->p->cur != b->h;
+	pthread_mutex_unlock(&b->p->mu);
+	return stale;
+}
+
+int lp_kbatch_begin(struct lp_kbatch *b, struct lp_kproducer *p, const char *topic,
+		    lp_kdone_fn done, void *opaque)
+{
+	struct lp__kmsg *km;
+
+	memset(b, 0, sizeof(*b));
+	b->p = p;
+	b->topic = topic;
+	km = lp_xmalloc(sizeof(*km));
+	km->done = done;
+	km->opaque = opaque;
+	km->slab = NULL;
+	atomic_init(&km->refs, 1); /* the batch's own, dropped by lp_kbatch_end */
+	b->km = km;
+	b->err = kbatch_attach(b);
+	return b->err;
+}
+
+int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
+		   size_t vallen, int block_ms)
+{
+	struct timespec nap = { 0, 2 * 1000 * 1000 };
+	struct lp__kmsg *km = b->km;
+	rd_kafka_resp_err_t code;
+	void *copy;
+	int64_t deadline = 0;
+	bool renewed = false;
+
+	if (!b->rkt) {
+		/* No handle (lp_kbatch_begin failed, or a renewal did): try
+		 * again, the poll thread may have made a new one meanwhile. */
+		b->err = kbatch_attach(b);
+		if (b->err < 0)
+			return b->err;
+	}
+	/* Only this thread adds to the slab: the delivery thread reads none of
+	 * it before the record's last reference goes, after lp_kbatch_end. */
+	copy = kslab_copy(km, val, vallen);
+	/* Counted before librdkafka has it: its report may come at once. */
+	atomic_fetch_add(&km->refs, 1);
+	for (;;) {
+		if (rd_kafka_produce(b->rkt, RD_KAFKA_PARTITION_UA,
+				     copy ? 0 : RD_KAFKA_MSG_F_COPY, copy ? copy : (void *)val,
+				     vallen, key, key ? keylen : 0, km) == 0)
+			return 0;
+		code = rd_kafka_last_error();
+		if (code == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+			if (!deadline)
+				deadline = lp_now_ms() + (block_ms > 0 ? block_ms : 0);
+			if (lp_now_ms() >= deadline)
+				break;
+			/* Sleep rather than poll, as lp_kproducer_send does. */
+			nanosleep(&nap, NULL);
+			continue;
+		}
+		/* A handle that raised a fatal error refuses every message; the
+		 * poll thread replaces it.  A batch holds its handle for longer
+		 * than one send, so move to the new one and try once more. */
+		if (!renewed && kbatch_stale(b)) {
+			renewed = true;
+			kbatch_detach(b);
+			b->err = kbatch_attach(b);
+			if (b->err < 0) {
+				atomic_fetch_sub(&km->refs, 1);
+				return b->err;
+			}
+			continue;
+		}
+		break;
+	}
+	atomic_fetch_sub(&km->refs, 1); /* never 0 here: the batch holds one */
+	if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+		lp_warn("cannot produce to \"%s\": %s", b->topic, rd_kafka_err2str(code));
+	return err_to_errno(code);
+}
+
+void lp_kbatch_end(struct lp_kbatch *b)
+{
+	kbatch_detach(b);
+	if (b->km && atomic_fetch_sub(&b->km->refs, 1) == 1)
+		kmsg_free(b->km);
+	b->km = NULL;
+}
+
 int lp_kproducer_outq(struct lp_kproducer *p)
 {
-	struct khandle *h = kh_get(p);
+	struct lp__khandle *h = kh_get(p);
 	int n = rd_kafka_outq_len(h->rk);
 
 	kh_put(p, h);

@@ -5,6 +5,7 @@
  * fatal error replacing the handle, the full local queue, and the purge at
  * free. */
 #include <errno.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -309,6 +310,90 @@ static void test_fatal_error_renews_the_handle(void **state)
 	assert_int_equal(lp_kproducer_free(p, 2000), 0);
 }
 
+/* Deliveries of an lp_kbatch: one shared (done, opaque) for all. */
+struct bseen {
+	_Atomic int calls; /* reports */
+	_Atomic int ok;    /* successful ones */
+};
+
+static void batch_done(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
+{
+	struct bseen *s = opaque;
+
+	if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+		atomic_fetch_add(&s->ok, 1);
+	atomic_fetch_add(&s->calls, 1);
+}
+
+static void wait_calls(struct bseen *s, int n, int ms)
+{
+	int64_t end = lp_now_ms() + ms;
+
+	while (atomic_load(&s->calls) < n && lp_now_ms() < end)
+		usleep(10 * 1000);
+	assert_int_equal(atomic_load(&s->calls), n);
+}
+
+/* Every message of a batch is reported once through the shared record,
+ * also those acknowledged after lp_kbatch_end, and the record is freed
+ * once (ASan checks the leak and the double free). */
+static void test_kbatch_acked(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "5000", NULL);
+	struct lp_kbatch b;
+	struct bseen s = { 0 };
+	char key[16], val[64];
+	int i;
+
+	assert_int_equal(lp_kbatch_begin(&b, p, TOPIC, batch_done, &s), 0);
+	for (i = 0; i < NMSG; i++) {
+		snprintf(key, sizeof(key), "svc-%d", i % 3);
+		snprintf(val, sizeof(val), "batch-%d", i);
+		assert_int_equal(lp_kbatch_send(&b, key, strlen(key), val, strlen(val), 1000), 0);
+	}
+	lp_kbatch_end(&b);
+	wait_calls(&s, NMSG, 8000);
+	assert_int_equal(atomic_load(&s.ok), NMSG);
+	/* An empty batch frees its record at once. */
+	assert_int_equal(lp_kbatch_begin(&b, p, TOPIC, batch_done, &s), 0);
+	lp_kbatch_end(&b);
+	assert_int_equal(lp_kproducer_free(p, 2000), 0);
+	assert_int_equal(atomic_load(&s.calls), NMSG);
+}
+
+/* A batch holds its handle across sends: when a fatal error replaces the
+ * handle in the middle of a batch, the next send moves to the new one. */
+static void test_kbatch_survives_renewal(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "5000", NULL);
+	rd_kafka_t *before = lp_kproducer_handle(p);
+	struct lp_kbatch b;
+	struct bseen s = { 0 };
+	int64_t end;
+	int i;
+
+	assert_int_equal(lp_kbatch_begin(&b, p, TOPIC, batch_done, &s), 0);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(lp_kbatch_send(&b, "k", 1, "before", 6, 1000), 0);
+	wait_calls(&s, 3, 8000);
+	assert_int_equal(rd_kafka_test_fatal_error(before,
+						   RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+						   "test: sequence desynchronization"),
+			 RD_KAFKA_RESP_ERR_NO_ERROR);
+	end = lp_now_ms() + 5000;
+	while (lp_kproducer_renewals(p) == 0 && lp_now_ms() < end)
+		usleep(20 * 1000);
+	assert_int_equal(lp_kproducer_renewals(p), 1);
+	for (i = 0; i < 3; i++)
+		assert_int_equal(lp_kbatch_send(&b, "k", 1, "after", 5, 1000), 0);
+	lp_kbatch_end(&b);
+	wait_calls(&s, 6, 8000);
+	assert_int_equal(atomic_load(&s.ok), 6);
+	assert_int_equal(lp_kproducer_free(p, 2000), 0);
+}
+
 /* A long-running service may meet many broker restarts: replacements are
  * not capped, each new handle produces, and the replaced ones are destroyed
  * once nothing references them (the grace period for borrowed pointers is
@@ -559,6 +644,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_broker_down_times_out, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fatal_error_renews_the_handle, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_handle_renewed_many_times, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kbatch_acked, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kbatch_survives_renewal, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
 		cmocka_unit_test(test_kwait_timeout),
 		cmocka_unit_test_setup_teardown(test_bad_property, setup, teardown),

@@ -31,6 +31,9 @@ struct fake {
 	_Atomic int bad_keys;        /* keys that are not a service name */
 	_Atomic int finished;        /* calls of finished() */
 	_Atomic unsigned long asks;  /* calls of allow() */
+	bool batched;                /* offer open/send_open/close */
+	_Atomic int opens, closes;   /* calls of open() and close() */
+	_Atomic int wrong_thread;    /* send_open or close off open's thread */
 	pthread_mutex_t mu;          /* guards held */
 	void **held;
 	size_t nheld, cap;
@@ -67,6 +70,45 @@ static int fake_send(void *ud, const char *key, size_t keylen, const char *val, 
 	f->held[f->nheld++] = token;
 	pthread_mutex_unlock(&f->mu);
 	return 0;
+}
+
+/* The state of one batch opened through the batched sink. */
+struct fake_batch {
+	struct fake *f;
+	void *token;
+	pthread_t thread; /* the worker that opened it */
+};
+
+static void *fake_open(void *ud, void *token)
+{
+	struct fake *f = ud;
+	struct fake_batch *b = lp_xmalloc(sizeof(*b));
+
+	b->f = f;
+	b->token = token;
+	b->thread = pthread_self();
+	atomic_fetch_add(&f->opens, 1);
+	return b;
+}
+
+static int fake_send_open(void *state, const char *key, size_t keylen, const char *val,
+			  size_t vallen)
+{
+	struct fake_batch *b = state;
+
+	if (!pthread_equal(b->thread, pthread_self()))
+		atomic_fetch_add(&b->f->wrong_thread, 1);
+	return fake_send(b->f, key, keylen, val, vallen, b->token);
+}
+
+static void fake_close(void *state)
+{
+	struct fake_batch *b = state;
+
+	if (!pthread_equal(b->thread, pthread_self()))
+		atomic_fetch_add(&b->f->wrong_thread, 1);
+	atomic_fetch_add(&b->f->closes, 1);
+	free(b);
 }
 
 static void fake_batch_done(void *ud, bool ok, int64_t elapsed_ms)
@@ -127,6 +169,11 @@ static struct gen_run *start(struct fake *f, double rate, int threads, int batch
 	o.instance_id = "test";
 	o.sink.allow = fake_allow;
 	o.sink.send = fake_send;
+	if (f->batched) {
+		o.sink.open = fake_open;
+		o.sink.send_open = fake_send_open;
+		o.sink.close = fake_close;
+	}
 	o.sink.batch_done = fake_batch_done;
 	o.sink.peers = fake_peers;
 	o.sink.finished = fake_finished;
@@ -305,6 +352,40 @@ static void test_send_failures(void **state)
 	fake_release(&f);
 }
 
+/* A sink with open/send_open/close gets every event of a batch through
+ * them, on the worker's thread, one open and one close per batch, also
+ * when a full queue cuts the batch short; the counts are those of send. */
+static void test_batched_sink(void **state)
+{
+	struct fake f;
+	struct gen_run_stats st;
+
+	fake_init(&f);
+	f.batched = true;
+	run_through(&f, 20000, 4, 0.5, &st);
+	assert_true(st.generated > 0);
+	assert_int_equal(st.sent, st.generated);
+	assert_int_equal(atomic_load(&f.sends), st.generated);
+	assert_int_equal(st.in_flight, 0);
+	assert_true(atomic_load(&f.opens) > 0);
+	assert_int_equal(atomic_load(&f.closes), atomic_load(&f.opens));
+	assert_int_equal(atomic_load(&f.opens),
+			 atomic_load(&f.batches_ok) + atomic_load(&f.batches_failed));
+	assert_int_equal(atomic_load(&f.wrong_thread), 0);
+	assert_int_equal(atomic_load(&f.bad_keys), 0);
+	fake_release(&f);
+
+	fake_init(&f);
+	f.batched = true;
+	f.send_rc = -ENOBUFS;
+	run_through(&f, 1000, 1, 0.3, &st);
+	assert_int_equal(st.generated, 0);
+	assert_in_range(st.rate_limited, AT_LEAST(300), 301);
+	assert_int_equal(atomic_load(&f.closes), atomic_load(&f.opens));
+	assert_int_equal(atomic_load(&f.batches_failed), atomic_load(&f.opens));
+	fake_release(&f);
+}
+
 /* Waits (bounded, 30 s) until the run generated at least n events and has
  * a measured rate; fills *st. */
 static void wait_stats(struct gen_run *r, struct gen_run_stats *st, unsigned long long n)
@@ -387,6 +468,7 @@ int main(void)
 		cmocka_unit_test(test_refused_batches_are_shed),
 		cmocka_unit_test(test_refused_does_not_spin),
 		cmocka_unit_test(test_send_failures),
+		cmocka_unit_test(test_batched_sink),
 		cmocka_unit_test(test_stop_and_late_deliveries),
 		cmocka_unit_test(test_bad_params),
 	};

@@ -22,6 +22,13 @@
 #            measured maximum: the achieved average and the worst one-second
 #            window, as a deviation from the target.
 #
+# GENBENCH_BASELINE=DIR (a build's bin directory holding another
+# logpipe-generator, e.g. the commit before a change): the kcat phase then
+# runs that binary too in every pair, as a second generator on its own port
+# and registry key, the three taking turns at going first, and prints its
+# figures and ratio beside the generator's: before and after in one run,
+# on the same broker at the same load.
+#
 # Kafka and Redis: LOGPIPE_BENCH_BROKERS and LOGPIPE_BENCH_REDIS to use
 # running ones, otherwise a private single-node Kafka and a Redis are started
 # with deploy/local/infra.py (the same as the integration tests) and stopped
@@ -111,10 +118,33 @@ try:
     gen.env["LOGPIPE_TOPICS_RAW"] = bench_topic
     gen.start()
     gen.wait_ready(30)
+    base = None
+    if os.environ.get("GENBENCH_BASELINE"):
+        bport = lp.free_port()
+        benv = lp.service_env("generator", {"generator": bport}, {
+            "kafka.brokers": brokers, "redis.url": redis_url, "pg.dsn": None},
+            log_level="warn", extra={
+                "generator.registry_key": f"logpipe:bench:{uuid.uuid4().hex[:8]}",
+                "kafka.compression": COMPRESSION})
+        benv["LOGPIPE_TOPICS_RAW"] = bench_topic
+        (tmp / "base").mkdir()
+        base = lp.ServiceProc("generator", benv, tmp / "baseline.log", bport,
+                              bin_dir_=os.environ["GENBENCH_BASELINE"], cwd=tmp / "base")
+        started.append(base)
+        base.start()
+        base.wait_ready(30)
+        base_url = f"http://127.0.0.1:{bport}/api/v1/generator"
 
     def count():
-        return int(subprocess.run([tool, "count", brokers, bench_topic], capture_output=True,
-                                  text=True, check=True).stdout.split()[0])
+        # Tried again: on a loaded machine a metadata or watermark request
+        # of a topic just created can time out.
+        for attempt in range(5):
+            r = subprocess.run([tool, "count", brokers, bench_topic], capture_output=True,
+                               text=True)
+            if r.returncode == 0:
+                return int(r.stdout.split()[0])
+            time.sleep(1)
+        raise RuntimeError(f"kafkatool count: {r.stderr.strip()}")
 
     def ticks(pid):
         f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -123,7 +153,7 @@ try:
     def load():
         return os.getloadavg()[0]
 
-    def run(params):
+    def run(params, url=url):
         """One run; returns its final status, 1-s rate samples, the time until
         the last acknowledgement and how many messages the topic gained."""
         before = count()
@@ -192,28 +222,46 @@ try:
             cpu = c1.children_user + c1.children_system - c0.children_user - c0.children_system
             return n / dt, 1e6 * cpu / max(n, 1)
 
-        def run_gen():
-            c0 = ticks(gen.pid)
+        def run_gen(proc=gen, url=url):
+            c0 = ticks(proc.pid)
             st, _, acked_s, landed = run({"rate": 10000000, "size_bytes": 256, "threads": 4,
-                                          "batch_size": 100})
-            return landed / acked_s, 1e6 * (ticks(gen.pid) - c0) / TCK / max(landed, 1)
+                                          "batch_size": 100}, url)
+            return landed / acked_s, 1e6 * (ticks(proc.pid) - c0) / TCK / max(landed, 1)
 
         say(f"kcat calibrator: {nk:,} of the generator's 256 B events with their keys, "
             f"idempotent, acks=all, linger.ms=5, compression {COMPRESSION}; rates by the "
             "topic's end offsets until the last acknowledgement")
-        ratios = []
+        ratios, bratios = [], []
+        who_all = ["kcat", "generator"] + (["baseline"] if base else [])
         for i in range(PAIRS):
             res = {}
-            for who in (("kcat", "generator") if i % 2 == 0 else ("generator", "kcat")):
+            k = i % len(who_all)
+            order = who_all[k:] + who_all[:k] if base else (
+                who_all if i % 2 == 0 else who_all[::-1])
+            for who in order:
                 la = load()
-                rate, us = run_kcat() if who == "kcat" else run_gen()
+                if who == "kcat":
+                    rate, us = run_kcat()
+                elif who == "generator":
+                    rate, us = run_gen()
+                else:
+                    rate, us = run_gen(base, base_url)
                 res[who] = (rate, us, la)
             k, g = res["kcat"], res["generator"]
             ratios.append(g[0] / k[0])
-            say(f"pair {i + 1}: kcat {k[0]:,.0f} events/s ({k[1]:.1f} us CPU/event, load {k[2]:.1f})"
-                f", generator {g[0]:,.0f} events/s ({g[1]:.1f} us CPU/event, load {g[2]:.1f})"
-                f": {g[0] / k[0]:.2f}")
+            line = (f"pair {i + 1}: kcat {k[0]:,.0f} events/s ({k[1]:.1f} us CPU/event, "
+                    f"load {k[2]:.1f}), generator {g[0]:,.0f} events/s ({g[1]:.1f} us "
+                    f"CPU/event, load {g[2]:.1f}): {g[0] / k[0]:.2f}")
+            if base:
+                b = res["baseline"]
+                bratios.append(b[0] / k[0])
+                line += (f"; baseline {b[0]:,.0f} events/s ({b[1]:.1f} us CPU/event, "
+                         f"load {b[2]:.1f}): {b[0] / k[0]:.2f}")
+            say(line)
         ratio = sorted(ratios)[len(ratios) // 2]
+        if base:
+            say(f"baseline_vs_kcat={sorted(bratios)[len(bratios) // 2]:.2f} "
+                f"(median of {PAIRS}, {os.environ['GENBENCH_BASELINE']})")
     say("")
     targets = [1000, 10000, 50000]
     if best * 0.9 > 1000:

@@ -31,6 +31,8 @@ typedef void (*lp_kdone_fn)(void *opaque, rd_kafka_resp_err_t err, int32_t parti
 			    int64_t offset);
 
 struct lp_kproducer;
+struct lp__khandle;
+struct lp__kmsg;
 
 /* props may be NULL.  Returns NULL with a message in err. */
 struct lp_kproducer *lp_kproducer_new(const char *brokers, const char *const *props,
@@ -50,6 +52,37 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 		      size_t keylen, const void *val, size_t vallen,
 		      rd_kafka_headers_t *headers, int block_ms, lp_kdone_fn done,
 		      void *opaque);
+/* A batch of sends to one topic that share one completion: for a caller
+ * that sends many messages with the same done and opaque (the generator).
+ * The batch takes the producer's handle and the topic once, and one record
+ * carries (done, opaque) for all its messages, where lp_kproducer_send
+ * takes a lock twice, looks the topic up and allocates a record per
+ * message.  Use from one thread, begin ... send ... end, and keep it short
+ * (it holds the handle: a replaced one is destroyed only after end).
+ * Fields are private. */
+struct lp_kbatch {
+	struct lp_kproducer *p;  /* the producer */
+	const char *topic;       /* borrowed until lp_kbatch_end */
+	struct lp__khandle *h;       /* the handle held, or NULL */
+	rd_kafka_topic_t *rkt;   /* topic object of h, or NULL */
+	struct lp__kmsg *km;         /* the shared record */
+	int err;                 /* last attach error, 0 when attached */
+};
+/* Starts a batch.  Returns 0, or a negative errno when no topic object
+ * could be made (the sends then try again).  Call lp_kbatch_end in any
+ * case. */
+int lp_kbatch_begin(struct lp_kbatch *b, struct lp_kproducer *p, const char *topic,
+		    lp_kdone_fn done, void *opaque);
+/* Enqueues one message as lp_kproducer_send does (copied, keyed, no
+ * headers), with the same return values; done(opaque, ...) is called once
+ * for it later when it returns 0, never otherwise.  A handle replaced after
+ * a fatal error is noticed and the send tried once on the new one.  The
+ * copy of a value up to 4 KiB is kept by the batch until its last report
+ * (memory: a batch's values stay allocated until all are reported). */
+int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
+		   size_t vallen, int block_ms);
+/* Ends the batch: releases the handle.  Reports may still come later. */
+void lp_kbatch_end(struct lp_kbatch *b);
 /* Messages waiting in the local queue or in flight. */
 int lp_kproducer_outq(struct lp_kproducer *p);
 /* The librdkafka handle in use, borrowed: after a fatal error it is replaced
