@@ -1674,7 +1674,8 @@ struct lp_front *lp_http_event_front(struct lp_http_server *s)
  * 15.6 s, 0.3 s with this), in every service's SIGTERM and every test that
  * stops a server.  A connection to a listening port ends
  * that poll at once: beside mg_stop, a thread dials each of CivetWeb's ports
- * every 10 ms until mg_stop returned, and closes each connection at once.
+ * every 10 ms until mg_stop returned or the port refused (CivetWeb closed
+ * it; it might go to another server next), and closes each connection at once.
  * One CivetWeb accepted before it saw the flag is read by a worker, which
  * finds it closed; one still queued goes with the listening socket.  Without
  * an IPv4 port (or when a dial fails) mg_stop just takes its usual time.
@@ -1687,6 +1688,8 @@ struct stop_waker {
 	pthread_cond_t cv;                         /* signalled when mg_stop returned */
 	bool done;                                 /* mg_stop returned: stop dialling */
 	struct sockaddr_in addr[STOP_WAKER_PORTS]; /* CivetWeb's IPv4 listening ports */
+	bool refused[STOP_WAKER_PORTS];            /* closed: not dialled again (the port
+						    * may go to another server) */
 	int naddr;
 };
 
@@ -1700,11 +1703,15 @@ static void *stop_waker_run(void *arg)
 	while (!w->done) {
 		pthread_mutex_unlock(&w->mu);
 		for (i = 0; i < w->naddr; i++) {
+			if (w->refused[i])
+				continue;
 			/* Non-blocking: a full backlog must not hold this thread. */
 			fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 			if (fd < 0)
 				continue;
-			(void)connect(fd, (struct sockaddr *)&w->addr[i], sizeof(w->addr[i]));
+			if (connect(fd, (struct sockaddr *)&w->addr[i], sizeof(w->addr[i])) != 0 &&
+			    errno == ECONNREFUSED)
+				w->refused[i] = true;
 			close(fd);
 		}
 		pthread_mutex_lock(&w->mu);
