@@ -5,6 +5,9 @@
 # test with its reason. pytest's summary is the
 # last line. LOGPIPE_IT_TIMEOUT bounds the whole run (seconds, default 1800);
 # at the limit pytest gets SIGTERM and still stops everything it started.
+# The slowest LOGPIPE_IT_DURATIONS (default 40) tests and fixtures are listed
+# before the summary, so a CI log shows where the time went (0: all, and
+# --durations=N among the arguments overrides it).
 #
 # The whole suite runs as LOGPIPE_IT_WORKERS (default 2) pytest-xdist workers,
 # a file at a time (--dist loadfile): each worker starts its own Kafka, Redis
@@ -32,4 +35,5 @@ if [ "$workers" -gt 1 ]; then
 fi
 # shellcheck disable=SC2086
 exec timeout -k 60 "${LOGPIPE_IT_TIMEOUT:-1800}" \
-	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider $dist $where "$@"
+	/usr/bin/python3 -m pytest -q -rs -p no:cacheprovider \
+	--durations="${LOGPIPE_IT_DURATIONS:-40}" $dist $where "$@"

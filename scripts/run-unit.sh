@@ -13,6 +13,7 @@
 # is missing (redis-server): with CI=true, whose machine installs every tool
 # (scripts/install-deps.sh), a skip counts as a failure.  Exits non-zero if
 # anything failed.  UNIT_TIMEOUT (seconds, default 120) bounds each binary.
+# Each binary's "=== BINARY (N s)" line gives its wall time.
 set -u
 
 timeout_s=${UNIT_TIMEOUT:-120}
@@ -24,15 +25,37 @@ reasons=""
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-# One log and one exit status per binary, named by its position.
+# The binaries that take longest, longest first (test_kafka about 35 s, the
+# next two about 20 s, most of it timers): they start first, so that none of
+# them starts last and ends alone after the others.  Only the order of the
+# starts depends on this list; every binary given runs, and is reported in
+# the order given.
+longest="common/tests/test_kafka producer/tests/test_submit enricher/tests/test_pipeline
+	gateway/tests/test_front generator/tests/test_run"
+order=()
+for l in $longest; do
+	i=0
+	for bin in "$@"; do
+		i=$((i + 1))
+		case "$bin" in *"/$l") order+=("$i") ;; esac
+	done
+done
 i=0
 for bin in "$@"; do
 	i=$((i + 1))
+	case " ${order[*]} " in *" $i "*) ;; *) order+=("$i") ;; esac
+done
+
+# One log, one exit status and one wall time per binary, named by its
+# position among the arguments.
+for i in "${order[@]}"; do
+	bin=${!i}
 	while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do
 		wait -n
 	done
-	( timeout --kill-after=5 "$timeout_s" "$bin" >"$dir/$i.log" 2>&1
-	  echo $? >"$dir/$i.rc" ) &
+	( t0=$SECONDS
+	  timeout --kill-after=5 "$timeout_s" "$bin" >"$dir/$i.log" 2>&1
+	  echo $? >"$dir/$i.rc"; echo $((SECONDS - t0)) >"$dir/$i.time" ) &
 done
 wait
 
@@ -40,7 +63,7 @@ i=0
 for bin in "$@"; do
 	i=$((i + 1))
 	log=$dir/$i.log
-	echo "=== $bin"
+	echo "=== $bin ($(cat "$dir/$i.time" 2>/dev/null || echo ?) s)"
 	cat "$log"
 	rc=$(cat "$dir/$i.rc" 2>/dev/null || echo 1)
 	# cmocka writes its summary to stderr and the rest to stdout, so a

@@ -57,12 +57,20 @@ tally() {
 	total_s=$((total_s + s))
 }
 
+# Each suite's wall time, in seconds, is printed with its tally and again
+# at the end ("test-all: time ..."), so a CI log shows which stage grew.
 run_suite() {
-	local name=$1
+	local name=$1 t0=$SECONDS
 	shift
 	echo "==================== suite: $name ===================="
 	"$@" 2>&1 | tee "$out"
 	tally "$name" "${PIPESTATUS[0]}"
+	stage_time "$name" $((SECONDS - t0))
+}
+
+stage_time() {
+	printf 'test-all: time %-12s %4ds (load average %s)\n' "$1" "$2" \
+		"$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)" | tee -a "$tmp/times"
 }
 
 beside=""
@@ -83,7 +91,8 @@ suite_cmd() {
 start_beside() {
 	local s
 	for s in $beside; do
-		( $(suite_cmd "$s") >"$tmp/$s.out" 2>&1; echo $? >"$tmp/$s.rc" ) &
+		( t0=$SECONDS; $(suite_cmd "$s") >"$tmp/$s.out" 2>&1
+		  echo $? >"$tmp/$s.rc"; echo $((SECONDS - t0)) >"$tmp/$s.time" ) &
 	done
 }
 
@@ -95,7 +104,9 @@ for s in $suites; do
 	unit-san)
 		run_suite unit-san make --no-print-directory SANITIZER=address,undefined unit ;;
 	integration)
+		t0=$SECONDS
 		if make --no-print-directory SANITIZER=address,undefined all >/dev/null; then
+			stage_time build-san $((SECONDS - t0))
 			start_beside
 			run_suite integration env LOGPIPE_BIN_DIR="$PWD/build-san/bin" \
 				scripts/run-integration.sh
@@ -117,7 +128,12 @@ for s in $beside; do
 	echo "==================== suite: $s (ran beside integration) ===================="
 	cat "$tmp/$s.out"
 	tally "$s" "$(cat "$tmp/$s.rc" 2>/dev/null || echo 1)" "$tmp/$s.out"
+	stage_time "$s (beside)" "$(cat "$tmp/$s.time" 2>/dev/null || echo 0)"
 done
+
+echo "test-all: stage times:"
+cat "$tmp/times"
+stage_time total "$SECONDS"
 
 if [ -s "$tmp/skips" ]; then
 	echo "test-all: skipped, and why:"

@@ -70,6 +70,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "logpipe/breaker.h"
 #include "logpipe/buf.h"
@@ -1668,6 +1669,127 @@ struct lp_front *lp_http_event_front(struct lp_http_server *s)
 	return s ? s->front : NULL;
 }
 
+/* ---- a quick mg_stop -------------------------------------------------------
+ *
+ * CivetWeb 1.15's master thread polls its listening sockets in 2 s quanta
+ * and looks at the stop flag only between polls, so mg_stop waits up to 2 s
+ * before it even starts to stop (about 2 s measured: eight idle servers took
+ * 15.6 s, 0.3 s with this), in every service's SIGTERM and every test that
+ * stops a server.  A connection to a listening port ends
+ * that poll at once: beside mg_stop, a thread dials each of CivetWeb's ports
+ * every 10 ms until mg_stop returned or the port refused (CivetWeb closed
+ * it; it might go to another server next), and closes each connection at once.
+ * One CivetWeb accepted before it saw the flag is read by a worker, which
+ * finds it closed; one still queued goes with the listening socket.  Without
+ * an IPv4 port (or when a dial fails) mg_stop just takes its usual time.
+ */
+
+#define STOP_WAKER_PORTS 4
+
+struct stop_waker {
+	pthread_mutex_t mu;                        /* guards done */
+	pthread_cond_t cv;                         /* signalled when mg_stop returned */
+	bool done;                                 /* mg_stop returned: stop dialling */
+	struct sockaddr_in addr[STOP_WAKER_PORTS]; /* CivetWeb's IPv4 listening ports */
+	bool refused[STOP_WAKER_PORTS];            /* closed: not dialled again (the port
+						    * may go to another server) */
+	int naddr;
+};
+
+static void *stop_waker_run(void *arg)
+{
+	struct stop_waker *w = arg;
+	struct timespec until;
+	int i, fd;
+
+	pthread_mutex_lock(&w->mu);
+	while (!w->done) {
+		pthread_mutex_unlock(&w->mu);
+		for (i = 0; i < w->naddr; i++) {
+			if (w->refused[i])
+				continue;
+			/* Non-blocking: a full backlog must not hold this thread. */
+			fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			if (fd < 0)
+				continue;
+			if (connect(fd, (struct sockaddr *)&w->addr[i], sizeof(w->addr[i])) != 0 &&
+			    errno == ECONNREFUSED)
+				w->refused[i] = true;
+			close(fd);
+		}
+		pthread_mutex_lock(&w->mu);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 10 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (!w->done)
+			pthread_cond_timedwait(&w->cv, &w->mu, &until);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
+}
+
+/* The IPv4 address CivetWeb's "listening_ports" value binds to, as a place
+ * to dial: its host if it names one, else the loopback address. */
+static struct in_addr listen_host(const char *listen)
+{
+	struct in_addr a = { .s_addr = htonl(INADDR_LOOPBACK) }, h;
+	const char *colon = listen ? strrchr(listen, ':') : NULL;
+	char host[64];
+	size_t n;
+
+	if (!colon || strchr(listen, ',') || listen[0] == '[')
+		return a;
+	n = (size_t)(colon - listen);
+	if (n == 0 || n >= sizeof(host))
+		return a;
+	memcpy(host, listen, n);
+	host[n] = '\0';
+	if (inet_pton(AF_INET, host, &h) == 1 && h.s_addr != htonl(INADDR_ANY))
+		a = h;
+	return a;
+}
+
+/* mg_stop, without its wait for the master thread's poll to time out. */
+static void quick_mg_stop(struct lp_http_server *s)
+{
+	struct mg_server_port ports[STOP_WAKER_PORTS];
+	struct stop_waker w = { .naddr = 0 };
+	pthread_t th;
+	bool waker = false;
+	int i, n = mg_get_server_ports(s->ctx, STOP_WAKER_PORTS, ports);
+
+	for (i = 0; i < n; i++) {
+		if (ports[i].protocol != 1 && ports[i].protocol != 3)
+			continue; /* IPv6 only */
+		w.addr[w.naddr].sin_family = AF_INET;
+		w.addr[w.naddr].sin_port = htons((uint16_t)ports[i].port);
+		w.addr[w.naddr].sin_addr = listen_host(s->listen);
+		w.naddr++;
+	}
+	if (w.naddr > 0) {
+		pthread_mutex_init(&w.mu, NULL);
+		pthread_cond_init(&w.cv, NULL);
+		waker = pthread_create(&th, NULL, stop_waker_run, &w) == 0;
+		if (!waker) {
+			pthread_cond_destroy(&w.cv);
+			pthread_mutex_destroy(&w.mu);
+		}
+	}
+	mg_stop(s->ctx); /* waits for the handlers in flight */
+	if (waker) {
+		pthread_mutex_lock(&w.mu);
+		w.done = true;
+		pthread_cond_signal(&w.cv);
+		pthread_mutex_unlock(&w.mu);
+		pthread_join(th, NULL);
+		pthread_cond_destroy(&w.cv);
+		pthread_mutex_destroy(&w.mu);
+	}
+}
+
 void lp_http_server_free(struct lp_http_server *s)
 {
 	size_t i;
@@ -1682,7 +1804,7 @@ void lp_http_server_free(struct lp_http_server *s)
 	lp_front_quiesce(s->front, s->stop_timeout_ms);
 	lp_front_detach(s->front);
 	if (s->ctx)
-		mg_stop(s->ctx); /* waits for the handlers in flight */
+		quick_mg_stop(s);
 	lp_front_stop(s->front);
 	s->front = NULL;
 	stop_watchdog(s);
