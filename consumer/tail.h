@@ -46,6 +46,11 @@ struct tail_rec {
  * level is already canonical, and serialises ev otherwise. */
 struct tail_rec *tail_rec_new(json_t *ev, const char *text, size_t len);
 
+/* A record whose JSON is text[0, len) as it is (no line break in it, its
+ * level spelled as stored), of level rank and with the given service,
+ * host, tenant, trace_id and message ("" when absent). */
+struct tail_rec *tail_rec_of(const char *text, size_t len, int rank, const char *const vals[5]);
+
 /* True when rec passes f's service, host, tenant, trace_id, level,
  * min_level and text filters (text: every word of it occurs as a word of
  * the message, ASCII letters in any case).  from, to, limit and cursor do
