@@ -1,4 +1,5 @@
-/* event_scan.c - the fast path of the enricher's filter stage.
+/* event_scan.c - the fast paths that read events without a jansson tree:
+ * the enricher's filter stage, the producer and the consumer.
  *
  * lp_event_scan() reads a normalised event without building a jansson tree:
  * one pass that checks the whole text is JSON and notes where the top-level
