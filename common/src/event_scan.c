@@ -798,14 +798,22 @@ static bool stored_text(const struct in_member *m, struct lp_json_text *t)
 	return true;
 }
 
-/* The members of the object value m into out (*n of them, no duplicate). */
-static bool object_members(const struct in_member *m, struct in_member *out, size_t *n)
+/* Containers one stored event may nest, itself included: the producer
+ * normalises to 8 by default (event.c); deeper is the full path's.  It
+ * also bounds the stack (a CivetWeb worker's 100 KiB in fuzz/replay.c):
+ * each level holds in_container's keys. */
+#define STORED_MAX_DEPTH 12
+
+/* The members of the object value m into out (at most max, *n of them, no
+ * duplicate). */
+static bool object_members(const struct in_member *m, struct in_member *out, size_t max,
+			   size_t *n)
 {
 	struct scan s = { m->v, m->ve, 0 };
 	struct in_member self;
 
 	*n = 0;
-	return in_container(&s, &self, SCAN_MAX_DEPTH, out, IN_MAX_MEMBERS, n) &&
+	return in_container(&s, &self, STORED_MAX_DEPTH - 1, out, max, n) &&
 	       keys_unique(out, *n);
 }
 
@@ -843,7 +851,7 @@ void lp_json_text_add(struct lp_buf *out, const struct lp_json_text *t)
 int lp_event_scan_stored(const char *text, size_t len, struct lp_event_stored *v,
 			 struct lp_buf *attributes, struct lp_buf *enrichment)
 {
-	struct in_member mem[IN_MAX_MEMBERS], attr[IN_MAX_MEMBERS], enr[IN_MAX_MEMBERS], top;
+	struct in_member mem[IN_MAX_MEMBERS], attr[IN_MAX_MEMBERS], enr[NESTED_MAX_KEYS], top;
 	const struct in_member *pick[NMEMBERS] = { 0 };
 	struct lp_json_text *texts[M_SPAN_ID + 1] = {
 		[M_ID] = &v->id, [M_MESSAGE] = &v->message, [M_SERVICE] = &v->service,
@@ -858,7 +866,7 @@ int lp_event_scan_stored(const char *text, size_t len, struct lp_event_stored *v
 
 	skip_ws(&s);
 	if (s.p >= s.end || *s.p != '{' ||
-	    !in_container(&s, &top, SCAN_MAX_DEPTH, mem, IN_MAX_MEMBERS, &n))
+	    !in_container(&s, &top, STORED_MAX_DEPTH, mem, IN_MAX_MEMBERS, &n))
 		return -ENOTSUP;
 	skip_ws(&s);
 	if (s.p != s.end || !keys_unique(mem, n))
@@ -876,12 +884,12 @@ int lp_event_scan_stored(const char *text, size_t len, struct lp_event_stored *v
 			return -ENOTSUP;
 	if (pick[M_ATTRIBUTES] && pick[M_ATTRIBUTES]->kind != V_NULL) {
 		if (pick[M_ATTRIBUTES]->kind != V_OBJECT ||
-		    !object_members(pick[M_ATTRIBUTES], attr, &nattr))
+		    !object_members(pick[M_ATTRIBUTES], attr, IN_MAX_MEMBERS, &nattr))
 			return -ENOTSUP;
 	}
 	if (pick[M_ENRICHMENT] && pick[M_ENRICHMENT]->kind != V_NULL) {
 		if (pick[M_ENRICHMENT]->kind != V_OBJECT ||
-		    !object_members(pick[M_ENRICHMENT], enr, &nenr))
+		    !object_members(pick[M_ENRICHMENT], enr, NESTED_MAX_KEYS, &nenr))
 			return -ENOTSUP;
 		v->has_enrichment = true;
 		for (i = 0; i < nenr; i++)
