@@ -319,7 +319,8 @@ static int batch_add_fast(struct consumer *c, struct batch *b, size_t idx,
 		struct lp_buf *t = &b->scratch[2];
 
 		/* A text tail_rec_new would serialise again: the full path's. */
-		if (!as_stored || memchr(m->payload, '\n', m->len) || memchr(m->payload, '\r', m->len)) {
+		if (!as_stored || memchr(m->payload, '\n', m->len) ||
+		    memchr(m->payload, '\r', m->len)) {
 			b->copy.len = at;
 			b->copy.buf[at] = '\0';
 			return -ENOTSUP;

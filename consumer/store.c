@@ -311,7 +311,8 @@ int store_format_fast(const char *text, size_t len, const struct store_origin *o
 		return -ENOTSUP;
 	lp_rfc3339(ms, ts);
 	if (v->received_at.p) {
-		if (!plain_copy(&v->received_at, buf, sizeof(buf)) || lp_parse_rfc3339(buf, &ms) < 0)
+		if (!plain_copy(&v->received_at, buf, sizeof(buf)) ||
+		    lp_parse_rfc3339(buf, &ms) < 0)
 			return -ENOTSUP;
 		lp_rfc3339(ms, rcv);
 	}

@@ -546,9 +546,10 @@ static void rnd_value(struct lp_buf *b, int depth)
 
 static void test_fast_random(void **state)
 {
-	static const char *const optional[] = { "received_at", "level", "host", "source_ip",
-						"tenant", "correlation_id", "trace_id", "span_id",
-						"attributes", "enrichment", "x", "y", "schema_version" };
+	static const char *const optional[] = {
+		"received_at", "level", "host", "source_ip", "tenant", "correlation_id", "trace_id",
+		"span_id", "attributes", "enrichment", "x", "y", "schema_version",
+	};
 	static const char *const levels[] = { "\"INFO\"", "\"warn\"", "\"DEBUG\"", "null",
 					      "\"Trace\"", "\"warning\"" };
 	unsigned accepted = 0, runs = 3000;
@@ -567,7 +568,8 @@ static void test_fast_random(void **state)
 				continue;
 			lp_buf_addf(&b, ",\"%s\":", optional[i]);
 			if (strcmp(optional[i], "received_at") == 0) {
-				lp_buf_adds(&b, rnd(4) ? "\"2026-01-02T03:04:05.678+01:00\"" : "null");
+				lp_buf_adds(&b, rnd(4) ? "\"2026-01-02T03:04:05.678+01:00\""
+							 : "null");
 			} else if (strcmp(optional[i], "level") == 0) {
 				lp_buf_adds(&b, levels[rnd(sizeof(levels) / sizeof(levels[0]))]);
 			} else if (strcmp(optional[i], "attributes") == 0 ||
@@ -581,7 +583,8 @@ static void test_fast_random(void **state)
 					rnd_value(&b, 1);
 				}
 				lp_buf_addch(&b, '}');
-			} else if (optional[i][1] == '\0' || strcmp(optional[i], "schema_version") == 0) {
+			} else if (optional[i][1] == '\0' ||
+				   strcmp(optional[i], "schema_version") == 0) {
 				rnd_value(&b, 1);
 			} else {
 				rnd_string(&b);
