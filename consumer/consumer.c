@@ -312,28 +312,14 @@ static int batch_add_fast(struct consumer *c, struct batch *b, size_t idx,
 	batch_row_room(b);
 	b->tail[b->nrows] = NULL;
 	if (c->ring) {
-		const struct lp_json_text *f[5] = { &v.service, &v.host, &v.tenant, &v.trace_id,
-						    &v.message };
-		size_t off[5];
-		const char *vals[5];
-		struct lp_buf *t = &b->scratch[2];
-
+		b->tail[b->nrows] = tail_rec_scanned(m->payload, m->len, &v, rank, as_stored,
+						     &b->scratch[2]);
 		/* A text tail_rec_new would serialise again: the full path's. */
-		if (!as_stored || memchr(m->payload, '\n', m->len) ||
-		    memchr(m->payload, '\r', m->len)) {
+		if (!b->tail[b->nrows]) {
 			b->copy.len = at;
 			b->copy.buf[at] = '\0';
 			return -ENOTSUP;
 		}
-		lp_buf_reset(t);
-		for (size_t i = 0; i < 5; i++) {
-			off[i] = t->len;
-			lp_json_text_add(t, f[i]);
-			lp_buf_addch(t, '\0');
-		}
-		for (size_t i = 0; i < 5; i++)
-			vals[i] = t->buf + off[i];
-		b->tail[b->nrows] = tail_rec_of(m->payload, m->len, rank, vals);
 	}
 	b->row_msg[b->nrows] = idx;
 	b->line_off[++b->nrows] = b->copy.len;

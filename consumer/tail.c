@@ -59,6 +59,27 @@ struct tail_rec *tail_rec_of(const char *text, size_t len, int rank, const char 
 	return rec;
 }
 
+struct tail_rec *tail_rec_scanned(const char *text, size_t len, const struct lp_event_stored *v,
+				  int rank, bool as_stored, struct lp_buf *tmp)
+{
+	const struct lp_json_text *f[5] = { &v->service, &v->host, &v->tenant, &v->trace_id,
+					    &v->message };
+	const char *vals[5];
+	size_t off[5], i;
+
+	if (!as_stored || memchr(text, '\n', len) || memchr(text, '\r', len))
+		return NULL;
+	lp_buf_reset(tmp);
+	for (i = 0; i < 5; i++) {
+		off[i] = tmp->len;
+		lp_json_text_add(tmp, f[i]);
+		lp_buf_addch(tmp, '\0');
+	}
+	for (i = 0; i < 5; i++)
+		vals[i] = tmp->buf + off[i];
+	return tail_rec_of(text, len, rank, vals);
+}
+
 struct tail_rec *tail_rec_new(json_t *ev, const char *text, size_t len)
 {
 	static const char *const keys[] = { "service", "host", "tenant", "trace_id", "message" };

@@ -10,6 +10,7 @@
 #include <jansson.h>
 
 #include "../store.h"
+#include "../tail.h"
 
 #include "logpipe/banned.h"
 #include "logpipe/json.h"
@@ -324,6 +325,37 @@ static void test_classify(void **state)
 
 /* ---- the fast path: byte for byte the full path's line ------------------- */
 
+static unsigned tails_compared; /* records whose tail both paths made */
+
+/* The live-tail record made from the scan is tail_rec_new's, when the
+ * scan makes one. */
+static void same_tail(const char *text, const struct lp_event_stored *v, int rank,
+		      bool as_stored, struct lp_buf *tmp)
+{
+	struct tail_rec *fast = tail_rec_scanned(text, strlen(text), v, rank, as_stored, tmp);
+	struct tail_rec *full;
+	json_t *ev;
+
+	if (!fast)
+		return;
+	ev = lp_json_loads(text, 0, NULL);
+	assert_non_null(ev);
+	full = tail_rec_new(ev, text, strlen(text));
+	assert_non_null(full);
+	assert_int_equal(fast->json_len, full->json_len);
+	assert_string_equal(fast->json, full->json);
+	assert_int_equal(fast->level_rank, full->level_rank);
+	assert_string_equal(fast->service, full->service);
+	assert_string_equal(fast->host, full->host);
+	assert_string_equal(fast->tenant, full->tenant);
+	assert_string_equal(fast->trace_id, full->trace_id);
+	assert_string_equal(fast->message, full->message);
+	tails_compared++;
+	free(fast);
+	free(full);
+	json_decref(ev);
+}
+
 /* Runs both paths over text; when the fast one accepts, the full one must
  * too and write the same bytes; when it declines, out is untouched.
  * Returns the fast path's result. */
@@ -348,6 +380,7 @@ static int both_paths(const char *text, const struct store_origin *o)
 			fail_msg("fast path differs for %s\n full: %s\n fast: %s", text, full.buf,
 				 fast.buf + 7);
 		assert_in_range(rank, 0, 5);
+		same_tail(text, &v, rank, as_stored, &scratch[2]);
 	} else {
 		assert_int_equal(rc, -ENOTSUP);
 		assert_string_equal(fast.buf, "prefix\n");
@@ -481,6 +514,9 @@ static void test_fast_same_line(void **state)
 	for (size_t i = 0; i < sizeof(declined) / sizeof(declined[0]); i++)
 		if (both_paths(declined[i], &origin) != -ENOTSUP)
 			fail_msg("fast path accepted %s", declined[i]);
+	/* All but the levels spelled "warning", "error", "Fatal" and the text
+	 * with line breaks, twice each. */
+	assert_int_equal(tails_compared, 2 * (sizeof(accepted) / sizeof(accepted[0]) - 4));
 }
 
 /* Records made of random pieces: whatever the fast path accepts, it
