@@ -7,8 +7,10 @@
  *   loop thread (owns the Kafka consumer: poll, pause, commit)
  *     gather   poll both enriched topics until batch.max_events records or
  *              batch.max_ms since the first one; each record becomes a COPY
- *              line (store_format_row) or, when it is not a storable event,
- *              is set aside for the dead-letter topic at once;
+ *              line (store_format_fast: one pass over its text, no JSON
+ *              tree; whatever it is unsure of, store_format_row on the
+ *              parsed event) or, when it is not a storable event, is set
+ *              aside for the dead-letter topic at once;
  *     hand off the batch to the store thread once it is idle, then
  *              commit the offsets of the batch it finished before (the
  *              commit overlaps with storing);
