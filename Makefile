@@ -123,6 +123,7 @@ FUZZ_SRC_fuzz_spool     := producer/spool.c
 FUZZ_SRC_fuzz_reqhead   :=
 FUZZ_SRC_fuzz_otlp      := producer/otlp.c
 FUZZ_SRC_fuzz_syslog    := producer/syslog.c
+FUZZ_SRC_fuzz_store_fast := consumer/store.c
 # fuzz_otlp also links the generated OTLP messages (see PB_OBJ above).
 FUZZ_PB_OBJ := $(patsubst $(GEN)/%,$(FUZZ_BUILD)/gen/%,$(PB_OBJ))
 $(FUZZ_BUILD)/gen/%.o: $(GEN)/%.c $(PB_H)

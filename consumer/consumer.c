@@ -7,8 +7,10 @@
  *   loop thread (owns the Kafka consumer: poll, pause, commit)
  *     gather   poll both enriched topics until batch.max_events records or
  *              batch.max_ms since the first one; each record becomes a COPY
- *              line (store_format_row) or, when it is not a storable event,
- *              is set aside for the dead-letter topic at once;
+ *              line (store_format_fast: one pass over its text, no JSON
+ *              tree; whatever it is unsure of, store_format_row on the
+ *              parsed event) or, when it is not a storable event, is set
+ *              aside for the dead-letter topic at once;
  *     hand off the batch to the store thread once it is idle, then
  *              commit the offsets of the batch it finished before (the
  *              commit overlaps with storing);
@@ -136,6 +138,7 @@ struct batch {
 	struct poison *bad;        /* records for the DLQ */
 	size_t nbad, badcap;
 	bool fresh;                /* store_probe(): may take the direct path */
+	struct lp_buf scratch[3];  /* store_format_fast()'s and the tail's */
 };
 
 struct consumer {
@@ -230,6 +233,8 @@ static void batch_init(struct batch *b)
 {
 	memset(b, 0, sizeof(*b));
 	lp_buf_init(&b->copy, 64 * 1024);
+	for (size_t i = 0; i < LP_ARRAY_SIZE(b->scratch); i++)
+		lp_buf_init(&b->scratch[i], 1024);
 	b->rowcap = 64;
 	b->line_off = lp_xcalloc(b->rowcap + 1, sizeof(*b->line_off));
 	b->row_msg = lp_xcalloc(b->rowcap, sizeof(*b->row_msg));
@@ -259,6 +264,8 @@ static void batch_release(struct batch *b)
 {
 	batch_reset(b);
 	lp_buf_release(&b->copy);
+	for (size_t i = 0; i < LP_ARRAY_SIZE(b->scratch); i++)
+		lp_buf_release(&b->scratch[i]);
 	free(b->msgs);
 	free(b->line_off);
 	free(b->row_msg);
@@ -278,6 +285,47 @@ static void batch_poison(struct batch *b, size_t msg, const char *reason, const 
 	b->bad[b->nbad].sent = false;
 	b->bad[b->nbad].cut = false;
 	b->nbad++;
+}
+
+/* Makes room for one more COPY line. */
+static void batch_row_room(struct batch *b)
+{
+	if (b->nrows == b->rowcap) {
+		b->rowcap *= 2;
+		b->line_off = lp_xrealloc(b->line_off, (b->rowcap + 1) * sizeof(*b->line_off));
+		b->row_msg = lp_xrealloc(b->row_msg, b->rowcap * sizeof(*b->row_msg));
+		b->tail = lp_xrealloc(b->tail, b->rowcap * sizeof(*b->tail));
+	}
+}
+
+/* The fast path of batch_add: the record's COPY line (and live-tail
+ * record) without a JSON tree.  -ENOTSUP when the full path must decide. */
+static int batch_add_fast(struct consumer *c, struct batch *b, size_t idx,
+			  const rd_kafka_message_t *m, const struct store_origin *o)
+{
+	struct lp_event_stored v;
+	size_t at = b->copy.len;
+	bool as_stored;
+	int rank;
+
+	if (store_format_fast(m->payload, m->len, o, &b->copy, b->scratch, &v, &rank,
+			      &as_stored) < 0)
+		return -ENOTSUP;
+	batch_row_room(b);
+	b->tail[b->nrows] = NULL;
+	if (c->ring) {
+		b->tail[b->nrows] = tail_rec_scanned(m->payload, m->len, &v, rank, as_stored,
+						     &b->scratch[2]);
+		/* A text tail_rec_new would serialise again: the full path's. */
+		if (!b->tail[b->nrows]) {
+			b->copy.len = at;
+			b->copy.buf[at] = '\0';
+			return -ENOTSUP;
+		}
+	}
+	b->row_msg[b->nrows] = idx;
+	b->line_off[++b->nrows] = b->copy.len;
+	return 0;
 }
 
 /* Takes m over: keeps it for the commit and turns it into a COPY line, or
@@ -302,6 +350,13 @@ static void batch_add(struct consumer *c, struct batch *b, rd_kafka_message_t *m
 		batch_poison(b, idx, "invalid_json", "empty record");
 		return;
 	}
+	o.topic = rd_kafka_topic_name(m->rkt);
+	o.partition = m->partition;
+	o.offset = m->offset;
+	o.default_status = strcmp(o.topic, c->s->topic_partial) == 0 ? "partial" : "complete";
+	/* Almost every record: one pass, no tree (store_format_fast). */
+	if (batch_add_fast(c, b, idx, m, &o) == 0)
+		return;
 	ev = lp_json_loadb(m->payload, m->len, 0, &je);
 	if (!ev) {
 		snprintf(err, sizeof(err), "invalid JSON at line %d column %d: %s", je.line,
@@ -309,19 +364,10 @@ static void batch_add(struct consumer *c, struct batch *b, rd_kafka_message_t *m
 		batch_poison(b, idx, "invalid_json", err);
 		return;
 	}
-	o.topic = rd_kafka_topic_name(m->rkt);
-	o.partition = m->partition;
-	o.offset = m->offset;
-	o.default_status = strcmp(o.topic, c->s->topic_partial) == 0 ? "partial" : "complete";
 	if (store_format_row(ev, &o, &b->copy, err, sizeof(err)) < 0) {
 		batch_poison(b, idx, "invalid_event", err);
 	} else {
-		if (b->nrows == b->rowcap) {
-			b->rowcap *= 2;
-			b->line_off = lp_xrealloc(b->line_off, (b->rowcap + 1) * sizeof(*b->line_off));
-			b->row_msg = lp_xrealloc(b->row_msg, b->rowcap * sizeof(*b->row_msg));
-			b->tail = lp_xrealloc(b->tail, b->rowcap * sizeof(*b->tail));
-		}
+		batch_row_room(b);
 		b->row_msg[b->nrows] = idx;
 		/* Made here, on the loop thread, so the store thread only has to
 		 * hand it to the ring once the row is committed. */

@@ -265,6 +265,101 @@ out:
 	return ret;
 }
 
+/* A plain string member copied into dst; false when it is absent, holds
+ * an escape or does not fit. */
+static bool plain_copy(const struct lp_json_text *t, char *dst, size_t len)
+{
+	if (!t->p || t->escaped || t->n >= len)
+		return false;
+	memcpy(dst, t->p, t->n);
+	dst[t->n] = '\0';
+	return true;
+}
+
+/* A string member as a COPY field: decoded, then escaped for COPY. */
+static void add_text(struct lp_buf *out, const struct lp_json_text *t, struct lp_buf *tmp,
+		     bool last)
+{
+	if (!t->p) {
+		lp_buf_add(out, "\\N", 2);
+	} else if (!t->escaped) {
+		store_copy_escape(out, t->p, t->n);
+	} else {
+		lp_buf_reset(tmp);
+		lp_json_text_add(tmp, t);
+		store_copy_escape(out, tmp->buf, tmp->len);
+	}
+	lp_buf_addch(out, last ? '\n' : '\t');
+}
+
+int store_format_fast(const char *text, size_t len, const struct store_origin *o,
+		      struct lp_buf *out, struct lp_buf scratch[3], struct lp_event_stored *v,
+		      int *rank, bool *level_as_stored)
+{
+	char id[40], buf[64], ts[32], rcv[32], lvl[32], num[24];
+	const char *canon = "INFO";
+	int64_t ms;
+
+	lp_buf_reset(&scratch[0]);
+	lp_buf_reset(&scratch[1]);
+	if (!text || lp_event_scan_stored(text, len, v, &scratch[0], &scratch[1]) < 0)
+		return -ENOTSUP;
+	/* The checks of store_format_row; any doubt is the full path's. */
+	if (!plain_copy(&v->id, id, sizeof(id)) || !lp_uuid_valid(id))
+		return -ENOTSUP;
+	if (!plain_copy(&v->timestamp, buf, sizeof(buf)) || lp_parse_rfc3339(buf, &ms) < 0)
+		return -ENOTSUP;
+	lp_rfc3339(ms, ts);
+	if (v->received_at.p) {
+		if (!plain_copy(&v->received_at, buf, sizeof(buf)) ||
+		    lp_parse_rfc3339(buf, &ms) < 0)
+			return -ENOTSUP;
+		lp_rfc3339(ms, rcv);
+	}
+	*level_as_stored = true;
+	if (v->level.p) {
+		if (!plain_copy(&v->level, lvl, sizeof(lvl)) || !(canon = lp_level_canonical(lvl)))
+			return -ENOTSUP;
+		*level_as_stored = strcmp(canon, lvl) == 0;
+	}
+	if (!v->message.p || !v->service.p || v->service.n == 0)
+		return -ENOTSUP;
+	*rank = lp_level_rank(canon);
+
+	/* The column order is store_format_row's. */
+	add_col(out, id, false);
+	add_col(out, ts, false);
+	add_col(out, v->received_at.p ? rcv : NULL, false);
+	add_col(out, canon, false);
+	snprintf(num, sizeof(num), "%d", *rank);
+	add_col(out, num, false);
+	add_text(out, &v->service, &scratch[2], false);
+	add_text(out, &v->host, &scratch[2], false);
+	add_text(out, &v->source_ip, &scratch[2], false);
+	add_text(out, &v->tenant, &scratch[2], false);
+	add_text(out, &v->correlation_id, &scratch[2], false);
+	add_text(out, &v->message, &scratch[2], false);
+	store_copy_escape(out, scratch[0].buf, scratch[0].len);
+	lp_buf_addch(out, '\t');
+	if (v->has_enrichment)
+		store_copy_escape(out, scratch[1].buf, scratch[1].len);
+	else
+		lp_buf_add(out, "\\N", 2);
+	lp_buf_addch(out, '\t');
+	if (v->status.p)
+		add_text(out, &v->status, &scratch[2], false);
+	else
+		add_col(out, o->default_status, false);
+	add_col(out, o->topic, false);
+	snprintf(num, sizeof(num), "%d", (int)o->partition);
+	add_col(out, num, false);
+	snprintf(num, sizeof(num), "%lld", (long long)o->offset);
+	add_col(out, num, false);
+	add_text(out, &v->trace_id, &scratch[2], false);
+	add_text(out, &v->span_id, &scratch[2], true);
+	return 0;
+}
+
 /* ---- error kinds ------------------------------------------------------- */
 
 enum store_result store_classify(const char *sqlstate, bool conn_ok)

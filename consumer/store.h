@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "logpipe/buf.h"
+#include "logpipe/event.h"
 #include "logpipe/pg.h"
 
 /* Outcome of one attempt to store a batch. */
@@ -70,6 +71,18 @@ void store_copy_escape(struct lp_buf *out, const char *s, size_t len);
  * service); out is then left as it was. */
 int store_format_row(json_t *ev, const struct store_origin *o, struct lp_buf *out, char *err,
 		     size_t errlen);
+
+/* The fast path of store_format_row: the same line for the record text[0,
+ * len) (as json_loadb would parse it), written from lp_event_scan_stored()
+ * without a JSON tree.  scratch: three buffers it may use (kept by the
+ * caller between records).  Returns 0, fills v, and sets *rank to the
+ * stored level's rank and *level_as_stored to whether the record's level
+ * is absent or already spelled as stored; -ENOTSUP when the scan declines
+ * or the record is not certainly storable (out is then as it was): the
+ * caller takes the full path, which also words any refusal. */
+int store_format_fast(const char *text, size_t len, const struct store_origin *o,
+		      struct lp_buf *out, struct lp_buf scratch[3], struct lp_event_stored *v,
+		      int *rank, bool *level_as_stored);
 
 /* Maps a SQLSTATE (NULL when there is none, e.g. the connection broke) and
  * whether the connection is still good to a store_result. */

@@ -29,13 +29,64 @@ static const char *str_of(json_t *ev, const char *key)
 	return s ? s : "";
 }
 
+struct tail_rec *tail_rec_of(const char *text, size_t len, int rank, const char *const vals[5])
+{
+	size_t lens[5], total = len + 1, i;
+	struct tail_rec *rec;
+	const char *at[5];
+	char *p;
+
+	for (i = 0; i < 5; i++) {
+		lens[i] = strlen(vals[i]);
+		total += lens[i] + 1;
+	}
+	rec = lp_xmalloc(sizeof(*rec) + total);
+	rec->json_len = len;
+	memcpy(rec->json, text, len);
+	rec->json[len] = '\0';
+	p = rec->json + rec->json_len + 1;
+	for (i = 0; i < 5; i++) {
+		memcpy(p, vals[i], lens[i] + 1);
+		at[i] = p;
+		p += lens[i] + 1;
+	}
+	rec->service = at[0];
+	rec->host = at[1];
+	rec->tenant = at[2];
+	rec->trace_id = at[3];
+	rec->message = at[4];
+	rec->level_rank = rank;
+	return rec;
+}
+
+struct tail_rec *tail_rec_scanned(const char *text, size_t len, const struct lp_event_stored *v,
+				  int rank, bool as_stored, struct lp_buf *tmp)
+{
+	const struct lp_json_text *f[5] = { &v->service, &v->host, &v->tenant, &v->trace_id,
+					    &v->message };
+	const char *vals[5];
+	size_t off[5], i;
+
+	if (!as_stored || memchr(text, '\n', len) || memchr(text, '\r', len))
+		return NULL;
+	lp_buf_reset(tmp);
+	for (i = 0; i < 5; i++) {
+		off[i] = tmp->len;
+		lp_json_text_add(tmp, f[i]);
+		lp_buf_addch(tmp, '\0');
+	}
+	for (i = 0; i < 5; i++)
+		vals[i] = tmp->buf + off[i];
+	return tail_rec_of(text, len, rank, vals);
+}
+
 struct tail_rec *tail_rec_new(json_t *ev, const char *text, size_t len)
 {
 	static const char *const keys[] = { "service", "host", "tenant", "trace_id", "message" };
 	const char *vals[5], *canon, *level;
-	size_t lens[5], total, i;
 	struct tail_rec *rec;
-	char *json = NULL, *p;
+	char *json = NULL;
+	size_t i;
 
 	/* The level as stored: "warning" is WARN.  When the record's text
 	 * already says what the stored row says (the enricher's records
@@ -55,29 +106,10 @@ struct tail_rec *tail_rec_new(json_t *ev, const char *text, size_t len)
 		text = json;
 		len = strlen(json);
 	}
-	total = len + 1;
-	for (i = 0; i < LP_ARRAY_SIZE(keys); i++) {
+	for (i = 0; i < LP_ARRAY_SIZE(keys); i++)
 		vals[i] = str_of(ev, keys[i]);
-		lens[i] = strlen(vals[i]);
-		total += lens[i] + 1;
-	}
-	rec = lp_xmalloc(sizeof(*rec) + total);
-	rec->json_len = len;
-	memcpy(rec->json, text, len);
-	rec->json[len] = '\0';
+	rec = tail_rec_of(text, len, lp_level_rank(canon ? canon : "INFO"), vals);
 	free(json);
-	p = rec->json + rec->json_len + 1;
-	for (i = 0; i < LP_ARRAY_SIZE(keys); i++) {
-		memcpy(p, vals[i], lens[i] + 1);
-		vals[i] = p;
-		p += lens[i] + 1;
-	}
-	rec->service = vals[0];
-	rec->host = vals[1];
-	rec->tenant = vals[2];
-	rec->trace_id = vals[3];
-	rec->message = vals[4];
-	rec->level_rank = lp_level_rank(canon ? canon : "INFO");
 	return rec;
 }
 

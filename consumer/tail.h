@@ -27,6 +27,7 @@
 #include <jansson.h>
 
 #include "logpipe/buf.h"
+#include "logpipe/event.h"
 
 struct lp_http_server;
 struct query_filter;
@@ -45,6 +46,20 @@ struct tail_rec {
  * text as received (NULL: none); the record keeps it as its JSON when its
  * level is already canonical, and serialises ev otherwise. */
 struct tail_rec *tail_rec_new(json_t *ev, const char *text, size_t len);
+
+/* The record tail_rec_new(ev, text, len) makes, from what
+ * store_format_fast found in text (v, the stored level's rank, and whether
+ * the level is absent or spelled as stored), without a JSON tree; tmp is
+ * scratch.  NULL when tail_rec_new would serialise the event again (a
+ * level spelled otherwise, a line break in text): the caller then takes
+ * the full path. */
+struct tail_rec *tail_rec_scanned(const char *text, size_t len, const struct lp_event_stored *v,
+				  int rank, bool as_stored, struct lp_buf *tmp);
+
+/* A record whose JSON is text[0, len) as it is (no line break in it, its
+ * level spelled as stored), of level rank and with the given service,
+ * host, tenant, trace_id and message ("" when absent). */
+struct tail_rec *tail_rec_of(const char *text, size_t len, int rank, const char *const vals[5]);
 
 /* True when rec passes f's service, host, tenant, trace_id, level,
  * min_level and text filters (text: every word of it occurs as a word of

@@ -1,4 +1,5 @@
-/* event_scan.c - the fast path of the enricher's filter stage.
+/* event_scan.c - the fast paths that read events without a jansson tree:
+ * the enricher's filter stage, the producer and the consumer.
  *
  * lp_event_scan() reads a normalised event without building a jansson tree:
  * one pass that checks the whole text is JSON and notes where the top-level
@@ -759,6 +760,175 @@ int lp_event_scan_input(const char *text, size_t len, const struct lp_event_limi
 	lp_buf_adds(&b, "}}");
 	out->text = lp_buf_detach(&b, &out->len);
 	out->service = out->text + service_at;
+	return 0;
+}
+
+/* ---- the consumer's fast path ---------------------------------------------- */
+
+/*
+ * lp_event_scan_stored() reads an enriched event for the consumer's COPY
+ * line (consumer/store.c, store_format_row) and writes the two JSON texts
+ * the line holds, the merged attributes and the enrichment, in jansson's
+ * compact form, under the same rules as the producer's fast path above:
+ * plain escapes only, integers of up to 18 digits (no reals, no -0), keys
+ * without escapes and without duplicates.  Anything else is -ENOTSUP.
+ */
+
+/* True when no two of the n members share a key. */
+static bool keys_unique(const struct in_member *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++)
+			if (m[i].kn == m[j].kn && memcmp(m[i].k, m[j].k, m[i].kn) == 0)
+				return false;
+	return true;
+}
+
+/* A string member (absent or null: p NULL); false for any other kind. */
+static bool stored_text(const struct in_member *m, struct lp_json_text *t)
+{
+	memset(t, 0, sizeof(*t));
+	if (!m || m->kind == V_NULL)
+		return true;
+	if (m->kind != V_STRING)
+		return false;
+	t->p = m->str.p;
+	t->n = m->str.n;
+	t->escaped = m->str.escaped;
+	return true;
+}
+
+/* Containers one stored event may nest, itself included: the producer
+ * normalises to 8 by default (event.c); deeper is the full path's.  It
+ * also bounds the stack (a CivetWeb worker's 100 KiB in fuzz/replay.c):
+ * each level holds in_container's keys. */
+#define STORED_MAX_DEPTH 12
+
+/* The members of the object value m into out (at most max, *n of them, no
+ * duplicate). */
+static bool object_members(const struct in_member *m, struct in_member *out, size_t max,
+			   size_t *n)
+{
+	struct scan s = { m->v, m->ve, 0 };
+	struct in_member self;
+
+	*n = 0;
+	return in_container(&s, &self, STORED_MAX_DEPTH - 1, out, max, n) &&
+	       keys_unique(out, *n);
+}
+
+void lp_json_text_add(struct lp_buf *out, const struct lp_json_text *t)
+{
+	size_t i, run = 0;
+
+	if (!t->p)
+		return;
+	if (!t->escaped) {
+		lp_buf_add(out, t->p, t->n);
+		return;
+	}
+	for (i = 0; i + 1 < t->n; i++) {
+		char c;
+
+		if (t->p[i] != '\\')
+			continue;
+		switch (t->p[i + 1]) {
+		case 'b': c = '\b'; break;
+		case 'f': c = '\f'; break;
+		case 'n': c = '\n'; break;
+		case 'r': c = '\r'; break;
+		case 't': c = '\t'; break;
+		default: c = t->p[i + 1]; break; /* " \ / */
+		}
+		lp_buf_add(out, t->p + run, i - run);
+		lp_buf_addch(out, c);
+		i++;
+		run = i + 1;
+	}
+	lp_buf_add(out, t->p + run, t->n - run);
+}
+
+int lp_event_scan_stored(const char *text, size_t len, struct lp_event_stored *v,
+			 struct lp_buf *attributes, struct lp_buf *enrichment)
+{
+	struct in_member mem[IN_MAX_MEMBERS], attr[IN_MAX_MEMBERS], enr[NESTED_MAX_KEYS], top;
+	const struct in_member *pick[NMEMBERS] = { 0 };
+	struct lp_json_text *texts[M_SPAN_ID + 1] = {
+		[M_ID] = &v->id, [M_MESSAGE] = &v->message, [M_SERVICE] = &v->service,
+		[M_LEVEL] = &v->level, [M_TIMESTAMP] = &v->timestamp, [M_HOST] = &v->host,
+		[M_SOURCE_IP] = &v->source_ip, [M_TENANT] = &v->tenant,
+		[M_CORRELATION_ID] = &v->correlation_id, [M_RECEIVED_AT] = &v->received_at,
+		[M_TRACE_ID] = &v->trace_id, [M_SPAN_ID] = &v->span_id,
+	};
+	struct scan s = { text, text + len, 0 };
+	size_t n = 0, nattr = 0, nenr = 0, i, j, count;
+	int k;
+
+	skip_ws(&s);
+	if (s.p >= s.end || *s.p != '{' ||
+	    !in_container(&s, &top, STORED_MAX_DEPTH, mem, IN_MAX_MEMBERS, &n))
+		return -ENOTSUP;
+	skip_ws(&s);
+	if (s.p != s.end || !keys_unique(mem, n))
+		return -ENOTSUP;
+	for (i = 0; i < n; i++)
+		for (k = 0; k < NMEMBERS; k++)
+			if (key_is(&mem[i], member_names[k])) {
+				pick[k] = &mem[i];
+				break;
+			}
+
+	memset(v, 0, sizeof(*v));
+	for (k = 0; k <= M_SPAN_ID; k++)
+		if (!stored_text(pick[k], texts[k]))
+			return -ENOTSUP;
+	if (pick[M_ATTRIBUTES] && pick[M_ATTRIBUTES]->kind != V_NULL) {
+		if (pick[M_ATTRIBUTES]->kind != V_OBJECT ||
+		    !object_members(pick[M_ATTRIBUTES], attr, IN_MAX_MEMBERS, &nattr))
+			return -ENOTSUP;
+	}
+	if (pick[M_ENRICHMENT] && pick[M_ENRICHMENT]->kind != V_NULL) {
+		if (pick[M_ENRICHMENT]->kind != V_OBJECT ||
+		    !object_members(pick[M_ENRICHMENT], enr, NESTED_MAX_KEYS, &nenr))
+			return -ENOTSUP;
+		v->has_enrichment = true;
+		for (i = 0; i < nenr; i++)
+			if (key_is(&enr[i], "status") && !stored_text(&enr[i], &v->status))
+				memset(&v->status, 0, sizeof(v->status)); /* not a string: none */
+	}
+	/* Every other member is written back below: it must be one the scan
+	 * writes as jansson does (in_value refuses reals and -0 already). */
+
+	/* The attributes: the event's, then each top-level member without a
+	 * column that is not an attribute already, in the event's order. */
+	lp_buf_addch(attributes, '{');
+	for (i = 0; i < nattr; i++) {
+		if (i > 0)
+			lp_buf_addch(attributes, ',');
+		put_key(attributes, attr[i].k, attr[i].kn);
+		put_compact(attributes, attr[i].v, attr[i].ve);
+	}
+	count = nattr;
+	for (i = 0; i < n; i++) {
+		bool column = key_is(&mem[i], "schema_version");
+
+		for (k = 0; k < NMEMBERS && !column; k++)
+			column = pick[k] == &mem[i];
+		if (column)
+			continue;
+		for (j = 0; j < nattr; j++)
+			if (attr[j].kn == mem[i].kn && memcmp(attr[j].k, mem[i].k, mem[i].kn) == 0)
+				break;
+		if (j < nattr)
+			continue;
+		if (count++ > 0)
+			lp_buf_addch(attributes, ',');
+		put_key(attributes, mem[i].k, mem[i].kn);
+		put_compact(attributes, mem[i].v, mem[i].ve);
+	}
+	lp_buf_addch(attributes, '}');
+	if (v->has_enrichment)
+		put_compact(enrichment, pick[M_ENRICHMENT]->v, pick[M_ENRICHMENT]->ve);
 	return 0;
 }
 

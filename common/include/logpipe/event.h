@@ -86,6 +86,43 @@ struct lp_event_view {
  * caller must take the full path (which also words any refusal). */
 int lp_event_scan(const char *text, size_t len, struct lp_event_view *v);
 
+struct lp_buf;
+
+/* A JSON string member as written: its content between the quotes (p is
+ * NULL when the member is absent or null), and whether it holds a
+ * backslash escape (only the plain ones: \u escapes are never accepted). */
+struct lp_json_text {
+	const char *p;
+	size_t n;
+	bool escaped;
+};
+
+/* What lp_event_scan_stored finds in an enriched event: the members the
+ * consumer's COPY line reads (status: the enrichment's "status"). */
+struct lp_event_stored {
+	struct lp_json_text id, timestamp, received_at, level, message, service, host, source_ip,
+		tenant, correlation_id, trace_id, span_id, status;
+	bool has_enrichment; /* an "enrichment" object (not null) */
+};
+
+/* The consumer's fast path (event_scan.c): one pass over a stored event,
+ * no JSON tree.  Returns 0 when text is certainly a JSON object that
+ * json_loadb() parses, each member above is a string, null or absent
+ * (attributes and enrichment: an object, null or absent), and the scan
+ * can write jansson's bytes for what the consumer serialises; then v is
+ * filled, attributes gets json_dumps(JSON_COMPACT) of the merged attributes
+ * (the event's "attributes" object, then every other top-level member
+ * whose name has no column and is not an attribute already; see
+ * consumer/store.c) and enrichment that of the enrichment object.  The
+ * buffers are appended to.  -ENOTSUP otherwise: the caller takes the full
+ * path, which also words any refusal. */
+int lp_event_scan_stored(const char *text, size_t len, struct lp_event_stored *v,
+			 struct lp_buf *attributes, struct lp_buf *enrichment);
+
+/* Appends t's string as jansson decodes it (its escapes are plain ones;
+ * the NUL after it is lp_buf's).  Nothing for an absent t. */
+void lp_json_text_add(struct lp_buf *out, const struct lp_json_text *t);
+
 /* What lp_event_scan_input makes of an input event. */
 struct lp_event_fast {
 	char *text;          /* the normalised event, serialised (malloc'd, NUL-terminated) */
