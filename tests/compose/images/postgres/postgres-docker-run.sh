@@ -4,6 +4,13 @@
 # on every address.  The first start's temporary server listens on a private
 # socket only, so pg_isready (the healthcheck) sees nothing until the real one.
 set -eu
+# As the official image: `postgres ARGS` (the compose file's command) or bare
+# options run the server with ARGS; any other command runs as given.
+if [ "${1:-}" = postgres ]; then
+	shift
+elif [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then
+	exec "$@"
+fi
 : "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
 user=${POSTGRES_USER:-postgres}
 db=${POSTGRES_DB:-$user}
