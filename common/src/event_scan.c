@@ -354,6 +354,17 @@ struct in_member {
 
 static bool in_value(struct scan *s, struct in_member *m, int budget);
 
+/* Whether one of the n members has m's key. */
+static bool has_key(const struct in_member *set, size_t n, const struct in_member *m)
+{
+	size_t j;
+
+	for (j = 0; j < n; j++)
+		if (set[j].kn == m->kn && memcmp(set[j].k, m->k, m->kn) == 0)
+			return true;
+	return false;
+}
+
 /* Bytes a string's content decodes to (escapes are two bytes each). */
 static size_t decoded_len(const struct span *sp)
 {
@@ -703,10 +714,7 @@ int lp_event_scan_input(const char *text, size_t len, const struct lp_event_limi
 			consumed = mem[i].kind == V_NULL || pick[f] == &mem[i];
 		if (consumed)
 			continue;
-		for (j = 0; j < nattr; j++)
-			if (attr[j].kn == mem[i].kn && memcmp(attr[j].k, mem[i].k, mem[i].kn) == 0)
-				break;
-		if (j < nattr)
+		if (has_key(attr, nattr, &mem[i]))
 			continue;
 		if (mem[i].depth + 2 > (int)lim->max_depth)
 			return -ENOTSUP;
@@ -861,7 +869,7 @@ int lp_event_scan_stored(const char *text, size_t len, struct lp_event_stored *v
 		[M_TRACE_ID] = &v->trace_id, [M_SPAN_ID] = &v->span_id,
 	};
 	struct scan s = { text, text + len, 0 };
-	size_t n = 0, nattr = 0, nenr = 0, i, j, count;
+	size_t n = 0, nattr = 0, nenr = 0, i, count;
 	int k;
 
 	skip_ws(&s);
@@ -916,10 +924,7 @@ int lp_event_scan_stored(const char *text, size_t len, struct lp_event_stored *v
 			column = pick[k] == &mem[i];
 		if (column)
 			continue;
-		for (j = 0; j < nattr; j++)
-			if (attr[j].kn == mem[i].kn && memcmp(attr[j].k, mem[i].k, mem[i].kn) == 0)
-				break;
-		if (j < nattr)
+		if (has_key(attr, nattr, &mem[i]))
 			continue;
 		if (count++ > 0)
 			lp_buf_addch(attributes, ',');

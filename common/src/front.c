@@ -662,22 +662,6 @@ static void drain_client(struct conn *c)
 	}
 }
 
-/* CivetWeb is done with the connection and its reply was passed on. */
-static void linger(struct conn *c)
-{
-	close(c->inner.fd);
-	c->inner.fd = -1;
-	peer_clear(c->inner_port);
-	if (c->c_eof) {
-		conn_close(c);
-		return;
-	}
-	shutdown(c->e.fd, SHUT_WR);
-	c->st = C_LINGER;
-	c->deadline = lp_now_ms() + LINGER_MS;
-	drain_client(c);
-}
-
 /* The reply to a "Connection: close" request was written: a graceful
  * close, as after a 408 (closing with unread bytes would reset the
  * connection and could destroy the reply before the client read it). */
@@ -691,6 +675,15 @@ static void close_after_reply(struct conn *c)
 	c->st = C_LINGER;
 	c->deadline = lp_now_ms() + LINGER_MS;
 	drain_client(c);
+}
+
+/* CivetWeb is done with the connection and its reply was passed on. */
+static void linger(struct conn *c)
+{
+	close(c->inner.fd);
+	c->inner.fd = -1;
+	peer_clear(c->inner_port);
+	close_after_reply(c);
 }
 
 /* Moves bytes both ways until neither side can take or give more. */
