@@ -211,11 +211,13 @@ static bool pace(struct gen_run *r, int n)
 	for (;;) {
 		int64_t now = lp_now_us(), wait;
 
+		/* One clock reading, before the deadline, for the whole turn:
+		 * no token is ever counted for time after the run's end. */
 		if (atomic_load(&r->stop) || (r->deadline_us && now >= r->deadline_us))
 			return false;
-		wait = lp_bucket_wait_us(&r->bucket, n);
+		wait = lp_bucket_wait_us_at(&r->bucket, n, now);
 		if (wait <= 0) {
-			if (lp_bucket_take(&r->bucket, n))
+			if (lp_bucket_take_at(&r->bucket, n, now))
 				return true;
 			continue; /* another worker took them */
 		}
@@ -296,7 +298,7 @@ static void send_batch(struct gen_run *r, struct gen_writer *w, struct gen_rng *
  * process while nothing can be sent anyway. */
 static void shed_while_refused(struct gen_run *r, int n)
 {
-	int64_t wait = SLICE_US, left;
+	int64_t wait = SLICE_US, left, now;
 	double due;
 
 	/* Not past the end of the run: what falls due after it is not due. */
@@ -307,8 +309,12 @@ static void shed_while_refused(struct gen_run *r, int n)
 	}
 	if (wait > 0)
 		sleep_us(wait);
-	due = floor(lp_bucket_available(&r->bucket));
-	if (due > 0 && !lp_bucket_take(&r->bucket, due))
+	/* A loaded machine wakes us late: count up to the deadline only. */
+	now = lp_now_us();
+	if (r->deadline_us && now > r->deadline_us)
+		now = r->deadline_us;
+	due = floor(lp_bucket_available_at(&r->bucket, now));
+	if (due > 0 && !lp_bucket_take_at(&r->bucket, due, now))
 		due = 0; /* another worker took them and counts them */
 	atomic_fetch_add(&r->rate_limited, (unsigned long long)n + (unsigned long long)due);
 	metric_add(M(r, rate_limited), (double)n + due);
@@ -464,10 +470,11 @@ struct gen_run *gen_run_start(const struct gen_run_opts *o, char *err, size_t er
 	 * instance does not begin at the full rate. */
 	lp_bucket_init(&r->bucket, 1, 1);
 	set_share(r, o->sink.peers ? o->sink.peers(o->sink.ud) : 1);
-	/* Start empty: the first events are due after 1/rate, not at once. */
-	lp_bucket_take(&r->bucket, lp_bucket_available(&r->bucket));
-
+	/* Start empty at the run's own clock: the first events are due
+	 * after 1/rate, not at once, and none before start_us. */
 	r->start_us = lp_now_us();
+	lp_bucket_take_at(&r->bucket, lp_bucket_available_at(&r->bucket, r->start_us),
+			  r->start_us);
 	r->started_at_ms = lp_wall_ms();
 	r->samples[0].t_us = r->start_us;
 	r->nsamples = 1;
