@@ -174,6 +174,7 @@ static enum hdr_kind hdr_kind(const unsigned char *name, size_t len)
 #define CLOSE_LEN 5
 #define CONTINUE "100-continue"
 #define CONTINUE_LEN 12
+#define VERSION_MINOR 7 /* "HTTP/1." then the minor version digit */
 
 /* Checks the value v[0, len) of a header of kind k, leading blanks already
  * skipped.  whole: the value ended (a CR came); otherwise the buffer ended
@@ -290,15 +291,17 @@ enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 	}
 	i++;
 
-	/* The version and the end of the line. */
+	/* The version, HTTP/1.1 or HTTP/1.0, and the end of the line. */
 	{
 		static const char version[] = "HTTP/1.1\r\n";
-		size_t want = sizeof(version) - 1, have = end - i < want ? end - i : want;
+		size_t want = sizeof(version) - 1, have = end - i < want ? end - i : want, k;
 
-		if (memcmp(s + i, version, have) != 0)
-			return LP_RQ_OTHER;
+		for (k = 0; k < have; k++)
+			if (s[i + k] != version[k] && !(k == VERSION_MINOR && s[i + k] == '0'))
+				return LP_RQ_OTHER;
 		if (have < want)
 			goto more;
+		r.http10 = s[i + VERSION_MINOR] == '0';
 		i += want;
 	}
 
@@ -374,6 +377,18 @@ enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 		return LP_RQ_OTHER;
 	r.head_len = i + 2;
 
+	/* HTTP/1.0 has no persistent connections unless both sides say
+	 * keep-alive; the reply says "Connection: close" instead.  An
+	 * Expect there must be ignored (RFC 9110 10.1.1).  A POST, PUT or
+	 * PATCH without Content-Length is left to CivetWeb, which may read
+	 * its body up to the end of the connection. */
+	if (r.http10) {
+		if (r.content_length < 0 && r.method[0] == 'P')
+			return LP_RQ_OTHER; /* POST, PUT, PATCH */
+		r.close = true;
+		r.expect_continue = false;
+	}
+
 	rq->method = r.method;
 	rq->method_len = r.method_len;
 	rq->path = r.path;
@@ -386,6 +401,7 @@ enum lp_rq_result lp_rq_parse(const char *buf, size_t n, struct lp_rq *rq)
 	rq->content_length = r.content_length;
 	rq->expect_continue = r.expect_continue;
 	rq->close = r.close;
+	rq->http10 = r.http10;
 	return LP_RQ_OK;
 
 more:

@@ -385,6 +385,68 @@ static void test_connection_close_on_the_front(void **state)
 	lp_buf_release(&out);
 }
 
+/* HTTP/1.0 on an async route, with and without "Connection: keep-alive":
+ * served on the front like "Connection: close" in HTTP/1.1 (the reply says
+ * close, the connection is closed after it, a request pipelined after it
+ * is not served), an Expect: 100-continue ignored.  A POST without
+ * Content-Length is CivetWeb's (its body ends with the connection). */
+static void test_http10_on_the_front(void **state)
+{
+	static struct answerer a;
+	static const char *const variants[] = {
+		"",
+		"Connection: keep-alive\r\n",
+		"Connection: Keep-Alive\r\nExpect: 100-continue\r\n",
+	};
+	struct env e;
+	struct lp_buf out = LP_BUF_INIT;
+	char req[512];
+	int fd;
+
+	(void)state;
+	answerer_start(&a, 0, false);
+	server_start(&e, &a, 1, 5000, 5000);
+	for (size_t i = 0; i < sizeof(variants) / sizeof(variants[0]); i++) {
+		int before = atomic_load(&a.handled);
+
+		fd = dial(&e, "127.0.0.1");
+		snprintf(req, sizeof(req),
+			 "POST /defer HTTP/1.0\r\nX-Tag: v%zu\r\n%s"
+			 "Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+			 "POST /defer HTTP/1.0\r\nX-Tag: after\r\n"
+			 "Content-Length: 2\r\n\r\n{}",
+			 i, variants[i]);
+		send_all(fd, req);
+		lp_buf_reset(&out);
+		assert_true(read_replies(fd, &out, 2, 3000)); /* closed after one */
+		assert_non_null(out.buf);
+		assert_true(strncmp(out.buf, "HTTP/1.1 202 ", 13) == 0);
+		assert_contains(out.buf, "Connection: close\r\n");
+		assert_null(strstr(out.buf, "keep-alive"));
+		assert_null(strstr(out.buf, "100 Continue"));
+		assert_null(strstr(strstr(out.buf, "\r\n\r\n") + 4, "HTTP/1."));
+		snprintf(req, sizeof(req), "{\"tag\":\"v%zu\"}", i);
+		assert_contains(out.buf, req);
+		assert_int_equal(atomic_load(&a.handled), before + 1);
+		assert_int_equal(atomic_load(&a.on_front), (int)i + 1);
+		close(fd);
+	}
+	/* No Content-Length: CivetWeb reads the body up to the end. */
+	fd = dial(&e, "127.0.0.1");
+	send_all(fd, "POST /defer HTTP/1.0\r\nX-Tag: eof\r\n\r\n{}");
+	assert_int_equal(shutdown(fd, SHUT_WR), 0);
+	lp_buf_reset(&out);
+	read_replies(fd, &out, 1, 3000);
+	assert_non_null(out.buf);
+	assert_contains(out.buf, " 202 ");
+	assert_contains(out.buf, "{\"tag\":\"eof\"}");
+	assert_int_equal(atomic_load(&a.on_front), 3);
+	close(fd);
+	lp_http_server_free(e.s);
+	answerer_stop(&a);
+	lp_buf_release(&out);
+}
+
 /* Three requests pipelined on one connection, each deferred: the replies
  * come in the order of the requests. */
 static void test_pipelined_deferred_in_order(void **state)
@@ -835,6 +897,7 @@ int main(void)
 		cmocka_unit_test(test_defer_answered_from_another_thread),
 		cmocka_unit_test(test_pipelined_deferred_in_order),
 		cmocka_unit_test(test_connection_close_on_the_front),
+		cmocka_unit_test(test_http10_on_the_front),
 		cmocka_unit_test(test_many_in_flight_on_one_loop),
 		cmocka_unit_test(test_client_gone_before_the_answer),
 		cmocka_unit_test(test_stop_waits_for_deferred),

@@ -148,6 +148,8 @@ static void test_every_prefix_is_incomplete(void **state)
 		"!#$%&'*+-.^_`|~09azAZ: v\ta l \"{}\" \r\n\r\n",
 		"POST /e HTTP/1.1\r\nContent-Length:  007 \r\nConnection:\tKEEP-alive\t\r\n"
 		"Host: h\r\n\r\n",
+		"GET /a?b HTTP/1.0\r\n\r\n",
+		"POST /e HTTP/1.0\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
 	};
 	size_t i, k, len;
 
@@ -187,8 +189,10 @@ static const char *const refused[] = {
 	" GET / HTTP/1.1\r\n\r\n",
 	"\r\nGET / HTTP/1.1\r\n\r\n",
 	/* The version. */
-	"GET / HTTP/1.0\r\n\r\n",
 	"GET / HTTP/2.0\r\n\r\n",
+	"GET / HTTP/1.2\r\n\r\n",
+	"GET / HTTP/0.9\r\n\r\n",
+	"GET / HTTP/1.00\r\n\r\n",
 	"GET / http/1.1\r\n\r\n",
 	"GET / HTTP/1.10\r\n\r\n",
 	"GET /\r\n\r\n",
@@ -323,7 +327,9 @@ static const char *const refused_early[] = {
 	"GET /%x",
 	"GET /%2e/",
 	"GET /? #",
-	"GET / HTTP/1.0",
+	"GET / HTTP/1.2",
+	"GET / HTTP/2",
+	"GET / HTTP/1.0 ",
 	"GET / HTTP/1.1\n",
 	"GET / HTTP/1.1\r\r",
 	"GET / HTTP/1.1\r\n ",
@@ -582,6 +588,54 @@ static void test_connection_close(void **state)
 	}
 }
 
+/* HTTP/1.0: accepted and told, always closing (keep-alive or not), an
+ * Expect ignored; a POST, PUT or PATCH needs a Content-Length, which GET
+ * and DELETE do not. */
+static void test_http10(void **state)
+{
+	static const char *const accepted[] = {
+		"GET /api/stats HTTP/1.0\r\n\r\n",
+		"DELETE /x HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
+		"POST /api/logs HTTP/1.0\r\nContent-Length: 2\r\n\r\n{}",
+		"PUT /x HTTP/1.0\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n",
+		"PATCH /x HTTP/1.0\r\nConnection: close\r\nContent-Length: 9\r\n"
+		"Expect: 100-continue\r\n\r\n",
+	};
+	static const char *const refused[] = {
+		"POST /api/logs HTTP/1.0\r\n\r\n",
+		"PUT /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+		"PATCH /x HTTP/1.0\r\nHost: x\r\n\r\n",
+		"GET / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+	};
+	struct lp_rq rq;
+	size_t i;
+
+	for (i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+		memset(&rq, 0, sizeof(rq));
+		if (lp_rq_parse(accepted[i], strlen(accepted[i]), &rq) != LP_RQ_OK) {
+			print_error("\"%s\" is not accepted\n", accepted[i]);
+			fail();
+		}
+		assert_true(rq.http10);
+		assert_true(rq.close);
+		assert_false(rq.expect_continue);
+	}
+	for (i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		if (parse_s(refused[i]) != LP_RQ_OTHER) {
+			print_error("\"%s\" is not refused\n", refused[i]);
+			fail();
+		}
+	}
+	/* A head without its blank line yet is still incomplete. */
+	assert_int_equal(parse_s("POST /api/logs HTTP/1.0\r\nHost: x\r\n"), LP_RQ_INCOMPLETE);
+	/* HTTP/1.1 is told apart. */
+	memset(&rq, 0xff, sizeof(rq));
+	assert_int_equal(parse_s("GET / HTTP/1.1\r\n\r\n"), LP_RQ_OK);
+	assert_int_equal(lp_rq_parse("GET / HTTP/1.1\r\n\r\n", 18, &rq), LP_RQ_OK);
+	assert_false(rq.http10);
+	assert_false(rq.close);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -599,6 +653,7 @@ int main(void)
 		cmocka_unit_test(test_pipelined_bytes_after_the_head),
 		cmocka_unit_test(test_expect_continue),
 		cmocka_unit_test(test_connection_close),
+		cmocka_unit_test(test_http10),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -469,9 +469,10 @@ static void test_client_address_on_both_paths(void **state)
 	assert_contains(out.buf, "\"xff\":\"127.0.0.2\"");
 	close(fd);
 	lp_buf_reset(&out);
-	/* HTTP/1.0 goes through CivetWeb, which must see the same client. */
+	/* A chunked body goes through CivetWeb, which must see the same client. */
 	fd = dial(e, "127.0.0.2");
-	send_all(fd, "GET /api/stats HTTP/1.0\r\nHost: x\r\n\r\n");
+	send_all(fd, "GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+		     "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
 	read_replies(fd, &out, 1);
 	assert_contains(out.buf, " 200 ");
 	assert_contains(out.buf, "\"xff\":\"127.0.0.2\"");

@@ -12,9 +12,9 @@
  *
  * Each request head is parsed by reqhead.c.  A plain HTTP/1.1 request
  * (kept alive, or with "Connection: close": the connection is then shut
- * after its reply, what the client sends after it dropped) is offered to
- * the handler (the gateway's proxy, or lp_http_server's routes
- * served on the loop), which either answers it at once (an auth or
+ * after its reply, what the client sends after it dropped), or an HTTP/1.0
+ * one (always shut after its reply), is offered to the handler (the
+ * gateway's proxy, or lp_http_server's routes served on the loop), which either answers it at once (an auth or
  * rate-limit refusal), asks for an upstream call (the front sends the
  * request on a kept-alive non-blocking connection from its loop's pool and
  * gives the handler the whole answer), defers it (LP_FRONT_DEFER: another
@@ -56,9 +56,10 @@ struct lp_front_req {
 	size_t body_len;
 	const struct lp_rq *head;    /* the header fields (values NUL-terminated) */
 	const char *remote_addr;     /* the client's address */
-	bool close;                  /* "Connection: close": the front closes the
-	                              * connection after the reply, which should
-	                              * say so ("Connection: close") */
+	bool close;                  /* "Connection: close", or HTTP/1.0: the
+	                              * front closes the connection after the
+	                              * reply, which should say so
+	                              * ("Connection: close") */
 	/* out */
 	struct lp_buf *reply;        /* the whole reply, when there is one */
 	const struct lp_h1_target *target; /* LP_FRONT_CALL: where to send */

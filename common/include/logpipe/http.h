@@ -126,9 +126,9 @@ void lp_http_server_free(struct lp_http_server *s);
  * lp_http_route_async registers a route (one method, a pattern as
  * lp_http_route's) whose handler may answer later, from another thread,
  * without holding one meanwhile.  With the event front, the handler runs
- * on a loop thread for the requests the front reads (plain HTTP/1.1 with a
- * Content-Length body), and on a CivetWeb worker for the others (chunked,
- * HTTP/1.0, ...), which then waits for the answer; with http.front
+ * on a loop thread for the requests the front reads (plain HTTP/1.1 or
+ * HTTP/1.0 with a Content-Length body), and on a CivetWeb worker for the
+ * others (chunked, ...), which then waits for the answer; with http.front
  * civetweb always on a worker.  It must not block either way.
  *
  * The handler sees a normal request (lp_http_header, lp_http_query,

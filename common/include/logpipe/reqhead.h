@@ -3,15 +3,15 @@
  * The event front (front.c) serves the proxied routes itself and hands
  * every other request to the CivetWeb server behind it, unchanged.  This
  * parser decides which is which: it accepts only the plain, unambiguous
- * HTTP/1.1 requests that CivetWeb would read the same way, and answers
- * LP_RQ_OTHER for anything else (HTTP/1.0, obs-fold, a bare LF, chunked,
+ * HTTP/1.1 and HTTP/1.0 requests that CivetWeb would read the same way, and
+ * answers LP_RQ_OTHER for anything else (HTTP/2.0, obs-fold, a bare LF, chunked,
  * an Expect other than 100-continue, a duplicated Content-Length, a dot segment or "//" in the
  * path, ...), so that CivetWeb keeps refusing or serving those exactly as
  * it does now.  It never copies: every pointer points into the buffer.
  *
  * Accepted (LP_RQ_OK) means all of:
- *   - a request line "METHOD SP TARGET SP HTTP/1.1 CRLF", METHOD one of
- *     GET, POST, PUT, PATCH, DELETE;
+ *   - a request line "METHOD SP TARGET SP HTTP/1.1 CRLF" (or HTTP/1.0),
+ *     METHOD one of GET, POST, PUT, PATCH, DELETE;
  *   - TARGET in origin form: '/' then path characters (RFC 3986 pchar and
  *     '/', '%' escapes included, checked to be two hex digits), with no
  *     empty segment ("//"), no "." or ".." segment, then optionally '?'
@@ -26,7 +26,14 @@
  *     in lp_rq.close); an Expect header, if any, equal to "100-continue"
  *     (any case);
  *   - the head (request line to the blank line) within LP_RQ_MAX_HEAD
- *     bytes.
+ *     bytes;
+ *   - for HTTP/1.0, a Content-Length when the method is POST, PUT or
+ *     PATCH (without one, CivetWeb reads the body up to the close).
+ * An HTTP/1.0 request is told in lp_rq.http10 and always has lp_rq.close
+ * set, "Connection: keep-alive" or not: the front answers it and closes,
+ * as HTTP/1.0 allows, rather than keep the connection open on a header the
+ * reply would have to echo.  Its Expect: 100-continue is ignored
+ * (expect_continue false), as RFC 9110 10.1.1 requires.
  */
 #ifndef LOGPIPE_REQHEAD_H
 #define LOGPIPE_REQHEAD_H
@@ -56,7 +63,8 @@ struct lp_rq {
 	size_t head_len;           /* bytes of the head, the final CRLF CRLF included */
 	long long content_length;  /* -1 when there is no Content-Length */
 	bool expect_continue;      /* "Expect: 100-continue" was sent */
-	bool close;                /* "Connection: close" was sent */
+	bool close;                /* "Connection: close" was sent, or HTTP/1.0 */
+	bool http10;               /* the request line said HTTP/1.0 */
 };
 
 enum lp_rq_result {
