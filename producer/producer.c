@@ -1307,12 +1307,12 @@ int producer_submit(struct producer *p, const struct producer_input *in, produce
  * the spool, so their done() can still run during the wait.
  *
  * A request CivetWeb read (http.front civetweb, or one the front passes on:
- * chunked, HTTP/1.0) is answered on its worker as before: submit, wait for
- * done on a condition variable, reply.  The worker is held either way (a
- * deferred one waits inside the server), and replying from the handler
- * keeps the reply written before the request leaves the in-flight count:
- * producer_stop stops the server only then, because CivetWeb stops writing
- * responses as soon as it is told to stop. */
+ * chunked, an HTTP/1.0 POST without Content-Length) is answered on its
+ * worker as before: submit, wait for done on a condition variable, reply.
+ * The worker is held either way (a deferred one waits inside the server),
+ * and replying from the handler keeps the reply written before the request
+ * leaves the in-flight count: producer_stop stops the server only then,
+ * because CivetWeb stops writing responses as soon as it is told to stop. */
 
 /* done of a deferred request: the reply goes straight into it. */
 static void http_answer_done(void *ud, const struct producer_reply *rep)
