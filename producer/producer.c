@@ -105,7 +105,7 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "topic accepted events are written to", 0, 0),
 	OPT("topics.dlq", LP_CFG_STR, "logs-dlq", topic_dlq, "where spooled events Kafka refuses for good, and syslog messages refused as malformed, go, with the reason in a header", 0, 0),
 	OPT("kafka.timeout_ms", LP_CFG_INT, "5000", kafka_timeout_ms, "delivery timeout before an event is spooled (or answered 503)", 100, 600000),
-	OPT("kafka.linger_ms", LP_CFG_INT, "1", kafka_linger_ms, "librdkafka linger.ms: how long a batch waits for more events (latency against batching; measured in docs/benchmarks.md)", 0, 1000),
+	OPT("kafka.linger_ms", LP_CFG_DOUBLE, "1", kafka_linger_ms, "librdkafka linger.ms, 0..1000, fractions allowed (0.5): how long a batch waits for more events (latency against batching; measured in docs/benchmarks.md)", 0, 0),
 	OPT("kafka.batch_size", LP_CFG_INT, "1000000", kafka_batch_size, "librdkafka batch.size: most bytes in one partition's batch", 1024, 100000000),
 	OPT("kafka.max_in_flight", LP_CFG_INT, "5", kafka_max_in_flight, "librdkafka max.in.flight.requests.per.connection (the idempotent producer allows at most 5)", 1, 5),
 	OPT("kafka.nodelay", LP_CFG_BOOL, "false", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
@@ -1815,8 +1815,13 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 			atomic_store(&p->spool_mode, 1);
 	}
 
+	/* A double has no bounds in the table: the old int key's, checked here. */
+	if (!(s->kafka_linger_ms >= 0 && s->kafka_linger_ms <= 1000)) {
+		snprintf(err, errlen, "kafka.linger_ms %g is not within 0..1000", s->kafka_linger_ms);
+		goto fail;
+	}
 	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
-	snprintf(linger, sizeof(linger), "%lld", s->kafka_linger_ms);
+	snprintf(linger, sizeof(linger), "%g", s->kafka_linger_ms);
 	snprintf(batch, sizeof(batch), "%lld", s->kafka_batch_size);
 	snprintf(inflight, sizeof(inflight), "%lld", s->kafka_max_in_flight);
 	p->kp = lp_kproducer_new(s->kafka_brokers, props, err, errlen);

@@ -24,7 +24,7 @@ struct producer_settings {
 	char *topic_raw;           /* where accepted events go */
 	char *topic_dlq;           /* where spooled events Kafka refuses for good go */
 	long long kafka_timeout_ms; /* delivery timeout before spooling (or 503) */
-	long long kafka_linger_ms; /* librdkafka linger.ms */
+	double kafka_linger_ms;    /* librdkafka linger.ms (fractions of a ms allowed) */
 	long long kafka_batch_size; /* librdkafka batch.size (bytes per partition batch) */
 	long long kafka_max_in_flight; /* max.in.flight.requests.per.connection (idempotent: <= 5) */
 	int kafka_nodelay;         /* socket.nagle.disable on the broker connections */

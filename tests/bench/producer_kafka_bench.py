@@ -17,6 +17,11 @@ machine's load drifts over all of them alike):
   build/producer/tests/bench_submit: producer_submit in-process, 32 and 256
   single events in flight from one thread (what an event-driven front gets).
 
+With --gateway (a private Redis too), each variant's producer also sits
+behind a logpipe-gateway (auth, rate limit far above the load, as the ingest
+bench) and the same three loads go through it: gw_c32, gw_c256,
+gw_batch100_c32, with the CPU of both processes per event.
+
 Each round starts with a calibrator: kcat -P of 100,000 events (idempotent,
 acks=all, linger.ms=5) on the same broker.  Each row: accepted events/s,
 p50/p99 ms, the producer's CPU µs per accepted event, events the topic
@@ -42,6 +47,7 @@ BODY = ('{"level":"INFO","message":"benchmark event with a typical length of tex
         '"service":"bench","host":"web-1"}')
 BATCH = "[" + ",".join([BODY] * 100) + "]"
 TOPIC = "raw-logs"
+GW_KEY = "bench-key-0123456789"
 TCK = os.sysconf("SC_CLK_TCK")
 DEFAULT_VARIANTS = [
     "l0=kafka.linger_ms=0",
@@ -79,6 +85,8 @@ def main():
     ap.add_argument("--variant", action="append", default=None,
                     help="NAME=key=value[,key=value...] (repeatable)")
     ap.add_argument("--no-submit", action="store_true", help="skip the in-process rows")
+    ap.add_argument("--gateway", action="store_true",
+                    help="also run the loads through a gateway in front of the producer")
     ap.add_argument("--bin-dir", default=str(ROOT / "build" / "bin"))
     args = ap.parse_args()
     variants = []
@@ -98,16 +106,19 @@ def main():
     secs = args.secs
     results = {}  # (variant, target) -> [(rate, p50, p99, cpu)]
     kafka = None
+    redis = None
     kafkatool = base / "kafkatool"
 
     def topic_count():
         return int(subprocess.run([str(kafkatool), "count", kafka.bootstrap, TOPIC],
                                   capture_output=True, text=True, check=True).stdout.split()[0])
 
-    def wrk(port, path, body, conns, dsecs=None):
+    def wrk(port, path, body, conns, dsecs=None, headers=None):
         script = base / "req.lua"
         script.write_text('wrk.method = "POST"\nwrk.body = [=[' + body + ']=]\n'
-                          'wrk.headers["Content-Type"] = "application/json"\n')
+                          'wrk.headers["Content-Type"] = "application/json"\n' +
+                          "".join(f'wrk.headers["{k}"] = "{v}"\n'
+                                  for k, v in (headers or {}).items()))
         out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{dsecs or secs}s", "--latency", "-s",
                               str(script), f"http://127.0.0.1:{port}{path}"],
                              capture_output=True, text=True, timeout=secs + 60).stdout
@@ -133,6 +144,10 @@ def main():
     try:
         kafka = lp.Kafka(base)
         kafka.start()
+        if args.gateway:
+            redis = lp.Redis(base)
+            redis.start()
+            redis.wait_ready(15)
         kafka.wait_ready(120)
         flags = subprocess.run(["pkg-config", "--cflags", "--libs", "rdkafka", "jansson"],
                                capture_output=True, text=True, check=True).stdout.split()
@@ -170,23 +185,46 @@ def main():
                 proc = lp.ServiceProc("producer", env, base / f"producer-{name}-{rnd}.log", port,
                                       bin_dir_=args.bin_dir, cwd=wd)
                 proc.start()
+                gw = None
                 try:
                     proc.wait_ready(30)
-                    pid = proc.pid
-                    wrk(port, "/api/logs", BODY, 8, 2)  # warm-up: metadata, connections
-                    for target, path, body, conns, per in (
-                            ("c32", "/api/logs", BODY, 32, 1),
-                            ("c256", "/api/logs", BODY, 256, 1),
-                            ("batch100_c32", "/api/logs/batch", BATCH, 32, 100)):
-                        t0, before = ticks(pid), topic_count()
-                        ok, bad, dur, p50, p99 = wrk(port, path, body, conns)
-                        cpu_ticks = ticks(pid) - t0
-                        time.sleep(1)  # deliveries of requests wrk cut off may still land
-                        events = ok * per
-                        record(name, target, events / dur, p50, p99,
-                               1e6 * cpu_ticks / TCK / events if events else 0,
-                               topic_count() - before, events, bad)
+                    pids = [proc.pid]
+                    loads = [("", port, {})]
+                    if args.gateway:
+                        gport = lp.free_port()
+                        genv = lp.service_env(
+                            "gateway", {"gateway": gport, "producer": port},
+                            {"kafka.brokers": kafka.bootstrap, "redis.url": redis.url,
+                             "pg.dsn": None}, log_level="warn",
+                            extra={"auth.keys": f"{GW_KEY}:bench:ingest,read",
+                                   "ratelimit.rate": 100000000,
+                                   "backpressure.lag_normal": 10**12,
+                                   "backpressure.lag_critical": 10**12})
+                        gw = lp.ServiceProc("gateway", genv, base / f"gateway-{name}-{rnd}.log",
+                                            gport, bin_dir_=args.bin_dir,
+                                            cwd=base / f"g-{name}-{rnd}")
+                        gw.start()
+                        gw.wait_ready(30)
+                        pids.append(gw.pid)
+                        loads.append(("gw_", gport, {"X-API-Key": GW_KEY}))
+                    for prefix, lport, hdr in loads:
+                        # warm-up: metadata, connections
+                        wrk(lport, "/api/logs", BODY, 8, 2, hdr)
+                        for target, path, body, conns, per in (
+                                ("c32", "/api/logs", BODY, 32, 1),
+                                ("c256", "/api/logs", BODY, 256, 1),
+                                ("batch100_c32", "/api/logs/batch", BATCH, 32, 100)):
+                            t0, before = sum(ticks(x) for x in pids), topic_count()
+                            ok, bad, dur, p50, p99 = wrk(lport, path, body, conns, None, hdr)
+                            cpu_ticks = sum(ticks(x) for x in pids) - t0
+                            time.sleep(1)  # deliveries of requests wrk cut off may still land
+                            events = ok * per
+                            record(name, prefix + target, events / dur, p50, p99,
+                                   1e6 * cpu_ticks / TCK / events if events else 0,
+                                   topic_count() - before, events, bad)
                 finally:
+                    if gw:
+                        gw.stop()
                     proc.stop()
                 if args.no_submit:
                     continue
@@ -208,9 +246,12 @@ def main():
                     record(name, f"submit_w{window}", rate, p50, p99, cpu,
                            topic_count() - before, 0, int(m.group(5)))
         say("")
-        say("summary: median over the rounds (events/s, p99 ms, producer CPU us/event)")
+        say("summary: median over the rounds (events/s, p99 ms, CPU us/event of the producer, "
+            "+ the gateway in gw_ rows)")
         targets = ["c32", "c256", "batch100_c32"] + ([] if args.no_submit else
                                                       ["submit_w32", "submit_w256"])
+        if args.gateway:
+            targets += ["gw_c32", "gw_c256", "gw_batch100_c32"]
         say(f"  {'variant':8s}" + "".join(f"{t:>28s}" for t in targets))
         for name, _ in variants:
             cells = []
@@ -227,6 +268,11 @@ def main():
         say(f"  kcat calibrator per round: {', '.join(f'{c:.0f}' for c in cal)} ev/s; "
             f"load average {load1():.1f} at the end")
     finally:
+        if redis:
+            try:
+                redis.stop()
+            except Exception as e:  # noqa: BLE001
+                print(f"producer_kafka_bench: stopping redis: {e}", file=sys.stderr)
         if kafka:
             try:
                 kafka.stop()
