@@ -66,6 +66,7 @@
 #include <time.h>
 
 #include "logpipe/breaker.h"
+#include "logpipe/buf.h"
 #include "logpipe/event.h"
 #include "logpipe/http.h"
 #include "logpipe/kafka.h"
@@ -181,6 +182,7 @@ struct outgoing {
 	const char *code;         /* OUT_FAILED: error code */
 	const char *why;          /* OUT_FAILED: message */
 	char trace[33], span[17]; /* a scanned event's trace context, "" if none */
+	size_t item;              /* its index in the request (batch, OTLP) */
 	struct delivery *d;       /* the delivery it is part of, once produced */
 };
 
@@ -761,9 +763,13 @@ struct batch_ctx {
 	const char *tenant;
 	const char *traceparent;  /* the request's header, or NULL (valid while parsing) */
 	int64_t now_ms;
-	json_t *results;          /* array, one object per item (NULL for one event) */
+	/* The items' results, in request order, are those of out (accepted;
+	 * the reply adds the id, or the error of a later refusal) merged with
+	 * rejects by position: out_pos says where each accepted one stands. */
+	json_t *rejects;          /* array of the rejected items' results, in order */
+	size_t nitems;            /* items so far, accepted and rejected */
 	struct outgoing *out;     /* accepted events */
-	size_t *out_index;        /* their indexes in results */
+	size_t *out_pos;          /* their positions among the items */
 	size_t nout, cap;
 	size_t first_cap;         /* room the first batch_add makes (0: 64) */
 };
@@ -774,11 +780,20 @@ static struct outgoing *batch_add(struct batch_ctx *b)
 	if (b->nout == b->cap) {
 		b->cap = b->cap ? b->cap * 2 : b->first_cap ? b->first_cap : 64;
 		b->out = lp_xrealloc(b->out, b->cap * sizeof(*b->out));
-		b->out_index = lp_xrealloc(b->out_index, b->cap * sizeof(*b->out_index));
+		b->out_pos = lp_xrealloc(b->out_pos, b->cap * sizeof(*b->out_pos));
 	}
 	memset(&b->out[b->nout], 0, sizeof(b->out[b->nout]));
-	b->out_index[b->nout] = json_array_size(b->results);
+	b->out_pos[b->nout] = b->nitems++;
 	return &b->out[b->nout++];
+}
+
+/* A rejected item's result: {"index":…,"status":"rejected","error":{…}}. */
+static void batch_reject(struct batch_ctx *b, size_t index, const char *code, const char *msg)
+{
+	json_array_append_new(b->rejects,
+			      json_pack("{s:I, s:s, s:{s:s, s:s}}", "index", (json_int_t)index,
+					"status", "rejected", "error", "code", code, "message", msg));
+	b->nitems++;
 }
 
 /* An item's text, offered before it is parsed: the scanner takes what it
@@ -792,9 +807,8 @@ static int batch_raw(void *ud, size_t index, const char *text, size_t len)
 		return -ENOTSUP;
 	lp_series_inc(b->p->received);
 	trace_from_header_text(&o, b->traceparent);
+	o.item = index;
 	*batch_add(b) = o;
-	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
-						     "status", "accepted"));
 	return 0;
 }
 
@@ -818,8 +832,7 @@ static int otlp_event(void *ud, size_t index, struct otlp_event *e)
 		/* otlp_decode_fast leaves a span_id without a trace_id to the tree. */
 		trace_from_header_text(o, b->traceparent);
 	}
-	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
-						     "status", "accepted"));
+	o->item = index;
 	return 0;
 }
 
@@ -830,27 +843,23 @@ static int batch_item(void *ud, size_t index, json_t *item, const char *error)
 	json_t *ev;
 
 	lp_series_inc(b->p->received);
+	struct outgoing *o;
+
 	if (!item) {
 		lp_series_inc(b->p->rejected);
-		json_array_append_new(b->results,
-				      json_pack("{s:I, s:s, s:{s:s, s:s}}", "index", (json_int_t)index,
-						"status", "rejected", "error", "code",
-						"invalid_json", "message", error ? error : "invalid item"));
+		batch_reject(b, index, "invalid_json", error ? error : "invalid item");
 		return 0;
 	}
 	ev = lp_event_normalize(item, &b->p->limits, b->now_ms, b->tenant, &e);
 	if (!ev) {
 		lp_series_inc(b->p->rejected);
-		json_array_append_new(b->results,
-				      json_pack("{s:I, s:s, s:{s:s, s:s}}", "index", (json_int_t)index,
-						"status", "rejected", "error", "code", e.code,
-						"message", e.message));
+		batch_reject(b, index, e.code, e.message);
 		return 0;
 	}
 	trace_from_header(ev, b->traceparent);
-	tree_event(ev, batch_add(b));
-	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
-						     "status", "accepted"));
+	o = batch_add(b);
+	tree_event(ev, o);
+	o->item = index;
 	return 0;
 }
 
@@ -969,51 +978,106 @@ static void reply_one(struct producer *p, struct preq *q)
 		    NULL);
 }
 
+/* s (valid UTF-8) as a JSON string, as json_dumps writes it. */
+static void put_json_string(struct lp_buf *buf, const char *s)
+{
+	lp_buf_add_json_strn(buf, s, strlen(s));
+}
+
+/* n in decimal. */
+static void put_uint(struct lp_buf *buf, size_t n)
+{
+	char t[24];
+	size_t i = sizeof(t);
+
+	do {
+		t[--i] = (char)('0' + n % 10);
+		n /= 10;
+	} while (n);
+	lp_buf_add(buf, t + i, sizeof(t) - i);
+}
+
+/* One accepted item's result: its id, or why it was refused after all. */
+static void put_outgoing_result(struct lp_buf *buf, const struct outgoing *o)
+{
+	lp_buf_adds(buf, "{\"index\":");
+	put_uint(buf, o->item);
+	if (o->outcome != OUT_FAILED) {
+		lp_buf_adds(buf, ",\"status\":\"accepted\",\"id\":");
+		put_json_string(buf, o->id);
+		lp_buf_addch(buf, '}');
+		return;
+	}
+	lp_buf_adds(buf, o->status == 503 ? ",\"status\":\"failed\",\"error\":{\"code\":"
+					  : ",\"status\":\"rejected\",\"error\":{\"code\":");
+	put_json_string(buf, o->code);
+	lp_buf_adds(buf, ",\"message\":");
+	put_json_string(buf, o->why);
+	lp_buf_adds(buf, "}}");
+}
+
 /* POST /api/logs/batch's reply: 202 all accepted, 207 some, 503 none for
- * want of Kafka and spool, 400 none valid. */
+ * want of Kafka and spool, 400 none valid.  Written here rather than built
+ * as a jansson tree (a tree of 100 results cost more than the events' own
+ * validation); the bytes are those json_dumps gave (test_submit pins them). */
 static void reply_batch(struct producer *p, struct preq *q)
 {
 	struct batch_ctx *b = &q->b;
-	size_t i, accepted = 0, rejected, total, unavailable = 0;
+	size_t i, j, r, accepted = 0, rejected, unavailable = 0;
+	struct lp_buf buf;
+	const char *st;
 	char hdr[64];
 	int status;
 
 	for (i = 0; i < b->nout; i++) {
-		json_t *res = json_array_get(b->results, b->out_index[i]);
-		struct outgoing *o = &b->out[i];
-
-		if (o->outcome != OUT_FAILED) {
-			json_object_set_new(res, "id", json_string(o->id));
+		if (b->out[i].outcome != OUT_FAILED)
 			accepted++;
-			continue;
-		}
-		json_object_set_new(res, "status",
-				    json_string(o->status == 503 ? "failed" : "rejected"));
-		json_object_set_new(res, "error",
-				    json_pack("{s:s, s:s}", "code", o->code, "message", o->why));
-		if (o->status == 503)
+		else if (b->out[i].status == 503)
 			unavailable++;
 	}
-	total = json_array_size(b->results);
-	rejected = total - accepted - unavailable;
-	if (accepted == total && total > 0) {
+	rejected = b->nitems - accepted - unavailable;
+	if (accepted == b->nitems && b->nitems > 0) {
 		status = 202;
+		st = "success";
 	} else if (accepted > 0) {
 		status = 207;
+		st = "partial";
 	} else if (unavailable > 0) {
 		/* Nothing made durable for want of Kafka and spool: retry all. */
 		status = 503;
+		st = "error";
 	} else {
 		status = 400;
+		st = "error";
 	}
 	if (accepted > 0)
 		lp_series_observe(p->latency, (double)(lp_now_us() - q->t0_us) / 1e6);
-	answer_json(q->done, q->ud, status,
-		    json_pack("{s:s, s:I, s:I, s:I, s:O}", "status",
-			      status == 202 ? "success" : (status == 207 ? "partial" : "error"),
-			      "accepted", (json_int_t)accepted, "rejected", (json_int_t)rejected,
-			      "failed", (json_int_t)unavailable, "results", b->results),
-		    status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL);
+	lp_buf_init(&buf, 96 + b->nitems * 80);
+	lp_buf_adds(&buf, "{\"status\":\"");
+	lp_buf_adds(&buf, st);
+	lp_buf_adds(&buf, "\",\"accepted\":");
+	put_uint(&buf, accepted);
+	lp_buf_adds(&buf, ",\"rejected\":");
+	put_uint(&buf, rejected);
+	lp_buf_adds(&buf, ",\"failed\":");
+	put_uint(&buf, unavailable);
+	lp_buf_adds(&buf, ",\"results\":[");
+	for (i = 0, j = 0, r = 0; i < b->nitems; i++) {
+		if (i > 0)
+			lp_buf_addch(&buf, ',');
+		if (j < b->nout && b->out_pos[j] == i) {
+			put_outgoing_result(&buf, &b->out[j++]);
+		} else {
+			char *t = json_dumps(json_array_get(b->rejects, r++), JSON_COMPACT);
+
+			lp_buf_adds(&buf, t ? t : "null");
+			free(t);
+		}
+	}
+	lp_buf_adds(&buf, "]}");
+	answer(q->done, q->ud, status, "application/json", buf.buf, buf.len,
+	       status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL);
+	lp_buf_release(&buf);
 }
 
 /* POST /v1/logs's reply: 200 with partialSuccess for records refused,
@@ -1021,27 +1085,17 @@ static void reply_batch(struct producer *p, struct preq *q)
 static void reply_otlp(struct producer *p, struct preq *q)
 {
 	struct batch_ctx *b = &q->b;
-	size_t i, accepted = 0, unavailable = 0, total;
+	size_t i, j, r, accepted = 0, unavailable = 0, total = b->nitems;
 	const char *first_error = NULL;
 	char hdr[64], msg[400], *reply;
 	size_t reply_len;
 
 	for (i = 0; i < b->nout; i++) {
-		struct outgoing *o = &b->out[i];
-
-		if (o->outcome != OUT_FAILED) {
+		if (b->out[i].outcome != OUT_FAILED)
 			accepted++;
-			continue;
-		}
-		if (o->status == 503) {
+		else if (b->out[i].status == 503)
 			unavailable++;
-			continue;
-		}
-		/* Refused for good (too large for Kafka): as invalid. */
-		json_object_set_new(json_array_get(b->results, b->out_index[i]), "error",
-				    json_pack("{s:s, s:s}", "code", o->code, "message", o->why));
 	}
-	total = json_array_size(b->results);
 	if (unavailable > 0) {
 		snprintf(msg, sizeof(msg), "%zu of %zu log records could not be made durable; "
 					   "retry the request", unavailable, total);
@@ -1049,15 +1103,24 @@ static void reply_otlp(struct producer *p, struct preq *q)
 				   retry_after_header(p, hdr, sizeof(hdr)), msg);
 		return;
 	}
-	for (i = 0; i < total && !first_error; i++) {
-		json_t *e = json_object_get(json_array_get(b->results, i), "error");
+	/* The first record refused, in request order: rejected as invalid, or
+	 * refused for good after the decoding (too large for Kafka). */
+	for (i = 0, j = 0, r = 0; i < total && !first_error; i++) {
+		if (j < b->nout && b->out_pos[j] == i) {
+			struct outgoing *o = &b->out[j++];
 
-		if (e) {
+			if (o->outcome != OUT_FAILED)
+				continue;
+			first_error = o->why;
+		} else {
+			json_t *e = json_object_get(json_array_get(b->rejects, r++), "error");
+
 			first_error = json_string_value(json_object_get(e, "message"));
-			snprintf(msg, sizeof(msg), "%zu of %zu log records rejected; the first, "
-						   "record %zu: %s", total - accepted, total, i,
-				 first_error ? first_error : "invalid");
+			if (!first_error)
+				first_error = "invalid";
 		}
+		snprintf(msg, sizeof(msg), "%zu of %zu log records rejected; the first, "
+					   "record %zu: %s", total - accepted, total, i, first_error);
 	}
 	if (accepted > 0)
 		lp_series_observe(p->latency, (double)(lp_now_us() - q->t0_us) / 1e6);
@@ -1074,8 +1137,8 @@ static void preq_free(struct preq *q)
 	for (i = 0; i < q->b.nout; i++)
 		outgoing_release(&q->b.out[i]);
 	free(q->b.out);
-	free(q->b.out_index);
-	json_decref(q->b.results);
+	free(q->b.out_pos);
+	json_decref(q->b.rejects);
 	free(q);
 }
 
@@ -1155,7 +1218,7 @@ static bool submit_batch(struct producer *p, const struct producer_input *in, st
 		return false;
 	}
 	q->b.now_ms = lp_wall_ms();
-	q->b.results = json_array();
+	q->b.rejects = json_array();
 	n = lp_batch_split_raw(in->body, in->len, (size_t)p->s->batch_max_items, batch_raw,
 			       batch_item, &q->b, err, sizeof(err));
 	if (n == -E2BIG) {
@@ -1225,7 +1288,7 @@ static bool submit_otlp(struct producer *p, const struct producer_input *in, str
 		body = inflated;
 	}
 	q->b.now_ms = lp_wall_ms();
-	q->b.results = json_array();
+	q->b.rejects = json_array();
 	fast.now_ms = q->b.now_ms;
 	fast.tenant = q->b.tenant;
 	n = otlp_decode_fast(body, len, q->enc, (size_t)p->s->otlp_max_records, &fast, batch_item,
