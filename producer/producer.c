@@ -183,6 +183,7 @@ struct outgoing {
 	const char *why;          /* OUT_FAILED: message */
 	char trace[33], span[17]; /* a scanned event's trace context, "" if none */
 	size_t item;              /* its index in the request (batch, OTLP) */
+	struct lp_kref kref;      /* its Kafka completion (lp_kbatch_send_ref) */
 	struct delivery *d;       /* the delivery it is part of, once produced */
 };
 
@@ -516,7 +517,7 @@ static void delivery_reported(struct delivery *d)
 		spool_or_fail(d);
 }
 
-/* lp_kproducer_send's completion: opaque is the event. */
+/* lp_kbatch_send_ref's completion: opaque is the event. */
 static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
 {
 	struct outgoing *o = opaque;
@@ -538,6 +539,7 @@ static void deliver_start(struct delivery *d)
 {
 	struct producer *p = d->p;
 	struct outgoing *out = d->out;
+	struct lp_kbatch kb;
 	size_t i, m = 0;
 	bool direct;
 
@@ -584,6 +586,10 @@ static void deliver_start(struct delivery *d)
 	/* One more than the reports due: no report can finish d while the
 	 * loop still reads it. */
 	atomic_store(&d->pending, m + 1);
+	/* One batch for the group: the handle and topic taken once, and each
+	 * event's text handed over without a copy (it stays in out until the
+	 * last report) with its completion inside the event (o->kref). */
+	(void)lp_kbatch_begin(&kb, p->kp, p->s->topic_raw, on_delivered, NULL);
 	for (i = 0; i < m; i++) {
 		struct outgoing *o = &out[d->idx[i]];
 		rd_kafka_headers_t *h =
@@ -594,8 +600,8 @@ static void deliver_start(struct delivery *d)
 		int rc;
 
 		o->d = d;
-		rc = lp_kproducer_send(p->kp, p->s->topic_raw, o->key, o->keylen, o->text, o->len,
-				       h, 1000, on_delivered, o);
+		rc = lp_kbatch_send_ref(&kb, o->key, o->keylen, o->text, o->len, h, &o->kref, o,
+					1000);
 		if (rc < 0) {
 			if (h)
 				rd_kafka_headers_destroy(h);
@@ -605,6 +611,7 @@ static void deliver_start(struct delivery *d)
 			atomic_fetch_sub(&d->pending, 1); /* never the last: the +1 holds */
 		}
 	}
+	lp_kbatch_end(&kb);
 	/* d may be finished (and gone) by another thread as soon as this
 	 * drops the +1: nothing of it is touched afterwards. */
 	if (atomic_fetch_sub(&d->pending, 1) == 1)
