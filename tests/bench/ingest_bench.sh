@@ -41,7 +41,9 @@
 #   INGEST_THREADS=1     also print each producer thread's CPU µs per event
 #   INGEST_AB=DIR        A/B: also a second producer, DIR/logpipe-producer,
 #              behind a second gateway; the targets alternate between the
-#              two (rows of B end in _b), INGEST_ROUNDS=N times (#1, #2, ...)
+#              two (rows of B end in _b), INGEST_ROUNDS=N times (#1, #2, ...);
+#              INGEST_B_SET=key=value,... sets B's producer apart (e.g.
+#              kafka.linger_ms=5 with INGEST_AB=build/bin)
 # Starts its own Kafka and Redis (deploy/local/infra.py) on loopback ports
 # and stops everything at the end.  Needs wrk and kcat (make deps).
 set -eu
@@ -232,7 +234,10 @@ try:
     variants = [("", procs["producer"].pid, procs["gateway"].pid, ports)]
     if AB:
         ports_b = dict(ports, producer=lp.free_port(), gateway=lp.free_port())
-        pb = start("producer", {"http.threads": 288}, ports_b, AB, "_b")
+        extra_b = {"http.threads": 288}
+        extra_b.update(kv.split("=", 1) for kv in
+                       filter(None, os.environ.get("INGEST_B_SET", "").split(",")))
+        pb = start("producer", extra_b, ports_b, AB, "_b")
         gb = start("gateway", gateway_extra(ports_b["gateway"]), ports_b, None, "_b")
         variants.append(("_b", pb.pid, gb.pid, ports_b))
     say(f"ingest benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
