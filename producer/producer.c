@@ -266,9 +266,11 @@ static bool traceparent_ok(const char *tp)
 	       hex_run(tp + 3, 32, true) && hex_run(tp + 36, 16, true) && hex_run(tp + 53, 2, false);
 }
 
+/* tp: a traceparent that passed traceparent_ok, or NULL (checked once per
+ * request, not per event). */
 static void trace_from_header(json_t *ev, const char *tp)
 {
-	if (!ev || json_object_get(ev, "trace_id") || !traceparent_ok(tp))
+	if (!ev || !tp || json_object_get(ev, "trace_id"))
 		return;
 	json_object_set_new(ev, "trace_id", json_stringn(tp + 3, 32));
 	if (!json_object_get(ev, "span_id"))
@@ -283,10 +285,11 @@ static void trace_from_header(json_t *ev, const char *tp)
  */
 static void trace_from_header_text(struct outgoing *o, const char *tp)
 {
-	static const char fmt[] = ",\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\"}";
-	size_t add = sizeof(",\"trace_id\":\"\",\"span_id\":\"\"}") - 1 + 32 + 16;
+	static const char a[] = ",\"trace_id\":\"", b[] = "\",\"span_id\":\"", c[] = "\"}";
+	size_t add = sizeof(a) - 1 + 32 + sizeof(b) - 1 + 16 + sizeof(c) - 1;
+	char *w;
 
-	if (!traceparent_ok(tp) || o->len < 2 || o->text[o->len - 1] != '}')
+	if (!tp || o->len < 2 || o->text[o->len - 1] != '}')
 		return;
 	memcpy(o->trace, tp + 3, 32);
 	o->trace[32] = '\0';
@@ -301,7 +304,17 @@ static void trace_from_header_text(struct outgoing *o, const char *tp)
 	o->text = lp_xrealloc(o->text, o->len + add);
 	if (key_in)
 		o->key = o->text + koff;
-	snprintf(o->text + o->len - 1, add + 1, fmt, o->trace, o->span);
+	/* Over the closing brace; pieces, not snprintf (per event). */
+	w = o->text + o->len - 1;
+	memcpy(w, a, sizeof(a) - 1);
+	w += sizeof(a) - 1;
+	memcpy(w, o->trace, 32);
+	w += 32;
+	memcpy(w, b, sizeof(b) - 1);
+	w += sizeof(b) - 1;
+	memcpy(w, o->span, 16);
+	w += 16;
+	memcpy(w, c, sizeof(c)); /* with the NUL */
 	o->len += add - 1;
 }
 
@@ -314,11 +327,23 @@ static rd_kafka_headers_t *trace_headers(const char *trace, const char *span)
 	if (!trace)
 		return NULL;
 	h = rd_kafka_headers_new(3);
-	rd_kafka_header_add(h, "trace_id", -1, trace, -1);
+	rd_kafka_header_add(h, "trace_id", 8, trace, -1);
 	if (span) {
-		rd_kafka_header_add(h, "span_id", -1, span, -1);
-		snprintf(tp, sizeof(tp), "00-%s-%s-01", trace, span);
-		rd_kafka_header_add(h, "traceparent", -1, tp, -1);
+		size_t tn = strlen(trace), sn = strlen(span);
+
+		rd_kafka_header_add(h, "span_id", 7, span, (ssize_t)sn);
+		/* "00-<trace>-<span>-01", without snprintf (per event). */
+		if (tn + sn + 7 <= sizeof(tp)) {
+			memcpy(tp, "00-", 3);
+			memcpy(tp + 3, trace, tn);
+			tp[3 + tn] = '-';
+			memcpy(tp + 4 + tn, span, sn);
+			memcpy(tp + 4 + tn + sn, "-01", 3);
+			rd_kafka_header_add(h, "traceparent", 11, tp, (ssize_t)(tn + sn + 7));
+		} else { /* ids of unusual length (the tree path's): cut as before */
+			snprintf(tp, sizeof(tp), "00-%s-%s-01", trace, span);
+			rd_kafka_header_add(h, "traceparent", 11, tp, -1);
+		}
 	}
 	return h;
 }
@@ -768,7 +793,8 @@ static void tree_event(json_t *ev, struct outgoing *o)
 struct batch_ctx {
 	struct producer *p;
 	const char *tenant;
-	const char *traceparent;  /* the request's header, or NULL (valid while parsing) */
+	const char *traceparent;  /* the request's header when valid (traceparent_ok),
+	                           * or NULL; borrowed while parsing */
 	int64_t now_ms;
 	/* The items' results, in request order, are those of out (accepted;
 	 * the reply adds the id, or the error of a later refusal) merged with
@@ -1203,9 +1229,9 @@ static bool submit_one(struct producer *p, const struct producer_input *in, stru
 			return false;
 		}
 		tree_event(ev, o);
-		trace_from_header(o->ev, in->traceparent);
+		trace_from_header(o->ev, q->b.traceparent);
 	} else {
-		trace_from_header_text(o, in->traceparent);
+		trace_from_header_text(o, q->b.traceparent);
 	}
 	return true;
 }
@@ -1338,7 +1364,8 @@ int producer_submit(struct producer *p, const struct producer_input *in, produce
 	lp_strlcpy(q->request_id, in->request_id ? in->request_id : "", sizeof(q->request_id));
 	q->b.p = p;
 	q->b.tenant = in->tenant && *in->tenant ? in->tenant : NULL;
-	q->b.traceparent = in->traceparent;
+	/* Checked once here: every event of the request takes it. */
+	q->b.traceparent = traceparent_ok(in->traceparent) ? in->traceparent : NULL;
 	switch (in->route) {
 	case PRODUCER_ONE:
 		go = submit_one(p, in, q);
