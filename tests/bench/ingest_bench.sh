@@ -36,8 +36,8 @@
 #              producer_c32, producer_c256, producer_batch, gateway_c32,
 #              gateway_c256, batch, generator); the last line then shows 0
 #              for the others
-#   INGEST_PERF=PREFIX   perf record -g the producer during each target
-#              into PREFIX.<target> (needs perf and the permission)
+#   INGEST_PERF=PREFIX   perf record -g the processes of each target into
+#              PREFIX.<target>.<process> (needs perf and the permission)
 #   INGEST_THREADS=1     also print each producer thread's CPU µs per event
 #   INGEST_AB=DIR        A/B: also a second producer, DIR/logpipe-producer,
 #              behind a second gateway; the targets alternate between the
@@ -160,13 +160,12 @@ def row(label, pids, run, per_request=1):
     t0 = {k: ticks(p) for k, p in pids.items()}
     th0 = thread_ticks(pids["producer"]) if THREADS and "producer" in pids else {}
     before = topic_count(brokers)
-    perf = None
-    if PERF and "producer" in pids:
-        perf = subprocess.Popen(["perf", "record", "-g", "-o", f"{PERF}.{label}", "-p",
-                                 str(pids["producer"]), "--", "sleep", str(max(secs - 2, 1))],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    perfs = [subprocess.Popen(["perf", "record", "-g", "-o", f"{PERF}.{label}.{k}", "-p",
+                               str(p), "--", "sleep", str(max(secs - 2, 1))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for k, p in pids.items()] if PERF else []
     ok, bad, dur, p50, p99 = run()
-    if perf:
+    for perf in perfs:
         perf.wait()
     after_run = {k: ticks(p) - t0[k] for k, p in pids.items()}
     # Deliveries of requests cut off when wrk stopped may still land.
