@@ -90,11 +90,19 @@ long gw_ingest_cost(enum gw_ingest_form form, const char *body, size_t len)
 		char c = *p;
 
 		if (in_str) {
-			if (esc)
+			if (esc) {
 				esc = false;
-			else if (c == '\\')
+				continue;
+			}
+			/* Most of a batch is inside strings: run to the next quote
+			 * or backslash in a tight loop. */
+			while (p < end && *p != '"' && *p != '\\')
+				p++;
+			if (p >= end)
+				break;
+			if (*p == '\\')
 				esc = true;
-			else if (c == '"')
+			else
 				in_str = false;
 			continue;
 		}

@@ -66,6 +66,7 @@
 #include <time.h>
 
 #include "logpipe/breaker.h"
+#include "logpipe/buf.h"
 #include "logpipe/event.h"
 #include "logpipe/http.h"
 #include "logpipe/kafka.h"
@@ -181,6 +182,8 @@ struct outgoing {
 	const char *code;         /* OUT_FAILED: error code */
 	const char *why;          /* OUT_FAILED: message */
 	char trace[33], span[17]; /* a scanned event's trace context, "" if none */
+	size_t item;              /* its index in the request (batch, OTLP) */
+	struct lp_kref kref;      /* its Kafka completion (lp_kbatch_send_ref) */
 	struct delivery *d;       /* the delivery it is part of, once produced */
 };
 
@@ -263,9 +266,11 @@ static bool traceparent_ok(const char *tp)
 	       hex_run(tp + 3, 32, true) && hex_run(tp + 36, 16, true) && hex_run(tp + 53, 2, false);
 }
 
+/* tp: a traceparent that passed traceparent_ok, or NULL (checked once per
+ * request, not per event). */
 static void trace_from_header(json_t *ev, const char *tp)
 {
-	if (!ev || json_object_get(ev, "trace_id") || !traceparent_ok(tp))
+	if (!ev || !tp || json_object_get(ev, "trace_id"))
 		return;
 	json_object_set_new(ev, "trace_id", json_stringn(tp + 3, 32));
 	if (!json_object_get(ev, "span_id"))
@@ -280,10 +285,11 @@ static void trace_from_header(json_t *ev, const char *tp)
  */
 static void trace_from_header_text(struct outgoing *o, const char *tp)
 {
-	static const char fmt[] = ",\"trace_id\":\"%.32s\",\"span_id\":\"%.16s\"}";
-	size_t add = sizeof(",\"trace_id\":\"\",\"span_id\":\"\"}") - 1 + 32 + 16;
+	static const char a[] = ",\"trace_id\":\"", b[] = "\",\"span_id\":\"", c[] = "\"}";
+	size_t add = sizeof(a) - 1 + 32 + sizeof(b) - 1 + 16 + sizeof(c) - 1;
+	char *w;
 
-	if (!traceparent_ok(tp) || o->len < 2 || o->text[o->len - 1] != '}')
+	if (!tp || o->len < 2 || o->text[o->len - 1] != '}')
 		return;
 	memcpy(o->trace, tp + 3, 32);
 	o->trace[32] = '\0';
@@ -298,7 +304,17 @@ static void trace_from_header_text(struct outgoing *o, const char *tp)
 	o->text = lp_xrealloc(o->text, o->len + add);
 	if (key_in)
 		o->key = o->text + koff;
-	snprintf(o->text + o->len - 1, add + 1, fmt, o->trace, o->span);
+	/* Over the closing brace; pieces, not snprintf (per event). */
+	w = o->text + o->len - 1;
+	memcpy(w, a, sizeof(a) - 1);
+	w += sizeof(a) - 1;
+	memcpy(w, o->trace, 32);
+	w += 32;
+	memcpy(w, b, sizeof(b) - 1);
+	w += sizeof(b) - 1;
+	memcpy(w, o->span, 16);
+	w += 16;
+	memcpy(w, c, sizeof(c)); /* with the NUL */
 	o->len += add - 1;
 }
 
@@ -311,11 +327,23 @@ static rd_kafka_headers_t *trace_headers(const char *trace, const char *span)
 	if (!trace)
 		return NULL;
 	h = rd_kafka_headers_new(3);
-	rd_kafka_header_add(h, "trace_id", -1, trace, -1);
+	rd_kafka_header_add(h, "trace_id", 8, trace, -1);
 	if (span) {
-		rd_kafka_header_add(h, "span_id", -1, span, -1);
-		snprintf(tp, sizeof(tp), "00-%s-%s-01", trace, span);
-		rd_kafka_header_add(h, "traceparent", -1, tp, -1);
+		size_t tn = strlen(trace), sn = strlen(span);
+
+		rd_kafka_header_add(h, "span_id", 7, span, (ssize_t)sn);
+		/* "00-<trace>-<span>-01", without snprintf (per event). */
+		if (tn + sn + 7 <= sizeof(tp)) {
+			memcpy(tp, "00-", 3);
+			memcpy(tp + 3, trace, tn);
+			tp[3 + tn] = '-';
+			memcpy(tp + 4 + tn, span, sn);
+			memcpy(tp + 4 + tn + sn, "-01", 3);
+			rd_kafka_header_add(h, "traceparent", 11, tp, (ssize_t)(tn + sn + 7));
+		} else { /* ids of unusual length (the tree path's): cut as before */
+			snprintf(tp, sizeof(tp), "00-%s-%s-01", trace, span);
+			rd_kafka_header_add(h, "traceparent", 11, tp, -1);
+		}
 	}
 	return h;
 }
@@ -514,7 +542,7 @@ static void delivery_reported(struct delivery *d)
 		spool_or_fail(d);
 }
 
-/* lp_kproducer_send's completion: opaque is the event. */
+/* lp_kbatch_send_ref's completion: opaque is the event. */
 static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
 {
 	struct outgoing *o = opaque;
@@ -536,6 +564,7 @@ static void deliver_start(struct delivery *d)
 {
 	struct producer *p = d->p;
 	struct outgoing *out = d->out;
+	struct lp_kbatch kb;
 	size_t i, m = 0;
 	bool direct;
 
@@ -582,6 +611,10 @@ static void deliver_start(struct delivery *d)
 	/* One more than the reports due: no report can finish d while the
 	 * loop still reads it. */
 	atomic_store(&d->pending, m + 1);
+	/* One batch for the group: the handle and topic taken once, and each
+	 * event's text handed over without a copy (it stays in out until the
+	 * last report) with its completion inside the event (o->kref). */
+	(void)lp_kbatch_begin(&kb, p->kp, p->s->topic_raw, on_delivered, NULL);
 	for (i = 0; i < m; i++) {
 		struct outgoing *o = &out[d->idx[i]];
 		rd_kafka_headers_t *h =
@@ -592,8 +625,8 @@ static void deliver_start(struct delivery *d)
 		int rc;
 
 		o->d = d;
-		rc = lp_kproducer_send(p->kp, p->s->topic_raw, o->key, o->keylen, o->text, o->len,
-				       h, 1000, on_delivered, o);
+		rc = lp_kbatch_send_ref(&kb, o->key, o->keylen, o->text, o->len, h, &o->kref, o,
+					1000);
 		if (rc < 0) {
 			if (h)
 				rd_kafka_headers_destroy(h);
@@ -603,6 +636,7 @@ static void deliver_start(struct delivery *d)
 			atomic_fetch_sub(&d->pending, 1); /* never the last: the +1 holds */
 		}
 	}
+	lp_kbatch_end(&kb);
 	/* d may be finished (and gone) by another thread as soon as this
 	 * drops the +1: nothing of it is touched afterwards. */
 	if (atomic_fetch_sub(&d->pending, 1) == 1)
@@ -759,11 +793,16 @@ static void tree_event(json_t *ev, struct outgoing *o)
 struct batch_ctx {
 	struct producer *p;
 	const char *tenant;
-	const char *traceparent;  /* the request's header, or NULL (valid while parsing) */
+	const char *traceparent;  /* the request's header when valid (traceparent_ok),
+	                           * or NULL; borrowed while parsing */
 	int64_t now_ms;
-	json_t *results;          /* array, one object per item (NULL for one event) */
+	/* The items' results, in request order, are those of out (accepted;
+	 * the reply adds the id, or the error of a later refusal) merged with
+	 * rejects by position: out_pos says where each accepted one stands. */
+	json_t *rejects;          /* array of the rejected items' results, in order */
+	size_t nitems;            /* items so far, accepted and rejected */
 	struct outgoing *out;     /* accepted events */
-	size_t *out_index;        /* their indexes in results */
+	size_t *out_pos;          /* their positions among the items */
 	size_t nout, cap;
 	size_t first_cap;         /* room the first batch_add makes (0: 64) */
 };
@@ -774,11 +813,20 @@ static struct outgoing *batch_add(struct batch_ctx *b)
 	if (b->nout == b->cap) {
 		b->cap = b->cap ? b->cap * 2 : b->first_cap ? b->first_cap : 64;
 		b->out = lp_xrealloc(b->out, b->cap * sizeof(*b->out));
-		b->out_index = lp_xrealloc(b->out_index, b->cap * sizeof(*b->out_index));
+		b->out_pos = lp_xrealloc(b->out_pos, b->cap * sizeof(*b->out_pos));
 	}
 	memset(&b->out[b->nout], 0, sizeof(b->out[b->nout]));
-	b->out_index[b->nout] = json_array_size(b->results);
+	b->out_pos[b->nout] = b->nitems++;
 	return &b->out[b->nout++];
+}
+
+/* A rejected item's result: {"index":…,"status":"rejected","error":{…}}. */
+static void batch_reject(struct batch_ctx *b, size_t index, const char *code, const char *msg)
+{
+	json_array_append_new(b->rejects,
+			      json_pack("{s:I, s:s, s:{s:s, s:s}}", "index", (json_int_t)index,
+					"status", "rejected", "error", "code", code, "message", msg));
+	b->nitems++;
 }
 
 /* An item's text, offered before it is parsed: the scanner takes what it
@@ -792,9 +840,8 @@ static int batch_raw(void *ud, size_t index, const char *text, size_t len)
 		return -ENOTSUP;
 	lp_series_inc(b->p->received);
 	trace_from_header_text(&o, b->traceparent);
+	o.item = index;
 	*batch_add(b) = o;
-	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
-						     "status", "accepted"));
 	return 0;
 }
 
@@ -818,8 +865,7 @@ static int otlp_event(void *ud, size_t index, struct otlp_event *e)
 		/* otlp_decode_fast leaves a span_id without a trace_id to the tree. */
 		trace_from_header_text(o, b->traceparent);
 	}
-	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
-						     "status", "accepted"));
+	o->item = index;
 	return 0;
 }
 
@@ -830,27 +876,23 @@ static int batch_item(void *ud, size_t index, json_t *item, const char *error)
 	json_t *ev;
 
 	lp_series_inc(b->p->received);
+	struct outgoing *o;
+
 	if (!item) {
 		lp_series_inc(b->p->rejected);
-		json_array_append_new(b->results,
-				      json_pack("{s:I, s:s, s:{s:s, s:s}}", "index", (json_int_t)index,
-						"status", "rejected", "error", "code",
-						"invalid_json", "message", error ? error : "invalid item"));
+		batch_reject(b, index, "invalid_json", error ? error : "invalid item");
 		return 0;
 	}
 	ev = lp_event_normalize(item, &b->p->limits, b->now_ms, b->tenant, &e);
 	if (!ev) {
 		lp_series_inc(b->p->rejected);
-		json_array_append_new(b->results,
-				      json_pack("{s:I, s:s, s:{s:s, s:s}}", "index", (json_int_t)index,
-						"status", "rejected", "error", "code", e.code,
-						"message", e.message));
+		batch_reject(b, index, e.code, e.message);
 		return 0;
 	}
 	trace_from_header(ev, b->traceparent);
-	tree_event(ev, batch_add(b));
-	json_array_append_new(b->results, json_pack("{s:I, s:s}", "index", (json_int_t)index,
-						     "status", "accepted"));
+	o = batch_add(b);
+	tree_event(ev, o);
+	o->item = index;
 	return 0;
 }
 
@@ -969,51 +1011,106 @@ static void reply_one(struct producer *p, struct preq *q)
 		    NULL);
 }
 
+/* s (valid UTF-8) as a JSON string, as json_dumps writes it. */
+static void put_json_string(struct lp_buf *buf, const char *s)
+{
+	lp_buf_add_json_strn(buf, s, strlen(s));
+}
+
+/* n in decimal. */
+static void put_uint(struct lp_buf *buf, size_t n)
+{
+	char t[24];
+	size_t i = sizeof(t);
+
+	do {
+		t[--i] = (char)('0' + n % 10);
+		n /= 10;
+	} while (n);
+	lp_buf_add(buf, t + i, sizeof(t) - i);
+}
+
+/* One accepted item's result: its id, or why it was refused after all. */
+static void put_outgoing_result(struct lp_buf *buf, const struct outgoing *o)
+{
+	lp_buf_adds(buf, "{\"index\":");
+	put_uint(buf, o->item);
+	if (o->outcome != OUT_FAILED) {
+		lp_buf_adds(buf, ",\"status\":\"accepted\",\"id\":");
+		put_json_string(buf, o->id);
+		lp_buf_addch(buf, '}');
+		return;
+	}
+	lp_buf_adds(buf, o->status == 503 ? ",\"status\":\"failed\",\"error\":{\"code\":"
+					  : ",\"status\":\"rejected\",\"error\":{\"code\":");
+	put_json_string(buf, o->code);
+	lp_buf_adds(buf, ",\"message\":");
+	put_json_string(buf, o->why);
+	lp_buf_adds(buf, "}}");
+}
+
 /* POST /api/logs/batch's reply: 202 all accepted, 207 some, 503 none for
- * want of Kafka and spool, 400 none valid. */
+ * want of Kafka and spool, 400 none valid.  Written here rather than built
+ * as a jansson tree (a tree of 100 results cost more than the events' own
+ * validation); the bytes are those json_dumps gave (test_submit pins them). */
 static void reply_batch(struct producer *p, struct preq *q)
 {
 	struct batch_ctx *b = &q->b;
-	size_t i, accepted = 0, rejected, total, unavailable = 0;
+	size_t i, j, r, accepted = 0, rejected, unavailable = 0;
+	struct lp_buf buf;
+	const char *st;
 	char hdr[64];
 	int status;
 
 	for (i = 0; i < b->nout; i++) {
-		json_t *res = json_array_get(b->results, b->out_index[i]);
-		struct outgoing *o = &b->out[i];
-
-		if (o->outcome != OUT_FAILED) {
-			json_object_set_new(res, "id", json_string(o->id));
+		if (b->out[i].outcome != OUT_FAILED)
 			accepted++;
-			continue;
-		}
-		json_object_set_new(res, "status",
-				    json_string(o->status == 503 ? "failed" : "rejected"));
-		json_object_set_new(res, "error",
-				    json_pack("{s:s, s:s}", "code", o->code, "message", o->why));
-		if (o->status == 503)
+		else if (b->out[i].status == 503)
 			unavailable++;
 	}
-	total = json_array_size(b->results);
-	rejected = total - accepted - unavailable;
-	if (accepted == total && total > 0) {
+	rejected = b->nitems - accepted - unavailable;
+	if (accepted == b->nitems && b->nitems > 0) {
 		status = 202;
+		st = "success";
 	} else if (accepted > 0) {
 		status = 207;
+		st = "partial";
 	} else if (unavailable > 0) {
 		/* Nothing made durable for want of Kafka and spool: retry all. */
 		status = 503;
+		st = "error";
 	} else {
 		status = 400;
+		st = "error";
 	}
 	if (accepted > 0)
 		lp_series_observe(p->latency, (double)(lp_now_us() - q->t0_us) / 1e6);
-	answer_json(q->done, q->ud, status,
-		    json_pack("{s:s, s:I, s:I, s:I, s:O}", "status",
-			      status == 202 ? "success" : (status == 207 ? "partial" : "error"),
-			      "accepted", (json_int_t)accepted, "rejected", (json_int_t)rejected,
-			      "failed", (json_int_t)unavailable, "results", b->results),
-		    status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL);
+	lp_buf_init(&buf, 96 + b->nitems * 80);
+	lp_buf_adds(&buf, "{\"status\":\"");
+	lp_buf_adds(&buf, st);
+	lp_buf_adds(&buf, "\",\"accepted\":");
+	put_uint(&buf, accepted);
+	lp_buf_adds(&buf, ",\"rejected\":");
+	put_uint(&buf, rejected);
+	lp_buf_adds(&buf, ",\"failed\":");
+	put_uint(&buf, unavailable);
+	lp_buf_adds(&buf, ",\"results\":[");
+	for (i = 0, j = 0, r = 0; i < b->nitems; i++) {
+		if (i > 0)
+			lp_buf_addch(&buf, ',');
+		if (j < b->nout && b->out_pos[j] == i) {
+			put_outgoing_result(&buf, &b->out[j++]);
+		} else {
+			char *t = json_dumps(json_array_get(b->rejects, r++), JSON_COMPACT);
+
+			lp_buf_adds(&buf, t ? t : "null");
+			free(t);
+		}
+	}
+	lp_buf_adds(&buf, "]}");
+	answer(q->done, q->ud, status, "application/json", buf.buf, buf.len,
+	       status == 503 ? retry_after_header(p, hdr, sizeof(hdr)) : NULL);
+	lp_buf_release(&buf);
 }
 
 /* POST /v1/logs's reply: 200 with partialSuccess for records refused,
@@ -1021,27 +1118,17 @@ static void reply_batch(struct producer *p, struct preq *q)
 static void reply_otlp(struct producer *p, struct preq *q)
 {
 	struct batch_ctx *b = &q->b;
-	size_t i, accepted = 0, unavailable = 0, total;
+	size_t i, j, r, accepted = 0, unavailable = 0, total = b->nitems;
 	const char *first_error = NULL;
 	char hdr[64], msg[400], *reply;
 	size_t reply_len;
 
 	for (i = 0; i < b->nout; i++) {
-		struct outgoing *o = &b->out[i];
-
-		if (o->outcome != OUT_FAILED) {
+		if (b->out[i].outcome != OUT_FAILED)
 			accepted++;
-			continue;
-		}
-		if (o->status == 503) {
+		else if (b->out[i].status == 503)
 			unavailable++;
-			continue;
-		}
-		/* Refused for good (too large for Kafka): as invalid. */
-		json_object_set_new(json_array_get(b->results, b->out_index[i]), "error",
-				    json_pack("{s:s, s:s}", "code", o->code, "message", o->why));
 	}
-	total = json_array_size(b->results);
 	if (unavailable > 0) {
 		snprintf(msg, sizeof(msg), "%zu of %zu log records could not be made durable; "
 					   "retry the request", unavailable, total);
@@ -1049,15 +1136,24 @@ static void reply_otlp(struct producer *p, struct preq *q)
 				   retry_after_header(p, hdr, sizeof(hdr)), msg);
 		return;
 	}
-	for (i = 0; i < total && !first_error; i++) {
-		json_t *e = json_object_get(json_array_get(b->results, i), "error");
+	/* The first record refused, in request order: rejected as invalid, or
+	 * refused for good after the decoding (too large for Kafka). */
+	for (i = 0, j = 0, r = 0; i < total && !first_error; i++) {
+		if (j < b->nout && b->out_pos[j] == i) {
+			struct outgoing *o = &b->out[j++];
 
-		if (e) {
+			if (o->outcome != OUT_FAILED)
+				continue;
+			first_error = o->why;
+		} else {
+			json_t *e = json_object_get(json_array_get(b->rejects, r++), "error");
+
 			first_error = json_string_value(json_object_get(e, "message"));
-			snprintf(msg, sizeof(msg), "%zu of %zu log records rejected; the first, "
-						   "record %zu: %s", total - accepted, total, i,
-				 first_error ? first_error : "invalid");
+			if (!first_error)
+				first_error = "invalid";
 		}
+		snprintf(msg, sizeof(msg), "%zu of %zu log records rejected; the first, "
+					   "record %zu: %s", total - accepted, total, i, first_error);
 	}
 	if (accepted > 0)
 		lp_series_observe(p->latency, (double)(lp_now_us() - q->t0_us) / 1e6);
@@ -1074,8 +1170,8 @@ static void preq_free(struct preq *q)
 	for (i = 0; i < q->b.nout; i++)
 		outgoing_release(&q->b.out[i]);
 	free(q->b.out);
-	free(q->b.out_index);
-	json_decref(q->b.results);
+	free(q->b.out_pos);
+	json_decref(q->b.rejects);
 	free(q);
 }
 
@@ -1133,9 +1229,9 @@ static bool submit_one(struct producer *p, const struct producer_input *in, stru
 			return false;
 		}
 		tree_event(ev, o);
-		trace_from_header(o->ev, in->traceparent);
+		trace_from_header(o->ev, q->b.traceparent);
 	} else {
-		trace_from_header_text(o, in->traceparent);
+		trace_from_header_text(o, q->b.traceparent);
 	}
 	return true;
 }
@@ -1155,7 +1251,7 @@ static bool submit_batch(struct producer *p, const struct producer_input *in, st
 		return false;
 	}
 	q->b.now_ms = lp_wall_ms();
-	q->b.results = json_array();
+	q->b.rejects = json_array();
 	n = lp_batch_split_raw(in->body, in->len, (size_t)p->s->batch_max_items, batch_raw,
 			       batch_item, &q->b, err, sizeof(err));
 	if (n == -E2BIG) {
@@ -1225,7 +1321,7 @@ static bool submit_otlp(struct producer *p, const struct producer_input *in, str
 		body = inflated;
 	}
 	q->b.now_ms = lp_wall_ms();
-	q->b.results = json_array();
+	q->b.rejects = json_array();
 	fast.now_ms = q->b.now_ms;
 	fast.tenant = q->b.tenant;
 	n = otlp_decode_fast(body, len, q->enc, (size_t)p->s->otlp_max_records, &fast, batch_item,
@@ -1268,7 +1364,8 @@ int producer_submit(struct producer *p, const struct producer_input *in, produce
 	lp_strlcpy(q->request_id, in->request_id ? in->request_id : "", sizeof(q->request_id));
 	q->b.p = p;
 	q->b.tenant = in->tenant && *in->tenant ? in->tenant : NULL;
-	q->b.traceparent = in->traceparent;
+	/* Checked once here: every event of the request takes it. */
+	q->b.traceparent = traceparent_ok(in->traceparent) ? in->traceparent : NULL;
 	switch (in->route) {
 	case PRODUCER_ONE:
 		go = submit_one(p, in, q);

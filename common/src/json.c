@@ -25,9 +25,15 @@ bool lp_json_too_deep(const char *b, size_t n, int max, size_t *where)
 		char c = b[i];
 
 		if (in_string) {
-			if (c == '\\')
+			/* Most of a body is inside strings: run to the next quote
+			 * or backslash in a tight loop. */
+			while (i < n && b[i] != '"' && b[i] != '\\')
 				i++;
-			else if (c == '"')
+			if (i >= n)
+				break;
+			if (b[i] == '\\')
+				i++;
+			else
 				in_string = false;
 		} else if (c == '"') {
 			in_string = true;

@@ -31,7 +31,12 @@
  * messages, counted (refs) so that the last report or the end frees it;
  * its values are copied into chunks owned by that record and handed over
  * without RD_KAFKA_MSG_F_COPY (kslab below).  A send that fails because
- * the handle was replaced moves the batch to the new one.
+ * the handle was replaced moves the batch to the new one.  A message's
+ * msg_opaque is a struct lp_kref {record, done's argument}: the record's
+ * own (self) for lp_kproducer_send and lp_kbatch_send, the caller's for
+ * lp_kbatch_send_ref, whose messages each have their own argument (the
+ * producer's events: per-event results without a record per event) and
+ * whose values, owned by the caller until their report, are not copied.
  *
  * lp_kwait counts the deliveries of a group.  Its per-message opaque is a
  * heap slot {w, index} that lp_kwait_done frees; when a send fails the
@@ -205,10 +210,24 @@ static void kh_put(struct lp_kproducer *p, struct lp__khandle *h)
  * lp_kproducer_send, one shared by every message of an lp_kbatch. */
 struct lp__kmsg {
 	lp_kdone_fn done;     /* called once per message with its delivery result */
-	void *opaque;         /* its argument */
+	struct lp_kref self;  /* {this record, done's argument}: the msg_opaque of a
+	                       * message without a lp_kref of its own */
 	atomic_int refs;      /* messages not reported yet, plus one while a batch is open */
 	struct kslab *slab;   /* a batch's copies of its values, newest chunk first */
 };
+
+/* A new record, refs 1. */
+static struct lp__kmsg *kmsg_new(lp_kdone_fn done, void *opaque)
+{
+	struct lp__kmsg *km = lp_xmalloc(sizeof(*km));
+
+	km->done = done;
+	km->self.km = km;
+	km->self.opaque = opaque;
+	km->slab = NULL;
+	atomic_init(&km->refs, 1);
+	return km;
+}
 
 /* Values of a batch up to KSLAB_MAX bytes are copied into chunks that the
  * batch's record owns and frees with it, after the last report, and are
@@ -266,11 +285,16 @@ struct kslot {
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
-	struct lp__kmsg *km = m->_private;
+	struct lp_kref *ref = m->_private;
+	struct lp__kmsg *km;
+	void *arg;
 
-	if (!km)
+	if (!ref)
 		return;
-	km->done(km->opaque, m->err, m->partition, m->offset);
+	/* Read before done: a caller's lp_kref may go with what done frees. */
+	km = ref->km;
+	arg = ref->opaque;
+	km->done(arg, m->err, m->partition, m->offset);
 	if (atomic_fetch_sub(&km->refs, 1) == 1)
 		kmsg_free(km);
 }
@@ -478,13 +502,8 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 	struct lp__khandle *h;
 	int ret;
 
-	if (done) {
-		km = lp_xmalloc(sizeof(*km));
-		km->done = done;
-		km->opaque = opaque;
-		km->slab = NULL;
-		atomic_init(&km->refs, 1);
-	}
+	if (done)
+		km = kmsg_new(done, opaque);
 	vu[n].vtype = RD_KAFKA_VTYPE_TOPIC;
 	vu[n++].u.cstr = topic;
 	vu[n].vtype = RD_KAFKA_VTYPE_KEY;
@@ -496,7 +515,7 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 	vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
 	vu[n++].u.i = RD_KAFKA_MSG_F_COPY;
 	vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
-	vu[n++].u.ptr = km;
+	vu[n++].u.ptr = km ? &km->self : NULL;
 	if (headers) {
 		vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
 		vu[n++].u.headers = headers;
@@ -572,44 +591,51 @@ int lp_kbatch_begin(struct lp_kbatch *b, struct lp_kproducer *p, const char *top
 	memset(b, 0, sizeof(*b));
 	b->p = p;
 	b->topic = topic;
-	km = lp_xmalloc(sizeof(*km));
-	km->done = done;
-	km->opaque = opaque;
-	km->slab = NULL;
-	atomic_init(&km->refs, 1); /* the batch's own, dropped by lp_kbatch_end */
+	km = kmsg_new(done, opaque); /* its ref is the batch's own, dropped by lp_kbatch_end */
 	b->km = km;
 	b->err = kbatch_attach(b);
 	return b->err;
 }
 
-int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
-		   size_t vallen, int block_ms)
+/* Enqueues one message of a batch: val (copied unless flags lacks
+ * RD_KAFKA_MSG_F_COPY), headers taken over on success, ref as its
+ * msg_opaque.  The caller counted it in km->refs; undone on failure. */
+static int kbatch_produce(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
+			  size_t vallen, int flags, rd_kafka_headers_t *headers,
+			  struct lp_kref *ref, int block_ms)
 {
 	struct timespec nap = { 0, 2 * 1000 * 1000 };
 	struct lp__kmsg *km = b->km;
 	rd_kafka_resp_err_t code;
-	void *copy;
+	rd_kafka_error_t *e;
+	rd_kafka_vu_t vu[6];
 	int64_t deadline = 0;
 	bool renewed = false;
+	size_t n;
 
-	if (!b->rkt) {
-		/* No handle (lp_kbatch_begin failed, or a renewal did): try
-		 * again, the poll thread may have made a new one meanwhile. */
-		b->err = kbatch_attach(b);
-		if (b->err < 0)
-			return b->err;
-	}
-	/* Only this thread adds to the slab: the delivery thread reads none of
-	 * it before the record's last reference goes, after lp_kbatch_end. */
-	copy = kslab_copy(km, val, vallen);
-	/* Counted before librdkafka has it: its report may come at once. */
-	atomic_fetch_add(&km->refs, 1);
 	for (;;) {
-		if (rd_kafka_produce(b->rkt, RD_KAFKA_PARTITION_UA,
-				     copy ? 0 : RD_KAFKA_MSG_F_COPY, copy ? copy : (void *)val,
-				     vallen, key, key ? keylen : 0, km) == 0)
+		n = 0;
+		vu[n].vtype = RD_KAFKA_VTYPE_RKT;
+		vu[n++].u.rkt = b->rkt;
+		vu[n].vtype = RD_KAFKA_VTYPE_KEY;
+		vu[n].u.mem.ptr = (void *)key;
+		vu[n++].u.mem.size = key ? keylen : 0;
+		vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
+		vu[n].u.mem.ptr = (void *)val;
+		vu[n++].u.mem.size = vallen;
+		vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+		vu[n++].u.i = flags;
+		vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
+		vu[n++].u.ptr = ref;
+		if (headers) {
+			vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
+			vu[n++].u.headers = headers;
+		}
+		e = rd_kafka_produceva(b->h->rk, vu, n);
+		if (!e)
 			return 0;
-		code = rd_kafka_last_error();
+		code = rd_kafka_error_code(e);
+		rd_kafka_error_destroy(e);
 		if (code == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
 			if (!deadline)
 				deadline = lp_now_ms() + (block_ms > 0 ? block_ms : 0);
@@ -638,6 +664,47 @@ int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const vo
 	if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL)
 		lp_warn("cannot produce to \"%s\": %s", b->topic, rd_kafka_err2str(code));
 	return err_to_errno(code);
+}
+
+int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
+		   size_t vallen, int block_ms)
+{
+	struct lp__kmsg *km = b->km;
+	void *copy;
+
+	if (!b->rkt) {
+		/* No handle (lp_kbatch_begin failed, or a renewal did): try
+		 * again, the poll thread may have made a new one meanwhile. */
+		b->err = kbatch_attach(b);
+		if (b->err < 0)
+			return b->err;
+	}
+	/* Only this thread adds to the slab: the delivery thread reads none of
+	 * it before the record's last reference goes, after lp_kbatch_end. */
+	copy = kslab_copy(km, val, vallen);
+	/* Counted before librdkafka has it: its report may come at once. */
+	atomic_fetch_add(&km->refs, 1);
+	return kbatch_produce(b, key, keylen, copy ? copy : val, vallen,
+			      copy ? 0 : RD_KAFKA_MSG_F_COPY, NULL, &km->self, block_ms);
+}
+
+int lp_kbatch_send_ref(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
+		       size_t vallen, rd_kafka_headers_t *headers, struct lp_kref *ref,
+		       void *opaque, int block_ms)
+{
+	if (!b->rkt) {
+		b->err = kbatch_attach(b);
+		if (b->err < 0)
+			return b->err;
+	}
+	ref->km = b->km;
+	ref->opaque = opaque;
+	atomic_fetch_add(&b->km->refs, 1);
+	/* Up to KSLAB_MAX the value is the caller's until its report (see
+	 * kslab: librdkafka copies one that small into its request). */
+	return kbatch_produce(b, key, keylen, val, vallen,
+			      vallen <= KSLAB_MAX ? 0 : RD_KAFKA_MSG_F_COPY, headers, ref,
+			      block_ms);
 }
 
 void lp_kbatch_end(struct lp_kbatch *b)

@@ -781,6 +781,13 @@ static void test_scan_input_leaves_to_full_path(void **state)
 		"{\"message\":\"m\",\"service\":\"s\",\"traceId\":\"abc\"}",   /* trace context */
 		"{\"message\":\"m\",\"service\":\"s\",\"span_id\":\"00f067aa0ba902b7\"}",
 		"{\"message\":\"m\",\"service\":\"s\",\"a\":{\"b\":{\"c\":{\"d\":{\"e\":{\"f\":{\"g\":[]}}}}}}}",
+		/* Not UTF-8: in a value, after an escape, in a key, a lone
+		 * continuation byte, a surrogate's encoding. */
+		"{\"message\":\"ab\xff\",\"service\":\"s\"}",
+		"{\"message\":\"a\\n\xc3\",\"service\":\"s\"}",
+		"{\"message\":\"m\",\"service\":\"s\",\"k\x80\":1}",
+		"{\"message\":\"m\",\"service\":\"s\x80\"}",
+		"{\"message\":\"\xed\xa0\x80\",\"service\":\"s\"}",
 	};
 	struct lp_event_fast f;
 

@@ -553,6 +553,104 @@ static void destroy_all(rd_kafka_message_t **m, size_t n)
 		rd_kafka_message_destroy(m[i]);
 }
 
+/* Messages of a batch with their own completions (lp_kbatch_send_ref):
+ * each reported once to its own opaque, through a lp_kref that lives in
+ * the caller's record; the values (not copied up to 4 KiB, one larger one
+ * copied) and a header arrive as sent.  The records stay until the last
+ * report and are then freed by the test, as the producer frees its
+ * request. */
+struct refmsg {
+	struct lp_kref ref;   /* the completion record, inside the message's own */
+	char val[64];         /* its value, handed over without a copy */
+	_Atomic int calls;    /* reports for it */
+	rd_kafka_resp_err_t err; /* the last one's result */
+};
+
+static _Atomic int ref_reports;
+
+static void ref_done(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
+{
+	struct refmsg *m = opaque;
+
+	m->err = err;
+	atomic_fetch_add(&m->calls, 1);
+	atomic_fetch_add(&ref_reports, 1);
+}
+
+static void test_kbatch_send_ref(void **state)
+{
+	struct fixture *f = *state;
+	struct lp_kproducer *p = producer(f, "5000", NULL);
+	struct refmsg *msgs = calloc(NMSG + 1, sizeof(*msgs));
+	rd_kafka_message_t *got[NMSG + 1];
+	size_t big_len = 10000, n, i;
+	char *big = malloc(big_len);
+	struct lp_kconsumer *c;
+	struct lp_kbatch b;
+	int64_t end;
+	int seen_header = 0, seen_big = 0;
+
+	atomic_store(&ref_reports, 0);
+	memset(big, 'b', big_len);
+	assert_int_equal(lp_kbatch_begin(&b, p, TOPIC, ref_done, NULL), 0);
+	for (i = 0; i < NMSG; i++) {
+		rd_kafka_headers_t *h = NULL;
+
+		snprintf(msgs[i].val, sizeof(msgs[i].val), "ref-%zu", i);
+		if (i == 7) {
+			h = rd_kafka_headers_new(1);
+			rd_kafka_header_add(h, "trace_id", -1, "t7", -1);
+		}
+		assert_int_equal(lp_kbatch_send_ref(&b, "k", 1, msgs[i].val, strlen(msgs[i].val),
+						    h, &msgs[i].ref, &msgs[i], 1000),
+				 0);
+	}
+	assert_int_equal(lp_kbatch_send_ref(&b, "k", 1, big, big_len, NULL, &msgs[NMSG].ref,
+					    &msgs[NMSG], 1000),
+			 0);
+	/* Copied: the caller may reuse a large value at once. */
+	memset(big, 'x', big_len);
+	lp_kbatch_end(&b);
+	end = lp_now_ms() + 8000;
+	while (atomic_load(&ref_reports) < NMSG + 1 && lp_now_ms() < end)
+		usleep(10 * 1000);
+	for (i = 0; i <= NMSG; i++) {
+		assert_int_equal(atomic_load(&msgs[i].calls), 1);
+		assert_int_equal(msgs[i].err, RD_KAFKA_RESP_ERR_NO_ERROR);
+	}
+
+	c = consumer(f, "g-ref");
+	n = consume(c, got, NMSG + 1, 8000);
+	assert_int_equal(n, NMSG + 1);
+	for (i = 0; i < n; i++) {
+		rd_kafka_headers_t *h = NULL;
+		const void *v;
+		size_t vlen;
+
+		if (got[i]->len == big_len) {
+			assert_int_equal(((char *)got[i]->payload)[0], 'b');
+			seen_big++;
+			continue;
+		}
+		assert_true(got[i]->len > 4 && strncmp(got[i]->payload, "ref-", 4) == 0);
+		if (rd_kafka_message_headers(got[i], &h) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+		    rd_kafka_header_get_last(h, "trace_id", &v, &vlen) ==
+			    RD_KAFKA_RESP_ERR_NO_ERROR) {
+			assert_int_equal(got[i]->len, 5);
+			assert_memory_equal(got[i]->payload, "ref-7", 5);
+			assert_memory_equal(v, "t7", 2);
+			seen_header++;
+		}
+	}
+	assert_int_equal(seen_header, 1);
+	assert_int_equal(seen_big, 1);
+	destroy_all(got, n);
+	lp_kconsumer_free(c);
+	assert_int_equal(lp_kproducer_free(p, 2000), 0);
+	free(msgs);
+	free(big);
+}
+
 /* Lag through a handle that is not consuming: a consumer's own handle
  * answers only between its fetch long-polls (fetch.wait.max.ms). */
 static long long lag_of(rd_kafka_t *rk, const char *group)
@@ -646,6 +744,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_handle_renewed_many_times, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kbatch_acked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kbatch_survives_renewal, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_kbatch_send_ref, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_queue_full, setup, teardown),
 		cmocka_unit_test(test_kwait_timeout),
 		cmocka_unit_test_setup_teardown(test_bad_property, setup, teardown),

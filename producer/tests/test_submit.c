@@ -502,6 +502,59 @@ static void test_broker_error_mid_batch(void **state)
 	free(a);
 }
 
+/* The body with every "id":"<36 characters>" masked to x's. */
+static void mask_ids(char *body)
+{
+	char *at = body;
+
+	while ((at = strstr(at, "\"id\":\"")) != NULL) {
+		at += 6;
+		for (int i = 0; i < 36 && at[i] && at[i] != '"'; i++)
+			at[i] = 'x';
+	}
+}
+
+/* The reply of a batch, byte for byte (its format is the API's): scanned
+ * events, one through the full path (a trace_id in the body), items
+ * refused as invalid JSON and as an invalid event, and an event larger than Kafka takes (refused after the scan,
+ * so its result is rewritten); each result in request order. */
+static void test_batch_reply_bytes(void **state)
+{
+	struct fixture *f = *state;
+	struct answer *a = calloc(2, sizeof(*a));
+	struct lp_buf b = LP_BUF_INIT;
+	size_t i;
+	static const char *const want =
+		"{\"status\":\"partial\",\"accepted\":3,\"rejected\":3,\"failed\":0,\"results\":["
+		"{\"index\":0,\"status\":\"accepted\",\"id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"},"
+		"{\"index\":1,\"status\":\"rejected\",\"error\":{\"code\":\"invalid_json\","
+		"\"message\":\"expected a JSON object, not a number\"}},"
+		"{\"index\":2,\"status\":\"accepted\",\"id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"},"
+		"{\"index\":3,\"status\":\"rejected\",\"error\":{\"code\":\"too_large\","
+		"\"message\":\"the serialised event is larger than Kafka takes\"}},"
+		"{\"index\":4,\"status\":\"rejected\",\"error\":{\"code\":\"invalid_field\","
+		"\"message\":\"'level' must be one of TRACE, DEBUG, INFO, WARN, ERROR, FATAL\"}},"
+		"{\"index\":5,\"status\":\"accepted\",\"id\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}]}";
+
+	f->s.max_message = 2 << 20;
+	start(f);
+	submit_one_and_wait(f, &a[0]);
+	lp_buf_adds(&b, "[{\"message\":\"m0\",\"service\":\"s\"},7,"
+			"{\"message\":\"m2\",\"service\":\"s\",\"trace_id\":"
+			"\"0af7651916cd43dd8448eb211c80319c\"},{\"service\":\"s\",\"message\":\"");
+	for (i = 0; i < (1100u << 10); i++)
+		lp_buf_addch(&b, 'x');
+	lp_buf_adds(&b, "\"},{\"message\":\"m4\",\"service\":\"s\",\"level\":\"LO\\\"UD\"},"
+			"{\"message\":\"m5\",\"service\":\"s\"}]");
+	submit(f, PRODUCER_BATCH, b.buf, "application/json", &a[1]);
+	assert_int_equal(wait_done(2), 2);
+	assert_int_equal(a[1].status, 207);
+	mask_ids(a[1].body);
+	assert_string_equal(a[1].body, want);
+	lp_buf_release(&b);
+	free(a);
+}
+
 /* 1,000 submissions from one thread, none waited for: with every produce
  * request answered 1 s late, none can be answered before the loop ends
  * unless the loop itself took that long; all are answered, once each. */
@@ -591,6 +644,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_otlp_trace_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kafka_down_no_spool, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broker_error_mid_batch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_batch_reply_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_answers_in_flight, setup, teardown),
 	};

@@ -31,6 +31,19 @@
 #                          like-for-like comparison)
 # Last line:
 #   ingest: kcat=N producer_c256=N gateway_c256=N gateway_c32=N batch=N generator=N
+# Environment (for profiling runs; the defaults run everything):
+#   INGEST_ONLY=batch,producer_batch   run only these targets (kcat,
+#              producer_c32, producer_c256, producer_batch, gateway_c32,
+#              gateway_c256, batch, generator); the last line then shows 0
+#              for the others
+#   INGEST_PERF=PREFIX   perf record -g the processes of each target into
+#              PREFIX.<target>.<process> (needs perf and the permission)
+#   INGEST_THREADS=1     also print each producer thread's CPU µs per event
+#   INGEST_AB=DIR        A/B: also a second producer, DIR/logpipe-producer,
+#              behind a second gateway; the targets alternate between the
+#              two (rows of B end in _b), INGEST_ROUNDS=N times (#1, #2, ...);
+#              INGEST_B_SET=key=value,... sets B's producer apart (e.g.
+#              kafka.linger_ms=5 with INGEST_AB=build/bin)
 # Starts its own Kafka and Redis (deploy/local/infra.py) on loopback ports
 # and stops everything at the end.  Needs wrk and kcat (make deps).
 set -eu
@@ -114,13 +127,46 @@ def wrk(port, path, body, conns, headers):
 
 
 rows = {}
+ONLY = set(filter(None, os.environ.get("INGEST_ONLY", "").split(",")))
+PERF = os.environ.get("INGEST_PERF", "")
+THREADS = os.environ.get("INGEST_THREADS", "") not in ("", "0")
+
+
+AB = os.environ.get("INGEST_AB", "")
+ROUNDS = int(os.environ.get("INGEST_ROUNDS", "1"))
+
+
+def want(label):
+    return not ONLY or label.split("#")[0].removesuffix("_b") in ONLY
+
+
+def thread_ticks(pid):
+    out = {}
+    for t in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            raw = (t / "stat").read_text()
+            name = raw[raw.index("(") + 1:raw.rindex(")")]
+            f = raw.rsplit(")", 1)[1].split()
+            out[(t.name, name)] = int(f[11]) + int(f[12])
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
 
 
 def row(label, pids, run, per_request=1):
     """Runs one target; pids: {name: pid} of the processes to account."""
+    if not want(label):
+        return 0
     t0 = {k: ticks(p) for k, p in pids.items()}
+    th0 = thread_ticks(pids["producer"]) if THREADS and "producer" in pids else {}
     before = topic_count(brokers)
+    perfs = [subprocess.Popen(["perf", "record", "-g", "-o", f"{PERF}.{label}.{k}", "-p",
+                               str(p), "--", "sleep", str(max(secs - 2, 1))],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for k, p in pids.items()] if PERF else []
     ok, bad, dur, p50, p99 = run()
+    for perf in perfs:
+        perf.wait()
     after_run = {k: ticks(p) - t0[k] for k, p in pids.items()}
     # Deliveries of requests cut off when wrk stopped may still land.
     time.sleep(1)
@@ -132,6 +178,14 @@ def row(label, pids, run, per_request=1):
     check = "ok" if landed >= events else f"LOST {events - landed}"
     say(f"{label:16s} {rate:9.0f} ev/s  p50 {p50:7.2f} ms  p99 {p99:8.2f} ms  "
         f"non-2xx {bad:5d}  topic +{landed} ({check})  {cpu}")
+    if th0 and events:
+        th1 = thread_ticks(pids["producer"])
+        per = {}
+        for (tid, name), v in th1.items():
+            per[name] = per.get(name, 0) + v - th0.get((tid, name), 0)
+        say("    producer threads (us/event): " + ", ".join(
+            f"{n} {1e6 * v / TCK / events:.2f}" for n, v in
+            sorted(per.items(), key=lambda kv: -kv[1]) if v))
     rows[label] = rate
     return rate
 
@@ -156,28 +210,44 @@ try:
     addrs = {"kafka.brokers": brokers, "redis.url": redis.url, "pg.dsn": None}
     ports = {n: lp.free_port() for n in lp.SERVICES}
     procs = {}
-    for name, extra in (
-        ("producer", {"http.threads": 288}),
-        ("gateway", {"auth.keys": f"{KEY}:bench:ingest,read",
-                     "http.listen": f"127.0.0.1:{ports['gateway']}",
-                     "ratelimit.rate": 100000000, "backpressure.lag_normal": 10**12,
-                     "backpressure.lag_critical": 10**12}),
-        ("generator", {"http.threads": 8, "generator.registry_key": "logpipe:ingest-bench"}),
-    ):
-        env = lp.service_env(name, ports, addrs, log_level="warn", extra=extra)
-        p = lp.ServiceProc(name, env, base / f"{name}.log", ports[name], cwd=base / name)
+
+    def start(name, extra, port_map, bin_dir=None, tag=""):
+        env = lp.service_env(name, port_map, addrs, log_level="warn", extra=extra)
+        p = lp.ServiceProc(name, env, base / f"{name}{tag}.log", port_map[name], bin_dir,
+                           cwd=base / f"{name}{tag}")
         p.start()
         started.append(p)
         p.wait_ready(30)
-        procs[name] = p
-    prod, gw = procs["producer"].pid, procs["gateway"].pid
+        return p
+
+    def gateway_extra(port):
+        return {"auth.keys": f"{KEY}:bench:ingest,read", "http.listen": f"127.0.0.1:{port}",
+                "ratelimit.rate": 100000000, "backpressure.lag_normal": 10**12,
+                "backpressure.lag_critical": 10**12}
+    procs["producer"] = start("producer", {"http.threads": 288}, ports)
+    procs["gateway"] = start("gateway", gateway_extra(ports["gateway"]), ports)
+    procs["generator"] = start("generator", {"http.threads": 8,
+                                             "generator.registry_key": "logpipe:ingest-bench"},
+                               ports)
+    # (tag, producer pid, gateway pid, their ports) of each variant.
+    variants = [("", procs["producer"].pid, procs["gateway"].pid, ports)]
+    if AB:
+        ports_b = dict(ports, producer=lp.free_port(), gateway=lp.free_port())
+        extra_b = {"http.threads": 288}
+        extra_b.update(kv.split("=", 1) for kv in
+                       filter(None, os.environ.get("INGEST_B_SET", "").split(",")))
+        pb = start("producer", extra_b, ports_b, AB, "_b")
+        gb = start("gateway", gateway_extra(ports_b["gateway"]), ports_b, None, "_b")
+        variants.append(("_b", pb.pid, gb.pid, ports_b))
     say(f"ingest benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} at the start; {secs} s per target; "
         f"Kafka single node on this machine, topic {TOPIC}")
     say(subprocess.run([str(micro), "50000"], capture_output=True, text=True).stdout.rstrip())
-    for port in (ports["producer"], ports["gateway"]):  # warm-up
-        subprocess.run(["wrk", "-t1", "-c4", "-d2s", f"http://127.0.0.1:{port}/health/live"],
-                       capture_output=True, timeout=30)
+    for _, _, _, pm in variants:  # warm-up
+        for port in (pm["producer"], pm["gateway"]):
+            subprocess.run(["wrk", "-t1", "-c4", "-d2s",
+                            f"http://127.0.0.1:{port}/health/live"],
+                           capture_output=True, timeout=30)
 
     # kcat: as many events as it pushes in about secs seconds.
     n_kcat = 400000
@@ -195,58 +265,68 @@ try:
             time.monotonic() - t, float("nan"), float("nan")
 
     # kcat is a child: its CPU comes from the children's times.
-    c0 = os.times()
-    before = topic_count(brokers)
-    ok, bad, dur, _, _ = run_kcat()
-    c1 = os.times()
-    landed = topic_count(brokers) - before
-    cpu = (c1.children_user + c1.children_system - c0.children_user - c0.children_system)
-    rows["kcat"] = ok / dur
-    say(f"{'kcat':16s} {ok / dur:9.0f} ev/s  ({ok} events in {dur:.1f} s)  "
-        f"topic +{landed} ({'ok' if landed >= ok else 'LOST'})  kcat {1e6 * cpu / max(ok, 1):6.1f} us")
+    if want("kcat"):
+        c0 = os.times()
+        before = topic_count(brokers)
+        ok, bad, dur, _, _ = run_kcat()
+        c1 = os.times()
+        landed = topic_count(brokers) - before
+        cpu = (c1.children_user + c1.children_system - c0.children_user - c0.children_system)
+        rows["kcat"] = ok / dur
+        say(f"{'kcat':16s} {ok / dur:9.0f} ev/s  ({ok} events in {dur:.1f} s)  "
+            f"topic +{landed} ({'ok' if landed >= ok else 'LOST'})  "
+            f"kcat {1e6 * cpu / max(ok, 1):6.1f} us")
 
     H = {"X-API-Key": KEY}
-    for c in (32, 256):
-        row(f"producer_c{c}", {"producer": prod},
-            lambda c=c: wrk(ports["producer"], "/api/logs", BODY, c, {}))
-    row("producer_batch", {"producer": prod},
-        lambda: wrk(ports["producer"], "/api/logs/batch", BATCH, 32, {}), per_request=100)
-    for c in (32, 256):
-        row(f"gateway_c{c}", {"gateway": gw, "producer": prod},
-            lambda c=c: wrk(ports["gateway"], "/api/logs", BODY, c, H))
-    row("batch", {"gateway": gw, "producer": prod},
-        lambda: wrk(ports["gateway"], "/api/logs/batch", BATCH, 32, H), per_request=100)
 
-    # The generator at full speed; no enricher or consumer runs here.
-    url = f"http://127.0.0.1:{ports['generator']}/api/v1/generator"
+    def targets(tag, prod, gw, pm):
+        for c in (32, 256):
+            row(f"producer_c{c}{tag}", {"producer": prod},
+                lambda c=c: wrk(pm["producer"], "/api/logs", BODY, c, {}))
+        row(f"producer_batch{tag}", {"producer": prod},
+            lambda: wrk(pm["producer"], "/api/logs/batch", BATCH, 32, {}), per_request=100)
+        for c in (32, 256):
+            row(f"gateway_c{c}{tag}", {"gateway": gw, "producer": prod},
+                lambda c=c: wrk(pm["gateway"], "/api/logs", BODY, c, H))
+        row(f"batch{tag}", {"gateway": gw, "producer": prod},
+            lambda: wrk(pm["gateway"], "/api/logs/batch", BATCH, 32, H), per_request=100)
+    # With INGEST_AB the variants take turns, target by target, round by round.
+    for rnd in range(ROUNDS):
+        for tag, prod, gw, pm in variants:
+            targets(tag + (f"#{rnd + 1}" if ROUNDS > 1 else ""), prod, gw, pm)
 
-    def http(method, u, body=None):
-        req = urllib.request.Request(u, data=json.dumps(body).encode() if body else None,
-                                     method=method, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read())
-    g = procs["generator"].pid
-    t0, before = ticks(g), topic_count(brokers)
-    w0 = time.monotonic()
-    http("POST", url + "/start", {"rate": 10000000, "size_bytes": 256, "threads": 4,
-                                  "batch_size": 100, "duration_s": secs})
-    while True:
-        time.sleep(0.25 if time.monotonic() - w0 < secs else 0.05)
-        st = http("GET", url + "/status")
-        if st["state"] != "running" and st["in_flight"] == 0:
-            break
-    acked_s = time.monotonic() - w0
-    landed = topic_count(brokers) - before
-    # Counted by the topic, not by the generator: what Kafka acknowledged
-    # from the start until the last acknowledgement.
-    gen_rate = landed / acked_s
-    rows["generator"] = gen_rate
-    say(f"{'generator':16s} {gen_rate:9.0f} ev/s  topic +{landed} in {acked_s:.1f} s, sent "
-        f"{st['sent']}, shed {st['rate_limited']} "
-        f"({'ok' if landed >= st['sent'] else 'LOST'})  generator "
-        f"{1e6 * (ticks(g) - t0) / TCK / max(landed, 1):6.1f} us, {rss_mb(g):5.0f} MB")
+    if want("generator"):
+        # The generator at full speed; no enricher or consumer runs here.
+        url = f"http://127.0.0.1:{ports['generator']}/api/v1/generator"
+
+        def http(method, u, body=None):
+            req = urllib.request.Request(u, data=json.dumps(body).encode() if body else None,
+                                         method=method, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read())
+        g = procs["generator"].pid
+        t0, before = ticks(g), topic_count(brokers)
+        w0 = time.monotonic()
+        http("POST", url + "/start", {"rate": 10000000, "size_bytes": 256, "threads": 4,
+                                      "batch_size": 100, "duration_s": secs})
+        while True:
+            time.sleep(0.25 if time.monotonic() - w0 < secs else 0.05)
+            st = http("GET", url + "/status")
+            if st["state"] != "running" and st["in_flight"] == 0:
+                break
+        acked_s = time.monotonic() - w0
+        landed = topic_count(brokers) - before
+        # Counted by the topic, not by the generator: what Kafka acknowledged
+        # from the start until the last acknowledgement.
+        gen_rate = landed / acked_s
+        rows["generator"] = gen_rate
+        say(f"{'generator':16s} {gen_rate:9.0f} ev/s  topic +{landed} in {acked_s:.1f} s, sent "
+            f"{st['sent']}, shed {st['rate_limited']} "
+            f"({'ok' if landed >= st['sent'] else 'LOST'})  generator "
+            f"{1e6 * (ticks(g) - t0) / TCK / max(landed, 1):6.1f} us, {rss_mb(g):5.0f} MB")
     say(f"load average {os.getloadavg()[0]:.1f} at the end")
-    say(f"generator_vs_kcat={rows['generator'] / rows['kcat']:.2f}" if rows.get("kcat")
+    say(f"generator_vs_kcat={rows['generator'] / rows['kcat']:.2f}"
+        if rows.get("kcat") and rows.get("generator")
         else "generator_vs_kcat=-")
     say("ingest: " + " ".join(f"{k}={rows.get(k, 0):.0f}" for k in
                               ("kcat", "producer_c256", "gateway_c256", "gateway_c32", "batch",

@@ -81,6 +81,27 @@ int lp_kbatch_begin(struct lp_kbatch *b, struct lp_kproducer *p, const char *top
  * (memory: a batch's values stay allocated until all are reported). */
 int lp_kbatch_send(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
 		   size_t vallen, int block_ms);
+/* A message's own completion argument in an lp_kbatch: memory the caller
+ * provides per message (inside its own record of the message, say) and
+ * keeps in place until done was called for that message.  Fields are
+ * private. */
+struct lp_kref {
+	struct lp__kmsg *km;  /* the batch's shared record */
+	void *opaque;         /* done's argument for this message */
+};
+/* Enqueues one message of the batch as lp_kbatch_send does, with these
+ * differences: done is called with opaque (not the batch's) for it, ref is
+ * the message's completion record (see struct lp_kref), headers (may be
+ * NULL) are taken over on success, and a value up to 4 KiB is NOT copied:
+ * val must stay valid and unchanged until done was called for it (a
+ * larger value is copied).  For a caller that keeps its events until each
+ * is reported anyway (the producer's requests): no allocation per message
+ * besides librdkafka's own.  Returns 0 or a negative errno as
+ * lp_kbatch_send; on an error done is not called and headers stay the
+ * caller's. */
+int lp_kbatch_send_ref(struct lp_kbatch *b, const void *key, size_t keylen, const void *val,
+		       size_t vallen, rd_kafka_headers_t *headers, struct lp_kref *ref,
+		       void *opaque, int block_ms);
 /* Ends the batch: releases the handle.  Reports may still come later. */
 void lp_kbatch_end(struct lp_kbatch *b);
 /* Messages waiting in the local queue or in flight. */
