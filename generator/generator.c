@@ -63,7 +63,7 @@ const struct lp_cfg_opt generator_options[] = {
 	OPT("kafka.timeout_ms", LP_CFG_INT, "120000", kafka_timeout_ms, "how long an event may wait for Kafka before it counts as an error", 1000, 3600000),
 	OPT("kafka.queue_max", LP_CFG_INT, "100000", kafka_queue_max, "events queued for Kafka before batches are shed", 1000, 10000000),
 	OPT("kafka.compression", LP_CFG_STR, "lz4", kafka_compression, "compression of produced batches: none, lz4, snappy, zstd or gzip", 0, 0),
-	OPT("kafka.linger_ms", LP_CFG_INT, "20", kafka_linger_ms, "how long librdkafka lets a batch fill before sending it (linger.ms); shorter makes librdkafka's broker thread spin at a paced rate (docs/benchmarks.md)", 0, 1000),
+	OPT("kafka.linger_ms", LP_CFG_INT, "50", kafka_linger_ms, "how long librdkafka lets a batch fill before sending it (linger.ms); shorter makes librdkafka's broker thread spin at a paced rate once the broker is slow to answer (docs/benchmarks.md)", 0, 1000),
 	OPT("redis.url", LP_CFG_STR, "redis://127.0.0.1:6379", redis_url, "Redis where running instances register to share the rate", 0, 0),
 	OPT("generator.instance_id", LP_CFG_STR, NULL, instance_id, "this instance's name (default: generator-HOST-PORT)", 0, 0),
 	OPT("generator.rate", LP_CFG_DOUBLE, "1000", rate, "default events per second, shared by all running instances", 0, 0),

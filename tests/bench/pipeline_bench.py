@@ -6,6 +6,8 @@ end, on the stack `make run` starts (issue #15, item 1).
     PIPELINE_STEP_S=15 make bench BENCH=pipeline          # quick (smoke) run
     /usr/bin/python3 tests/bench/pipeline_bench.py [--step-s S] [--start R]
                      [--max-rate R] [--bisect K] [--drain-events N] [--quick]
+    /usr/bin/python3 tests/bench/pipeline_bench.py --steps 10000,20000 --step-s 15
+                     --rounds 2 --variant base: --variant l20:enricher.kafka.linger_ms=20
 
 The stack is deploy/local/runner.py's, used as a library: Kafka, Redis and
 PostgreSQL and the six services, configured exactly as `make run` configures
@@ -50,9 +52,19 @@ disturbed.  Everything is stopped at the end (the runner's own shutdown).
            indexes, partitioned the same way, with today's partition), after
            a CHECKPOINT.  store_vs_copy = consumer rate / \\copy rate.
 
+  steps    (--steps R1,R2,...) instead of the three above: only these rates,
+           each step with its own e2e latency; with --variant NAME:SVC.KEY=V,...
+           (SVC generator, enricher or consumer; repeatable) each variant's
+           settings are applied by restarting the services they name, and
+           --rounds N runs every variant N times, the order turning round by
+           round, so that A/B share the same minutes of a loaded machine.
+           A table of the steps closes the run.
+
 Each step also prints the CPU each component used during it (cores, all
 threads; PostgreSQL with its backends), so a failing step shows who had the
-CPU.  Quick mode (--quick, or PIPELINE_STEP_S under 60): 15 s steps by default,
+CPU, and the same in µs per event: per event acknowledged (generator),
+enriched (enricher) or stored (consumer, PostgreSQL) during the step, per
+event generated for the rest.  Quick mode (--quick, or PIPELINE_STEP_S under 60): 15 s steps by default,
 two bisection steps, 100,000 drain events.  The machine's 1-minute load
 average is printed with every step: on the shared 2-CPU VM it moves the
 figures by a factor of two or more.  Last line:
@@ -87,6 +99,7 @@ DRAIN_RATE = 20000        # events/s the backlog of the drain phase is generated
 STORE_WITHIN_S = 10.0     # every event of a step stored within this long after it
 RATE_TOLERANCE = 0.02     # stored rate within 2 % of the generated rate
 LAG_SECONDS = 2.0         # consumer lag under this many seconds' worth of events
+SERVICES_TUNED = ("generator", "enricher", "consumer")  # what --variant may set
 
 
 def say(*a):
@@ -243,6 +256,9 @@ class Bench:
     def processed(self):
         return metrics(self.url("consumer")).get("log_events_processed_total", 0.0)
 
+    def enriched(self):
+        return metrics(self.url("enricher")).get("kafka_messages_sent_total", 0.0)
+
     def rows(self):
         return int(self.psql("SELECT count(*) FROM log_events"))
 
@@ -254,6 +270,7 @@ class Bench:
         rows0, proc0 = self.rows(), self.processed()
         load0 = load_avg()
         cpu0 = self.cpu()
+        enr0 = self.enriched()
         self.gen_start(rate, S)
         t0 = time.monotonic()
         # Both counters every 0.25 s; the rates are the least-squares slopes
@@ -271,6 +288,7 @@ class Bench:
         t_end = time.monotonic()
         # Who had the CPU during the step, in cores (of os.cpu_count()).
         cpu1 = self.cpu()
+        proc1, enr1 = self.processed(), self.enriched()
         cores = {n: (cpu1[n] - cpu0.get(n, 0)) / (t_end - t0) for n in cpu1}
         pl = self.pipeline()
         lag = (pl.get("stages") or {}).get("consumer", {}).get("lag")
@@ -311,6 +329,20 @@ class Bench:
             + ("PASS" if res["ok"] else "FAIL: " + res["why"]))
         say("    CPU during the step, cores: " + ", ".join(
             f"{n} {c:.2f}" for n, c in sorted(cores.items(), key=lambda kv: -kv[1])))
+        if sent:
+            # The same per event each one handled during the step: steadier
+            # than rates under load.  The generator's events are the ones
+            # acknowledged; the enricher's the ones it sent on, the
+            # consumer's and PostgreSQL's the ones stored (behind a backlog
+            # they are fewer than the step's); the rest per generated event.
+            done = {"enricher": enr1 - enr0, "consumer": proc1 - proc0,
+                    "postgres": proc1 - proc0}
+            res["us_per_event"] = {n: (cpu1[n] - cpu0.get(n, 0)) * 1e6 /
+                                   max(1.0, done.get(n, sent)) for n in cpu1}
+            say("    CPU per event, us: " + ", ".join(
+                f"{n} {u:.1f}" for n, u in sorted(res["us_per_event"].items(),
+                                                 key=lambda kv: -kv[1]))
+                + f"; all {sum(res['us_per_event'].values()):.1f}")
         if stored < sent:
             # The next step must start on an empty pipeline.
             deadline = time.monotonic() + 300
@@ -352,6 +384,11 @@ class Bench:
         if res is None:
             say(f"  no {rate:,}/s step on the ladder: running one")
             res = self.step(rate)
+        return self.step_e2e(res)
+
+    def step_e2e(self, res):
+        """p50/p99/max of stored_at - received_at of the rows of one step."""
+        rate = res["rate"]
         q = self.psql(
             "SELECT count(*), percentile_disc(0.5) WITHIN GROUP (ORDER BY d), "
             "percentile_disc(0.99) WITHIN GROUP (ORDER BY d), max(d) FROM "
@@ -361,6 +398,53 @@ class Bench:
         n, p50, p99, mx = q.split("|")
         return {"rate": rate, "n": int(n), "p50": float(p50), "p99": float(p99),
                 "max": float(mx), "step_ok": res["ok"]}
+
+    # ---- chosen steps under settings variants (A/B) ----
+
+    def apply(self, settings):
+        """Restarts the services whose settings differ from settings
+        ({service: {dotted key: value}}; a key missing from the map returns
+        to the value the stack started with)."""
+        for name in SERVICES_TUNED:
+            proc = self.r.components[name].obj
+            if not hasattr(proc, "env0"):
+                proc.env0 = dict(proc.env)
+            want = dict(proc.env0)
+            want.update({lp.env_name(k): str(v) for k, v in settings.get(name, {}).items()})
+            if want != proc.env:
+                self.control(name, "stop")
+                proc.env = want
+                self.control(name, "start")
+        # A restarted consumer or enricher rejoins its group first.
+        deadline = time.monotonic() + 60
+        while (self.pipeline().get("stages") or {}).get("consumer", {}).get("lag") is None:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+
+    def variants(self):
+        """Each round runs every variant's steps, the variants' order
+        turning round by round, so that A and B share the same minutes."""
+        args = self.args
+        names = [v[0] for v in args.variant] or ["defaults"]
+        table = dict(args.variant) or {"defaults": {}}
+        rows = []
+        for rnd in range(args.rounds):
+            order = names[rnd % len(names):] + names[:rnd % len(names)]
+            for name in order:
+                say(f"round {rnd + 1}, variant {name}: {table[name] or 'defaults'}")
+                self.apply(table[name])
+                if args.warmup_s:
+                    self.gen_start(args.steps[0], args.warmup_s)
+                    self.gen_wait_done(args.warmup_s + 30)
+                    time.sleep(2)
+                for rate in args.steps:
+                    res = self.step(rate)
+                    lat = self.step_e2e(res)
+                    say(f"    e2e p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms, "
+                        f"max {lat['max']:.0f} ms ({lat['n']:,} rows)")
+                    rows.append((rnd + 1, name, res, lat))
+        return rows
 
     # ---- consumer drain vs \copy ----
 
@@ -440,6 +524,20 @@ def machine():
             f"{platform.system()} {platform.release()}")
 
 
+def parse_variant(text):
+    """'NAME:svc.key=v,svc.key=v' -> (NAME, {svc: {key: v}})."""
+    name, _, spec = text.partition(":")
+    out = {}
+    for item in filter(None, spec.split(",")):
+        key, eq, value = item.partition("=")
+        svc, _, key = key.partition(".")
+        if not eq or svc not in SERVICES_TUNED or not key:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: want SERVICE.KEY=VALUE, SERVICE one of {', '.join(SERVICES_TUNED)}")
+        out.setdefault(svc, {})[key] = value
+    return name, out
+
+
 def main():
     # SIGTERM unwinds like ^C, so that everything started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -453,7 +551,20 @@ def main():
     ap.add_argument("--bisect", type=int, default=None, help="bisection steps (3)")
     ap.add_argument("--drain-events", type=int,
                     default=int(os.environ.get("PIPELINE_DRAIN_EVENTS", 0)) or None)
+    ap.add_argument("--steps", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                    help="run only these rates (comma-separated), each with its e2e "
+                         "latency, no ladder and no drain")
+    ap.add_argument("--variant", action="append", type=parse_variant, default=[],
+                    metavar="NAME:SVC.KEY=V[,SVC.KEY=V]",
+                    help="with --steps: settings to run them under, e.g. "
+                         "'l20:enricher.kafka.linger_ms=20' (the services named are "
+                         "restarted); repeat for A/B, the order turning each round")
+    ap.add_argument("--rounds", type=int, default=1, help="with --steps: rounds of the variants")
+    ap.add_argument("--warmup-s", type=float, default=5,
+                    help="with --steps: unmeasured seconds at the first rate after a restart")
     args = ap.parse_args()
+    if args.variant and not args.steps:
+        ap.error("--variant needs --steps")
     if args.step_s is None:
         args.step_s = float(env_step) if env_step else (15.0 if args.quick else 60.0)
     quick = args.quick or args.step_s < 60
@@ -470,6 +581,30 @@ def main():
         f"load {load_avg()}")
     b = Bench(args)
     t_start = time.monotonic()
+    if args.steps:
+        try:
+            b.start()
+            say(f"stack up in {b.base} (load {load_avg()})")
+            rows = b.variants()
+        except BaseException:
+            say(f"pipeline_bench: failed; the services' logs are kept in {b.base / 'logs'}")
+            raise
+        finally:
+            b.stop()
+        shutil.rmtree(b.base, ignore_errors=True)
+        say("\n== pipeline steps ==")
+        say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+        say(f"machine   {machine()}")
+        say("round variant        rate  stored/s  load   e2e p50/p99 ms  CPU us/event "
+            "(generator enricher consumer kafka postgres all)  result")
+        for rnd, name, s, lat in rows:
+            u = s.get("us_per_event", {})
+            say(f"{rnd:5} {name:12} {s['rate']:6} {s['stored_rate']:9,.0f} "
+                f"{s['load0'].split()[0]:>5}  {lat['p50']:5.0f} / {lat['p99']:5.0f}  "
+                + " ".join(f"{u.get(n, 0):5.1f}" for n in
+                           ("generator", "enricher", "consumer", "kafka", "postgres"))
+                + f" {sum(u.values()):6.1f}  " + ("pass" if s["ok"] else "FAIL"))
+        return 0
     try:
         b.start()
         say(f"stack up in {b.base} (load {load_avg()})")
