@@ -62,9 +62,10 @@ disturbed.  Everything is stopped at the end (the runner's own shutdown).
            only, the old calibrator is printed too: \\copy of the rows into a
            fresh empty table of the same shape (LIKE log_events INCLUDING
            DEFAULTS INCLUDING INDEXES, with today's partition).
-           --variant KEY=VALUE (a consumer setting, e.g. store.writers=2)
-           drains again with it after the default drain, --rounds R times in
-           alternation, each drain with its own calibrator.
+           --variant KEY=VALUE[,KEY=VALUE] (consumer settings, e.g.
+           store.writers=2, or bin_dir=DIR for DIR/logpipe-consumer) drains
+           again with them after the default drain, one drain per --variant,
+           --rounds R times in alternation, each with its own calibrator.
   --only drain  no ladder: --fill-rows rows (default 3,000,000, today's,
            1 ms apart back from now; indexes dropped for the load and
            rebuilt, counts rebuilt, VACUUM ANALYZE) stand for what the
@@ -501,7 +502,12 @@ class Bench:
         cons = self.r.components["consumer"].obj
         if not hasattr(self, "consumer_env"):
             self.consumer_env = dict(cons.env)
-        cons.env = dict(self.consumer_env, **(settings or {}))
+        if not hasattr(self, "consumer_binary"):
+            self.consumer_binary = cons.binary
+        settings = dict(settings or {})
+        bin_dir = settings.pop("LOGPIPE_BIN_DIR", None)
+        cons.binary = Path(bin_dir) / "logpipe-consumer" if bin_dir else self.consumer_binary
+        cons.env = dict(self.consumer_env, **settings)
         self.gen_start(DRAIN_RATE, max(1, round(n / DRAIN_RATE)))
         sent = self.gen_wait_done(n / DRAIN_RATE + 120)["sent"]
         self.control("enricher", "start")
@@ -529,6 +535,7 @@ class Bench:
                 raise RuntimeError("the consumer stored nothing in 10 minutes")
             time.sleep(0.005)
         t0 = time.monotonic()
+        m0 = metrics(url)
         cpu0["consumer"] = cpu_seconds(cons.pid)
         cpu0["postgres"] = cpu_tree(pg)
         while (done := metrics(url).get("log_events_processed_total", 0)) < sent:
@@ -537,6 +544,11 @@ class Bench:
             time.sleep(0.01)
         wall = time.monotonic() - t0
         store_rate = (done - n0) / wall
+        m1 = metrics(url)
+        batches = m1.get("log_event_processing_time_count", 0) - m0.get(
+            "log_event_processing_time_count", 0)
+        busy = (m1.get("log_event_processing_time_sum", 0) -
+                m0.get("log_event_processing_time_sum", 0)) / wall
         cpu_c = (cpu_seconds(cons.pid) - cpu0["consumer"]) / wall
         cpu_p = (cpu_tree(pg) - cpu0["postgres"]) / wall
         # PostgreSQL's CPU by backend: the consumer's store connection(s)
@@ -561,6 +573,8 @@ class Bench:
                           sorted(times.items(), key=lambda kv: -kv[1][1])))
         say(f"  consumer alone: {store_rate:,.0f} events/s ({stored:,} rows, "
             f"CPU consumer {cpu_c:.2f} postgres {cpu_p:.2f} cores, load {load_avg()})")
+        say(f"    {batches:.0f} batches ({(done - n0) / max(batches, 1):,.0f} events each), "
+            f"the store thread busy {busy:.0%} of the time")
         say(f"    PostgreSQL CPU seconds by backend since the consumer started: {backends}")
         self.control("enricher", "start")
 
@@ -620,7 +634,8 @@ class Bench:
         return {"events": sent, "store_rate": store_rate, "copy_rate": copy_rate,
                 "ratio": store_rate / copy_rate, "stored": stored, "copied": copied,
                 "fresh_rate": fresh_rate, "label": label, "load": load_avg(),
-                "cpu_consumer": cpu_c, "cpu_postgres": cpu_p, "copy_cpu": copy_cpu}
+                "cpu_consumer": cpu_c, "cpu_postgres": cpu_p, "copy_cpu": copy_cpu,
+                "busy": busy}
 
 
 def machine():
@@ -651,20 +666,24 @@ def main():
                     help="drain: no ladder; --fill-rows rows made first, then the drain(s)")
     ap.add_argument("--fill-rows", type=int, default=3000000,
                     help="rows in log_events before the drain with --only drain (3,000,000)")
-    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
-                    help="a consumer setting (store.writers=2) for a second drain after "
-                         "each default one")
+    ap.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,...]",
+                    help="consumer settings (store.writers=2; bin_dir=DIR: "
+                         "DIR/logpipe-consumer) for one more drain after each default "
+                         "one; repeatable, one drain per --variant")
     ap.add_argument("--statements", action="store_true",
                     help="each drain: PostgreSQL's time per kind of statement (its log)")
     ap.add_argument("--rounds", type=int, default=1,
                     help="drains (default, then variant) in alternation (1)")
     args = ap.parse_args()
-    variant = {}
-    for kv in args.variant:
-        k, sep, v = kv.partition("=")
-        if not sep:
-            ap.error(f"--variant {kv}: KEY=VALUE")
-        variant["LOGPIPE_" + k.upper().replace(".", "_")] = v
+    variants = []
+    for arg in args.variant:
+        variant = {}
+        for kv in arg.split(","):
+            k, sep, v = kv.partition("=")
+            if not sep:
+                ap.error(f"--variant {arg}: KEY=VALUE[,KEY=VALUE...]")
+            variant["LOGPIPE_" + k.upper().replace(".", "_")] = v
+        variants.append(variant)
     if args.step_s is None:
         args.step_s = float(env_step) if env_step else (15.0 if args.quick else 60.0)
     quick = args.quick or args.step_s < 60
@@ -696,7 +715,7 @@ def main():
         drains = []
         for _ in range(args.rounds):
             drains.append(b.drain())
-            if variant:
+            for variant in variants:
                 drains.append(b.drain(variant))
         dr = drains[0]
     except BaseException:
@@ -728,7 +747,7 @@ def main():
             f"\\copy of the same {d['copied']:,} rows into log_events {d['copy_rate']:,.0f} "
             f"rows/s: {d['ratio']:.2f}  (into an empty table {d['fresh_rate']:,.0f} rows/s; "
             f"CPU consumer {d['cpu_consumer']:.2f} postgres {d['cpu_postgres']:.2f} cores, "
-            f"\\copy's postgres {d['copy_cpu']:.2f}; "
+            f"\\copy's postgres {d['copy_cpu']:.2f}; store thread busy {d['busy']:.0%}; "
             f"load {d['load'].split()[0]})")
     if lat is None:
         say(f"pipeline: drain_only store_vs_copy={dr['ratio']:.2f}")
