@@ -88,6 +88,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -483,7 +484,11 @@ class Bench:
                 if i < 0:
                     continue
                 ms, _, rest = line[i + 10:].partition(" ms")
-                kind = next((k for pat, k in kinds if pat in rest), "other")
+                kind = next((k for pat, k in kinds if pat in rest), None)
+                if kind is None:
+                    # psql's \copy spells its COPY its own way.
+                    kind = "COPY rows" if re.search(r"copy\s+log_events\b", rest, re.I) else \
+                        "other"
                 n, t = out.get(kind, (0, 0.0))
                 out[kind] = (n + 1, t + float(ms) / 1000)
         return out
