@@ -734,7 +734,8 @@ def main():
     say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     say(f"machine   {machine()}")
     say(f"setup     make run's stack (deploy/local/runner.py) on free ports, default settings; "
-        f"{args.step_s:.0f} s steps; took {time.monotonic() - t_start:.0f} s")
+        + ("drains only" if args.only == "drain" else f"{args.step_s:.0f} s steps")
+        + f"; took {time.monotonic() - t_start:.0f} s")
     say(f"load      {load_avg()} (1, 5, 15-minute load average at the end)")
     if args.only == "drain":
         say(f"table     {args.fill_rows:,} rows made with generate_series before the drains")
