@@ -541,6 +541,7 @@ class Bench:
             time.sleep(0.005)
         t0 = time.monotonic()
         m0 = metrics(url)
+        stack0 = self.cpu()
         cpu0["consumer"] = cpu_seconds(cons.pid)
         cpu0["postgres"] = cpu_tree(pg)
         while (done := metrics(url).get("log_events_processed_total", 0)) < sent:
@@ -550,6 +551,9 @@ class Bench:
         wall = time.monotonic() - t0
         store_rate = (done - n0) / wall
         m1 = metrics(url)
+        stack1 = self.cpu()
+        stack = ", ".join(f"{n} {(stack1[n] - stack0.get(n, 0)) / wall:.2f}" for n in
+                          sorted(stack1, key=lambda n: stack0.get(n, 0) - stack1[n]))
         batches = m1.get("log_event_processing_time_count", 0) - m0.get(
             "log_event_processing_time_count", 0)
         busy = (m1.get("log_event_processing_time_sum", 0) -
@@ -581,6 +585,7 @@ class Bench:
         say(f"    {batches:.0f} batches ({(done - n0) / max(batches, 1):,.0f} events each), "
             f"the store thread busy {busy:.0%} of the time")
         say(f"    PostgreSQL CPU seconds by backend since the consumer started: {backends}")
+        say(f"    CPU during the drain, cores: {stack}")
         self.control("enricher", "start")
 
         # The calibrator: the same rows, out of log_events and \copy-ed back
