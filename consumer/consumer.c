@@ -94,7 +94,7 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("pg.dsn", LP_CFG_STR, "postgresql://postgres@127.0.0.1:5432/logpipe", pg_dsn, "PostgreSQL connection string", 0, 0),
 	OPT("pg.pool_size", LP_CFG_INT, "20", pg_pool_size, "connections serving the query API", 1, 1000),
 	OPT("query.timeout_ms", LP_CFG_INT, "10000", query_timeout_ms, "statement timeout of one query", 100, 600000),
-	OPT("batch.max_events", LP_CFG_INT, "4000", batch_max_events, "most records stored in one transaction", 1, 100000),
+	OPT("batch.max_events", LP_CFG_INT, "16000", batch_max_events, "most records stored in one transaction", 1, 100000),
 	OPT("batch.max_ms", LP_CFG_INT, "100", batch_max_ms, "longest wait to fill a batch, in ms (most of a paced event's time from generation to storage)", 1, 60000),
 	OPT("retry.max_attempts", LP_CFG_INT, "3", retry_max_attempts, "attempts for a row the database refuses before it goes to the DLQ", 1, 100),
 	OPT("retention.days", LP_CFG_INT, "7", retention_days, "drop daily partitions older than this many days; 0 keeps everything", 0, 36500),
@@ -973,7 +973,8 @@ static bool kafka_healthy(void *ud, char *detail, size_t len)
 
 /* ---- start and stop ---------------------------------------------------------- */
 
-static const double batch_buckets[] = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+static const double batch_buckets[] = {1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000,
+					50000};
 
 static void init_metrics(struct consumer *c)
 {

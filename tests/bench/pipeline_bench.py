@@ -6,6 +6,8 @@ end, on the stack `make run` starts (issue #15, item 1).
     PIPELINE_STEP_S=15 make bench BENCH=pipeline          # quick (smoke) run
     /usr/bin/python3 tests/bench/pipeline_bench.py [--step-s S] [--start R]
                      [--max-rate R] [--bisect K] [--drain-events N] [--quick]
+                     [--only drain] [--fill-rows M] [--drain-variant KEY=VALUE]
+                     [--drain-rounds R]
     /usr/bin/python3 tests/bench/pipeline_bench.py --steps 10000,20000 --step-s 15
                      --rounds 2 --variant base: --variant l20:enricher.kafka.linger_ms=20
 
@@ -44,13 +46,33 @@ disturbed.  Everything is stopped at the end (the runner's own shutdown).
            the 10,000 events/s step: p50 / p99 / max.
   drain    enricher and consumer stopped; N events (PIPELINE_DRAIN_EVENTS,
            default 300,000, 100,000 in quick mode) generated into raw-logs;
-           the enricher alone enriches them all and is stopped again; then
-           the consumer alone stores them: events/s from its first stored
-           batch to the last.  The calibrator, in the same run: those very
-           rows exported with psql \\copy ... TO and loaded with \\copy into
-           a table of the same shape (LIKE log_events with its defaults and
-           indexes, partitioned the same way, with today's partition), after
-           a CHECKPOINT.  store_vs_copy = consumer rate / \\copy rate.
+           the enricher alone enriches them all and is stopped again; then,
+           after a VACUUM and a CHECKPOINT, the consumer alone stores them
+           into log_events (as large as the ladder left it): events/s from
+           its first stored batch to the last, with the CPU of the consumer
+           and of PostgreSQL (and PostgreSQL's by backend: the store and
+           probe connections) meanwhile.  The calibrator, in the same run,
+           as issue #15 words it ("the same rows into the same table"):
+           those very rows exported with psql \\copy ... TO, DELETEd from
+           log_events, VACUUM log_events (the heap and index space they took
+           is free again, the table as before the drain), CHECKPOINT, then
+           timed: \\copy log_events (...) FROM the file, into the same
+           partition with the same indexes.  store_vs_copy = consumer rate /
+           that \\copy rate.  The rows are back with the consumer's very
+           values (stored_at aside), so the per-minute counts (migration 004,
+           untouched by DELETE and \\copy) still equal the rows: checked
+           after each drain (sum of the counts = count(*)).  For context
+           only, the old calibrator is printed too: \\copy of the rows into a
+           fresh empty table of the same shape (LIKE log_events INCLUDING
+           DEFAULTS INCLUDING INDEXES, with today's partition).
+           --drain-variant KEY=VALUE[,KEY=VALUE] (consumer settings, e.g.
+           store.writers=2, or bin_dir=DIR for DIR/logpipe-consumer) drains
+           again with them after the default drain, one drain per --drain-variant,
+           --drain-rounds R times in alternation, each with its own calibrator.
+  --only drain  no ladder: --fill-rows rows (default 3,000,000, today's,
+           1 ms apart back from now; indexes dropped for the load and
+           rebuilt, counts rebuilt, VACUUM ANALYZE) stand for what the
+           ladder leaves, then the drain(s): 3-4 minutes instead of 10+.
 
   steps    (--steps R1,R2,...) instead of the three above: only these rates,
            each step with its own e2e latency; with --variant NAME:SVC.KEY=V,...
@@ -70,6 +92,7 @@ average is printed with every step: on the shared 2-CPU VM it moves the
 figures by a factor of two or more.  Last line:
 
     pipeline: sustained=N e2e_p99_ms=N store_vs_copy=R
+    pipeline: drain_only store_vs_copy=R                      (--only drain)
 
 Loopback only; bounded in time (every wait has a deadline).
 """
@@ -78,6 +101,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import sys
@@ -94,12 +118,38 @@ import runner as rn  # noqa: E402
 
 COLUMNS = ("id, ts, received_at, level, level_rank, service, host, source_ip, tenant, "
            "correlation_id, message, attributes, enrichment, enrichment_status, kafka_topic, "
-           "kafka_partition, kafka_offset")
+           "kafka_partition, kafka_offset, trace_id, span_id")
 DRAIN_RATE = 20000        # events/s the backlog of the drain phase is generated at
 STORE_WITHIN_S = 10.0     # every event of a step stored within this long after it
 RATE_TOLERANCE = 0.02     # stored rate within 2 % of the generated rate
 LAG_SECONDS = 2.0         # consumer lag under this many seconds' worth of events
 SERVICES_TUNED = ("generator", "enricher", "consumer")  # what --variant may set
+
+# --only drain: the rows the ladder would have left, made by PostgreSQL (1 ms
+# apart back from now: today's partition, as the ladder's; 20 services, 50
+# hosts, 5 tenants, eight words out of forty, as tests/bench/storage_bench.py).
+FILL_SQL = """
+INSERT INTO log_events (""" + COLUMNS + """)
+SELECT gen_random_uuid(), t, t, (ARRAY['TRACE','DEBUG','INFO','WARN','ERROR','FATAL'])[r + 1],
+       r, 'svc-' || (g % 20), 'host-' || (g % 50), '10.0.0.' || (g % 250), 't' || (g % 5),
+       'c-' || g,
+       w[1 + (g * 7) % 40] || ' ' || w[1 + (g * 13) % 40] || ' ' || w[1 + (g * 17) % 40] || ' ' ||
+       w[1 + (g * 29) % 40] || ' ' || w[1 + (g * 31) % 40] || ' ' || w[1 + (g * 37) % 40] || ' ' ||
+       w[1 + (g * 41) % 40] || ' ' || w[1 + (g * 43) % 40] || ' req' || (g % 100000),
+       jsonb_build_object('i', g, 'path', '/api/v1/x'),
+       '{"status":"complete","team":"core","datacenter":"dc1"}', 'complete', 'bench', g % 6, g,
+       NULL, NULL
+FROM generate_series(1, {rows}) g,
+     LATERAL (SELECT now() - g * interval '1 ms' AS t,
+                     CASE WHEN (g * 31) % 100 < 5 THEN 0 WHEN (g * 31) % 100 < 20 THEN 1
+                          WHEN (g * 31) % 100 < 80 THEN 2 WHEN (g * 31) % 100 < 92 THEN 3
+                          WHEN (g * 31) % 100 < 99 THEN 4 ELSE 5 END AS r) x,
+     (SELECT string_to_array('user login request payment order timeout database cache miss '
+             'hit retry failed succeeded connection refused started stopped disk memory cpu '
+             'latency queue worker job scheduled completed error warning upstream downstream '
+             'session token expired invalid checkout cart search index shard replica', ' ')
+             AS w) words;
+"""
 
 
 def say(*a):
@@ -150,6 +200,20 @@ def cpu_seconds(pid):
         return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return 0.0
+
+
+def cpu_tree(pid):
+    """CPU time of a process and its live descendants, each with its reaped
+    children's (PostgreSQL: the postmaster and its backends, including the
+    backends that ended, such as a psql session's)."""
+    total = 0.0
+    for p in [pid] + lp._descendants(pid):
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
 
 
 class QuietRunner(rn.Runner):
@@ -448,12 +512,92 @@ class Bench:
 
     # ---- consumer drain vs \copy ----
 
-    def drain(self):
+    def fill(self, rows):
+        """rows rows of today made by PostgreSQL (generate_series, 1 ms apart
+        back from now), indexes dropped for the load and rebuilt, the counts
+        rebuilt, VACUUM ANALYZE: a table as large as the ladder leaves, in a
+        fraction of its time (--only drain)."""
+        say(f"fill: {rows:,} rows with generate_series (load {load_avg()})")
+        t0 = time.monotonic()
+        idx = self.psql("SELECT indexname || '|' || indexdef FROM pg_indexes "
+                        "WHERE schemaname = 'public' AND tablename = 'log_events' "
+                        "AND indexname <> 'log_events_pkey'").splitlines()
+        self.psql("".join(f"DROP INDEX {line.split('|', 1)[0]};" for line in idx) +
+                  "ALTER TABLE log_events DROP CONSTRAINT log_events_pkey;")
+        self.psql("SET maintenance_work_mem = '256MB';" + FILL_SQL.replace("{rows}", str(rows)))
+        # pg_indexes spells a partitioned index "ON ONLY", which would build
+        # it for the parent alone.
+        self.psql("SET maintenance_work_mem = '256MB';"
+                  "ALTER TABLE log_events ADD PRIMARY KEY (id, ts);" +
+                  "".join(line.split("|", 1)[1].replace(" ON ONLY ", " ON ") + ";"
+                          for line in idx))
+        # Rows loaded behind the consumer's back are counted by a rebuild.
+        self.psql("SELECT logpipe_counts_rebuild('-infinity', 'infinity')")
+        for t in ("log_events", "log_events_minute", "log_events_hour"):
+            self.psql(f"VACUUM ANALYZE {t}")
+        say(f"  filled in {time.monotonic() - t0:.0f} s (load {load_avg()})")
+
+    def counts_consistent(self):
+        """The per-minute counts (migration 004) equal the rows they count."""
+        q = self.psql("SELECT (SELECT coalesce(sum(n), 0) FROM log_events_minute) || '|' || "
+                      "(SELECT coalesce(sum(n), 0) FROM log_events_hour) || '|' || "
+                      "(SELECT count(*) FROM log_events)")
+        minute, hour, rows = (int(x) for x in q.split("|"))
+        return minute == hour == rows, f"minute {minute:,} hour {hour:,} rows {rows:,}"
+
+    def log_statements(self, on):
+        """Every statement's duration in PostgreSQL's log (--statements), or
+        no more; returns the log's size, where the next ones start."""
+        self.psql("ALTER SYSTEM SET log_min_duration_statement = 0" if on else
+                  "ALTER SYSTEM RESET log_min_duration_statement")
+        self.psql("SELECT pg_reload_conf()")
+        time.sleep(0.5)  # the backends take the new setting at their next command
+        return self.r.components["postgres"].obj.log_path.stat().st_size
+
+    def statement_times(self, since):
+        """Seconds PostgreSQL spent per kind of statement, by its log from
+        offset since: {kind: (count, seconds)}."""
+        kinds = (("COPY log_events ", "COPY rows"), ("COPY logpipe_stage_keys", "COPY count keys"),
+                 ("INSERT INTO log_events_minute", "add counts"), ("COMMIT", "COMMIT"),
+                 ("BEGIN", "BEGIN"), ("logpipe_ids_stored", "probe"), ("ANY($1", "probe"),
+                 ("COPY logpipe_stage ", "COPY staging"), ("WITH ins AS", "staging INSERT"))
+        out = {}
+        with open(self.r.components["postgres"].obj.log_path, errors="replace") as f:
+            f.seek(since)
+            for line in f:
+                i = line.find("duration: ")
+                if i < 0:
+                    continue
+                ms, _, rest = line[i + 10:].partition(" ms")
+                kind = next((k for pat, k in kinds if pat in rest), None)
+                if kind is None:
+                    # psql's \copy spells its COPY its own way.
+                    kind = "COPY rows" if re.search(r"copy\s+log_events\b", rest, re.I) else \
+                        "other"
+                n, t = out.get(kind, (0, 0.0))
+                out[kind] = (n + 1, t + float(ms) / 1000)
+        return out
+
+    def drain(self, settings=None):
+        """The consumer alone stores a backlog of N enriched events; then the
+        calibrator, psql \\copy of those rows into log_events again (see the
+        module comment).  settings: {LOGPIPE_*: value} for this consumer run
+        (the consumer is restarted with them; the next drain takes them off)."""
         n = self.args.drain_events
-        say(f"drain: enricher and consumer stopped, {n:,} events generated at "
+        label = " ".join(f"{k}={v}" for k, v in (settings or {}).items()) or "defaults"
+        say(f"drain ({label}): enricher and consumer stopped, {n:,} events generated at "
             f"{DRAIN_RATE:,}/s into raw-logs")
         self.control("consumer", "stop")
         self.control("enricher", "stop")
+        cons = self.r.components["consumer"].obj
+        if not hasattr(self, "consumer_env"):
+            self.consumer_env = dict(cons.env)
+        if not hasattr(self, "consumer_binary"):
+            self.consumer_binary = cons.binary
+        settings = dict(settings or {})
+        bin_dir = settings.pop("LOGPIPE_BIN_DIR", None)
+        cons.binary = Path(bin_dir) / "logpipe-consumer" if bin_dir else self.consumer_binary
+        cons.env = dict(self.consumer_env, **settings)
         self.gen_start(DRAIN_RATE, max(1, round(n / DRAIN_RATE)))
         sent = self.gen_wait_done(n / DRAIN_RATE + 120)["sent"]
         self.control("enricher", "start")
@@ -465,9 +609,14 @@ class Bench:
         self.control("enricher", "stop")
         say(f"  {sent:,} events enriched; enricher stopped, consumer alone now "
             f"(load {load_avg()})")
+        self.psql("VACUUM log_events")
         self.psql("CHECKPOINT")
         since = self.psql("SELECT now()")
         rows0 = self.rows()
+        pg = self.r.components["postgres"].obj.pid
+        cpu0 = {}
+        if self.args.statements:
+            log0 = self.log_statements(True)
         self.control("consumer", "start")
         url = self.url("consumer")
         deadline = time.monotonic() + 600
@@ -476,20 +625,85 @@ class Bench:
                 raise RuntimeError("the consumer stored nothing in 10 minutes")
             time.sleep(0.005)
         t0 = time.monotonic()
+        m0 = metrics(url)
+        stack0 = self.cpu()
+        cpu0["consumer"] = cpu_seconds(cons.pid)
+        cpu0["postgres"] = cpu_tree(pg)
         while (done := metrics(url).get("log_events_processed_total", 0)) < sent:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the consumer stored only {done:,.0f} of {sent:,}")
             time.sleep(0.01)
         wall = time.monotonic() - t0
         store_rate = (done - n0) / wall
+        m1 = metrics(url)
+        stack1 = self.cpu()
+        stack = ", ".join(f"{n} {(stack1[n] - stack0.get(n, 0)) / wall:.2f}" for n in
+                          sorted(stack1, key=lambda n: stack0.get(n, 0) - stack1[n]))
+        batches = m1.get("log_event_processing_time_count", 0) - m0.get(
+            "log_event_processing_time_count", 0)
+        busy = (m1.get("log_event_processing_time_sum", 0) -
+                m0.get("log_event_processing_time_sum", 0)) / wall
+        cpu_c = (cpu_seconds(cons.pid) - cpu0["consumer"]) / wall
+        cpu_p = (cpu_tree(pg) - cpu0["postgres"]) / wall
+        # PostgreSQL's CPU by backend: the consumer's store connection(s)
+        # (last statement a COMMIT), its probe connection and the rest.
+        roles = {}
+        for line in self.psql("SELECT pid || '|' || coalesce(backend_type, '') || '|' || "
+                              "left(coalesce(query, ''), 30) FROM pg_stat_activity "
+                              "WHERE pid <> pg_backend_pid()").splitlines():
+            bpid, btype, q = line.split("|", 2)
+            role = ("store" if q.startswith(("COMMIT", "ROLLBACK")) else
+                    "probe" if "logpipe_ids_stored" in q or "ANY($1" in q else
+                    btype if btype != "client backend" else "other")
+            roles[role] = roles.get(role, 0.0) + cpu_seconds(int(bpid))
+        backends = ", ".join(f"{k} {v:.1f}" for k, v in sorted(roles.items(),
+                                                                 key=lambda kv: -kv[1]) if v)
         stored = self.rows() - rows0
-        say(f"  consumer alone: {store_rate:,.0f} events/s ({stored:,} rows, load {load_avg()})")
+        if self.args.statements:
+            self.log_statements(False)
+            times = self.statement_times(log0)
+            say("    PostgreSQL's time by statement (log_min_duration_statement = 0), s: " +
+                ", ".join(f"{k} {t:.2f} ({n})" for k, (n, t) in
+                          sorted(times.items(), key=lambda kv: -kv[1][1])))
+        say(f"  consumer alone: {store_rate:,.0f} events/s ({stored:,} rows, "
+            f"CPU consumer {cpu_c:.2f} postgres {cpu_p:.2f} cores, load {load_avg()})")
+        say(f"    {batches:.0f} batches ({(done - n0) / max(batches, 1):,.0f} events each), "
+            f"the store thread busy {busy:.0%} of the time")
+        say(f"    PostgreSQL CPU seconds by backend since the consumer started: {backends}")
+        say(f"    CPU during the drain, cores: {stack}")
         self.control("enricher", "start")
 
-        # The calibrator: the same rows, \copy into a table of the same shape.
+        # The calibrator: the same rows, out of log_events and \copy-ed back
+        # into it, the table as large as it was before the consumer's drain.
         rows_file = self.base / "rows.copy"
-        self.psql(f"\\copy (SELECT {COLUMNS} FROM log_events WHERE stored_at >= '{since}') "
-                  f"TO '{rows_file}'")
+        where = f"WHERE stored_at >= '{since}'"
+        self.psql(f"\\copy (SELECT {COLUMNS} FROM log_events {where}) TO '{rows_file}'")
+        deleted = int(self.psql(f"WITH d AS (DELETE FROM log_events {where} RETURNING 1) "
+                                "SELECT count(*) FROM d"))
+        self.psql("VACUUM log_events")
+        self.psql("CHECKPOINT")
+        if self.args.statements:
+            log0 = self.log_statements(True)
+        t0, pcpu0 = time.monotonic(), cpu_tree(pg)
+        self.psql(f"\\copy log_events ({COLUMNS}) FROM '{rows_file}'")
+        copy_s = time.monotonic() - t0
+        copy_cpu = (cpu_tree(pg) - pcpu0) / copy_s
+        if self.args.statements:
+            self.log_statements(False)
+            times = self.statement_times(log0)
+            say("    \\copy's COPY in PostgreSQL's log, s: " +
+                ", ".join(f"{k} {t:.2f} ({n})" for k, (n, t) in times.items()))
+        copied = self.rows() - rows0
+        copy_rate = copied / copy_s
+        say(f"  psql \\copy of the same {copied:,} rows ({deleted:,} deleted first) into "
+            f"log_events: {copy_rate:,.0f} rows/s (CPU postgres {copy_cpu:.2f} cores, "
+            f"load {load_avg()})")
+        if copied != stored or deleted != stored:
+            raise RuntimeError(f"the calibrator lost rows: stored {stored:,}, "
+                               f"deleted {deleted:,}, copied back {copied:,}")
+
+        # For context (not in the ratio): the old calibrator, a fresh table
+        # of the same shape.
         today = self.psql("SELECT (now() AT TIME ZONE 'UTC')::date")
         self.psql(
             "DROP TABLE IF EXISTS bench_copy;"
@@ -502,15 +716,21 @@ class Bench:
             "CHECKPOINT")
         t0 = time.monotonic()
         self.psql(f"\\copy bench_copy ({COLUMNS}) FROM '{rows_file}'")
-        copy_s = time.monotonic() - t0
-        copied = int(self.psql("SELECT count(*) FROM bench_copy"))
-        copy_rate = copied / copy_s
-        say(f"  psql \\copy of the same {copied:,} rows: {copy_rate:,.0f} rows/s "
-            f"(load {load_avg()})")
+        fresh_rate = int(self.psql("SELECT count(*) FROM bench_copy")) / (time.monotonic() - t0)
+        say(f"  (context) psql \\copy of them into an empty table of the same shape: "
+            f"{fresh_rate:,.0f} rows/s")
         self.psql("DROP TABLE bench_copy")
         rows_file.unlink()
+        ok, counts = self.counts_consistent()
+        say(f"  per-minute counts {'equal the rows' if ok else 'DIFFER from the rows'}: "
+            f"{counts}")
+        if not ok:
+            raise RuntimeError(f"the per-minute counts differ from the rows: {counts}")
         return {"events": sent, "store_rate": store_rate, "copy_rate": copy_rate,
-                "ratio": store_rate / copy_rate, "stored": stored, "copied": copied}
+                "ratio": store_rate / copy_rate, "stored": stored, "copied": copied,
+                "fresh_rate": fresh_rate, "label": label, "load": load_avg(),
+                "cpu_consumer": cpu_c, "cpu_postgres": cpu_p, "copy_cpu": copy_cpu,
+                "busy": busy}
 
 
 def machine():
@@ -562,9 +782,30 @@ def main():
     ap.add_argument("--rounds", type=int, default=1, help="with --steps: rounds of the variants")
     ap.add_argument("--warmup-s", type=float, default=5,
                     help="with --steps: unmeasured seconds at the first rate after a restart")
+    ap.add_argument("--only", choices=["drain"],
+                    help="drain: no ladder; --fill-rows rows made first, then the drain(s)")
+    ap.add_argument("--fill-rows", type=int, default=3000000,
+                    help="rows in log_events before the drain with --only drain (3,000,000)")
+    ap.add_argument("--drain-variant", action="append", default=[], metavar="KEY=VALUE[,...]",
+                    help="consumer settings (store.writers=2; bin_dir=DIR: "
+                         "DIR/logpipe-consumer) for one more drain after each default "
+                         "one; repeatable, one drain per --drain-variant")
+    ap.add_argument("--statements", action="store_true",
+                    help="each drain: PostgreSQL's time per kind of statement (its log)")
+    ap.add_argument("--drain-rounds", type=int, default=1,
+                    help="drains (default, then variant) in alternation (1)")
     args = ap.parse_args()
     if args.variant and not args.steps:
         ap.error("--variant needs --steps")
+    variants = []
+    for arg in args.drain_variant:
+        variant = {}
+        for kv in arg.split(","):
+            k, sep, v = kv.partition("=")
+            if not sep:
+                ap.error(f"--drain-variant {arg}: KEY=VALUE[,KEY=VALUE...]")
+            variant["LOGPIPE_" + k.upper().replace(".", "_")] = v
+        variants.append(variant)
     if args.step_s is None:
         args.step_s = float(env_step) if env_step else (15.0 if args.quick else 60.0)
     quick = args.quick or args.step_s < 60
@@ -608,12 +849,21 @@ def main():
     try:
         b.start()
         say(f"stack up in {b.base} (load {load_avg()})")
-        sustained = b.ladder()
-        lat = b.e2e(10000)
-        say(f"e2e stored_at - received_at at 10,000/s: p50 {lat['p50']:.0f} ms, "
-            f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms ({lat['n']:,} rows"
-            + ("" if lat["step_ok"] else "; that step FAILED") + ")")
-        dr = b.drain()
+        if args.only == "drain":
+            sustained, lat = None, None
+            b.fill(args.fill_rows)
+        else:
+            sustained = b.ladder()
+            lat = b.e2e(10000)
+            say(f"e2e stored_at - received_at at 10,000/s: p50 {lat['p50']:.0f} ms, "
+                f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms ({lat['n']:,} rows"
+                + ("" if lat["step_ok"] else "; that step FAILED") + ")")
+        drains = []
+        for _ in range(args.drain_rounds):
+            drains.append(b.drain())
+            for variant in variants:
+                drains.append(b.drain(variant))
+        dr = drains[0]
     except BaseException:
         say(f"pipeline_bench: failed; the services' logs are kept in {b.base / 'logs'}")
         raise
@@ -625,20 +875,32 @@ def main():
     say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     say(f"machine   {machine()}")
     say(f"setup     make run's stack (deploy/local/runner.py) on free ports, default settings; "
-        f"{args.step_s:.0f} s steps; took {time.monotonic() - t_start:.0f} s")
+        + ("drains only" if args.only == "drain" else f"{args.step_s:.0f} s steps")
+        + f"; took {time.monotonic() - t_start:.0f} s")
     say(f"load      {load_avg()} (1, 5, 15-minute load average at the end)")
+    if args.only == "drain":
+        say(f"table     {args.fill_rows:,} rows made with generate_series before the drains")
     for s in b.steps:
         say(f"step {s['rate']:>7,}/s  generated {s['gen_rate']:>9,.0f}/s  stored "
             f"{s['stored_rate']:>9,.0f}/s  lag {s['lag'] if s['lag'] is not None else '?':>7}  "
             f"stored all after {s['store_s']:4.1f} s  load {s['load0'].split()[0]}-"
             f"{s['load1'].split()[0]}  " + ("pass" if s["ok"] else "FAIL (" + s["why"] + ")"))
-    say(f"sustained {sustained or 0:,} events/s (highest passing step)")
-    say(f"e2e       stored_at - received_at at 10,000/s: p50 {lat['p50']:.0f} ms, "
-        f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms")
-    say(f"drain     consumer alone {dr['store_rate']:,.0f} events/s, psql \\copy of the same "
-        f"{dr['copied']:,} rows {dr['copy_rate']:,.0f} rows/s: {dr['ratio']:.2f}")
-    say(f"pipeline: sustained={sustained or 0} e2e_p99_ms={lat['p99']:.0f} "
-        f"store_vs_copy={dr['ratio']:.2f}")
+    if lat is not None:
+        say(f"sustained {sustained or 0:,} events/s (highest passing step)")
+        say(f"e2e       stored_at - received_at at 10,000/s: p50 {lat['p50']:.0f} ms, "
+            f"p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms")
+    for d in drains:
+        say(f"drain     ({d['label']}) consumer alone {d['store_rate']:,.0f} events/s, psql "
+            f"\\copy of the same {d['copied']:,} rows into log_events {d['copy_rate']:,.0f} "
+            f"rows/s: {d['ratio']:.2f}  (into an empty table {d['fresh_rate']:,.0f} rows/s; "
+            f"CPU consumer {d['cpu_consumer']:.2f} postgres {d['cpu_postgres']:.2f} cores, "
+            f"\\copy's postgres {d['copy_cpu']:.2f}; store thread busy {d['busy']:.0%}; "
+            f"load {d['load'].split()[0]})")
+    if lat is None:
+        say(f"pipeline: drain_only store_vs_copy={dr['ratio']:.2f}")
+    else:
+        say(f"pipeline: sustained={sustained or 0} e2e_p99_ms={lat['p99']:.0f} "
+            f"store_vs_copy={dr['ratio']:.2f}")
     return 0
 
 
