@@ -55,8 +55,8 @@ static void check_accepted(const struct lp_rq *rq, const char *buf, size_t n)
 {
 	static const char *const methods[] = { "GET", "POST", "PUT", "PATCH", "DELETE" };
 	char name[LP_RQ_MAX_HEAD + 1];
-	const char *v;
-	size_t i, len, m;
+	const char *v, *eol;
+	size_t i, len, m, line_len;
 
 	FUZZ_CHECK(rq->head_len >= 18 && rq->head_len <= n && rq->head_len <= LP_RQ_MAX_HEAD,
 		   "head_len %zu of %zu", rq->head_len, n);
@@ -87,8 +87,17 @@ static void check_accepted(const struct lp_rq *rq, const char *buf, size_t n)
 	}
 
 	FUZZ_CHECK(rq->nheaders <= LP_RQ_MAX_HEADERS, "%zu headers", rq->nheaders);
+	/* HTTP/1.0 is told by the request line's last eight bytes, and such
+	 * a request is always closed after its reply. */
+	eol = memchr(buf, '\n', rq->head_len);
+	FUZZ_CHECK(eol != NULL, "no end of the request line");
+	line_len = (size_t)(eol - buf);
+	if (line_len > 0 && buf[line_len - 1] == '\r')
+		line_len--;
+	FUZZ_CHECK(line_len >= 8 && rq->http10 == !memcmp(buf + line_len - 8, "HTTP/1.0", 8),
+		   "http10 %d with request line \"%.*s\"", rq->http10, (int)line_len, buf);
 	v = lp_rq_header(rq, "Connection", &len);
-	FUZZ_CHECK(rq->close == (v && len == 5 && same_name(v, "close", 5)),
+	FUZZ_CHECK(rq->close == (rq->http10 || (v && len == 5 && same_name(v, "close", 5))),
 		   "close %d with Connection \"%.*s\"", rq->close, v ? (int)len : 0, v ? v : "");
 	FUZZ_CHECK(rq->content_length >= -1 && rq->content_length <= 999999999999999999LL,
 		   "content_length %lld", rq->content_length);
