@@ -176,10 +176,16 @@ def test_counts_match_after_a_burst(stack, pg_dsn):
         assert v["services"][name]["status"] == "UP", v["services"][name]
         assert all(s == "closed" for s in v["breakers"][name].values()), v["breakers"]
 
-    # With history, one rate per sample step and series per stage.
-    status, h = call(gw.url + "/api/v1/pipeline?history=1")
-    assert status == 200
-    hist = h["history"]
+    # With history, one rate per sample step and series per stage.  A
+    # loaded machine may not have taken the second sample yet: wait for it.
+    deadline = time.monotonic() + 30
+    while True:
+        status, h = call(gw.url + "/api/v1/pipeline?history=1")
+        assert status == 200
+        hist = h["history"]
+        if len(hist["t"]) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
     assert len(hist["t"]) >= 2 and len(hist["raw"]) == len(hist["t"]), hist
     assert any(x and x > 0 for x in hist["raw"]), hist["raw"]
 
