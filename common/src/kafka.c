@@ -488,6 +488,30 @@ static int err_to_errno(rd_kafka_resp_err_t e)
 	}
 }
 
+/* Fills vu with a message's key, value, flags, opaque and headers (when
+ * there are any); returns the number of items, at most 5. */
+static size_t message_vu(rd_kafka_vu_t *vu, const void *key, size_t keylen, const void *val,
+			 size_t vallen, int flags, void *opaque, rd_kafka_headers_t *headers)
+{
+	size_t n = 0;
+
+	vu[n].vtype = RD_KAFKA_VTYPE_KEY;
+	vu[n].u.mem.ptr = (void *)key;
+	vu[n++].u.mem.size = key ? keylen : 0;
+	vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
+	vu[n].u.mem.ptr = (void *)val;
+	vu[n++].u.mem.size = vallen;
+	vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
+	vu[n++].u.i = flags;
+	vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
+	vu[n++].u.ptr = opaque;
+	if (headers) {
+		vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
+		vu[n++].u.headers = headers;
+	}
+	return n;
+}
+
 int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key, size_t keylen,
 		      const void *val, size_t vallen, rd_kafka_headers_t *headers, int block_ms,
 		      lp_kdone_fn done, void *opaque)
@@ -506,20 +530,8 @@ int lp_kproducer_send(struct lp_kproducer *p, const char *topic, const void *key
 		km = kmsg_new(done, opaque);
 	vu[n].vtype = RD_KAFKA_VTYPE_TOPIC;
 	vu[n++].u.cstr = topic;
-	vu[n].vtype = RD_KAFKA_VTYPE_KEY;
-	vu[n].u.mem.ptr = (void *)key;
-	vu[n++].u.mem.size = key ? keylen : 0;
-	vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
-	vu[n].u.mem.ptr = (void *)val;
-	vu[n++].u.mem.size = vallen;
-	vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
-	vu[n++].u.i = RD_KAFKA_MSG_F_COPY;
-	vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
-	vu[n++].u.ptr = km ? &km->self : NULL;
-	if (headers) {
-		vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
-		vu[n++].u.headers = headers;
-	}
+	n += message_vu(vu + n, key, keylen, val, vallen, RD_KAFKA_MSG_F_COPY,
+			km ? &km->self : NULL, headers);
 
 	h = kh_get(p);
 	for (;;) {
@@ -617,20 +629,7 @@ static int kbatch_produce(struct lp_kbatch *b, const void *key, size_t keylen, c
 		n = 0;
 		vu[n].vtype = RD_KAFKA_VTYPE_RKT;
 		vu[n++].u.rkt = b->rkt;
-		vu[n].vtype = RD_KAFKA_VTYPE_KEY;
-		vu[n].u.mem.ptr = (void *)key;
-		vu[n++].u.mem.size = key ? keylen : 0;
-		vu[n].vtype = RD_KAFKA_VTYPE_VALUE;
-		vu[n].u.mem.ptr = (void *)val;
-		vu[n++].u.mem.size = vallen;
-		vu[n].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
-		vu[n++].u.i = flags;
-		vu[n].vtype = RD_KAFKA_VTYPE_OPAQUE;
-		vu[n++].u.ptr = ref;
-		if (headers) {
-			vu[n].vtype = RD_KAFKA_VTYPE_HEADERS;
-			vu[n++].u.headers = headers;
-		}
+		n += message_vu(vu + n, key, keylen, val, vallen, flags, ref, headers);
 		e = rd_kafka_produceva(b->h->rk, vu, n);
 		if (!e)
 			return 0;
