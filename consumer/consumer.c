@@ -101,7 +101,7 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("partitions.days_ahead", LP_CFG_INT, "7", partitions_ahead, "daily partitions created ahead of today", 1, 366),
 	OPT("partitions.interval_s", LP_CFG_INT, "3600", partitions_interval_s, "seconds between passes that create partitions ahead and apply retention", 1, 86400),
 	OPT("store.dedup_by_id", LP_CFG_BOOL, "true", dedup_by_id, "also skip an event whose id is stored under another timestamp", 0, 0),
-	OPT("store.writers", LP_CFG_INT, "1", store_writers, "connections a fresh batch is copied with at once", 1, STORE_MAX_WRITERS),
+	OPT("store.writers", LP_CFG_INT, "2", store_writers, "connections a fresh batch is copied with at once", 1, STORE_MAX_WRITERS),
 	OPT("tail.buffer", LP_CFG_INT, "10000", tail_buffer, "stored events kept in memory for GET /api/logs/tail; 0 turns the live tail off", 0, 10000000),
 	OPT("tail.max_clients", LP_CFG_INT, "8", tail_max_clients, "live tails served at once (each holds an HTTP worker thread); more get 503", 0, 1000),
 	OPT("tail.heartbeat_ms", LP_CFG_INT, "15000", tail_heartbeat_ms, "a comment line goes to a quiet live tail this often", 100, 600000),
