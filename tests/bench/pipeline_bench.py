@@ -758,6 +758,22 @@ def parse_variant(text):
     return name, out
 
 
+def on_stack(b, work):
+    """Starts the stack, returns work()'s result and stops it; the services'
+    logs stay behind when work fails."""
+    try:
+        b.start()
+        say(f"stack up in {b.base} (load {load_avg()})")
+        result = work()
+    except BaseException:
+        say(f"pipeline_bench: failed; the services' logs are kept in {b.base / 'logs'}")
+        raise
+    finally:
+        b.stop()
+    shutil.rmtree(b.base, ignore_errors=True)
+    return result
+
+
 def main():
     # SIGTERM unwinds like ^C, so that everything started is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -823,16 +839,7 @@ def main():
     b = Bench(args)
     t_start = time.monotonic()
     if args.steps:
-        try:
-            b.start()
-            say(f"stack up in {b.base} (load {load_avg()})")
-            rows = b.variants()
-        except BaseException:
-            say(f"pipeline_bench: failed; the services' logs are kept in {b.base / 'logs'}")
-            raise
-        finally:
-            b.stop()
-        shutil.rmtree(b.base, ignore_errors=True)
+        rows = on_stack(b, b.variants)
         say("\n== pipeline steps ==")
         say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
         say(f"machine   {machine()}")
@@ -846,9 +853,7 @@ def main():
                            ("generator", "enricher", "consumer", "kafka", "postgres"))
                 + f" {sum(u.values()):6.1f}  " + ("pass" if s["ok"] else "FAIL"))
         return 0
-    try:
-        b.start()
-        say(f"stack up in {b.base} (load {load_avg()})")
+    def measure():
         if args.only == "drain":
             sustained, lat = None, None
             b.fill(args.fill_rows)
@@ -863,18 +868,15 @@ def main():
             drains.append(b.drain())
             for variant in variants:
                 drains.append(b.drain(variant))
-        dr = drains[0]
-    except BaseException:
-        say(f"pipeline_bench: failed; the services' logs are kept in {b.base / 'logs'}")
-        raise
-    finally:
-        b.stop()
-    shutil.rmtree(b.base, ignore_errors=True)
+        return sustained, lat, drains
+
+    sustained, lat, drains = on_stack(b, measure)
+    dr = drains[0]
 
     say("\n== pipeline benchmark ==")
     say(f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
     say(f"machine   {machine()}")
-    say(f"setup     make run's stack (deploy/local/runner.py) on free ports, default settings; "
+    say("setup     make run's stack (deploy/local/runner.py) on free ports, default settings; "
         + ("drains only" if args.only == "drain" else f"{args.step_s:.0f} s steps")
         + f"; took {time.monotonic() - t_start:.0f} s")
     say(f"load      {load_avg()} (1, 5, 15-minute load average at the end)")
