@@ -115,6 +115,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "deploy" / "local"))
 import infra as lp  # noqa: E402
 import runner as rn  # noqa: E402
+import storage_bench  # noqa: E402  (this directory is the script's)
 
 COLUMNS = ("id, ts, received_at, level, level_rank, service, host, source_ip, tenant, "
            "correlation_id, message, attributes, enrichment, enrichment_status, kafka_topic, "
@@ -125,31 +126,11 @@ RATE_TOLERANCE = 0.02     # stored rate within 2 % of the generated rate
 LAG_SECONDS = 2.0         # consumer lag under this many seconds' worth of events
 SERVICES_TUNED = ("generator", "enricher", "consumer")  # what --variant may set
 
-# --only drain: the rows the ladder would have left, made by PostgreSQL (1 ms
-# apart back from now: today's partition, as the ladder's; 20 services, 50
-# hosts, 5 tenants, eight words out of forty, as tests/bench/storage_bench.py).
-FILL_SQL = """
-INSERT INTO log_events (""" + COLUMNS + """)
-SELECT gen_random_uuid(), t, t, (ARRAY['TRACE','DEBUG','INFO','WARN','ERROR','FATAL'])[r + 1],
-       r, 'svc-' || (g % 20), 'host-' || (g % 50), '10.0.0.' || (g % 250), 't' || (g % 5),
-       'c-' || g,
-       w[1 + (g * 7) % 40] || ' ' || w[1 + (g * 13) % 40] || ' ' || w[1 + (g * 17) % 40] || ' ' ||
-       w[1 + (g * 29) % 40] || ' ' || w[1 + (g * 31) % 40] || ' ' || w[1 + (g * 37) % 40] || ' ' ||
-       w[1 + (g * 41) % 40] || ' ' || w[1 + (g * 43) % 40] || ' req' || (g % 100000),
-       jsonb_build_object('i', g, 'path', '/api/v1/x'),
-       '{"status":"complete","team":"core","datacenter":"dc1"}', 'complete', 'bench', g % 6, g,
-       NULL, NULL
-FROM generate_series(1, {rows}) g,
-     LATERAL (SELECT now() - g * interval '1 ms' AS t,
-                     CASE WHEN (g * 31) % 100 < 5 THEN 0 WHEN (g * 31) % 100 < 20 THEN 1
-                          WHEN (g * 31) % 100 < 80 THEN 2 WHEN (g * 31) % 100 < 92 THEN 3
-                          WHEN (g * 31) % 100 < 99 THEN 4 ELSE 5 END AS r) x,
-     (SELECT string_to_array('user login request payment order timeout database cache miss '
-             'hit retry failed succeeded connection refused started stopped disk memory cpu '
-             'latency queue worker job scheduled completed error warning upstream downstream '
-             'session token expired invalid checkout cart search index shard replica', ' ')
-             AS w) words;
-"""
+# --only drain: the rows the ladder would have left, made by PostgreSQL with
+# storage_bench.py's synthetic rows (20 services, 50 hosts, 5 tenants, eight
+# words out of forty), 1 ms apart back from now: today's partition, as the
+# ladder's.
+FILL_SQL = storage_bench.LOAD_SQL.replace("interval '60 ms'", "interval '1 ms'")
 
 
 def say(*a):
