@@ -324,6 +324,28 @@ def test_refusals_are_the_protocols(gw):
     assert post(url, json.dumps(ok), "application/json").status_code == 200
 
 
+def test_rate_limited_export_is_told_when_to_retry(services, topics, pg_dsn):
+    """Past the gateway's ingest limit an export gets the protocol's
+    retryable 429 with Retry-After (the SDKs' exporters wait that long), and
+    is admitted again once the window has passed."""
+    need("gateway", "producer")
+    services("producer", "gateway", topics=topics, pg_dsn=pg_dsn,
+             config={"gateway": {"ratelimit.rate": 3}})
+    url = services.url("gateway")
+    doc = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"body": {"stringValue": "limited"}}]}]}]})
+    codes = [post(url, doc, "application/json") for _ in range(12)]
+    statuses = [r.status_code for r in codes]
+    assert set(statuses) <= {200, 429}, statuses
+    assert 200 in statuses and 429 in statuses, statuses
+    limited = next(r for r in codes if r.status_code == 429)
+    wait = int(limited.headers["Retry-After"])
+    assert 1 <= wait <= 2, limited.headers
+    time.sleep(wait)
+    r = post(url, doc, "application/json")
+    assert r.status_code == 200, r.text
+
+
 # ---- trace context ---------------------------------------------------------------
 
 def consume(tool, brokers, topic, wait_ms=5000):
