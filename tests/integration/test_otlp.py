@@ -412,3 +412,13 @@ def test_trace_context_end_to_end(gw, services, topics, infra, kafkatool):
                 for m in consume(kafkatool, infra.kafka.bootstrap, topics[role])
                 if json.loads(m["value"]).get("service") == svc]
     assert len(enriched) == 3
+
+    # The gateway's access lines name the trace beside the request id.
+    def access_lines():
+        text = services["gateway"].log_path.read_text(errors="replace")
+        lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+        got = [x for x in lines if x.get("msg") == "access" and x.get("trace_id") == trace]
+        return got if len(got) >= 3 else None
+    got = wait_for("the access lines with the trace id", access_lines, 15)
+    assert {"/api/logs", "/api/logs/batch", "/v1/logs"} <= {x["path"] for x in got}, got
+    assert all(x["request_id"] not in ("", "-") for x in got), got
