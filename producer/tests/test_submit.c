@@ -441,18 +441,25 @@ static void test_otlp_trace_headers(void **state)
 	free(a);
 }
 
+/* Starts f's producer without a spool, has one event acknowledged (so the
+ * metadata is known), then takes both brokers down. */
+static void start_without_kafka(struct fixture *f, struct answer *first)
+{
+	f->s.spool_enabled = 0;
+	start(f);
+	submit_one_and_wait(f, first);
+	assert_int_equal(first->status, 202);
+	rd_kafka_mock_broker_set_down(f->mc, 1);
+	rd_kafka_mock_broker_set_down(f->mc, 2);
+}
+
 /* Kafka down and no spool: 503 with Retry-After, never 202. */
 static void test_kafka_down_no_spool(void **state)
 {
 	struct fixture *f = *state;
 	struct answer *a = calloc(2, sizeof(*a));
 
-	f->s.spool_enabled = 0;
-	start(f);
-	submit_one_and_wait(f, &a[0]);
-	assert_int_equal(a[0].status, 202);
-	rd_kafka_mock_broker_set_down(f->mc, 1);
-	rd_kafka_mock_broker_set_down(f->mc, 2);
+	start_without_kafka(f, &a[0]);
 	submit_one_and_wait(f, &a[1]);
 	assert_int_equal(a[1].status, 503);
 	assert_contains(a[1].headers, "Retry-After: ");
@@ -476,12 +483,7 @@ static void test_otlp_kafka_down_no_spool(void **state)
 	struct fixture *f = *state;
 	struct answer *a = calloc(3, sizeof(*a));
 
-	f->s.spool_enabled = 0;
-	start(f);
-	submit_one_and_wait(f, &a[0]);
-	assert_int_equal(a[0].status, 202);
-	rd_kafka_mock_broker_set_down(f->mc, 1);
-	rd_kafka_mock_broker_set_down(f->mc, 2);
+	start_without_kafka(f, &a[0]);
 	submit_bin(f, PRODUCER_OTLP, pb, sizeof(pb) - 1, "application/x-protobuf", NULL, &a[1]);
 	submit(f, PRODUCER_OTLP, js, "application/json", &a[2]);
 	assert_int_equal(wait_done(3), 3);
