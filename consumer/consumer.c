@@ -88,6 +88,8 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("log.level", LP_CFG_STR, "info", log_level, "debug, info, warn or error", 0, 0),
 	OPT("kafka.brokers", LP_CFG_STR, "127.0.0.1:9092", kafka_brokers, "Kafka bootstrap servers", 0, 0),
 	OPT("kafka.group", LP_CFG_STR, "logpipe-consumer", kafka_group, "consumer group id", 0, 0),
+	OPT("kafka.fetch_wait_ms", LP_CFG_INT, "100", kafka_fetch_wait_ms, "consumer fetch.wait.max.ms: longest a fetch waits on the broker for kafka.fetch_min_bytes", 1, 10000),
+	OPT("kafka.fetch_min_bytes", LP_CFG_INT, "1", kafka_fetch_min_bytes, "consumer fetch.min.bytes: what a fetch waits for on the broker (up to kafka.fetch_wait_ms); more means fewer fetch requests", 1, 100000000),
 	OPT("topics.complete", LP_CFG_STR, "enriched-logs-complete", topic_complete, "topic of fully enriched events", 0, 0),
 	OPT("topics.partial", LP_CFG_STR, "enriched-logs-partial", topic_partial, "topic of partially enriched events", 0, 0),
 	OPT("topics.dlq", LP_CFG_STR, "logs-dlq", topic_dlq, "dead-letter topic for events that cannot be stored", 0, 0),
@@ -1040,8 +1042,11 @@ struct consumer *consumer_start(const struct consumer_settings *s, char *err, si
 	 * times out; 10 s instead of librdkafka's 45 s lets a restarted one (or
 	 * another member) take over sooner.  Heartbeats come from librdkafka's
 	 * own thread every 3 s, also while the loop waits for the database. */
-	static const char *const consumer_props[] = { "auto.offset.reset", "earliest",
-						      "session.timeout.ms", "10000", NULL };
+	char fetch_wait[32], fetch_min[32];
+	const char *consumer_props[] = { "auto.offset.reset", "earliest",
+					 "session.timeout.ms", "10000",
+					 "fetch.wait.max.ms", fetch_wait,
+					 "fetch.min.bytes", fetch_min, NULL };
 
 	c->s = s;
 	c->seed = (unsigned)lp_now_us();
@@ -1076,6 +1081,8 @@ struct consumer *consumer_start(const struct consumer_settings *s, char *err, si
 	c->dlq = lp_kproducer_new(s->kafka_brokers, dlq_props, err, errlen);
 	if (!c->dlq)
 		goto fail;
+	snprintf(fetch_wait, sizeof(fetch_wait), "%lld", s->kafka_fetch_wait_ms);
+	snprintf(fetch_min, sizeof(fetch_min), "%lld", s->kafka_fetch_min_bytes);
 	c->kc = lp_kconsumer_new(s->kafka_brokers, s->kafka_group, c->topics, consumer_props, err,
 				 errlen);
 	if (!c->kc)

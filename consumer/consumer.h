@@ -21,6 +21,8 @@ struct consumer_settings {
 	char *log_level;             /* debug, info, warn, error */
 	char *kafka_brokers;         /* bootstrap servers */
 	char *kafka_group;           /* consumer group id */
+	long long kafka_fetch_wait_ms; /* fetch.wait.max.ms */
+	long long kafka_fetch_min_bytes; /* fetch.min.bytes */
 	char *topic_complete;        /* enriched events with every lookup answered */
 	char *topic_partial;         /* enriched events with some lookup missing */
 	char *topic_dlq;             /* where events that cannot be stored go */

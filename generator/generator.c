@@ -12,8 +12,8 @@
  *      with the metadata metadata-svc should hold for them
  *
  * Events go straight to the raw topic, keyed by service, through the
- * idempotent producer (acks=all), a batch at a time through one
- * lp_kbatch (one handle reference, topic object and delivery record per
+ * producer (acks=all; idempotent only with kafka.idempotence), a batch at
+ * a time through one lp_kbatch (one handle reference, topic object and delivery record per
  * batch); an event counts as sent only when its delivery report says the
  * broker has it.  While Kafka is down events
  * wait in librdkafka's bounded queue (kafka.queue_max, up to
@@ -64,6 +64,7 @@ const struct lp_cfg_opt generator_options[] = {
 	OPT("kafka.queue_max", LP_CFG_INT, "100000", kafka_queue_max, "events queued for Kafka before batches are shed", 1000, 10000000),
 	OPT("kafka.compression", LP_CFG_STR, "lz4", kafka_compression, "compression of produced batches: none, lz4, snappy, zstd or gzip", 0, 0),
 	OPT("kafka.linger_ms", LP_CFG_INT, "50", kafka_linger_ms, "how long librdkafka lets a batch fill before sending it (linger.ms); shorter makes librdkafka's broker thread spin at a paced rate once the broker is slow to answer (docs/benchmarks.md)", 0, 1000),
+	OPT("kafka.idempotence", LP_CFG_BOOL, "false", kafka_idempotence, "idempotent producer (librdkafka enable.idempotence); on, librdkafka 2.0.2's broker thread spins while a due batch waits on five requests in flight (a slow broker: 27-43 us of CPU per event instead of 6-8, docs/benchmarks.md); off, a retried request may put an event into Kafka twice (stored once: the consumer skips ids it has)", 0, 0),
 	OPT("redis.url", LP_CFG_STR, "redis://127.0.0.1:6379", redis_url, "Redis where running instances register to share the rate", 0, 0),
 	OPT("generator.instance_id", LP_CFG_STR, NULL, instance_id, "this instance's name (default: generator-HOST-PORT)", 0, 0),
 	OPT("generator.rate", LP_CFG_DOUBLE, "1000", rate, "default events per second, shared by all running instances", 0, 0),
@@ -91,7 +92,7 @@ struct generator {
 	const struct generator_settings *s; /* settings, owned by main */
 	struct gen_params defaults;         /* what a start without fields runs */
 	char instance_id[128];              /* this instance's name */
-	struct lp_kproducer *kp;            /* idempotent Kafka producer */
+	struct lp_kproducer *kp;            /* Kafka producer (acks=all) */
 	struct lp_breaker *kbreaker;        /* trips on failed batches */
 	struct lp_breaker *rbreaker;        /* trips on Redis failures */
 	struct lp_redis *redis;             /* the registry's connection */
@@ -556,6 +557,7 @@ struct generator *generator_start(const struct generator_settings *s, char *err,
 				"queue.buffering.max.kbytes", "262144",
 				"compression.type", s->kafka_compression,
 				"linger.ms", linger,
+				"enable.idempotence", s->kafka_idempotence ? "true" : "false",
 				/* Find a returning broker within a second, so that
 				 * what waited in the queue flows soon after. */
 				"reconnect.backoff.max.ms", "1000",

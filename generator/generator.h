@@ -25,6 +25,7 @@ struct generator_settings {
 	long long kafka_queue_max;   /* events queued locally before shedding */
 	char *kafka_compression;     /* none, lz4, snappy, zstd, gzip */
 	long long kafka_linger_ms;   /* librdkafka's linger.ms: how long a batch fills */
+	int kafka_idempotence;       /* librdkafka's enable.idempotence */
 	char *redis_url;             /* where instances register */
 	char *instance_id;           /* this instance's name; empty: host and port */
 	double rate;                 /* default events/s, shared by all instances */
