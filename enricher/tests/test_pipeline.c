@@ -336,7 +336,11 @@ static void test_failed_rewind_loses_nothing(void **state)
 	start(f);
 	assert_true(wait_outputs(f, 0, 20, 30000));
 	assert_int_equal(atomic_load(&rewinds_failed), 1);
-	assert_true(counter("enrichment_consumer_resets_total") == resets0 + 1);
+	/* At least the one reset; a loaded machine can see a second, real one:
+	 * the second refused produce may land while the consumer made again
+	 * has no partitions yet, whose rewind then fails too (and is reset,
+	 * the safe way, again). */
+	assert_true(counter("enrichment_consumer_resets_total") >= resets0 + 1);
 }
 
 int main(void)
