@@ -838,8 +838,13 @@ void lp_h1_build_head(const struct lp_h1_target *t, const struct lp_h1_req *rq, 
 	}
 	if (!accept)
 		lp_buf_adds(h, "Accept: */*\r\n");
-	if (body)
-		lp_buf_addf(h, "Content-Length: %zu\r\n", rq->body ? rq->body_len : 0);
+	if (body) {
+		char n[24];
+
+		lp_buf_adds(h, "Content-Length: ");
+		lp_buf_add(h, n, lp_fmt_u64(n, rq->body ? rq->body_len : 0));
+		lp_buf_adds(h, "\r\n");
+	}
 	lp_buf_adds(h, "\r\n");
 }
 
