@@ -544,10 +544,13 @@ static int store_rows(struct consumer *c, struct batch *b, size_t lo, size_t hi)
 		}
 		if (attempt >= max) {
 			const rd_kafka_message_t *m = b->msgs[b->row_msg[lo]];
+			char trace[33];
 
-			lp_warn("record %s[%d]@%lld refused %d times, sending it to %s: %s",
-				rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
-				attempt, c->s->topic_dlq, err);
+			lp_log_kv(LP_LOG_WARN,
+				  (const char *[]){ "trace_id", lp_kafka_trace_id(m, trace), NULL },
+				  "record %s[%d]@%lld refused %d times, sending it to %s: %s",
+				  rd_kafka_topic_name(m->rkt), (int)m->partition,
+				  (long long)m->offset, attempt, c->s->topic_dlq, err);
 			batch_poison(b, b->row_msg[lo], "db_rejected", err);
 			return 0;
 		}
@@ -603,22 +606,27 @@ static size_t dlq_len(const struct poison *p, const rd_kafka_message_t *m)
 static bool dead_letter_refused(struct consumer *c, struct poison *p,
 				const rd_kafka_message_t *m, rd_kafka_resp_err_t err)
 {
+	char trace[33];
+	const char *const kv[] = { "trace_id", lp_kafka_trace_id(m, trace), NULL };
+
 	if (!lp_kafka_err_permanent(err))
 		return true;
 	if (!p->cut) {
-		lp_warn("dead letter of %s[%d]@%lld (%zu bytes) refused by %s (%s); sending its "
-			"first %d bytes", rd_kafka_topic_name(m->rkt), (int)m->partition,
-			(long long)m->offset, m->len, c->s->topic_dlq, rd_kafka_err2str(err),
-			LP_DLQ_TRUNCATED_BYTES);
+		lp_log_kv(LP_LOG_WARN, kv,
+			  "dead letter of %s[%d]@%lld (%zu bytes) refused by %s (%s); sending its "
+			  "first %d bytes", rd_kafka_topic_name(m->rkt), (int)m->partition,
+			  (long long)m->offset, m->len, c->s->topic_dlq, rd_kafka_err2str(err),
+			  LP_DLQ_TRUNCATED_BYTES);
 		p->cut = true;
 		return false;
 	}
 	/* Not even the cut copy is taken (a DLQ topic with a tiny
 	 * max.message.bytes): holding every later batch would not help. */
-	lp_error("dead letter of %s[%d]@%lld refused by %s even cut (%s); the record is skipped, "
-		 "it stays in %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
-		 (long long)m->offset, c->s->topic_dlq, rd_kafka_err2str(err),
-		 rd_kafka_topic_name(m->rkt));
+	lp_log_kv(LP_LOG_ERROR, kv,
+		  "dead letter of %s[%d]@%lld refused by %s even cut (%s); the record is "
+		  "skipped, it stays in %s", rd_kafka_topic_name(m->rkt), (int)m->partition,
+		  (long long)m->offset, c->s->topic_dlq, rd_kafka_err2str(err),
+		  rd_kafka_topic_name(m->rkt));
 	p->sent = true;
 	lp_series_inc(c->dlq_dropped);
 	return false;

@@ -210,7 +210,11 @@ static rd_kafka_headers_t *dlq_headers(const rd_kafka_message_t *m, const char *
 static void to_dlq(struct enricher *e, const rd_kafka_message_t *m, const char *reason,
 		   struct output *o)
 {
-	lp_log_kv(LP_LOG_WARN, (const char *[]){ "topic", rd_kafka_topic_name(m->rkt), NULL },
+	char trace[33];
+
+	lp_log_kv(LP_LOG_WARN,
+		  (const char *[]){ "topic", rd_kafka_topic_name(m->rkt), "trace_id",
+				    lp_kafka_trace_id(m, trace), NULL },
 		  "dead-lettering partition %d offset %lld: %s", (int)m->partition,
 		  (long long)m->offset, reason);
 	o->topic = e->s->topic_dlq;
@@ -513,12 +517,14 @@ static rd_kafka_resp_err_t dead_letter_wait(struct enricher *e, const rd_kafka_m
 static int dead_letter_refused(struct enricher *e, const rd_kafka_message_t *m,
 			       rd_kafka_resp_err_t why)
 {
-	char reason[200];
+	char reason[200], trace[33];
+	const char *const kv[] = { "topic", rd_kafka_topic_name(m->rkt), "trace_id",
+				   lp_kafka_trace_id(m, trace), NULL };
 	rd_kafka_resp_err_t res;
 	bool cut = false;
 
 	snprintf(reason, sizeof(reason), "kafka_refused: %s", rd_kafka_err2str(why));
-	lp_log_kv(LP_LOG_WARN, (const char *[]){ "topic", rd_kafka_topic_name(m->rkt), NULL },
+	lp_log_kv(LP_LOG_WARN, kv,
 		  "output of partition %d offset %lld (%zu bytes in) refused for good (%s); "
 		  "dead-lettering the record", (int)m->partition, (long long)m->offset, m->len,
 		  rd_kafka_err2str(why));
@@ -538,15 +544,17 @@ static int dead_letter_refused(struct enricher *e, const rd_kafka_message_t *m,
 		return 0;
 	}
 	if (!lp_kafka_err_permanent(res)) {
-		lp_warn("dead-lettering partition %d offset %lld failed (%s); the batch will be "
-			"retried", (int)m->partition, (long long)m->offset, rd_kafka_err2str(res));
+		lp_log_kv(LP_LOG_WARN, kv,
+			  "dead-lettering partition %d offset %lld failed (%s); the batch will be "
+			  "retried", (int)m->partition, (long long)m->offset, rd_kafka_err2str(res));
 		return -EIO;
 	}
 	/* Not even a cut copy is taken: a dead-letter topic with a tiny
 	 * max.message.bytes.  Holding the partition for ever would not help. */
-	lp_error("partition %d offset %lld: output refused (%s) and so is its dead letter (%s); "
-		 "the record is skipped, it stays in %s", (int)m->partition, (long long)m->offset,
-		 rd_kafka_err2str(why), rd_kafka_err2str(res), rd_kafka_topic_name(m->rkt));
+	lp_log_kv(LP_LOG_ERROR, kv,
+		  "partition %d offset %lld: output refused (%s) and so is its dead letter (%s); "
+		  "the record is skipped, it stays in %s", (int)m->partition, (long long)m->offset,
+		  rd_kafka_err2str(why), rd_kafka_err2str(res), rd_kafka_topic_name(m->rkt));
 	lp_series_inc(e->refused);
 	lp_series_inc(e->dlq_dropped);
 	return 0;

@@ -248,7 +248,7 @@ static void access_log(struct lp_http_req *r, const char *upstream, const char *
 	ms[n + 4] = '\0';
 	lp_log_kv(LP_LOG_INFO,
 		  (const char *[]){ "method", r->method, "path", r->path, "status", status,
-				    "duration_ms", ms, "request_id", r->request_id, "w3c_trace_id",
+				    "duration_ms", ms, "request_id", r->request_id, "trace_id",
 				    trace_id && *trace_id ? trace_id : "-", "client", client_addr(r),
 				    "upstream", upstream ? upstream : "-", "tenant",
 				    tenant ? tenant : "-", NULL },
@@ -780,7 +780,7 @@ static enum lp_front_verdict fast_start(void *ud, struct lp_front_req *q)
 	}
 	lp_strlcpy(f->limit_headers, gw_reply_headers(), sizeof(f->limit_headers));
 	gw_reply_headers_set(NULL);
-	lp_log_set_trace(NULL);
+	lp_log_set_request(NULL, NULL);
 	f->call_t0_ms = lp_now_ms();
 	q->target = u->target;
 	q->timeout_ms = u->timeout_ms;
@@ -797,7 +797,7 @@ static void fast_finish(void *ud, struct lp_front_req *q, char *answer, size_t n
 	struct gw_upstream *u = f->rt->up;
 	enum gw_call_result res;
 
-	lp_log_set_trace(f->r.request_id);
+	lp_log_set_request(f->r.request_id, f->trace_id[0] ? f->trace_id : NULL);
 	gw_reply_headers_set(f->limit_headers);
 	res = gw_upstream_end(u, &f->hop.c, answer, n, io, err, f->call_t0_ms);
 	hop_reply(g, &f->r, u, &f->hop, res, g->limiter != NULL);

@@ -457,7 +457,7 @@ static void *worker_main(void *arg)
 	struct worker *w = arg;
 	struct gw_limiter *l = w->l;
 
-	lp_log_set_trace(NULL);
+	lp_log_set_request(NULL, NULL);
 	for (;;) {
 		struct job *j;
 		long grant = 0, used = 0, ms_left = 0;

@@ -240,34 +240,9 @@ static const char *retry_after_header(struct producer *p, char *buf, size_t len)
  * as record headers (trace_id, span_id, and traceparent when both are
  * known), which the enricher and the consumer's DLQ pass on. */
 
-/* Lower-case hex, and (nonzero) not all zero. */
-static bool hex_run(const char *s, size_t n, bool nonzero)
-{
-	bool zero = true;
-
-	for (size_t i = 0; i < n; i++) {
-		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-			return false;
-		zero &= s[i] == '0';
-	}
-	return !(nonzero && zero);
-}
-
-/* Sets ev's trace_id and span_id from a valid traceparent header
- * ("00-<32 hex>-<16 hex>-<2 hex>", later versions read the same way) when
- * ev has no trace_id. */
-/* Whether tp is a W3C traceparent whose ids can be taken. */
-static bool traceparent_ok(const char *tp)
-{
-	size_t n = tp ? strlen(tp) : 0;
-
-	return n >= 55 && (n == 55 || tp[55] == '-') && tp[2] == '-' && tp[35] == '-' &&
-	       tp[52] == '-' && hex_run(tp, 2, false) && strncmp(tp, "ff", 2) != 0 &&
-	       hex_run(tp + 3, 32, true) && hex_run(tp + 36, 16, true) && hex_run(tp + 53, 2, false);
-}
-
-/* tp: a traceparent that passed traceparent_ok, or NULL (checked once per
- * request, not per event). */
+/* Sets ev's trace_id and span_id from tp, a traceparent that passed
+ * lp_traceparent_ok (checked once per request, not per event) or NULL, when
+ * ev has no trace_id of its own. */
 static void trace_from_header(json_t *ev, const char *tp)
 {
 	if (!ev || !tp || json_object_get(ev, "trace_id"))
@@ -793,7 +768,7 @@ static void tree_event(json_t *ev, struct outgoing *o)
 struct batch_ctx {
 	struct producer *p;
 	const char *tenant;
-	const char *traceparent;  /* the request's header when valid (traceparent_ok),
+	const char *traceparent;  /* the request's header when valid (lp_traceparent_ok),
 	                           * or NULL; borrowed while parsing */
 	int64_t now_ms;
 	/* The items' results, in request order, are those of out (accepted;
@@ -907,6 +882,7 @@ struct preq {
 	int64_t t0_us;              /* when submitted (log_event_processing_time) */
 	pthread_t submitter;        /* the thread in producer_submit */
 	char request_id[64];        /* for log lines on the completing thread */
+	char trace_id[33];          /* the traceparent's trace id, or "" */
 	struct batch_ctx b;         /* the events and per-item results */
 };
 
@@ -1180,12 +1156,12 @@ static void preq_finish(struct delivery *d)
 {
 	struct preq *q = (struct preq *)d;
 	struct producer *p = d->p;
-	/* Another thread's log lines name the request; the submitter's own
-	 * already do (the HTTP server set its trace). */
+	/* Another thread's log lines name the request and its trace; the
+	 * submitter's own already do (the HTTP server set them). */
 	bool other = !pthread_equal(pthread_self(), q->submitter);
 
 	if (other && q->request_id[0])
-		lp_log_set_trace(q->request_id);
+		lp_log_set_request(q->request_id, q->trace_id[0] ? q->trace_id : NULL);
 	switch (q->route) {
 	case PRODUCER_ONE:
 		reply_one(p, q);
@@ -1198,7 +1174,7 @@ static void preq_finish(struct delivery *d)
 		break;
 	}
 	if (other && q->request_id[0])
-		lp_log_set_trace(NULL);
+		lp_log_set_request(NULL, NULL);
 	preq_free(q);
 	atomic_fetch_sub(&p->inflight, 1);
 }
@@ -1365,7 +1341,7 @@ int producer_submit(struct producer *p, const struct producer_input *in, produce
 	q->b.p = p;
 	q->b.tenant = in->tenant && *in->tenant ? in->tenant : NULL;
 	/* Checked once here: every event of the request takes it. */
-	q->b.traceparent = traceparent_ok(in->traceparent) ? in->traceparent : NULL;
+	q->b.traceparent = lp_traceparent_ok(in->traceparent, q->trace_id) ? in->traceparent : NULL;
 	switch (in->route) {
 	case PRODUCER_ONE:
 		go = submit_one(p, in, q);
@@ -1543,6 +1519,9 @@ static bool dead_letter(struct producer *p, const struct spool_rec *rec, rd_kafk
 	rd_kafka_headers_t *h = spooled_headers(rec, 3);
 	rd_kafka_resp_err_t res = RD_KAFKA_RESP_ERR__FAIL;
 	const char *reason = rd_kafka_err2str(why);
+	char trace[33];
+	/* Read before the send: h belongs to librdkafka once it is taken. */
+	const char *const kv[] = { "trace_id", lp_kafka_headers_trace(h, trace), NULL };
 	struct lp_kwait w;
 	int rc;
 
@@ -1560,12 +1539,13 @@ static bool dead_letter(struct producer *p, const struct spool_rec *rec, rd_kafk
 	lp_kwait_wait(&w, -1);
 	lp_kwait_release(&w);
 	if (res != RD_KAFKA_RESP_ERR_NO_ERROR) {
-		lp_error("spool: kafka refuses a spooled event (%s) and the DLQ \"%s\" too (%s)",
-			 reason, p->s->topic_dlq, rd_kafka_err2str(res));
+		lp_log_kv(LP_LOG_ERROR, kv,
+			  "spool: kafka refuses a spooled event (%s) and the DLQ \"%s\" too (%s)",
+			  reason, p->s->topic_dlq, rd_kafka_err2str(res));
 		return false;
 	}
-	lp_warn("spool: kafka refuses a spooled event (%s); sent it to \"%s\"", reason,
-		p->s->topic_dlq);
+	lp_log_kv(LP_LOG_WARN, kv, "spool: kafka refuses a spooled event (%s); sent it to \"%s\"",
+		  reason, p->s->topic_dlq);
 	lp_series_inc(p->dead);
 	return true;
 }

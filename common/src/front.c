@@ -1571,7 +1571,7 @@ static void *loop_main(void *arg)
 	struct epoll_event ev[MAX_EVENTS];
 	int64_t next_sweep = lp_now_ms() + SWEEP_MS;
 
-	lp_log_set_trace(NULL);
+	lp_log_set_request(NULL, NULL);
 	for (;;) {
 		int n = epoll_wait(l->ep, ev, MAX_EVENTS, SWEEP_MS), i;
 		int64_t now;

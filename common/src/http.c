@@ -687,14 +687,16 @@ static bool request_id_ok(const char *id)
 }
 
 /* The request id of r: X-Request-ID when it is one we echo, else a new one;
- * also the log trace id of this thread. */
-static void take_request_id(struct lp_http_req *r, const char *id)
+ * with the trace id of a valid traceparent, on this thread's log lines. */
+static void take_request_id(struct lp_http_req *r, const char *id, const char *traceparent)
 {
+	char trace[33];
+
 	if (request_id_ok(id))
 		lp_strlcpy(r->request_id, id, sizeof(r->request_id));
 	else
 		lp_uuid7(r->request_id);
-	lp_log_set_trace(r->request_id);
+	lp_log_set_request(r->request_id, lp_traceparent_ok(traceparent, trace) ? trace : NULL);
 }
 
 /* ---- slow bodies ---------------------------------------------------------- */
@@ -1080,7 +1082,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 	r->query = ri->query_string;
 	st.head = strcmp(r->method, "HEAD") == 0;
 
-	take_request_id(r, mg_get_header(conn, "X-Request-ID"));
+	take_request_id(r, mg_get_header(conn, "X-Request-ID"), mg_get_header(conn, "traceparent"));
 
 	/* HEAD is served by the GET route, without the body. */
 	if (rc == 0)
@@ -1152,7 +1154,7 @@ static int on_request(struct mg_connection *conn, void *cbdata)
 					    "remote", lp_http_remote_addr(r), NULL },
 			  "request");
 	}
-	lp_log_set_trace(NULL);
+	lp_log_set_request(NULL, NULL);
 	lp_buf_release(&allow);
 	free(r->body);
 	free(path);
@@ -1387,7 +1389,7 @@ int lp_http_front_begin(struct lp_http_req *r, const struct lp_http_front *f, co
 	r->query = query;
 	r->body = body;
 	r->body_len = len;
-	take_request_id(r, f->header(f->ud, "X-Request-ID"));
+	take_request_id(r, f->header(f->ud, "X-Request-ID"), f->header(f->ud, "traceparent"));
 	return 0;
 other:
 	free(path);
@@ -1447,7 +1449,7 @@ void lp_http_front_end(struct lp_http_server *s, struct lp_http_req *r, const ch
 		lp_series_inc(m->requests);
 		lp_series_observe(m->duration, (double)(lp_now_us() - t0_us) / 1e6);
 	}
-	lp_log_set_trace(NULL);
+	lp_log_set_request(NULL, NULL);
 	free((char *)(uintptr_t)r->path);
 	r->path = NULL;
 }

@@ -1393,3 +1393,25 @@ void lp_kafka_pass_trace(const rd_kafka_message_t *m, rd_kafka_headers_t **h)
 		rd_kafka_header_add(*h, names[i], -1, v, (ssize_t)n);
 	}
 }
+
+const char *lp_kafka_headers_trace(const rd_kafka_headers_t *h, char out[33])
+{
+	const void *v;
+	size_t n;
+
+	if (!h || rd_kafka_header_get_last(h, "trace_id", &v, &n) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+	    !v || n != 32)
+		return NULL;
+	memcpy(out, v, 32);
+	out[32] = '\0';
+	return out;
+}
+
+const char *lp_kafka_trace_id(const rd_kafka_message_t *m, char out[33])
+{
+	rd_kafka_headers_t *h = NULL;
+
+	if (!m || rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
+		return NULL;
+	return lp_kafka_headers_trace(h, out);
+}

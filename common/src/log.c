@@ -5,8 +5,8 @@
  * of a pipe's PIPE_BUF or less are atomic).  With lp_log_buffer, lines
  * below WARN are gathered (whole lines, under one mutex) and written
  * together, at most flush_ms later: one write(2) for many access lines
- * instead of one each, which contend for the file's lock.  The trace id
- * is thread-local; the service name and minimum level are set once at
+ * instead of one each, which contend for the file's lock.  The request
+ * and trace ids are thread-local; the service name and minimum level are set once at
  * start-up. */
 #include <errno.h>
 #include <pthread.h>
@@ -31,8 +31,10 @@ static const char *const level_names[] = { "debug", "info", "warn", "error" };
 static char log_service[64];
 /* Lines below this level are dropped. */
 static atomic_int log_min = LP_LOG_INFO;
-/* The correlation id of the request this thread serves, "" for none. */
-static _Thread_local char log_trace[128];
+/* The id and the W3C trace id of the request this thread serves, "" for
+ * none. */
+static _Thread_local char log_request[128];
+static _Thread_local char log_trace[33];
 
 void lp_log_init(const char *service, enum lp_log_level min)
 {
@@ -55,8 +57,9 @@ int lp_log_level_parse(const char *s, enum lp_log_level *out)
 	return -EINVAL;
 }
 
-void lp_log_set_trace(const char *trace_id)
+void lp_log_set_request(const char *request_id, const char *trace_id)
 {
+	lp_strlcpy(log_request, request_id ? request_id : "", sizeof(log_request));
 	lp_strlcpy(log_trace, trace_id ? trace_id : "", sizeof(log_trace));
 }
 
@@ -198,6 +201,7 @@ static void log_line(enum lp_log_level lvl, const char *const *kv, const char *f
 	struct lp_buf line;
 	struct lp_buf msg = LP_BUF_INIT;
 	const char *text = fmt;
+	bool own_request = false, own_trace = false;
 	int saved = errno;
 
 	if ((int)lvl < atomic_load(&log_min))
@@ -220,12 +224,20 @@ static void log_line(enum lp_log_level lvl, const char *const *kv, const char *f
 	lp_buf_adds(&line, ",\"msg\":");
 	lp_buf_add_json_str(&line, text);
 	for (; kv && kv[0]; kv += 2) {
+		if (!kv[1])
+			continue;
+		own_request |= strcmp(kv[0], "request_id") == 0;
+		own_trace |= strcmp(kv[0], "trace_id") == 0;
 		lp_buf_addch(&line, ',');
 		lp_buf_add_json_str(&line, kv[0]);
 		lp_buf_addch(&line, ':');
 		lp_buf_add_json_str(&line, kv[1]);
 	}
-	if (log_trace[0]) {
+	if (log_request[0] && !own_request) {
+		lp_buf_adds(&line, ",\"request_id\":");
+		lp_buf_add_json_str(&line, log_request);
+	}
+	if (log_trace[0] && !own_trace) {
 		lp_buf_adds(&line, ",\"trace_id\":");
 		lp_buf_add_json_str(&line, log_trace);
 	}

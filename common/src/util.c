@@ -95,6 +95,35 @@ char *lp_xstrdup(const char *s)
 
 /* ---- strings ------------------------------------------------------------ */
 
+/* Lower-case hex, and (nonzero) not all zero. */
+static bool hex_run(const char *s, size_t n, bool nonzero)
+{
+	bool zero = true;
+
+	for (size_t i = 0; i < n; i++) {
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+			return false;
+		zero &= s[i] == '0';
+	}
+	return !(nonzero && zero);
+}
+
+bool lp_traceparent_ok(const char *tp, char trace[33])
+{
+	size_t n = tp ? strnlen(tp, 56) : 0;
+
+	if (!(n >= 55 && (n == 55 || tp[55] == '-') && tp[2] == '-' && tp[35] == '-' &&
+	      tp[52] == '-' && hex_run(tp, 2, false) && strncmp(tp, "ff", 2) != 0 &&
+	      hex_run(tp + 3, 32, true) && hex_run(tp + 36, 16, true) &&
+	      hex_run(tp + 53, 2, false)))
+		return false;
+	if (trace) {
+		memcpy(trace, tp + 3, 32);
+		trace[32] = '\0';
+	}
+	return true;
+}
+
 bool lp_utf8_valid(const unsigned char *s, size_t n)
 {
 	size_t i = 0;

@@ -192,13 +192,19 @@ static void test_buffered(void **state)
 	free(text);
 }
 
+#define TRACE_A "0af7651916cd43dd8448eb211c80319c"
+#define TRACE_B "4bf92f3577b34da6a3ce929d0e0e4736"
+
 static void log_kv_trace(void)
 {
 	lp_log_init("svc", LP_LOG_DEBUG);
-	lp_log_set_trace("trace-1");
+	lp_log_set_request("req-1", TRACE_A);
 	lp_log_kv(LP_LOG_WARN, (const char *const[]){ "topic", "raw-logs", "k\"", "v\\", NULL },
 		  "created");
-	lp_log_set_trace(NULL);
+	/* A record's own trace wins over the thread's; a NULL value is left out. */
+	lp_log_kv(LP_LOG_INFO, (const char *const[]){ "gone", NULL, "trace_id", TRACE_B, NULL },
+		  "about a record");
+	lp_log_set_request(NULL, NULL);
 	lp_debug("after");
 }
 
@@ -206,18 +212,28 @@ static void test_kv_and_trace(void **state)
 {
 	char *text = capture_stderr(log_kv_trace);
 	char *second = strchr(text, '\n') + 1;
+	char *third = strchr(second, '\n') + 1;
 	json_t *j = parse_line(text);
-	json_t *k = parse_line(second);
+	json_t *r = parse_line(second);
+	json_t *k = parse_line(third);
 
 	assert_string_equal(field(j, "level"), "warn");
 	assert_string_equal(field(j, "msg"), "created");
 	assert_string_equal(field(j, "topic"), "raw-logs");
 	assert_string_equal(field(j, "k\""), "v\\");
-	assert_string_equal(field(j, "trace_id"), "trace-1");
-	assert_true(strstr(text, "\"topic\"") < strstr(text, "\"trace_id\""));
+	assert_string_equal(field(j, "request_id"), "req-1");
+	assert_string_equal(field(j, "trace_id"), TRACE_A);
+	assert_true(strstr(text, "\"topic\"") < strstr(text, "\"request_id\""));
+	assert_true(strstr(text, "\"request_id\"") < strstr(text, "\"trace_id\""));
+	assert_string_equal(field(r, "trace_id"), TRACE_B);
+	assert_string_equal(field(r, "request_id"), "req-1");
+	assert_null(json_object_get(r, "gone"));
+	assert_int_equal(json_object_size(r), 6); /* ts level service msg trace_id request_id */
 	assert_string_equal(field(k, "level"), "debug");
 	assert_null(json_object_get(k, "trace_id"));
+	assert_null(json_object_get(k, "request_id"));
 	json_decref(j);
+	json_decref(r);
 	json_decref(k);
 	free(text);
 }

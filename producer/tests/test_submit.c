@@ -441,22 +441,59 @@ static void test_otlp_trace_headers(void **state)
 	free(a);
 }
 
+/* Starts f's producer without a spool, has one event acknowledged (so the
+ * metadata is known), then takes both brokers down. */
+static void start_without_kafka(struct fixture *f, struct answer *first)
+{
+	f->s.spool_enabled = 0;
+	start(f);
+	submit_one_and_wait(f, first);
+	assert_int_equal(first->status, 202);
+	rd_kafka_mock_broker_set_down(f->mc, 1);
+	rd_kafka_mock_broker_set_down(f->mc, 2);
+}
+
 /* Kafka down and no spool: 503 with Retry-After, never 202. */
 static void test_kafka_down_no_spool(void **state)
 {
 	struct fixture *f = *state;
 	struct answer *a = calloc(2, sizeof(*a));
 
-	f->s.spool_enabled = 0;
-	start(f);
-	submit_one_and_wait(f, &a[0]);
-	assert_int_equal(a[0].status, 202);
-	rd_kafka_mock_broker_set_down(f->mc, 1);
-	rd_kafka_mock_broker_set_down(f->mc, 2);
+	start_without_kafka(f, &a[0]);
 	submit_one_and_wait(f, &a[1]);
 	assert_int_equal(a[1].status, 503);
 	assert_contains(a[1].headers, "Retry-After: ");
 	assert_contains(a[1].body, "kafka_unavailable");
+	free(a);
+}
+
+/* The same outage on POST /v1/logs: the protocol's retryable 503 with
+ * Retry-After and a google.rpc.Status (code 14, UNAVAILABLE) in the
+ * request's encoding, never a 200 for records Kafka has not taken. */
+static void test_otlp_kafka_down_no_spool(void **state)
+{
+	/* One record, body "otlp down", service.name svc-otlp. */
+	static const char pb[] =
+		"\x0a\x2f\x0a\x1c\x0a\x1a\x0a\x0c\x73\x65\x72\x76\x69\x63\x65"
+		"\x2e\x6e\x61\x6d\x65\x12\x0a\x0a\x08\x73\x76\x63\x2d\x6f\x74\x6c"
+		"\x70\x12\x0f\x12\x0d\x2a\x0b\x0a\x09otlp down";
+	static const char js[] =
+		"{\"resourceLogs\":[{\"scopeLogs\":[{\"logRecords\":[{\"body\":"
+		"{\"stringValue\":\"otlp down\"}}]}]}]}";
+	struct fixture *f = *state;
+	struct answer *a = calloc(3, sizeof(*a));
+
+	start_without_kafka(f, &a[0]);
+	submit_bin(f, PRODUCER_OTLP, pb, sizeof(pb) - 1, "application/x-protobuf", NULL, &a[1]);
+	submit(f, PRODUCER_OTLP, js, "application/json", &a[2]);
+	assert_int_equal(wait_done(3), 3);
+	for (int i = 1; i <= 2; i++) {
+		assert_int_equal(a[i].status, 503);
+		assert_contains(a[i].headers, "Retry-After: ");
+	}
+	/* Status.code is field 1, varint 14. */
+	assert_true(a[1].body[0] == 0x08 && a[1].body[1] == 14);
+	assert_contains(a[2].body, "\"code\":14");
 	free(a);
 }
 
@@ -643,6 +680,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kafka_down_spooled, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_otlp_trace_headers, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_kafka_down_no_spool, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_otlp_kafka_down_no_spool, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_broker_error_mid_batch, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_reply_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_in_flight, setup, teardown),

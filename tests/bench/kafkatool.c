@@ -4,7 +4,9 @@
  *       one message per stdin line; the key is the line's JSON string field
  *       KEYFIELD (default "service") when present; "{{NOW_US}}" in a line
  *       is replaced by the wall clock in microseconds at send time; a line
- *       that is exactly "{{EMPTY}}" is sent as an empty value without a key.
+ *       that is exactly "{{EMPTY}}" is sent as an empty value without a key;
+ *       a line starting "{{TRACE:<32 characters>}}" is the rest of it with a
+ *       trace_id header of those characters (as the producer sets).
  *       Waits for every acknowledgement; prints "acked N failed M".
  *   kafkatool consume BROKERS TOPIC[,TOPIC...] [MAX] [IDLE_MS] [WAIT_MS] [FROM]
  *       reads every partition from the beginning, or from its end when FROM
@@ -90,7 +92,7 @@ static int produce(const char *brokers, const char *topic, const char *keyfield)
 	int sent = 0;
 
 	while ((len = getline(&line, &cap, stdin)) > 0) {
-		char *mark, num[32];
+		char *mark, num[32], trace[33] = "";
 		const char *key = NULL;
 		json_t *j;
 
@@ -98,6 +100,12 @@ static int produce(const char *brokers, const char *topic, const char *keyfield)
 			line[--len] = '\0';
 		if (len == 0)
 			continue;
+		if (len >= 42 && !strncmp(line, "{{TRACE:", 8) && !strncmp(line + 40, "}}", 2)) {
+			memcpy(trace, line + 8, 32);
+			trace[32] = '\0';
+			memmove(line, line + 42, (size_t)len - 41);
+			len -= 42;
+		}
 		out = line;
 		mark = strstr(line, "{{NOW_US}}");
 		if (!strcmp(line, "{{EMPTY}}")) {
@@ -113,10 +121,20 @@ static int produce(const char *brokers, const char *topic, const char *keyfield)
 		if (j && json_is_string(json_object_get(j, keyfield)))
 			key = json_string_value(json_object_get(j, keyfield));
 		for (;;) {
-			rd_kafka_resp_err_t e = rd_kafka_producev(
-				rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_VALUE(out, strlen(out)),
-				RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-				RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+			rd_kafka_headers_t *h = NULL;
+			rd_kafka_resp_err_t e;
+
+			if (trace[0]) {
+				h = rd_kafka_headers_new(1);
+				rd_kafka_header_add(h, "trace_id", -1, trace, 32);
+			}
+			e = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+					      RD_KAFKA_V_VALUE(out, strlen(out)),
+					      RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+					      RD_KAFKA_V_HEADERS(h),
+					      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+			if (e && h)
+				rd_kafka_headers_destroy(h);
 			if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
 				rd_kafka_poll(rk, 10);
 				continue;

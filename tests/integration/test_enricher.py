@@ -121,7 +121,7 @@ def metric_value(services, series, port=None):
 # ---- tests -----------------------------------------------------------------------------
 
 def test_known_metadata_arrives_complete(services, topics, pg_dsn, infra, ktool):
-    services("metadata", "enricher", topics=topics, pg_dsn=pg_dsn)
+    procs = services("metadata", "enricher", topics=topics, pg_dsn=pg_dsn)
     md = services.url("metadata")
     assert post(md, "/api/metadata/hosts", SEED_HOST).status_code == 201
     assert post(md, "/api/metadata/services", SEED_SERVICE).status_code == 201
@@ -133,8 +133,8 @@ def test_known_metadata_arrives_complete(services, topics, pg_dsn, infra, ktool)
     no_host = event("payment-service")
     bad = {"message": "no id", "service": "payment-service"}
     produce(ktool, infra.kafka.bootstrap, topics["raw"],
-            [by_ip, by_name, unknown_host, unknown_svc, no_host, bad, "not json",
-             "{{EMPTY}}"])
+            [by_ip, by_name, unknown_host, unknown_svc, no_host, bad,
+             "{{TRACE:%s}}not json" % TRACE, "{{EMPTY}}"])
 
     out = outputs(ktool, infra, topics,
                   [e["id"] for e in (by_ip, by_name, unknown_host, unknown_svc, no_host)])
@@ -175,6 +175,15 @@ def test_known_metadata_arrives_complete(services, topics, pg_dsn, infra, ktool)
     # The empty record goes to the DLQ as it came (empty, or null when the
     # client library reports an empty value as none).
     assert sorted((m["value"] or "") for m in dlq) == sorted([json.dumps(bad), "not json", ""])
+    # The record's trace travels on to its dead letter and names the
+    # enricher's log line about it.
+    traced = [m for m in dlq if m["value"] == "not json"][0]
+    assert traced["headers"].get("trace_id") == TRACE, traced["headers"]
+    lines = [json.loads(line) for line in procs["enricher"].log_path.read_text(
+        errors="replace").splitlines() if line.startswith("{")]
+    about = [x for x in lines if "dead-lettering" in x["msg"] and "invalid_json" in x["msg"]]
+    assert about and about[0].get("trace_id") == TRACE, about
+    assert all("trace_id" not in x for x in lines if "invalid_event" in x["msg"]), lines
     assert enricher_metric(services, "enrichment_dead_lettered_total") == 3
 
     assert enricher_metric(services, "enrichment_attempts_total") == 5
@@ -183,6 +192,9 @@ def test_known_metadata_arrives_complete(services, topics, pg_dsn, infra, ktool)
              lambda: metric_value(services, 'enrichment_table_records{kind="host"}') == 1, 5)
     assert enricher_metric(services, "kafka_consumer_lag") is not None
 
+
+# A W3C trace id, as the producer puts in a record's trace_id header.
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 # librdkafka's message.max.bytes, the same in the producer and the enricher.
 KAFKA_MAX = 1000000

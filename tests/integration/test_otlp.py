@@ -324,6 +324,28 @@ def test_refusals_are_the_protocols(gw):
     assert post(url, json.dumps(ok), "application/json").status_code == 200
 
 
+def test_rate_limited_export_is_told_when_to_retry(services, topics, pg_dsn):
+    """Past the gateway's ingest limit an export gets the protocol's
+    retryable 429 with Retry-After (the SDKs' exporters wait that long), and
+    is admitted again once the window has passed."""
+    need("gateway", "producer")
+    services("producer", "gateway", topics=topics, pg_dsn=pg_dsn,
+             config={"gateway": {"ratelimit.rate": 3}})
+    url = services.url("gateway")
+    doc = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"body": {"stringValue": "limited"}}]}]}]})
+    codes = [post(url, doc, "application/json") for _ in range(12)]
+    statuses = [r.status_code for r in codes]
+    assert set(statuses) <= {200, 429}, statuses
+    assert 200 in statuses and 429 in statuses, statuses
+    limited = next(r for r in codes if r.status_code == 429)
+    wait = int(limited.headers["Retry-After"])
+    assert 1 <= wait <= 2, limited.headers
+    time.sleep(wait)
+    r = post(url, doc, "application/json")
+    assert r.status_code == 200, r.text
+
+
 # ---- trace context ---------------------------------------------------------------
 
 def consume(tool, brokers, topic, wait_ms=5000):
@@ -390,3 +412,13 @@ def test_trace_context_end_to_end(gw, services, topics, infra, kafkatool):
                 for m in consume(kafkatool, infra.kafka.bootstrap, topics[role])
                 if json.loads(m["value"]).get("service") == svc]
     assert len(enriched) == 3
+
+    # The gateway's access lines name the trace beside the request id.
+    def access_lines():
+        text = services["gateway"].log_path.read_text(errors="replace")
+        lines = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+        got = [x for x in lines if x.get("msg") == "access" and x.get("trace_id") == trace]
+        return got if len(got) >= 3 else None
+    got = wait_for("the access lines with the trace id", access_lines, 15)
+    assert {"/api/logs", "/api/logs/batch", "/v1/logs"} <= {x["path"] for x in got}, got
+    assert all(x["request_id"] not in ("", "-") for x in got), got

@@ -176,6 +176,11 @@ int lp_kafka_group_lag(rd_kafka_t *rk, const char *group, const char *const *top
  * producer sets them) into *h, creating *h when it is NULL and m has any, so
  * that every topic an event passes carries them. */
 void lp_kafka_pass_trace(const rd_kafka_message_t *m, rd_kafka_headers_t **h);
+/* The trace_id header of h, or of m's headers, copied to out when it is 32
+ * characters; out, or NULL when there is none (for log lines about a
+ * record: lp_log_kv leaves a NULL value out). */
+const char *lp_kafka_headers_trace(const rd_kafka_headers_t *h, char out[33]);
+const char *lp_kafka_trace_id(const rd_kafka_message_t *m, char out[33]);
 
 /* ---- errors ------------------------------------------------------------ */
 

@@ -1,9 +1,10 @@
 /* log.h - structured JSON log lines on stderr, one object per line.
  *
  * Every line carries ts, level, service and msg; callers add fields with
- * lp_log_kv().  The correlation id of the request being served, if any, is
- * kept per thread (lp_log_set_trace) and added to every line that thread
- * writes.  Thread-safe: each line is written with a single write(2). */
+ * lp_log_kv().  The request being served, if any, is kept per thread
+ * (lp_log_set_request): its id as "request_id" and its W3C trace id as
+ * "trace_id" on every line that thread writes.  Thread-safe: each line is
+ * written with a single write(2). */
 #ifndef LOGPIPE_LOG_H
 #define LOGPIPE_LOG_H
 
@@ -15,8 +16,9 @@ enum lp_log_level { LP_LOG_DEBUG, LP_LOG_INFO, LP_LOG_WARN, LP_LOG_ERROR };
 void lp_log_init(const char *service, enum lp_log_level min);
 /* Parses "debug", "info", "warn", "error"; returns -EINVAL otherwise. */
 int lp_log_level_parse(const char *s, enum lp_log_level *out);
-/* Sets (or clears, with NULL) this thread's trace/correlation id. */
-void lp_log_set_trace(const char *trace_id);
+/* Sets this thread's request id and W3C trace id (32 hex digits, from
+ * lp_traceparent_ok), or clears either with NULL. */
+void lp_log_set_request(const char *request_id, const char *trace_id);
 
 /* Buffers lines below WARN for at most flush_ms milliseconds and writes
  * them together (0, the default: each line is written at once).  A line
@@ -35,7 +37,8 @@ void lp_log(enum lp_log_level lvl, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Like lp_log, with extra string fields: NULL-terminated key, value pairs
  * before the message, e.g. lp_log_kv(LP_LOG_INFO, (const char *[]){"topic",
- * t, NULL}, "created"). */
+ * t, NULL}, "created").  A pair whose value is NULL is left out; a key
+ * given here wins over the thread's request_id / trace_id. */
 void lp_log_kv(enum lp_log_level lvl, const char *const *kv, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 

@@ -36,6 +36,11 @@ int lp_parse_decimal(const char *s, size_t n, int lo, int hi);
 /* True when s[0..n) is well-formed UTF-8: no overlong forms, surrogates or
  * code points above U+10FFFF (what jansson and PostgreSQL accept). */
 bool lp_utf8_valid(const unsigned char *s, size_t n);
+/* Whether tp is a W3C traceparent whose ids can be taken ("00-<32 hex>-
+ * <16 hex>-<2 hex>", lower case, ids not all zero; a later version read
+ * the same way); when it is and trace is not NULL, its trace id is copied
+ * there. */
+bool lp_traceparent_ok(const char *tp, char trace[33]);
 /* Writes v in decimal and a NUL to dst (at least 21 bytes); returns the
  * number of digits.  For hot paths where snprintf's cost shows. */
 size_t lp_fmt_u64(char *dst, uint64_t v);
