@@ -36,9 +36,12 @@ struct gw_key {
 	unsigned scopes; /* GW_SCOPE_* bits */
 };
 
+struct gw_auth_ctxs;
+
 struct gw_auth {
 	struct gw_key *keys; /* configured keys (owned) */
 	size_t nkeys;        /* 0: authentication is off */
+	struct gw_auth_ctxs *ctxs; /* digest contexts the lookups reuse (owned; auth.c) */
 };
 
 enum gw_auth_result {

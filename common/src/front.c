@@ -44,9 +44,11 @@
  * that was written may have been acted on (a producer whose events Kafka
  * acknowledged, then crashed): it is answered 502 rather than sent again.
  * So that this stays rare, a non-idempotent request is not written to a
- * pooled socket the upstream is already known to have closed (a peek
- * first).  Idle pooled sockets stay in the epoll set; any event on one
- * (the upstream closing it) closes it.
+ * pooled socket the upstream is already known to have closed.  Idle pooled
+ * sockets stay in the epoll set; an input event on one (the upstream
+ * closing it) closes it, and those of a batch of events are handled before
+ * the rest of the batch (close_idle_ended), so that no request of the
+ * batch is written to a socket the batch says is closed.
  *
  * A deferred request's handle (struct lp_front_later) lives apart from its
  * connection: the client may go before the answer comes, and the front may
@@ -59,7 +61,11 @@
  * Objects closed while the loop is going through a batch of events are
  * freed after the batch, since a later event of the batch may point at
  * them.  Timeouts are checked every SWEEP_MS by walking the loop's
- * connections. */
+ * connections.
+ *
+ * Sockets are read with recv(2), not read(2): the same for a socket, but
+ * without the file layer's part of read (vfs_read, its access checks and
+ * notifications), which showed in the gateway's profile. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -187,6 +193,7 @@ struct loop {
 	struct ent wake;          /* K_WAKE: eventfd that stops the loop */
 	pthread_t th;
 	bool started;
+	int64_t now;              /* lp_now_ms() when the batch of events in hand was taken */
 	atomic_bool stop;         /* lp_front_stop: end the loop */
 	atomic_bool detached;     /* the loop saw f->detach: the handler is not called again */
 	atomic_bool kicked;       /* lp_front_kick: offer the WAIT requests again */
@@ -299,17 +306,6 @@ static void up_close(struct upconn *u)
 	u->owner = NULL;
 	u->next = u->l->dead_ups;
 	u->l->dead_ups = u;
-}
-
-/* True when the upstream has closed (or broken) an idle socket. */
-static bool idle_closed(int fd)
-{
-	char ch;
-	ssize_t n = recv(fd, &ch, 1, MSG_PEEK | MSG_DONTWAIT);
-
-	if (n < 0)
-		return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
-	return true; /* EOF, or bytes nobody asked for */
 }
 
 static struct bucket *bucket_of(struct loop *l, const struct lp_h1_target *t)
@@ -485,8 +481,10 @@ static void call_done(struct conn *c, enum lp_h1_result io, size_t n, const char
 
 	c->up = NULL;
 	if (u) {
-		if (keep)
-			pool_push(u->b, u, lp_now_ms());
+		/* One whose end was reported with the answer (the upstream closed
+		 * after it) gets no further event: it is not pooled. */
+		if (keep && !u->hup)
+			pool_push(u->b, u, c->l->now);
 		else
 			up_close(u);
 	}
@@ -496,7 +494,7 @@ static void call_done(struct conn *c, enum lp_h1_result io, size_t n, const char
 	c->q.state = NULL;
 	lp_buf_reset(&c->answer);
 	c->st = C_WRITE;
-	c->deadline = lp_now_ms() + f->o.request_timeout_ms;
+	c->deadline = c->l->now + f->o.request_timeout_ms;
 }
 
 static void conn_close(struct conn *c)
@@ -546,7 +544,7 @@ static ssize_t client_read(struct conn *c, bool keep_on_eof)
 
 	lp_buf_grow(&c->in, READ_ROOM);
 	avail = c->in.alloc - c->in.len - 1;
-	n = read(c->e.fd, c->in.buf + c->in.len, avail);
+	n = recv(c->e.fd, c->in.buf + c->in.len, avail, 0);
 	if (n > 0) {
 		c->in.len += (size_t)n;
 		c->in.buf[c->in.len] = '\0';
@@ -649,7 +647,7 @@ static void drain_client(struct conn *c)
 	char junk[4096];
 
 	while (c->readable && !c->dead) {
-		ssize_t n = read(c->e.fd, junk, sizeof(junk));
+		ssize_t n = recv(c->e.fd, junk, sizeof(junk), 0);
 
 		if (n > 0) {
 			if ((size_t)n < sizeof(junk) && !c->hup)
@@ -743,7 +741,7 @@ static void tunnel_run(struct conn *c)
 			c->out_pos = 0;
 			lp_buf_grow(&c->out, READ_ROOM);
 			avail = c->out.alloc - 1;
-			n = read(c->inner.fd, c->out.buf, avail);
+			n = recv(c->inner.fd, c->out.buf, avail, 0);
 			if (n > 0) {
 				c->out.len = (size_t)n;
 				if ((size_t)n < avail && !c->inner_hup)
@@ -888,7 +886,7 @@ static int next_request(struct conn *c)
 	}
 	if (v == LP_FRONT_REPLY) {
 		c->st = C_WRITE;
-		c->deadline = lp_now_ms() + f->o.request_timeout_ms;
+		c->deadline = c->l->now + f->o.request_timeout_ms;
 	} else {
 		call_start(c);
 	}
@@ -924,7 +922,7 @@ static void client_run(struct conn *c)
 			c->st = C_READ;
 			lp_buf_reset(&c->out);
 			c->out_pos = 0;
-			c->deadline = lp_now_ms() + f->o.request_timeout_ms;
+			c->deadline = c->l->now + f->o.request_timeout_ms;
 		}
 		r = next_request(c);
 		if (r < 0)
@@ -947,7 +945,7 @@ static void client_run(struct conn *c)
 		}
 		/* The first bytes of a request: it has request_timeout_ms from now. */
 		if (before == 0)
-			c->deadline = lp_now_ms() + f->o.request_timeout_ms;
+			c->deadline = c->l->now + f->o.request_timeout_ms;
 	}
 }
 
@@ -958,7 +956,7 @@ static void call_send(struct conn *c, bool fresh)
 {
 	struct loop *l = c->l;
 	struct bucket *b = bucket_of(l, c->q.target);
-	int64_t now = lp_now_ms();
+	int64_t now = l->now;
 	char err[256] = "";
 	struct upconn *u = NULL;
 
@@ -966,14 +964,10 @@ static void call_send(struct conn *c, bool fresh)
 		call_done(c, LP_H1_FAILED, 0, "too many distinct upstreams", false);
 		return;
 	}
+	/* An idle socket the upstream closed before this batch of events was
+	 * taken is out of the pool already (close_idle_ended). */
 	if (!fresh)
 		u = pool_pop(b, now);
-	/* Its close may not have been seen yet (an event later in this batch):
-	 * a request that will not be sent twice is not risked on it. */
-	while (u && !lp_h1_idempotent(c->q.method) && idle_closed(u->e.fd)) {
-		up_close(u);
-		u = pool_pop(b, now);
-	}
 	if (!u)
 		u = up_new(l, b, now, err, sizeof(err));
 	else
@@ -997,7 +991,7 @@ static void call_start(struct conn *c)
 
 	c->st = C_CALL;
 	c->retried = false;
-	c->call_deadline = lp_now_ms() + c->q.timeout_ms;
+	c->call_deadline = c->l->now + c->q.timeout_ms;
 	/* The handler's max_response applies when it parses; this only keeps a
 	 * runaway answer from growing without end. */
 	c->answer_max = (size_t)f->o.max_body + (16u << 20);
@@ -1108,7 +1102,7 @@ static void call_run(struct conn *c)
 	while (u->readable) {
 		lp_buf_grow(&c->answer, READ_ROOM);
 		avail = c->answer.alloc - c->answer.len - 1;
-		n = read(u->e.fd, c->answer.buf + c->answer.len, avail);
+		n = recv(u->e.fd, c->answer.buf + c->answer.len, avail, 0);
 		if (n > 0) {
 			c->answer.len += (size_t)n;
 			c->answer.buf[c->answer.len] = '\0';
@@ -1544,6 +1538,33 @@ static void detach(struct loop *l)
 	retry_waiting(l); /* to CivetWeb now */
 }
 
+/* Closes the idle pooled sockets that the batch ev reports an input on
+ * (the upstream closed them, or sent what nobody asked for), before any
+ * event of the batch is handled: a request taken earlier in the batch
+ * must not be written to one whose close is only reported later in it.
+ * This is what a peek (recv MSG_PEEK) before each non-idempotent request
+ * used to find out, for one system call per request; a close that comes
+ * after epoll_wait returned is met as it was after a peek, by
+ * call_retry's rule. */
+static void close_idle_ended(const struct epoll_event *ev, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		struct ent *e = ev[i].data.ptr;
+		struct upconn *u;
+
+		if (e->kind != K_UP)
+			continue;
+		u = (struct upconn *)e;
+		if (!u->dead && !u->owner &&
+		    (ev[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))) {
+			pool_remove(u);
+			up_close(u);
+		}
+	}
+}
+
 static void *loop_main(void *arg)
 {
 	struct loop *l = arg;
@@ -1556,6 +1577,9 @@ static void *loop_main(void *arg)
 		int64_t now;
 		bool stop = false;
 
+		/* The time of the deadlines set while handling the batch: one
+		 * clock read, not several per request. */
+		l->now = lp_now_ms();
 		if (n < 0 && errno != EINTR) {
 			lp_error("front: epoll_wait: %s", strerror(errno));
 			break;
@@ -1563,6 +1587,7 @@ static void *loop_main(void *arg)
 		/* Between two batches no handler call is in progress. */
 		if (atomic_load(&l->f->detach) && !atomic_load(&l->detached))
 			detach(l);
+		close_idle_ended(ev, n);
 		for (i = 0; i < n; i++) {
 			struct ent *e = ev[i].data.ptr;
 

@@ -85,6 +85,8 @@
 
 #include "logpipe/banned.h"
 
+static atomic_uint_fast64_t server_ids; /* the last lp_http_server.id given */
+
 #define DEFAULT_THREADS 16
 #define DEFAULT_MAX_BODY (1024 * 1024)
 #define DEFAULT_TIMEOUT_MS 10000
@@ -133,6 +135,7 @@ struct lp_http_server {
 	pthread_t watchdog;         /* cuts off bodies past their deadline */
 	char *public_listen;        /* the service's address (the front's, or CivetWeb's) */
 	bool events;                /* http.front events: the front listens, CivetWeb behind */
+	uint64_t id;                /* unique in the process: names it in series_memo */
 	int front_loops;            /* its loop threads, 0: one per CPU */
 	int stop_timeout_ms;        /* lp_http_server_free waits this long for answers */
 	struct lp_front_handler outer; /* another handler of the front's requests (the gateway's) */
@@ -1393,17 +1396,58 @@ other:
 	return -EINVAL;
 }
 
+/* The series a front's request is counted in, remembered per thread for
+ * the last few (server, route, method, status): a lookup in the registry
+ * hashes the labels and takes its lock, shared by every thread.  The
+ * server is named by its id, never reused, so a memo cannot outlive the
+ * series it points at while that server serves. */
+struct series_memo {
+	uint64_t server;            /* lp_http_server.id; 0: empty */
+	const char *route;          /* the route's pattern (the server's) */
+	const char *method;         /* method_label's */
+	int status;
+	struct lp_series *requests; /* http_requests_total{route,method,status} */
+	struct lp_series *duration; /* http_request_duration_seconds{route} */
+};
+
+#define SERIES_MEMOS 8
+
+static __thread struct series_memo memos[SERIES_MEMOS];
+static __thread unsigned memo_next;
+
+static const struct series_memo *series_for(struct lp_http_server *s, const char *route,
+					    const char *method, int status)
+{
+	struct series_memo *m;
+	char text[24];
+	size_t i;
+
+	for (i = 0; i < SERIES_MEMOS; i++) {
+		m = &memos[i];
+		if (m->server == s->id && m->route == route && m->method == method &&
+		    m->status == status)
+			return m;
+	}
+	m = &memos[memo_next++ % SERIES_MEMOS];
+	lp_fmt_u64(text, (uint64_t)status);
+	m->requests = lp_metric_series(s->requests, route, method, text);
+	m->duration = lp_metric_series(s->duration, route);
+	m->server = s->id;
+	m->route = route;
+	m->method = method;
+	m->status = status;
+	return m;
+}
+
 void lp_http_front_end(struct lp_http_server *s, struct lp_http_req *r, const char *route,
 		       int64_t t0_us)
 {
-	char status[24];
-
 	if (route) {
-		lp_fmt_u64(status, (uint64_t)(r->status > 0 ? r->status : 0));
-		lp_series_inc(lp_metric_series(s->requests, route, method_label(r->method),
-					       status));
-		lp_series_observe(lp_metric_series(s->duration, route),
-				  (double)(lp_now_us() - t0_us) / 1e6);
+		const struct series_memo *m =
+			series_for(s, route, method_label(r->method), r->status > 0 ? r->status : 0);
+
+		lp_series_inc(m->requests);
+		lp_series_observe(m->duration, (double)(lp_now_us() - t0_us) / 1e6);
 	}
 	lp_log_set_request(NULL, NULL);
 	free((char *)(uintptr_t)r->path);
@@ -1527,6 +1571,7 @@ struct lp_http_server *lp_http_server_new(const struct lp_http_opts *opts, char 
 		return NULL;
 	}
 	s = lp_xcalloc(1, sizeof(*s));
+	s->id = atomic_fetch_add(&server_ids, 1) + 1;
 	pthread_mutex_init(&s->reads_mu, NULL);
 	pthread_cond_init(&s->reads_cv, NULL);
 	s->events = !opts->front || strcmp(opts->front, "events") == 0;

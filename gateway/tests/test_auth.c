@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -38,6 +39,49 @@ static void test_parse_keys(void **state)
 	gw_auth_release(&a);
 	assert_int_equal(gw_auth_parse(&a, " ; ", err, sizeof(err)), 0);
 	assert_int_equal(a.nkeys, 0);
+	gw_auth_release(&a);
+}
+
+/* The lookups reuse digest contexts from any thread: keys that differ in
+ * length and in the last byte, looked up in turn by several threads, each
+ * find their own entry every time (a context carrying state over from the
+ * previous hash would make them miss). */
+#define LOOKUPS 2000
+
+static void *lookups(void *arg)
+{
+	const struct gw_auth *a = arg;
+	static const char *const keys[] = { "key-one", "key-two", "key-one-longer", "key-onf" };
+	size_t i;
+
+	for (i = 0; i < LOOKUPS; i++) {
+		const char *k = keys[i % 4];
+		const struct gw_key *found = gw_auth_find(a, k, strlen(k));
+
+		if (i % 4 == 3 ? found != NULL : found != &a->keys[i % 4 == 2 ? 2 : i % 4])
+			return (void *)1;
+	}
+	return NULL;
+}
+
+static void test_lookups_reuse_contexts(void **state)
+{
+	struct gw_auth a;
+	char err[200] = "";
+	pthread_t th[4];
+	void *bad;
+	size_t i;
+
+	(void)state;
+	assert_int_equal(gw_auth_parse(&a, "key-one:a:ingest;key-two:b:read;key-one-longer:c:admin",
+				       err, sizeof(err)), 0);
+	assert_ptr_equal(lookups(&a), NULL);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(pthread_create(&th[i], NULL, lookups, &a), 0);
+	for (i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(th[i], &bad), 0);
+		assert_ptr_equal(bad, NULL);
+	}
 	gw_auth_release(&a);
 }
 
@@ -161,6 +205,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_keys),
+		cmocka_unit_test(test_lookups_reuse_contexts),
 		cmocka_unit_test(test_parse_errors_never_show_the_key),
 		cmocka_unit_test(test_scopes),
 		cmocka_unit_test(test_presented_key),

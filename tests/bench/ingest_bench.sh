@@ -41,9 +41,13 @@
 #   INGEST_THREADS=1     also print each producer thread's CPU µs per event
 #   INGEST_AB=DIR        A/B: also a second producer, DIR/logpipe-producer,
 #              behind a second gateway; the targets alternate between the
-#              two (rows of B end in _b), INGEST_ROUNDS=N times (#1, #2, ...);
+#              two (rows of B end in _b), INGEST_ROUNDS=N times (#1, #2, ...,
+#              B first in the even rounds);
 #              INGEST_B_SET=key=value,... sets B's producer apart (e.g.
 #              kafka.linger_ms=5 with INGEST_AB=build/bin)
+#   INGEST_AB_GATEWAY=DIR   the same for the gateway: the second gateway is
+#              DIR/logpipe-gateway (its producer build/bin's, or INGEST_AB's);
+#              either variable alone makes the second pair
 # Starts its own Kafka and Redis (deploy/local/infra.py) on loopback ports
 # and stops everything at the end.  Needs wrk and kcat (make deps).
 set -eu
@@ -133,6 +137,7 @@ THREADS = os.environ.get("INGEST_THREADS", "") not in ("", "0")
 
 
 AB = os.environ.get("INGEST_AB", "")
+AB_GATEWAY = os.environ.get("INGEST_AB_GATEWAY", "")
 ROUNDS = int(os.environ.get("INGEST_ROUNDS", "1"))
 
 
@@ -177,7 +182,7 @@ def row(label, pids, run, per_request=1):
                     for k, v in after_run.items()) if events else "-"
     check = "ok" if landed >= events else f"LOST {events - landed}"
     say(f"{label:16s} {rate:9.0f} ev/s  p50 {p50:7.2f} ms  p99 {p99:8.2f} ms  "
-        f"non-2xx {bad:5d}  topic +{landed} ({check})  {cpu}")
+        f"non-2xx {bad:5d}  topic +{landed} ({check})  {cpu}  load {os.getloadavg()[0]:.1f}")
     if th0 and events:
         th1 = thread_ticks(pids["producer"])
         per = {}
@@ -231,13 +236,14 @@ try:
                                ports)
     # (tag, producer pid, gateway pid, their ports) of each variant.
     variants = [("", procs["producer"].pid, procs["gateway"].pid, ports)]
-    if AB:
+    if AB or AB_GATEWAY:
         ports_b = dict(ports, producer=lp.free_port(), gateway=lp.free_port())
         extra_b = {"http.threads": 288}
         extra_b.update(kv.split("=", 1) for kv in
                        filter(None, os.environ.get("INGEST_B_SET", "").split(",")))
-        pb = start("producer", extra_b, ports_b, AB, "_b")
-        gb = start("gateway", gateway_extra(ports_b["gateway"]), ports_b, None, "_b")
+        pb = start("producer", extra_b, ports_b, AB or None, "_b")
+        gb = start("gateway", gateway_extra(ports_b["gateway"]), ports_b, AB_GATEWAY or None,
+                   "_b")
         variants.append(("_b", pb.pid, gb.pid, ports_b))
     say(f"ingest benchmark, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.1f} at the start; {secs} s per target; "
@@ -290,9 +296,10 @@ try:
                 lambda c=c: wrk(pm["gateway"], "/api/logs", BODY, c, H))
         row(f"batch{tag}", {"gateway": gw, "producer": prod},
             lambda: wrk(pm["gateway"], "/api/logs/batch", BATCH, 32, H), per_request=100)
-    # With INGEST_AB the variants take turns, target by target, round by round.
+    # With INGEST_AB the variants take turns, target by target, round by round,
+    # the first one first in odd rounds and second in even ones (A B B A ...).
     for rnd in range(ROUNDS):
-        for tag, prod, gw, pm in variants:
+        for tag, prod, gw, pm in (variants if rnd % 2 == 0 else variants[::-1]):
             targets(tag + (f"#{rnd + 1}" if ROUNDS > 1 else ""), prod, gw, pm)
 
     if want("generator"):
