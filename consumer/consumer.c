@@ -98,6 +98,7 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("query.timeout_ms", LP_CFG_INT, "10000", query_timeout_ms, "statement timeout of one query", 100, 600000),
 	OPT("batch.max_events", LP_CFG_INT, "16000", batch_max_events, "most records stored in one transaction", 1, 100000),
 	OPT("batch.max_ms", LP_CFG_INT, "100", batch_max_ms, "longest wait to fill a batch, in ms (most of a paced event's time from generation to storage)", 1, 60000),
+	OPT("batch.fast_rate", LP_CFG_INT, "20000", batch_fast_rate, "while the batch before arrived at this many events/s or more, a batch waits up to twice batch.max_ms: larger batches where each one's fixed costs in PostgreSQL add up, slower streams' latency unchanged; 0 never", 0, 100000000),
 	OPT("retry.max_attempts", LP_CFG_INT, "3", retry_max_attempts, "attempts for a row the database refuses before it goes to the DLQ", 1, 100),
 	OPT("retention.days", LP_CFG_INT, "7", retention_days, "drop daily partitions older than this many days; 0 keeps everything", 0, 36500),
 	OPT("partitions.days_ahead", LP_CFG_INT, "7", partitions_ahead, "daily partitions created ahead of today", 1, 366),
@@ -168,6 +169,7 @@ struct consumer {
 	rd_kafka_message_t **stash;        /* polled while waiting, for the next batch */
 	size_t nstash, stashcap;
 	bool paused;                       /* partitions paused by wait_store_idle */
+	bool fast;                         /* the last batch came at batch.fast_rate */
 	int64_t last_kafka_warn_ms;        /* rate limit for consumer error logs */
 
 	/* The hand-off between the two threads. */
@@ -407,12 +409,15 @@ static rd_kafka_message_t *poll_one(struct consumer *c, int timeout_ms)
 }
 
 /* Fills b: the stashed records first, then polls until the batch is full or
- * batch.max_ms passed since its first record.  Returns with an empty batch
- * after 200 ms without records, so the loop sees a stop request. */
+ * batch.max_ms passed since its first record (twice that while the stream
+ * runs at batch.fast_rate or more, judged by the batch before).  Returns
+ * with an empty batch after 200 ms without records, so the loop sees a
+ * stop request. */
 static void gather(struct consumer *c, struct batch *b)
 {
 	size_t max = (size_t)c->s->batch_max_events;
-	int64_t deadline = lp_now_ms() + c->s->batch_max_ms;
+	int64_t wait = c->s->batch_max_ms * (c->fast ? 2 : 1);
+	int64_t first = lp_now_ms(), deadline = first + wait;
 	size_t i;
 
 	for (i = 0; i < c->nstash; i++)
@@ -430,9 +435,16 @@ static void gather(struct consumer *c, struct batch *b)
 				return;
 			continue;
 		}
-		if (b->nmsgs == 0)
-			deadline = lp_now_ms() + c->s->batch_max_ms;
+		if (b->nmsgs == 0) {
+			first = lp_now_ms();
+			deadline = first + wait;
+		}
 		batch_add(c, b, m);
+	}
+	if (b->nmsgs > 0 && c->s->batch_fast_rate > 0) {
+		int64_t ms = lp_now_ms() - first;
+
+		c->fast = (long long)b->nmsgs * 1000 >= c->s->batch_fast_rate * (ms > 1 ? ms : 1);
 	}
 }
 

@@ -31,6 +31,7 @@ struct consumer_settings {
 	long long query_timeout_ms;  /* statement_timeout of each query */
 	long long batch_max_events;  /* most records stored in one transaction */
 	long long batch_max_ms;      /* longest wait to fill a batch */
+	long long batch_fast_rate;   /* events/s from which it may double */
 	long long retry_max_attempts; /* attempts for a row the database refuses */
 	long long retention_days;    /* drop daily partitions older than this; 0 keeps all */
 	long long partitions_ahead;  /* daily partitions created ahead of today */
