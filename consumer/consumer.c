@@ -98,7 +98,7 @@ const struct lp_cfg_opt consumer_options[] = {
 	OPT("query.timeout_ms", LP_CFG_INT, "10000", query_timeout_ms, "statement timeout of one query", 100, 600000),
 	OPT("batch.max_events", LP_CFG_INT, "16000", batch_max_events, "most records stored in one transaction", 1, 100000),
 	OPT("batch.max_ms", LP_CFG_INT, "100", batch_max_ms, "longest wait to fill a batch, in ms (most of a paced event's time from generation to storage)", 1, 60000),
-	OPT("batch.fast_rate", LP_CFG_INT, "20000", batch_fast_rate, "while the batch before arrived at this many events/s or more, a batch waits up to twice batch.max_ms: larger batches where each one's fixed costs in PostgreSQL add up, slower streams' latency unchanged; 0 never", 0, 100000000),
+	OPT("batch.fast_rate", LP_CFG_INT, "0", batch_fast_rate, "while the batch before arrived at this many events/s or more, a batch waits up to twice batch.max_ms: larger batches where each one's fixed costs in PostgreSQL add up, slower streams' latency unchanged; 0 (the default) never", 0, 100000000),
 	OPT("retry.max_attempts", LP_CFG_INT, "3", retry_max_attempts, "attempts for a row the database refuses before it goes to the DLQ", 1, 100),
 	OPT("retention.days", LP_CFG_INT, "7", retention_days, "drop daily partitions older than this many days; 0 keeps everything", 0, 36500),
 	OPT("partitions.days_ahead", LP_CFG_INT, "7", partitions_ahead, "daily partitions created ahead of today", 1, 366),
