@@ -405,7 +405,7 @@ static const char STAGE_DDL[] =
 	"CREATE TEMP TABLE IF NOT EXISTS logpipe_stage ("
 	"id uuid, ts timestamptz, received_at timestamptz, level text, level_rank smallint, "
 	"service text, host text, source_ip text, tenant text, correlation_id text, "
-	"message text, attributes jsonb, enrichment jsonb, enrichment_status text, "
+	"message text, attributes json, enrichment json, enrichment_status text, "
 	"kafka_topic text, kafka_partition int, kafka_offset bigint, trace_id text, "
 	"span_id text) ON COMMIT DELETE ROWS";
 
