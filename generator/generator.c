@@ -62,7 +62,7 @@ const struct lp_cfg_opt generator_options[] = {
 	OPT("topics.raw", LP_CFG_STR, "raw-logs", topic_raw, "topic generated events are written to", 0, 0),
 	OPT("kafka.timeout_ms", LP_CFG_INT, "120000", kafka_timeout_ms, "how long an event may wait for Kafka before it counts as an error", 1000, 3600000),
 	OPT("kafka.queue_max", LP_CFG_INT, "100000", kafka_queue_max, "events queued for Kafka before batches are shed", 1000, 10000000),
-	OPT("kafka.compression", LP_CFG_STR, "lz4", kafka_compression, "compression of produced batches: none, lz4, snappy, zstd or gzip", 0, 0),
+	OPT("kafka.compression", LP_CFG_STR, "none", kafka_compression, "compression of produced batches: none, lz4, snappy, zstd or gzip; none (lz4 before 2026-12-07) as the producer's and the enricher's: on one machine lz4 cost the pipeline about 10 % more CPU per event, the broker and the enricher decompressing (docs/benchmarks.md)", 0, 0),
 	OPT("kafka.linger_ms", LP_CFG_INT, "50", kafka_linger_ms, "how long librdkafka lets a batch fill before sending it (linger.ms); shorter makes librdkafka's broker thread spin at a paced rate once the broker is slow to answer (docs/benchmarks.md)", 0, 1000),
 	OPT("kafka.idempotence", LP_CFG_BOOL, "false", kafka_idempotence, "idempotent producer (librdkafka enable.idempotence); on, librdkafka 2.0.2's broker thread spins while a due batch waits on five requests in flight (a slow broker: 27-43 us of CPU per event instead of 6-8, docs/benchmarks.md); off, a retried request may put an event into Kafka twice (stored once: the consumer skips ids it has)", 0, 0),
 	OPT("redis.url", LP_CFG_STR, "redis://127.0.0.1:6379", redis_url, "Redis where running instances register to share the rate", 0, 0),
