@@ -292,7 +292,7 @@ def main():
         offset = n
         relay = subprocess.Popen(
             [relay_tool, brokers, topics["raw"], peer_topic,
-             settings.get("kafka.fetch_wait_ms", "10"), settings.get("kafka.linger_ms", "1"),
+             settings.get("kafka.fetch_wait_ms", "10"), settings.get("kafka.linger_ms", "5"),
              settings.get("kafka.nodelay", "true")],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         procs.append(Relay(relay))
