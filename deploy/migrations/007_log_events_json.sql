@@ -3,8 +3,8 @@
 --
 -- No statement reads inside either column: the query API returns them as
 -- text, and no index or filter uses them.  jsonb paid for a binary form
--- nobody used: jsonb_in cost about twice json_in per row in COPY (6.4-6.7
--- against 3.1-3.7 µs for a generator-like pair of objects, psql \copy of
+-- nobody used: jsonb_in cost about twice json_in per row in COPY (6.4-9.0
+-- against 3.1-4.0 µs for a generator-like pair of objects, psql \copy of
 -- 300,000 rows, docs/benchmarks.md), about a twentieth of PostgreSQL's
 -- whole cost of storing an event.  json keeps the text as the consumer
 -- wrote it (jansson's compact form, keys in the order the client sent
