@@ -478,6 +478,114 @@ static void test_pipelined_deferred_in_order(void **state)
 	lp_buf_release(&out);
 }
 
+/* POST /big: waits (at most 5 s) until the test says a small request on
+ * the same loop was answered, then echoes what it read of the request. */
+static atomic_int big_entered, small_answered;
+
+static void handle_big(struct lp_http_req *r, void *ud)
+{
+	const char *tag = lp_http_header(r, "X-Tag");
+	char q[32] = "-", text[128];
+	int n;
+
+	(void)ud;
+	atomic_store(&big_entered, 1);
+	if (lp_http_query(r, "q", q, sizeof(q)) < 0)
+		lp_strlcpy(q, "-", sizeof(q));
+	for (int i = 0; i < 5000 && !atomic_load(&small_answered); i++)
+		usleep(1000);
+	n = snprintf(text, sizeof(text), "tag=%s q=%s len=%zu last=%c", tag ? tag : "-", q,
+		     r->body_len, r->body_len ? r->body[r->body_len - 1] : '-');
+	lp_http_reply(r, 200, "text/plain", text, (size_t)n, NULL);
+}
+
+/* A request of BIG_BODY bytes to path with header X-Tag: tag. */
+#define BIG_BODY (100 * 1024)
+
+static void send_big(int fd, const char *path, const char *tag)
+{
+	struct lp_buf req = LP_BUF_INIT;
+	size_t off = 0;
+
+	lp_buf_addf(&req, "POST %s HTTP/1.1\r\nHost: x\r\nX-Tag: %s\r\nContent-Type: "
+		    "application/json\r\nContent-Length: %d\r\n\r\n", path, tag, BIG_BODY);
+	for (int i = 0; i < BIG_BODY - 1; i++)
+		lp_buf_addch(&req, ' ');
+	lp_buf_addch(&req, '!');
+	while (off < req.len) {
+		ssize_t k = send(fd, req.buf + off, req.len - off, MSG_NOSIGNAL);
+
+		assert_true(k > 0);
+		off += (size_t)k;
+	}
+	lp_buf_release(&req);
+}
+
+/* A big body's handler runs off the loop: on a front of one loop, a small
+ * request on another connection is answered while the big one's handler
+ * is still busy (it waits for exactly that).  The handler reads copies of
+ * the header fields, query and body; deferred, answered before it returned
+ * and answered at once, big requests are answered like small ones. */
+static void test_big_bodies_do_not_hold_the_loop(void **state)
+{
+	static struct answerer a;
+	struct lp_http_opts o = { 0 };
+	struct env e;
+	struct lp_buf out = LP_BUF_INIT;
+	char err[256] = "";
+	int big, small;
+
+	(void)state;
+	atomic_store(&big_entered, 0);
+	atomic_store(&small_answered, 0);
+	answerer_start(&a, 0, false);
+	o.listen = "127.0.0.1:0";
+	o.threads = 4;
+	o.front_loops = 1;
+	o.stop_timeout_ms = 5000;
+	o.request_timeout_ms = 5000;
+	o.service = "test_front";
+	e.s = lp_http_server_new(&o, err, sizeof(err));
+	assert_non_null(e.s);
+	assert_int_equal(lp_http_route_async(e.s, "POST", "/defer", handle_defer, &a), 0);
+	assert_int_equal(lp_http_route_async(e.s, "POST", "/big", handle_big, NULL), 0);
+	if (lp_http_start(e.s, err, sizeof(err)) != 0)
+		fail_msg("lp_http_start: %s", err);
+	e.port = lp_http_port(e.s);
+	big = dial(&e, "127.0.0.1");
+	send_big(big, "/big?q=x%20y", "big");
+	for (int i = 0; i < 3000 && !atomic_load(&big_entered); i++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&big_entered), 1);
+	small = dial(&e, "127.0.0.1");
+	send_defer(small, "now");
+	assert_false(read_replies(small, &out, 1, 3000));
+	assert_non_null(out.buf);
+	assert_contains(out.buf, "HTTP/1.1 200 ");
+	atomic_store(&small_answered, 1);
+	lp_buf_reset(&out);
+	assert_false(read_replies(big, &out, 1, 6000));
+	assert_non_null(out.buf);
+	assert_contains(out.buf, "HTTP/1.1 200 ");
+	assert_contains(out.buf, "tag=big q=x y len=102400 last=!");
+	/* Deferred and answered by the answerer, answered before the handler
+	 * returned, answered at once: in order on one connection. */
+	lp_buf_reset(&out);
+	send_big(big, "/defer", "bigdefer");
+	send_big(big, "/defer", "inline");
+	send_big(big, "/defer", "now");
+	assert_false(read_replies(big, &out, 3, 5000));
+	assert_non_null(out.buf);
+	assert_contains(out.buf, "{\"tag\":\"bigdefer\"}");
+	assert_contains(strstr(out.buf, "bigdefer"), "{\"tag\":\"inline\"}");
+	assert_contains(strstr(out.buf, "\"inline\""), "HTTP/1.1 200 ");
+	close(big);
+	close(small);
+	lp_http_server_free(e.s);
+	answerer_stop(&a);
+	lp_buf_release(&out);
+}
+
 #define MANY 200
 
 /* 200 connections on one loop, every request deferred at once, answered
@@ -899,6 +1007,7 @@ int main(void)
 		cmocka_unit_test(test_connection_close_on_the_front),
 		cmocka_unit_test(test_http10_on_the_front),
 		cmocka_unit_test(test_many_in_flight_on_one_loop),
+		cmocka_unit_test(test_big_bodies_do_not_hold_the_loop),
 		cmocka_unit_test(test_client_gone_before_the_answer),
 		cmocka_unit_test(test_stop_waits_for_deferred),
 		cmocka_unit_test(test_stop_gives_up_then_late_answer),

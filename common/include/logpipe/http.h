@@ -127,7 +127,9 @@ void lp_http_server_free(struct lp_http_server *s);
  * lp_http_route's) whose handler may answer later, from another thread,
  * without holding one meanwhile.  With the event front, the handler runs
  * on a loop thread for the requests the front reads (plain HTTP/1.1 or
- * HTTP/1.0 with a Content-Length body), and on a CivetWeb worker for the
+ * HTTP/1.0 with a Content-Length body; one with a body of 64 KiB or more
+ * on one of the server's offload threads, so that its loop's other
+ * connections need not wait for it), and on a CivetWeb worker for the
  * others (chunked, ...), which then waits for the answer; with http.front
  * civetweb always on a worker.  It must not block either way.
  *
