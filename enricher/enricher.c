@@ -85,7 +85,7 @@ const struct lp_cfg_opt enricher_options[] = {
 	OPT("kafka.group", LP_CFG_STR, "logpipe-enricher", kafka_group, "consumer group of the enrichers sharing raw-logs", 0, 0),
 	OPT("kafka.timeout_ms", LP_CFG_INT, "5000", kafka_timeout_ms, "delivery timeout of one output message before the batch is retried", 100, 600000),
 	OPT("kafka.session_timeout_ms", LP_CFG_INT, "10000", kafka_session_timeout_ms, "consumer group session timeout: how soon a dead enricher's partitions move", 6000, 300000),
-	OPT("kafka.linger_ms", LP_CFG_INT, "5", kafka_linger_ms, "producer linger.ms (latency against batching); 5 (1 before 2026-12-07): with 1 a slow broker leaves five requests in flight per partition and librdkafka 2.0.2's idempotent sender spins until one returns (docs/benchmarks.md)", 0, 1000),
+	OPT("kafka.linger_ms", LP_CFG_INT, "5", kafka_linger_ms, "producer linger.ms (latency against batching); 5 (1 before 2026-12-07): with 1 a partition's next batch is due while its last one is unanswered, and librdkafka 2.0.2's idempotent sender, which sends nothing more for a partition with five or more messages in flight, spins until the answer comes (docs/benchmarks.md)", 0, 1000),
 	OPT("kafka.fetch_wait_ms", LP_CFG_INT, "10", kafka_fetch_wait_ms, "consumer fetch.wait.max.ms: longest a fetch waits on the broker for new records", 1, 10000),
 	OPT("kafka.commit_interval_ms", LP_CFG_INT, "200", kafka_commit_interval_ms, "how often acknowledged input offsets are committed (asynchronously, off the events' path)", 10, 60000),
 	OPT("kafka.nodelay", LP_CFG_BOOL, "true", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
