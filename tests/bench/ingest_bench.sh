@@ -39,6 +39,9 @@
 #   INGEST_PERF=PREFIX   perf record -g the processes of each target into
 #              PREFIX.<target>.<process> (needs perf and the permission)
 #   INGEST_THREADS=1     also print each producer thread's CPU µs per event
+#   INGEST_SERVICES=N    single events name N services in turn (wrk's Lua
+#              request(), also for N=1): the topic's key, so N spreads them
+#              over up to N of its partitions
 #   INGEST_AB=DIR        A/B: also a second producer, DIR/logpipe-producer,
 #              behind a second gateway; the targets alternate between the
 #              two (rows of B end in _b), INGEST_ROUNDS=N times (#1, #2, ...,
@@ -110,11 +113,24 @@ def topic_count(brokers):
                               text=True, check=True).stdout.split()[0])
 
 
+SERVICES = int(os.environ.get("INGEST_SERVICES", "0"))
+
+
 def wrk(port, path, body, conns, headers):
     script = base / "req.lua"
-    script.write_text('wrk.method = "POST"\nwrk.body = [=[' + body + ']=]\n'
-                      'wrk.headers["Content-Type"] = "application/json"\n' +
-                      "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
+    lua = ('wrk.method = "POST"\nwrk.body = [=[' + body + ']=]\n'
+           'wrk.headers["Content-Type"] = "application/json"\n' +
+           "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items()))
+    if SERVICES and body == BODY:
+        # Single events of SERVICES services, in turn: the raw topic's key,
+        # so they spread over its partitions (one service: one partition).
+        names = [f"bench-{i}" for i in range(SERVICES)]
+        lua += ("local bodies = {" + ",".join(
+            "[=[" + body.replace('"service":"bench"', f'"service":"{n}"') + "]=]"
+            for n in names) + "}\nlocal i = 0\n"
+            "request = function()\n  i = i % #bodies + 1\n"
+            "  return wrk.format(nil, nil, nil, bodies[i])\nend\n")
+    script.write_text(lua)
     out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{secs}s", "--latency", "-s",
                           str(script), f"http://127.0.0.1:{port}{path}"],
                          capture_output=True, text=True, timeout=secs + 60).stdout
