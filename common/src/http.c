@@ -153,9 +153,10 @@ struct lp_http_server {
 	pthread_mutex_t off_mu;
 	pthread_cond_t off_cv;
 	struct async_req *off_head, *off_tail;
+	bool off_running;           /* under off_mu: the threads take requests */
 	bool off_stop;              /* under off_mu: run what is queued, then exit */
 	pthread_t off_threads[MAX_OFFLOAD_THREADS];
-	int noff;                   /* threads started */
+	int noff;                   /* threads started (offload_start and _stop only) */
 };
 
 /* An IP address in binary, an IPv4-mapped IPv6 address as IPv4, so that
@@ -1363,15 +1364,13 @@ static bool offload(struct lp_http_server *s, struct async_req *a, struct lp_fro
 {
 	bool queued = false;
 
-	if (s->noff == 0)
-		return false;
 	a->fn = rt->fn;
 	a->ud = rt->ud;
 	copy_request(a, q);
 	a->offloaded = true;
 	atomic_store(&a->parts, 2);
 	pthread_mutex_lock(&s->off_mu);
-	if (!s->off_stop) {
+	if (s->off_running) {
 		a->later = lp_front_defer(q);
 		if (s->off_tail)
 			s->off_tail->next = a;
@@ -1453,6 +1452,9 @@ static void offload_start(struct lp_http_server *s)
 			break;
 	if (s->noff < n)
 		lp_warn("http: %d of %d offload threads started", s->noff, n);
+	pthread_mutex_lock(&s->off_mu);
+	s->off_running = s->noff > 0;
+	pthread_mutex_unlock(&s->off_mu);
 }
 
 /* Runs what is queued, then joins the threads; later requests are served
@@ -1462,6 +1464,7 @@ static void offload_stop(struct lp_http_server *s)
 	int i;
 
 	pthread_mutex_lock(&s->off_mu);
+	s->off_running = false;
 	s->off_stop = true;
 	pthread_cond_broadcast(&s->off_cv);
 	pthread_mutex_unlock(&s->off_mu);
@@ -1471,8 +1474,8 @@ static void offload_stop(struct lp_http_server *s)
 }
 
 /* The front's handler: an async route's request is served here, on the
- * loop (a big one on an offload thread); anything else goes to the outer handler (the gateway's), or to
- * CivetWeb behind. */
+ * loop (a big one on an offload thread); anything else goes to the outer
+ * handler (the gateway's), or to CivetWeb behind. */
 static enum lp_front_verdict front_start(void *ud, struct lp_front_req *q)
 {
 	struct lp_http_server *s = ud;
@@ -1870,8 +1873,11 @@ int lp_http_start(struct lp_http_server *s, char *err, size_t errlen)
 		fo.handler.finish = front_finish;
 		fo.handler.cancel = front_cancel;
 		fo.handler.ud = s;
+		if (s->nasync > 0)
+			offload_start(s); /* before the loops can offer a request */
 		s->front = lp_front_start(&fo, text, sizeof(text));
 		if (!s->front) {
+			offload_stop(s);
 			snprintf(err, errlen, "cannot listen on \"%s\": %s", s->public_listen, text);
 			atomic_store(&s->serving, false);
 			mg_stop(s->ctx);
@@ -1879,8 +1885,6 @@ int lp_http_start(struct lp_http_server *s, char *err, size_t errlen)
 			stop_watchdog(s);
 			return strstr(err, "in use") ? -EADDRINUSE : -EINVAL;
 		}
-		if (s->nasync > 0)
-			offload_start(s);
 	}
 	return 0;
 }
