@@ -500,6 +500,12 @@ class Kafka(_Proc):
             "log.retention.hours": "24",
             "log.segment.bytes": str(256 * 1024 * 1024),
         }
+        # For measuring broker settings (docs/benchmarks.md): "key=value,...".
+        for item in filter(None, os.environ.get("LOGPIPE_KAFKA_PROPS", "").split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise InfraError(f"LOGPIPE_KAFKA_PROPS: {item!r} is not key=value")
+            props[key.strip()] = value.strip()
         (self.dir / "server.properties").write_text(
             "".join(f"{k}={v}\n" for k, v in props.items()))
         (self.dir / "log4j.properties").write_text(
@@ -569,10 +575,14 @@ class Kafka(_Proc):
         elif archive is not None and os.access(archive.parent, os.W_OK):
             self._cds_tmp = archive.with_name(f"{archive.name}.tmp{os.getpid()}-{self.port}")
             cds = [f"-XX:ArchiveClassesAtExit={self._cds_tmp}"]
+        # For measuring JVM settings (docs/benchmarks.md): options appended
+        # to these; one that picks a collector replaces G1 and its goal.
+        extra = os.environ.get("LOGPIPE_KAFKA_JVM_OPTS", "").split()
+        gc = [] if any(o.startswith("-XX:+Use") and o.endswith("GC") for o in extra) else [
+            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"]
         return jvm[:1] + [
-            f"-Xmx{self.heap}", f"-Xms{self.heap}", "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
-        ] + cds + jvm[1:] + ["kafka.Kafka", str(self.dir / "server.properties")]
+            f"-Xmx{self.heap}", f"-Xms{self.heap}", *gc, "-XX:+ExitOnOutOfMemoryError",
+        ] + extra + cds + jvm[1:] + ["kafka.Kafka", str(self.dir / "server.properties")]
 
     def _cds_finish(self, clean):
         tmp, self._cds_tmp = getattr(self, "_cds_tmp", None), None
