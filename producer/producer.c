@@ -110,6 +110,7 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("kafka.batch_size", LP_CFG_INT, "1000000", kafka_batch_size, "librdkafka batch.size: most bytes in one partition's batch", 1024, 100000000),
 	OPT("kafka.max_in_flight", LP_CFG_INT, "5", kafka_max_in_flight, "librdkafka max.in.flight.requests.per.connection (the idempotent producer allows at most 5)", 1, 5),
 	OPT("kafka.nodelay", LP_CFG_BOOL, "false", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
+	OPT("kafka.gate", LP_CFG_BOOL, "false", kafka_gate, "single events: while some await Kafka's answer, hold new ones and hand them to librdkafka together at the last answer, with linger.ms 0 (kafka.linger_ms is then unused): lower latency at low concurrency for more CPU per event (measured in docs/benchmarks.md)", 0, 0),
 	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
 	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
 	OPT("limits.batch_max_items", LP_CFG_INT, "1000", batch_max_items, "most events in one batch request (413 above)", 1, 100000),
@@ -158,6 +159,9 @@ struct producer {
 	struct lp_series *latency;         /* log_event_processing_time */
 	struct lp_series *dead;            /* logpipe_spool_dead_lettered_total */
 	struct lp_series *dlq_failed;      /* syslog dead letters Kafka did not take */
+	pthread_mutex_t gate_mu;           /* guards the gate's fields */
+	long gate_out;                     /* events handed to Kafka, not reported yet */
+	struct delivery *gate_head, *gate_tail; /* deliveries held by the gate */
 };
 
 /* Where an event ended up. */
@@ -445,7 +449,8 @@ struct delivery {
 	atomic_size_t pending;       /* delivery reports due, +1 while still sending */
 	int64_t t0_ms;               /* when produced (the breaker's call duration) */
 	void (*finish)(struct delivery *d); /* every outcome decided */
-	struct delivery *next;       /* the spool writer's queue */
+	struct delivery *next;       /* the spool writer's or the gate's queue */
+	bool gated;                  /* counted by the gate (kafka.gate, one event) */
 };
 
 static void delivery_finish(struct delivery *d)
@@ -517,15 +522,21 @@ static void delivery_reported(struct delivery *d)
 		spool_or_fail(d);
 }
 
+static void gate_done(struct producer *p, long n);
+
 /* lp_kbatch_send_ref's completion: opaque is the event. */
 static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partition, int64_t offset)
 {
 	struct outgoing *o = opaque;
 	struct delivery *d = o->d;
+	struct producer *p = d->p;
+	bool gated = d->gated;
 
 	(void)partition;
 	(void)offset;
 	o->res = err;
+	if (gated)
+		gate_done(p, 1);
 	if (atomic_fetch_sub(&d->pending, 1) == 1)
 		delivery_reported(d);
 }
@@ -535,13 +546,14 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partitio
  * each event's outcome (events already failed are skipped), then calls
  * d->finish, from this thread or a later one.  d must stay put until then.
  */
+static void deliver_kafka(struct delivery *d, int block_ms);
+static bool deliver_direct(struct producer *p);
+
 static void deliver_start(struct delivery *d)
 {
 	struct producer *p = d->p;
 	struct outgoing *out = d->out;
-	struct lp_kbatch kb;
 	size_t i, m = 0;
-	bool direct;
 
 	d->idx = lp_xcalloc(d->n ? d->n : 1, sizeof(*d->idx));
 	for (i = 0; i < d->n; i++) {
@@ -573,14 +585,90 @@ static void deliver_start(struct delivery *d)
 		return;
 	}
 
-	if (p->spool && (atomic_load(&p->spool_mode) || atomic_load(&p->stopping)))
-		direct = false;
-	else
-		direct = lp_breaker_allow(p->breaker);
-	if (!direct) {
+	/* kafka.gate: one event while others await Kafka's answer waits for
+	 * them, and goes with whatever else waited, in one go. */
+	d->gated = p->s->kafka_gate && m == 1;
+	if (d->gated) {
+		pthread_mutex_lock(&p->gate_mu);
+		if (p->gate_out > 0) {
+			d->next = NULL;
+			if (p->gate_tail)
+				p->gate_tail->next = d;
+			else
+				p->gate_head = d;
+			p->gate_tail = d;
+			pthread_mutex_unlock(&p->gate_mu);
+			return;
+		}
+		p->gate_out++;
+		pthread_mutex_unlock(&p->gate_mu);
+	}
+	if (!deliver_direct(p)) {
+		if (d->gated) {
+			d->gated = false;
+			gate_done(p, 1);
+		}
 		spool_or_fail(d);
 		return;
 	}
+	deliver_kafka(d, 1000);
+}
+
+/* Does Kafka take the next delivery, or the spool (or a refusal)? */
+static bool deliver_direct(struct producer *p)
+{
+	if (p->spool && (atomic_load(&p->spool_mode) || atomic_load(&p->stopping)))
+		return false;
+	return lp_breaker_allow(p->breaker);
+}
+
+/* kafka.gate: n of the events it let through are reported (or were
+ * refused at once).  When none is left waiting for Kafka, the deliveries it
+ * held go, the ones for Kafka one after the other in one go, so that they
+ * reach librdkafka together.  Runs on the delivery-report thread (or a
+ * sender's), so it never waits for room in librdkafka's queue: a full
+ * queue sends an event to the spool, as any refusal does. */
+static void gate_done(struct producer *p, long n)
+{
+	struct delivery *d, *next, *held;
+	long direct;
+
+	pthread_mutex_lock(&p->gate_mu);
+	p->gate_out -= n;
+	while (p->gate_out == 0 && p->gate_head) {
+		held = p->gate_head;
+		p->gate_head = p->gate_tail = NULL;
+		pthread_mutex_unlock(&p->gate_mu);
+		direct = 0;
+		for (d = held; d; d = d->next) {
+			d->gated = deliver_direct(p);
+			direct += d->gated;
+		}
+		/* Counted before the first is sent: its report may come at once. */
+		pthread_mutex_lock(&p->gate_mu);
+		p->gate_out += direct;
+		pthread_mutex_unlock(&p->gate_mu);
+		for (d = held; d; d = next) {
+			next = d->next;
+			if (d->gated)
+				deliver_kafka(d, 0);
+			else
+				spool_or_fail(d);
+		}
+		pthread_mutex_lock(&p->gate_mu);
+	}
+	pthread_mutex_unlock(&p->gate_mu);
+}
+
+/* Hands d's events to Kafka, waiting up to block_ms for room in
+ * librdkafka's queue. */
+static void deliver_kafka(struct delivery *d, int block_ms)
+{
+	struct producer *p = d->p;
+	struct outgoing *out = d->out;
+	struct lp_kbatch kb;
+	size_t i, m = d->m;
+	long refused = 0;
 
 	d->t0_ms = lp_now_ms();
 	/* One more than the reports due: no report can finish d while the
@@ -601,7 +689,7 @@ static void deliver_start(struct delivery *d)
 
 		o->d = d;
 		rc = lp_kbatch_send_ref(&kb, o->key, o->keylen, o->text, o->len, h, &o->kref, o,
-					1000);
+					block_ms);
 		if (rc < 0) {
 			if (h)
 				rd_kafka_headers_destroy(h);
@@ -609,9 +697,12 @@ static void deliver_start(struct delivery *d)
 				 : rc == -ENOENT ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
 						 : RD_KAFKA_RESP_ERR__QUEUE_FULL;
 			atomic_fetch_sub(&d->pending, 1); /* never the last: the +1 holds */
+			refused++;
 		}
 	}
 	lp_kbatch_end(&kb);
+	if (d->gated && refused)
+		gate_done(p, refused);
 	/* d may be finished (and gone) by another thread as soon as this
 	 * drops the +1: nothing of it is touched afterwards. */
 	if (atomic_fetch_sub(&d->pending, 1) == 1)
@@ -1859,6 +1950,7 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 
 	p->s = s;
 	pthread_mutex_init(&p->sq_mu, NULL);
+	pthread_mutex_init(&p->gate_mu, NULL);
 	pthread_cond_init(&p->sq_cv, NULL);
 	p->limits = lp_event_default_limits;
 	p->limits.max_message = (size_t)s->max_message;
@@ -1898,7 +1990,8 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 		goto fail;
 	}
 	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
-	snprintf(linger, sizeof(linger), "%g", s->kafka_linger_ms);
+	/* The gate makes the bursts: librdkafka sends each as it comes. */
+	snprintf(linger, sizeof(linger), "%g", s->kafka_gate ? 0.0 : s->kafka_linger_ms);
 	snprintf(batch, sizeof(batch), "%lld", s->kafka_batch_size);
 	snprintf(inflight, sizeof(inflight), "%lld", s->kafka_max_in_flight);
 	p->kp = lp_kproducer_new(s->kafka_brokers, props, err, errlen);

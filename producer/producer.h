@@ -28,6 +28,7 @@ struct producer_settings {
 	long long kafka_batch_size; /* librdkafka batch.size (bytes per partition batch) */
 	long long kafka_max_in_flight; /* max.in.flight.requests.per.connection (idempotent: <= 5) */
 	int kafka_nodelay;         /* socket.nagle.disable on the broker connections */
+	int kafka_gate;            /* hold new events while earlier ones await Kafka */
 	long long max_message;     /* bytes of `message` */
 	long long max_attributes;  /* keys under `attributes` */
 	long long batch_max_items; /* events per batch request */

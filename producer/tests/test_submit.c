@@ -4,8 +4,10 @@
  * refused one (at once, on the caller's thread), Kafka down (spooled, 202
  * after the fsync; 503 without a spool), a broker refusing the produce
  * requests of one partition in the middle of a batch (207), 1,000
- * submissions in flight from one thread at once, and a stop with
- * submissions in flight (each answered before producer_stop returns). */
+ * submissions in flight from one thread at once, a stop with
+ * submissions in flight (each answered before producer_stop returns), and
+ * kafka.gate: events held while one awaits Kafka, with Kafka down, at a
+ * stop. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -53,6 +55,7 @@ struct answer {
 	char body[8192];      /* its body, cut to fit, NUL-terminated */
 	char headers[256];    /* its extra header lines */
 	pthread_t thread;     /* the thread done ran on */
+	int64_t at_ms;        /* when done was called */
 };
 
 /* Counts the answers of many submissions and lets a test wait for them. */
@@ -74,6 +77,7 @@ static void on_done(void *ud, const struct producer_reply *r)
 	a->body[n] = '\0';
 	lp_strlcpy(a->headers, r->headers ? r->headers : "", sizeof(a->headers));
 	a->thread = pthread_self();
+	a->at_ms = lp_now_ms();
 	pthread_mutex_lock(&tally.mu);
 	atomic_fetch_add(&a->calls, 1);
 	tally.done++;
@@ -203,6 +207,15 @@ static void submit(struct fixture *f, enum producer_route route, const char *bod
 		   const char *ctype, struct answer *a)
 {
 	submit_tp(f, route, body, ctype, NULL, a);
+}
+
+/* Forgets the warm-up's answer a and the count of answers so far. */
+static void forget_answers(struct answer *a)
+{
+	memset(a, 0, sizeof(*a));
+	pthread_mutex_lock(&tally.mu);
+	tally.done = 0;
+	pthread_mutex_unlock(&tally.mu);
 }
 
 /* Submits one event and waits for its answer. */
@@ -608,10 +621,7 @@ static void test_many_in_flight(void **state)
 	submit_one_and_wait(f, &a[0]);
 	rd_kafka_mock_broker_set_rtt(f->mc, 1, 1000);
 	rd_kafka_mock_broker_set_rtt(f->mc, 2, 1000);
-	memset(&a[0], 0, sizeof(a[0]));
-	pthread_mutex_lock(&tally.mu);
-	tally.done = 0;
-	pthread_mutex_unlock(&tally.mu);
+	forget_answers(&a[0]);
 	t0 = lp_now_ms();
 	for (i = 0; i < N; i++) {
 		char svc[16];
@@ -640,9 +650,8 @@ static void test_many_in_flight(void **state)
 
 /* producer_stop with submissions in flight (Kafka slow) answers every one
  * of them before it returns: acknowledged, or spooled. */
-static void test_stop_answers_in_flight(void **state)
+static void stop_answers_in_flight(struct fixture *f)
 {
-	struct fixture *f = *state;
 	enum { N = 200 };
 	struct answer *a = calloc(N, sizeof(*a));
 	char body[128];
@@ -650,10 +659,7 @@ static void test_stop_answers_in_flight(void **state)
 
 	start(f);
 	submit_one_and_wait(f, &a[0]);
-	memset(&a[0], 0, sizeof(a[0]));
-	pthread_mutex_lock(&tally.mu);
-	tally.done = 0;
-	pthread_mutex_unlock(&tally.mu);
+	forget_answers(&a[0]);
 	rd_kafka_mock_broker_set_rtt(f->mc, 1, 800);
 	rd_kafka_mock_broker_set_rtt(f->mc, 2, 800);
 	for (i = 0; i < N; i++) {
@@ -672,6 +678,77 @@ static void test_stop_answers_in_flight(void **state)
 	free(a);
 }
 
+static void test_stop_answers_in_flight(void **state)
+{
+	stop_answers_in_flight(*state);
+}
+
+/* The same with kafka.gate: what the gate holds at the stop is answered
+ * too. */
+static void test_gate_stop_answers_held(void **state)
+{
+	struct fixture *f = *state;
+
+	f->s.kafka_gate = 1;
+	stop_answers_in_flight(f);
+}
+
+/* kafka.gate on, the producer started and Kafka known (one event answered);
+ * then down (up == false) or slow: each produce request answered 600 ms
+ * late.  Then n single events of one service, all answered 202 once. */
+static struct answer *gate_burst(struct fixture *f, int n, bool up)
+{
+	struct answer *a = calloc((size_t)n, sizeof(*a));
+	char body[128];
+	int i;
+
+	f->s.kafka_gate = 1;
+	start(f);
+	submit_one_and_wait(f, &a[0]);
+	forget_answers(&a[0]);
+	for (int b = 1; b <= 2; b++) {
+		if (up)
+			rd_kafka_mock_broker_set_rtt(f->mc, b, 600);
+		else
+			rd_kafka_mock_broker_set_down(f->mc, b);
+	}
+	for (i = 0; i < n; i++) {
+		event(body, sizeof(body), "svc-gate", i);
+		submit(f, PRODUCER_ONE, body, "application/json", &a[i]);
+	}
+	assert_int_equal(wait_done(n), n);
+	for (i = 0; i < n; i++)
+		if (atomic_load(&a[i].calls) != 1 || a[i].status != 202)
+			fail_msg("submission %d: %d calls, status %d", i,
+				 atomic_load(&a[i].calls), a[i].status);
+	return a;
+}
+
+/* kafka.gate: while one event awaits Kafka's answer, the single events
+ * that come meanwhile are held; they go, together, only once that answer
+ * is in, so each is answered at least one more round trip after the
+ * first.  Without the gate (linger.ms 0) they would go at once and be
+ * answered with the first. */
+static void test_gate_holds_until_answered(void **state)
+{
+	enum { N = 21 };
+	struct answer *a = gate_burst(*state, N, true);
+
+	for (int i = 1; i < N; i++)
+		if (a[i].at_ms - a[0].at_ms < 400)
+			fail_msg("submission %d answered %lld ms after the first: not held", i,
+				 (long long)(a[i].at_ms - a[0].at_ms));
+	free(a);
+}
+
+/* kafka.gate with Kafka down: the first event times out and is spooled,
+ * the ones held meanwhile go to Kafka or, once the breaker is open,
+ * straight to the spool; each is answered 202 once (gate_burst checks). */
+static void test_gate_kafka_down(void **state)
+{
+	free(gate_burst(*state, 10, false));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -685,6 +762,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_batch_reply_bytes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_many_in_flight, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_answers_in_flight, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gate_holds_until_answered, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gate_kafka_down, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gate_stop_answers_held, setup, teardown),
 	};
 
 	lp_log_init("producer-test", LP_LOG_ERROR);

@@ -38,6 +38,8 @@
 #              for the others
 #   INGEST_PERF=PREFIX   perf record -g the processes of each target into
 #              PREFIX.<target>.<process> (needs perf and the permission)
+#   INGEST_CONNS=8,32    the connection counts of the single-event rows
+#              (32,256 by default; the last line names only c32 and c256)
 #   INGEST_THREADS=1     also print each producer thread's CPU µs per event
 #   INGEST_SERVICES=N    single events name N services in turn (wrk's Lua
 #              request(), also for N=1): the topic's key, so N spreads them
@@ -301,13 +303,15 @@ try:
 
     H = {"X-API-Key": KEY}
 
+    conns = [int(c) for c in os.environ.get("INGEST_CONNS", "32,256").split(",") if c]
+
     def targets(tag, prod, gw, pm):
-        for c in (32, 256):
+        for c in conns:
             row(f"producer_c{c}{tag}", {"producer": prod},
                 lambda c=c: wrk(pm["producer"], "/api/logs", BODY, c, {}))
         row(f"producer_batch{tag}", {"producer": prod},
             lambda: wrk(pm["producer"], "/api/logs/batch", BATCH, 32, {}), per_request=100)
-        for c in (32, 256):
+        for c in conns:
             row(f"gateway_c{c}{tag}", {"gateway": gw, "producer": prod},
                 lambda c=c: wrk(pm["gateway"], "/api/logs", BODY, c, H))
         row(f"batch{tag}", {"gateway": gw, "producer": prod},
