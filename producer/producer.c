@@ -541,14 +541,14 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partitio
 		delivery_reported(d);
 }
 
+static void deliver_kafka(struct delivery *d, int block_ms);
+static bool deliver_direct(struct producer *p);
+
 /*
  * Makes d's events durable: Kafka when it is up, the spool when not.  Sets
  * each event's outcome (events already failed are skipped), then calls
  * d->finish, from this thread or a later one.  d must stay put until then.
  */
-static void deliver_kafka(struct delivery *d, int block_ms);
-static bool deliver_direct(struct producer *p);
-
 static void deliver_start(struct delivery *d)
 {
 	struct producer *p = d->p;
@@ -2197,6 +2197,7 @@ void producer_stop(struct producer *p)
 	spool_close(p->spool);
 	lp_breaker_free(p->breaker);
 	pthread_mutex_destroy(&p->sq_mu);
+	pthread_mutex_destroy(&p->gate_mu);
 	pthread_cond_destroy(&p->sq_cv);
 	free(p);
 }
