@@ -460,6 +460,17 @@ static void delivery_finish(struct delivery *d)
 	d->finish(d);
 }
 
+/* Appends d to the queue from *head to *tail (linked by next). */
+static void queue_append(struct delivery **head, struct delivery **tail, struct delivery *d)
+{
+	d->next = NULL;
+	if (*tail)
+		(*tail)->next = d;
+	else
+		*head = d;
+	*tail = d;
+}
+
 /* Events of d->idx[0..m) could not go to Kafka: spool them, or refuse them
  * without a spool. */
 static void spool_or_fail(struct delivery *d)
@@ -478,12 +489,7 @@ static void spool_or_fail(struct delivery *d)
 	 * as spool_events does). */
 	atomic_store(&p->spool_mode, 1);
 	pthread_mutex_lock(&p->sq_mu);
-	d->next = NULL;
-	if (p->sq_tail)
-		p->sq_tail->next = d;
-	else
-		p->sq_head = d;
-	p->sq_tail = d;
+	queue_append(&p->sq_head, &p->sq_tail, d);
 	pthread_cond_signal(&p->sq_cv);
 	pthread_mutex_unlock(&p->sq_mu);
 }
@@ -591,12 +597,7 @@ static void deliver_start(struct delivery *d)
 	if (d->gated) {
 		pthread_mutex_lock(&p->gate_mu);
 		if (p->gate_out > 0) {
-			d->next = NULL;
-			if (p->gate_tail)
-				p->gate_tail->next = d;
-			else
-				p->gate_head = d;
-			p->gate_tail = d;
+			queue_append(&p->gate_head, &p->gate_tail, d);
 			pthread_mutex_unlock(&p->gate_mu);
 			return;
 		}
