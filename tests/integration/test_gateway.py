@@ -576,7 +576,10 @@ def test_ingest_limit_counts_events(gateways, services, topics):
     for n in inside:
         assert n <= per_req * 1.01, (f"{n} batches of {size} admitted in one second for "
                                      f"{rate} events/s: {inside}")
-    assert sum(inside) >= per_req * seconds * 0.8, inside
+    # Not far under the limit either: every batch sent in the run counts
+    # here, since one answered after a second's end (the producer's answer
+    # waits for Kafka, slowest under the sanitizers) is left out of inside.
+    assert counts[202] >= per_req * seconds * 0.8, (dict(counts), inside)
 
     # The policy names its unit; a batch spends its events of the window.
     r = requests.post(f"{g.url}/api/logs", json=event(1), headers=hdr, timeout=15)
