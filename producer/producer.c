@@ -110,7 +110,7 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("kafka.batch_size", LP_CFG_INT, "1000000", kafka_batch_size, "librdkafka batch.size: most bytes in one partition's batch", 1024, 100000000),
 	OPT("kafka.max_in_flight", LP_CFG_INT, "5", kafka_max_in_flight, "librdkafka max.in.flight.requests.per.connection (the idempotent producer allows at most 5)", 1, 5),
 	OPT("kafka.nodelay", LP_CFG_BOOL, "false", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
-	OPT("kafka.gate", LP_CFG_BOOL, "false", kafka_gate, "single events: while some await Kafka's answer, hold new ones and hand them to librdkafka together at the last answer, with linger.ms 0 (kafka.linger_ms is then unused): lower latency at low concurrency, CPU per event measured both higher and lower (docs/benchmarks.md)", 0, 0),
+	OPT("kafka.gate", LP_CFG_BOOL, "false", kafka_gate, "single events: while some await Kafka's answer, hold new ones and hand them to Kafka together at the last answer, through a second Kafka client with linger.ms 0 (batches and the spool keep the first and kafka.linger_ms): lower latency at low concurrency, CPU per event measured both higher and lower (docs/benchmarks.md)", 0, 0),
 	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
 	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
 	OPT("limits.batch_max_items", LP_CFG_INT, "1000", batch_max_items, "most events in one batch request (413 above)", 1, 100000),
@@ -135,6 +135,7 @@ struct producer {
 	const struct producer_settings *s; /* settings, owned by main */
 	struct lp_event_limits limits;     /* event validation limits */
 	struct lp_kproducer *kp;           /* idempotent Kafka producer */
+	struct lp_kproducer *kp_gate;      /* kafka.gate: the gated events' own, linger.ms 0 */
 	struct lp_breaker *breaker;        /* trips on failed deliveries */
 	struct lp_http_server *http;       /* the HTTP front */
 	struct spool *spool;               /* disk spool, NULL when disabled */
@@ -548,6 +549,8 @@ static void on_delivered(void *opaque, rd_kafka_resp_err_t err, int32_t partitio
 }
 
 static void deliver_kafka(struct delivery *d, int block_ms);
+static void deliver_enqueue(struct lp_kbatch *kb, struct delivery *d, int block_ms);
+static void deliver_close(struct delivery *d);
 static bool deliver_direct(struct producer *p);
 
 /*
@@ -623,6 +626,37 @@ static bool deliver_direct(struct producer *p)
 	return lp_breaker_allow(p->breaker);
 }
 
+/* kafka.gate: hands the deliveries of list (linked by next) that the gate
+ * let through to Kafka, the others to the spool.  One batch for them all,
+ * so that the events reach librdkafka's queue one right after the other
+ * (its broker thread wakes at the first and sends what is there by then):
+ * no handle, topic or completion record is taken per event. */
+static void gate_release(struct producer *p, struct delivery *list)
+{
+	struct delivery *d, *next;
+	struct lp_kbatch kb;
+	bool open = false;
+
+	for (d = list; d; d = d->next) {
+		if (!d->gated)
+			continue;
+		if (!open)
+			(void)lp_kbatch_begin(&kb, p->kp_gate, p->s->topic_raw, on_delivered,
+					      NULL);
+		open = true;
+		deliver_enqueue(&kb, d, 0);
+	}
+	if (open)
+		lp_kbatch_end(&kb);
+	for (d = list; d; d = next) {
+		next = d->next;
+		if (d->gated)
+			deliver_close(d);
+		else
+			spool_or_fail(d);
+	}
+}
+
 /* kafka.gate: n of the events it let through are reported (or were
  * refused at once).  When none is left waiting for Kafka, the deliveries it
  * held go, the ones for Kafka one after the other in one go, so that they
@@ -631,7 +665,7 @@ static bool deliver_direct(struct producer *p)
  * queue sends an event to the spool, as any refusal does. */
 static void gate_done(struct producer *p, long n)
 {
-	struct delivery *d, *next, *held;
+	struct delivery *d, *held;
 
 	pthread_mutex_lock(&p->gate_mu);
 	p->gate_out -= n;
@@ -645,25 +679,19 @@ static void gate_done(struct producer *p, long n)
 			p->gate_out += d->gated;
 		}
 		pthread_mutex_unlock(&p->gate_mu);
-		for (d = held; d; d = next) {
-			next = d->next;
-			if (d->gated)
-				deliver_kafka(d, 0);
-			else
-				spool_or_fail(d);
-		}
+		gate_release(p, held);
 		pthread_mutex_lock(&p->gate_mu);
 	}
 	pthread_mutex_unlock(&p->gate_mu);
 }
 
-/* Hands d's events to Kafka, waiting up to block_ms for room in
- * librdkafka's queue. */
-static void deliver_kafka(struct delivery *d, int block_ms)
+/* Enqueues d's events in kb (a batch of the raw topic), waiting up to
+ * block_ms for room in librdkafka's queue.  d stays open (one more than
+ * its reports due) until deliver_close(). */
+static void deliver_enqueue(struct lp_kbatch *kb, struct delivery *d, int block_ms)
 {
 	struct producer *p = d->p;
 	struct outgoing *out = d->out;
-	struct lp_kbatch kb;
 	size_t i, m = d->m;
 	long refused = 0;
 
@@ -671,10 +699,6 @@ static void deliver_kafka(struct delivery *d, int block_ms)
 	/* One more than the reports due: no report can finish d while the
 	 * loop still reads it. */
 	atomic_store(&d->pending, m + 1);
-	/* One batch for the group: the handle and topic taken once, and each
-	 * event's text handed over without a copy (it stays in out until the
-	 * last report) with its completion inside the event (o->kref). */
-	(void)lp_kbatch_begin(&kb, p->kp, p->s->topic_raw, on_delivered, NULL);
 	for (i = 0; i < m; i++) {
 		struct outgoing *o = &out[d->idx[i]];
 		rd_kafka_headers_t *h =
@@ -685,7 +709,7 @@ static void deliver_kafka(struct delivery *d, int block_ms)
 		int rc;
 
 		o->d = d;
-		rc = lp_kbatch_send_ref(&kb, o->key, o->keylen, o->text, o->len, h, &o->kref, o,
+		rc = lp_kbatch_send_ref(kb, o->key, o->keylen, o->text, o->len, h, &o->kref, o,
 					block_ms);
 		if (rc < 0) {
 			if (h)
@@ -697,13 +721,33 @@ static void deliver_kafka(struct delivery *d, int block_ms)
 			refused++;
 		}
 	}
-	lp_kbatch_end(&kb);
 	if (d->gated && refused)
 		gate_done(p, refused);
-	/* d may be finished (and gone) by another thread as soon as this
-	 * drops the +1: nothing of it is touched afterwards. */
+}
+
+/* Drops deliver_enqueue's extra count of d.  d may be finished (and gone)
+ * by another thread as soon as this drops it: nothing of it is touched
+ * afterwards. */
+static void deliver_close(struct delivery *d)
+{
 	if (atomic_fetch_sub(&d->pending, 1) == 1)
 		delivery_reported(d);
+}
+
+/* Hands d's events to Kafka, waiting up to block_ms for room in
+ * librdkafka's queue. */
+static void deliver_kafka(struct delivery *d, int block_ms)
+{
+	struct lp_kbatch kb;
+
+	/* One batch for the group: the handle and topic taken once, and each
+	 * event's text handed over without a copy (it stays in out until the
+	 * last report) with its completion inside the event (o->kref). */
+	(void)lp_kbatch_begin(&kb, d->gated ? d->p->kp_gate : d->p->kp, d->p->s->topic_raw,
+			      on_delivered, NULL);
+	deliver_enqueue(&kb, d, block_ms);
+	lp_kbatch_end(&kb);
+	deliver_close(d);
 }
 
 /* The spool writer's round: appends the events of every delivery in list
@@ -1883,7 +1927,8 @@ static bool kafka_healthy(void *ud, char *detail, size_t len)
 		return false;
 	}
 	rd_kafka_metadata_destroy(md);
-	snprintf(detail, len, "%d messages in flight", lp_kproducer_outq(p->kp));
+	snprintf(detail, len, "%d messages in flight",
+		 lp_kproducer_outq(p->kp) + (p->kp_gate ? lp_kproducer_outq(p->kp_gate) : 0));
 	return lp_breaker_state(p->breaker) != LP_BREAKER_OPEN;
 }
 
@@ -1987,13 +2032,20 @@ struct producer *producer_start(const struct producer_settings *s, char *err, si
 		goto fail;
 	}
 	snprintf(timeout, sizeof(timeout), "%lld", s->kafka_timeout_ms);
-	/* The gate makes the bursts: librdkafka sends each as it comes. */
-	snprintf(linger, sizeof(linger), "%g", s->kafka_gate ? 0.0 : s->kafka_linger_ms);
+	snprintf(linger, sizeof(linger), "%g", s->kafka_linger_ms);
 	snprintf(batch, sizeof(batch), "%lld", s->kafka_batch_size);
 	snprintf(inflight, sizeof(inflight), "%lld", s->kafka_max_in_flight);
 	p->kp = lp_kproducer_new(s->kafka_brokers, props, err, errlen);
 	if (!p->kp)
 		goto fail;
+	if (s->kafka_gate) {
+		/* The gate makes the bursts: this client sends each as it comes.
+		 * Batches and the spool keep the other one and its linger. */
+		snprintf(linger, sizeof(linger), "0");
+		p->kp_gate = lp_kproducer_new(s->kafka_brokers, props, err, errlen);
+		if (!p->kp_gate)
+			goto fail;
+	}
 	p->max_msg = kafka_max_message(p->kp);
 
 	if (p->spool) {
@@ -2175,6 +2227,14 @@ void producer_stop(struct producer *p)
 				(unsigned long long)pending, p->s->spool_dir);
 	}
 
+	/* The gated client first: a report of it may still hand held events
+	 * to it, never to the other. */
+	if (p->kp_gate) {
+		left_ms = STOP_BUDGET_MS - (lp_now_ms() - t0);
+		left = lp_kproducer_free(p->kp_gate, left_ms < 500 ? 500 : (int)left_ms);
+		if (left > 0)
+			lp_error("%d gated messages were not delivered at shutdown", left);
+	}
 	if (p->kp) {
 		left_ms = STOP_BUDGET_MS - (lp_now_ms() - t0);
 		left = lp_kproducer_free(p->kp, left_ms < 500 ? 500 : (int)left_ms);

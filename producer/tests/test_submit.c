@@ -7,7 +7,7 @@
  * submissions in flight from one thread at once, a stop with
  * submissions in flight (each answered before producer_stop returns), and
  * kafka.gate: events held while one awaits Kafka, with Kafka down, at a
- * stop. */
+ * stop, and batches kept on the lingering client. */
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -749,6 +749,39 @@ static void test_gate_kafka_down(void **state)
 	free(gate_burst(*state, 10, false));
 }
 
+/* kafka.gate: the gated single events go through a client of their own
+ * with linger.ms 0; batches keep kafka.linger_ms on the other.  With a
+ * linger of a second, a single event is answered well within it and a
+ * batch (three events) only after it. */
+static void test_gate_batch_keeps_linger(void **state)
+{
+	struct fixture *f = *state;
+	const char batch[] = "[{\"message\":\"b1\",\"service\":\"svc-gate\"},"
+			     "{\"message\":\"b2\",\"service\":\"svc-gate\"},"
+			     "{\"message\":\"b3\",\"service\":\"svc-gate\"}]";
+	struct answer a[2] = { 0 };
+	char body[128];
+	int64_t t0;
+
+	f->s.kafka_gate = 1;
+	f->s.kafka_linger_ms = 1000;
+	start(f);
+	event(body, sizeof(body), "svc-gate", 1);
+	t0 = lp_now_ms();
+	submit(f, PRODUCER_ONE, body, "application/json", &a[0]);
+	assert_int_equal(wait_done(1), 1);
+	assert_int_equal(a[0].status, 202);
+	if (a[0].at_ms - t0 >= 800)
+		fail_msg("the single event waited %lld ms: lingered", (long long)(a[0].at_ms - t0));
+	t0 = lp_now_ms();
+	submit(f, PRODUCER_BATCH, batch, "application/json", &a[1]);
+	assert_int_equal(wait_done(2), 2);
+	assert_int_equal(a[1].status, 202);
+	if (a[1].at_ms - t0 < 950)
+		fail_msg("the batch was answered after %lld ms: no linger",
+			 (long long)(a[1].at_ms - t0));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -765,6 +798,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_gate_holds_until_answered, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gate_kafka_down, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_gate_stop_answers_held, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_gate_batch_keeps_linger, setup, teardown),
 	};
 
 	lp_log_init("producer-test", LP_LOG_ERROR);

@@ -49,7 +49,8 @@
 #              two (rows of B end in _b), INGEST_ROUNDS=N times (#1, #2, ...,
 #              B first in the even rounds);
 #              INGEST_B_SET=key=value,... sets B's producer apart (e.g.
-#              kafka.linger_ms=5 with INGEST_AB=build/bin)
+#              kafka.linger_ms=5 with INGEST_AB=build/bin), INGEST_A_SET
+#              the same for A's (two builds with one setting in common)
 #   INGEST_AB_GATEWAY=DIR   the same for the gateway: the second gateway is
 #              DIR/logpipe-gateway (its producer build/bin's, or INGEST_AB's);
 #              either variable alone makes the second pair
@@ -247,7 +248,10 @@ try:
         return {"auth.keys": f"{KEY}:bench:ingest,read", "http.listen": f"127.0.0.1:{port}",
                 "ratelimit.rate": 100000000, "backpressure.lag_normal": 10**12,
                 "backpressure.lag_critical": 10**12}
-    procs["producer"] = start("producer", {"http.threads": 288}, ports)
+    extra_a = {"http.threads": 288}
+    extra_a.update(kv.split("=", 1) for kv in
+                   filter(None, os.environ.get("INGEST_A_SET", "").split(",")))
+    procs["producer"] = start("producer", extra_a, ports)
     procs["gateway"] = start("gateway", gateway_extra(ports["gateway"]), ports)
     procs["generator"] = start("generator", {"http.threads": 8,
                                              "generator.registry_key": "logpipe:ingest-bench"},
