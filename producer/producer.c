@@ -110,7 +110,7 @@ const struct lp_cfg_opt producer_options[] = {
 	OPT("kafka.batch_size", LP_CFG_INT, "1000000", kafka_batch_size, "librdkafka batch.size: most bytes in one partition's batch", 1024, 100000000),
 	OPT("kafka.max_in_flight", LP_CFG_INT, "5", kafka_max_in_flight, "librdkafka max.in.flight.requests.per.connection (the idempotent producer allows at most 5)", 1, 5),
 	OPT("kafka.nodelay", LP_CFG_BOOL, "false", kafka_nodelay, "disable Nagle's algorithm on the broker connections (socket.nagle.disable)", 0, 0),
-	OPT("kafka.gate", LP_CFG_BOOL, "false", kafka_gate, "single events: while some await Kafka's answer, hold new ones and hand them to Kafka together at the last answer, through a second Kafka client with linger.ms 0 (batches and the spool keep the first and kafka.linger_ms): lower latency at low concurrency, CPU per event measured both higher and lower (docs/benchmarks.md)", 0, 0),
+	OPT("kafka.gate", LP_CFG_BOOL, "true", kafka_gate, "single events: while some await Kafka's answer, hold new ones and hand them to Kafka together at the last answer, through a second Kafka client with linger.ms 0 (batches and the spool keep the first and kafka.linger_ms): lower latency at low concurrency, CPU per event measured both higher and lower (docs/benchmarks.md)", 0, 0),
 	OPT("limits.max_message", LP_CFG_INT, "65536", max_message, "largest `message` in bytes (413 above)", 1, 16777216),
 	OPT("limits.max_attributes", LP_CFG_INT, "64", max_attributes, "most keys under `attributes` (413 above)", 1, 10000),
 	OPT("limits.batch_max_items", LP_CFG_INT, "1000", batch_max_items, "most events in one batch request (413 above)", 1, 100000),
