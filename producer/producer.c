@@ -2129,6 +2129,9 @@ static void *stop_watch_main(void *arg)
 			w->what, w->p->spool ? " (the events stay in the spool)" : "");
 		rd_kafka_purge(lp_kproducer_handle(w->p->kp),
 			       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+		if (w->p->kp_gate)
+			rd_kafka_purge(lp_kproducer_handle(w->p->kp_gate),
+				       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 	}
 	return NULL;
 }

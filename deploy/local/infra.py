@@ -876,9 +876,16 @@ class Postgres:
 
     def _write_settings(self):
         """DATA/logpipe.conf from PG_SETTINGS, included by postgresql.conf."""
+        settings = dict(PG_SETTINGS)
+        # For measuring server settings (docs/benchmarks.md): "name=value,...".
+        for item in filter(None, os.environ.get("LOGPIPE_PG_SETTINGS", "").split(",")):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise InfraError(f"LOGPIPE_PG_SETTINGS: {item!r} is not name=value")
+            settings[key.strip()] = value.strip()
         conf = self.data_dir / "logpipe.conf"
         conf.write_text("# written by deploy/local/infra.py (PG_SETTINGS) at every start\n" +
-                        "".join(f"{k} = '{v}'\n" for k, v in PG_SETTINGS.items()))
+                        "".join(f"{k} = '{v}'\n" for k, v in settings.items()))
         self._chown(conf)
         main = self.data_dir / "postgresql.conf"
         if "include_if_exists = 'logpipe.conf'" not in main.read_text():

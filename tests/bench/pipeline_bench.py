@@ -39,7 +39,9 @@ disturbed.  Everything is stopped at the end (the runner's own shutdown).
              - and the generator did produce the rate (a generator that
                cannot is a failed step too: the pipeline was not shown to
                take it).
-           Between steps the pipeline is empty (the last check).
+           Between steps the pipeline is empty (the last check).  Each
+           step's line also counts PostgreSQL's checkpoints during it
+           (each one is followed by full-page images in the WAL).
   latency  stored_at - received_at (deploy/migrations/001: stored_at is the
            row's DEFAULT now(), the storing transaction's start; received_at
            the generator's wall clock when it made the event) of the rows of
@@ -304,6 +306,10 @@ class Bench:
     def enriched(self):
         return metrics(self.url("enricher")).get("kafka_messages_sent_total", 0.0)
 
+    def checkpoints(self):
+        """Checkpoints PostgreSQL has made so far (timed and requested)."""
+        return int(self.psql("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"))
+
     def rows(self):
         return int(self.psql("SELECT count(*) FROM log_events"))
 
@@ -313,6 +319,7 @@ class Bench:
         S = self.args.step_s
         skip = min(5.0, S / 4)
         rows0, proc0 = self.rows(), self.processed()
+        ckpt0 = self.checkpoints()
         load0 = load_avg()
         cpu0 = self.cpu()
         enr0 = self.enriched()
@@ -349,7 +356,7 @@ class Bench:
                "lag": lag, "unstored_end": unstored_end, "stored": stored,
                "store_s": store_s, "load0": load0, "load1": load_avg(),
                "started_at": st.get("started_at"), "stopped_at": st.get("stopped_at"),
-               "cores": cores}
+               "cores": cores, "checkpoints": self.checkpoints() - ckpt0}
         why = []
         if gen_rate < rate * (1 - RATE_TOLERANCE) or res["errors"] or res["rate_limited"]:
             why.append(f"generator made {gen_rate:,.0f}/s of {rate:,}/s "
@@ -867,7 +874,8 @@ def main():
         say(f"step {s['rate']:>7,}/s  generated {s['gen_rate']:>9,.0f}/s  stored "
             f"{s['stored_rate']:>9,.0f}/s  lag {s['lag'] if s['lag'] is not None else '?':>7}  "
             f"stored all after {s['store_s']:4.1f} s  load {s['load0'].split()[0]}-"
-            f"{s['load1'].split()[0]}  " + ("pass" if s["ok"] else "FAIL (" + s["why"] + ")"))
+            f"{s['load1'].split()[0]}  checkpoints {s['checkpoints']}  "
+            + ("pass" if s["ok"] else "FAIL (" + s["why"] + ")"))
     if lat is not None:
         say(f"sustained {sustained or 0:,} events/s (highest passing step)")
         say(f"e2e       stored_at - received_at at 10,000/s: p50 {lat['p50']:.0f} ms, "
