@@ -41,7 +41,8 @@ disturbed.  Everything is stopped at the end (the runner's own shutdown).
                take it).
            Between steps the pipeline is empty (the last check).  Each
            step's line also counts PostgreSQL's checkpoints during it
-           (each one is followed by full-page images in the WAL).
+           (each one is followed by full-page images in the WAL) and the
+           autovacuum and autoanalyze runs on log_events' partitions.
   latency  stored_at - received_at (deploy/migrations/001: stored_at is the
            row's DEFAULT now(), the storing transaction's start; received_at
            the generator's wall clock when it made the event) of the rows of
@@ -310,6 +311,11 @@ class Bench:
         """Checkpoints PostgreSQL has made so far (timed and requested)."""
         return int(self.psql("SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"))
 
+    def autovacuums(self):
+        """Autovacuum and autoanalyze runs on log_events' partitions so far."""
+        return int(self.psql("SELECT coalesce(sum(autovacuum_count + autoanalyze_count), 0) "
+                             "FROM pg_stat_user_tables WHERE relname LIKE 'log_events%'"))
+
     def rows(self):
         return int(self.psql("SELECT count(*) FROM log_events"))
 
@@ -319,7 +325,7 @@ class Bench:
         S = self.args.step_s
         skip = min(5.0, S / 4)
         rows0, proc0 = self.rows(), self.processed()
-        ckpt0 = self.checkpoints()
+        ckpt0, av0 = self.checkpoints(), self.autovacuums()
         load0 = load_avg()
         cpu0 = self.cpu()
         enr0 = self.enriched()
@@ -356,7 +362,8 @@ class Bench:
                "lag": lag, "unstored_end": unstored_end, "stored": stored,
                "store_s": store_s, "load0": load0, "load1": load_avg(),
                "started_at": st.get("started_at"), "stopped_at": st.get("stopped_at"),
-               "cores": cores, "checkpoints": self.checkpoints() - ckpt0}
+               "cores": cores, "checkpoints": self.checkpoints() - ckpt0,
+               "autovacuums": self.autovacuums() - av0}
         why = []
         if gen_rate < rate * (1 - RATE_TOLERANCE) or res["errors"] or res["rate_limited"]:
             why.append(f"generator made {gen_rate:,.0f}/s of {rate:,}/s "
@@ -875,6 +882,7 @@ def main():
             f"{s['stored_rate']:>9,.0f}/s  lag {s['lag'] if s['lag'] is not None else '?':>7}  "
             f"stored all after {s['store_s']:4.1f} s  load {s['load0'].split()[0]}-"
             f"{s['load1'].split()[0]}  checkpoints {s['checkpoints']}  "
+            f"autovacuum/analyze {s['autovacuums']}  "
             + ("pass" if s["ok"] else "FAIL (" + s["why"] + ")"))
     if lat is not None:
         say(f"sustained {sustained or 0:,} events/s (highest passing step)")
