@@ -90,6 +90,17 @@ class InfraError(RuntimeError):
     """A component could not be started, made ready or stopped."""
 
 
+def env_pairs(name):
+    """The "key=value,..." list in environment variable name, as a dict."""
+    out = {}
+    for item in filter(None, os.environ.get(name, "").split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise InfraError(f"{name}: {item!r} is not key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
 # ---- ports ------------------------------------------------------------------
 
 def port_is_free(port, host="127.0.0.1"):
@@ -500,12 +511,8 @@ class Kafka(_Proc):
             "log.retention.hours": "24",
             "log.segment.bytes": str(256 * 1024 * 1024),
         }
-        # For measuring broker settings (docs/benchmarks.md): "key=value,...".
-        for item in filter(None, os.environ.get("LOGPIPE_KAFKA_PROPS", "").split(",")):
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise InfraError(f"LOGPIPE_KAFKA_PROPS: {item!r} is not key=value")
-            props[key.strip()] = value.strip()
+        # For measuring broker settings (docs/benchmarks.md).
+        props.update(env_pairs("LOGPIPE_KAFKA_PROPS"))
         (self.dir / "server.properties").write_text(
             "".join(f"{k}={v}\n" for k, v in props.items()))
         (self.dir / "log4j.properties").write_text(
@@ -876,13 +883,8 @@ class Postgres:
 
     def _write_settings(self):
         """DATA/logpipe.conf from PG_SETTINGS, included by postgresql.conf."""
-        settings = dict(PG_SETTINGS)
-        # For measuring server settings (docs/benchmarks.md): "name=value,...".
-        for item in filter(None, os.environ.get("LOGPIPE_PG_SETTINGS", "").split(",")):
-            key, eq, value = item.partition("=")
-            if not eq or not key.strip():
-                raise InfraError(f"LOGPIPE_PG_SETTINGS: {item!r} is not name=value")
-            settings[key.strip()] = value.strip()
+        # For measuring server settings (docs/benchmarks.md).
+        settings = dict(PG_SETTINGS, **env_pairs("LOGPIPE_PG_SETTINGS"))
         conf = self.data_dir / "logpipe.conf"
         conf.write_text("# written by deploy/local/infra.py (PG_SETTINGS) at every start\n" +
                         "".join(f"{k} = '{v}'\n" for k, v in settings.items()))
