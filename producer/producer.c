@@ -2127,11 +2127,12 @@ static void *stop_watch_main(void *arg)
 	if (purge && w->p->kp) {
 		lp_warn("shutdown: %s still waits for Kafka at the deadline; purging its queue%s",
 			w->what, w->p->spool ? " (the events stay in the spool)" : "");
-		rd_kafka_purge(lp_kproducer_handle(w->p->kp),
-			       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-		if (w->p->kp_gate)
-			rd_kafka_purge(lp_kproducer_handle(w->p->kp_gate),
-				       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+		struct lp_kproducer *clients[] = { w->p->kp, w->p->kp_gate };
+
+		for (size_t i = 0; i < LP_ARRAY_SIZE(clients); i++)
+			if (clients[i])
+				rd_kafka_purge(lp_kproducer_handle(clients[i]),
+					       RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
 	}
 	return NULL;
 }
@@ -2232,15 +2233,13 @@ void producer_stop(struct producer *p)
 
 	/* The gated client first: a report of it may still hand held events
 	 * to it, never to the other. */
-	if (p->kp_gate) {
+	struct lp_kproducer *clients[] = { p->kp_gate, p->kp };
+
+	for (size_t i = 0; i < LP_ARRAY_SIZE(clients); i++) {
+		if (!clients[i])
+			continue;
 		left_ms = STOP_BUDGET_MS - (lp_now_ms() - t0);
-		left = lp_kproducer_free(p->kp_gate, left_ms < 500 ? 500 : (int)left_ms);
-		if (left > 0)
-			lp_error("%d gated messages were not delivered at shutdown", left);
-	}
-	if (p->kp) {
-		left_ms = STOP_BUDGET_MS - (lp_now_ms() - t0);
-		left = lp_kproducer_free(p->kp, left_ms < 500 ? 500 : (int)left_ms);
+		left = lp_kproducer_free(clients[i], left_ms < 500 ? 500 : (int)left_ms);
 		if (left > 0)
 			lp_error("%d messages were not delivered at shutdown", left);
 	}
